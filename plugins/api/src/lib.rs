@@ -1,0 +1,273 @@
+//! The plugin contract of plexsync.
+//!
+//! This crate owns every type that crosses the boundary between the host (the `plexsync`
+//! daemon) and its plugins: what a play and a show reference look like, the tracker's
+//! catalogue, what a matcher answers, what an exporter is handed, and how a plugin reports a
+//! failure. It depends on nothing of the host, so a plugin crate depends on this crate alone.
+//!
+//! Invariants a plugin can rely on:
+//! - [`ShowQuery::guids`] holds only SHOW-level identifiers (the show's `guid`, the show's
+//!   `Guid` children, or a legacy episode guid whose path encodes the show id). Episode-level
+//!   ids from a new-agent `Guid` array never reach a matcher.
+//! - The host calls [`Matcher::set_catalogue`] before the first match and after every refresh.
+//! - The host, not the plugin, decides about retries: a plugin classifies its failure with
+//!   [`ErrorClass`] and returns.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub mod catalogue;
+pub mod secret;
+
+pub use catalogue::{CatalogShow, Catalogue};
+pub use secret::Secret;
+
+/// A boxed future, so the traits stay object safe (`Box<dyn Matcher>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Version of this contract; bumped on any breaking change so the host can refuse a plugin
+/// built against another one.
+pub const API_VERSION: u32 = 1;
+
+/// What a failure means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Try again later (connection refused, timeout, 5xx, 429).
+    Transient,
+    /// Trying again will not help (4xx, malformed answer): dead letter, tell a person.
+    Permanent,
+    /// The plugin's configuration is wrong: refuse to start or to reload.
+    Config,
+}
+
+/// The one error type plugins return.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct PluginError {
+    pub class: ErrorClass,
+    pub message: String,
+    /// For transient errors: the earliest time worth retrying (from `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl PluginError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            class: ErrorClass::Transient,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn config(message: impl Into<String>) -> Self {
+        Self {
+            class: ErrorClass::Config,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
+        self.retry_after = after;
+        self
+    }
+    pub fn is_transient(&self) -> bool {
+        self.class == ErrorClass::Transient
+    }
+}
+
+/// Where a play was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaySource {
+    Webhook,
+    Poll,
+    Backfill,
+}
+
+impl fmt::Display for PlaySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PlaySource::Webhook => "webhook",
+            PlaySource::Poll => "poll",
+            PlaySource::Backfill => "backfill",
+        })
+    }
+}
+
+/// The show as Plex describes it: what the matcher chain works from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShowQuery {
+    /// The show's ratingKey on the Plex server, when known.
+    pub rating_key: Option<String>,
+    pub title: String,
+    pub year: Option<i32>,
+    /// SHOW-level guids only (see the crate docs), e.g. `plex://show/…`, `tvdb://81189`,
+    /// `com.plexapp.agents.thetvdb://81189/1/1?lang=en`.
+    #[serde(default)]
+    pub guids: Vec<String>,
+}
+
+/// One scored candidate show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub show_id: String,
+    pub score: f32,
+    /// Which rule produced it (`tmdb_id`, `tvdb_id`, `imdb_id`, `title_year`, …).
+    pub method: String,
+}
+
+/// A matcher's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum MatchOutcome {
+    /// This is the show: proven by the method, with this confidence (0..=1).
+    Definite {
+        show_id: String,
+        confidence: f32,
+        method: String,
+    },
+    /// Maybe one of these, best first; not proven.
+    Candidates { candidates: Vec<Candidate> },
+    /// Nothing to say: the next matcher gets its turn.
+    NoMatch,
+}
+
+/// Everything a plugin is handed when the host builds it from config.
+pub struct PluginContext {
+    /// The plugin's own table from plexsync.toml (without `kind`), as JSON.
+    pub config: serde_json::Value,
+    /// The secrets it asked for by name that are set (e.g. `tracker-key`, `tmdb-key`).
+    pub secrets: HashMap<String, Secret>,
+    /// A small persistent key-value cache owned by the host (backed by its store).
+    pub cache: Arc<dyn KvCache>,
+    /// Folder the config file lives in, to resolve relative paths a plugin is given.
+    pub config_dir: std::path::PathBuf,
+}
+
+impl fmt::Debug for PluginContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginContext")
+            .field("config", &self.config)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("config_dir", &self.config_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginContext {
+    /// Deserialise the plugin's config table, refusing unknown keys (the plugin's struct should
+    /// use `#[serde(deny_unknown_fields)]`). The error names the offending key.
+    pub fn parse_config<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
+        serde_json::from_value(self.config.clone()).map_err(|e| PluginError::config(e.to_string()))
+    }
+}
+
+/// A namespaced persistent cache the host gives each plugin. Values are opaque bytes with an
+/// expiry; a miss and an expired entry look the same.
+pub trait KvCache: Send + Sync {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    /// Store `value` under `key` for `ttl` (None = keep until overwritten).
+    fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>);
+}
+
+/// An in-memory [`KvCache`] for tests and offline runs.
+#[derive(Default)]
+pub struct MemoryCache {
+    inner: std::sync::Mutex<HashMap<String, (Vec<u8>, Option<std::time::Instant>)>>,
+}
+
+impl KvCache for MemoryCache {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let map = self.inner.lock().ok()?;
+        let (value, expires) = map.get(key)?;
+        match expires {
+            Some(at) if *at <= std::time::Instant::now() => None,
+            _ => Some(value.clone()),
+        }
+    }
+    fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>) {
+        if let Ok(mut map) = self.inner.lock() {
+            let expires = ttl.map(|t| std::time::Instant::now() + t);
+            map.insert(key.to_string(), (value.to_vec(), expires));
+        }
+    }
+}
+
+/// Maps a Plex show to a tracker show.
+pub trait Matcher: Send + Sync {
+    /// The `kind` name it was built under, for logs and the `method` fallbacks.
+    fn kind(&self) -> &str;
+    /// A new catalogue (at start-up and after each refresh): rebuild any index here.
+    fn set_catalogue(&self, catalogue: Arc<Catalogue>);
+    /// Match one show. A transient error lets the chain go on to the next matcher; the host
+    /// retries the play later only if no matcher produced a definite answer.
+    fn match_show<'a>(&'a self, query: &'a ShowQuery)
+    -> BoxFuture<'a, Result<MatchOutcome, PluginError>>;
+}
+
+/// One episode in an export batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportEpisode {
+    pub season: u32,
+    pub episode: u32,
+    /// Unix seconds, UTC.
+    pub watched_at: i64,
+}
+
+/// A batch of watched episodes of one tracker show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportBatch {
+    pub show_id: String,
+    /// Stable for every attempt of this batch.
+    pub idempotency_key: String,
+    pub episodes: Vec<ExportEpisode>,
+}
+
+/// What the tracker said about a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportReceipt {
+    pub marked: u64,
+    pub already_watched: u64,
+    /// Episodes the tracker does not know (season, episode).
+    pub unknown: Vec<(u32, u32)>,
+}
+
+/// A show to create in the tracker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewShow {
+    pub title: String,
+    pub year: Option<i32>,
+    pub tmdb_id: Option<u64>,
+    pub tvdb_id: Option<u64>,
+    pub imdb_id: Option<String>,
+}
+
+/// Delivers watched episodes to a tracker and provides its catalogue.
+pub trait Exporter: Send + Sync {
+    fn kind(&self) -> &str;
+    /// The tracker's shows.
+    fn fetch_catalogue(&self) -> BoxFuture<'_, Result<Vec<CatalogShow>, PluginError>>;
+    /// Mark the batch's episodes watched.
+    fn export<'a>(&'a self, batch: &'a ExportBatch)
+    -> BoxFuture<'a, Result<ExportReceipt, PluginError>>;
+    /// Create a show; returns its tracker id.
+    fn create_show<'a>(&'a self, show: &'a NewShow) -> BoxFuture<'a, Result<String, PluginError>>;
+}
+
+/// Normalise an IMDb id for comparison (`tt0123` and `TT0123` are the same).
+pub fn normalize_imdb(id: &str) -> String {
+    id.trim().to_ascii_lowercase()
+}
