@@ -1,0 +1,9 @@
+//! plexsync: keeps a self-hosted TV tracker in step with what people watch on Plex.
+//!
+//! The library is the whole daemon; `main.rs` only parses the command line. See
+//! ARCHITECTURE.md for the codemap and the invariants.
+
+pub mod config;
+pub mod model;
+pub mod secrets;
+pub mod store;

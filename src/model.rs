@@ -1,0 +1,224 @@
+//! The records plexsync keeps: plays, activity rows, mappings, conflicts, watched episodes and
+//! outbox batches. Plain serde types; the store serialises them as JSON bytes so the on-disk
+//! encoding is ours and survives redb upgrades.
+
+use plexsync_plugin_api::{Candidate, PlaySource, ShowQuery};
+use serde::{Deserialize, Serialize};
+
+/// Current unix time in seconds.
+pub fn now_secs() -> i64 {
+    now_millis() / 1000
+}
+
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The Plex show as a play describes it, before matching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlexShow {
+    /// Plex server machine identifier, when known.
+    pub server: Option<String>,
+    pub rating_key: Option<String>,
+    pub title: String,
+    pub year: Option<i32>,
+    /// The show's own guid (`grandparentGuid`), e.g. `plex://show/…` or a legacy agent guid.
+    pub guid: Option<String>,
+    /// The episode's guid; for legacy agents its path carries the show id.
+    pub episode_guid: Option<String>,
+}
+
+impl PlexShow {
+    /// The key plays, mappings and conflicts of this show share: server + ratingKey when Plex
+    /// gave one, else the normalised title + year (rows of deleted items have no ratingKey).
+    pub fn key(&self) -> String {
+        match &self.rating_key {
+            Some(rk) => format!("{}/{}", self.server.as_deref().unwrap_or("-"), rk),
+            None => format!(
+                "title:{}|{}",
+                self.title.trim().to_lowercase(),
+                self.year.map(|y| y.to_string()).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// The matcher query, before any enrichment with the show's own `Guid` list.
+    pub fn query(&self) -> ShowQuery {
+        let mut guids = Vec::new();
+        if let Some(g) = &self.guid {
+            guids.push(g.clone());
+        }
+        // A legacy episode guid (`…thetvdb://81189/1/1`) encodes the SHOW id; a new-agent one
+        // (`plex://episode/…`) does not and is left out.
+        if let Some(g) = &self.episode_guid {
+            if !g.starts_with("plex://") {
+                guids.push(g.clone());
+            }
+        }
+        ShowQuery {
+            rating_key: self.rating_key.clone(),
+            title: self.title.clone(),
+            year: self.year,
+            guids,
+        }
+    }
+}
+
+/// One watched play, as journaled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Play {
+    /// Journal sequence number, assigned by the store.
+    #[serde(default)]
+    pub id: u64,
+    pub source: PlaySource,
+    /// Plex account id as the source reported it.
+    pub account_id: String,
+    pub account_name: Option<String>,
+    pub show: PlexShow,
+    pub season: u32,
+    pub episode: u32,
+    pub episode_rating_key: Option<String>,
+    /// When it was watched, unix seconds UTC.
+    pub viewed_at: i64,
+    /// When plexsync received it, unix seconds UTC.
+    pub received_at: i64,
+    /// Plex history row key, when it came from history.
+    pub history_key: Option<String>,
+}
+
+impl Play {
+    pub fn dedupe_key(&self) -> String {
+        format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            self.account_id,
+            self.show.key(),
+            self.season,
+            self.episode
+        )
+    }
+}
+
+/// What became of a journaled play.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PlayState {
+    /// Waiting for the resolver.
+    Pending,
+    /// Mapped to a tracker show and recorded as watched.
+    Resolved { show_id: String },
+    /// Held in a conflict until a person decides.
+    Parked { conflict: String },
+    /// The show is ignored by a person's decision.
+    Ignored,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub play: Play,
+    pub state: PlayState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityStatus {
+    Success,
+    Failed,
+    Ignored,
+    Duplicate,
+}
+
+impl ActivityStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityStatus::Success => "success",
+            ActivityStatus::Failed => "failed",
+            ActivityStatus::Ignored => "ignored",
+            ActivityStatus::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// One row of the activity log: a request or a pipeline step a person may want to see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    #[serde(default)]
+    pub id: u64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub source: String,
+    pub event: Option<String>,
+    pub account: Option<String>,
+    pub show: Option<String>,
+    pub season: Option<u32>,
+    pub episode: Option<u32>,
+    pub status: ActivityStatus,
+    pub action: String,
+    pub error: Option<String>,
+    pub duration_ms: f64,
+    /// The journaled play this row is about, if any.
+    pub play_id: Option<u64>,
+}
+
+/// A decided Plex show → tracker show link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mapping {
+    pub plex: PlexShow,
+    pub show_id: String,
+    pub method: String,
+    pub confidence: f32,
+    /// Set by a person (conflict resolution or `mappings set`).
+    pub manual: bool,
+    pub sync_enabled: bool,
+    pub created_at: i64,
+}
+
+/// A show that needs a person's decision, with the plays it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub key: String,
+    pub plex: PlexShow,
+    pub query: ShowQuery,
+    pub candidates: Vec<Candidate>,
+    pub held: Vec<u64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub reason: String,
+}
+
+/// A tracker episode known to be watched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Watched {
+    pub first_watched_at: i64,
+    pub plays: u32,
+    /// Unix seconds of the successful export, once delivered.
+    pub exported_at: Option<i64>,
+}
+
+/// One episode waiting to be exported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub play_id: u64,
+    pub show_id: String,
+    pub season: u32,
+    pub episode: u32,
+    pub watched_at: i64,
+    pub queued_at: i64,
+}
+
+/// A fixed group of outbox items sent together, with the idempotency key every attempt reuses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    #[serde(default)]
+    pub id: u64,
+    pub show_id: String,
+    pub idempotency_key: String,
+    pub items: Vec<OutboxItem>,
+    pub attempts: u32,
+    /// Unix milliseconds of the next attempt.
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+}

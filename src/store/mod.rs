@@ -1,0 +1,439 @@
+//! The embedded store: the only module that touches redb.
+//!
+//! One writer thread owns every write transaction. Callers hand it jobs over a channel; it
+//! runs all jobs that are waiting in ONE durable transaction (group commit) and answers each
+//! job only after that transaction is on disk — so a webhook answered 200 is never lost, and
+//! concurrent webhooks share one fsync. Reads use their own read transactions on any thread.
+//!
+//! Values are JSON bytes of the types in [`crate::model`] (our encoding, not redb's), with a
+//! `schema_version` in the meta table. Jobs must do their reads and checks before their writes:
+//! a job that fails with a storage error aborts its whole group (every job in it gets the
+//! error), while a job's logical error (e.g. "not found") must leave nothing written.
+//!
+//! The domain operations (ingest a play, apply a resolution, form and finish export batches…)
+//! live in [`ops`]; the rest of the daemon calls those, never redb.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use redb::{
+    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadTransaction,
+    ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+pub mod ops;
+
+pub const SCHEMA_VERSION: u64 = 1;
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// Plays awaiting the resolver; value = earliest retry time (unix ms).
+pub(crate) const PENDING: TableDefinition<u64, i64> = TableDefinition::new("pending");
+pub(crate) const DEDUPE: TableDefinition<&str, &[u8]> = TableDefinition::new("dedupe");
+pub(crate) const SHOW_INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("show_info");
+pub(crate) const CATALOGUE: TableDefinition<&str, &[u8]> = TableDefinition::new("catalogue");
+pub(crate) const MAPPINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("mappings");
+pub(crate) const CONFLICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("conflicts");
+pub(crate) const WATCHED: TableDefinition<&str, &[u8]> = TableDefinition::new("watched");
+pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+pub(crate) const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
+pub(crate) const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letter");
+pub(crate) const ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
+pub(crate) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_kv");
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("store is in use by a running plexsync (use the CLI against the daemon, or stop it)")]
+    Locked,
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("stored record is corrupt ({0})")]
+    Corrupt(String),
+    #[error("store writer has stopped")]
+    Closed,
+    #[error("the store was opened read-only")]
+    ReadOnly,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// Storage errors poison the whole group commit; logical ones only their own job.
+    fn is_storage(&self) -> bool {
+        matches!(self, StoreError::Storage(_) | StoreError::Corrupt(_))
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Storage(e.to_string()) }
+        }
+    )*};
+}
+storage_from!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+/// A job runs in the group's transaction (None when one could not be begun) and returns what
+/// to do once the group's fate is known.
+type Job = Box<dyn FnOnce(Option<&WriteTransaction>, &mut bool) -> Completion + Send>;
+
+enum Db {
+    Rw(Arc<Database>),
+    Ro(ReadOnlyDatabase),
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    path: PathBuf,
+    jobs: Option<mpsc::Sender<Job>>,
+}
+
+/// Upper bound of jobs in one group commit, so one transaction stays small.
+const MAX_GROUP: usize = 4096;
+
+impl Store {
+    /// Open (or create, mode 0600) the store for writing and start its writer thread.
+    pub fn open(path: &Path) -> Result<Store> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create folder: {e}")))?;
+            }
+        }
+        create_private(path).map_err(|e| open_err(format!("cannot create: {e}")))?;
+        let db = builder()
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+                other => open_err(other.to_string()),
+            })?;
+        let db = Arc::new(db);
+        init_schema(&db).map_err(|e| open_err(e.to_string()))?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let wdb = db.clone();
+        std::thread::Builder::new()
+            .name("plexsync-store".into())
+            .spawn(move || writer_loop(wdb, rx))
+            .map_err(|e| open_err(format!("cannot start writer thread: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: Db::Rw(db),
+                path: path.to_path_buf(),
+                jobs: Some(tx),
+            }),
+        })
+    }
+
+    /// Open an existing store for reading only; works while the daemon has it open.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: "does not exist (has the daemon ever run with this config?)".into(),
+            });
+        }
+        let db = builder().open_read_only(path).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: Db::Ro(db),
+                path: path.to_path_buf(),
+                jobs: None,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Run a read transaction.
+    pub fn read<R>(&self, f: impl FnOnce(&ReadTransaction) -> Result<R>) -> Result<R> {
+        let txn = match &self.inner.db {
+            Db::Rw(db) => db.begin_read()?,
+            Db::Ro(db) => db.begin_read()?,
+        };
+        f(&txn)
+    }
+
+    fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<R>>> {
+        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::ReadOnly)?;
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |txn: Option<&WriteTransaction>, poisoned: &mut bool| {
+            let out = match txn {
+                Some(txn) => f(txn),
+                None => Err(StoreError::Storage("no write transaction".into())),
+            };
+            if let Err(e) = &out {
+                if e.is_storage() {
+                    *poisoned = true;
+                }
+            }
+            Box::new(move |committed: Result<()>| {
+                let _ = tx.send(committed.and(out));
+            })
+        });
+        jobs.send(job).map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Run `f` inside the next group commit; resolves once it is durably committed.
+    pub async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.submit(f)?.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Blocking variant of [`Store::write`] for the CLI and other non-async callers.
+    pub fn write_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.submit(f)?.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queue `f` without waiting for it (best-effort writes such as plugin cache entries).
+    pub fn write_detached(&self, f: impl FnOnce(&WriteTransaction) -> Result<()> + Send + 'static) {
+        if let Err(e) = self.submit(f) {
+            tracing::warn!(error = %e, "detached store write dropped");
+        }
+    }
+}
+
+fn builder() -> Builder {
+    let mut b = Builder::new();
+    // The working set is small; redb's 1 GiB default would let the page cache grow far past
+    // the idle-memory budget of a home-server daemon.
+    b.set_cache_size(8 * 1024 * 1024);
+    b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    b
+}
+
+/// Create the file with mode 0600 if it does not exist, so redb never creates it world-readable.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn init_schema(db: &Database) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        // Create every table up front, so read transactions never meet a missing table.
+        let mut meta = txn.open_table(META)?;
+        txn.open_table(JOURNAL)?;
+        txn.open_table(PENDING)?;
+        txn.open_table(DEDUPE)?;
+        txn.open_table(SHOW_INFO)?;
+        txn.open_table(CATALOGUE)?;
+        txn.open_table(MAPPINGS)?;
+        txn.open_table(CONFLICTS)?;
+        txn.open_table(WATCHED)?;
+        txn.open_table(OUTBOX)?;
+        txn.open_table(BATCHES)?;
+        txn.open_table(DEAD)?;
+        txn.open_table(ACTIVITY)?;
+        txn.open_table(SECRETS)?;
+        txn.open_table(KV)?;
+        let existing = match meta.get("schema_version")? {
+            Some(v) => Some(decode::<u64>(v.value())?),
+            None => None,
+        };
+        match existing {
+            None => {
+                meta.insert("schema_version", encode(&SCHEMA_VERSION)?.as_slice())?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) => {
+                return Err(StoreError::Invalid(format!(
+                    "store schema version {v} is not supported by this plexsync (expects {SCHEMA_VERSION})"
+                )));
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                let err = StoreError::from(e);
+                tracing::error!(error = %err, jobs = jobs.len(), "cannot begin a write transaction");
+                let mut poisoned = true;
+                for job in jobs {
+                    job(None, &mut poisoned)(Err(err.clone()));
+                }
+                continue;
+            }
+        };
+        if let Err(e) = txn.set_durability(Durability::Immediate) {
+            tracing::error!(error = %e, "cannot set durability");
+        }
+        let mut poisoned = false;
+        let completions: Vec<Completion> = jobs.into_iter().map(|j| j(Some(&txn), &mut poisoned)).collect();
+        let result = if poisoned {
+            txn.abort().map_err(StoreError::from).and(Err(StoreError::Storage(
+                "a write in the same transaction failed; nothing was committed".into(),
+            )))
+        } else {
+            txn.commit().map_err(StoreError::from)
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, jobs = completions.len(), "store commit failed");
+        }
+        for c in completions {
+            c(result.clone());
+        }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Storage(format!("encode: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Read the next value of a named sequence and advance it.
+pub(crate) fn next_seq(txn: &WriteTransaction, name: &str) -> Result<u64> {
+    let mut meta = txn.open_table(META)?;
+    let key = format!("seq.{name}");
+    let cur = match meta.get(key.as_str())? {
+        Some(v) => decode::<u64>(v.value())?,
+        None => 0,
+    };
+    let next = cur + 1;
+    meta.insert(key.as_str(), encode(&next)?.as_slice())?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTableMetadata;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_answers_every_job_and_readers_see_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut handles = Vec::new();
+        for i in 0..200u64 {
+            let s = store.clone();
+            handles.push(tokio::spawn(async move {
+                s.write(move |txn| {
+                    let id = next_seq(txn, "test")?;
+                    txn.open_table(JOURNAL)?.insert(id, format!("{i}").as_bytes())?;
+                    Ok(id)
+                })
+                .await
+            }));
+        }
+        let mut ids = Vec::new();
+        for h in handles {
+            ids.push(h.await.unwrap().unwrap());
+        }
+        ids.sort();
+        assert_eq!(ids, (1..=200).collect::<Vec<_>>());
+        let n = store.read(|t| Ok(t.open_table(JOURNAL)?.len()?)).unwrap();
+        assert_eq!(n, 200);
+    }
+
+    #[tokio::test]
+    async fn storage_error_poisons_the_group_but_logical_error_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let r: Result<()> = store
+            .write(|txn| {
+                txn.open_table(META)?.insert("x", b"1".as_slice())?;
+                Err(StoreError::NotFound("nope".into()))
+            })
+            .await;
+        assert!(matches!(r, Err(StoreError::NotFound(_))));
+        let r: Result<()> = store
+            .write(|txn| {
+                txn.open_table(META)?.insert("y", b"1".as_slice())?;
+                Err(StoreError::Storage("disk".into()))
+            })
+            .await;
+        assert!(r.is_err());
+        let y = store.read(|t| Ok(t.open_table(META)?.get("y")?.is_some())).unwrap();
+        assert!(!y, "a poisoned group must not commit");
+    }
+
+    #[test]
+    fn store_file_is_private_and_read_only_open_works_alongside() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.redb");
+        let store = Store::open(&p).unwrap();
+        store
+            .write_blocking(|txn| {
+                txn.open_table(META)?.insert("k", b"v".as_slice())?;
+                Ok(())
+            })
+            .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let ro = Store::open_read_only(&p).unwrap();
+        let v = ro
+            .read(|t| Ok(t.open_table(META)?.get("k")?.map(|g| g.value().to_vec())))
+            .unwrap();
+        assert_eq!(v.as_deref(), Some(b"v".as_slice()));
+        assert!(matches!(Store::open(&p), Err(StoreError::Locked)));
+    }
+}

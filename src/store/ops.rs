@@ -1,0 +1,789 @@
+//! Domain operations on the store: each is one atomic step of the pipeline (ingest a play,
+//! apply a resolution, form / finish export batches, …), run in a group commit.
+
+use std::collections::BTreeMap;
+
+use plexsync_plugin_api::CatalogShow;
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::model::{
+    Activity, ActivityStatus, Batch, Conflict, JournalEntry, Mapping, OutboxItem, Play, PlayState,
+    Watched, now_millis, now_secs,
+};
+use crate::secrets::SealedSecret;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DedupeEntry {
+    viewed_at: i64,
+    play_id: u64,
+}
+
+/// The answer to [`Store::ingest_play`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingested {
+    /// A new play, journaled under this id.
+    New(u64),
+    /// The same viewing was already journaled as this play.
+    Duplicate(u64),
+}
+
+/// What the resolver decided for a pending play.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// Mapped; `mapping` is stored when the show had none yet.
+    Mapped {
+        show_id: String,
+        mapping: Option<Mapping>,
+    },
+    /// Needs a person: held in the show's conflict.
+    Conflict(Conflict),
+    /// The show is ignored by a person's decision.
+    Ignored,
+    /// Could not decide now (Plex/tracker unreachable, no catalogue yet): try again later.
+    Retry { not_before_ms: i64 },
+}
+
+/// What applying a resolution did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// Recorded as watched and queued for export.
+    Queued,
+    /// Recorded as watched; the episode was already watched (or sync is off): nothing to send.
+    AlreadyWatched,
+    Parked,
+    Ignored,
+    Deferred,
+    /// The play was not pending any more (resolved concurrently).
+    Stale,
+}
+
+/// How a finished export attempt went.
+#[derive(Debug, Clone)]
+pub enum BatchOutcome {
+    Delivered { marked: u64, already: u64 },
+    Transient { error: String, retry_at_ms: i64 },
+    Permanent { error: String },
+}
+
+/// Counts for status pages.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub journal: u64,
+    pub pending_resolution: u64,
+    pub outbox_items: u64,
+    pub batches: u64,
+    pub dead_letters: u64,
+    pub conflicts: u64,
+    pub mappings: u64,
+    pub watched: u64,
+    /// Age in seconds of the oldest play waiting for export.
+    pub oldest_pending_secs: Option<i64>,
+}
+
+fn watched_key(show_id: &str, season: u32, episode: u32) -> String {
+    format!("{show_id}\u{1f}{season:06}\u{1f}{episode:06}")
+}
+
+fn put_activity(txn: &WriteTransaction, mut a: Activity) -> Result<u64> {
+    let id = next_seq(txn, "activity")?;
+    a.id = id;
+    txn.open_table(ACTIVITY)?.insert(id, encode(&a)?.as_slice())?;
+    Ok(id)
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>> {
+    match table.get(key)? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+impl Store {
+    /// Journal a play (or recognise it as a duplicate) and record its activity row, in one
+    /// durable step. `window_secs`: the same account/show/episode viewed within this many
+    /// seconds is the same viewing.
+    pub async fn ingest_play(
+        &self,
+        play: Play,
+        activity: Activity,
+        window_secs: i64,
+    ) -> Result<Ingested> {
+        self.write(move |txn| ingest_in(txn, play, activity, window_secs)).await
+    }
+
+    /// Record an activity row on its own.
+    pub async fn record_activity(&self, a: Activity) -> Result<u64> {
+        self.write(move |txn| put_activity(txn, a)).await
+    }
+
+    /// Plays waiting for the resolver whose retry time has come, oldest first.
+    pub fn due_pending(&self, now_ms: i64, limit: usize) -> Result<Vec<Play>> {
+        self.read(|txn| {
+            let pending = txn.open_table(PENDING)?;
+            let journal = txn.open_table(JOURNAL)?;
+            let mut out = Vec::new();
+            for row in pending.iter()? {
+                let (id, not_before) = row?;
+                if not_before.value() > now_ms {
+                    continue;
+                }
+                if let Some(v) = journal.get(id.value())? {
+                    let e: JournalEntry = decode(v.value())?;
+                    out.push(e.play);
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The earliest retry time among pending plays, if any.
+    pub fn next_pending_at(&self) -> Result<Option<i64>> {
+        self.read(|txn| {
+            let pending = txn.open_table(PENDING)?;
+            let mut min: Option<i64> = None;
+            for row in pending.iter()? {
+                let (_, t) = row?;
+                min = Some(min.map_or(t.value(), |m: i64| m.min(t.value())));
+            }
+            Ok(min)
+        })
+    }
+
+    pub fn mapping(&self, show_key: &str) -> Result<Option<Mapping>> {
+        self.read(|txn| get_json(&txn.open_table(MAPPINGS)?, show_key))
+    }
+
+    pub fn conflict(&self, show_key: &str) -> Result<Option<Conflict>> {
+        self.read(|txn| get_json(&txn.open_table(CONFLICTS)?, show_key))
+    }
+
+    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
+        self.read(|txn| all_json(&txn.open_table(CONFLICTS)?))
+    }
+
+    pub fn mappings(&self) -> Result<Vec<Mapping>> {
+        self.read(|txn| all_json(&txn.open_table(MAPPINGS)?))
+    }
+
+    /// Apply the resolver's decision for one play.
+    pub async fn apply_resolution(&self, play_id: u64, r: Resolution) -> Result<Applied> {
+        self.write(move |txn| apply_in(txn, play_id, r)).await
+    }
+
+    /// Move waiting outbox items into batches of at most `batch_size` episodes per show, each
+    /// with a fresh idempotency key that every attempt of that batch will reuse.
+    pub async fn form_batches(&self, batch_size: usize) -> Result<usize> {
+        self.write(move |txn| {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut by_show: BTreeMap<String, Vec<OutboxItem>> = BTreeMap::new();
+            let mut ids = Vec::new();
+            for row in outbox.iter()? {
+                let (id, v) = row?;
+                let item: OutboxItem = decode(v.value())?;
+                ids.push(id.value());
+                by_show.entry(item.show_id.clone()).or_default().push(item);
+            }
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            for id in ids {
+                outbox.remove(id)?;
+            }
+            drop(outbox);
+            let now = now_millis();
+            let mut formed = 0;
+            for (show_id, items) in by_show {
+                for chunk in items.chunks(batch_size.max(1)) {
+                    let id = next_seq(txn, "batch")?;
+                    let key = crate::secrets::hex(&crate::secrets::random_bytes::<16>().map_err(|e| StoreError::Storage(e.to_string()))?);
+                    let b = Batch {
+                        id,
+                        show_id: show_id.clone(),
+                        idempotency_key: key,
+                        items: chunk.to_vec(),
+                        attempts: 0,
+                        next_attempt_at: now,
+                        last_error: None,
+                        created_at: now_secs(),
+                    };
+                    txn.open_table(BATCHES)?.insert(id, encode(&b)?.as_slice())?;
+                    formed += 1;
+                }
+            }
+            Ok(formed)
+        })
+        .await
+    }
+
+    /// Batches whose next attempt is due.
+    pub fn due_batches(&self, now_ms: i64, limit: usize) -> Result<Vec<Batch>> {
+        self.read(|txn| {
+            let t = txn.open_table(BATCHES)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (_, v) = row?;
+                let b: Batch = decode(v.value())?;
+                if b.next_attempt_at <= now_ms {
+                    out.push(b);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Earliest next attempt among batches.
+    pub fn next_batch_at(&self) -> Result<Option<i64>> {
+        self.read(|txn| {
+            let t = txn.open_table(BATCHES)?;
+            let mut min: Option<i64> = None;
+            for row in t.iter()? {
+                let (_, v) = row?;
+                let b: Batch = decode(v.value())?;
+                min = Some(min.map_or(b.next_attempt_at, |m: i64| m.min(b.next_attempt_at)));
+            }
+            Ok(min)
+        })
+    }
+
+    /// Record how an attempt went: delivered → gone from the outbox and marked exported;
+    /// transient → rescheduled, or dead-lettered after `max_attempts`; permanent → dead letter.
+    pub async fn finish_batch(
+        &self,
+        batch_id: u64,
+        outcome: BatchOutcome,
+        max_attempts: u32,
+        duration_ms: f64,
+    ) -> Result<()> {
+        self.write(move |txn| {
+            let mut batches = txn.open_table(BATCHES)?;
+            let mut b: Batch = match batches.get(batch_id)? {
+                Some(v) => decode(v.value())?,
+                None => return Ok(()),
+            };
+            b.attempts += 1;
+            let n = b.items.len() as u32;
+            let (status, action, error) = match outcome {
+                BatchOutcome::Delivered { marked, already } => {
+                    batches.remove(batch_id)?;
+                    drop(batches);
+                    let mut watched = txn.open_table(WATCHED)?;
+                    let now = now_secs();
+                    for it in &b.items {
+                        let k = watched_key(&it.show_id, it.season, it.episode);
+                        if let Some(mut w) = get_json::<Watched>(&watched, &k)? {
+                            w.exported_at = Some(now);
+                            watched.insert(k.as_str(), encode(&w)?.as_slice())?;
+                        }
+                    }
+                    (
+                        ActivityStatus::Success,
+                        format!("exported {n} episode(s): {marked} marked, {already} already watched"),
+                        None,
+                    )
+                }
+                BatchOutcome::Transient { error, retry_at_ms } if b.attempts < max_attempts => {
+                    b.next_attempt_at = retry_at_ms;
+                    b.last_error = Some(error.clone());
+                    batches.insert(batch_id, encode(&b)?.as_slice())?;
+                    (
+                        ActivityStatus::Failed,
+                        format!("export attempt {} of {n} episode(s) failed; retrying", b.attempts),
+                        Some(error),
+                    )
+                }
+                BatchOutcome::Transient { error, .. } | BatchOutcome::Permanent { error } => {
+                    batches.remove(batch_id)?;
+                    drop(batches);
+                    b.last_error = Some(error.clone());
+                    txn.open_table(DEAD)?.insert(batch_id, encode(&b)?.as_slice())?;
+                    (
+                        ActivityStatus::Failed,
+                        format!("{n} episode(s) moved to the dead letter after {} attempt(s)", b.attempts),
+                        Some(error),
+                    )
+                }
+            };
+            put_activity(
+                txn,
+                Activity {
+                    id: 0,
+                    at: now_millis(),
+                    source: "export".into(),
+                    event: Some("export".into()),
+                    account: None,
+                    show: Some(b.show_id.clone()),
+                    season: None,
+                    episode: None,
+                    status,
+                    action,
+                    error,
+                    duration_ms,
+                    play_id: None,
+                },
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Move every dead-lettered batch back to pending with a new idempotency key.
+    pub async fn retry_dead(&self) -> Result<usize> {
+        self.write(|txn| {
+            let mut dead = txn.open_table(DEAD)?;
+            let mut moved = Vec::new();
+            while let Some((k, v)) = dead.pop_first()? {
+                moved.push((k.value(), decode::<Batch>(v.value())?));
+            }
+            drop(dead);
+            let mut batches = txn.open_table(BATCHES)?;
+            let now = now_millis();
+            for (id, mut b) in moved.iter().cloned() {
+                b.attempts = 0;
+                b.next_attempt_at = now;
+                // A new key: the tracker may have cached its refusal under the old one.
+                b.idempotency_key = crate::secrets::hex(
+                    &crate::secrets::random_bytes::<16>().map_err(|e| StoreError::Storage(e.to_string()))?,
+                );
+                batches.insert(id, encode(&b)?.as_slice())?;
+            }
+            Ok(moved.len())
+        })
+        .await
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<Batch>> {
+        self.read(|txn| {
+            let t = txn.open_table(DEAD)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                out.push(decode(row?.1.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn watched(&self, show_id: &str, season: u32, episode: u32) -> Result<Option<Watched>> {
+        self.read(|txn| get_json(&txn.open_table(WATCHED)?, &watched_key(show_id, season, episode)))
+    }
+
+    pub fn journal_entry(&self, play_id: u64) -> Result<Option<JournalEntry>> {
+        self.read(|txn| match txn.open_table(JOURNAL)?.get(play_id)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        })
+    }
+
+    /// Activity rows, newest first, filtered; returns (rows of the page, total matching).
+    pub fn activity(
+        &self,
+        status: Option<&str>,
+        source: Option<&str>,
+        page: usize,
+        per_page: usize,
+    ) -> Result<(Vec<Activity>, usize)> {
+        let per_page = per_page.clamp(1, 500);
+        let skip = page.saturating_sub(1) * per_page;
+        self.read(|txn| {
+            let t = txn.open_table(ACTIVITY)?;
+            let mut total = 0;
+            let mut items = Vec::new();
+            for row in t.iter()?.rev() {
+                let a: Activity = decode(row?.1.value())?;
+                if status.is_some_and(|s| s != a.status.as_str()) || source.is_some_and(|s| s != a.source) {
+                    continue;
+                }
+                if total >= skip && items.len() < per_page {
+                    items.push(a);
+                }
+                total += 1;
+            }
+            Ok((items, total))
+        })
+    }
+
+    pub fn counts(&self) -> Result<Counts> {
+        self.read(|txn| {
+            let outbox = txn.open_table(OUTBOX)?;
+            let batches = txn.open_table(BATCHES)?;
+            let mut oldest: Option<i64> = None;
+            for row in outbox.iter()? {
+                let it: OutboxItem = decode(row?.1.value())?;
+                oldest = Some(oldest.map_or(it.queued_at, |o: i64| o.min(it.queued_at)));
+            }
+            let mut batch_items = 0u64;
+            for row in batches.iter()? {
+                let b: Batch = decode(row?.1.value())?;
+                batch_items += b.items.len() as u64;
+                for it in &b.items {
+                    oldest = Some(oldest.map_or(it.queued_at, |o: i64| o.min(it.queued_at)));
+                }
+            }
+            Ok(Counts {
+                journal: txn.open_table(JOURNAL)?.len()?,
+                pending_resolution: txn.open_table(PENDING)?.len()?,
+                outbox_items: outbox.len()? + batch_items,
+                batches: batches.len()?,
+                dead_letters: txn.open_table(DEAD)?.len()?,
+                conflicts: txn.open_table(CONFLICTS)?.len()?,
+                mappings: txn.open_table(MAPPINGS)?.len()?,
+                watched: txn.open_table(WATCHED)?.len()?,
+                oldest_pending_secs: oldest.map(|o| (now_secs() - o).max(0)),
+            })
+        })
+    }
+
+    pub async fn save_catalogue(&self, shows: Vec<CatalogShow>) -> Result<()> {
+        self.write(move |txn| {
+            let bytes = encode(&shows)?;
+            txn.open_table(CATALOGUE)?.insert("shows", bytes.as_slice())?;
+            txn.open_table(CATALOGUE)?
+                .insert("fetched_at", encode(&now_secs())?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub fn load_catalogue(&self) -> Result<Option<Vec<CatalogShow>>> {
+        self.read(|txn| get_json(&txn.open_table(CATALOGUE)?, "shows"))
+    }
+
+    /// Cached show info from Plex (its guids), keyed by [`PlexShow::key`].
+    pub fn show_info<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.read(|txn| get_json(&txn.open_table(SHOW_INFO)?, key))
+    }
+
+    pub async fn put_show_info<T: Serialize + Send + 'static>(&self, key: String, v: T) -> Result<()> {
+        self.write(move |txn| {
+            txn.open_table(SHOW_INFO)?.insert(key.as_str(), encode(&v)?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub fn sealed_secret(&self, name: &str) -> Result<Option<SealedSecret>> {
+        self.read(|txn| get_json(&txn.open_table(SECRETS)?, name))
+    }
+
+    pub fn secret_names(&self) -> Result<Vec<String>> {
+        self.read(|txn| {
+            let t = txn.open_table(SECRETS)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                out.push(row?.0.value().to_string());
+            }
+            Ok(out)
+        })
+    }
+
+    pub async fn put_secret(&self, name: String, sealed: SealedSecret) -> Result<()> {
+        self.write(move |txn| put_secret_in(txn, &name, &sealed)).await
+    }
+
+    pub fn put_secret_blocking(&self, name: String, sealed: SealedSecret) -> Result<()> {
+        self.write_blocking(move |txn| put_secret_in(txn, &name, &sealed))
+    }
+
+    /// Store `sealed` under `name` unless a value exists; returns the value that is stored.
+    pub fn put_secret_if_absent_blocking(&self, name: String, sealed: SealedSecret) -> Result<SealedSecret> {
+        self.write_blocking(move |txn| {
+            let mut t = txn.open_table(SECRETS)?;
+            if let Some(existing) = get_json::<SealedSecret>(&t, &name)? {
+                return Ok(existing);
+            }
+            t.insert(name.as_str(), encode(&sealed)?.as_slice())?;
+            Ok(sealed)
+        })
+    }
+
+    /// Plugin cache read (expired entries read as absent).
+    pub fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let entry: Option<KvEntry> = self.read(|txn| get_json(&txn.open_table(KV)?, key))?;
+        Ok(entry.and_then(|e| match e.expires_at_ms {
+            Some(t) if t <= now_millis() => None,
+            _ => Some(e.value),
+        }))
+    }
+
+    pub fn kv_put_detached(&self, key: String, value: Vec<u8>, expires_at_ms: Option<i64>) {
+        self.write_detached(move |txn| {
+            txn.open_table(KV)?.insert(
+                key.as_str(),
+                encode(&KvEntry {
+                    value,
+                    expires_at_ms,
+                })?
+                .as_slice(),
+            )?;
+            Ok(())
+        });
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct KvEntry {
+    value: Vec<u8>,
+    expires_at_ms: Option<i64>,
+}
+
+fn put_secret_in(txn: &WriteTransaction, name: &str, sealed: &SealedSecret) -> Result<()> {
+    txn.open_table(SECRETS)?.insert(name, encode(sealed)?.as_slice())?;
+    Ok(())
+}
+
+fn all_json<T: serde::de::DeserializeOwned>(t: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for row in t.iter()? {
+        out.push(decode(row?.1.value())?);
+    }
+    Ok(out)
+}
+
+fn ingest_in(txn: &WriteTransaction, mut play: Play, mut activity: Activity, window: i64) -> Result<Ingested> {
+    let key = play.dedupe_key();
+    let prev: Option<DedupeEntry> = get_json(&txn.open_table(DEDUPE)?, &key)?;
+    if let Some(prev) = prev {
+        if (play.viewed_at - prev.viewed_at).abs() <= window {
+            activity.status = ActivityStatus::Duplicate;
+            activity.action = format!("same viewing as play #{}", prev.play_id);
+            activity.play_id = Some(prev.play_id);
+            put_activity(txn, activity)?;
+            return Ok(Ingested::Duplicate(prev.play_id));
+        }
+    }
+    let id = next_seq(txn, "journal")?;
+    play.id = id;
+    let entry = JournalEntry {
+        play,
+        state: PlayState::Pending,
+    };
+    txn.open_table(JOURNAL)?.insert(id, encode(&entry)?.as_slice())?;
+    txn.open_table(PENDING)?.insert(id, 0i64)?;
+    txn.open_table(DEDUPE)?.insert(
+        key.as_str(),
+        encode(&DedupeEntry {
+            viewed_at: entry.play.viewed_at,
+            play_id: id,
+        })?
+        .as_slice(),
+    )?;
+    activity.play_id = Some(id);
+    if activity.action.is_empty() {
+        activity.action = format!("journaled as play #{id}");
+    }
+    put_activity(txn, activity)?;
+    Ok(Ingested::New(id))
+}
+
+fn apply_in(txn: &WriteTransaction, play_id: u64, r: Resolution) -> Result<Applied> {
+    let mut journal = txn.open_table(JOURNAL)?;
+    let mut entry: JournalEntry = match journal.get(play_id)? {
+        Some(v) => decode(v.value())?,
+        None => return Err(StoreError::NotFound(format!("play #{play_id} is not in the journal"))),
+    };
+    if entry.state != PlayState::Pending {
+        return Ok(Applied::Stale);
+    }
+    let mut pending = txn.open_table(PENDING)?;
+    let applied = match r {
+        Resolution::Retry { not_before_ms } => {
+            pending.insert(play_id, not_before_ms)?;
+            return Ok(Applied::Deferred);
+        }
+        Resolution::Ignored => {
+            entry.state = PlayState::Ignored;
+            Applied::Ignored
+        }
+        Resolution::Conflict(mut c) => {
+            let mut conflicts = txn.open_table(CONFLICTS)?;
+            if let Some(existing) = get_json::<Conflict>(&conflicts, &c.key)? {
+                let mut held = existing.held;
+                held.push(play_id);
+                c.held = held;
+                c.created_at = existing.created_at;
+            } else {
+                c.held = vec![play_id];
+            }
+            conflicts.insert(c.key.as_str(), encode(&c)?.as_slice())?;
+            entry.state = PlayState::Parked { conflict: c.key };
+            Applied::Parked
+        }
+        Resolution::Mapped { show_id, mapping } => {
+            let mut mappings = txn.open_table(MAPPINGS)?;
+            let key = entry.play.show.key();
+            let current: Option<Mapping> = get_json(&mappings, &key)?;
+            let sync = match (&current, &mapping) {
+                (Some(m), _) => m.sync_enabled,
+                (None, Some(m)) => {
+                    mappings.insert(key.as_str(), encode(m)?.as_slice())?;
+                    m.sync_enabled
+                }
+                (None, None) => true,
+            };
+            drop(mappings);
+            let a = record_watched(txn, &entry.play, &show_id, sync)?;
+            entry.state = PlayState::Resolved { show_id };
+            a
+        }
+    };
+    pending.remove(play_id)?;
+    journal.insert(play_id, encode(&entry)?.as_slice())?;
+    Ok(applied)
+}
+
+/// Count the play against the tracker episode and queue an export when the episode was not
+/// known watched before.
+fn record_watched(txn: &WriteTransaction, play: &Play, show_id: &str, sync: bool) -> Result<Applied> {
+    let mut watched = txn.open_table(WATCHED)?;
+    let k = watched_key(show_id, play.season, play.episode);
+    match get_json::<Watched>(&watched, &k)? {
+        Some(mut w) => {
+            w.plays += 1;
+            w.first_watched_at = w.first_watched_at.min(play.viewed_at);
+            watched.insert(k.as_str(), encode(&w)?.as_slice())?;
+            Ok(Applied::AlreadyWatched)
+        }
+        None => {
+            watched.insert(
+                k.as_str(),
+                encode(&Watched {
+                    first_watched_at: play.viewed_at,
+                    plays: 1,
+                    exported_at: None,
+                })?
+                .as_slice(),
+            )?;
+            drop(watched);
+            if !sync {
+                return Ok(Applied::AlreadyWatched);
+            }
+            let id = next_seq(txn, "outbox")?;
+            let item = OutboxItem {
+                play_id: play.id,
+                show_id: show_id.to_string(),
+                season: play.season,
+                episode: play.episode,
+                watched_at: play.viewed_at,
+                queued_at: now_secs(),
+            };
+            txn.open_table(OUTBOX)?.insert(id, encode(&item)?.as_slice())?;
+            Ok(Applied::Queued)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PlexShow;
+    use plexsync_plugin_api::PlaySource;
+
+    fn play(viewed_at: i64) -> Play {
+        Play {
+            id: 0,
+            source: PlaySource::Webhook,
+            account_id: "1".into(),
+            account_name: None,
+            show: PlexShow {
+                server: Some("srv".into()),
+                rating_key: Some("10".into()),
+                title: "Show".into(),
+                year: Some(2001),
+                guid: None,
+                episode_guid: None,
+            },
+            season: 1,
+            episode: 2,
+            episode_rating_key: None,
+            viewed_at,
+            received_at: viewed_at,
+            history_key: None,
+        }
+    }
+
+    fn act() -> Activity {
+        Activity {
+            id: 0,
+            at: 0,
+            source: "webhook".into(),
+            event: None,
+            account: None,
+            show: None,
+            season: None,
+            episode: None,
+            status: ActivityStatus::Success,
+            action: String::new(),
+            error: None,
+            duration_ms: 0.0,
+            play_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn dedupe_window_and_rewatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let a = s.ingest_play(play(1000), act(), 300).await.unwrap();
+        assert_eq!(a, Ingested::New(1));
+        let b = s.ingest_play(play(1200), act(), 300).await.unwrap();
+        assert_eq!(b, Ingested::Duplicate(1));
+        let c = s.ingest_play(play(1000 + 86400 * 3), act(), 300).await.unwrap();
+        assert_eq!(c, Ingested::New(2));
+        let (rows, total) = s.activity(None, None, 1, 50).unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(rows[0].play_id, Some(2));
+        assert_eq!(rows[1].status, ActivityStatus::Duplicate);
+        assert_eq!(s.due_pending(i64::MAX, 10).unwrap().len(), 2);
+
+        // First resolution queues an export; the re-watch only counts.
+        let m = Resolution::Mapped {
+            show_id: "42".into(),
+            mapping: None,
+        };
+        assert_eq!(s.apply_resolution(1, m.clone()).await.unwrap(), Applied::Queued);
+        assert_eq!(s.apply_resolution(2, m.clone()).await.unwrap(), Applied::AlreadyWatched);
+        assert_eq!(s.apply_resolution(2, m).await.unwrap(), Applied::Stale);
+        assert_eq!(s.watched("42", 1, 2).unwrap().unwrap().plays, 2);
+        assert_eq!(s.form_batches(100).await.unwrap(), 1);
+        let due = s.due_batches(i64::MAX, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        let key = due[0].idempotency_key.clone();
+        s.finish_batch(
+            due[0].id,
+            BatchOutcome::Transient {
+                error: "503".into(),
+                retry_at_ms: 0,
+            },
+            3,
+            1.0,
+        )
+        .await
+        .unwrap();
+        let again = s.due_batches(i64::MAX, 10).unwrap();
+        assert_eq!(again[0].idempotency_key, key, "retries reuse the key");
+        assert_eq!(again[0].attempts, 1);
+        s.finish_batch(again[0].id, BatchOutcome::Permanent { error: "422".into() }, 3, 1.0)
+            .await
+            .unwrap();
+        assert_eq!(s.dead_letters().unwrap().len(), 1);
+        assert_eq!(s.retry_dead().await.unwrap(), 1);
+        let back = s.due_batches(i64::MAX, 10).unwrap();
+        assert_eq!(back.len(), 1);
+        s.finish_batch(back[0].id, BatchOutcome::Delivered { marked: 1, already: 0 }, 3, 1.0)
+            .await
+            .unwrap();
+        assert!(s.watched("42", 1, 2).unwrap().unwrap().exported_at.is_some());
+        let c = s.counts().unwrap();
+        assert_eq!((c.outbox_items, c.batches, c.dead_letters), (0, 0, 0));
+    }
+}
