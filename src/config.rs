@@ -240,6 +240,8 @@ struct RawConfig {
 pub struct Config {
     /// The file it came from (for messages and relative paths).
     pub source: PathBuf,
+    /// Its text, so later checks (plugin configs) can point at a line.
+    pub source_text: String,
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub secrets: SecretsConfig,
@@ -291,13 +293,29 @@ impl Config {
         };
 
         let tracker = match raw.tracker {
-            None => return Err(err("tracker", "missing [tracker] table (its `url` is required)".into())),
+            None => {
+                return Err(err(
+                    "tracker",
+                    "missing [tracker] table (its `url` is required)".into(),
+                ));
+            }
             Some(mut t) => {
                 let refresh = match t.remove("catalogue_refresh") {
                     None => Duration::from_secs(6 * 3600),
-                    Some(toml::Value::String(s)) => humantime::parse_duration(s.trim())
-                        .map_err(|e| err("tracker.catalogue_refresh", format!("invalid duration {s:?} ({e}); expected e.g. \"6h\"")))?,
-                    Some(_) => return Err(err("tracker.catalogue_refresh", "expected a duration string like \"6h\"".into())),
+                    Some(toml::Value::String(s)) => {
+                        humantime::parse_duration(s.trim()).map_err(|e| {
+                            err(
+                                "tracker.catalogue_refresh",
+                                format!("invalid duration {s:?} ({e}); expected e.g. \"6h\""),
+                            )
+                        })?
+                    }
+                    Some(_) => {
+                        return Err(err(
+                            "tracker.catalogue_refresh",
+                            "expected a duration string like \"6h\"".into(),
+                        ));
+                    }
                 };
                 TrackerConfig {
                     plugin: plugin_table(t, "tracker", "tracker", &err)?,
@@ -312,6 +330,7 @@ impl Config {
 
         let cfg = Config {
             source: path.to_path_buf(),
+            source_text: text.to_string(),
             server: raw.server,
             store: raw.store,
             secrets: raw.secrets,
@@ -323,7 +342,8 @@ impl Config {
             outbox: raw.outbox,
             log: raw.log,
         };
-        cfg.validate().map_err(|(key, message)| err(&key, message))?;
+        cfg.validate()
+            .map_err(|(key, message)| err(&key, message))?;
         Ok(cfg)
     }
 
@@ -331,7 +351,10 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String)> {
         let e = |k: &str, m: &str| Err((k.to_string(), m.to_string()));
         if self.server.listen.parse::<SocketAddr>().is_err() {
-            return e("server.listen", "expected an address with a port, e.g. \"127.0.0.1:8750\"");
+            return e(
+                "server.listen",
+                "expected an address with a port, e.g. \"127.0.0.1:8750\"",
+            );
         }
         if let Some(u) = &self.server.public_url {
             if !is_http_url(u) {
@@ -341,8 +364,13 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return e("server.max_body_bytes", "must be at least 1024");
         }
-        if self.server.max_payload_bytes < 1024 || self.server.max_payload_bytes > self.server.max_body_bytes {
-            return e("server.max_payload_bytes", "must be at least 1024 and at most server.max_body_bytes");
+        if self.server.max_payload_bytes < 1024
+            || self.server.max_payload_bytes > self.server.max_body_bytes
+        {
+            return e(
+                "server.max_payload_bytes",
+                "must be at least 1024 and at most server.max_body_bytes",
+            );
         }
         if self.server.header_timeout.is_zero() {
             return e("server.header_timeout", "must be greater than zero");
@@ -357,14 +385,23 @@ impl Config {
             return e("secrets.key_file", "must not be empty");
         }
         if !is_http_url(&self.plex.url) {
-            return e("plex.url", "expected an http:// or https:// URL, e.g. \"http://127.0.0.1:32400\"");
+            return e(
+                "plex.url",
+                "expected an http:// or https:// URL, e.g. \"http://127.0.0.1:32400\"",
+            );
         }
         let t = self.matching.auto_map_threshold;
         if !(t > 0.0 && t <= 1.0) {
-            return e("matching.auto_map_threshold", "must be greater than 0 and at most 1");
+            return e(
+                "matching.auto_map_threshold",
+                "must be greater than 0 and at most 1",
+            );
         }
         if self.matchers.is_empty() {
-            return e("matchers", "at least one [[matchers]] entry is needed, e.g. kind = \"guid\"");
+            return e(
+                "matchers",
+                "at least one [[matchers]] entry is needed, e.g. kind = \"guid\"",
+            );
         }
         if self.outbox.max_attempts == 0 {
             return e("outbox.max_attempts", "must be at least 1");
@@ -372,13 +409,31 @@ impl Config {
         if self.outbox.batch_size == 0 || self.outbox.batch_size > 10_000 {
             return e("outbox.batch_size", "must be between 1 and 10000");
         }
-        if self.outbox.initial_backoff.is_zero() || self.outbox.max_backoff < self.outbox.initial_backoff {
-            return e("outbox.max_backoff", "initial_backoff must be > 0 and max_backoff ≥ initial_backoff");
+        if self.outbox.initial_backoff.is_zero()
+            || self.outbox.max_backoff < self.outbox.initial_backoff
+        {
+            return e(
+                "outbox.max_backoff",
+                "initial_backoff must be > 0 and max_backoff ≥ initial_backoff",
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return e("log.level", "expected a level (error, warn, info, debug, trace) or a filter like \"plexsync=debug,info\"");
+            return e(
+                "log.level",
+                "expected a level (error, warn, info, debug, trace) or a filter like \"plexsync=debug,info\"",
+            );
         }
         Ok(())
+    }
+
+    /// An error about `key` of this config, located in its text.
+    pub fn error_at(&self, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: self.source.clone(),
+            line: locate(&self.source_text, key),
+            key: Some(key.to_string()),
+            message,
+        }
     }
 
     /// The folder of the config file (relative paths in plugin configs resolve here).
@@ -433,7 +488,9 @@ impl Config {
 }
 
 fn is_http_url(u: &str) -> bool {
-    let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"));
     matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/'))
 }
 
@@ -446,8 +503,18 @@ fn plugin_table(
     let kind = match t.remove("kind") {
         Some(toml::Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
         None if !default_kind.is_empty() => default_kind.to_string(),
-        None => return Err(err(&format!("{key}.kind"), "missing; every plugin table names its `kind`".into())),
-        Some(_) => return Err(err(&format!("{key}.kind"), "expected a non-empty string".into())),
+        None => {
+            return Err(err(
+                &format!("{key}.kind"),
+                "missing; every plugin table names its `kind`".into(),
+            ));
+        }
+        Some(_) => {
+            return Err(err(
+                &format!("{key}.kind"),
+                "expected a non-empty string".into(),
+            ));
+        }
     };
     Ok(PluginTable { kind, settings: t })
 }
@@ -455,7 +522,11 @@ fn plugin_table(
 /// 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Line of a dotted key path (`a.b`, `matchers[2].kind`) in the TOML text, if present. When
@@ -496,7 +567,8 @@ pub fn table_to_json(t: &toml::Table) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    const MIN: &str = "[tracker]\nurl = \"http://127.0.0.1:3000/api\"\n\n[[matchers]]\nkind = \"guid\"\n";
+    const MIN: &str =
+        "[tracker]\nurl = \"http://127.0.0.1:3000/api\"\n\n[[matchers]]\nkind = \"guid\"\n";
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("test.toml"), text)
@@ -510,7 +582,10 @@ mod tests {
         assert_eq!(c.matchers[0].kind, "guid");
         assert!((c.matching.auto_map_threshold - 0.90).abs() < 1e-6);
         assert_eq!(c.matching.dedupe_window, Duration::from_secs(300));
-        assert_eq!(c.tracker.plugin.settings["url"].as_str(), Some("http://127.0.0.1:3000/api"));
+        assert_eq!(
+            c.tracker.plugin.settings["url"].as_str(),
+            Some("http://127.0.0.1:3000/api")
+        );
     }
 
     #[test]
@@ -528,7 +603,10 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("matching.auto_map_threshold"));
         assert_eq!(e.line, Some(8));
         let shown = e.to_string();
-        assert!(shown.starts_with("test.toml:8: key `matching.auto_map_threshold`"), "{shown}");
+        assert!(
+            shown.starts_with("test.toml:8: key `matching.auto_map_threshold`"),
+            "{shown}"
+        );
     }
 
     #[test]

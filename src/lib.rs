@@ -3,7 +3,15 @@
 //! The library is the whole daemon; `main.rs` only parses the command line. See
 //! ARCHITECTURE.md for the codemap and the invariants.
 
+pub mod admin;
+pub mod client;
 pub mod config;
+pub mod daemon;
+pub mod http;
 pub mod model;
+pub mod pipeline;
+pub mod plex;
+pub mod registry;
 pub mod secrets;
 pub mod store;
+pub mod webhook;

@@ -1,1 +1,442 @@
-fn main(){}
+//! The `plexsync` command line: parses arguments and calls into the library. Commands that
+//! change or read state talk to the running daemon over its admin socket and fall back to the
+//! store file when no daemon answers.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use plexsync::client::{self, ClientError};
+use plexsync::config::Config;
+use plexsync::secrets::MasterKey;
+use plexsync::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "plexsync",
+    version,
+    about = "Keeps a self-hosted TV tracker in step with what people watch on Plex"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Path of plexsync.toml
+    #[arg(
+        long,
+        short,
+        default_value = "/etc/plexsync/plexsync.toml",
+        env = "PLEXSYNC_CONFIG"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon (the systemd service)
+    Run(ConfigArg),
+    /// Validate the config file; errors name the line and key
+    Check(ConfigArg),
+    /// Manage stored secrets (encrypted in the store)
+    Secret {
+        #[command(subcommand)]
+        cmd: SecretCmd,
+    },
+    /// Print the URL to paste into Plex (Settings → Webhooks)
+    WebhookUrl(ConfigArg),
+    /// Show the daemon's status
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recent activity (webhooks, exports)
+    Activity {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// success, failed, ignored or duplicate
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        page: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The export outbox
+    Outbox {
+        #[command(subcommand)]
+        cmd: OutboxCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCmd {
+    /// Read a secret from stdin and store it: plex-token, tracker-key, tmdb-key, admin-token
+    Set {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCmd {
+    /// Pending and dead-lettered exports
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead-lettered exports back to pending
+    Retry {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("plexsync: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plexsync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(&cfg.log.level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Run(c) => run(&c.config).await,
+        Cmd::Check(c) => {
+            let cfg = load(&c.config)?;
+            plexsync::registry::build(&cfg, &Default::default(), None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}: OK", c.config.display());
+            Ok(())
+        }
+        Cmd::Secret {
+            cmd: SecretCmd::Set { name, config },
+        } => secret_set(&config.config, &name).await,
+        Cmd::WebhookUrl(c) => webhook_url(&c.config).await,
+        Cmd::Status { config, json } => status(&config.config, json).await,
+        Cmd::Activity {
+            config,
+            status,
+            page,
+            json,
+        } => activity(&config.config, status, page, json).await,
+        Cmd::Outbox {
+            cmd: OutboxCmd::List { config, json },
+        } => outbox_list(&config.config, json).await,
+        Cmd::Outbox {
+            cmd: OutboxCmd::Retry { config },
+        } => outbox_retry(&config.config).await,
+    }
+}
+
+async fn run(path: &Path) -> Result<()> {
+    let cfg = load(path)?;
+    init_logging(&cfg);
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "{}: key `server.listen`: cannot listen on {}",
+                path.display(),
+                cfg.server.listen
+            )
+        })?;
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM");
+                    return std::future::pending().await;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    plexsync::daemon::run(cfg, listener, shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn socket(cfg: &Config) -> Option<PathBuf> {
+    cfg.socket_path()
+}
+
+/// Ask the daemon; `Ok(None)` when it is not running.
+async fn ask(
+    cfg: &Config,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Option<serde_json::Value>> {
+    let Some(sock) = socket(cfg) else {
+        return Ok(None);
+    };
+    match client::request(&sock, method, path, body).await {
+        Ok(b) => Ok(Some(
+            serde_json::from_slice(&b).context("daemon sent invalid JSON")?,
+        )),
+        Err(ClientError::NotRunning(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn open_rw(cfg: &Config) -> Result<Store> {
+    Store::open(&cfg.store_path()).map_err(|e| match e {
+        plexsync::store::StoreError::Locked => anyhow::anyhow!(
+            "the store {} is in use by a running daemon, but its admin socket does not answer (is [admin] socket disabled?)",
+            cfg.store_path().display()
+        ),
+        e => e.into(),
+    })
+}
+
+async fn secret_set(path: &Path, name: &str) -> Result<()> {
+    let cfg = load(path)?;
+    plexsync::secrets::check_name(name)?;
+    let mut value = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .context("cannot read the secret from stdin")?;
+    let value = value.trim();
+    if value.is_empty() {
+        bail!("no secret on stdin (e.g. `printf %s \"$TOKEN\" | plexsync secret set {name}`)");
+    }
+    if ask(
+        &cfg,
+        "PUT",
+        &format!("/api/secrets/{name}"),
+        Some(value.as_bytes().to_vec()),
+    )
+    .await?
+    .is_some()
+    {
+        println!("stored {name} (the running daemon uses it now)");
+        return Ok(());
+    }
+    let key = MasterKey::load_or_create(&cfg.key_path(), true)?;
+    let store = open_rw(&cfg)?;
+    store
+        .put_secret(name.to_string(), key.seal(name, value)?)
+        .await?;
+    println!("stored {name}");
+    Ok(())
+}
+
+async fn webhook_url(path: &Path) -> Result<()> {
+    let cfg = load(path)?;
+    if let Some(v) = ask(&cfg, "GET", "/api/webhook-url", None).await? {
+        println!("{}", v["url"].as_str().unwrap_or_default());
+        return Ok(());
+    }
+    let key = MasterKey::load_or_create(&cfg.key_path(), true)?;
+    let store = open_rw(&cfg)?;
+    let secret = plexsync::daemon::ensure_webhook_secret(&store, &key).await?;
+    let listen = cfg.server.listen.parse().context("server.listen")?;
+    println!("{}", plexsync::daemon::webhook_url(&cfg, listen, &secret));
+    Ok(())
+}
+
+async fn status(path: &Path, as_json: bool) -> Result<()> {
+    let cfg = load(path)?;
+    let v = match ask(&cfg, "GET", "/api/status", None).await? {
+        Some(v) => v,
+        None => {
+            let store = Store::open_read_only(&cfg.store_path())?;
+            serde_json::json!({ "running": false, "counts": store.counts()? })
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+    let t = |k: &str| match v.get(k).and_then(|x| x.as_i64()) {
+        Some(ts) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(ts.max(0) as u64),
+        )
+        .to_string(),
+        None => "never".into(),
+    };
+    if v.get("running") == Some(&serde_json::Value::Bool(false)) {
+        println!("daemon:            not running");
+    } else {
+        println!(
+            "daemon:            running {} (up {} s), listening on {}",
+            s("version"),
+            v["uptime_secs"],
+            s("listen")
+        );
+        println!("webhook URL:       {}", s("webhook_url"));
+        println!(
+            "plex:              {} (token {}), last ok {}",
+            s("plex_url"),
+            if v["plex_token_set"] == true {
+                "set"
+            } else {
+                "NOT set"
+            },
+            t("plex_last_ok_at")
+        );
+        if let Some(e) = v.get("plex_error").and_then(|x| x.as_str()) {
+            println!("plex error:        {e}");
+        }
+        println!(
+            "tracker:           last ok {}, catalogue {} shows",
+            t("tracker_last_ok_at"),
+            v["catalogue_shows"]
+        );
+        if let Some(e) = v.get("tracker_error").and_then(|x| x.as_str()) {
+            println!("tracker error:     {e}");
+        }
+        println!("last webhook:      {}", t("last_webhook_at"));
+    }
+    let c = &v["counts"];
+    println!("plays journaled:   {}", c["journal"]);
+    println!("awaiting match:    {}", c["pending_resolution"]);
+    println!(
+        "outbox:            {} episode(s) in {} batch(es), oldest {} s",
+        c["outbox_items"], c["batches"], c["oldest_pending_secs"]
+    );
+    println!("dead letters:      {}", c["dead_letters"]);
+    println!("open conflicts:    {}", c["conflicts"]);
+    println!("mappings:          {}", c["mappings"]);
+    Ok(())
+}
+
+async fn activity(path: &Path, status: Option<String>, page: usize, as_json: bool) -> Result<()> {
+    let cfg = load(path)?;
+    let q = format!(
+        "/api/activity?page={page}&status={}",
+        status.clone().unwrap_or_default()
+    );
+    let v = match ask(&cfg, "GET", &q, None).await? {
+        Some(v) => v,
+        None => {
+            let store = Store::open_read_only(&cfg.store_path())?;
+            let (items, total) = store.activity(status.as_deref(), None, page, 50)?;
+            serde_json::json!({ "items": items, "total": total, "page": page })
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<9} {:<10} {:<16} {:<30} {:>8}  action / error",
+        "time (UTC)", "status", "source", "event", "show", "ms"
+    );
+    for a in v["items"].as_array().into_iter().flatten() {
+        let at = a["at"].as_i64().unwrap_or(0);
+        let when = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64),
+        )
+        .to_string();
+        let mut show = a["show"].as_str().unwrap_or("").to_string();
+        if let (Some(s), Some(e)) = (a["season"].as_u64(), a["episode"].as_u64()) {
+            show = format!("{show} S{s:02}E{e:02}");
+        }
+        let what = match a["error"].as_str() {
+            Some(e) => format!("{} — {e}", a["action"].as_str().unwrap_or("")),
+            None => a["action"].as_str().unwrap_or("").to_string(),
+        };
+        println!(
+            "{:<20} {:<9} {:<10} {:<16} {:<30} {:>8.1}  {}",
+            when.trim_end_matches('Z'),
+            a["status"].as_str().unwrap_or(""),
+            a["source"].as_str().unwrap_or(""),
+            a["event"].as_str().unwrap_or(""),
+            show.chars().take(30).collect::<String>(),
+            a["duration_ms"].as_f64().unwrap_or(0.0),
+            what
+        );
+    }
+    println!("page {page}, {} row(s) in all", v["total"]);
+    Ok(())
+}
+
+async fn outbox_list(path: &Path, as_json: bool) -> Result<()> {
+    let cfg = load(path)?;
+    let v = match ask(&cfg, "GET", "/api/outbox", None).await? {
+        Some(v) => v,
+        None => {
+            let store = Store::open_read_only(&cfg.store_path())?;
+            serde_json::json!({ "counts": store.counts()?, "dead_letters": store.dead_letters()? })
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let c = &v["counts"];
+    println!(
+        "pending: {} episode(s) in {} batch(es); dead letters: {}",
+        c["outbox_items"], c["batches"], c["dead_letters"]
+    );
+    for b in v["dead_letters"].as_array().into_iter().flatten() {
+        println!(
+            "  dead batch {} show {} — {} episode(s), {} attempt(s): {}",
+            b["id"],
+            b["show_id"].as_str().unwrap_or(""),
+            b["items"].as_array().map_or(0, |i| i.len()),
+            b["attempts"],
+            b["last_error"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn outbox_retry(path: &Path) -> Result<()> {
+    let cfg = load(path)?;
+    let n = match ask(&cfg, "POST", "/api/outbox/retry", None).await? {
+        Some(v) => v["requeued_batches"].as_u64().unwrap_or(0) as usize,
+        None => open_rw(&cfg)?.retry_dead().await?,
+    };
+    println!("requeued {n} dead-lettered batch(es)");
+    Ok(())
+}

@@ -35,7 +35,9 @@ pub enum SecretError {
         stored: String,
         current: String,
     },
-    #[error("unknown secret name {0:?}; expected one of: plex-token, tracker-key, tmdb-key, admin-token")]
+    #[error(
+        "unknown secret name {0:?}; expected one of: plex-token, tracker-key, tmdb-key, admin-token"
+    )]
     UnknownName(String),
     #[error("secret value is empty")]
     Empty,
@@ -194,7 +196,8 @@ impl MasterKey {
                 )
                 .map_err(|_| SecretError::Decrypt { name: name.into() })?,
         );
-        let text = std::str::from_utf8(&plain).map_err(|_| SecretError::Decrypt { name: name.into() })?;
+        let text =
+            std::str::from_utf8(&plain).map_err(|_| SecretError::Decrypt { name: name.into() })?;
         Ok(Secret::new(text.to_string()))
     }
 }
@@ -261,13 +264,19 @@ mod tests {
         assert_eq!(k.open("plex-token", &s).unwrap().expose(), "abc-123");
         assert!(!s.ciphertext.windows(7).any(|w| w == b"abc-123"));
         // Bound to its name: the same bytes under another name do not open.
-        assert!(matches!(k.open("tracker-key", &s), Err(SecretError::Decrypt { .. })));
+        assert!(matches!(
+            k.open("tracker-key", &s),
+            Err(SecretError::Decrypt { .. })
+        ));
         // Nonces are fresh per write.
         let s2 = k.seal("plex-token", "abc-123").unwrap();
         assert_ne!(s.nonce, s2.nonce);
         // Another key is detected by id.
         let other = MasterKey::from_bytes([8u8; 32]);
-        assert!(matches!(other.open("plex-token", &s), Err(SecretError::WrongKey { .. })));
+        assert!(matches!(
+            other.open("plex-token", &s),
+            Err(SecretError::WrongKey { .. })
+        ));
     }
 
     #[test]
@@ -281,9 +290,14 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let e = MasterKey::load_or_create(&p, false).unwrap_err().to_string();
+            let e = MasterKey::load_or_create(&p, false)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("group/others"), "{e}");
         }
         let hexkey = format!("{}\n", "ab".repeat(32));

@@ -124,16 +124,15 @@ impl Store {
         };
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create folder: {e}")))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| open_err(format!("cannot create folder: {e}")))?;
             }
         }
         create_private(path).map_err(|e| open_err(format!("cannot create: {e}")))?;
-        let db = builder()
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
-                other => open_err(other.to_string()),
-            })?;
+        let db = builder().create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+            other => open_err(other.to_string()),
+        })?;
         let db = Arc::new(db);
         init_schema(&db).map_err(|e| open_err(e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -159,10 +158,12 @@ impl Store {
                 message: "does not exist (has the daemon ever run with this config?)".into(),
             });
         }
-        let db = builder().open_read_only(path).map_err(|e| StoreError::Open {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let db = builder()
+            .open_read_only(path)
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db: Db::Ro(db),
@@ -222,7 +223,9 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        self.submit(f)?.blocking_recv().map_err(|_| StoreError::Closed)?
+        self.submit(f)?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
     }
 
     /// Queue `f` without waiting for it (best-effort writes such as plugin cache entries).
@@ -322,11 +325,16 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Job>) {
             tracing::error!(error = %e, "cannot set durability");
         }
         let mut poisoned = false;
-        let completions: Vec<Completion> = jobs.into_iter().map(|j| j(Some(&txn), &mut poisoned)).collect();
+        let completions: Vec<Completion> = jobs
+            .into_iter()
+            .map(|j| j(Some(&txn), &mut poisoned))
+            .collect();
         let result = if poisoned {
-            txn.abort().map_err(StoreError::from).and(Err(StoreError::Storage(
-                "a write in the same transaction failed; nothing was committed".into(),
-            )))
+            txn.abort()
+                .map_err(StoreError::from)
+                .and(Err(StoreError::Storage(
+                    "a write in the same transaction failed; nothing was committed".into(),
+                )))
         } else {
             txn.commit().map_err(StoreError::from)
         };
@@ -375,7 +383,8 @@ mod tests {
             handles.push(tokio::spawn(async move {
                 s.write(move |txn| {
                     let id = next_seq(txn, "test")?;
-                    txn.open_table(JOURNAL)?.insert(id, format!("{i}").as_bytes())?;
+                    txn.open_table(JOURNAL)?
+                        .insert(id, format!("{i}").as_bytes())?;
                     Ok(id)
                 })
                 .await
@@ -409,7 +418,9 @@ mod tests {
             })
             .await;
         assert!(r.is_err());
-        let y = store.read(|t| Ok(t.open_table(META)?.get("y")?.is_some())).unwrap();
+        let y = store
+            .read(|t| Ok(t.open_table(META)?.get("y")?.is_some()))
+            .unwrap();
         assert!(!y, "a poisoned group must not commit");
     }
 
@@ -427,7 +438,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let ro = Store::open_read_only(&p).unwrap();
         let v = ro

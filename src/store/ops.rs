@@ -89,7 +89,8 @@ fn watched_key(show_id: &str, season: u32, episode: u32) -> String {
 fn put_activity(txn: &WriteTransaction, mut a: Activity) -> Result<u64> {
     let id = next_seq(txn, "activity")?;
     a.id = id;
-    txn.open_table(ACTIVITY)?.insert(id, encode(&a)?.as_slice())?;
+    txn.open_table(ACTIVITY)?
+        .insert(id, encode(&a)?.as_slice())?;
     Ok(id)
 }
 
@@ -113,7 +114,8 @@ impl Store {
         activity: Activity,
         window_secs: i64,
     ) -> Result<Ingested> {
-        self.write(move |txn| ingest_in(txn, play, activity, window_secs)).await
+        self.write(move |txn| ingest_in(txn, play, activity, window_secs))
+            .await
     }
 
     /// Record an activity row on its own.
@@ -203,7 +205,10 @@ impl Store {
             for (show_id, items) in by_show {
                 for chunk in items.chunks(batch_size.max(1)) {
                     let id = next_seq(txn, "batch")?;
-                    let key = crate::secrets::hex(&crate::secrets::random_bytes::<16>().map_err(|e| StoreError::Storage(e.to_string()))?);
+                    let key = crate::secrets::hex(
+                        &crate::secrets::random_bytes::<16>()
+                            .map_err(|e| StoreError::Storage(e.to_string()))?,
+                    );
                     let b = Batch {
                         id,
                         show_id: show_id.clone(),
@@ -214,7 +219,8 @@ impl Store {
                         last_error: None,
                         created_at: now_secs(),
                     };
-                    txn.open_table(BATCHES)?.insert(id, encode(&b)?.as_slice())?;
+                    txn.open_table(BATCHES)?
+                        .insert(id, encode(&b)?.as_slice())?;
                     formed += 1;
                 }
             }
@@ -288,7 +294,9 @@ impl Store {
                     }
                     (
                         ActivityStatus::Success,
-                        format!("exported {n} episode(s): {marked} marked, {already} already watched"),
+                        format!(
+                            "exported {n} episode(s): {marked} marked, {already} already watched"
+                        ),
                         None,
                     )
                 }
@@ -298,7 +306,10 @@ impl Store {
                     batches.insert(batch_id, encode(&b)?.as_slice())?;
                     (
                         ActivityStatus::Failed,
-                        format!("export attempt {} of {n} episode(s) failed; retrying", b.attempts),
+                        format!(
+                            "export attempt {} of {n} episode(s) failed; retrying",
+                            b.attempts
+                        ),
                         Some(error),
                     )
                 }
@@ -306,10 +317,14 @@ impl Store {
                     batches.remove(batch_id)?;
                     drop(batches);
                     b.last_error = Some(error.clone());
-                    txn.open_table(DEAD)?.insert(batch_id, encode(&b)?.as_slice())?;
+                    txn.open_table(DEAD)?
+                        .insert(batch_id, encode(&b)?.as_slice())?;
                     (
                         ActivityStatus::Failed,
-                        format!("{n} episode(s) moved to the dead letter after {} attempt(s)", b.attempts),
+                        format!(
+                            "{n} episode(s) moved to the dead letter after {} attempt(s)",
+                            b.attempts
+                        ),
                         Some(error),
                     )
                 }
@@ -353,7 +368,8 @@ impl Store {
                 b.next_attempt_at = now;
                 // A new key: the tracker may have cached its refusal under the old one.
                 b.idempotency_key = crate::secrets::hex(
-                    &crate::secrets::random_bytes::<16>().map_err(|e| StoreError::Storage(e.to_string()))?,
+                    &crate::secrets::random_bytes::<16>()
+                        .map_err(|e| StoreError::Storage(e.to_string()))?,
                 );
                 batches.insert(id, encode(&b)?.as_slice())?;
             }
@@ -374,7 +390,12 @@ impl Store {
     }
 
     pub fn watched(&self, show_id: &str, season: u32, episode: u32) -> Result<Option<Watched>> {
-        self.read(|txn| get_json(&txn.open_table(WATCHED)?, &watched_key(show_id, season, episode)))
+        self.read(|txn| {
+            get_json(
+                &txn.open_table(WATCHED)?,
+                &watched_key(show_id, season, episode),
+            )
+        })
     }
 
     pub fn journal_entry(&self, play_id: u64) -> Result<Option<JournalEntry>> {
@@ -400,7 +421,9 @@ impl Store {
             let mut items = Vec::new();
             for row in t.iter()?.rev() {
                 let a: Activity = decode(row?.1.value())?;
-                if status.is_some_and(|s| s != a.status.as_str()) || source.is_some_and(|s| s != a.source) {
+                if status.is_some_and(|s| s != a.status.as_str())
+                    || source.is_some_and(|s| s != a.source)
+                {
                     continue;
                 }
                 if total >= skip && items.len() < per_page {
@@ -446,7 +469,8 @@ impl Store {
     pub async fn save_catalogue(&self, shows: Vec<CatalogShow>) -> Result<()> {
         self.write(move |txn| {
             let bytes = encode(&shows)?;
-            txn.open_table(CATALOGUE)?.insert("shows", bytes.as_slice())?;
+            txn.open_table(CATALOGUE)?
+                .insert("shows", bytes.as_slice())?;
             txn.open_table(CATALOGUE)?
                 .insert("fetched_at", encode(&now_secs())?.as_slice())?;
             Ok(())
@@ -463,9 +487,14 @@ impl Store {
         self.read(|txn| get_json(&txn.open_table(SHOW_INFO)?, key))
     }
 
-    pub async fn put_show_info<T: Serialize + Send + 'static>(&self, key: String, v: T) -> Result<()> {
+    pub async fn put_show_info<T: Serialize + Send + 'static>(
+        &self,
+        key: String,
+        v: T,
+    ) -> Result<()> {
         self.write(move |txn| {
-            txn.open_table(SHOW_INFO)?.insert(key.as_str(), encode(&v)?.as_slice())?;
+            txn.open_table(SHOW_INFO)?
+                .insert(key.as_str(), encode(&v)?.as_slice())?;
             Ok(())
         })
         .await
@@ -487,7 +516,8 @@ impl Store {
     }
 
     pub async fn put_secret(&self, name: String, sealed: SealedSecret) -> Result<()> {
-        self.write(move |txn| put_secret_in(txn, &name, &sealed)).await
+        self.write(move |txn| put_secret_in(txn, &name, &sealed))
+            .await
     }
 
     pub fn put_secret_blocking(&self, name: String, sealed: SealedSecret) -> Result<()> {
@@ -495,7 +525,11 @@ impl Store {
     }
 
     /// Store `sealed` under `name` unless a value exists; returns the value that is stored.
-    pub fn put_secret_if_absent_blocking(&self, name: String, sealed: SealedSecret) -> Result<SealedSecret> {
+    pub fn put_secret_if_absent_blocking(
+        &self,
+        name: String,
+        sealed: SealedSecret,
+    ) -> Result<SealedSecret> {
         self.write_blocking(move |txn| {
             let mut t = txn.open_table(SECRETS)?;
             if let Some(existing) = get_json::<SealedSecret>(&t, &name)? {
@@ -537,11 +571,14 @@ struct KvEntry {
 }
 
 fn put_secret_in(txn: &WriteTransaction, name: &str, sealed: &SealedSecret) -> Result<()> {
-    txn.open_table(SECRETS)?.insert(name, encode(sealed)?.as_slice())?;
+    txn.open_table(SECRETS)?
+        .insert(name, encode(sealed)?.as_slice())?;
     Ok(())
 }
 
-fn all_json<T: serde::de::DeserializeOwned>(t: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Vec<T>> {
+fn all_json<T: serde::de::DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
     for row in t.iter()? {
         out.push(decode(row?.1.value())?);
@@ -549,7 +586,12 @@ fn all_json<T: serde::de::DeserializeOwned>(t: &impl ReadableTable<&'static str,
     Ok(out)
 }
 
-fn ingest_in(txn: &WriteTransaction, mut play: Play, mut activity: Activity, window: i64) -> Result<Ingested> {
+fn ingest_in(
+    txn: &WriteTransaction,
+    mut play: Play,
+    mut activity: Activity,
+    window: i64,
+) -> Result<Ingested> {
     let key = play.dedupe_key();
     let prev: Option<DedupeEntry> = get_json(&txn.open_table(DEDUPE)?, &key)?;
     if let Some(prev) = prev {
@@ -567,7 +609,8 @@ fn ingest_in(txn: &WriteTransaction, mut play: Play, mut activity: Activity, win
         play,
         state: PlayState::Pending,
     };
-    txn.open_table(JOURNAL)?.insert(id, encode(&entry)?.as_slice())?;
+    txn.open_table(JOURNAL)?
+        .insert(id, encode(&entry)?.as_slice())?;
     txn.open_table(PENDING)?.insert(id, 0i64)?;
     txn.open_table(DEDUPE)?.insert(
         key.as_str(),
@@ -589,7 +632,11 @@ fn apply_in(txn: &WriteTransaction, play_id: u64, r: Resolution) -> Result<Appli
     let mut journal = txn.open_table(JOURNAL)?;
     let mut entry: JournalEntry = match journal.get(play_id)? {
         Some(v) => decode(v.value())?,
-        None => return Err(StoreError::NotFound(format!("play #{play_id} is not in the journal"))),
+        None => {
+            return Err(StoreError::NotFound(format!(
+                "play #{play_id} is not in the journal"
+            )));
+        }
     };
     if entry.state != PlayState::Pending {
         return Ok(Applied::Stale);
@@ -643,7 +690,12 @@ fn apply_in(txn: &WriteTransaction, play_id: u64, r: Resolution) -> Result<Appli
 
 /// Count the play against the tracker episode and queue an export when the episode was not
 /// known watched before.
-fn record_watched(txn: &WriteTransaction, play: &Play, show_id: &str, sync: bool) -> Result<Applied> {
+fn record_watched(
+    txn: &WriteTransaction,
+    play: &Play,
+    show_id: &str,
+    sync: bool,
+) -> Result<Applied> {
     let mut watched = txn.open_table(WATCHED)?;
     let k = watched_key(show_id, play.season, play.episode);
     match get_json::<Watched>(&watched, &k)? {
@@ -676,7 +728,8 @@ fn record_watched(txn: &WriteTransaction, play: &Play, show_id: &str, sync: bool
                 watched_at: play.viewed_at,
                 queued_at: now_secs(),
             };
-            txn.open_table(OUTBOX)?.insert(id, encode(&item)?.as_slice())?;
+            txn.open_table(OUTBOX)?
+                .insert(id, encode(&item)?.as_slice())?;
             Ok(Applied::Queued)
         }
     }
@@ -737,7 +790,10 @@ mod tests {
         assert_eq!(a, Ingested::New(1));
         let b = s.ingest_play(play(1200), act(), 300).await.unwrap();
         assert_eq!(b, Ingested::Duplicate(1));
-        let c = s.ingest_play(play(1000 + 86400 * 3), act(), 300).await.unwrap();
+        let c = s
+            .ingest_play(play(1000 + 86400 * 3), act(), 300)
+            .await
+            .unwrap();
         assert_eq!(c, Ingested::New(2));
         let (rows, total) = s.activity(None, None, 1, 50).unwrap();
         assert_eq!(total, 3);
@@ -750,8 +806,14 @@ mod tests {
             show_id: "42".into(),
             mapping: None,
         };
-        assert_eq!(s.apply_resolution(1, m.clone()).await.unwrap(), Applied::Queued);
-        assert_eq!(s.apply_resolution(2, m.clone()).await.unwrap(), Applied::AlreadyWatched);
+        assert_eq!(
+            s.apply_resolution(1, m.clone()).await.unwrap(),
+            Applied::Queued
+        );
+        assert_eq!(
+            s.apply_resolution(2, m.clone()).await.unwrap(),
+            Applied::AlreadyWatched
+        );
         assert_eq!(s.apply_resolution(2, m).await.unwrap(), Applied::Stale);
         assert_eq!(s.watched("42", 1, 2).unwrap().unwrap().plays, 2);
         assert_eq!(s.form_batches(100).await.unwrap(), 1);
@@ -772,17 +834,38 @@ mod tests {
         let again = s.due_batches(i64::MAX, 10).unwrap();
         assert_eq!(again[0].idempotency_key, key, "retries reuse the key");
         assert_eq!(again[0].attempts, 1);
-        s.finish_batch(again[0].id, BatchOutcome::Permanent { error: "422".into() }, 3, 1.0)
-            .await
-            .unwrap();
+        s.finish_batch(
+            again[0].id,
+            BatchOutcome::Permanent {
+                error: "422".into(),
+            },
+            3,
+            1.0,
+        )
+        .await
+        .unwrap();
         assert_eq!(s.dead_letters().unwrap().len(), 1);
         assert_eq!(s.retry_dead().await.unwrap(), 1);
         let back = s.due_batches(i64::MAX, 10).unwrap();
         assert_eq!(back.len(), 1);
-        s.finish_batch(back[0].id, BatchOutcome::Delivered { marked: 1, already: 0 }, 3, 1.0)
-            .await
-            .unwrap();
-        assert!(s.watched("42", 1, 2).unwrap().unwrap().exported_at.is_some());
+        s.finish_batch(
+            back[0].id,
+            BatchOutcome::Delivered {
+                marked: 1,
+                already: 0,
+            },
+            3,
+            1.0,
+        )
+        .await
+        .unwrap();
+        assert!(
+            s.watched("42", 1, 2)
+                .unwrap()
+                .unwrap()
+                .exported_at
+                .is_some()
+        );
         let c = s.counts().unwrap();
         assert_eq!((c.outbox_items, c.batches, c.dead_letters), (0, 0, 0));
     }

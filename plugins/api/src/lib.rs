@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod catalogue;
+pub mod guid;
 pub mod secret;
 
 pub use catalogue::{CatalogShow, Catalogue};
@@ -55,6 +56,9 @@ pub struct PluginError {
     pub message: String,
     /// For transient errors: the earliest time worth retrying (from `Retry-After`).
     pub retry_after: Option<Duration>,
+    /// For config errors: the key in the plugin's table at fault, so the host can point at
+    /// its line. When unset, the host looks for the first `backticked` word in the message.
+    pub key: Option<String>,
 }
 
 impl PluginError {
@@ -63,6 +67,7 @@ impl PluginError {
             class: ErrorClass::Transient,
             message: message.into(),
             retry_after: None,
+            key: None,
         }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
@@ -70,6 +75,7 @@ impl PluginError {
             class: ErrorClass::Permanent,
             message: message.into(),
             retry_after: None,
+            key: None,
         }
     }
     pub fn config(message: impl Into<String>) -> Self {
@@ -77,7 +83,23 @@ impl PluginError {
             class: ErrorClass::Config,
             message: message.into(),
             retry_after: None,
+            key: None,
         }
+    }
+    /// Name the config key at fault.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+    /// The key this config error is about: the explicit one, else the first `backticked`
+    /// word of the message (serde's "unknown field `x`" and most plugin messages).
+    pub fn config_key(&self) -> Option<String> {
+        if self.key.is_some() {
+            return self.key.clone();
+        }
+        let rest = self.message.split_once('`')?.1;
+        let word = rest.split_once('`')?.0;
+        (!word.is_empty() && !word.contains(' ')).then(|| word.to_string())
     }
     pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
         self.retry_after = after;
@@ -183,10 +205,13 @@ pub trait KvCache: Send + Sync {
     fn put(&self, key: &str, value: &[u8], ttl: Option<Duration>);
 }
 
+/// A cached value and when it expires.
+type CacheEntry = (Vec<u8>, Option<std::time::Instant>);
+
 /// An in-memory [`KvCache`] for tests and offline runs.
 #[derive(Default)]
 pub struct MemoryCache {
-    inner: std::sync::Mutex<HashMap<String, (Vec<u8>, Option<std::time::Instant>)>>,
+    inner: std::sync::Mutex<HashMap<String, CacheEntry>>,
 }
 
 impl KvCache for MemoryCache {
@@ -214,8 +239,10 @@ pub trait Matcher: Send + Sync {
     fn set_catalogue(&self, catalogue: Arc<Catalogue>);
     /// Match one show. A transient error lets the chain go on to the next matcher; the host
     /// retries the play later only if no matcher produced a definite answer.
-    fn match_show<'a>(&'a self, query: &'a ShowQuery)
-    -> BoxFuture<'a, Result<MatchOutcome, PluginError>>;
+    fn match_show<'a>(
+        &'a self,
+        query: &'a ShowQuery,
+    ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>>;
 }
 
 /// One episode in an export batch.
@@ -261,8 +288,10 @@ pub trait Exporter: Send + Sync {
     /// The tracker's shows.
     fn fetch_catalogue(&self) -> BoxFuture<'_, Result<Vec<CatalogShow>, PluginError>>;
     /// Mark the batch's episodes watched.
-    fn export<'a>(&'a self, batch: &'a ExportBatch)
-    -> BoxFuture<'a, Result<ExportReceipt, PluginError>>;
+    fn export<'a>(
+        &'a self,
+        batch: &'a ExportBatch,
+    ) -> BoxFuture<'a, Result<ExportReceipt, PluginError>>;
     /// Create a show; returns its tracker id.
     fn create_show<'a>(&'a self, show: &'a NewShow) -> BoxFuture<'a, Result<String, PluginError>>;
 }

@@ -1,0 +1,401 @@
+//! The `tracker` exporter plugin of plexsync: it delivers watched episodes to the self-hosted
+//! TV tracker over the tracker's HTTP API, creates shows there, and fetches the tracker's
+//! catalogue of shows for the matchers.
+//!
+//! This file owns the plugin's entry point ([`build`]), the [`TrackerExporter`] and the HTTP
+//! plumbing its three calls share. The config table lives in `config`, the JSON wire shapes
+//! and the RFC 3339 formatter in `wire`, and failure classification and redaction in `error`.
+//! The API contract itself is written down in this crate's README.md.
+//!
+//! The plugin never retries: it classifies each failure (transient / permanent / config) and
+//! returns, and the host's outbox decides when to try again.
+
+mod config;
+mod error;
+mod wire;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use plexsync_plugin_api::{
+    BoxFuture, CatalogShow, ErrorClass, ExportBatch, ExportReceipt, Exporter, NewShow,
+    PluginContext, PluginError,
+};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, LOCATION};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use crate::error::Redactor;
+
+/// The `kind` this plugin is registered under in plexsync.toml.
+pub const KIND: &str = "tracker";
+
+/// Name of the secret holding the tracker's API key (sent as `Authorization: Bearer <key>`).
+pub const SECRET_KEY: &str = "tracker-key";
+
+/// Every secret the plugin asks the host for.
+pub const SECRETS: &[&str] = &[SECRET_KEY];
+
+/// Cap on the connect phase: a tracker that cannot accept a TCP connection in 10 s is down,
+/// whatever the overall `timeout` allows for a large catalogue.
+const CONNECT_TIMEOUT_CAP: Duration = Duration::from_secs(10);
+
+/// Largest successful answer read. A catalogue of 100 000 shows is a few tens of MB at most;
+/// anything bigger is not a catalogue and must not exhaust the daemon's memory.
+const SUCCESS_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The exporter built from a `[tracker]` table. Cheap to share: it holds one pooled client.
+pub struct TrackerExporter {
+    client: reqwest::Client,
+    base: Url,
+    timeout: Duration,
+    redactor: Redactor,
+}
+
+impl fmt::Debug for TrackerExporter {
+    // By hand so the key (kept for redaction) can never be printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackerExporter")
+            .field("base", &self.base.as_str())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Build the exporter from its config table and the `tracker-key` secret.
+///
+/// Config keys: `url` (required, http or https), `timeout` (default `"30s"`; `ms`, `s`, `m`),
+/// `user_agent` (optional). Any other key is refused with a config error naming it.
+///
+/// # Errors
+///
+/// A [`PluginError`] of class `Config` naming the key when the table or the `tracker-key`
+/// secret is unusable.
+pub fn build(ctx: &PluginContext) -> Result<TrackerExporter, PluginError> {
+    let cfg = config::parse(ctx)?;
+
+    let key = ctx.secrets.get(SECRET_KEY).cloned();
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    if let Some(key) = &key {
+        if key.expose().trim().is_empty() {
+            return Err(PluginError::config(format!(
+                "tracker: the `{SECRET_KEY}` secret is empty"
+            )));
+        }
+        // Never echo the value: say what is wrong, not what it is.
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+            PluginError::config(format!(
+                "tracker: the `{SECRET_KEY}` secret contains characters that cannot be sent in an HTTP header"
+            ))
+        })?;
+        // Marks it sensitive for hyper/reqwest, so it never appears in their debug output.
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+
+    // reqwest is built with `rustls-no-provider`: without a process-wide crypto provider its
+    // client builder panics. The host may have installed one already, which is fine, so the
+    // result is ignored.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let client = reqwest::Client::builder()
+        .user_agent(cfg.user_agent)
+        .default_headers(headers)
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout.min(CONNECT_TIMEOUT_CAP))
+        // A redirected POST turns into a GET without its body (301/302), and following one to
+        // another host would drop or leak the key: the user fixes `url` instead.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| PluginError::config(format!("tracker: cannot build the HTTP client: {e}")))?;
+
+    Ok(TrackerExporter {
+        client,
+        base: cfg.base,
+        timeout: cfg.timeout,
+        redactor: Redactor::new(key),
+    })
+}
+
+/// One request about to be made: its URL and the label every message about it starts with.
+struct Call {
+    url: Url,
+    /// `METHOD /path` (no host, no query), e.g. `POST /api/plexsync/shows/42/watched`.
+    label: String,
+}
+
+impl TrackerExporter {
+    /// The base URL with `segments` appended, each percent-encoded as one path segment.
+    fn call(&self, method: &Method, segments: &[&str]) -> Result<Call, PluginError> {
+        let mut url = self.base.clone();
+        match url.path_segments_mut() {
+            Ok(mut path) => {
+                // `pop_if_empty` makes `…/plexsync/` and `…/plexsync` the same base.
+                path.pop_if_empty().extend(segments);
+            }
+            Err(()) => {
+                // Unreachable after config validation (http(s) URLs with a host are bases);
+                // kept as an error rather than a panic.
+                return Err(PluginError::config(
+                    "tracker: `url` cannot have paths appended",
+                ));
+            }
+        }
+        let label = format!("{method} {}", url.path());
+        Ok(Call { url, label })
+    }
+
+    fn fail(&self, class: ErrorClass, message: String) -> PluginError {
+        self.redactor.error(class, &format!("tracker: {message}"))
+    }
+
+    /// Send a request; on a 2xx answer return its status and body, otherwise a classified
+    /// error naming the call, the status and a snippet of the answer.
+    async fn send(
+        &self,
+        call: &Call,
+        request: RequestBuilder,
+    ) -> Result<(StatusCode, Vec<u8>), PluginError> {
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let (class, why) = error::transport(e, self.timeout, &target(&call.url));
+                return Err(self.fail(class, format!("{}: {why}", call.label)));
+            }
+        };
+        let status = response.status();
+
+        if status.is_success() {
+            return match read_limited(&mut response, SUCCESS_BODY_LIMIT).await {
+                Ok((body, false)) => Ok((status, body)),
+                Ok((_, true)) => Err(self.fail(
+                    ErrorClass::Permanent,
+                    format!(
+                        "{}: HTTP {status}: answer is larger than {} MiB",
+                        call.label,
+                        SUCCESS_BODY_LIMIT / (1024 * 1024)
+                    ),
+                )),
+                Err(e) => {
+                    // The status arrived but the body did not (reset, timeout): try again.
+                    let (_, why) = error::transport(e, self.timeout, &target(&call.url));
+                    Err(self.fail(
+                        ErrorClass::Transient,
+                        format!(
+                            "{}: HTTP {status}: reading the answer failed: {why}",
+                            call.label
+                        ),
+                    ))
+                }
+            };
+        }
+
+        let class = error::status_class(status);
+        let retry_after = match class {
+            ErrorClass::Transient => error::retry_after(response.headers(), SystemTime::now()),
+            _ => None,
+        };
+        let location = status
+            .is_redirection()
+            .then(|| redirect_target(&call.url, response.headers()));
+        // The error body is only for the message; failing to read it changes nothing.
+        let (mut body, cut) = read_limited(&mut response, error::ERROR_BODY_LIMIT)
+            .await
+            .unwrap_or_default();
+        if cut {
+            self.redactor.trim_cut(&mut body);
+        }
+        let snippet = error::snippet(&body, &self.redactor);
+        let message = match location {
+            Some(to) => format!(
+                "{}: HTTP {status}: the tracker redirects to {to}; redirects are not followed, set `url` to the final address: {snippet}",
+                call.label
+            ),
+            None => format!("{}: HTTP {status}: {snippet}", call.label),
+        };
+        Err(self.fail(class, message).with_retry_after(retry_after))
+    }
+
+    /// Decode a 2xx body; a body that is not the endpoint's JSON is permanent (retrying
+    /// returns the same thing) and the message says which endpoint sent it.
+    fn decode<T: DeserializeOwned>(
+        &self,
+        call: &Call,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Result<T, PluginError> {
+        serde_json::from_slice(body).map_err(|e| {
+            self.fail(
+                ErrorClass::Permanent,
+                format!(
+                    "{}: HTTP {status} but the answer is not this endpoint's JSON ({}): {}",
+                    call.label,
+                    // serde quotes rejected values in full; keep that as short as the body.
+                    error::snippet(e.to_string().as_bytes(), &self.redactor),
+                    error::snippet(body, &self.redactor)
+                ),
+            )
+        })
+    }
+
+    async fn fetch_catalogue_impl(&self) -> Result<Vec<CatalogShow>, PluginError> {
+        let call = self.call(&Method::GET, &["shows"])?;
+        let request = self.client.get(call.url.clone());
+        let (status, body) = self.send(&call, request).await?;
+        self.decode(&call, status, &body)
+    }
+
+    async fn export_impl(&self, batch: &ExportBatch) -> Result<ExportReceipt, PluginError> {
+        // Nothing to mark: no request, so a tracker that refuses empty lists cannot turn a
+        // no-op into a dead letter.
+        if batch.episodes.is_empty() {
+            return Ok(ExportReceipt::default());
+        }
+        let endpoint = "POST /shows/{id}/watched";
+        let id = batch.show_id.as_str();
+        if matches!(id, "" | "." | "..") {
+            // The URL library drops "." and ".." segments (and "" would address `/shows//…`),
+            // so such an id would silently hit another endpoint.
+            return Err(self.fail(
+                ErrorClass::Permanent,
+                format!("{endpoint}: show id {id:?} cannot be used as a URL path segment"),
+            ));
+        }
+        if batch.idempotency_key.is_empty() {
+            return Err(self.fail(
+                ErrorClass::Permanent,
+                format!("{endpoint}: the batch has no idempotency key"),
+            ));
+        }
+        let idempotency = HeaderValue::from_str(&batch.idempotency_key).map_err(|_| {
+            self.fail(
+                ErrorClass::Permanent,
+                format!("{endpoint}: the idempotency key is not a valid HTTP header value"),
+            )
+        })?;
+
+        let mut episodes = Vec::with_capacity(batch.episodes.len());
+        for ep in &batch.episodes {
+            let watched_at = wire::format_rfc3339(ep.watched_at).ok_or_else(|| {
+                self.fail(
+                    ErrorClass::Permanent,
+                    format!(
+                        "{endpoint}: S{:02}E{:02} has watched_at {} (unix seconds), outside the years 0000-9999",
+                        ep.season, ep.episode, ep.watched_at
+                    ),
+                )
+            })?;
+            episodes.push(wire::WatchedEpisode {
+                season: ep.season,
+                episode: ep.episode,
+                watched_at,
+            });
+        }
+
+        let call = self.call(&Method::POST, &["shows", id, "watched"])?;
+        let request = self
+            .client
+            .post(call.url.clone())
+            .header(IDEMPOTENCY_KEY, idempotency)
+            .json(&wire::WatchedRequest { episodes });
+        let (status, body) = self.send(&call, request).await?;
+        let answer: wire::WatchedResponse = self.decode(&call, status, &body)?;
+        Ok(answer.into())
+    }
+
+    async fn create_show_impl(&self, show: &NewShow) -> Result<String, PluginError> {
+        let call = self.call(&Method::POST, &["shows"])?;
+        let request = self
+            .client
+            .post(call.url.clone())
+            .json(&wire::CreateShowRequest {
+                title: &show.title,
+                year: show.year,
+                tmdb_id: show.tmdb_id,
+                tvdb_id: show.tvdb_id,
+                imdb_id: show.imdb_id.as_deref(),
+            });
+        let (status, body) = self.send(&call, request).await?;
+        let created: wire::CreatedShow = self.decode(&call, status, &body)?;
+        if created.id.trim().is_empty() {
+            return Err(self.fail(
+                ErrorClass::Permanent,
+                format!(
+                    "{}: HTTP {status} but the new show's id is empty",
+                    call.label
+                ),
+            ));
+        }
+        Ok(created.id)
+    }
+}
+
+impl Exporter for TrackerExporter {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    fn fetch_catalogue(&self) -> BoxFuture<'_, Result<Vec<CatalogShow>, PluginError>> {
+        Box::pin(self.fetch_catalogue_impl())
+    }
+
+    fn export<'a>(
+        &'a self,
+        batch: &'a ExportBatch,
+    ) -> BoxFuture<'a, Result<ExportReceipt, PluginError>> {
+        Box::pin(self.export_impl(batch))
+    }
+
+    fn create_show<'a>(&'a self, show: &'a NewShow) -> BoxFuture<'a, Result<String, PluginError>> {
+        Box::pin(self.create_show_impl(show))
+    }
+}
+
+/// Read at most `limit` bytes of a body; the flag says whether it was cut there.
+async fn read_limited(
+    response: &mut Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// `host:port` of a URL, for connection failures.
+fn target(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// Where a 3xx points, for the message: scheme, host, port and path only, since a query or
+/// user info could carry credentials.
+fn redirect_target(from: &Url, headers: &HeaderMap) -> String {
+    let Some(location) = headers.get(LOCATION).and_then(|v| v.to_str().ok()) else {
+        return "(no Location header)".into();
+    };
+    match from.join(location) {
+        Ok(mut to) => {
+            to.set_query(None);
+            to.set_fragment(None);
+            // Both only fail for URLs without a host, where there is nothing to remove.
+            let _ = to.set_username("");
+            let _ = to.set_password(None);
+            // Bounded like any other echoed text.
+            error::snippet(to.as_str().as_bytes(), &Redactor::default())
+        }
+        Err(_) => "(an unparseable Location)".into(),
+    }
+}

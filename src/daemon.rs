@@ -1,0 +1,349 @@
+//! The daemon: wiring of store, secrets, plugins, Plex client, pipeline tasks and the HTTP
+//! server, and the state they share. [`run`] is the testable entry point: tests hand it a
+//! config, a bound listener on 127.0.0.1:0 and a shutdown future.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use plexsync_plugin_api::{Catalogue, Secret};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use crate::config::{Config, ConfigError};
+use crate::model::now_secs;
+use crate::plex::{PlexClient, PlexError};
+use crate::registry::{self, Plugins};
+use crate::secrets::{self, MasterKey, SecretError, WEBHOOK_SECRET};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Secret(#[from] SecretError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What the daemon knows about its surroundings, for status pages.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RuntimeStatus {
+    pub last_webhook_at: Option<i64>,
+    pub plex_last_ok_at: Option<i64>,
+    pub plex_error: Option<String>,
+    pub plex_error_at: Option<i64>,
+    pub tracker_last_ok_at: Option<i64>,
+    pub tracker_error: Option<String>,
+    pub catalogue_shows: usize,
+    pub catalogue_loaded_at: Option<i64>,
+}
+
+/// State shared by the HTTP server and the pipeline tasks.
+pub struct Shared {
+    pub store: Store,
+    config: RwLock<Arc<Config>>,
+    plugins: RwLock<Arc<Plugins>>,
+    catalogue: RwLock<Option<Arc<Catalogue>>>,
+    plex: RwLock<Arc<PlexClient>>,
+    status: Mutex<RuntimeStatus>,
+    key: MasterKey,
+    secrets: RwLock<HashMap<String, Secret>>,
+    webhook_secret: Secret,
+    plex_client_id: String,
+    pub resolve_wake: Notify,
+    pub export_wake: Notify,
+    pub catalogue_wake: Notify,
+    pub shutdown: watch::Sender<bool>,
+    pub started: Instant,
+    pub listen_addr: SocketAddr,
+}
+
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    match l.read() {
+        Ok(g) => g.clone(),
+        // A panic while holding the lock cannot leave these plain values half-written.
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+fn write<T>(l: &RwLock<T>, v: T) {
+    match l.write() {
+        Ok(mut g) => *g = v,
+        Err(p) => *p.into_inner() = v,
+    }
+}
+
+impl Shared {
+    pub fn config(&self) -> Arc<Config> {
+        read(&self.config)
+    }
+    pub fn plugins(&self) -> Arc<Plugins> {
+        read(&self.plugins)
+    }
+    pub fn catalogue(&self) -> Option<Arc<Catalogue>> {
+        read(&self.catalogue)
+    }
+    pub fn plex(&self) -> Arc<PlexClient> {
+        read(&self.plex)
+    }
+    pub fn status(&self) -> RuntimeStatus {
+        self.status.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+    fn with_status(&self, f: impl FnOnce(&mut RuntimeStatus)) {
+        if let Ok(mut g) = self.status.lock() {
+            f(&mut g);
+        }
+    }
+    pub fn webhook_secret(&self) -> &Secret {
+        &self.webhook_secret
+    }
+    pub fn secret(&self, name: &str) -> Option<Secret> {
+        read(&self.secrets).get(name).cloned()
+    }
+
+    /// The URL to paste into Plex.
+    pub fn webhook_url(&self) -> String {
+        webhook_url(&self.config(), self.listen_addr, &self.webhook_secret)
+    }
+
+    pub fn set_catalogue(&self, c: Arc<Catalogue>) {
+        for m in &self.plugins().matchers {
+            m.set_catalogue(c.clone());
+        }
+        self.with_status(|s| {
+            s.catalogue_shows = c.len();
+            s.catalogue_loaded_at = Some(now_secs());
+        });
+        write(&self.catalogue, Some(c));
+    }
+
+    pub fn note_webhook(&self) {
+        self.with_status(|s| s.last_webhook_at = Some(now_secs()));
+    }
+    pub fn note_plex_ok(&self) {
+        self.with_status(|s| {
+            s.plex_last_ok_at = Some(now_secs());
+            s.plex_error = None;
+        });
+    }
+    pub fn note_plex_error(&self, e: &PlexError) {
+        self.with_status(|s| {
+            s.plex_error = Some(e.to_string());
+            s.plex_error_at = Some(now_secs());
+        });
+    }
+    pub fn note_tracker(&self, error: Option<String>) {
+        self.with_status(|s| match error {
+            None => {
+                s.tracker_last_ok_at = Some(now_secs());
+                s.tracker_error = None;
+            }
+            Some(e) => s.tracker_error = Some(e),
+        });
+    }
+
+    /// Store a secret (encrypted) and make it take effect: plugins and the Plex client are
+    /// rebuilt with it.
+    pub async fn set_secret(&self, name: &str, value: &str) -> Result<(), DaemonError> {
+        secrets::check_name(name)?;
+        if value.is_empty() {
+            return Err(SecretError::Empty.into());
+        }
+        let sealed = self.key.seal(name, value)?;
+        self.store.put_secret(name.to_string(), sealed).await?;
+        let mut map = read(&self.secrets);
+        map.insert(name.to_string(), Secret::new(value.to_string()));
+        write(&self.secrets, map);
+        self.rebuild()?;
+        tracing::info!(secret = name, "secret updated");
+        Ok(())
+    }
+
+    /// Rebuild plugins and the Plex client from the current config and secrets.
+    fn rebuild(&self) -> Result<(), DaemonError> {
+        let cfg = self.config();
+        let secrets = read(&self.secrets);
+        let plugins = registry::build(&cfg, &secrets, Some(&self.store))?;
+        if let Some(c) = self.catalogue() {
+            for m in &plugins.matchers {
+                m.set_catalogue(c.clone());
+            }
+        }
+        write(&self.plugins, Arc::new(plugins));
+        write(
+            &self.plex,
+            Arc::new(plex_client(&cfg, &secrets, &self.plex_client_id)?),
+        );
+        self.resolve_wake.notify_one();
+        self.export_wake.notify_one();
+        Ok(())
+    }
+}
+
+/// `http://<listen>/webhook/<secret>` (or the configured public URL).
+pub fn webhook_url(cfg: &Config, listen: SocketAddr, secret: &Secret) -> String {
+    let base = match &cfg.server.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => format!("http://{listen}"),
+    };
+    format!("{base}/webhook/{}", secret.expose())
+}
+
+fn plex_client(
+    cfg: &Config,
+    secrets: &HashMap<String, Secret>,
+    client_id: &str,
+) -> Result<PlexClient, DaemonError> {
+    PlexClient::new(
+        &cfg.plex.url,
+        secrets.get("plex-token").cloned(),
+        client_id.to_string(),
+        cfg.plex.timeout,
+    )
+    .map_err(|e| DaemonError::Io(format!("cannot build the Plex HTTP client: {e}")))
+}
+
+/// Make sure the process-wide TLS provider is installed (reqwest is built without one).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Decrypt every stored secret. A secret sealed under another key is a start-up error: the
+/// key file changed, and running on would silently drop the user's tokens.
+pub fn load_secrets(
+    store: &Store,
+    key: &MasterKey,
+) -> Result<HashMap<String, Secret>, DaemonError> {
+    let mut out = HashMap::new();
+    for name in store.secret_names()? {
+        if let Some(sealed) = store.sealed_secret(&name)? {
+            out.insert(name.clone(), key.open(&name, &sealed)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The webhook secret, generated (≥ 128 bits) and stored on first use.
+pub async fn ensure_webhook_secret(store: &Store, key: &MasterKey) -> Result<Secret, DaemonError> {
+    if let Some(sealed) = store.sealed_secret(WEBHOOK_SECRET)? {
+        return Ok(key.open(WEBHOOK_SECRET, &sealed)?);
+    }
+    let fresh = secrets::hex(&secrets::random_bytes::<24>()?);
+    let sealed = key.seal(WEBHOOK_SECRET, &fresh)?;
+    let s2 = store.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        s2.put_secret_if_absent_blocking(WEBHOOK_SECRET.into(), sealed)
+    })
+    .await
+    .map_err(|e| DaemonError::Io(e.to_string()))??;
+    Ok(key.open(WEBHOOK_SECRET, &stored)?)
+}
+
+async fn client_identifier(cfg: &Config, store: &Store) -> String {
+    if let Some(id) = &cfg.plex.client_identifier {
+        return id.clone();
+    }
+    const KEY: &str = "host:plex-client-identifier";
+    if let Ok(Some(v)) = store.kv_get(KEY) {
+        if let Ok(s) = String::from_utf8(v) {
+            return s;
+        }
+    }
+    let id = format!(
+        "plexsync-{}",
+        secrets::hex(&secrets::random_bytes::<8>().unwrap_or_default())
+    );
+    store.kv_put_detached(KEY.into(), id.clone().into_bytes(), None);
+    id
+}
+
+/// Run the daemon until `shutdown` resolves. `listener` is the already-bound webhook/admin
+/// TCP listener.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    install_tls_provider();
+    let listen_addr = listener
+        .local_addr()
+        .map_err(|e| DaemonError::Io(e.to_string()))?;
+    let store_path = config.store_path();
+    let s = store_path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&s))
+        .await
+        .map_err(|e| DaemonError::Io(e.to_string()))??;
+    let key = MasterKey::load_or_create(&config.key_path(), true)?;
+    let secrets = load_secrets(&store, &key)?;
+    let webhook_secret = ensure_webhook_secret(&store, &key).await?;
+    let plugins = registry::build(&config, &secrets, Some(&store))?;
+    let plex_client_id = client_identifier(&config, &store).await;
+    let plex = plex_client(&config, &secrets, &plex_client_id)?;
+    let socket_path = config.socket_path();
+    let (shutdown_tx, _) = watch::channel(false);
+
+    let shared = Arc::new(Shared {
+        store,
+        config: RwLock::new(Arc::new(config)),
+        plugins: RwLock::new(Arc::new(plugins)),
+        catalogue: RwLock::new(None),
+        plex: RwLock::new(Arc::new(plex)),
+        status: Mutex::new(RuntimeStatus::default()),
+        key,
+        secrets: RwLock::new(secrets),
+        webhook_secret,
+        plex_client_id,
+        resolve_wake: Notify::new(),
+        export_wake: Notify::new(),
+        catalogue_wake: Notify::new(),
+        shutdown: shutdown_tx,
+        started: Instant::now(),
+        listen_addr,
+    });
+
+    let unix = match &socket_path {
+        Some(p) => Some(
+            crate::http::bind_unix(p)
+                .map_err(|e| DaemonError::Io(format!("admin socket {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::pipeline::resolver_task(shared.clone()));
+    tasks.spawn(crate::pipeline::exporter_task(shared.clone()));
+    tasks.spawn(crate::pipeline::catalogue_task(shared.clone()));
+    let http = tokio::spawn(crate::http::serve(shared.clone(), listener, unix));
+
+    tracing::info!(
+        listen = %listen_addr,
+        store = %store_path.display(),
+        plex = %shared.config().plex.url,
+        "plexsync is running; webhook URL: http://{listen_addr}/webhook/<secret> (see `plexsync webhook-url`)"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = shared.shutdown.send(true);
+    // In-flight requests and the current export get a deadline; what does not finish stays
+    // pending in the store and is picked up on the next start.
+    let deadline = Duration::from_secs(10);
+    if tokio::time::timeout(deadline, http).await.is_err() {
+        tracing::warn!("HTTP server did not stop within {deadline:?}");
+    }
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(deadline, drain).await.is_err() {
+        tracing::warn!("pipeline tasks did not stop within {deadline:?}; their work stays pending");
+    }
+    if let Some(p) = socket_path {
+        let _ = std::fs::remove_file(p);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

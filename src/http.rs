@@ -1,0 +1,499 @@
+//! The HTTP server: the only module that listens on sockets. It serves the Plex webhook route
+//! (`POST /webhook/<secret>`), the admin API under `/api` and `/healthz`, on the TCP listener
+//! and on the admin unix socket (created 0600, for the CLI).
+//!
+//! Webhook answers follow DESIGN.md: 200 only once the play is durably journaled; 400 / 404 /
+//! 405 / 413 / 415 with a one-line reason; 503 when the store cannot commit. Every request that
+//! passed the secret check leaves an activity row.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::daemon::Shared;
+use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
+use crate::store::ops::Ingested;
+use crate::webhook::{multipart, payload};
+
+type Resp = Response<Full<Bytes>>;
+
+/// Who is calling: the unix socket is trusted (0600, same user); TCP peers by address.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    Unix,
+    Tcp(SocketAddr),
+}
+
+pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    // A stale socket from a killed daemon would make bind fail; only remove a socket.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let l = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Accept connections until shutdown, then let in-flight requests finish.
+pub async fn serve(shared: Arc<Shared>, tcp: TcpListener, unix: Option<UnixListener>) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let accepted: Option<(Box<dyn ConnIo>, Peer)> = tokio::select! {
+            r = tcp.accept() => match r {
+                Ok((s, addr)) => {
+                    let _ = s.set_nodelay(true);
+                    Some((Box::new(s), Peer::Tcp(addr)))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    None
+                }
+            },
+            r = accept_unix(unix.as_ref()) => match r {
+                Ok(s) => Some((Box::new(s), Peer::Unix)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    None
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Some((io, peer)) = accepted else { continue };
+        let cfg = shared.config();
+        let sh = shared.clone();
+        let svc = service_fn(move |req| {
+            let sh = sh.clone();
+            async move { Ok::<_, Infallible>(handle(sh, peer, req).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.server.header_timeout)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(io), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(tcp);
+    graceful.shutdown().await;
+}
+
+trait ConnIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> ConnIo for T {}
+
+async fn accept_unix(l: Option<&UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
+    match l {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Resp {
+    let mut body = msg.into();
+    body.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+pub fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    match serde_json::to_vec(v) {
+        Ok(b) => {
+            let mut r = Response::new(Full::new(Bytes::from(b)));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode answer: {e}"),
+        ),
+    }
+}
+
+async fn handle(shared: Arc<Shared>, peer: Peer, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let timeout = shared.config().server.request_timeout;
+    let fut = async {
+        if let Some(secret) = path.strip_prefix("/webhook/") {
+            return webhook(&shared, peer, secret, req).await;
+        }
+        if path == "/webhook" || path == "/webhook/" {
+            return text(StatusCode::NOT_FOUND, "not found");
+        }
+        if path == "/healthz" {
+            return healthz(&shared);
+        }
+        if let Some(rest) = path.strip_prefix("/api/") {
+            if let Err((status, why)) = admin_allowed(&shared, peer, &req) {
+                tracing::warn!(peer = ?peer, status = status.as_u16(), "admin request refused");
+                return text(status, why);
+            }
+            return crate::admin::route(&shared, rest, req).await;
+        }
+        text(StatusCode::NOT_FOUND, "not found")
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(path = %redact_path(&path), "request timed out");
+            text(StatusCode::REQUEST_TIMEOUT, "request took too long")
+        }
+    }
+}
+
+/// Paths are logged without the webhook secret.
+fn redact_path(p: &str) -> String {
+    if p.starts_with("/webhook/") {
+        "/webhook/<secret>".into()
+    } else {
+        p.to_string()
+    }
+}
+
+fn healthz(shared: &Shared) -> Resp {
+    if *shared.shutdown.borrow() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    text(StatusCode::OK, "ok")
+}
+
+fn admin_allowed(
+    shared: &Shared,
+    peer: Peer,
+    req: &Request<Incoming>,
+) -> Result<(), (StatusCode, &'static str)> {
+    let loopback = match peer {
+        Peer::Unix => return Ok(()),
+        Peer::Tcp(a) => a.ip().is_loopback(),
+    };
+    if loopback {
+        return Ok(());
+    }
+    let Some(token) = shared.secret("admin-token") else {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "the admin API answers loopback clients only, unless an admin-token is set",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err((StatusCode::UNAUTHORIZED, "missing or wrong admin token"))
+    }
+}
+
+/// Details of a webhook request for its activity row.
+struct WebhookLog {
+    started: Instant,
+    event: Option<String>,
+    account: Option<String>,
+    show: Option<String>,
+    season: Option<u32>,
+    episode: Option<u32>,
+}
+
+impl WebhookLog {
+    fn row(&self, status: ActivityStatus, action: String, error: Option<String>) -> Activity {
+        Activity {
+            id: 0,
+            at: now_millis(),
+            source: "webhook".into(),
+            event: self.event.clone(),
+            account: self.account.clone(),
+            show: self.show.clone(),
+            season: self.season,
+            episode: self.episode,
+            status,
+            action,
+            error,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            play_id: None,
+        }
+    }
+}
+
+async fn webhook(shared: &Shared, peer: Peer, secret: &str, req: Request<Incoming>) -> Resp {
+    let started = Instant::now();
+    let expected = shared.webhook_secret();
+    if !bool::from(secret.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        tracing::warn!(peer = ?peer, "webhook with a wrong secret");
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
+    shared.note_webhook();
+    let mut log = WebhookLog {
+        started,
+        event: None,
+        account: None,
+        show: None,
+        season: None,
+        episode: None,
+    };
+    let (status, reason) = match receive(shared, &mut log, req).await {
+        Ok(resp) => return resp,
+        Err(e) => e,
+    };
+    tracing::warn!(status = status.as_u16(), error = %reason, event = log.event.as_deref().unwrap_or(""), "webhook rejected");
+    let row = log.row(
+        ActivityStatus::Failed,
+        format!("rejected with {}", status.as_u16()),
+        Some(reason.clone()),
+    );
+    if let Err(e) = shared.store.record_activity(row).await {
+        tracing::error!(error = %e, "cannot record activity");
+    }
+    let mut r = text(
+        status,
+        format!(
+            "{} {}: {reason}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ),
+    );
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    r
+}
+
+type Reject = (StatusCode, String);
+
+fn reject(status: StatusCode, msg: impl std::fmt::Display) -> Reject {
+    (status, msg.to_string())
+}
+
+/// Read, parse and journal one webhook. Errors are answered by the caller.
+async fn receive(
+    shared: &Shared,
+    log: &mut WebhookLog,
+    req: Request<Incoming>,
+) -> Result<Resp, Reject> {
+    if req.method() != Method::POST {
+        return Err(reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed; Plex POSTs webhooks", req.method()),
+        ));
+    }
+    let cfg = shared.config();
+    let max_body = cfg.server.max_body_bytes;
+    let max_payload = cfg.server.max_payload_bytes;
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        if len > max_body as u64 {
+            return Err(reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body of {len} bytes exceeds the {max_body}-byte limit"),
+            ));
+        }
+    }
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let mut body = req.into_body();
+    let mut total = 0usize;
+    let payload_bytes: Vec<u8> = match media.as_str() {
+        "multipart/form-data" => {
+            let boundary = multipart::boundary_from_content_type(&ct)
+                .map_err(|e| reject(StatusCode::BAD_REQUEST, e))?;
+            let mut parser = multipart::MultipartParser::new(
+                &boundary,
+                multipart::Limits {
+                    max_part_bytes: max_payload,
+                    max_header_bytes: 8 * 1024,
+                    max_parts: 16,
+                },
+            );
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| {
+                    reject(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
+                })?;
+                if let Ok(chunk) = frame.into_data() {
+                    total += chunk.len();
+                    if total > max_body {
+                        return Err(reject(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("body exceeds the {max_body}-byte limit"),
+                        ));
+                    }
+                    parser.feed(&chunk).map_err(multipart_reject)?;
+                }
+            }
+            parser.finish().map_err(multipart_reject)?.payload
+        }
+        "application/json" => {
+            let mut buf = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| {
+                    reject(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
+                })?;
+                if let Ok(chunk) = frame.into_data() {
+                    total += chunk.len();
+                    if total > max_payload {
+                        return Err(reject(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("JSON body exceeds the {max_payload}-byte payload limit"),
+                        ));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+            }
+            buf
+        }
+        "" => {
+            return Err(reject(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "missing Content-Type; expected multipart/form-data or application/json",
+            ));
+        }
+        other => {
+            return Err(reject(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type {other} not supported; expected multipart/form-data or application/json"
+                ),
+            ));
+        }
+    };
+    let p = payload::parse_payload(&payload_bytes)
+        .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("payload: {e}")))?;
+    log.event = Some(p.event.clone());
+    log.account = p.account.as_ref().and_then(|a| a.title.clone());
+    let ep = payload::to_play(&p)
+        .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("payload: {e}")))?;
+    let Some(ep) = ep else {
+        let kind = p
+            .metadata
+            .as_ref()
+            .and_then(|m| m.kind.clone())
+            .unwrap_or_else(|| "no metadata".into());
+        log.show = p
+            .metadata
+            .as_ref()
+            .and_then(|m| m.grandparent_title.clone().or_else(|| m.title.clone()));
+        let row = log.row(
+            ActivityStatus::Ignored,
+            format!("ignored {} of {kind}", p.event),
+            None,
+        );
+        shared.store.record_activity(row).await.map_err(|e| {
+            reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot record: {e}"),
+            )
+        })?;
+        return Ok(text(StatusCode::OK, "ignored"));
+    };
+    log.show = Some(ep.show_title.clone());
+    log.season = Some(ep.season);
+    log.episode = Some(ep.episode);
+    let now = now_secs();
+    let play = Play {
+        id: 0,
+        source: plexsync_plugin_api::PlaySource::Webhook,
+        account_id: ep.account_id.clone(),
+        account_name: ep.account_title.clone(),
+        show: PlexShow {
+            server: ep.server_uuid.clone(),
+            rating_key: ep.show_rating_key.clone(),
+            title: ep.show_title.clone(),
+            // The payload's `year` is the episode's; the show's first-air year comes from Plex.
+            year: None,
+            guid: ep.show_guid.clone(),
+            episode_guid: ep.episode_guid.clone(),
+        },
+        season: ep.season,
+        episode: ep.episode,
+        episode_rating_key: ep.episode_rating_key.clone(),
+        viewed_at: ep.viewed_at.unwrap_or(now),
+        received_at: now,
+        history_key: None,
+    };
+    let row = log.row(ActivityStatus::Success, String::new(), None);
+    let window = cfg.matching.dedupe_window.as_secs() as i64;
+    match shared.store.ingest_play(play, row, window).await {
+        Ok(Ingested::New(id)) => {
+            tracing::info!(play_id = id, show = %ep.show_title, rating_key = ep.show_rating_key.as_deref().unwrap_or(""), season = ep.season, episode = ep.episode, "webhook play journaled");
+            shared.resolve_wake.notify_one();
+            Ok(text(StatusCode::OK, format!("journaled as play {id}")))
+        }
+        Ok(Ingested::Duplicate(id)) => {
+            tracing::info!(play_id = id, show = %ep.show_title, season = ep.season, episode = ep.episode, "duplicate webhook");
+            Ok(text(StatusCode::OK, format!("duplicate of play {id}")))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot journal a webhook play");
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("503 Service Unavailable: cannot store the play ({e}); retry later"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            Ok(r)
+        }
+    }
+}
+
+fn multipart_reject(e: multipart::MultipartError) -> Reject {
+    if e.is_too_large() {
+        reject(StatusCode::PAYLOAD_TOO_LARGE, format!("multipart: {e}"))
+    } else {
+        reject(StatusCode::BAD_REQUEST, format!("multipart: {e}"))
+    }
+}

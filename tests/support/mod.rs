@@ -1,0 +1,206 @@
+//! Test support: fake Plex and fake tracker servers on 127.0.0.1:0 speaking the real wire
+//! formats, a driver for the real `plexsync` binary, and access to the shared Plex samples.
+#![allow(dead_code)]
+
+pub mod daemon;
+pub mod plex;
+pub mod tracker;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A request as a fake server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub type Handler = Arc<
+    dyn Fn(
+            Seen,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Full<Bytes>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A tiny HTTP/1 server that can go down (refusing connections) and come back on the same port.
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    handler: Handler,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl FakeServer {
+    pub async fn start(handler: Handler) -> Arc<FakeServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let s = Arc::new(FakeServer {
+            addr,
+            handler,
+            task: Mutex::new(None),
+        });
+        s.serve(listener);
+        s
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let handler = self.handler.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let h = handler.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let h = h.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().to_vec())
+                                .unwrap_or_default();
+                            let seen = Seen {
+                                method: parts.method.to_string(),
+                                path: parts.uri.path().to_string(),
+                                query: parts.uri.query().unwrap_or("").to_string(),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (k.to_string(), v.to_str().unwrap_or("").to_string())
+                                    })
+                                    .collect(),
+                                body,
+                            };
+                            Ok::<_, Infallible>(h(seen).await)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop listening: new connections are refused.
+    pub fn go_down(&self) {
+        if let Some(t) = self.task.lock().unwrap().take() {
+            t.abort();
+        }
+    }
+
+    /// Listen again on the same port.
+    pub async fn come_back(&self) {
+        for _ in 0..100 {
+            if let Ok(l) = TcpListener::bind(self.addr).await {
+                self.serve(l);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("cannot rebind {}", self.addr);
+    }
+}
+
+pub fn respond(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body.into())))
+        .unwrap()
+}
+
+/// The shared Plex samples folder, or None (with a notice) when it is absent outside CI.
+/// In CI (CI=true) a missing folder fails the test.
+pub fn samples() -> Option<PathBuf> {
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/plex-samples"
+    ));
+    if p.is_dir() {
+        return Some(p);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{} is missing: CI must provide ../shared beside the checkout",
+            p.display()
+        );
+    }
+    eprintln!(
+        "NOTICE: {} not found; skipping this replay test",
+        p.display()
+    );
+    None
+}
+
+pub fn sample_json(rel: &str) -> serde_json::Value {
+    let dir = samples().expect("checked by caller");
+    let text = std::fs::read_to_string(dir.join(rel)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Wrap a JSON payload the way Plex posts it: multipart/form-data, a `payload` part with its
+/// own Content-Type and no filename, CRLF framing, and optionally a JPEG `thumb` part.
+pub fn multipart(payload: &serde_json::Value, thumb: Option<&[u8]>) -> (String, Vec<u8>) {
+    let boundary = "------------------------e9b6fd531fc73c30";
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"\r\nContent-Type: application/json\r\n\r\n").as_bytes());
+    body.extend_from_slice(serde_json::to_string(payload).unwrap().as_bytes());
+    body.extend_from_slice(b"\r\n");
+    if let Some(t) = thumb {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"thumb\"; filename=\"image.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes());
+        body.extend_from_slice(t);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Poll `f` until it returns Some or the timeout passes.
+pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,223 @@
+//! A fake tracker implementing the README's tracker API contract exactly: `GET /shows`,
+//! `POST /shows/{id}/watched` (keeps existing watched dates, recomputes totals, honours
+//! Idempotency-Key by replaying the first answer), `POST /shows`. Faults can be scripted:
+//! a status for the next N requests, a hang, or going down (refused connections).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{FakeServer, Seen, respond};
+
+/// Episodes per season the fake knows; anything past this is `unknown`.
+pub const EPISODES_PER_SEASON: u32 = 50;
+pub const SEASONS: u32 = 20;
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer this status (with optional Retry-After seconds).
+    Status(u16, Option<u64>),
+    /// Sleep this long before answering normally.
+    Hang(Duration),
+}
+
+#[derive(Default)]
+pub struct TrackerState {
+    pub shows: Vec<Value>,
+    /// (show id, season, episode) → watched_at as sent.
+    pub watched: BTreeMap<(String, u32, u32), String>,
+    /// Idempotency-Key → the answer first given to it.
+    pub replies: HashMap<String, Value>,
+    /// Every POST /shows/{id}/watched body, in order.
+    pub watched_posts: Vec<Seen>,
+    /// How many watched POSTs actually changed state (not replays).
+    pub applied: usize,
+    /// Faults for the next requests, front first.
+    pub faults: Vec<Fault>,
+    /// Fault for every watched POST until cleared.
+    pub sticky: Option<Fault>,
+    pub requests: usize,
+    pub next_id: u64,
+    pub expected_key: Option<String>,
+}
+
+pub struct FakeTracker {
+    pub server: Arc<FakeServer>,
+    pub state: Arc<Mutex<TrackerState>>,
+}
+
+impl FakeTracker {
+    pub async fn start(shows: Vec<Value>) -> FakeTracker {
+        let state = Arc::new(Mutex::new(TrackerState {
+            shows,
+            next_id: 90_000,
+            ..Default::default()
+        }));
+        let st = state.clone();
+        let server = FakeServer::start(Arc::new(move |seen: Seen| {
+            let st = st.clone();
+            Box::pin(async move { handle(st, seen).await })
+        }))
+        .await;
+        FakeTracker { server, state }
+    }
+
+    /// The base URL to configure as `[tracker] url`.
+    pub fn url(&self) -> String {
+        format!("{}/api/plexsync", self.server.url())
+    }
+
+    pub fn watched(&self) -> BTreeMap<(String, u32, u32), String> {
+        self.state.lock().unwrap().watched.clone()
+    }
+
+    pub fn applied(&self) -> usize {
+        self.state.lock().unwrap().applied
+    }
+
+    pub fn posts(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().watched_posts.clone()
+    }
+
+    pub fn push_fault(&self, f: Fault) {
+        self.state.lock().unwrap().faults.push(f);
+    }
+
+    pub fn set_sticky(&self, f: Option<Fault>) {
+        self.state.lock().unwrap().sticky = f;
+    }
+}
+
+async fn handle(
+    st: Arc<Mutex<TrackerState>>,
+    seen: Seen,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let fault = {
+        let mut s = st.lock().unwrap();
+        s.requests += 1;
+        if seen.method == "POST" && seen.path.ends_with("/watched") {
+            // Every attempt counts, answered or faulted.
+            s.watched_posts.push(seen.clone());
+        }
+        if !s.faults.is_empty() {
+            Some(s.faults.remove(0))
+        } else if seen.method == "POST" && seen.path.ends_with("/watched") {
+            s.sticky.clone()
+        } else {
+            None
+        }
+    };
+    match fault {
+        Some(Fault::Status(code, retry)) => {
+            let mut r = respond(
+                code,
+                "application/json",
+                format!("{{\"error\":\"fault {code}\"}}"),
+            );
+            if let Some(secs) = retry {
+                r.headers_mut()
+                    .insert("retry-after", secs.to_string().parse().unwrap());
+            }
+            return r;
+        }
+        Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    let mut s = st.lock().unwrap();
+    if let Some(k) = &s.expected_key {
+        let ok = seen.header("authorization") == Some(&format!("Bearer {k}"));
+        if !ok {
+            return respond(401, "application/json", "{\"error\":\"unauthorized\"}");
+        }
+    }
+    let Some(rest) = seen.path.strip_prefix("/api/plexsync") else {
+        return respond(404, "application/json", "{\"error\":\"not found\"}");
+    };
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    match (seen.method.as_str(), segs.as_slice()) {
+        ("GET", ["shows"]) => respond(
+            200,
+            "application/json",
+            serde_json::to_vec(&s.shows).unwrap(),
+        ),
+        ("POST", ["shows"]) => {
+            let v: Value = match serde_json::from_slice(&seen.body) {
+                Ok(v) => v,
+                Err(_) => return respond(400, "application/json", "{\"error\":\"bad json\"}"),
+            };
+            s.next_id += 1;
+            let id = s.next_id.to_string();
+            let mut show = v.clone();
+            show["id"] = json!(id);
+            s.shows.push(show);
+            respond(
+                201,
+                "application/json",
+                serde_json::to_vec(&json!({ "id": id })).unwrap(),
+            )
+        }
+        ("POST", ["shows", id, "watched"]) => {
+            let id = id.to_string();
+            let key = seen.header("idempotency-key").map(str::to_string);
+            if let Some(k) = &key {
+                if let Some(prev) = s.replies.get(k) {
+                    return respond(200, "application/json", serde_json::to_vec(prev).unwrap());
+                }
+            }
+            if !s.shows.iter().any(|sh| {
+                sh["id"].as_str() == Some(&id)
+                    || sh["id"].as_u64().map(|n| n.to_string()) == Some(id.clone())
+            }) {
+                return respond(404, "application/json", "{\"error\":\"no such show\"}");
+            }
+            let body: Value = match serde_json::from_slice(&seen.body) {
+                Ok(v) => v,
+                Err(_) => return respond(400, "application/json", "{\"error\":\"bad json\"}"),
+            };
+            let Some(eps) = body["episodes"].as_array() else {
+                return respond(422, "application/json", "{\"error\":\"episodes missing\"}");
+            };
+            let (mut marked, mut already) = (0u64, 0u64);
+            let mut unknown = Vec::new();
+            for e in eps {
+                let (Some(season), Some(episode), Some(at)) = (
+                    e["season"].as_u64(),
+                    e["episode"].as_u64(),
+                    e["watched_at"].as_str(),
+                ) else {
+                    return respond(422, "application/json", "{\"error\":\"bad episode\"}");
+                };
+                let (season, episode) = (season as u32, episode as u32);
+                if season > SEASONS || episode == 0 || episode > EPISODES_PER_SEASON {
+                    unknown.push(json!({ "season": season, "episode": episode }));
+                    continue;
+                }
+                let k = (id.clone(), season, episode);
+                // A watched date already set (possibly by hand) is never overwritten.
+                match s.watched.entry(k) {
+                    std::collections::btree_map::Entry::Occupied(_) => already += 1,
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(at.to_string());
+                        marked += 1;
+                    }
+                }
+            }
+            s.applied += 1;
+            let watched_episodes = s.watched.keys().filter(|(sid, _, _)| *sid == id).count();
+            let reply = json!({
+                "marked": marked,
+                "already_watched": already,
+                "unknown": unknown,
+                "watched_episodes": watched_episodes,
+                "total_episodes": SEASONS * EPISODES_PER_SEASON,
+            });
+            if let Some(k) = key {
+                s.replies.insert(k, reply.clone());
+            }
+            respond(200, "application/json", serde_json::to_vec(&reply).unwrap())
+        }
+        _ => respond(404, "application/json", "{\"error\":\"not found\"}"),
+    }
+}
