@@ -180,7 +180,7 @@ mod tests {
         let cfg = Config::parse(Path::new("x.toml"), text).unwrap();
         let e = build(&cfg, &HashMap::new(), None).err().unwrap();
         assert_eq!(e.key.as_deref(), Some("matchers[1].kind"));
-        assert!(e.message.contains("known kinds: guid"), "{e}");
+        assert!(e.message.contains("known kinds: guid, title"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,316 @@
+//! plexsync matcher plugin `title`: maps a Plex show to a tracker show by its title and year.
+//!
+//! This crate owns the title matcher of the chain (`[[matchers]] kind = "title"`), which the
+//! host consults when no usable guid identified the show:
+//!
+//! - [`trgm`]: a bit-exact port of PostgreSQL 15 pg_trgm `similarity()`;
+//! - [`normalize`]: the plugin's own title normalisation on top of it (folding, articles,
+//!   qualifiers such as `(US)` or `(2005)`, numbers);
+//! - `index`: the trigram inverted index rebuilt on every catalogue refresh, so a lookup
+//!   never scans the whole catalogue;
+//! - [`TitleMatcher`]: the scoring (title similarity, year distance, qualifier and number
+//!   agreement, margin over the runner-up) and the [`Matcher`] implementation.
+//!
+//! A wrong auto-map is much worse than a conflict, so the matcher answers `Definite` only for
+//! a strong best candidate that clearly leads the runner-up; otherwise it returns its best
+//! `Candidates` (one per show, scores capped below the host's 0.90 auto-map threshold) or
+//! `NoMatch`.
+
+pub mod config;
+mod index;
+pub mod normalize;
+pub mod trgm;
+
+use std::sync::{Arc, RwLock};
+
+use plexsync_plugin_api::{
+    BoxFuture, Candidate, Catalogue, MatchOutcome, Matcher, PluginContext, PluginError, ShowQuery,
+};
+
+pub use config::TitleConfig;
+use index::{KeyEntry, Query, TitleIndex};
+
+/// The `kind` this plugin is registered under.
+pub const KIND: &str = "title";
+/// The `method` of every answer.
+pub const METHOD: &str = "title_year";
+/// Candidate scores stay strictly below the host's auto-map threshold (0.90): only a
+/// `Definite` answer may lead to a mapping.
+const CANDIDATE_SCORE_CAP: f32 = 0.89;
+/// Score of a catalogue name contained in the query: base plus a share of the query covered.
+const CONTAINED_BASE: f32 = 0.40;
+const CONTAINED_PER_COVER: f32 = 0.39;
+
+/// Confidence lost per scoring rule (see README.md for the rationale of each).
+mod penalty {
+    /// Applied to a similarity below 1: keeps it strictly under the 0.90 auto-map level.
+    pub const NOT_IDENTICAL_SCALE: f32 = 0.9;
+    /// Per year of distance within `year_tolerance`.
+    pub const YEAR_PER_TOLERATED: f32 = 0.03;
+    /// One year beyond the tolerance.
+    pub const YEAR_JUST_OUTSIDE: f32 = 0.15;
+    /// Two or more years beyond the tolerance, plus `YEAR_PER_FAR` per further year.
+    pub const YEAR_FAR: f32 = 0.30;
+    pub const YEAR_PER_FAR: f32 = 0.02;
+    pub const YEAR_MAX: f32 = 0.60;
+    /// Either side has no year.
+    pub const YEAR_UNKNOWN: f32 = 0.06;
+    /// The titles carry different numbers or sequel marks (a sequel, another season).
+    pub const NUMBERS_DIFFER: f32 = 0.15;
+    pub const NUMBERS_DIFFER_CAP: f32 = 0.80;
+    /// Both titles name a country edition, and not the same one.
+    pub const COUNTRY_CONFLICT: f32 = 0.50;
+    /// Only one title names a country edition or a generic suffix: the name is shared by
+    /// several productions, so at best a candidate unless an exact year confirms it.
+    pub const ONE_SIDED_CAP: f32 = 0.85;
+}
+
+/// One scored show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Scored {
+    show: u32,
+    /// What the answer reports; decides the order and the mapping.
+    confidence: f32,
+    /// Similarity less penalties; decides whether it is worth listing.
+    strength: f32,
+    /// Raw title similarity (of the normalised names).
+    similarity: f32,
+}
+
+/// The title matcher. Build it with [`TitleMatcher::build`] or [`TitleMatcher::new`]; until
+/// the host hands it a catalogue it answers with a transient error.
+pub struct TitleMatcher {
+    config: TitleConfig,
+    index: RwLock<Option<Arc<TitleIndex>>>,
+}
+
+impl std::fmt::Debug for TitleMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TitleMatcher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TitleMatcher {
+    /// Build from the host's context, parsing and validating the plugin's config table.
+    pub fn build(ctx: &PluginContext) -> Result<TitleMatcher, PluginError> {
+        Ok(TitleMatcher::new(TitleConfig::from_value(&ctx.config)?))
+    }
+
+    /// Build from an already validated configuration.
+    pub fn new(config: TitleConfig) -> TitleMatcher {
+        TitleMatcher {
+            config,
+            index: RwLock::new(None),
+        }
+    }
+
+    pub fn config(&self) -> &TitleConfig {
+        &self.config
+    }
+
+    fn current_index(&self) -> Option<Arc<TitleIndex>> {
+        // A poisoned lock still holds a complete index (it is swapped in whole).
+        match self.index.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Match synchronously (the lookup is CPU-only and takes microseconds).
+    pub fn match_query(&self, query: &ShowQuery) -> Result<MatchOutcome, PluginError> {
+        let Some(index) = self.current_index() else {
+            return Err(PluginError::transient(
+                "title matcher: no catalogue loaded yet",
+            ));
+        };
+        Ok(self.match_in(&index, query))
+    }
+
+    fn match_in(&self, index: &TitleIndex, query: &ShowQuery) -> MatchOutcome {
+        let q = Query::new(&query.title);
+        if q.is_empty() {
+            return MatchOutcome::NoMatch;
+        }
+        let mut query_years = q.norm.years.clone();
+        query_years.extend(query.year);
+
+        let mut scored: Vec<Scored> = Vec::new();
+        let min_sim = self.config.min_candidate_score;
+        index.lookup(&q, min_sim, |key, sim| {
+            let year = index.shows.get(key.show as usize).and_then(|s| s.year);
+            let strength = self.strength(&q, &query_years, key, year, sim);
+            scored.push(Scored {
+                show: key.show,
+                confidence: Self::confidence_of(strength, sim),
+                strength,
+                similarity: sim,
+            });
+        });
+        // A catalogue name found verbatim inside a longer Plex title ("Air Crash
+        // Investigation - Mayday") is worth offering, but never enough for a mapping: its
+        // base score stays below 0.80 whatever the share of the title it covers.
+        index.contained_in(&q, |key, cover| {
+            let year = index.shows.get(key.show as usize).and_then(|s| s.year);
+            let base = CONTAINED_BASE + CONTAINED_PER_COVER * cover.min(1.0);
+            let strength = self.strength(&q, &query_years, key, year, base);
+            scored.push(Scored {
+                show: key.show,
+                confidence: Self::confidence_of(strength, base),
+                strength,
+                similarity: base,
+            });
+        });
+        if scored.is_empty() {
+            return MatchOutcome::NoMatch;
+        }
+
+        // One entry per show (its best name), best first; ties go to the better raw title
+        // similarity, then to catalogue order, so answers are deterministic.
+        scored.sort_by(|a, b| {
+            a.show.cmp(&b.show).then(
+                b.confidence
+                    .total_cmp(&a.confidence)
+                    .then(b.similarity.total_cmp(&a.similarity)),
+            )
+        });
+        scored.dedup_by_key(|s| s.show);
+        scored.sort_by(|a, b| {
+            b.confidence
+                .total_cmp(&a.confidence)
+                .then(b.similarity.total_cmp(&a.similarity))
+                .then(a.show.cmp(&b.show))
+        });
+
+        let best = scored[0];
+        let runner_up = scored.get(1).map_or(0.0, |s| s.confidence);
+        if best.confidence >= self.config.definite_threshold
+            && best.confidence - runner_up >= self.config.min_margin
+        {
+            if let Some(show) = index.shows.get(best.show as usize) {
+                return MatchOutcome::Definite {
+                    show_id: show.id.clone(),
+                    confidence: best.confidence.min(1.0),
+                    method: METHOD.to_string(),
+                };
+            }
+        }
+
+        let candidates: Vec<Candidate> = scored
+            .iter()
+            .filter(|s| s.strength >= self.config.min_candidate_score)
+            .take(self.config.max_candidates)
+            .filter_map(|s| {
+                let show = index.shows.get(s.show as usize)?;
+                Some(Candidate {
+                    show_id: show.id.clone(),
+                    score: s.confidence.clamp(0.0, CANDIDATE_SCORE_CAP),
+                    method: METHOD.to_string(),
+                })
+            })
+            .collect();
+        if candidates.is_empty() {
+            MatchOutcome::NoMatch
+        } else {
+            MatchOutcome::Candidates { candidates }
+        }
+    }
+
+    /// How well the query names this catalogue name of a show: the title similarity less the
+    /// year, number, sequel-mark and qualifier penalties.
+    fn strength(
+        &self,
+        q: &Query,
+        query_years: &[i32],
+        key: &KeyEntry,
+        show_year: Option<i32>,
+        sim: f32,
+    ) -> f32 {
+        let mut c = sim;
+
+        let distance = show_year.and_then(|sy| {
+            query_years
+                .iter()
+                .map(|&qy| (i64::from(qy) - i64::from(sy)).unsigned_abs())
+                .min()
+        });
+        let tol = u64::from(self.config.year_tolerance);
+        c -= match distance {
+            None => penalty::YEAR_UNKNOWN,
+            Some(0) => 0.0,
+            Some(d) if d <= tol => penalty::YEAR_PER_TOLERATED * d as f32,
+            Some(d) if d == tol + 1 => penalty::YEAR_JUST_OUTSIDE,
+            Some(d) => (penalty::YEAR_FAR + penalty::YEAR_PER_FAR * (d - tol - 2) as f32)
+                .min(penalty::YEAR_MAX),
+        };
+        if distance.is_none() && !self.config.allow_without_year {
+            c = c.min(CANDIDATE_SCORE_CAP);
+        }
+
+        if q.norm.numbers != key.numbers || !normalize::marks_agree(&q.norm.marks, &key.marks) {
+            c = (c - penalty::NUMBERS_DIFFER).min(penalty::NUMBERS_DIFFER_CAP);
+        }
+
+        let exact_year = distance == Some(0);
+        match (q.norm.country, key.country) {
+            (Some(a), Some(b)) if a != b => c -= penalty::COUNTRY_CONFLICT,
+            (Some(_), Some(_)) | (None, None) => {}
+            // By the TVDB/TMDB naming convention an unqualified English title is the US
+            // edition, so "The Office (US)" may be the catalogue's "The Office" — but the
+            // qualifier says the name is shared, so only an exact year confirms it.
+            (Some("US"), None) | (None, Some("US")) => {
+                if !exact_year {
+                    c = c.min(penalty::ONE_SIDED_CAP);
+                }
+            }
+            // Another country's edition against an unqualified title, which by that same
+            // convention is usually the US one ("Big Brother (UK)" vs "Big Brother", both
+            // 2000): never enough for a mapping.
+            (Some(_), None) | (None, Some(_)) => c = c.min(penalty::ONE_SIDED_CAP),
+        }
+        // "X The Animation" is at times a separate production of "X" a year apart; dropping
+        // the suffix is fine for finding it, but only an exact year confirms it.
+        if q.norm.generic_suffix != key.generic_suffix && !exact_year {
+            c = c.min(penalty::ONE_SIDED_CAP);
+        }
+        c.max(0.0)
+    }
+
+    /// The confidence of a scored name: its strength, except that only a name identical
+    /// after normalisation (the whole trigram set, spaced or compact) can reach a mapping —
+    /// a near miss ("Getter Robo" / "Getter Robo G", 0.92) is too often a sequel. Scaling
+    /// rather than capping keeps near misses ordered among the candidates.
+    fn confidence_of(strength: f32, sim: f32) -> f32 {
+        if sim >= 1.0 {
+            strength
+        } else {
+            strength * penalty::NOT_IDENTICAL_SCALE
+        }
+    }
+}
+
+impl Matcher for TitleMatcher {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    fn set_catalogue(&self, catalogue: Arc<Catalogue>) {
+        let built = Arc::new(TitleIndex::build(&catalogue));
+        match self.index.write() {
+            Ok(mut g) => *g = Some(built),
+            Err(poisoned) => *poisoned.into_inner() = Some(built),
+        }
+    }
+
+    fn match_show<'a>(
+        &'a self,
+        query: &'a ShowQuery,
+    ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>> {
+        let result = self.match_query(query);
+        Box::pin(std::future::ready(result))
+    }
+}
+
+#[cfg(test)]
+mod tests;

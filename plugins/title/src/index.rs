@@ -1,0 +1,419 @@
+//! The trigram inverted index over the catalogue's normalised titles.
+//!
+//! This module owns the lookup structure built on every `set_catalogue`: one *key* per
+//! distinct normalised name of a show (title, original_title, aliases), two posting maps
+//! from trigram to keys — one over the spaced words and one over the compact (spaceless)
+//! form — and a map from whole normalised name to keys.
+//!
+//! A lookup walks only the posting lists of the query's own trigrams (all but its few most
+//! common ones, see [`probe_plan`]), counting shared trigrams per key. Trigram sets are
+//! de-duplicated, so that count is exactly pg_trgm's "common": the similarity follows from
+//! it and the set sizes, and a key that shares nothing with the query is never touched.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use plexsync_plugin_api::Catalogue;
+
+use crate::normalize::{Country, NormTitle, normalize};
+use crate::trgm::{Trgm, trigrams};
+
+/// Multiplicative hashing for `u32` trigram keys: SipHash's DoS resistance buys nothing for
+/// keys derived from our own catalogue, and it would dominate the lookup time.
+#[derive(Default)]
+pub(crate) struct TrgmHasher(u64);
+
+impl Hasher for TrgmHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type TrgmMap<V> = HashMap<u32, V, BuildHasherDefault<TrgmHasher>>;
+
+fn pack(t: Trgm) -> u32 {
+    (u32::from(t[0]) << 16) | (u32::from(t[1]) << 8) | u32::from(t[2])
+}
+
+/// Trigram → keys, stored flat: one allocation for all posting lists.
+#[derive(Default)]
+struct Postings {
+    ranges: TrgmMap<(u32, u32)>,
+    keys: Vec<u32>,
+}
+
+impl Postings {
+    fn build(lists: TrgmMap<Vec<u32>>) -> Self {
+        let mut p = Postings {
+            ranges: TrgmMap::default(),
+            keys: Vec::with_capacity(lists.values().map(Vec::len).sum()),
+        };
+        p.ranges.reserve(lists.len());
+        for (t, list) in lists {
+            let start = p.keys.len() as u32;
+            p.keys.extend_from_slice(&list);
+            p.ranges.insert(t, (start, list.len() as u32));
+        }
+        p
+    }
+    fn get(&self, t: u32) -> &[u32] {
+        match self.ranges.get(&t) {
+            Some(&(start, len)) => self
+                .keys
+                .get(start as usize..(start + len) as usize)
+                .unwrap_or(&[]),
+            None => &[],
+        }
+    }
+}
+
+/// One show of the catalogue, as the matcher needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct ShowEntry {
+    pub id: String,
+    pub year: Option<i32>,
+}
+
+/// One distinct normalised name of a show.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyEntry {
+    pub show: u32,
+    /// This name's sorted trigram sets, as ranges into the index's flat arrays.
+    words: (u32, u32),
+    compact: (u32, u32),
+    pub numbers: Vec<u32>,
+    pub country: Option<Country>,
+    pub marks: String,
+    pub generic_suffix: bool,
+}
+
+/// The index built from one catalogue.
+#[derive(Default)]
+pub(crate) struct TitleIndex {
+    pub shows: Vec<ShowEntry>,
+    pub keys: Vec<KeyEntry>,
+    words_trgms: Vec<u32>,
+    compact_trgms: Vec<u32>,
+    /// Trigram-set sizes per key, apart from `keys` so the hot loop stays in cache.
+    words_len: Vec<u16>,
+    compact_len: Vec<u16>,
+    words: Postings,
+    compact: Postings,
+    /// Exact normalised name → keys, for names found verbatim inside a longer query.
+    by_words: HashMap<String, Vec<u32>>,
+}
+
+/// A normalised query and its trigram sets (sorted).
+pub(crate) struct Query {
+    pub norm: NormTitle,
+    words: Vec<u32>,
+    compact: Vec<u32>,
+}
+
+impl Query {
+    pub fn new(title: &str) -> Query {
+        let title: String = title.chars().take(MAX_TITLE_CHARS).collect();
+        let norm = normalize(&title);
+        let words = trigrams(&norm.words).into_iter().map(pack).collect();
+        let compact = trigrams(&norm.compact).into_iter().map(pack).collect();
+        Query {
+            norm,
+            words,
+            compact,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+}
+
+/// Titles (query and catalogue names) are cut to this many characters: no real title comes
+/// close, and it keeps trigram counts and set sizes far inside 16 bits.
+const MAX_TITLE_CHARS: usize = 512;
+
+/// The compact (spaceless) form exists to forgive spacing and hyphenation, which leaves the
+/// rest of the name alike: below this it adds nothing the spaced form does not already say,
+/// and walking it for weak matches would double the cost of a lookup.
+const COMPACT_MIN_SIM: f32 = 0.5;
+
+/// At most this many of the query's most common trigrams are left unwalked (see
+/// [`probe_plan`]). Skipping more saves posting-list walks but weakens the bound that
+/// discards candidates before their sets are searched; 4 measured best on the DEV titles at
+/// both 4.5k and 50k shows.
+const MAX_SKIPPED: usize = 4;
+
+/// Per-thread counters, sized to the largest index seen, so a lookup allocates nothing and
+/// only resets the entries it touched. One `u32` per key holds both forms' hit counts
+/// (words in the low half, compact in the high half): one memory access per posting.
+#[derive(Default)]
+struct Scratch {
+    hits: Vec<u32>,
+    touched: Vec<u32>,
+    order: Vec<(usize, u32)>,
+    words_rest: Vec<u32>,
+    compact_rest: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Which of a form's trigrams to walk, and which to check per candidate instead. Returns
+/// the walk list in `order` (its first `n` entries, `n` returned) and the rest, sorted, in
+/// `rest`.
+///
+/// A name reaching similarity `t` shares at least `need = ceil(t * |Q|)` trigrams with the
+/// query (similarity is at most common / |Q|), so up to `need - 1` query trigrams can be
+/// left unwalked without losing it (prefix filtering). The ones skipped are the most common
+/// ("the", "ion", …), whose posting lists cost the most; they are then looked up in each
+/// surviving candidate's own small sorted set.
+fn probe_plan(
+    query: &[u32],
+    postings: &Postings,
+    min_sim: f32,
+    order: &mut Vec<(usize, u32)>,
+    rest: &mut Vec<u32>,
+) -> usize {
+    order.clear();
+    rest.clear();
+    order.extend(query.iter().map(|&t| (postings.get(t).len(), t)));
+    order.sort_unstable();
+    let q = query.len();
+    let need = ((min_sim.clamp(0.0, 1.0) * q as f32).ceil() as usize).max(1);
+    let walk = q - need.saturating_sub(1).min(MAX_SKIPPED).min(q);
+    rest.extend(order.iter().skip(walk).map(|&(_, t)| t));
+    rest.sort_unstable();
+    walk
+}
+
+impl TitleIndex {
+    pub fn build(catalogue: &Catalogue) -> TitleIndex {
+        let mut idx = TitleIndex::default();
+        let mut words: TrgmMap<Vec<u32>> = TrgmMap::default();
+        let mut compact: TrgmMap<Vec<u32>> = TrgmMap::default();
+        for show in &catalogue.shows {
+            let show_no = idx.shows.len() as u32;
+            idx.shows.push(ShowEntry {
+                id: show.id.clone(),
+                year: show.year,
+            });
+            let names = std::iter::once(show.title.as_str())
+                .chain(show.original_title.as_deref())
+                .chain(show.aliases.iter().map(String::as_str));
+            let mut seen: Vec<(String, Option<Country>, String, bool)> = Vec::new();
+            for name in names {
+                let name: String = name.chars().take(MAX_TITLE_CHARS).collect();
+                let norm = normalize(&name);
+                let identity = (
+                    norm.words.clone(),
+                    norm.country,
+                    norm.marks.clone(),
+                    norm.generic_suffix,
+                );
+                if norm.words.is_empty() || seen.contains(&identity) {
+                    continue;
+                }
+                seen.push(identity);
+                let key_no = idx.keys.len() as u32;
+                let w: Vec<u32> = trigrams(&norm.words).into_iter().map(pack).collect();
+                let c: Vec<u32> = trigrams(&norm.compact).into_iter().map(pack).collect();
+                for &t in &w {
+                    words.entry(t).or_default().push(key_no);
+                }
+                for &t in &c {
+                    compact.entry(t).or_default().push(key_no);
+                }
+                idx.words_len
+                    .push(u16::try_from(w.len()).unwrap_or(u16::MAX));
+                idx.compact_len
+                    .push(u16::try_from(c.len()).unwrap_or(u16::MAX));
+                let wr = (idx.words_trgms.len() as u32, w.len() as u32);
+                idx.words_trgms.extend_from_slice(&w);
+                let cr = (idx.compact_trgms.len() as u32, c.len() as u32);
+                idx.compact_trgms.extend_from_slice(&c);
+                idx.by_words
+                    .entry(norm.words.clone())
+                    .or_default()
+                    .push(key_no);
+                idx.keys.push(KeyEntry {
+                    show: show_no,
+                    words: wr,
+                    compact: cr,
+                    numbers: norm.numbers,
+                    country: norm.country,
+                    marks: norm.marks,
+                    generic_suffix: norm.generic_suffix,
+                });
+            }
+        }
+        idx.words = Postings::build(words);
+        idx.compact = Postings::build(compact);
+        idx
+    }
+
+    fn key_set(flat: &[u32], range: (u32, u32)) -> &[u32] {
+        let (start, len) = (range.0 as usize, range.1 as usize);
+        flat.get(start..start + len).unwrap_or(&[])
+    }
+
+    /// Keys whose whole normalised name occurs as a run of whole words inside the query
+    /// (`Mayday` in `Air Crash Investigation Mayday`), with the share of the query's
+    /// characters that run covers. Names shorter than 4 characters are too common to mean
+    /// anything.
+    pub fn contained_in(&self, q: &Query, mut f: impl FnMut(&KeyEntry, f32)) {
+        let words: Vec<&str> = q.norm.words.split(' ').filter(|w| !w.is_empty()).collect();
+        let total = q.norm.words.len().max(1) as f32;
+        let mut buf = String::new();
+        for i in 0..words.len() {
+            buf.clear();
+            for (j, w) in words.iter().enumerate().skip(i) {
+                if j > i {
+                    buf.push(' ');
+                }
+                buf.push_str(w);
+                if buf.len() < 4 || (i == 0 && j + 1 == words.len()) {
+                    continue;
+                }
+                if let Some(keys) = self.by_words.get(buf.as_str()) {
+                    for &k in keys {
+                        if let Some(key) = self.keys.get(k as usize) {
+                            f(key, buf.len() as f32 / total);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Call `f(key, similarity)` for every key whose similarity to the query (the better of
+    /// the spaced and the compact form) is at least `min_sim`.
+    pub fn lookup(&self, q: &Query, min_sim: f32, mut f: impl FnMut(&KeyEntry, f32)) {
+        SCRATCH.with(|cell| {
+            let Ok(mut guard) = cell.try_borrow_mut() else {
+                // Re-entered from `f` on this thread: fall back to a private scratch.
+                let mut own = Scratch::default();
+                self.lookup_with(&mut own, q, min_sim, &mut f);
+                return;
+            };
+            self.lookup_with(&mut guard, q, min_sim, &mut f);
+        });
+    }
+
+    fn lookup_with(
+        &self,
+        s: &mut Scratch,
+        q: &Query,
+        min_sim: f32,
+        f: &mut impl FnMut(&KeyEntry, f32),
+    ) {
+        let n = self.keys.len();
+        if s.hits.len() < n {
+            s.hits.resize(n, 0);
+        }
+        s.touched.clear();
+
+        let walk = probe_plan(
+            &q.words,
+            &self.words,
+            min_sim,
+            &mut s.order,
+            &mut s.words_rest,
+        );
+        for &(_, t) in s.order.iter().take(walk) {
+            for &k in self.words.get(t) {
+                if let Some(h) = s.hits.get_mut(k as usize) {
+                    if *h == 0 {
+                        s.touched.push(k);
+                    }
+                    // A set holds a trigram once, so a key's count never exceeds |Q|, which
+                    // the title length cap keeps far below 2^16.
+                    *h += 1;
+                }
+            }
+        }
+        let compact_min = min_sim.max(COMPACT_MIN_SIM);
+        let walk = probe_plan(
+            &q.compact,
+            &self.compact,
+            compact_min,
+            &mut s.order,
+            &mut s.compact_rest,
+        );
+        for &(_, t) in s.order.iter().take(walk) {
+            for &k in self.compact.get(t) {
+                if let Some(h) = s.hits.get_mut(k as usize) {
+                    if *h == 0 {
+                        s.touched.push(k);
+                    }
+                    *h += 1 << 16;
+                }
+            }
+        }
+
+        let (qw, qc) = (q.words.len(), q.compact.len());
+        for &k in &s.touched {
+            let ku = k as usize;
+            let Some(h) = s.hits.get_mut(ku) else {
+                continue;
+            };
+            let (hw, hc) = ((*h & 0xFFFF) as usize, (*h >> 16) as usize);
+            *h = 0;
+            let (Some(&kw), Some(&kc)) = (self.words_len.get(ku), self.compact_len.get(ku)) else {
+                continue;
+            };
+            let sw = form_similarity(hw, qw, &s.words_rest, min_sim, kw, || {
+                self.keys
+                    .get(ku)
+                    .map_or(&[][..], |key| Self::key_set(&self.words_trgms, key.words))
+            });
+            let sc = form_similarity(hc, qc, &s.compact_rest, compact_min, kc, || {
+                self.keys.get(ku).map_or(&[][..], |key| {
+                    Self::key_set(&self.compact_trgms, key.compact)
+                })
+            });
+            let sim = sw.max(sc);
+            if sim >= min_sim {
+                if let Some(key) = self.keys.get(ku) {
+                    f(key, sim);
+                }
+            }
+        }
+        s.touched.clear();
+    }
+}
+
+/// Exact similarity of one key in one form, from the hits of the walked trigrams plus a
+/// lookup of the skipped ones in the key's sorted set; 0 when it cannot reach `min_sim`.
+fn form_similarity<'a>(
+    hits: usize,
+    q: usize,
+    rest: &[u32],
+    min_sim: f32,
+    key_len: u16,
+    key_set: impl FnOnce() -> &'a [u32],
+) -> f32 {
+    if hits == 0 {
+        return 0.0;
+    }
+    let k = usize::from(key_len);
+    if rest.is_empty() {
+        return crate::trgm::similarity_from_counts(hits, q, k);
+    }
+    // Upper bound before any lookup: every skipped trigram shared.
+    let best = crate::trgm::similarity_from_counts((hits + rest.len()).min(k).min(q), q, k);
+    if best < min_sim {
+        return 0.0;
+    }
+    let key = key_set();
+    let common = hits + rest.iter().filter(|t| key.binary_search(t).is_ok()).count();
+    crate::trgm::similarity_from_counts(common, q, key.len())
+}
