@@ -22,11 +22,18 @@ struct Kind<C> {
     ctor: C,
 }
 
-const MATCHERS: &[Kind<MatcherCtor>] = &[Kind {
-    name: "guid",
-    secrets: &[],
-    ctor: |ctx| Ok(Arc::new(plexsync_plugin_guid::build(ctx)?)),
-}];
+const MATCHERS: &[Kind<MatcherCtor>] = &[
+    Kind {
+        name: "guid",
+        secrets: &[],
+        ctor: |ctx| Ok(Arc::new(plexsync_plugin_guid::build(ctx)?)),
+    },
+    Kind {
+        name: "title",
+        secrets: &[],
+        ctor: |ctx| Ok(Arc::new(plexsync_plugin_title::TitleMatcher::build(ctx)?)),
+    },
+];
 
 const EXPORTERS: &[Kind<ExporterCtor>] = &[Kind {
     name: "tracker",
