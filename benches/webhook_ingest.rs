@@ -19,7 +19,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn rss_kb(pid: u32, field: &str) -> u64 {
@@ -37,7 +40,9 @@ async fn fakes() -> String {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
                     let path = req.uri().path().to_string();
@@ -89,7 +94,10 @@ async fn main() {
         "/../shared/plex-samples/webhook/episode_legacy-thetvdb_media.resume_owner-id1.json"
     ));
     let Ok(text) = std::fs::read_to_string(&sample_path) else {
-        eprintln!("needs {} (the shared Plex samples beside the checkout)", sample_path.display());
+        eprintln!(
+            "needs {} (the shared Plex samples beside the checkout)",
+            sample_path.display()
+        );
         std::process::exit(2);
     };
     let sample: Value = serde_json::from_str(&text).unwrap();
@@ -121,7 +129,10 @@ async fn main() {
         if let Ok(b) = plexsync::client::request(&sock, "GET", "/api/status", None).await {
             break serde_json::from_slice(&b).unwrap();
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "daemon did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "daemon did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let ready = started.elapsed();
@@ -138,9 +149,13 @@ async fn main() {
         let (bodies, next, url) = (bodies.clone(), next.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             let authority = url.authority().unwrap().clone();
-            let stream = tokio::net::TcpStream::connect(authority.as_str()).await.unwrap();
+            let stream = tokio::net::TcpStream::connect(authority.as_str())
+                .await
+                .unwrap();
             stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
             tokio::spawn(conn);
             let mut lat = Vec::new();
             let mut errors = 0usize;
@@ -151,7 +166,10 @@ async fn main() {
                 }
                 let req = Request::post(url.path())
                     .header("host", authority.as_str())
-                    .header("content-type", "multipart/form-data; boundary=------------------------e9b6fd531fc73c30")
+                    .header(
+                        "content-type",
+                        "multipart/form-data; boundary=------------------------e9b6fd531fc73c30",
+                    )
                     .body(Full::new(Bytes::from(bodies[i].clone())))
                     .unwrap();
                 let t = Instant::now();
@@ -181,16 +199,31 @@ async fn main() {
     lat.sort();
     let after_rss = rss_kb(pid, "VmRSS:");
     let peak_rss = rss_kb(pid, "VmHWM:");
-    let st: Value = serde_json::from_slice(&plexsync::client::request(&sock, "GET", "/api/status", None).await.unwrap()).unwrap();
+    let st: Value = serde_json::from_slice(
+        &plexsync::client::request(&sock, "GET", "/api/status", None)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let journaled = st["counts"]["journal"].as_u64().unwrap_or(0);
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let _ = child.wait();
 
-    println!("webhook ingest benchmark ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "webhook ingest benchmark ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!("  requests            {n} ({conc} keep-alive connections), errors {errors}");
     println!("  durably journaled   {journaled}");
     println!("  elapsed             {:.2} s", elapsed.as_secs_f64());
-    println!("  throughput          {:.0} webhooks/s", n as f64 / elapsed.as_secs_f64());
+    println!(
+        "  throughput          {:.0} webhooks/s",
+        n as f64 / elapsed.as_secs_f64()
+    );
     println!(
         "  latency             p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         pct(&lat, 0.50).as_secs_f64() * 1e3,
@@ -200,5 +233,9 @@ async fn main() {
     );
     println!("  start-up to ready   {:.0} ms", ready.as_secs_f64() * 1e3);
     println!("  RSS idle            {:.1} MB", idle_rss as f64 / 1024.0);
-    println!("  RSS after load      {:.1} MB (peak {:.1} MB)", after_rss as f64 / 1024.0, peak_rss as f64 / 1024.0);
+    println!(
+        "  RSS after load      {:.1} MB (peak {:.1} MB)",
+        after_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
 }
