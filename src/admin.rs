@@ -74,6 +74,30 @@ async fn body(req: Request<Incoming>) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Start a backfill in the background; refused while one runs.
+fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<(), &'static str> {
+    let Some(me) = shared.self_ref() else {
+        return Err("the daemon is shutting down");
+    };
+    let Ok(guard) = me.backfill.clone().try_lock_owned() else {
+        return Err("a backfill is already running");
+    };
+    // Publish "running" before answering, so a client polling right away sees it.
+    if let Ok(mut g) = shared.backfill_progress.lock() {
+        *g = Some(crate::poller::BackfillStatus {
+            running: true,
+            since,
+            dry_run,
+            ..Default::default()
+        });
+    }
+    tokio::spawn(async move {
+        let _guard = guard;
+        crate::poller::backfill(&me, since, dry_run).await;
+    });
+    Ok(())
+}
+
 pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
@@ -144,6 +168,45 @@ pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp 
             }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
+        (Method::POST, ["backfill"]) => {
+            let b = match body(req).await {
+                Ok(b) => b,
+                Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, e),
+            };
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Req {
+                since: String,
+                #[serde(default)]
+                dry_run: bool,
+            }
+            let r: Req = match serde_json::from_slice(&b) {
+                Ok(r) => r,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+            };
+            let Some(since) = crate::poller::parse_date(&r.since) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("since: {:?} is not a date like 2024-01-31", r.since),
+                );
+            };
+            match start_backfill(shared, since, r.dry_run) {
+                Ok(()) => json(
+                    StatusCode::ACCEPTED,
+                    &json!({ "started": true, "since": since, "dry_run": r.dry_run }),
+                ),
+                Err(e) => error(StatusCode::CONFLICT, e),
+            }
+        }
+        (Method::POST, ["poll"]) => {
+            // A wake-up for the poller task; it runs one poll at a time.
+            shared.poll_wake.notify_one();
+            json(StatusCode::ACCEPTED, &json!({ "poll": "requested" }))
+        }
+        (Method::GET, ["backfill"]) => {
+            let st = shared.backfill_progress.lock().ok().and_then(|g| g.clone());
+            json(StatusCode::OK, &st)
+        }
         (Method::GET, ["conflicts"]) => match shared.store.conflicts() {
             Ok(c) => json(StatusCode::OK, &c),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
@@ -152,7 +215,13 @@ pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp 
             Ok(m) => json(StatusCode::OK, &m),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
-        (_, ["status" | "webhook-url" | "activity" | "outbox" | "conflicts" | "mappings"])
+        (
+            _,
+            [
+                "status" | "webhook-url" | "activity" | "outbox" | "conflicts" | "mappings"
+                | "backfill" | "poll",
+            ],
+        )
         | (_, ["secrets", _])
         | (_, ["outbox", "retry"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(

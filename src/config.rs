@@ -127,6 +127,8 @@ pub struct PlexConfig {
     pub timeout: Duration,
     /// X-Plex-Client-Identifier; generated and stored on first use when unset.
     pub client_identifier: Option<String>,
+    /// Accounts whose plays are synced: server account ids or names. Empty: the owner.
+    pub accounts: Vec<crate::accounts::AccountSel>,
 }
 
 impl Default for PlexConfig {
@@ -135,6 +137,7 @@ impl Default for PlexConfig {
             url: "http://127.0.0.1:32400".into(),
             timeout: Duration::from_secs(15),
             client_identifier: None,
+            accounts: Vec::new(),
         }
     }
 }
@@ -177,6 +180,44 @@ impl Default for OutboxConfig {
             initial_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30 * 60),
             batch_size: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollConfig {
+    /// Poll Plex's watch history at all.
+    pub enabled: bool,
+    /// When to poll: six cron fields (sec min hour day-of-month month day-of-week), UTC.
+    pub schedule: String,
+    /// How far back each poll re-reads before its cursor (viewedAt has 1 s resolution and
+    /// rows can land late).
+    #[serde(deserialize_with = "de_duration")]
+    pub overlap: Duration,
+    /// How far back the very first poll looks when there is no cursor yet.
+    #[serde(deserialize_with = "de_duration")]
+    pub initial_lookback: Duration,
+    /// Rows per history page.
+    pub page_size: u64,
+    /// Also scan show libraries for episodes marked watched by hand (no history row).
+    pub library_scan: bool,
+    /// First retry delay after a failed poll (doubles, with jitter, up to 10 minutes; a
+    /// rejected token pauses four times as long, up to an hour).
+    #[serde(deserialize_with = "de_duration")]
+    pub retry_backoff: Duration,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: "0 */5 * * * *".into(),
+            overlap: Duration::from_secs(600),
+            initial_lookback: Duration::from_secs(86_400),
+            page_size: 200,
+            library_scan: true,
+            retry_backoff: Duration::from_secs(15),
         }
     }
 }
@@ -232,6 +273,8 @@ struct RawConfig {
     #[serde(default)]
     outbox: OutboxConfig,
     #[serde(default)]
+    poll: PollConfig,
+    #[serde(default)]
     log: LogConfig,
 }
 
@@ -251,6 +294,7 @@ pub struct Config {
     pub matching: MatchingConfig,
     pub matchers: Vec<PluginTable>,
     pub outbox: OutboxConfig,
+    pub poll: PollConfig,
     pub log: LogConfig,
 }
 
@@ -340,6 +384,7 @@ impl Config {
             matching: raw.matching,
             matchers,
             outbox: raw.outbox,
+            poll: raw.poll,
             log: raw.log,
         };
         cfg.validate()
@@ -417,6 +462,12 @@ impl Config {
                 "initial_backoff must be > 0 and max_backoff ≥ initial_backoff",
             );
         }
+        if let Err(why) = check_schedule(&self.poll.schedule) {
+            return Err(("poll.schedule".into(), why));
+        }
+        if self.poll.page_size == 0 || self.poll.page_size > 5000 {
+            return e("poll.page_size", "must be between 1 and 5000");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return e(
                 "log.level",
@@ -485,6 +536,18 @@ impl Config {
             Some(self.dirs().runtime.join(&self.admin.socket))
         }
     }
+}
+
+/// A cron schedule tokio-cron-scheduler accepts: six fields, seconds first, UTC.
+pub fn check_schedule(expr: &str) -> Result<(), String> {
+    let fields = expr.split_whitespace().count();
+    let shape = "expected six fields `sec min hour day-of-month month day-of-week` (UTC), e.g. \"0 */5 * * * *\" for every 5 minutes";
+    if fields != 6 {
+        return Err(format!("{expr:?} has {fields} field(s); {shape}"));
+    }
+    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}))
+        .map(|_| ())
+        .map_err(|e| format!("{expr:?} is not a valid schedule ({e}); {shape}"))
 }
 
 fn is_http_url(u: &str) -> bool {
@@ -633,6 +696,20 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("tracker"));
         let e = parse("[server\nlisten = 1").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn poll_schedule_is_checked_with_the_expected_form() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.poll.schedule, "0 */5 * * * *");
+        for bad in ["*/5 * * * *", "0 */5 * * * * *", "0 */5 * * * nope", ""] {
+            let e = parse(&format!("{MIN}[poll]\nschedule = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("poll.schedule"), "{bad}: {e}");
+            assert!(e.message.contains("six fields"), "{e}");
+            assert_eq!(e.line, Some(7));
+        }
+        let c = parse(&format!("{MIN}[plex]\naccounts = [\"Kids\", 1]\n")).unwrap();
+        assert_eq!(c.plex.accounts.len(), 2);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use plexsync_plugin_api::{Catalogue, Secret};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
+use crate::accounts::AccountMap;
 use crate::config::{Config, ConfigError};
 use crate::model::now_secs;
 use crate::plex::{PlexClient, PlexError};
@@ -42,6 +43,12 @@ pub struct RuntimeStatus {
     pub tracker_error: Option<String>,
     pub catalogue_shows: usize,
     pub catalogue_loaded_at: Option<i64>,
+    /// The last history poll: when, and what it did or why it failed.
+    pub last_poll: Option<crate::poller::PollReport>,
+    /// Set while Plex rejects the token (polling pauses with backoff).
+    pub plex_token_rejected: bool,
+    /// Polls run since start.
+    pub polls: u64,
 }
 
 /// State shared by the HTTP server and the pipeline tasks.
@@ -56,12 +63,20 @@ pub struct Shared {
     secrets: RwLock<HashMap<String, Secret>>,
     webhook_secret: Secret,
     plex_client_id: String,
+    accounts: RwLock<Arc<AccountMap>>,
     pub resolve_wake: Notify,
+    pub poll_wake: Notify,
     pub export_wake: Notify,
     pub catalogue_wake: Notify,
     pub shutdown: watch::Sender<bool>,
     pub started: Instant,
     pub listen_addr: SocketAddr,
+    /// Held while a backfill runs: one at a time.
+    pub backfill: Arc<tokio::sync::Mutex<()>>,
+    /// A weak handle to this state, for work spawned from a request.
+    me: std::sync::Weak<Shared>,
+    /// Progress of the running (or last) backfill, for the admin API.
+    pub backfill_progress: Mutex<Option<crate::poller::BackfillStatus>>,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -80,6 +95,9 @@ fn write<T>(l: &RwLock<T>, v: T) {
 }
 
 impl Shared {
+    pub fn self_ref(&self) -> Option<Arc<Shared>> {
+        self.me.upgrade()
+    }
     pub fn config(&self) -> Arc<Config> {
         read(&self.config)
     }
@@ -91,6 +109,16 @@ impl Shared {
     }
     pub fn plex(&self) -> Arc<PlexClient> {
         read(&self.plex)
+    }
+    pub fn accounts(&self) -> Arc<AccountMap> {
+        read(&self.accounts)
+    }
+    /// Remember the server's accounts (in memory and in the store, for the next start).
+    pub fn set_accounts(&self, map: AccountMap) {
+        if let Ok(bytes) = serde_json::to_vec(&map) {
+            self.store.kv_put_detached(ACCOUNTS_KEY.into(), bytes, None);
+        }
+        write(&self.accounts, Arc::new(map));
     }
     pub fn status(&self) -> RuntimeStatus {
         self.status.lock().map(|g| g.clone()).unwrap_or_default()
@@ -123,6 +151,21 @@ impl Shared {
         write(&self.catalogue, Some(c));
     }
 
+    pub fn note_poll(&self, report: crate::poller::PollReport) {
+        let rejected = report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("Plex token rejected"));
+        self.with_status(|s| {
+            s.plex_token_rejected = rejected;
+            if let Some(e) = &report.error {
+                s.plex_error = Some(e.clone());
+                s.plex_error_at = Some(report.finished_at);
+            }
+            s.last_poll = Some(report);
+            s.polls += 1;
+        });
+    }
     pub fn note_webhook(&self) {
         self.with_status(|s| s.last_webhook_at = Some(now_secs()));
     }
@@ -185,6 +228,8 @@ impl Shared {
         Ok(())
     }
 }
+
+const ACCOUNTS_KEY: &str = "host:plex-accounts";
 
 /// `http://<listen>/webhook/<secret>` (or the configured public URL).
 pub fn webhook_url(cfg: &Config, listen: SocketAddr, secret: &Secret) -> String {
@@ -263,20 +308,15 @@ async fn client_identifier(cfg: &Config, store: &Store) -> String {
     id
 }
 
-/// Run the daemon until `shutdown` resolves. `listener` is the already-bound webhook/admin
-/// TCP listener.
-pub async fn run(
+/// Open the store, decrypt the secrets, build plugins and clients: the state the daemon's
+/// tasks share. Also used by CLI commands that run the pipeline without a daemon (backfill).
+pub async fn open_shared(
     config: Config,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), DaemonError> {
+    listen_addr: SocketAddr,
+) -> Result<Arc<Shared>, DaemonError> {
     install_tls_provider();
-    let listen_addr = listener
-        .local_addr()
-        .map_err(|e| DaemonError::Io(e.to_string()))?;
     let store_path = config.store_path();
-    let s = store_path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&s))
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await
         .map_err(|e| DaemonError::Io(e.to_string()))??;
     let key = MasterKey::load_or_create(&config.key_path(), true)?;
@@ -285,10 +325,15 @@ pub async fn run(
     let plugins = registry::build(&config, &secrets, Some(&store))?;
     let plex_client_id = client_identifier(&config, &store).await;
     let plex = plex_client(&config, &secrets, &plex_client_id)?;
-    let socket_path = config.socket_path();
     let (shutdown_tx, _) = watch::channel(false);
-
-    let shared = Arc::new(Shared {
+    let accounts: AccountMap = store
+        .kv_get(ACCOUNTS_KEY)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    Ok(Arc::new_cyclic(|me| Shared {
+        me: me.clone(),
         store,
         config: RwLock::new(Arc::new(config)),
         plugins: RwLock::new(Arc::new(plugins)),
@@ -299,13 +344,31 @@ pub async fn run(
         secrets: RwLock::new(secrets),
         webhook_secret,
         plex_client_id,
+        accounts: RwLock::new(Arc::new(accounts)),
         resolve_wake: Notify::new(),
+        poll_wake: Notify::new(),
         export_wake: Notify::new(),
         catalogue_wake: Notify::new(),
         shutdown: shutdown_tx,
         started: Instant::now(),
         listen_addr,
-    });
+        backfill: Arc::new(tokio::sync::Mutex::new(())),
+        backfill_progress: Mutex::new(None),
+    }))
+}
+
+/// Run the daemon until `shutdown` resolves. `listener` is the already-bound webhook/admin
+/// TCP listener.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    let listen_addr = listener
+        .local_addr()
+        .map_err(|e| DaemonError::Io(e.to_string()))?;
+    let socket_path = config.socket_path();
+    let shared = open_shared(config, listen_addr).await?;
 
     let unix = match &socket_path {
         Some(p) => Some(
@@ -319,11 +382,12 @@ pub async fn run(
     tasks.spawn(crate::pipeline::resolver_task(shared.clone()));
     tasks.spawn(crate::pipeline::exporter_task(shared.clone()));
     tasks.spawn(crate::pipeline::catalogue_task(shared.clone()));
+    tasks.spawn(crate::poller::poller_task(shared.clone()));
     let http = tokio::spawn(crate::http::serve(shared.clone(), listener, unix));
 
     tracing::info!(
         listen = %listen_addr,
-        store = %store_path.display(),
+        store = %shared.store.path().display(),
         plex = %shared.config().plex.url,
         "plexsync is running; webhook URL: http://{listen_addr}/webhook/<secret> (see `plexsync webhook-url`)"
     );

@@ -448,6 +448,9 @@ async fn receive(
         id: 0,
         source: plexsync_plugin_api::PlaySource::Webhook,
         account_id: ep.account_id.clone(),
+        account_key: shared
+            .accounts()
+            .webhook_key(&ep.account_id, ep.account_title.as_deref()),
         account_name: ep.account_title.clone(),
         show: PlexShow {
             server: ep.server_uuid.clone(),
@@ -465,6 +468,27 @@ async fn receive(
         received_at: now,
         history_key: None,
     };
+    if !shared
+        .accounts()
+        .is_selected(&play.account_key, &cfg.plex.accounts)
+    {
+        let who = play
+            .account_name
+            .clone()
+            .unwrap_or_else(|| play.account_id.clone());
+        let row = log.row(
+            ActivityStatus::Ignored,
+            format!("ignored: account {who} is not synced ([plex] accounts)"),
+            None,
+        );
+        shared.store.record_activity(row).await.map_err(|e| {
+            reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot record: {e}"),
+            )
+        })?;
+        return Ok(text(StatusCode::OK, "ignored: account not synced"));
+    }
     let row = log.row(ActivityStatus::Success, String::new(), None);
     let window = cfg.matching.dedupe_window.as_secs() as i64;
     match shared.store.ingest_play(play, row, window).await {
@@ -473,7 +497,7 @@ async fn receive(
             shared.resolve_wake.notify_one();
             Ok(text(StatusCode::OK, format!("journaled as play {id}")))
         }
-        Ok(Ingested::Duplicate(id)) => {
+        Ok(Ingested::Duplicate(id) | Ingested::AlreadySeen(id)) => {
             tracing::info!(play_id = id, show = %ep.show_title, season = ep.season, episode = ep.episode, "duplicate webhook");
             Ok(text(StatusCode::OK, format!("duplicate of play {id}")))
         }

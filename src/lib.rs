@@ -3,6 +3,7 @@
 //! The library is the whole daemon; `main.rs` only parses the command line. See
 //! ARCHITECTURE.md for the codemap and the invariants.
 
+pub mod accounts;
 pub mod admin;
 pub mod client;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod plex;
+pub mod poller;
 pub mod registry;
 pub mod secrets;
 pub mod store;

@@ -69,6 +69,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Import the Plex watch history since a date through the pipeline
+    Backfill {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// First day to import, YYYY-MM-DD (UTC)
+        #[arg(long)]
+        since: String,
+        /// Store nothing; print what would be exported
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The export outbox
     Outbox {
         #[command(subcommand)]
@@ -163,6 +176,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             page,
             json,
         } => activity(&config.config, status, page, json).await,
+        Cmd::Backfill {
+            config,
+            since,
+            dry_run,
+            json,
+        } => backfill(&config.config, &since, dry_run, json).await,
         Cmd::Outbox {
             cmd: OutboxCmd::List { config, json },
         } => outbox_list(&config.config, json).await,
@@ -439,4 +458,130 @@ async fn outbox_retry(path: &Path) -> Result<()> {
     };
     println!("requeued {n} dead-lettered batch(es)");
     Ok(())
+}
+
+fn progress_line(st: &plexsync::poller::BackfillStatus) {
+    use std::io::Write;
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return;
+    }
+    let bar = match st.total {
+        Some(t) if t > 0 => {
+            let filled = ((st.rows_read.min(t) * 30) / t) as usize;
+            format!(
+                "[{}{}] {}/{} rows",
+                "#".repeat(filled),
+                "-".repeat(30 - filled),
+                st.rows_read,
+                t
+            )
+        }
+        _ => format!("{} rows", st.rows_read),
+    };
+    let mut e = std::io::stderr();
+    let _ = write!(e, "\r{bar}  new {}  dup {}   ", st.plays_new, st.duplicates);
+    let _ = e.flush();
+}
+
+fn print_backfill(st: &plexsync::poller::BackfillStatus, as_json: bool) -> Result<()> {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(st)?);
+    } else if st.dry_run {
+        for w in &st.would_export {
+            println!(
+                "would export  {} (tracker show {})  S{:02}E{:02}",
+                w.show, w.show_id, w.season, w.episode
+            );
+        }
+        for s in &st.unmatched_shows {
+            println!("no match      {s} (would become a conflict)");
+        }
+        println!(
+            "dry run: {} rows read, {} episode(s) would be exported, {} show(s) without a match; nothing was stored",
+            st.rows_read,
+            st.would_export.len(),
+            st.unmatched_shows.len()
+        );
+    } else {
+        println!("rows read:    {}", st.rows_read);
+        println!("plays new:    {}", st.plays_new);
+        println!(
+            "duplicates:   {} (+{} already imported)",
+            st.duplicates, st.already_imported
+        );
+        println!("matched:      {}", st.matched);
+        println!(
+            "parked:       {} (in conflicts: `plexsync status`)",
+            st.parked
+        );
+        if st.waiting > 0 {
+            println!("still matching: {} (the daemon finishes them)", st.waiting);
+        }
+    }
+    if let Some(e) = &st.error {
+        bail!("backfill failed: {e}");
+    }
+    Ok(())
+}
+
+async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) -> Result<()> {
+    let cfg = load(path)?;
+    if plexsync::poller::parse_date(since).is_none() {
+        bail!("--since: {since:?} is not a date like 2024-01-31");
+    }
+    let body = serde_json::json!({ "since": since, "dry_run": dry_run }).to_string();
+    if ask(&cfg, "POST", "/api/backfill", Some(body.into_bytes()))
+        .await?
+        .is_some()
+    {
+        // The running daemon does the work; follow its progress.
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            let v = ask(&cfg, "GET", "/api/backfill", None)
+                .await?
+                .context("the daemon stopped during the backfill")?;
+            let st: plexsync::poller::BackfillStatus = serde_json::from_value(v)?;
+            progress_line(&st);
+            if !st.running {
+                return print_backfill(&st, as_json);
+            }
+        }
+    }
+    // No daemon: run the pipeline here until the imported plays are matched.
+    init_logging(&cfg);
+    let since_ts = plexsync::poller::parse_date(since).context("since")?;
+    let listen = "127.0.0.1:0".parse().context("address")?;
+    let shared = plexsync::daemon::open_shared(cfg, listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let catalogue = tokio::spawn(plexsync::pipeline::catalogue_task(shared.clone()));
+    let resolver = tokio::spawn(plexsync::pipeline::resolver_task(shared.clone()));
+    let _guard = shared.backfill.lock().await;
+    let watcher = {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(st) = s.backfill_progress.lock().ok().and_then(|g| g.clone()) {
+                    progress_line(&st);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })
+    };
+    // Matching needs the tracker catalogue: wait briefly for the cached or fetched copy.
+    for _ in 0..100 {
+        if shared.catalogue().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let st = plexsync::poller::backfill(&shared, since_ts, dry_run).await;
+    watcher.abort();
+    let _ = shared.shutdown.send(true);
+    let _ = resolver.await;
+    catalogue.abort();
+    print_backfill(&st, as_json)
 }

@@ -76,6 +76,10 @@ pub struct Play {
     pub source: PlaySource,
     /// Plex account id as the source reported it.
     pub account_id: String,
+    /// The canonical account this play belongs to (`pms:<id>` when known), the same for a
+    /// webhook and a history row of one person; see `accounts.rs`.
+    #[serde(default)]
+    pub account_key: String,
     pub account_name: Option<String>,
     pub show: PlexShow,
     pub season: u32,
@@ -91,9 +95,14 @@ pub struct Play {
 
 impl Play {
     pub fn dedupe_key(&self) -> String {
+        let account = if self.account_key.is_empty() {
+            &self.account_id
+        } else {
+            &self.account_key
+        };
         format!(
             "{}\u{1f}{}\u{1f}{}\u{1f}{}",
-            self.account_id,
+            account,
             self.show.key(),
             self.season,
             self.episode

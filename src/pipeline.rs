@@ -295,7 +295,7 @@ async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<u64, u32>)
 
 /// The matcher query for a play's show: the play's own show guids plus, when Plex can tell
 /// us, the show's `<Guid>` list and first-air year (cached per show).
-async fn enrich(shared: &Shared, play: &Play) -> Result<ShowQuery, PlexError> {
+pub(crate) async fn enrich(shared: &Shared, play: &Play) -> Result<ShowQuery, PlexError> {
     let mut query = play.show.query();
     let Some(rk) = play.show.rating_key.clone() else {
         return Ok(query);

@@ -54,7 +54,8 @@ async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let plex = FakePlex::start(plex_shows()).await;
     let tracker = FakeTracker::start(catalogue()).await;
-    let cfg_text = daemon::config(&plex.url(), &tracker.url(), "");
+    // These webhooks come from users the fake server does not list: no polling, no account map.
+    let cfg_text = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n");
     let cfg = dir.path().join("plexsync.toml");
     std::fs::write(&cfg, &cfg_text).unwrap();
     let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));

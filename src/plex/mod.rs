@@ -9,6 +9,8 @@ use std::time::Duration;
 use plexsync_plugin_api::Secret;
 use serde::{Deserialize, Serialize};
 
+pub mod history;
+pub mod library;
 pub mod xml;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -86,23 +88,38 @@ impl PlexClient {
         self.token.is_some()
     }
 
-    /// GET `path` (with query) and parse the XML answer.
+    /// GET `path` and parse the XML answer. Query keys are written as given, so a Plex filter
+    /// operator can lead the `=`: the key `viewedAt>` gives `viewedAt>=123`. Values are
+    /// percent-encoded. `page` sends
+    /// X-Plex-Container-Start/Size.
     pub async fn get_xml(
         &self,
         path: &str,
         query: &[(&str, String)],
+        page: Option<(u64, u64)>,
     ) -> Result<xml::Element, PlexError> {
         let endpoint = path.to_string();
+        let mut url = format!("{}{}", self.base, path);
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(k);
+            url.push('=');
+            url.push_str(&encode_segment(v));
+        }
         let mut req = self
             .http
-            .get(format!("{}{}", self.base, path))
-            .query(query)
+            .get(url)
             .header("Accept", "application/xml")
             .header("X-Plex-Client-Identifier", &self.client_id)
             .header("X-Plex-Product", "plexsync")
             .header("X-Plex-Version", env!("CARGO_PKG_VERSION"));
         if let Some(t) = &self.token {
             req = req.header("X-Plex-Token", t.expose());
+        }
+        if let Some((start, size)) = page {
+            req = req
+                .header("X-Plex-Container-Start", start.to_string())
+                .header("X-Plex-Container-Size", size.to_string());
         }
         let resp = req.send().await.map_err(|e| PlexError::Transient {
             endpoint: endpoint.clone(),
@@ -140,7 +157,9 @@ impl PlexClient {
     /// The show's metadata with its external ids (`includeGuids=1`).
     pub async fn show_meta(&self, rating_key: &str) -> Result<ShowMeta, PlexError> {
         let path = format!("/library/metadata/{}", encode_segment(rating_key));
-        let root = self.get_xml(&path, &[("includeGuids", "1".into())]).await?;
+        let root = self
+            .get_xml(&path, &[("includeGuids", "1".into())], None)
+            .await?;
         parse_show_meta(&root, rating_key).ok_or_else(|| PlexError::Malformed {
             endpoint: path,
             message: "no Directory/Video element in MediaContainer".into(),

@@ -45,6 +45,11 @@ pub(crate) const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_
 pub(crate) const ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
 pub(crate) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_kv");
+/// Poll cursors per (server, account): the newest `viewedAt` whose rows are journaled.
+pub(crate) const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");
+/// Plex history keys already journaled (historyKey → play id), so overlapping polls re-read
+/// rows without duplicating them.
+pub(crate) const HISTORY_KEYS: TableDefinition<&str, u64> = TableDefinition::new("history_keys");
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -280,6 +285,8 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(ACTIVITY)?;
         txn.open_table(SECRETS)?;
         txn.open_table(KV)?;
+        txn.open_table(CURSORS)?;
+        txn.open_table(HISTORY_KEYS)?;
         let existing = match meta.get("schema_version")? {
             Some(v) => Some(decode::<u64>(v.value())?),
             None => None,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use plexsync_plugin_api::CatalogShow;
+use plexsync_plugin_api::{CatalogShow, PlaySource};
 use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,9 @@ use crate::secrets::SealedSecret;
 struct DedupeEntry {
     viewed_at: i64,
     play_id: u64,
+    /// Every source that has reported this viewing.
+    #[serde(default)]
+    sources: Vec<PlaySource>,
 }
 
 /// The answer to [`Store::ingest_play`].
@@ -27,6 +30,24 @@ pub enum Ingested {
     New(u64),
     /// The same viewing was already journaled as this play.
     Duplicate(u64),
+    /// This exact history row was journaled before (an overlapping poll read it again).
+    AlreadySeen(u64),
+}
+
+/// A poll cursor: rows with `viewedAt` up to here are journaled.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub viewed_at: i64,
+    pub updated_at: i64,
+}
+
+/// What [`Store::ingest_batch`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BatchCounts {
+    pub new: u64,
+    pub duplicates: u64,
+    pub already_seen: u64,
+    pub new_ids: Vec<u64>,
 }
 
 /// What the resolver decided for a pending play.
@@ -80,6 +101,8 @@ pub struct Counts {
     pub watched: u64,
     /// Age in seconds of the oldest play waiting for export.
     pub oldest_pending_secs: Option<i64>,
+    /// Plays found by polling that no webhook had delivered.
+    pub webhook_loss: u64,
 }
 
 fn watched_key(show_id: &str, season: u32, episode: u32) -> String {
@@ -114,8 +137,65 @@ impl Store {
         activity: Activity,
         window_secs: i64,
     ) -> Result<Ingested> {
-        self.write(move |txn| ingest_in(txn, play, activity, window_secs))
+        self.write(move |txn| ingest_in(txn, play, Some(activity), window_secs))
             .await
+    }
+
+    /// Journal many plays and, in the same transaction, advance a poll cursor — so the cursor
+    /// never moves past a row that is not durably journaled. `activity(play)` builds the row
+    /// for a new play or a cross-source duplicate (None: no row).
+    pub async fn ingest_batch(
+        &self,
+        plays: Vec<Play>,
+        cursor: Option<(String, i64)>,
+        window_secs: i64,
+        activity: fn(&Play) -> Option<Activity>,
+    ) -> Result<BatchCounts> {
+        self.write(move |txn| {
+            let mut counts = BatchCounts::default();
+            for play in plays {
+                let a = activity(&play);
+                match ingest_in(txn, play, a, window_secs)? {
+                    Ingested::New(id) => {
+                        counts.new += 1;
+                        counts.new_ids.push(id);
+                    }
+                    Ingested::Duplicate(_) => counts.duplicates += 1,
+                    Ingested::AlreadySeen(_) => counts.already_seen += 1,
+                }
+            }
+            if let Some((key, viewed_at)) = cursor {
+                let mut t = txn.open_table(CURSORS)?;
+                let cur: Option<Cursor> = get_json(&t, &key)?;
+                let next = cur.map_or(viewed_at, |c| c.viewed_at.max(viewed_at));
+                t.insert(
+                    key.as_str(),
+                    encode(&Cursor {
+                        viewed_at: next,
+                        updated_at: now_secs(),
+                    })?
+                    .as_slice(),
+                )?;
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    pub fn cursor(&self, key: &str) -> Result<Option<Cursor>> {
+        self.read(|txn| get_json(&txn.open_table(CURSORS)?, key))
+    }
+
+    pub fn cursors(&self) -> Result<Vec<(String, Cursor)>> {
+        self.read(|txn| {
+            let t = txn.open_table(CURSORS)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_string(), decode(v.value())?));
+            }
+            Ok(out)
+        })
     }
 
     /// Record an activity row on its own.
@@ -398,6 +478,25 @@ impl Store {
         })
     }
 
+    /// Of these plays: how many are resolved to a show, parked in a conflict, still pending.
+    pub fn play_outcomes(&self, ids: &[u64]) -> Result<(u64, u64, u64)> {
+        self.read(|txn| {
+            let j = txn.open_table(JOURNAL)?;
+            let (mut matched, mut parked, mut waiting) = (0, 0, 0);
+            for id in ids {
+                if let Some(v) = j.get(*id)? {
+                    match decode::<JournalEntry>(v.value())?.state {
+                        PlayState::Resolved { .. } => matched += 1,
+                        PlayState::Parked { .. } => parked += 1,
+                        PlayState::Pending => waiting += 1,
+                        PlayState::Ignored => {}
+                    }
+                }
+            }
+            Ok((matched, parked, waiting))
+        })
+    }
+
     pub fn journal_entry(&self, play_id: u64) -> Result<Option<JournalEntry>> {
         self.read(|txn| match txn.open_table(JOURNAL)?.get(play_id)? {
             Some(v) => Ok(Some(decode(v.value())?)),
@@ -462,6 +561,10 @@ impl Store {
                 mappings: txn.open_table(MAPPINGS)?.len()?,
                 watched: txn.open_table(WATCHED)?.len()?,
                 oldest_pending_secs: oldest.map(|o| (now_secs() - o).max(0)),
+                webhook_loss: match txn.open_table(META)?.get("counter.webhook_loss")? {
+                    Some(v) => decode(v.value())?,
+                    None => 0,
+                },
             })
         })
     }
@@ -589,22 +692,63 @@ fn all_json<T: serde::de::DeserializeOwned>(
 fn ingest_in(
     txn: &WriteTransaction,
     mut play: Play,
-    mut activity: Activity,
+    activity: Option<Activity>,
     window: i64,
 ) -> Result<Ingested> {
+    let mut hkeys = txn.open_table(HISTORY_KEYS)?;
+    if let Some(hk) = &play.history_key {
+        if let Some(id) = hkeys.get(hk.as_str())? {
+            return Ok(Ingested::AlreadySeen(id.value()));
+        }
+    }
     let key = play.dedupe_key();
-    let prev: Option<DedupeEntry> = get_json(&txn.open_table(DEDUPE)?, &key)?;
-    if let Some(prev) = prev {
+    let mut dedupe = txn.open_table(DEDUPE)?;
+    let prev: Option<DedupeEntry> = get_json(&dedupe, &key)?;
+    if let Some(mut prev) = prev {
         if (play.viewed_at - prev.viewed_at).abs() <= window {
-            activity.status = ActivityStatus::Duplicate;
-            activity.action = format!("same viewing as play #{}", prev.play_id);
-            activity.play_id = Some(prev.play_id);
-            put_activity(txn, activity)?;
+            let new_source = !prev.sources.contains(&play.source);
+            if new_source {
+                prev.sources.push(play.source);
+                dedupe.insert(key.as_str(), encode(&prev)?.as_slice())?;
+            }
+            if let Some(hk) = &play.history_key {
+                hkeys.insert(hk.as_str(), prev.play_id)?;
+            }
+            drop((dedupe, hkeys));
+            if let Some(mut a) = activity {
+                a.status = ActivityStatus::Duplicate;
+                let seen: Vec<String> = prev.sources.iter().map(|s| s.to_string()).collect();
+                a.action = format!(
+                    "same viewing as play #{} (seen by {})",
+                    prev.play_id,
+                    seen.join(", ")
+                );
+                a.play_id = Some(prev.play_id);
+                put_activity(txn, a)?;
+            }
             return Ok(Ingested::Duplicate(prev.play_id));
         }
     }
     let id = next_seq(txn, "journal")?;
     play.id = id;
+    if let Some(hk) = &play.history_key {
+        hkeys.insert(hk.as_str(), id)?;
+    }
+    dedupe.insert(
+        key.as_str(),
+        encode(&DedupeEntry {
+            viewed_at: play.viewed_at,
+            play_id: id,
+            sources: vec![play.source],
+        })?
+        .as_slice(),
+    )?;
+    drop((dedupe, hkeys));
+    if play.source != PlaySource::Webhook {
+        // Found by polling and not (yet) by any webhook: the webhook-loss signal.
+        bump_counter(txn, "webhook_loss", 1)?;
+    }
+    let source = play.source;
     let entry = JournalEntry {
         play,
         state: PlayState::Pending,
@@ -612,20 +756,26 @@ fn ingest_in(
     txn.open_table(JOURNAL)?
         .insert(id, encode(&entry)?.as_slice())?;
     txn.open_table(PENDING)?.insert(id, 0i64)?;
-    txn.open_table(DEDUPE)?.insert(
-        key.as_str(),
-        encode(&DedupeEntry {
-            viewed_at: entry.play.viewed_at,
-            play_id: id,
-        })?
-        .as_slice(),
-    )?;
-    activity.play_id = Some(id);
-    if activity.action.is_empty() {
-        activity.action = format!("journaled as play #{id}");
+    if let Some(mut a) = activity {
+        a.play_id = Some(id);
+        if a.action.is_empty() {
+            a.action = format!("journaled as play #{id} ({source})");
+        }
+        put_activity(txn, a)?;
     }
-    put_activity(txn, activity)?;
     Ok(Ingested::New(id))
+}
+
+fn bump_counter(txn: &WriteTransaction, name: &str, by: u64) -> Result<u64> {
+    let mut meta = txn.open_table(META)?;
+    let key = format!("counter.{name}");
+    let cur = match meta.get(key.as_str())? {
+        Some(v) => decode::<u64>(v.value())?,
+        None => 0,
+    };
+    let next = cur + by;
+    meta.insert(key.as_str(), encode(&next)?.as_slice())?;
+    Ok(next)
 }
 
 fn apply_in(txn: &WriteTransaction, play_id: u64, r: Resolution) -> Result<Applied> {
@@ -746,6 +896,7 @@ mod tests {
             id: 0,
             source: PlaySource::Webhook,
             account_id: "1".into(),
+            account_key: String::new(),
             account_name: None,
             show: PlexShow {
                 server: Some("srv".into()),

@@ -1,0 +1,816 @@
+//! Plex history polling: the fallback that catches what webhooks miss, and the only path for
+//! users without Plex Pass. Also the engine of `plexsync backfill`.
+//!
+//! One task runs polls; the cron schedule (tokio-cron-scheduler, UTC) only wakes it through a
+//! `Notify`, which holds at most one permit — so two polls never run at once and a slow poll
+//! never stacks up ticks. Each (server, account) has a cursor in the store that advances in the
+//! same transaction as the rows it covers; every poll re-reads `[poll] overlap` before it
+//! (history keys make the re-read rows no-ops). A failed poll leaves the cursor where it was.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use plexsync_plugin_api::PlaySource;
+use serde::Serialize;
+
+use crate::accounts::{Account, AccountMap, OWNER_ID, pms_key};
+use crate::daemon::Shared;
+use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
+use crate::plex::history::{HistoryQuery, HistoryRow};
+use crate::plex::library::LibraryEpisode;
+use crate::plex::{PlexClient, PlexError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("{0}")]
+    Plex(#[from] PlexError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// What one poll (or backfill) did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PollReport {
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub rows_read: u64,
+    pub plays_new: u64,
+    pub duplicates: u64,
+    pub already_seen: u64,
+    /// Rows that are not episodes or lack season/episode numbers.
+    pub skipped: u64,
+    pub error: Option<String>,
+    /// Play ids journaled by this run (backfill uses them for its summary).
+    #[serde(skip)]
+    pub new_ids: Vec<u64>,
+}
+
+/// Progress callback: (rows read so far, total if known).
+pub type Progress<'a> = &'a (dyn Fn(u64, Option<u64>) + Send + Sync);
+
+fn activity_for(play: &Play) -> Option<Activity> {
+    // Backfills can import years of history: they log a summary, not a row per play.
+    if play.source == PlaySource::Backfill {
+        return None;
+    }
+    Some(Activity {
+        id: 0,
+        at: now_millis(),
+        source: play.source.to_string(),
+        event: Some("history".into()),
+        account: play.account_name.clone(),
+        show: Some(play.show.title.clone()),
+        season: Some(play.season),
+        episode: Some(play.episode),
+        status: ActivityStatus::Success,
+        action: String::new(),
+        error: None,
+        duration_ms: 0.0,
+        play_id: None,
+    })
+}
+
+/// A history row as a play; None for rows that are not a numbered episode.
+pub fn row_to_play(
+    row: &HistoryRow,
+    server: &str,
+    accounts: &AccountMap,
+    source: PlaySource,
+) -> Option<Play> {
+    if row.kind != "episode" {
+        return None;
+    }
+    let (season, episode) = (row.season?, row.episode?);
+    let account = row.account_id.unwrap_or(OWNER_ID);
+    let title = row
+        .grandparent_title
+        .clone()
+        .filter(|t| !t.trim().is_empty())?;
+    Some(Play {
+        id: 0,
+        source,
+        account_id: account.to_string(),
+        account_key: pms_key(account),
+        account_name: accounts.name_of(account).map(str::to_string),
+        show: PlexShow {
+            server: Some(server.to_string()),
+            // Rows of deleted items have no keys: the show is matched by title alone.
+            rating_key: row.show_rating_key.clone(),
+            title,
+            year: None,
+            guid: None,
+            episode_guid: None,
+        },
+        season,
+        episode,
+        episode_rating_key: row.rating_key.clone(),
+        viewed_at: row.viewed_at,
+        received_at: now_secs(),
+        history_key: row.history_key.clone(),
+    })
+}
+
+fn library_to_play(ep: &LibraryEpisode, server: &str, accounts: &AccountMap) -> Option<Play> {
+    let viewed_at = ep.last_viewed_at?;
+    Some(Play {
+        id: 0,
+        source: PlaySource::Poll,
+        account_id: OWNER_ID.to_string(),
+        account_key: pms_key(OWNER_ID),
+        account_name: accounts.name_of(OWNER_ID).map(str::to_string),
+        show: PlexShow {
+            server: Some(server.to_string()),
+            rating_key: ep.show_rating_key.clone(),
+            title: ep.grandparent_title.clone()?,
+            year: None,
+            guid: ep.grandparent_guid.clone(),
+            episode_guid: None,
+        },
+        season: ep.season?,
+        episode: ep.episode?,
+        episode_rating_key: Some(ep.rating_key.clone()),
+        viewed_at,
+        received_at: now_secs(),
+        // A manual mark has no history row; its rating key and time identify it.
+        history_key: Some(format!("library:{}:{viewed_at}", ep.rating_key)),
+    })
+}
+
+/// Who is on the server, remembered for webhooks.
+pub async fn refresh_accounts(
+    shared: &Shared,
+    client: &PlexClient,
+) -> Result<AccountMap, PlexError> {
+    let accounts = client.accounts().await?;
+    let map = AccountMap {
+        accounts: accounts
+            .into_iter()
+            .map(|a| Account {
+                id: a.id,
+                name: a.name,
+            })
+            .collect(),
+        fetched_at: now_secs(),
+    };
+    shared.set_accounts(map.clone());
+    Ok(map)
+}
+
+/// Read one account's history since `since` into the store. With `cursor_key`, the cursor
+/// advances page by page, in the transaction that journals the page.
+#[allow(clippy::too_many_arguments)]
+pub async fn ingest_history(
+    shared: &Shared,
+    client: &PlexClient,
+    server: &str,
+    accounts: &AccountMap,
+    account_id: i64,
+    since: i64,
+    cursor_key: Option<String>,
+    source: PlaySource,
+    report: &mut PollReport,
+    progress: Progress<'_>,
+) -> Result<(), PollError> {
+    let cfg = shared.config();
+    let window = cfg.matching.dedupe_window.as_secs() as i64;
+    let size = cfg.poll.page_size;
+    let query = HistoryQuery {
+        account_id: Some(account_id),
+        viewed_since: since,
+        library_section_id: None,
+    };
+    let mut start = 0u64;
+    let mut last_first: Option<String> = None;
+    loop {
+        let page = client.history_page(&query, start, size).await?;
+        if page.rows.is_empty() {
+            break;
+        }
+        // A server that ignores paging would hand us page one forever.
+        let first = page.rows.first().and_then(|r| r.history_key.clone());
+        if start > 0 && first.is_some() && first == last_first {
+            return Err(PollError::Plex(PlexError::Malformed {
+                endpoint: "/status/sessions/history/all".into(),
+                message: "the server ignored X-Plex-Container-Start (same page twice)".into(),
+            }));
+        }
+        last_first = first;
+        let n = page.rows.len() as u64;
+        report.rows_read += n;
+        let mut plays = Vec::with_capacity(page.rows.len());
+        let mut newest = since;
+        for row in &page.rows {
+            newest = newest.max(row.viewed_at);
+            match row_to_play(row, server, accounts, source) {
+                Some(p) => plays.push(p),
+                None => report.skipped += 1,
+            }
+        }
+        report.skipped += page.skipped;
+        let cursor = cursor_key.clone().map(|k| (k, newest));
+        let counts = shared
+            .store
+            .ingest_batch(plays, cursor, window, activity_for)
+            .await?;
+        report.plays_new += counts.new;
+        report.duplicates += counts.duplicates;
+        report.already_seen += counts.already_seen;
+        report.new_ids.extend(counts.new_ids);
+        progress(report.rows_read, page.total);
+        start += n;
+        if page.total.is_some_and(|t| start >= t) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Scan show libraries for episodes marked watched by hand (PMS writes no history row).
+async fn scan_libraries(
+    shared: &Shared,
+    client: &PlexClient,
+    server: &str,
+    accounts: &AccountMap,
+    report: &mut PollReport,
+) -> Result<(), PollError> {
+    let cfg = shared.config();
+    let window = cfg.matching.dedupe_window.as_secs() as i64;
+    let overlap = cfg.poll.overlap.as_secs() as i64;
+    for section in client.show_sections().await? {
+        let key = format!("{server}/library/{}", section.key);
+        let since = match shared.store.cursor(&key)? {
+            Some(c) => c.viewed_at - overlap,
+            None => now_secs() - cfg.poll.initial_lookback.as_secs() as i64,
+        };
+        let mut start = 0u64;
+        loop {
+            let page = client
+                .watched_episodes(&section.key, since, start, cfg.poll.page_size)
+                .await?;
+            if page.rows.is_empty() {
+                break;
+            }
+            let n = page.rows.len() as u64;
+            report.rows_read += n;
+            let mut newest = since;
+            let mut plays = Vec::new();
+            for ep in &page.rows {
+                if let Some(t) = ep.last_viewed_at {
+                    newest = newest.max(t);
+                }
+                match library_to_play(ep, server, accounts) {
+                    Some(p) => plays.push(p),
+                    None => report.skipped += 1,
+                }
+            }
+            let counts = shared
+                .store
+                .ingest_batch(plays, Some((key.clone(), newest)), window, activity_for)
+                .await?;
+            report.plays_new += counts.new;
+            report.duplicates += counts.duplicates;
+            report.already_seen += counts.already_seen;
+            start += n;
+            if page.total.is_some_and(|t| start >= t) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One poll: identity, accounts, then each synced account's history from its cursor.
+pub async fn poll_once(shared: &Shared) -> PollReport {
+    let mut report = PollReport {
+        started_at: now_secs(),
+        ..Default::default()
+    };
+    let result = poll_inner(shared, &mut report).await;
+    report.finished_at = now_secs();
+    if let Err(e) = result {
+        report.error = Some(e.to_string());
+    }
+    report
+}
+
+async fn poll_inner(shared: &Shared, report: &mut PollReport) -> Result<(), PollError> {
+    let client = shared.plex();
+    let cfg = shared.config();
+    let identity = client.identity().await?;
+    shared.note_plex_ok();
+    let server = identity.machine_identifier;
+    let accounts = refresh_accounts(shared, &client).await?;
+    let (ids, unknown) = accounts.resolve(&cfg.plex.accounts);
+    for name in unknown {
+        tracing::warn!(account = %name, "[plex] accounts names an account the server does not have");
+    }
+    let overlap = cfg.poll.overlap.as_secs() as i64;
+    for id in ids {
+        let key = format!("{server}/{id}");
+        let since = match shared.store.cursor(&key)? {
+            Some(c) => c.viewed_at - overlap,
+            None => now_secs() - cfg.poll.initial_lookback.as_secs() as i64,
+        };
+        ingest_history(
+            shared,
+            &client,
+            &server,
+            &accounts,
+            id,
+            since,
+            Some(key),
+            PlaySource::Poll,
+            report,
+            &|_, _| {},
+        )
+        .await?;
+    }
+    if cfg.poll.library_scan && accounts.resolve(&cfg.plex.accounts).0.contains(&OWNER_ID) {
+        scan_libraries(shared, &client, &server, &accounts, report).await?;
+    }
+    Ok(())
+}
+
+/// Run polls forever: at start-up, on every cron tick, and after a failure with backoff.
+pub async fn poller_task(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let scheduler = match start_scheduler(&shared).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the poll scheduler; polling runs at start-up only");
+            None
+        }
+    };
+    let mut failures = 0u32;
+    let mut resume_at: Option<tokio::time::Instant> = None;
+    let mut first = true;
+    loop {
+        if !first {
+            let until_resume =
+                resume_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
+            tokio::select! {
+                _ = shared.poll_wake.notified() => {}
+                _ = sleep_opt(until_resume) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        first = false;
+        if *shutdown.borrow() {
+            break;
+        }
+        if let Some(t) = resume_at {
+            if tokio::time::Instant::now() < t {
+                // A tick during a back-off pause: skipped, so a failing Plex sees no storm.
+                continue;
+            }
+        }
+        if !shared.config().poll.enabled {
+            continue;
+        }
+        let report = poll_once(&shared).await;
+        match &report.error {
+            None => {
+                failures = 0;
+                resume_at = None;
+                tracing::info!(
+                    rows = report.rows_read,
+                    new = report.plays_new,
+                    duplicates = report.duplicates,
+                    "poll finished"
+                );
+                if report.plays_new > 0 {
+                    shared.resolve_wake.notify_one();
+                }
+            }
+            Some(e) => {
+                failures += 1;
+                let rejected = e.starts_with("Plex token rejected");
+                let first = shared
+                    .config()
+                    .poll
+                    .retry_backoff
+                    .max(Duration::from_millis(10));
+                let d = if rejected {
+                    crate::pipeline::backoff(failures, first * 4, Duration::from_secs(3600))
+                } else {
+                    crate::pipeline::backoff(failures, first, Duration::from_secs(600))
+                };
+                resume_at = Some(tokio::time::Instant::now() + d);
+                tracing::warn!(error = %e, attempt = failures, retry_in_s = d.as_secs(), "poll failed; cursor unchanged");
+            }
+        }
+        shared.note_poll(report);
+    }
+    if let Some(mut s) = scheduler {
+        let _ = s.shutdown().await;
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn start_scheduler(
+    shared: &Arc<Shared>,
+) -> Result<tokio_cron_scheduler::JobScheduler, tokio_cron_scheduler::JobSchedulerError> {
+    let sched = tokio_cron_scheduler::JobScheduler::new().await?;
+    let expr = shared.config().poll.schedule.clone();
+    let s = shared.clone();
+    let job = tokio_cron_scheduler::Job::new_async(expr.as_str(), move |_, _| {
+        let s = s.clone();
+        Box::pin(async move {
+            // Only a wake-up: the poller task does the work, one poll at a time.
+            s.poll_wake.notify_one();
+        })
+    })?;
+    sched.add(job).await?;
+    sched.start().await?;
+    tracing::info!(schedule = %expr, "history polling scheduled (UTC)");
+    Ok(sched)
+}
+
+/// One episode a dry-run backfill would send.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct WouldExport {
+    pub show: String,
+    pub show_id: String,
+    pub season: u32,
+    pub episode: u32,
+    pub watched_at: i64,
+}
+
+/// Progress and result of a backfill.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct BackfillStatus {
+    pub running: bool,
+    pub since: i64,
+    pub dry_run: bool,
+    pub rows_read: u64,
+    pub total: Option<u64>,
+    pub plays_new: u64,
+    pub duplicates: u64,
+    pub already_imported: u64,
+    /// Of the new plays: mapped to a tracker show / held in a conflict / still being resolved.
+    pub matched: u64,
+    pub parked: u64,
+    pub waiting: u64,
+    /// Shows a dry run could not map (they would become conflicts).
+    pub unmatched_shows: Vec<String>,
+    pub would_export: Vec<WouldExport>,
+    pub error: Option<String>,
+}
+
+/// Parse `YYYY-MM-DD` as midnight UTC, in unix seconds.
+pub fn parse_date(s: &str) -> Option<i64> {
+    let mut it = s.trim().splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let dim = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if d > dim[(m - 1) as usize] {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400)
+}
+
+fn set_progress(shared: &Shared, f: impl FnOnce(&mut BackfillStatus)) {
+    if let Ok(mut g) = shared.backfill_progress.lock() {
+        if let Some(st) = g.as_mut() {
+            f(st);
+        }
+    }
+}
+
+/// Import the synced accounts' whole history since `since` through the pipeline (or, with
+/// `dry_run`, only say what would be exported). Progress is published in
+/// `shared.backfill_progress`; the caller holds `shared.backfill`.
+pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillStatus {
+    if let Ok(mut g) = shared.backfill_progress.lock() {
+        *g = Some(BackfillStatus {
+            running: true,
+            since,
+            dry_run,
+            ..Default::default()
+        });
+    }
+    let result = if dry_run {
+        backfill_dry(shared, since).await
+    } else {
+        backfill_real(shared, since).await
+    };
+    set_progress(shared, |st| {
+        st.running = false;
+        if let Err(e) = &result {
+            st.error = Some(e.to_string());
+        }
+    });
+    let out = shared
+        .backfill_progress
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .unwrap_or_default();
+    tracing::info!(
+        rows = out.rows_read,
+        new = out.plays_new,
+        duplicates = out.duplicates,
+        matched = out.matched,
+        parked = out.parked,
+        dry_run,
+        error = out.error.as_deref().unwrap_or(""),
+        "backfill finished"
+    );
+    if !dry_run {
+        let row = Activity {
+            id: 0,
+            at: now_millis(),
+            source: "backfill".into(),
+            event: Some("backfill".into()),
+            account: None,
+            show: None,
+            season: None,
+            episode: None,
+            status: if out.error.is_some() {
+                ActivityStatus::Failed
+            } else {
+                ActivityStatus::Success
+            },
+            action: format!(
+                "backfill: {} rows, {} new plays, {} duplicates, {} matched, {} parked",
+                out.rows_read, out.plays_new, out.duplicates, out.matched, out.parked
+            ),
+            error: out.error.clone(),
+            duration_ms: 0.0,
+            play_id: None,
+        };
+        if let Err(e) = shared.store.record_activity(row).await {
+            tracing::warn!(error = %e, "cannot record the backfill summary");
+        }
+    }
+    out
+}
+
+async fn server_and_accounts(
+    shared: &Shared,
+    client: &PlexClient,
+) -> Result<(String, AccountMap, Vec<i64>), PollError> {
+    let server = client.identity().await?.machine_identifier;
+    let accounts = refresh_accounts(shared, client).await?;
+    let (ids, _) = accounts.resolve(&shared.config().plex.accounts);
+    Ok((server, accounts, ids))
+}
+
+async fn backfill_real(shared: &Shared, since: i64) -> Result<(), PollError> {
+    let client = shared.plex();
+    let (server, accounts, ids) = server_and_accounts(shared, &client).await?;
+    let mut report = PollReport::default();
+    for id in ids {
+        let progress = |rows: u64, total: Option<u64>| {
+            set_progress(shared, |st| {
+                st.rows_read = rows;
+                st.total = total;
+            });
+        };
+        ingest_history(
+            shared,
+            &client,
+            &server,
+            &accounts,
+            id,
+            since,
+            None,
+            PlaySource::Backfill,
+            &mut report,
+            &progress,
+        )
+        .await?;
+        set_progress(shared, |st| {
+            st.plays_new = report.plays_new;
+            st.duplicates = report.duplicates;
+            st.already_imported = report.already_seen;
+        });
+    }
+    shared.resolve_wake.notify_one();
+    // Wait (bounded) for the resolver, so the summary can say matched / parked.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (matched, parked, waiting) = shared.store.play_outcomes(&report.new_ids)?;
+        set_progress(shared, |st| {
+            st.matched = matched;
+            st.parked = parked;
+            st.waiting = waiting;
+        });
+        if waiting == 0 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        shared.resolve_wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
+    let client = shared.plex();
+    let (server, accounts, ids) = server_and_accounts(shared, &client).await?;
+    let size = shared.config().poll.page_size;
+    let threshold = shared.config().matching.auto_map_threshold;
+    let mut shows: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut would: Vec<WouldExport> = Vec::new();
+    let mut seen_eps = std::collections::HashSet::new();
+    let mut rows_read = 0u64;
+    for id in ids {
+        let query = HistoryQuery {
+            account_id: Some(id),
+            viewed_since: since,
+            library_section_id: None,
+        };
+        let mut start = 0u64;
+        loop {
+            let page = client.history_page(&query, start, size).await?;
+            if page.rows.is_empty() {
+                break;
+            }
+            start += page.rows.len() as u64;
+            rows_read += page.rows.len() as u64;
+            for row in &page.rows {
+                let Some(play) = row_to_play(row, &server, &accounts, PlaySource::Backfill) else {
+                    continue;
+                };
+                let key = play.show.key();
+                if !shows.contains_key(&key) {
+                    let show_id = match shared.store.mapping(&key)? {
+                        Some(m) => Some(m.show_id),
+                        None => match crate::pipeline::enrich(shared, &play).await {
+                            Ok(q) => {
+                                let matchers = shared.plugins().matchers.clone();
+                                match crate::pipeline::run_chain(&matchers, &q, threshold).await {
+                                    crate::pipeline::ChainResult::Mapped { show_id, .. } => {
+                                        Some(show_id)
+                                    }
+                                    _ => None,
+                                }
+                            }
+                            Err(_) => None,
+                        },
+                    };
+                    shows.insert(key.clone(), show_id);
+                }
+                let Some(Some(show_id)) = shows.get(&key) else {
+                    continue;
+                };
+                let ep = (show_id.clone(), play.season, play.episode);
+                if shared
+                    .store
+                    .watched(show_id, play.season, play.episode)?
+                    .is_none()
+                    && seen_eps.insert(ep)
+                {
+                    would.push(WouldExport {
+                        show: play.show.title.clone(),
+                        show_id: show_id.clone(),
+                        season: play.season,
+                        episode: play.episode,
+                        watched_at: play.viewed_at,
+                    });
+                }
+            }
+            set_progress(shared, |st| {
+                st.rows_read = rows_read;
+                st.total = page.total;
+            });
+            if page.total.is_some_and(|t| start >= t) {
+                break;
+            }
+        }
+    }
+    let mut unmatched: Vec<String> = shows
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.clone())
+        .collect();
+    unmatched.sort();
+    set_progress(shared, |st| {
+        st.would_export = would;
+        st.unmatched_shows = unmatched;
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_parse_as_utc_midnight() {
+        assert_eq!(super::parse_date("1970-01-01"), Some(0));
+        assert_eq!(super::parse_date("2023-09-10"), Some(1_694_304_000));
+        assert_eq!(super::parse_date("2024-02-29"), Some(1_709_164_800));
+        for bad in [
+            "2023-02-29",
+            "2023-13-01",
+            "20230910",
+            "x",
+            "2023-09-10T00:00",
+            "",
+        ] {
+            assert_eq!(super::parse_date(bad), None, "{bad}");
+        }
+    }
+
+    use super::*;
+
+    fn row(
+        kind: &str,
+        season: Option<u32>,
+        episode: Option<u32>,
+        show_rk: Option<&str>,
+    ) -> HistoryRow {
+        HistoryRow {
+            history_key: Some("/status/sessions/history/1".into()),
+            rating_key: show_rk.map(|_| "11".into()),
+            key: None,
+            show_rating_key: show_rk.map(str::to_string),
+            parent_rating_key: None,
+            kind: kind.into(),
+            title: "Ep".into(),
+            grandparent_title: Some("Show".into()),
+            season,
+            episode,
+            viewed_at: 1_700_000_000,
+            account_id: Some(1),
+            device_id: None,
+            library_section_id: None,
+            originally_available_at: None,
+        }
+    }
+
+    #[test]
+    fn rows_become_plays_only_for_numbered_episodes() {
+        let m = AccountMap::default();
+        let p = row_to_play(
+            &row("episode", Some(2), Some(3), Some("10")),
+            "srv",
+            &m,
+            PlaySource::Poll,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.season, p.episode, p.account_key.as_str()),
+            (2, 3, "pms:1")
+        );
+        assert_eq!(p.show.key(), "srv/10");
+        assert!(
+            row_to_play(
+                &row("movie", None, None, Some("10")),
+                "srv",
+                &m,
+                PlaySource::Poll
+            )
+            .is_none()
+        );
+        assert!(
+            row_to_play(
+                &row("episode", None, Some(3), Some("10")),
+                "srv",
+                &m,
+                PlaySource::Poll
+            )
+            .is_none()
+        );
+        // A deleted item has no keys: kept, matched by title.
+        let d = row_to_play(
+            &row("episode", Some(1), Some(1), None),
+            "srv",
+            &m,
+            PlaySource::Poll,
+        )
+        .unwrap();
+        assert!(d.show.key().starts_with("title:show"));
+    }
+}

@@ -1,0 +1,453 @@
+//! Black-box tests of history polling and backfill: the real binary against a fake Plex that
+//! pages history like PMS does (server-enforced page size, X-Plex-Container-* headers) and a
+//! contract-exact fake tracker.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::daemon::{self, Daemon};
+use support::plex::{FakePlex, FakeShow, HistoryFixture, PlexFault, TOKEN};
+use support::tracker::FakeTracker;
+use support::{eventually, multipart, sample_json, samples};
+
+const WAIT: Duration = Duration::from_secs(25);
+const MACHINE: &str = "fakeplexmachine0000000000000000000000000";
+const LEGACY: &str = "webhook/episode_legacy-thetvdb_media.resume_owner-id1.json";
+/// 2020-04-04T01:15:56Z, the legacy sample's lastViewedAt.
+const VIEWED: i64 = 1_585_962_956;
+
+struct World {
+    _dir: tempfile::TempDir,
+    plex: FakePlex,
+    tracker: FakeTracker,
+    daemon: Daemon,
+}
+
+fn scooby() -> FakeShow {
+    FakeShow {
+        rating_key: "56850".into(),
+        guid: "com.plexapp.agents.thetvdb://301376?lang=en".into(),
+        title: "Be Cool, Scooby-Doo!".into(),
+        year: 2015,
+        guids: vec![],
+    }
+}
+
+fn row(n: u32, season: u32, episode: u32, viewed_at: i64, account: i64) -> HistoryFixture {
+    HistoryFixture {
+        history_key: format!("/status/sessions/history/{n}"),
+        rating_key: Some(format!("{}", 60_000 + n)),
+        show_rating_key: Some("56850".into()),
+        grandparent_title: "Be Cool, Scooby-Doo!".into(),
+        season,
+        episode,
+        viewed_at,
+        account_id: account,
+    }
+}
+
+async fn world(extra: &str) -> World {
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![scooby()]).await;
+    plex.state
+        .lock()
+        .unwrap()
+        .accounts
+        .push((3972737, "Kids".into()));
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tvdb_id": 301376}),
+    ])
+    .await;
+    // Polls run when a test asks (POST /api/poll), not on the clock.
+    let poll = format!(
+        "[poll]\nschedule = \"0 0 0 1 1 *\"\ninitial_lookback = \"36500d\"\nretry_backoff = \"200ms\"\nlibrary_scan = false\n{extra}"
+    );
+    let cfg_text = daemon::config(&plex.url(), &tracker.url(), &poll);
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
+    assert!(out.status.success());
+    let daemon = Daemon::start(dir.path(), &cfg_text).await;
+    // Let the start-up poll finish, so tests script faults for their own polls.
+    for _ in 0..250 {
+        if daemon.status().await["polls"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    World {
+        _dir: dir,
+        plex,
+        tracker,
+        daemon,
+    }
+}
+
+impl World {
+    /// Ask for a poll and wait until one has finished after the request.
+    async fn poll(&self) -> Value {
+        let before = self.daemon.status().await["polls"].as_u64().unwrap_or(0);
+        self.daemon.api("POST", "/api/poll").await;
+        for _ in 0..300 {
+            let st = self.daemon.status().await;
+            if st["polls"].as_u64().unwrap_or(0) > before {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        panic!("poll did not finish:\n{}", self.daemon.log());
+    }
+
+    async fn wait_watched(&self, n: usize) {
+        eventually(
+            &format!("{n} watched episodes at the tracker"),
+            WAIT,
+            || (self.tracker.watched().len() >= n).then_some(()),
+        )
+        .await;
+    }
+
+    async fn webhook(&self, payload: &Value) -> u16 {
+        let (ct, body) = multipart(payload, None);
+        let r = reqwest::Client::new()
+            .post(&self.daemon.webhook_url)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+}
+
+/// Every episode is in at most one applied export.
+fn assert_exported_once(t: &FakeTracker) {
+    let mut seen: HashMap<(u64, u64), String> = HashMap::new();
+    for p in t.posts() {
+        let key = p.header("idempotency-key").unwrap().to_string();
+        let body: Value = serde_json::from_slice(&p.body).unwrap();
+        for e in body["episodes"].as_array().unwrap() {
+            let ep = (
+                e["season"].as_u64().unwrap(),
+                e["episode"].as_u64().unwrap(),
+            );
+            if let Some(k) = seen.insert(ep, key.clone()) {
+                assert_eq!(k, key, "episode {ep:?} was sent in two different batches");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn history_is_read_page_by_page_and_exported_once() {
+    let w = world("").await;
+    for i in 0..120u32 {
+        w.plex
+            .push_history(row(i, 1 + i / 40, 1 + i % 40, VIEWED + i as i64 * 60, 1));
+    }
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(st["last_poll"]["rows_read"], 120);
+    assert_eq!(st["last_poll"]["plays_new"], 120);
+    let hist: Vec<_> = w
+        .plex
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.path == "/status/sessions/history/all")
+        .cloned()
+        .collect();
+    assert!(hist.len() >= 3, "three pages of 50: {}", hist.len());
+    assert!(
+        hist.iter()
+            .all(|r| r.header("x-plex-container-size").is_some()
+                && r.header("x-plex-container-start").is_some())
+    );
+    assert!(
+        hist[0].query.contains("sort=viewedAt%3Aasc")
+            || hist[0].query.contains("sort=viewedAt:asc"),
+        "{}",
+        hist[0].query
+    );
+    assert!(hist[0].query.contains("accountID=1"));
+    w.wait_watched(120).await;
+
+    // The next poll re-reads the overlap window: nothing new, nothing exported twice.
+    let posts = w.tracker.posts().len();
+    let st = w.poll().await;
+    assert_eq!(st["last_poll"]["plays_new"], 0, "{st}");
+    let second: Vec<_> = w
+        .plex
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.path == "/status/sessions/history/all")
+        .skip(hist.len())
+        .cloned()
+        .collect();
+    let since: i64 = second[0]
+        .query
+        .split('&')
+        .find_map(|p| {
+            p.split_once("%3E=")
+                .or_else(|| p.split_once(">="))
+                .map(|(_, v)| v.parse().unwrap())
+        })
+        .unwrap();
+    assert_eq!(
+        since,
+        VIEWED + 119 * 60 - 600,
+        "cursor minus the 10-minute overlap"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.tracker.posts().len(), posts);
+    assert_exported_once(&w.tracker);
+    assert_eq!(w.daemon.status().await["counts"]["journal"], 120);
+}
+
+#[tokio::test]
+async fn a_webhook_and_the_history_row_of_the_same_viewing_are_one_play() {
+    if samples().is_none() {
+        return;
+    }
+    let w = world("").await;
+    // The owner, as an old server reports it in webhooks (id 1) and as a current one does
+    // (the plex.tv id); history always says accountID 1.
+    let mut old = sample_json(LEGACY);
+    old["event"] = json!("media.scrobble");
+    old["Server"]["uuid"] = json!(MACHINE);
+    let mut new = old.clone();
+    new["Account"]["id"] = json!(639131);
+    new["Metadata"]["index"] = json!(15);
+    new["Metadata"]["lastViewedAt"] = json!(VIEWED + 3600);
+    // Let the daemon learn the server's accounts first (a poll with no history).
+    w.poll().await;
+    assert_eq!(w.webhook(&old).await, 200);
+    assert_eq!(w.webhook(&new).await, 200);
+    w.plex.push_history(row(1, 1, 14, VIEWED + 20, 1));
+    w.plex.push_history(row(2, 1, 15, VIEWED + 3600 + 40, 1));
+    // A play only history knows: counted as a webhook loss.
+    w.plex.push_history(row(3, 1, 16, VIEWED + 7200, 1));
+    let st = w.poll().await;
+    assert_eq!(st["last_poll"]["duplicates"], 2, "{st}");
+    assert_eq!(st["last_poll"]["plays_new"], 1);
+    assert_eq!(st["counts"]["journal"], 3);
+    assert_eq!(st["counts"]["webhook_loss"], 1);
+    w.wait_watched(3).await;
+    assert_exported_once(&w.tracker);
+    let act = w.daemon.activity().await;
+    let dups: Vec<_> = act.iter().filter(|a| a["status"] == "duplicate").collect();
+    assert_eq!(dups.len(), 2, "{act:#?}");
+    assert!(
+        dups.iter()
+            .all(|a| a["action"].as_str().unwrap().contains("webhook, poll")),
+        "{dups:#?}"
+    );
+    // A shared user's webhook is not synced by default (the owner is).
+    let mut kid = old.clone();
+    kid["Account"] = json!({"id": 19267583, "title": "Kids"});
+    kid["Metadata"]["index"] = json!(20);
+    assert_eq!(w.webhook(&kid).await, 200);
+    let act = w.daemon.activity().await;
+    assert!(
+        act[0]["action"].as_str().unwrap().contains("not synced"),
+        "{:?}",
+        act[0]
+    );
+}
+
+#[tokio::test]
+async fn plex_faults_hold_the_cursor_and_cause_no_retry_storm() {
+    let w = world("").await;
+    w.plex.push_history(row(1, 1, 1, VIEWED, 1));
+    // 401: "Plex token rejected", polling pauses.
+    w.plex.fault(PlexFault::Status(401), 1);
+    let st = w.poll().await;
+    assert!(
+        st["last_poll"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Plex token rejected"),
+        "{st}"
+    );
+    assert_eq!(st["plex_token_rejected"], true);
+    assert_eq!(st["counts"]["journal"], 0);
+    // Ticks during the pause are skipped: asking three times more adds no request.
+    let before = w.plex.state.lock().unwrap().requests.len();
+    for _ in 0..3 {
+        w.daemon.api("POST", "/api/poll").await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        w.plex.state.lock().unwrap().requests.len(),
+        before,
+        "no storm while paused"
+    );
+    // The pause ends (800 ms first time) and the next poll works.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(st["plex_token_rejected"], false);
+    assert_eq!(st["counts"]["journal"], 1);
+
+    // A 5xx: the run fails with the cursor where it was; the retry after the backoff
+    // (200 ms here) recovers the row on its own.
+    w.plex.push_history(row(2, 1, 2, VIEWED + 60, 1));
+    w.plex.fault(PlexFault::Status(500), 1);
+    let st = w.poll().await;
+    assert!(
+        st["last_poll"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Plex unreachable or failing"),
+        "{st}"
+    );
+    assert_eq!(st["counts"]["journal"], 1);
+    let mut st = w.daemon.status().await;
+    for _ in 0..100 {
+        if st["counts"]["journal"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        st = w.daemon.status().await;
+    }
+    assert_eq!(st["counts"]["journal"], 2, "recovered after the 500: {st}");
+    assert!(st["last_poll"]["error"].is_null());
+
+    // Malformed XML on the history page: the run fails naming the endpoint, nothing stored.
+    w.plex.push_history(row(3, 1, 3, VIEWED + 120, 1));
+    w.plex.state.lock().unwrap().malformed_history = 1;
+    let st = w.poll().await;
+    let err = st["last_poll"]["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        err.contains("/status/sessions/history/all"),
+        "names the endpoint: {st}"
+    );
+    assert_eq!(
+        st["counts"]["journal"], 2,
+        "nothing stored from the broken page"
+    );
+    let requests = w.plex.state.lock().unwrap().requests.len();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(
+        st["counts"]["journal"], 3,
+        "recovered: the row behind the cursor was not lost"
+    );
+    // One retry after the failure, one requested poll: a handful of requests, not a storm.
+    assert!(w.plex.state.lock().unwrap().requests.len() - requests <= 12);
+    w.wait_watched(2).await;
+}
+
+// Multi-threaded: the CLI calls block the test thread while the fakes keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_through_the_daemon_then_offline_and_dry_run() {
+    let mut w = world("").await;
+    for i in 0..30u32 {
+        w.plex.push_history(row(i, 2, 1 + i, VIEWED + i as i64, 1));
+    }
+    let out = w.daemon.cli(&["backfill", "--since", "2000-01-01"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("rows read:    30") && text.contains("plays new:    30"),
+        "{text}"
+    );
+    assert!(text.contains("matched:      30"), "{text}");
+    w.wait_watched(30).await;
+    let out = w.daemon.cli(&["backfill", "--since", "2000-01-01"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("plays new:    0"));
+
+    // Offline: the daemon is stopped; the CLI runs the pipeline itself.
+    assert_eq!(w.daemon.stop(), Some(0));
+    for i in 30..40u32 {
+        w.plex.push_history(row(i, 3, i - 29, VIEWED + i as i64, 1));
+    }
+    let out = w
+        .daemon
+        .cli(&["backfill", "--since", "2000-01-01", "--dry-run"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("would export"))
+            .count(),
+        10,
+        "{text}"
+    );
+    assert!(text.contains("nothing was stored"));
+    let out = w.daemon.cli(&["backfill", "--since", "2000-01-01"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("plays new:    10"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = w.daemon.cli(&["backfill", "--since", "yesterday"], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
+    // The outbox is delivered when the daemon is back.
+    w.daemon.restart().await;
+    w.wait_watched(40).await;
+    assert_exported_once(&w.tracker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_backfill_loses_nothing_and_exports_nothing_twice() {
+    let mut w = world("").await;
+    for i in 0..200u32 {
+        w.plex
+            .push_history(row(i, 1 + i / 50, 1 + i % 50, VIEWED + i as i64 * 10, 1));
+    }
+    w.plex.state.lock().unwrap().history_delay = Duration::from_millis(300);
+    let body = json!({"since": "2000-01-01"}).to_string();
+    plexsync::client::request(
+        &w.daemon.socket(),
+        "POST",
+        "/api/backfill",
+        Some(body.clone().into_bytes()),
+    )
+    .await
+    .unwrap();
+    // Kill it after the first page or two.
+    eventually("a page", WAIT, || {
+        (w.plex.count("/status/sessions/history/all") >= 2).then_some(())
+    })
+    .await;
+    w.daemon.kill();
+    let partial = w.tracker.watched().len();
+    assert!(partial < 200);
+    w.plex.state.lock().unwrap().history_delay = Duration::ZERO;
+    w.daemon.restart().await;
+    plexsync::client::request(
+        &w.daemon.socket(),
+        "POST",
+        "/api/backfill",
+        Some(body.into_bytes()),
+    )
+    .await
+    .unwrap();
+    w.wait_watched(200).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exported_once(&w.tracker);
+    let eps: HashSet<_> = w.tracker.watched().keys().cloned().collect();
+    assert_eq!(eps.len(), 200);
+    assert_eq!(w.daemon.status().await["counts"]["journal"], 200);
+}
