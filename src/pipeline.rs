@@ -149,40 +149,56 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
 }
 
 /// Resolve pending plays forever (until shutdown).
+/// Plays resolved per round: matching happens once per show in a round, and all outcomes
+/// are applied in one group commit.
+const RESOLVE_BATCH: usize = 512;
+
 pub async fn resolver_task(shared: Arc<Shared>) {
-    let mut attempts: HashMap<u64, u32> = HashMap::new();
+    // Retry counts per show key: a show Plex cannot describe right now backs off as a whole.
+    let mut attempts: HashMap<String, u32> = HashMap::new();
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let due = match shared.store.due_pending(now_millis(), 256) {
+        let due = match shared.store.due_pending(now_millis(), RESOLVE_BATCH) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read pending plays");
                 Vec::new()
             }
         };
+        let mut per_show: HashMap<String, Resolution> = HashMap::new();
+        let mut decided = Vec::with_capacity(due.len());
         for play in &due {
             if *shutdown.borrow() {
                 break;
             }
-            let r = resolve(&shared, play, &mut attempts).await;
-            match shared.store.apply_resolution(play.id, r).await {
-                Ok(Applied::Queued) => {
-                    attempts.remove(&play.id);
+            let key = play.show.key();
+            let r = match per_show.get(&key) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = resolve(&shared, play, &mut attempts).await;
+                    per_show.insert(key.clone(), r.clone());
+                    r
+                }
+            };
+            if !matches!(r, Resolution::Retry { .. }) {
+                attempts.remove(&key);
+            }
+            decided.push((play.id, r));
+        }
+        match shared.store.apply_resolutions(decided).await {
+            Ok(applied) => {
+                if applied.contains(&Applied::Queued) {
                     shared.export_wake.notify_one();
                 }
-                Ok(Applied::Deferred) => {}
-                Ok(_) => {
-                    attempts.remove(&play.id);
-                }
-                Err(e) => {
-                    tracing::error!(play_id = play.id, error = %e, "cannot record resolution")
-                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record resolutions; the plays stay pending")
             }
         }
-        if due.len() >= 256 {
+        if due.len() >= RESOLVE_BATCH {
             continue;
         }
         let wait = match shared.store.next_pending_at() {
@@ -197,8 +213,8 @@ pub async fn resolver_task(shared: Arc<Shared>) {
     }
 }
 
-fn retry_later(attempts: &mut HashMap<u64, u32>, play_id: u64) -> Resolution {
-    let n = attempts.entry(play_id).or_insert(0);
+fn retry_later(attempts: &mut HashMap<String, u32>, show_key: &str) -> Resolution {
+    let n = attempts.entry(show_key.to_string()).or_insert(0);
     *n += 1;
     let d = backoff(*n, Duration::from_secs(5), Duration::from_secs(15 * 60));
     Resolution::Retry {
@@ -206,7 +222,7 @@ fn retry_later(attempts: &mut HashMap<u64, u32>, play_id: u64) -> Resolution {
     }
 }
 
-async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<u64, u32>) -> Resolution {
+async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<String, u32>) -> Resolution {
     let key = play.show.key();
     match shared.store.mapping(&key) {
         Ok(Some(m)) => {
@@ -218,7 +234,7 @@ async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<u64, u32>)
         Ok(None) => {}
         Err(e) => {
             tracing::error!(error = %e, "cannot read mappings");
-            return retry_later(attempts, play.id);
+            return retry_later(attempts, &play.show.key());
         }
     }
     // A show already waiting for a person keeps collecting its plays there.
@@ -230,13 +246,13 @@ async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<u64, u32>)
     }
     let Some(catalogue) = shared.catalogue() else {
         tracing::debug!(play_id = play.id, "no tracker catalogue yet; play waits");
-        return retry_later(attempts, play.id);
+        return retry_later(attempts, &play.show.key());
     };
     let query = match enrich(shared, play).await {
         Ok(q) => q,
         Err(e) => {
             tracing::warn!(play_id = play.id, rating_key = play.show.rating_key.as_deref().unwrap_or(""), error = %e, "cannot fetch the show's ids from Plex; play waits");
-            return retry_later(attempts, play.id);
+            return retry_later(attempts, &play.show.key());
         }
     };
     let (matchers, threshold) = {
@@ -288,7 +304,7 @@ async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<u64, u32>)
         }
         ChainResult::Retry(why) => {
             tracing::warn!(play_id = play.id, error = %why, "matching deferred");
-            retry_later(attempts, play.id)
+            retry_later(attempts, &play.show.key())
         }
     }
 }

@@ -255,6 +255,25 @@ impl Store {
         self.read(|txn| all_json(&txn.open_table(MAPPINGS)?))
     }
 
+    /// Apply many decisions in one transaction. A play that is gone or no longer pending is
+    /// `Stale`; it does not spoil the others.
+    pub async fn apply_resolutions(&self, items: Vec<(u64, Resolution)>) -> Result<Vec<Applied>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |txn| {
+            let mut out = Vec::with_capacity(items.len());
+            for (id, r) in items {
+                out.push(match apply_in(txn, id, r) {
+                    Err(StoreError::NotFound(_)) => Applied::Stale,
+                    other => other?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Apply the resolver's decision for one play.
     pub async fn apply_resolution(&self, play_id: u64, r: Resolution) -> Result<Applied> {
         self.write(move |txn| apply_in(txn, play_id, r)).await
