@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod matching;
 pub mod model;
 pub mod pipeline;
 pub mod plex;

@@ -82,6 +82,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Offline dry run of the matcher chain on JSON-lines queries against a catalogue file
+    Match {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Catalogue, one show per line: {"id", "title", "year", "tmdb_id", "tvdb_id", "imdb_id", "original_title", "aliases"}
+        #[arg(long)]
+        catalog: PathBuf,
+        /// Queries, one per line: {"qid", "title", "year", "guids"}
+        #[arg(long)]
+        queries: PathBuf,
+        /// Print the summary as JSON too
+        #[arg(long)]
+        json: bool,
+    },
     /// The export outbox
     Outbox {
         #[command(subcommand)]
@@ -182,6 +196,32 @@ async fn dispatch(cli: Cli) -> Result<()> {
             dry_run,
             json,
         } => backfill(&config.config, &since, dry_run, json).await,
+        Cmd::Match {
+            config,
+            catalog,
+            queries,
+            json,
+        } => {
+            let cfg = load(&config.config)?;
+            plexsync::daemon::install_tls_provider();
+            let secrets = offline_secrets(&cfg);
+            let stdout = std::io::stdout();
+            let summary = plexsync::matching::run_file(
+                &cfg,
+                &secrets,
+                &catalog,
+                &queries,
+                &mut stdout.lock(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                eprint!("{}", summary.human());
+            }
+            Ok(())
+        }
         Cmd::Outbox {
             cmd: OutboxCmd::List { config, json },
         } => outbox_list(&config.config, json).await,
@@ -584,4 +624,16 @@ async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) -> Res
     let _ = resolver.await;
     catalogue.abort();
     print_backfill(&st, as_json)
+}
+
+/// Secrets for offline commands: read from the store when it exists and the key opens it
+/// (works while the daemon runs: the store opens read-only). None otherwise.
+fn offline_secrets(cfg: &Config) -> std::collections::HashMap<String, plexsync_plugin_api::Secret> {
+    let Ok(store) = Store::open_read_only(&cfg.store_path()) else {
+        return Default::default();
+    };
+    let Ok(key) = MasterKey::load_or_create(&cfg.key_path(), false) else {
+        return Default::default();
+    };
+    plexsync::daemon::load_secrets(&store, &key).unwrap_or_default()
 }

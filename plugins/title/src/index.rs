@@ -110,6 +110,21 @@ pub(crate) struct TitleIndex {
     compact: Postings,
     /// Exact normalised name → keys, for names found verbatim inside a longer query.
     by_words: HashMap<String, Vec<u32>>,
+    /// Word initials of names with 2+ words (with and without a leading article) → keys:
+    /// release and fan shorthand is often just that (`TBBT`, `HIMYM`).
+    by_initials: HashMap<String, Vec<u32>>,
+}
+
+/// Lower-case first letters of the alphanumeric words of `name`, if it has 2 to 8 words.
+pub(crate) fn initials(name: &str) -> Option<String> {
+    let letters: String = name
+        .split(|c: char| !c.is_alphanumeric())
+        .filter_map(|w| w.chars().next())
+        .flat_map(char::to_lowercase)
+        .collect();
+    (2..=8)
+        .contains(&letters.chars().count())
+        .then_some(letters)
 }
 
 /// A normalised query and its trigram sets (sorted).
@@ -244,6 +259,15 @@ impl TitleIndex {
                     .entry(norm.words.clone())
                     .or_default()
                     .push(key_no);
+                for form in [initials(&name), initials(&norm.words)]
+                    .into_iter()
+                    .flatten()
+                {
+                    let list = idx.by_initials.entry(form).or_default();
+                    if !list.contains(&key_no) {
+                        list.push(key_no);
+                    }
+                }
                 idx.keys.push(KeyEntry {
                     show: show_no,
                     words: wr,
@@ -290,6 +314,20 @@ impl TitleIndex {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Call `f(key)` for every name whose word initials spell the query, when the query is a
+    /// single short word (`TBBT` → The Big Bang Theory).
+    pub fn initials_of(&self, q: &Query, mut f: impl FnMut(&KeyEntry)) {
+        let w = q.norm.words.as_str();
+        if w.contains(' ') || !(2..=8).contains(&w.chars().count()) {
+            return;
+        }
+        for &k in self.by_initials.get(w).into_iter().flatten() {
+            if let Some(key) = self.keys.get(k as usize) {
+                f(key);
             }
         }
     }

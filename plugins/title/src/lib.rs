@@ -40,6 +40,8 @@ const CANDIDATE_SCORE_CAP: f32 = 0.89;
 /// Score of a catalogue name contained in the query: base plus a share of the query covered.
 const CONTAINED_BASE: f32 = 0.40;
 const CONTAINED_PER_COVER: f32 = 0.39;
+/// Score of a name whose initials spell the query: a lead for a person, never a mapping.
+const INITIALS_BASE: f32 = 0.45;
 
 /// Confidence lost per scoring rule (see README.md for the rationale of each).
 mod penalty {
@@ -160,6 +162,16 @@ impl TitleMatcher {
                 confidence: Self::confidence_of(strength, base),
                 strength,
                 similarity: base,
+            });
+        });
+        index.initials_of(&q, |key| {
+            let year = index.shows.get(key.show as usize).and_then(|s| s.year);
+            let strength = self.strength(&q, &query_years, key, year, INITIALS_BASE);
+            scored.push(Scored {
+                show: key.show,
+                confidence: Self::confidence_of(strength, INITIALS_BASE),
+                strength,
+                similarity: INITIALS_BASE,
             });
         });
         if scored.is_empty() {

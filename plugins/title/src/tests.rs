@@ -295,3 +295,44 @@ fn sample_config_parses_to_the_defaults() {
     let m = TitleMatcher::build(&context(json)).unwrap();
     assert_eq!(m.config(), &TitleConfig::default());
 }
+
+#[test]
+fn initials_offer_candidates_but_never_map() {
+    use plexsync_plugin_api::{CatalogShow, Catalogue, MatchOutcome, ShowQuery};
+    let shows = vec![
+        CatalogShow {
+            id: "1".into(),
+            title: "The Big Bang Theory".into(),
+            year: Some(2007),
+            ..Default::default()
+        },
+        CatalogShow {
+            id: "2".into(),
+            title: "How I Met Your Mother".into(),
+            year: Some(2005),
+            ..Default::default()
+        },
+    ];
+    let m = crate::TitleMatcher::new(crate::config::TitleConfig::default());
+    plexsync_plugin_api::Matcher::set_catalogue(&m, std::sync::Arc::new(Catalogue::new(shows)));
+    for (q, want) in [("TBBT", "1"), ("BBT", "1"), ("HIMYM", "2")] {
+        let out = m
+            .match_query(&ShowQuery {
+                title: q.into(),
+                year: None,
+                ..Default::default()
+            })
+            .unwrap();
+        match out {
+            MatchOutcome::Candidates { candidates } => {
+                assert_eq!(candidates[0].show_id, want, "{q}")
+            }
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        crate::index::initials("The Big Bang Theory").as_deref(),
+        Some("tbbt")
+    );
+    assert_eq!(crate::index::initials("Lost"), None);
+}

@@ -1,0 +1,297 @@
+//! Offline matching (`plexsync match`): runs the configured matcher chain on JSON-lines
+//! queries against a catalogue file, with no daemon and no store (plugins get an in-memory
+//! cache), and prints one JSON line per query plus a summary. When queries carry an
+//! `expected` answer (an evaluation set), the summary also measures the chain — `expected` and
+//! `kind` are read for the summary only, never handed to a matcher.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use plexsync_plugin_api::{CatalogShow, Catalogue, Secret, ShowQuery};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::pipeline::{ChainResult, run_chain};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MatchError {
+    #[error("{file}:{line}: {message}")]
+    Input {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// A query as read: what Plex says about a show (plus evaluation fields).
+#[derive(Debug, Deserialize)]
+struct QueryLine {
+    qid: String,
+    title: String,
+    #[serde(default)]
+    year: Option<i32>,
+    #[serde(default)]
+    guids: Vec<String>,
+    /// Evaluation only: the right catalogue id (null = not in the catalogue).
+    #[serde(default, deserialize_with = "id_or_null")]
+    expected: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+fn id_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct CandidateOut {
+    pub show_id: String,
+    pub score: f32,
+}
+
+/// One line of output.
+#[derive(Debug, Serialize)]
+pub struct MatchLine {
+    pub qid: String,
+    /// `auto` (mapped without asking), `conflict` (a person decides between candidates) or
+    /// `none` (no candidate at all).
+    pub decision: &'static str,
+    pub show_id: Option<String>,
+    pub confidence: Option<f32>,
+    pub method: Option<String>,
+    pub candidates: Vec<CandidateOut>,
+}
+
+/// Totals, and the measurement when the queries had answers.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub queries: usize,
+    pub auto: usize,
+    pub conflict: usize,
+    pub none: usize,
+    /// Only when queries carry `expected`:
+    pub evaluated: usize,
+    pub in_catalogue: usize,
+    pub auto_correct: usize,
+    pub auto_wrong: usize,
+    pub conflicts_with_answer: usize,
+    pub conflicts_answer_in_top5: usize,
+    pub per_kind: BTreeMap<String, KindSummary>,
+    pub wrong: Vec<String>,
+    pub lookup_p50_us: f64,
+    pub lookup_p99_us: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct KindSummary {
+    pub n: usize,
+    pub auto_correct: usize,
+    pub auto_wrong: usize,
+    pub conflict: usize,
+    pub none: usize,
+}
+
+impl Summary {
+    pub fn human(&self) -> String {
+        let mut s = format!(
+            "{} queries: {} auto-mapped, {} conflicts, {} without candidates; chain time p50 {:.0} µs, p99 {:.0} µs\n",
+            self.queries,
+            self.auto,
+            self.conflict,
+            self.none,
+            self.lookup_p50_us,
+            self.lookup_p99_us
+        );
+        if self.evaluated > 0 {
+            let pct = |a: usize, b: usize| {
+                if b == 0 {
+                    0.0
+                } else {
+                    100.0 * a as f64 / b as f64
+                }
+            };
+            s.push_str(&format!(
+                "evaluation: auto-map correct {} of {} in-catalogue items ({:.1}%), wrong auto-maps {}, right show in the top 5 of {} of {} conflicts ({:.1}%)\n",
+                self.auto_correct,
+                self.in_catalogue,
+                pct(self.auto_correct, self.in_catalogue),
+                self.auto_wrong,
+                self.conflicts_answer_in_top5,
+                self.conflicts_with_answer,
+                pct(self.conflicts_answer_in_top5, self.conflicts_with_answer)
+            ));
+            s.push_str(&format!(
+                "{:<22} {:>4} {:>8} {:>6} {:>9} {:>5}\n",
+                "kind", "n", "correct", "wrong", "conflict", "none"
+            ));
+            for (k, v) in &self.per_kind {
+                s.push_str(&format!(
+                    "{:<22} {:>4} {:>8} {:>6} {:>9} {:>5}\n",
+                    k, v.n, v.auto_correct, v.auto_wrong, v.conflict, v.none
+                ));
+            }
+            for w in &self.wrong {
+                s.push_str(&format!("WRONG: {w}\n"));
+            }
+        }
+        s
+    }
+}
+
+fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, MatchError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| MatchError::Io(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(line).map_err(|e| MatchError::Input {
+            file: path.display().to_string(),
+            line: i + 1,
+            message: e.to_string(),
+        })?);
+    }
+    Ok(out)
+}
+
+/// Run the configured chain over `queries` against `catalog`, writing JSON lines to `out`.
+pub async fn run_file(
+    cfg: &Config,
+    secrets: &HashMap<String, Secret>,
+    catalog: &Path,
+    queries: &Path,
+    out: &mut dyn Write,
+) -> Result<Summary, MatchError> {
+    let shows: Vec<CatalogShow> = read_lines(catalog)?;
+    let queries: Vec<QueryLine> = read_lines(queries)?;
+    let plugins = crate::registry::build(cfg, secrets, None)?;
+    let catalogue = Arc::new(Catalogue::new(shows));
+    for m in &plugins.matchers {
+        m.set_catalogue(catalogue.clone());
+    }
+    let threshold = cfg.matching.auto_map_threshold;
+    let mut summary = Summary {
+        queries: queries.len(),
+        ..Default::default()
+    };
+    let mut times = Vec::with_capacity(queries.len());
+    for q in queries {
+        let query = ShowQuery {
+            rating_key: None,
+            title: q.title.clone(),
+            year: q.year,
+            guids: q.guids.clone(),
+        };
+        let t = Instant::now();
+        let result = run_chain(&plugins.matchers, &query, threshold).await;
+        times.push(t.elapsed());
+        let line = match result {
+            ChainResult::Mapped {
+                show_id,
+                method,
+                confidence,
+            } => MatchLine {
+                qid: q.qid.clone(),
+                decision: "auto",
+                show_id: Some(show_id),
+                confidence: Some(confidence),
+                method: Some(method),
+                candidates: Vec::new(),
+            },
+            ChainResult::Conflict { candidates, .. } => MatchLine {
+                qid: q.qid.clone(),
+                decision: if candidates.is_empty() {
+                    "none"
+                } else {
+                    "conflict"
+                },
+                show_id: None,
+                confidence: None,
+                method: None,
+                candidates: candidates
+                    .into_iter()
+                    .map(|c| CandidateOut {
+                        show_id: c.show_id,
+                        score: c.score,
+                    })
+                    .collect(),
+            },
+            ChainResult::Retry(_) => MatchLine {
+                qid: q.qid.clone(),
+                decision: "none",
+                show_id: None,
+                confidence: None,
+                method: None,
+                candidates: Vec::new(),
+            },
+        };
+        match line.decision {
+            "auto" => summary.auto += 1,
+            "conflict" => summary.conflict += 1,
+            _ => summary.none += 1,
+        }
+        if let Some(kind) = &q.kind {
+            evaluate(&mut summary, kind, &q, &line);
+        }
+        let text = serde_json::to_string(&line).map_err(|e| MatchError::Io(e.to_string()))?;
+        writeln!(out, "{text}").map_err(|e| MatchError::Io(e.to_string()))?;
+    }
+    times.sort();
+    let pct = |p: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * p).round().max(0.0) as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    summary.lookup_p50_us = pct(0.5);
+    summary.lookup_p99_us = pct(0.99);
+    Ok(summary)
+}
+
+fn evaluate(s: &mut Summary, kind: &str, q: &QueryLine, line: &MatchLine) {
+    s.evaluated += 1;
+    let k = s.per_kind.entry(kind.to_string()).or_default();
+    k.n += 1;
+    match line.decision {
+        "auto" => {
+            if line.show_id == q.expected {
+                k.auto_correct += 1;
+                s.auto_correct += 1;
+            } else {
+                k.auto_wrong += 1;
+                s.auto_wrong += 1;
+                s.wrong.push(format!(
+                    "{} {:?} ({:?}) → {:?}, expected {:?}",
+                    q.qid, q.title, q.year, line.show_id, q.expected
+                ));
+            }
+        }
+        "conflict" => k.conflict += 1,
+        _ => k.none += 1,
+    }
+    if let Some(expected) = &q.expected {
+        s.in_catalogue += 1;
+        if line.decision != "auto" {
+            s.conflicts_with_answer += 1;
+            if line
+                .candidates
+                .iter()
+                .take(5)
+                .any(|c| &c.show_id == expected)
+            {
+                s.conflicts_answer_in_top5 += 1;
+            }
+        }
+    }
+}
