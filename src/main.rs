@@ -394,6 +394,29 @@ async fn status(path: &Path, as_json: bool) -> Result<()> {
             println!("tracker error:     {e}");
         }
         println!("last webhook:      {}", t("last_webhook_at"));
+        let lp = &v["last_poll"];
+        if lp.is_null() {
+            println!("last poll:         never");
+        } else {
+            let when = lp["finished_at"].as_i64().map_or("-".to_string(), |ts| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(ts.max(0) as u64),
+                )
+                .to_string()
+            });
+            match lp["error"].as_str() {
+                Some(e) => println!("last poll:         {when} FAILED: {e}"),
+                None => println!(
+                    "last poll:         {when}: {} rows, {} new plays, {} duplicates",
+                    lp["rows_read"], lp["plays_new"], lp["duplicates"]
+                ),
+            }
+        }
+        if v["plex_token_rejected"] == true {
+            println!(
+                "                   Plex token rejected: polling is paused; `plexsync secret set plex-token`"
+            );
+        }
     }
     let c = &v["counts"];
     println!("plays journaled:   {}", c["journal"]);
@@ -405,6 +428,10 @@ async fn status(path: &Path, as_json: bool) -> Result<()> {
     println!("dead letters:      {}", c["dead_letters"]);
     println!("open conflicts:    {}", c["conflicts"]);
     println!("mappings:          {}", c["mappings"]);
+    println!(
+        "webhook loss:      {} play(s) found by polling that no webhook delivered",
+        c["webhook_loss"]
+    );
     Ok(())
 }
 
