@@ -1,8 +1,22 @@
 //! The Plex Media Server client: authenticated XML requests and the typed answers the daemon
-//! needs (a show's own external ids today; identity, accounts and history for polling).
+//! needs. This file owns the transport ([`PlexClient::get_xml`], [`PlexClient::get_container`]),
+//! the error type and a show's own external ids ([`PlexClient::show_meta`]); the submodules own
+//! the rest:
+//!
+//! - [`server`]: `/identity`, `/accounts`;
+//! - [`history`]: `/status/sessions/history/all` pages and walks;
+//! - [`library`]: `/library/sections` and watched-episode scans of a section;
+//! - [`paging`]: the pure paging bookkeeping both walkers share;
+//! - [`xml`]: the bounded element tree and lenient attribute readers.
 //!
 //! Every failure is a [`PlexError`] that says whether it is worth retrying and names the
-//! endpoint (never the token: it travels in the `X-Plex-Token` header, not the URL).
+//! endpoint path (never the query, never the token: the token travels in the `X-Plex-Token`
+//! header, and [`PlexClient`]'s `Debug` redacts it).
+//!
+//! Error mapping, the same for every endpoint: 401 → `Unauthorized`, 404 → `NotFound`,
+//! 5xx / 408 / 429 / connection failure / timeout / a body cut short → `Transient`; any other
+//! non-2xx, a body that is not XML, larger than [`MAX_BODY`], or whose root is not
+//! `<MediaContainer>` → `Malformed`.
 
 use std::time::Duration;
 
@@ -11,7 +25,21 @@ use serde::{Deserialize, Serialize};
 
 pub mod history;
 pub mod library;
+pub mod paging;
+pub mod server;
+#[cfg(test)]
+mod test_samples;
+#[cfg(test)]
+mod test_server;
 pub mod xml;
+
+pub use history::{HistoryPage, HistoryPages, HistoryQuery, HistoryRow, HistoryWalk};
+pub use library::{EpisodePage, EpisodePages, EpisodeWalk, LibraryEpisode, Section};
+pub use paging::Pager;
+pub use server::{Identity, PlexAccount};
+
+/// The largest response body read (64 MiB); a page of 100 history rows is about 60 KiB.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PlexError {
@@ -88,10 +116,12 @@ impl PlexClient {
         self.token.is_some()
     }
 
-    /// GET `path` and parse the XML answer. Query keys are written as given, so a Plex filter
-    /// operator can lead the `=`: the key `viewedAt>` gives `viewedAt>=123`. Values are
-    /// percent-encoded. `page` sends
-    /// X-Plex-Container-Start/Size.
+    /// GET `path` and parse the XML answer. The query string is built by hand: keys are
+    /// written as given, so a Plex filter operator can lead the `=` (the key `viewedAt>` gives
+    /// `viewedAt>=123`, operator in the KEY, PLEX_PROTOCOL §3.1); values are percent-encoded.
+    /// On the wire the URL parser under reqwest (WHATWG rules) still escapes `>` as `%3E`
+    /// (`viewedAt%3E=123`), exactly as python-plexapi's `requests` does; PMS decodes the key.
+    /// `page` sends both `X-Plex-Container-Start` and `X-Plex-Container-Size`.
     pub async fn get_xml(
         &self,
         path: &str,
@@ -144,21 +174,58 @@ impl PlexClient {
                 message: format!("HTTP {status}"),
             });
         }
-        let text = resp.text().await.map_err(|e| PlexError::Transient {
-            endpoint: endpoint.clone(),
-            message: describe_reqwest(&e),
-        })?;
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(PlexError::Malformed {
+                endpoint,
+                message: format!("response larger than {MAX_BODY} bytes"),
+            });
+        }
+        let mut resp = resp;
+        let mut body: Vec<u8> = Vec::new();
+        loop {
+            let chunk = resp.chunk().await.map_err(|e| PlexError::Transient {
+                endpoint: endpoint.clone(),
+                message: describe_reqwest(&e),
+            })?;
+            let Some(chunk) = chunk else { break };
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(PlexError::Malformed {
+                    endpoint,
+                    message: format!("response larger than {MAX_BODY} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&body);
         xml::parse(&text).map_err(|e| PlexError::Malformed {
             endpoint,
             message: e.to_string(),
         })
     }
 
+    /// [`get_xml`](Self::get_xml), and the root must be `<MediaContainer>` (an HTML page or
+    /// anything else with a 200 is `Malformed`, naming `path`).
+    pub async fn get_container(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        page: Option<(u64, u64)>,
+    ) -> Result<xml::Element, PlexError> {
+        let root = self.get_xml(path, query, page).await?;
+        if root.name != "MediaContainer" {
+            return Err(PlexError::Malformed {
+                endpoint: path.to_string(),
+                message: format!("root element is <{}>, not <MediaContainer>", root.name),
+            });
+        }
+        Ok(root)
+    }
+
     /// The show's metadata with its external ids (`includeGuids=1`).
     pub async fn show_meta(&self, rating_key: &str) -> Result<ShowMeta, PlexError> {
         let path = format!("/library/metadata/{}", encode_segment(rating_key));
         let root = self
-            .get_xml(&path, &[("includeGuids", "1".into())], None)
+            .get_container(&path, &[("includeGuids", "1".into())], None)
             .await?;
         parse_show_meta(&root, rating_key).ok_or_else(|| PlexError::Malformed {
             endpoint: path,
@@ -243,6 +310,180 @@ mod tests {
         );
         assert_eq!(m.year, Some(2005));
         assert!(parse_show_meta(&xml::parse("<MediaContainer/>").unwrap(), "5").is_none());
+    }
+
+    use test_server::TestServer;
+
+    const TOKEN: &str = "tok-SECRET-123";
+
+    fn client(url: &str, timeout_ms: u64) -> PlexClient {
+        crate::daemon::install_tls_provider();
+        PlexClient::new(
+            url,
+            Some(Secret::new(TOKEN.into())),
+            "test-client".into(),
+            Duration::from_millis(timeout_ms),
+        )
+        .unwrap()
+    }
+
+    fn assert_no_token(e: &PlexError) {
+        let shown = format!("{e} | {e:?}");
+        assert!(!shown.contains(TOKEN), "token leaked: {shown}");
+    }
+
+    #[tokio::test]
+    async fn statuses_map_the_same_on_every_endpoint() {
+        let srv = TestServer::start(|r| {
+            // `code=N` scripts the status; without it: a 200 whose body is an HTML page.
+            let code: u16 = r
+                .query
+                .split('&')
+                .find_map(|p| p.strip_prefix("code="))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(200);
+            (
+                code,
+                format!(
+                    "<html><head><title>{code}</title></head><body><h1>{code}</h1></body></html>"
+                ),
+            )
+        })
+        .await;
+        let c = client(&srv.url, 5_000);
+        for (code, want) in [
+            (401, "Unauthorized"),
+            (404, "NotFound"),
+            (500, "Transient"),
+            (503, "Transient"),
+            (408, "Transient"),
+            (429, "Transient"),
+            (400, "Malformed"),
+            (403, "Malformed"),
+            (200, "Malformed"), // an HTML page with a 200
+        ] {
+            let e = c
+                .get_container(
+                    "/status/sessions/history/all",
+                    &[("code", code.to_string())],
+                    Some((0, 1)),
+                )
+                .await
+                .unwrap_err();
+            let got = format!("{e:?}");
+            assert!(got.starts_with(want), "{code}: {got}");
+            assert!(
+                got.contains("/status/sessions/history/all"),
+                "names the endpoint: {got}"
+            );
+            assert!(!got.contains("code="), "no query in errors: {got}");
+            assert_no_token(&e);
+        }
+        // The typed endpoints go through the same mapping (here: an HTML 200 root).
+        for e in [
+            c.identity().await.unwrap_err(),
+            c.accounts().await.unwrap_err(),
+            c.show_sections().await.unwrap_err(),
+            c.watched_episodes("2", 0, 0, 10).await.unwrap_err(),
+            c.show_meta("5").await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(&e, PlexError::Malformed { message, .. } if message.contains("not <MediaContainer>")),
+                "{e:?}"
+            );
+            assert_no_token(&e);
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_xml_names_the_endpoint() {
+        let srv = TestServer::start(|r| {
+            let body = match r.path.as_str() {
+                "/identity" => r#"<MediaContainer size="0" claimed="1" machineIdentifier="ab"#,
+                "/accounts" => r#"<MediaContainer><Account id="1"></MediaContainer>"#,
+                "/library/sections" => "not xml",
+                _ => r#"<MediaContainer size="0" claimed="1"/>"#,
+            };
+            (200, body.to_string())
+        })
+        .await;
+        let c = client(&srv.url, 5_000);
+        for (e, endpoint) in [
+            (c.identity().await.unwrap_err(), "/identity"),
+            (c.accounts().await.unwrap_err(), "/accounts"),
+            (c.sections().await.unwrap_err(), "/library/sections"),
+        ] {
+            match &e {
+                PlexError::Malformed { endpoint: ep, .. } => assert_eq!(ep, endpoint),
+                e => panic!("{endpoint}: {e:?}"),
+            }
+            assert!(e.to_string().contains(endpoint), "{e}");
+            assert_no_token(&e);
+        }
+    }
+
+    #[tokio::test]
+    async fn identity_and_accounts_over_http() {
+        let srv = TestServer::start(|r| match r.path.as_str() {
+            "/identity" => (200, r#"<?xml version="1.0" encoding="UTF-8"?>
+<MediaContainer size="0" claimed="1" machineIdentifier="6a646027a56abb6dbdf72484564db8567c737430" version="1.29.1.6316-f4cdfea9c">
+</MediaContainer>"#.into()),
+            "/accounts" => (200, r#"<MediaContainer size="2" identifier="com.plexapp.system.accounts"><Account id="0" key="/accounts/0" name=""/><Account id="1" key="/accounts/1" name="PlexUser"/></MediaContainer>"#.into()),
+            _ => (404, String::new()),
+        })
+        .await;
+        let c = client(&srv.url, 5_000);
+        let id = c.identity().await.unwrap();
+        assert!(id.claimed);
+        assert_eq!(
+            id.machine_identifier,
+            "6a646027a56abb6dbdf72484564db8567c737430"
+        );
+        let a = c.accounts().await.unwrap();
+        assert_eq!(a.len(), 2);
+        assert!(a[0].is_system());
+        let reqs = srv.requests();
+        assert!(reqs.iter().all(|r| r.header("X-Plex-Token") == Some(TOKEN)
+            && r.header("X-Plex-Client-Identifier") == Some("test-client")
+            && r.header("X-Plex-Container-Start").is_none()));
+    }
+
+    #[tokio::test]
+    async fn unreachable_and_slow_servers_are_transient() {
+        // A port nobody listens on.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let c = client(&format!("http://{addr}"), 2_000);
+        let e = c.identity().await.unwrap_err();
+        assert!(
+            matches!(&e, PlexError::Transient { endpoint, .. } if endpoint == "/identity"),
+            "{e:?}"
+        );
+        assert!(e.is_transient());
+        assert_no_token(&e);
+
+        // Accepts, never answers: the client's timeout.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        let c = client(&format!("http://{addr}"), 300);
+        let e = c.accounts().await.unwrap_err();
+        assert!(
+            matches!(&e, PlexError::Transient { message, .. } if message.contains("timed out")),
+            "{e:?}"
+        );
+        assert_no_token(&e);
+        hold.abort();
+
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains(TOKEN) && dbg.contains("redacted"), "{dbg}");
     }
 
     #[test]

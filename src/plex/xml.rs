@@ -30,9 +30,59 @@ impl Element {
         self.attr(name).and_then(|v| v.trim().parse().ok())
     }
 
+    /// Attribute as an integer, leniently: surrounding blanks, a leading `+` and an integral
+    /// decimal form (`"7.0"`, `"1.7e9"`) are accepted; a fraction, a non-number or a value
+    /// out of `T`'s range → None. (PMS writes some ids as strings in one endpoint and numbers
+    /// in another; JSON-to-XML bridges and proxies have been seen writing `"7.0"`.)
+    pub fn attr_int<T: TryFrom<i64>>(&self, name: &str) -> Option<T> {
+        self.attr(name)
+            .and_then(lenient_i64)
+            .and_then(|v| T::try_from(v).ok())
+    }
+
+    /// Attribute as a boolean: `1`/`true` → true, `0`/`false` → false (case-insensitive),
+    /// anything else → None.
+    pub fn attr_bool(&self, name: &str) -> Option<bool> {
+        let v = self.attr(name)?.trim();
+        if v == "1" || v.eq_ignore_ascii_case("true") {
+            Some(true)
+        } else if v == "0" || v.eq_ignore_ascii_case("false") {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Attribute trimmed, None when absent or blank.
+    pub fn attr_nonempty(&self, name: &str) -> Option<&str> {
+        self.attr(name).map(str::trim).filter(|v| !v.is_empty())
+    }
+
     pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
         self.children.iter().filter(move |c| c.name == name)
     }
+}
+
+/// An integer written leniently (see [`Element::attr_int`]).
+pub fn lenient_i64(v: &str) -> Option<i64> {
+    let v = v.trim();
+    let v = v.strip_prefix('+').unwrap_or(v);
+    if v.is_empty() {
+        return None;
+    }
+    if let Ok(n) = v.parse::<i64>() {
+        return Some(n);
+    }
+    // Only a decimal/scientific spelling of a whole number; never "inf", "NaN" or a fraction.
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+    {
+        return None;
+    }
+    let f: f64 = v.parse().ok()?;
+    // 2^63 is exactly representable; anything at or beyond it does not fit an i64.
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 9_223_372_036_854_775_808.0).then_some(f as i64)
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -146,6 +196,30 @@ mod tests {
         assert_eq!(d.attr("title"), Some("A & B"));
         assert_eq!(d.attr_num::<i32>("year"), Some(2005));
         assert_eq!(d.children_named("Guid").count(), 1);
+    }
+
+    #[test]
+    fn lenient_numbers_and_booleans() {
+        let e = parse(
+            r#"<V a="42" b=" 7 " c="+3" d="7.0" e="1.7e9" f="7.5" g="x" h="" i="-1" j="1e30" k="inf" l="NaN" t="1" u="true" v="0" w="yes"/>"#,
+        )
+        .unwrap();
+        assert_eq!(e.attr_int::<i64>("a"), Some(42));
+        assert_eq!(e.attr_int::<u32>("b"), Some(7));
+        assert_eq!(e.attr_int::<u32>("c"), Some(3));
+        assert_eq!(e.attr_int::<u32>("d"), Some(7));
+        assert_eq!(e.attr_int::<i64>("e"), Some(1_700_000_000));
+        for bad in ["f", "g", "h", "j", "k", "l", "missing"] {
+            assert_eq!(e.attr_int::<i64>(bad), None, "{bad}");
+        }
+        assert_eq!(e.attr_int::<i64>("i"), Some(-1));
+        assert_eq!(e.attr_int::<u32>("i"), None, "out of range for u32");
+        assert_eq!(e.attr_bool("t"), Some(true));
+        assert_eq!(e.attr_bool("u"), Some(true));
+        assert_eq!(e.attr_bool("v"), Some(false));
+        assert_eq!(e.attr_bool("w"), None);
+        assert_eq!(e.attr_nonempty("h"), None);
+        assert_eq!(e.attr_nonempty("b"), Some("7"));
     }
 
     #[test]

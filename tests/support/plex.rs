@@ -1,9 +1,30 @@
-//! A fake Plex Media Server: XML answers in the shapes of real PMS responses (see
-//! ../shared/plex-samples), built from the project's own fixture values. It checks the
-//! `X-Plex-Token` header and answers 401 with PMS's HTML body otherwise.
+//! A fake Plex Media Server for black-box tests: XML answers in the shapes of real PMS
+//! responses (see ../shared/plex-samples), built from the project's own fixture values.
+//!
+//! What it serves:
+//! - `/library/metadata/<ratingKey>`: the [`FakeShow`]s (with `<Guid>` children);
+//! - `/status/sessions/history/all`: the history list ([`FakePlex::push_history`]) in the shape
+//!   of the Plexopedia capture, honouring `viewedAt>=`, `accountID`, `librarySectionID`,
+//!   `sort=viewedAt:asc|desc` and `X-Plex-Container-Start/Size` (headers or query args), with
+//!   a page size the server enforces ([`PlexState::max_page`], 50 by default). Without paging
+//!   headers the answer is unpaged (only `size`, as in the capture);
+//! - `/accounts` ([`PlexState::accounts`]), `/identity` (no token needed, as on PMS),
+//!   `/library/sections` ([`PlexState::sections`], one show section by default) and
+//!   `/library/sections/<id>/all?type=4…` (the watched-episode list,
+//!   [`FakePlex::push_watched`], honouring `viewCount>=`, `lastViewedAt>=`, `sort` and paging).
+//!
+//! Faults: `state.fail_with` (every request), [`FakePlex::fail_next`] /
+//! [`FakePlex::malformed_next`] (the next n requests, any path), their `_on(path_prefix)`
+//! forms, `state.malformed_history`, a wrong token (401 with PMS's HTML body),
+//! `state.ignore_container_start` (a server that ignores paging) and `state.history_delay`.
+//! A filter the fake cannot read (e.g. the operator sent in the value, `viewedAt=%3E%3D1`)
+//! is a 400, so client bugs fail loudly. Every request is recorded ([`FakePlex::count`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
 
 use super::{FakeServer, Seen, respond};
 
@@ -19,7 +40,8 @@ pub struct FakeShow {
     pub guids: Vec<String>,
 }
 
-/// One history row the fake serves (the shape of the Plexopedia capture).
+/// A history row, the short form (an episode of a show). Converted to a [`HistoryEntry`]
+/// with title `Episode <n>`, library section 2, device 4.
 #[derive(Debug, Clone)]
 pub struct HistoryFixture {
     pub history_key: String,
@@ -31,6 +53,195 @@ pub struct HistoryFixture {
     pub episode: u32,
     pub viewed_at: i64,
     pub account_id: i64,
+}
+
+/// One history row the fake serves, every attribute under control.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// `/status/sessions/history/<id>`.
+    pub history_key: String,
+    /// `key`/`ratingKey` (None: a deleted item).
+    pub rating_key: Option<String>,
+    /// `grandparentKey` = `/library/metadata/<id>` (history rows have no grandparentRatingKey).
+    pub show_rating_key: Option<String>,
+    /// `parentKey` = `/library/metadata/<id>`.
+    pub season_rating_key: Option<String>,
+    /// `type`: `episode`, `movie`, `track`.
+    pub kind: String,
+    pub title: String,
+    pub grandparent_title: Option<String>,
+    /// `parentIndex`.
+    pub season: Option<u32>,
+    /// `index`.
+    pub episode: Option<u32>,
+    /// None: the attribute is left out (a row the client must skip).
+    pub viewed_at: Option<i64>,
+    pub account_id: i64,
+    pub device_id: Option<i64>,
+    pub library_section_id: String,
+    pub originally_available_at: Option<String>,
+}
+
+impl HistoryEntry {
+    /// An episode view with all keys; the episode's ratingKey is
+    /// `<show><season:03><episode:03>`, the season's `<show><season:03>`.
+    pub fn episode(
+        id: u64,
+        show_rating_key: &str,
+        show_title: &str,
+        season: u32,
+        episode: u32,
+        viewed_at: i64,
+        account_id: i64,
+    ) -> HistoryEntry {
+        HistoryEntry {
+            history_key: format!("/status/sessions/history/{id}"),
+            rating_key: Some(format!("{show_rating_key}{season:03}{episode:03}")),
+            show_rating_key: Some(show_rating_key.to_string()),
+            season_rating_key: Some(format!("{show_rating_key}{season:03}")),
+            kind: "episode".into(),
+            title: format!("Episode {episode}"),
+            grandparent_title: Some(show_title.to_string()),
+            season: Some(season),
+            episode: Some(episode),
+            viewed_at: Some(viewed_at),
+            account_id,
+            device_id: Some(4),
+            library_section_id: "2".into(),
+            originally_available_at: Some("2014-01-01".into()),
+        }
+    }
+
+    /// A movie view.
+    pub fn movie(id: u64, rating_key: &str, title: &str, viewed_at: i64, account_id: i64) -> Self {
+        HistoryEntry {
+            history_key: format!("/status/sessions/history/{id}"),
+            rating_key: Some(rating_key.to_string()),
+            show_rating_key: None,
+            season_rating_key: None,
+            kind: "movie".into(),
+            title: title.to_string(),
+            grandparent_title: None,
+            season: None,
+            episode: None,
+            viewed_at: Some(viewed_at),
+            account_id,
+            device_id: Some(4),
+            library_section_id: "1".into(),
+            originally_available_at: None,
+        }
+    }
+
+    /// The item was deleted from the library since: no key, ratingKey, parentKey,
+    /// grandparentKey (the row keeps its history key, title, type, time and account).
+    pub fn deleted(mut self) -> Self {
+        self.rating_key = None;
+        self.show_rating_key = None;
+        self.season_rating_key = None;
+        self
+    }
+
+    /// Leave `viewedAt` out.
+    pub fn without_viewed_at(mut self) -> Self {
+        self.viewed_at = None;
+        self
+    }
+}
+
+impl From<HistoryFixture> for HistoryEntry {
+    fn from(h: HistoryFixture) -> HistoryEntry {
+        // The short form has keys only when both ids are known.
+        let (rating_key, show_rating_key, season_rating_key) =
+            match (h.rating_key, h.show_rating_key) {
+                (Some(rk), Some(srk)) => (Some(rk.clone()), Some(srk), Some(format!("{rk}0"))),
+                _ => (None, None, None),
+            };
+        HistoryEntry {
+            history_key: h.history_key,
+            rating_key,
+            show_rating_key,
+            season_rating_key,
+            kind: "episode".into(),
+            title: format!("Episode {}", h.episode),
+            grandparent_title: Some(h.grandparent_title),
+            season: Some(h.season),
+            episode: Some(h.episode),
+            viewed_at: Some(h.viewed_at),
+            account_id: h.account_id,
+            device_id: Some(4),
+            library_section_id: "2".into(),
+            originally_available_at: Some("2014-01-01".into()),
+        }
+    }
+}
+
+/// One episode of a section listing (`/library/sections/<id>/all?type=4`).
+#[derive(Debug, Clone)]
+pub struct WatchedEpisodeFixture {
+    /// The section id it belongs to.
+    pub section: String,
+    pub rating_key: String,
+    pub show_rating_key: String,
+    pub season_rating_key: String,
+    pub grandparent_title: String,
+    pub grandparent_guid: String,
+    pub title: String,
+    pub season: u32,
+    pub episode: u32,
+    /// 0 = unwatched (filtered out by `viewCount>=1`).
+    pub view_count: u64,
+    /// None: never viewed (no attribute).
+    pub last_viewed_at: Option<i64>,
+    /// The episode's `<Guid>` children (served with `includeGuids=1`).
+    pub guids: Vec<String>,
+}
+
+impl WatchedEpisodeFixture {
+    /// A watched (viewCount 1) episode in section 2.
+    pub fn new(
+        rating_key: &str,
+        show_rating_key: &str,
+        show_title: &str,
+        season: u32,
+        episode: u32,
+        last_viewed_at: i64,
+    ) -> WatchedEpisodeFixture {
+        WatchedEpisodeFixture {
+            section: "2".into(),
+            rating_key: rating_key.to_string(),
+            show_rating_key: show_rating_key.to_string(),
+            season_rating_key: format!("{show_rating_key}{season:03}"),
+            grandparent_title: show_title.to_string(),
+            grandparent_guid: format!("plex://show/{show_rating_key:0>24}"),
+            title: format!("Episode {episode}"),
+            season,
+            episode,
+            view_count: 1,
+            last_viewed_at: Some(last_viewed_at),
+            guids: Vec::new(),
+        }
+    }
+}
+
+/// One library section of `/library/sections`.
+#[derive(Debug, Clone)]
+pub struct SectionFixture {
+    pub key: String,
+    /// `show`, `movie`, `artist`.
+    pub kind: String,
+    pub title: String,
+    pub agent: String,
+}
+
+impl SectionFixture {
+    pub fn shows(key: &str, title: &str) -> SectionFixture {
+        SectionFixture {
+            key: key.to_string(),
+            kind: "show".into(),
+            title: title.to_string(),
+            agent: "tv.plex.agents.series".into(),
+        }
+    }
 }
 
 /// A scripted answer for the next request(s).
@@ -46,15 +257,29 @@ pub struct PlexState {
     pub requests: Vec<Seen>,
     /// Answer every request with this status (401, 500, …) when set.
     pub fail_with: Option<u16>,
+    /// Faults for the next requests, whatever their path (first first).
     pub faults: Vec<PlexFault>,
+    /// Faults for the next requests whose path starts with the prefix.
+    pub path_faults: Vec<(String, PlexFault)>,
+    /// `/accounts`: (id, name). Default: the system account 0 and the owner 1.
     pub accounts: Vec<(i64, String)>,
-    pub history: Vec<HistoryFixture>,
+    pub history: Vec<HistoryEntry>,
     /// The largest page the server hands out, whatever the client asks.
     pub max_page: u64,
     /// Delay before each history answer (to catch a daemon mid-backfill).
     pub history_delay: std::time::Duration,
     /// Serve truncated XML for this many history requests.
     pub malformed_history: usize,
+    /// Serve every paged list from item 0 whatever X-Plex-Container-Start says.
+    pub ignore_container_start: bool,
+    /// `/library/sections`. Default: one show section, key 2.
+    pub sections: Vec<SectionFixture>,
+    /// Episodes of the section listings.
+    pub watched: Vec<WatchedEpisodeFixture>,
+    /// `/identity`.
+    pub machine_identifier: String,
+    pub version: String,
+    pub claimed: bool,
 }
 
 impl Default for PlexState {
@@ -64,11 +289,18 @@ impl Default for PlexState {
             requests: Vec::new(),
             fail_with: None,
             faults: Vec::new(),
+            path_faults: Vec::new(),
             accounts: vec![(0, String::new()), (1, "icco".into())],
             history: Vec::new(),
             max_page: 50,
             history_delay: std::time::Duration::ZERO,
             malformed_history: 0,
+            ignore_container_start: false,
+            sections: vec![SectionFixture::shows("2", "TV Shows")],
+            watched: Vec::new(),
+            machine_identifier: "fakeplexmachine0000000000000000000000000".into(),
+            version: "1.40.0.0000-000000000".into(),
+            claimed: true,
         }
     }
 }
@@ -82,6 +314,7 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('"', "&quot;")
         .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 impl FakePlex {
@@ -112,20 +345,42 @@ impl FakePlex {
         self.server.url()
     }
 
+    /// Requests whose path starts with `path_prefix`.
     pub fn count(&self, path_prefix: &str) -> usize {
+        self.requests_to(path_prefix).len()
+    }
+
+    /// The requests whose path starts with `path_prefix`, oldest first.
+    pub fn requests_to(&self, path_prefix: &str) -> Vec<Seen> {
         self.state
             .lock()
             .unwrap()
             .requests
             .iter()
             .filter(|r| r.path.starts_with(path_prefix))
-            .count()
+            .cloned()
+            .collect()
     }
 
-    pub fn push_history(&self, h: HistoryFixture) {
-        self.state.lock().unwrap().history.push(h);
+    /// Add a history row ([`HistoryFixture`] or [`HistoryEntry`]).
+    pub fn push_history(&self, h: impl Into<HistoryEntry>) {
+        self.state.lock().unwrap().history.push(h.into());
     }
 
+    /// Add an episode to its section's listing.
+    pub fn push_watched(&self, e: WatchedEpisodeFixture) {
+        self.state.lock().unwrap().watched.push(e);
+    }
+
+    /// Replace `/accounts`.
+    pub fn set_accounts(&self, accounts: &[(i64, &str)]) {
+        self.state.lock().unwrap().accounts = accounts
+            .iter()
+            .map(|(id, name)| (*id, name.to_string()))
+            .collect();
+    }
+
+    /// Answer the next `times` requests (any path) with `f`.
     pub fn fault(&self, f: PlexFault, times: usize) {
         let mut s = self.state.lock().unwrap();
         for _ in 0..times {
@@ -133,181 +388,464 @@ impl FakePlex {
         }
     }
 
+    /// Answer the next `times` requests (any path) with `status` and PMS's HTML error body,
+    /// then recover, e.g. `fail_next(500, 2)`.
+    pub fn fail_next(&self, status: u16, times: usize) {
+        self.fault(PlexFault::Status(status), times);
+    }
+
+    /// Serve truncated XML (with a 200) for the next `times` requests (any path).
+    pub fn malformed_next(&self, times: usize) {
+        self.fault(PlexFault::Malformed, times);
+    }
+
+    /// [`fail_next`](Self::fail_next) for requests whose path starts with `path_prefix` only.
+    pub fn fail_next_on(&self, path_prefix: &str, status: u16, times: usize) {
+        let mut s = self.state.lock().unwrap();
+        for _ in 0..times {
+            s.path_faults
+                .push((path_prefix.to_string(), PlexFault::Status(status)));
+        }
+    }
+
+    /// [`malformed_next`](Self::malformed_next) for requests whose path starts with
+    /// `path_prefix` only.
+    pub fn malformed_next_on(&self, path_prefix: &str, times: usize) {
+        let mut s = self.state.lock().unwrap();
+        for _ in 0..times {
+            s.path_faults
+                .push((path_prefix.to_string(), PlexFault::Malformed));
+        }
+    }
+
     pub fn metadata_requests(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap()
-            .requests
-            .iter()
-            .filter(|r| r.path.starts_with("/library/metadata/"))
-            .count()
+        self.count("/library/metadata/")
     }
 }
 
+type Resp = hyper::Response<Full<Bytes>>;
+
+const XML: &str = "text/xml;charset=utf-8";
+const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
 const UNAUTHORIZED: &str =
     "<html><head><title>Unauthorized</title></head><body><h1>401 Unauthorized</h1></body></html>";
 
-fn handle(
-    st: &Mutex<PlexState>,
-    seen: Seen,
-) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
-    let mut s = st.lock().unwrap();
-    s.requests.push(seen.clone());
-    if let Some(code) = s.fail_with {
-        return respond(
-            code,
-            "text/html",
-            format!("<html><head><title>{code}</title></head><body><h1>{code}</h1></body></html>"),
-        );
-    }
-    if !s.faults.is_empty() {
-        return match s.faults.remove(0) {
-            PlexFault::Status(401) => respond(401, "text/html", UNAUTHORIZED),
-            PlexFault::Status(code) => respond(
-                code,
-                "text/html",
-                format!(
-                    "<html><head><title>{code}</title></head><body><h1>{code}</h1></body></html>"
-                ),
-            ),
-            PlexFault::Malformed => respond(
-                200,
-                "text/xml;charset=utf-8",
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"3\"><Video title=\"Trunc",
-            ),
-        };
-    }
-    if seen.header("x-plex-token") != Some(TOKEN) {
+fn error_page(code: u16) -> Resp {
+    if code == 401 {
         return respond(401, "text/html", UNAUTHORIZED);
     }
-    if let Some(rk) = seen.path.strip_prefix("/library/metadata/") {
-        let Some(show) = s.shows.get(rk) else {
-            return respond(
-                404,
-                "text/html",
-                "<html><head><title>Not Found</title></head><body><h1>404 Not Found</h1></body></html>",
-            );
-        };
-        let guids: String = show
-            .guids
-            .iter()
-            .map(|g| format!("<Guid id=\"{}\" />", esc(g)))
-            .collect();
-        let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"1\" allowSync=\"1\" identifier=\"com.plexapp.plugins.library\" librarySectionID=\"2\" librarySectionTitle=\"TV Shows\" mediaTagPrefix=\"/system/bundle/media/flags/\">\n<Directory ratingKey=\"{rk}\" key=\"/library/metadata/{rk}/children\" guid=\"{}\" type=\"show\" title=\"{}\" index=\"1\" year=\"{}\" leafCount=\"10\" viewedLeafCount=\"1\" childCount=\"1\">{guids}</Directory>\n</MediaContainer>\n",
-            esc(&show.guid),
-            esc(&show.title),
-            show.year
-        );
-        return respond(200, "text/xml;charset=utf-8", xml);
-    }
-    if seen.path == "/accounts" {
-        let rows: String = s
-            .accounts
-            .iter()
-            .map(|(id, name)| format!("<Account id=\"{id}\" key=\"/accounts/{id}\" name=\"{}\" defaultAudioLanguage=\"en\" autoSelectAudio=\"1\" defaultSubtitleLanguage=\"en\" subtitleMode=\"0\" thumb=\"\" />", esc(name)))
-            .collect();
-        return respond(
-            200,
-            "text/xml;charset=utf-8",
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"{}\" identifier=\"com.plexapp.system.accounts\">{rows}</MediaContainer>\n",
-                s.accounts.len()
-            ),
-        );
-    }
-    if seen.path == "/status/sessions/history/all" && s.malformed_history > 0 {
-        s.malformed_history -= 1;
-        return respond(
-            200,
-            "text/xml;charset=utf-8",
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"3\"><Video historyKey=\"/status/sessions/history/1\" title=\"Trunc",
-        );
-    }
-    if seen.path == "/status/sessions/history/all" {
-        let q = decode(&seen.query);
-        let since: i64 = param(&q, "viewedAt>")
-            .map(|v| v.parse().expect("viewedAt>=<unix seconds>"))
-            .unwrap_or(0);
-        let account: Option<i64> = param(&q, "accountID").and_then(|v| v.parse().ok());
-        let start: usize = seen
-            .header("x-plex-container-start")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let size: u64 = seen
-            .header("x-plex-container-size")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(s.max_page);
-        let mut rows: Vec<&HistoryFixture> = s
-            .history
-            .iter()
-            .filter(|h| h.viewed_at >= since && account.is_none_or(|a| a == h.account_id))
-            .collect();
-        rows.sort_by_key(|h| h.viewed_at);
-        let total = rows.len();
-        let page: String = rows
-            .iter()
-            .skip(start)
-            .take(size.min(s.max_page) as usize)
-            .map(|h| {
-                let keys = match (&h.rating_key, &h.show_rating_key) {
-                    (Some(rk), Some(srk)) => format!(" key=\"/library/metadata/{rk}\" ratingKey=\"{rk}\" parentKey=\"/library/metadata/{rk}0\" grandparentKey=\"/library/metadata/{srk}\""),
-                    _ => String::new(),
-                };
-                format!(
-                    "<Video historyKey=\"{}\"{keys} librarySectionID=\"2\" title=\"Episode {}\" grandparentTitle=\"{}\" type=\"episode\" thumb=\"/library/metadata/1/thumb/1\" grandparentThumb=\"/library/metadata/1/thumb/1\" index=\"{}\" parentIndex=\"{}\" originallyAvailableAt=\"2014-01-01\" viewedAt=\"{}\" accountID=\"{}\" deviceID=\"4\" />",
-                    esc(&h.history_key), h.episode, esc(&h.grandparent_title), h.episode, h.season, h.viewed_at, h.account_id
-                )
-            })
-            .collect();
-        return respond(
-            200,
-            "text/xml;charset=utf-8",
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"{}\" totalSize=\"{total}\" offset=\"{start}\">{page}</MediaContainer>\n",
-                total
-                    .saturating_sub(start)
-                    .min(size.min(s.max_page) as usize)
-            ),
-        );
-    }
-    if seen.path == "/library/sections" {
-        return respond(
-            200,
-            "text/xml;charset=utf-8",
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"1\" allowSync=\"0\" title1=\"Plex Library\"><Directory allowSync=\"1\" art=\"/:/resources/show-fanart.jpg\" filters=\"1\" refreshing=\"0\" thumb=\"/:/resources/show.png\" key=\"2\" type=\"show\" title=\"TV Shows\" agent=\"tv.plex.agents.series\" scanner=\"Plex TV Series\" language=\"en-US\" uuid=\"00000000-0000-0000-0000-000000000002\"><Location id=\"2\" path=\"/data/tv\" /></Directory></MediaContainer>\n",
-        );
-    }
-    if seen.path.starts_with("/library/sections/") && seen.path.ends_with("/all") {
-        return respond(
-            200,
-            "text/xml;charset=utf-8",
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"0\" totalSize=\"0\" offset=\"0\"></MediaContainer>\n",
-        );
-    }
-    if seen.path == "/identity" {
-        return respond(
-            200,
-            "text/xml;charset=utf-8",
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"0\" claimed=\"1\" machineIdentifier=\"fakeplexmachine0000000000000000000000000\" version=\"1.40.0.0000-000000000\"> </MediaContainer>\n",
-        );
-    }
+    let title = match code {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
     respond(
-        404,
+        code,
         "text/html",
-        "<html><head><title>Not Found</title></head><body><h1>404 Not Found</h1></body></html>",
+        format!(
+            "<html><head><title>{title}</title></head><body><h1>{code} {title}</h1></body></html>"
+        ),
     )
 }
 
+fn fault_response(f: PlexFault) -> Resp {
+    match f {
+        PlexFault::Status(code) => error_page(code),
+        PlexFault::Malformed => respond(
+            200,
+            XML,
+            format!("{DECL}<MediaContainer size=\"3\"><Video title=\"Trunc"),
+        ),
+    }
+}
+
+/// A 200 XML answer with PMS's paging headers when the answer is a page.
+fn xml_page(body: String, paging: Option<(usize, usize)>) -> Resp {
+    let mut b = hyper::Response::builder()
+        .status(200)
+        .header("content-type", XML)
+        .header("X-Plex-Protocol", "1.0");
+    if let Some((start, total)) = paging {
+        b = b
+            .header("X-Plex-Container-Start", start.to_string())
+            .header("X-Plex-Container-Total-Size", total.to_string());
+    }
+    b.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+fn handle(st: &Mutex<PlexState>, seen: Seen) -> Resp {
+    let mut s = st.lock().unwrap();
+    s.requests.push(seen.clone());
+    if let Some(code) = s.fail_with {
+        return error_page(code);
+    }
+    if let Some(i) = s
+        .path_faults
+        .iter()
+        .position(|(p, _)| seen.path.starts_with(p.as_str()))
+    {
+        let (_, f) = s.path_faults.remove(i);
+        return fault_response(f);
+    }
+    if !s.faults.is_empty() {
+        let f = s.faults.remove(0);
+        return fault_response(f);
+    }
+    let q = decode(&seen.query);
+    // PMS answers /identity without a token.
+    if seen.path == "/identity" {
+        return xml_page(
+            format!(
+                "{DECL}<MediaContainer size=\"0\" claimed=\"{}\" machineIdentifier=\"{}\" version=\"{}\">\n</MediaContainer>\n",
+                u8::from(s.claimed),
+                esc(&s.machine_identifier),
+                esc(&s.version)
+            ),
+            None,
+        );
+    }
+    let token = seen
+        .header("x-plex-token")
+        .or_else(|| param(&q, "X-Plex-Token"));
+    if token != Some(TOKEN) {
+        return error_page(401);
+    }
+    if let Some(rk) = seen.path.strip_prefix("/library/metadata/") {
+        return metadata(&s, rk);
+    }
+    match seen.path.as_str() {
+        "/accounts" => return accounts(&s),
+        "/status/sessions/history/all" => {
+            if s.malformed_history > 0 {
+                s.malformed_history -= 1;
+                return respond(
+                    200,
+                    XML,
+                    format!(
+                        "{DECL}<MediaContainer size=\"3\"><Video historyKey=\"/status/sessions/history/1\" title=\"Trunc"
+                    ),
+                );
+            }
+            return history(&s, &seen, &q);
+        }
+        "/library/sections" => return sections(&s),
+        _ => {}
+    }
+    if let Some(section) = seen
+        .path
+        .strip_prefix("/library/sections/")
+        .and_then(|r| r.strip_suffix("/all"))
+    {
+        return section_all(&s, section, &seen, &q);
+    }
+    error_page(404)
+}
+
+fn metadata(s: &PlexState, rk: &str) -> Resp {
+    let Some(show) = s.shows.get(rk) else {
+        return error_page(404);
+    };
+    let guids: String = show
+        .guids
+        .iter()
+        .map(|g| format!("<Guid id=\"{}\" />", esc(g)))
+        .collect();
+    let xml = format!(
+        "{DECL}<MediaContainer size=\"1\" allowSync=\"1\" identifier=\"com.plexapp.plugins.library\" librarySectionID=\"2\" librarySectionTitle=\"TV Shows\" mediaTagPrefix=\"/system/bundle/media/flags/\">\n<Directory ratingKey=\"{rk}\" key=\"/library/metadata/{rk}/children\" guid=\"{}\" type=\"show\" title=\"{}\" index=\"1\" year=\"{}\" leafCount=\"10\" viewedLeafCount=\"1\" childCount=\"1\">{guids}</Directory>\n</MediaContainer>\n",
+        esc(&show.guid),
+        esc(&show.title),
+        show.year
+    );
+    xml_page(xml, None)
+}
+
+fn accounts(s: &PlexState) -> Resp {
+    let rows: String = s
+        .accounts
+        .iter()
+        .map(|(id, name)| format!("<Account id=\"{id}\" key=\"/accounts/{id}\" name=\"{}\" defaultAudioLanguage=\"en\" autoSelectAudio=\"1\" defaultSubtitleLanguage=\"en\" subtitleMode=\"0\" thumb=\"\" />\n", esc(name)))
+        .collect();
+    xml_page(
+        format!(
+            "{DECL}<MediaContainer size=\"{}\" identifier=\"com.plexapp.system.accounts\">\n{rows}</MediaContainer>\n",
+            s.accounts.len()
+        ),
+        None,
+    )
+}
+
+fn sections(s: &PlexState) -> Resp {
+    let dirs: String = s
+        .sections
+        .iter()
+        .map(|d| {
+            let k = esc(&d.key);
+            format!(
+                "<Directory allowSync=\"1\" art=\"/:/resources/{kind}-fanart.jpg\" composite=\"/library/sections/{k}/composite/1605461424\" filters=\"1\" refreshing=\"0\" thumb=\"/:/resources/{kind}.png\" key=\"{k}\" type=\"{kind}\" title=\"{}\" agent=\"{}\" scanner=\"Plex TV Series\" language=\"en-US\" uuid=\"00000000-0000-0000-0000-{k:0>12}\" updatedAt=\"1602523323\" createdAt=\"1429510140\" scannedAt=\"1605461424\" content=\"1\" directory=\"1\" contentChangedAt=\"117133678\" hidden=\"0\">\n<Location id=\"{k}\" path=\"/data/{k}\" />\n</Directory>\n",
+                esc(&d.title),
+                esc(&d.agent),
+                kind = esc(&d.kind),
+            )
+        })
+        .collect();
+    xml_page(
+        format!(
+            "{DECL}<MediaContainer size=\"{}\" allowSync=\"0\" identifier=\"com.plexapp.plugins.library\" mediaTagPrefix=\"/system/bundle/media/flags/\" mediaTagVersion=\"1603922053\" title1=\"Plex Library\">\n{dirs}</MediaContainer>\n",
+            s.sections.len()
+        ),
+        None,
+    )
+}
+
+/// Paging as PMS does it: `Some((start, size))` from headers or query args, None = unpaged.
+fn paging(
+    seen: &Seen,
+    q: &[(String, String)],
+    s: &PlexState,
+) -> Result<Option<(usize, usize)>, ()> {
+    let get = |name: &str| seen.header(name).or_else(|| param(q, name));
+    let start = get("X-Plex-Container-Start");
+    let size = get("X-Plex-Container-Size");
+    if start.is_none() && size.is_none() {
+        return Ok(None);
+    }
+    let start: usize = match start {
+        Some(v) => v.trim().parse().map_err(|_| ())?,
+        None => 0,
+    };
+    let size: u64 = match size {
+        Some(v) => v.trim().parse().map_err(|_| ())?,
+        None => s.max_page,
+    };
+    let start = if s.ignore_container_start { 0 } else { start };
+    Ok(Some((start, size.min(s.max_page) as usize)))
+}
+
+/// A `key>=N` filter: the operator is in the KEY (`key>` = `N`). The operator in the value
+/// (`key=>=N`) or an unreadable number is an error (Err), absence is None.
+fn at_least(q: &[(String, String)], key: &str) -> Result<Option<i64>, ()> {
+    if param(q, key).is_some() {
+        return Err(());
+    }
+    match param(q, &format!("{key}>")) {
+        Some(v) => v.trim().parse().map(Some).map_err(|_| ()),
+        None => Ok(None),
+    }
+}
+
+/// `sort=<field>:asc|desc` (default asc); Err for another field.
+fn descending(q: &[(String, String)], field: &str) -> Result<bool, ()> {
+    let Some(sort) = param(q, "sort") else {
+        return Ok(false);
+    };
+    let first = sort.split(',').next().unwrap_or("");
+    match first.split_once(':') {
+        None if first == field => Ok(false),
+        Some((f, dir)) if f == field && (dir == "asc" || dir == "desc") => Ok(dir == "desc"),
+        _ => Err(()),
+    }
+}
+
+fn history(s: &PlexState, seen: &Seen, q: &[(String, String)]) -> Resp {
+    let (Ok(since), Ok(desc), Ok(page)) = (
+        at_least(q, "viewedAt"),
+        descending(q, "viewedAt"),
+        paging(seen, q, s),
+    ) else {
+        return error_page(400);
+    };
+    let account: Option<i64> = match param(q, "accountID") {
+        Some(v) => match v.parse() {
+            Ok(a) => Some(a),
+            Err(_) => return error_page(400),
+        },
+        None => None,
+    };
+    let section = param(q, "librarySectionID");
+    let since = since.unwrap_or(i64::MIN);
+    let mut rows: Vec<&HistoryEntry> = s
+        .history
+        .iter()
+        .filter(|h| h.viewed_at.is_none_or(|v| v >= since))
+        .filter(|h| account.is_none_or(|a| a == h.account_id))
+        .filter(|h| section.is_none_or(|sec| sec == h.library_section_id))
+        .collect();
+    rows.sort_by_key(|h| h.viewed_at.unwrap_or(0));
+    if desc {
+        rows.reverse();
+    }
+    let total = rows.len();
+    let (start, take) = page.unwrap_or((0, total));
+    let items: Vec<String> = rows
+        .iter()
+        .skip(start)
+        .take(take)
+        .map(|h| history_row(h))
+        .collect();
+    let attrs = match page {
+        Some(_) => format!(
+            "size=\"{}\" totalSize=\"{total}\" offset=\"{start}\"",
+            items.len()
+        ),
+        None => format!("size=\"{total}\""),
+    };
+    xml_page(
+        format!(
+            "{DECL}<MediaContainer {attrs}>\n{}</MediaContainer>\n",
+            items.concat()
+        ),
+        page.map(|(start, _)| (start, total)),
+    )
+}
+
+/// One row in the attribute order of the Plexopedia capture.
+fn history_row(h: &HistoryEntry) -> String {
+    let mut a = format!("<Video historyKey=\"{}\"", esc(&h.history_key));
+    if let Some(rk) = &h.rating_key {
+        a += &format!(" key=\"/library/metadata/{0}\" ratingKey=\"{0}\"", esc(rk));
+    }
+    a += &format!(" librarySectionID=\"{}\"", esc(&h.library_section_id));
+    if let Some(p) = &h.season_rating_key {
+        a += &format!(" parentKey=\"/library/metadata/{}\"", esc(p));
+    }
+    if let Some(g) = &h.show_rating_key {
+        a += &format!(" grandparentKey=\"/library/metadata/{}\"", esc(g));
+    }
+    a += &format!(" title=\"{}\"", esc(&h.title));
+    if let Some(t) = &h.grandparent_title {
+        a += &format!(" grandparentTitle=\"{}\"", esc(t));
+    }
+    a += &format!(" type=\"{}\"", esc(&h.kind));
+    if let Some(rk) = &h.rating_key {
+        a += &format!(" thumb=\"/library/metadata/{}/thumb/-1\"", esc(rk));
+    }
+    if let Some(p) = &h.season_rating_key {
+        a += &format!(
+            " parentThumb=\"/library/metadata/{}/thumb/1659190874\"",
+            esc(p)
+        );
+    }
+    if let Some(g) = &h.show_rating_key {
+        a += &format!(
+            " grandparentThumb=\"/library/metadata/{0}/thumb/1668149194\" grandparentArt=\"/library/metadata/{0}/art/1668149194\"",
+            esc(g)
+        );
+    }
+    if let Some(e) = h.episode {
+        a += &format!(" index=\"{e}\"");
+    }
+    if let Some(p) = h.season {
+        a += &format!(" parentIndex=\"{p}\"");
+    }
+    if let Some(d) = &h.originally_available_at {
+        a += &format!(" originallyAvailableAt=\"{}\"", esc(d));
+    }
+    if let Some(v) = h.viewed_at {
+        a += &format!(" viewedAt=\"{v}\"");
+    }
+    a += &format!(" accountID=\"{}\"", h.account_id);
+    if let Some(d) = h.device_id {
+        a += &format!(" deviceID=\"{d}\"");
+    }
+    a + " />\n"
+}
+
+fn section_all(s: &PlexState, section: &str, seen: &Seen, q: &[(String, String)]) -> Resp {
+    let Some(sec) = s.sections.iter().find(|d| d.key == section) else {
+        return error_page(404);
+    };
+    let (Ok(min_views), Ok(since), Ok(desc), Ok(page)) = (
+        at_least(q, "viewCount"),
+        at_least(q, "lastViewedAt"),
+        descending(q, "lastViewedAt"),
+        paging(seen, q, s),
+    ) else {
+        return error_page(400);
+    };
+    if param(q, "type") != Some("4") {
+        // Only the episode listing is modelled.
+        return error_page(400);
+    }
+    let with_guids = param(q, "includeGuids") == Some("1");
+    let mut eps: Vec<&WatchedEpisodeFixture> = s
+        .watched
+        .iter()
+        .filter(|e| e.section == section)
+        .filter(|e| min_views.is_none_or(|m| e.view_count as i64 >= m))
+        .filter(|e| since.is_none_or(|t| e.last_viewed_at.is_some_and(|v| v >= t)))
+        .collect();
+    eps.sort_by_key(|e| e.last_viewed_at.unwrap_or(0));
+    if desc {
+        eps.reverse();
+    }
+    let total = eps.len();
+    let (start, take) = page.unwrap_or((0, total));
+    let items: String = eps
+        .iter()
+        .skip(start)
+        .take(take)
+        .map(|e| episode_item(e, with_guids))
+        .collect();
+    let served = total.saturating_sub(start).min(take);
+    let attrs = match page {
+        Some(_) => format!("size=\"{served}\" totalSize=\"{total}\" offset=\"{start}\""),
+        None => format!("size=\"{total}\""),
+    };
+    xml_page(
+        format!(
+            "{DECL}<MediaContainer {attrs} allowSync=\"1\" art=\"/:/resources/show-fanart.jpg\" identifier=\"com.plexapp.plugins.library\" librarySectionID=\"{k}\" librarySectionTitle=\"{t}\" librarySectionUUID=\"00000000-0000-0000-0000-{k:0>12}\" mediaTagPrefix=\"/system/bundle/media/flags/\" mediaTagVersion=\"1677707382\" mixedParents=\"1\" nocache=\"1\" thumb=\"/:/resources/show.png\" title1=\"{t}\" title2=\"All Episodes\" viewGroup=\"episode\">\n{items}</MediaContainer>\n",
+            k = esc(&sec.key),
+            t = esc(&sec.title),
+        ),
+        page.map(|(start, _)| (start, total)),
+    )
+}
+
+/// One episode in the shape of the Plexopedia season-children capture.
+fn episode_item(e: &WatchedEpisodeFixture, with_guids: bool) -> String {
+    let (rk, prk, grk) = (
+        esc(&e.rating_key),
+        esc(&e.season_rating_key),
+        esc(&e.show_rating_key),
+    );
+    let mut a = format!(
+        "<Video ratingKey=\"{rk}\" key=\"/library/metadata/{rk}\" parentRatingKey=\"{prk}\" grandparentRatingKey=\"{grk}\" guid=\"plex://episode/{rk:0>24}\" parentGuid=\"plex://season/{prk:0>24}\" grandparentGuid=\"{}\" type=\"episode\" title=\"{}\" grandparentKey=\"/library/metadata/{grk}\" parentKey=\"/library/metadata/{prk}\" librarySectionTitle=\"TV Shows\" librarySectionID=\"{}\" grandparentTitle=\"{}\" parentTitle=\"Season {}\" index=\"{}\" parentIndex=\"{}\"",
+        esc(&e.grandparent_guid),
+        esc(&e.title),
+        esc(&e.section),
+        esc(&e.grandparent_title),
+        e.season,
+        e.episode,
+        e.season,
+    );
+    if e.view_count > 0 {
+        a += &format!(" viewCount=\"{}\"", e.view_count);
+    }
+    if let Some(t) = e.last_viewed_at {
+        a += &format!(" lastViewedAt=\"{t}\"");
+    }
+    a += &format!(
+        " thumb=\"/library/metadata/{rk}/thumb/1674982811\" duration=\"1681271\" originallyAvailableAt=\"1983-01-11\" addedAt=\"1619709963\" updatedAt=\"1674982811\">\n"
+    );
+    if with_guids {
+        for g in &e.guids {
+            a += &format!("<Guid id=\"{}\" />\n", esc(g));
+        }
+    }
+    a + "</Video>\n"
+}
+
+/// Query pairs: split on the first `=`, then percent-decode key and value apart, so
+/// `viewedAt%3E=5` and `viewedAt>=5` both give (`viewedAt>`, `5`).
 fn decode(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
-        .map(|p| {
-            let d = pct_decode(p);
-            match d.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (d, String::new()),
-            }
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (pct_decode(k), pct_decode(v)),
+            None => (pct_decode(p), String::new()),
         })
         .collect()
 }
@@ -322,8 +860,9 @@ fn pct_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -332,4 +871,292 @@ fn pct_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The fake checked against the real client (`plexsync::plex`). These run in every test binary
+/// that includes `support` (they take milliseconds).
+mod self_tests {
+    use std::time::Duration;
+
+    use plexsync::plex::history::HistoryQuery;
+    use plexsync::plex::{PlexClient, PlexError};
+    use plexsync_plugin_api::Secret;
+
+    use super::*;
+
+    fn client(plex: &FakePlex, token: &str) -> PlexClient {
+        plexsync::daemon::install_tls_provider();
+        PlexClient::new(
+            &plex.url(),
+            Some(Secret::new(token.into())),
+            "fake-plex-self-test".into(),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    }
+
+    const T0: i64 = 1_700_000_000;
+
+    #[tokio::test]
+    async fn fake_history_pages_filters_and_shapes() {
+        let plex = FakePlex::start(vec![]).await;
+        for i in 0..120u64 {
+            plex.push_history(HistoryEntry::episode(
+                i,
+                "871",
+                "Mighty Machines",
+                1 + (i / 40) as u32,
+                1 + (i % 40) as u32,
+                T0 + i as i64 * 60,
+                1,
+            ));
+        }
+        plex.push_history(HistoryEntry::episode(500, "871", "M", 9, 9, T0, 3972737));
+        plex.push_history(HistoryEntry::movie(501, "218860", "Captain & Co", T0 + 1, 1).deleted());
+        plex.push_history(
+            HistoryEntry::episode(502, "871", "M", 9, 8, T0 + 2, 1).without_viewed_at(),
+        );
+        plex.push_history(HistoryEntry::episode(503, "871", "M", 9, 7, T0 - 10, 1));
+        let c = client(&plex, TOKEN);
+        let q = HistoryQuery {
+            account_id: Some(1),
+            viewed_since: T0,
+            library_section_id: None,
+        };
+        let walk = c.history_all(&q, 100).await.unwrap();
+        // 120 episodes + the deleted movie; the row without viewedAt is served and skipped;
+        // the other account and the older row are filtered by the server.
+        assert_eq!((walk.rows.len(), walk.skipped), (121, 1));
+        assert_eq!(walk.total, Some(122));
+        assert_eq!(plex.count("/status/sessions/history/all"), 3, "pages of 50");
+        assert!(
+            walk.rows
+                .windows(2)
+                .all(|w| w[0].viewed_at <= w[1].viewed_at)
+        );
+        let deleted = walk.rows.iter().find(|r| r.kind == "movie").unwrap();
+        assert_eq!((&deleted.rating_key, &deleted.key), (&None, &None));
+        assert_eq!(deleted.title, "Captain & Co");
+        let ep = walk
+            .rows
+            .iter()
+            .find(|r| r.history_key.as_deref() == Some("/status/sessions/history/41"))
+            .unwrap();
+        assert_eq!(ep.show_rating_key.as_deref(), Some("871"));
+        assert_eq!(
+            (ep.season, ep.episode, ep.account_id),
+            (Some(2), Some(2), Some(1))
+        );
+        assert_eq!(ep.rating_key.as_deref(), Some("871002002"));
+        assert_eq!(ep.parent_rating_key.as_deref(), Some("871002"));
+        let reqs = plex.requests_to("/status/sessions/history/all");
+        assert!(
+            reqs[0].query.contains(&format!("viewedAt%3E={T0}")),
+            "{}",
+            reqs[0].query
+        );
+        assert_eq!(reqs[1].header("x-plex-container-start"), Some("50"));
+
+        // The short fixture form still works and keeps its shape.
+        plex.push_history(HistoryFixture {
+            history_key: "/status/sessions/history/900".into(),
+            rating_key: Some("60900".into()),
+            show_rating_key: Some("56850".into()),
+            grandparent_title: "Be Cool, Scooby-Doo!".into(),
+            season: 1,
+            episode: 14,
+            viewed_at: T0 + 100_000,
+            account_id: 1,
+        });
+        let q = HistoryQuery {
+            viewed_since: T0 + 100_000,
+            ..Default::default()
+        };
+        let page = c.history_page(&q, 0, 10).await.unwrap();
+        assert_eq!(page.rows.len(), 1);
+        assert_eq!(page.rows[0].show_rating_key.as_deref(), Some("56850"));
+        assert_eq!(page.rows[0].title, "Episode 14");
+
+        // Unpaged (no X-Plex-Container-* headers): everything, `size` only.
+        let root = c
+            .get_xml(
+                "/status/sessions/history/all",
+                &[("sort", "viewedAt:desc".into())],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(root.children.len(), 125);
+        assert_eq!(root.attr("totalSize"), None);
+        assert_eq!(root.attr("size"), Some("125"));
+        assert_eq!(
+            root.children[0].attr("historyKey"),
+            Some("/status/sessions/history/900"),
+            "desc"
+        );
+    }
+
+    #[tokio::test]
+    async fn fake_rejects_an_operator_in_the_value() {
+        let plex = FakePlex::start(vec![]).await;
+        let c = client(&plex, TOKEN);
+        let e = c
+            .get_xml(
+                "/status/sessions/history/all",
+                &[("viewedAt", ">=5".into())],
+                Some((0, 10)),
+            )
+            .await
+            .unwrap_err();
+        assert!(format!("{e}").contains("400"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn fake_faults_and_tokens() {
+        let plex = FakePlex::start(vec![]).await;
+        let c = client(&plex, TOKEN);
+        plex.fail_next(500, 2);
+        for _ in 0..2 {
+            assert!(matches!(
+                c.accounts().await,
+                Err(PlexError::Transient { .. })
+            ));
+        }
+        assert_eq!(c.accounts().await.unwrap().len(), 2, "recovered");
+        plex.malformed_next(1);
+        assert!(matches!(
+            c.accounts().await,
+            Err(PlexError::Malformed { .. })
+        ));
+        plex.fail_next_on("/accounts", 404, 1);
+        let id = c.identity().await.unwrap();
+        assert_eq!(
+            id.machine_identifier,
+            "fakeplexmachine0000000000000000000000000"
+        );
+        assert!(id.claimed);
+        assert!(matches!(
+            c.accounts().await,
+            Err(PlexError::NotFound { .. })
+        ));
+        plex.malformed_next_on("/status/", 1);
+        assert!(c.identity().await.is_ok());
+        let e = c
+            .history_page(&HistoryQuery::default(), 0, 5)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, PlexError::Malformed { endpoint, .. } if endpoint == "/status/sessions/history/all")
+        );
+
+        let wrong = client(&plex, "not-the-token");
+        assert!(
+            wrong.identity().await.is_ok(),
+            "PMS serves /identity without a token"
+        );
+        let e = wrong.accounts().await.unwrap_err();
+        assert!(matches!(e, PlexError::Unauthorized { .. }));
+        assert!(!format!("{e:?} {wrong:?}").contains("not-the-token"));
+
+        plex.set_accounts(&[(0, ""), (1, "owner"), (3972737, "Kids")]);
+        let a = c.accounts().await.unwrap();
+        assert_eq!(
+            a.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![0, 1, 3972737]
+        );
+        assert_eq!(plex.count("/accounts"), 7);
+
+        plex.state.lock().unwrap().ignore_container_start = true;
+        for i in 0..80 {
+            plex.push_history(HistoryEntry::episode(
+                i,
+                "5",
+                "S",
+                1,
+                1 + i as u32,
+                T0 + i as i64,
+                1,
+            ));
+        }
+        let e = c
+            .history_all(&HistoryQuery::default(), 50)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("ignored X-Plex-Container-Start"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn fake_sections_and_watched_episodes() {
+        let plex = FakePlex::start(vec![]).await;
+        plex.state.lock().unwrap().max_page = 2;
+        plex.state.lock().unwrap().sections.insert(
+            0,
+            SectionFixture {
+                key: "1".into(),
+                kind: "movie".into(),
+                title: "Movies".into(),
+                agent: "tv.plex.agents.movie".into(),
+            },
+        );
+        for e in 1..=5u32 {
+            let mut w = WatchedEpisodeFixture::new(
+                &format!("70{e}"),
+                "56850",
+                "Be Cool, Scooby-Doo!",
+                1,
+                e,
+                T0 + e as i64,
+            );
+            w.guids = vec![format!("tvdb://{e}")];
+            plex.push_watched(w);
+        }
+        let mut unwatched =
+            WatchedEpisodeFixture::new("799", "56850", "Be Cool, Scooby-Doo!", 2, 1, T0);
+        unwatched.view_count = 0;
+        unwatched.last_viewed_at = None;
+        plex.push_watched(unwatched);
+        let mut old =
+            WatchedEpisodeFixture::new("798", "56850", "Be Cool, Scooby-Doo!", 2, 2, T0 - 100);
+        old.view_count = 2;
+        plex.push_watched(old);
+
+        let c = client(&plex, TOKEN);
+        assert_eq!(c.sections().await.unwrap().len(), 2);
+        let shows = c.show_sections().await.unwrap();
+        assert_eq!(shows.len(), 1);
+        assert_eq!(
+            (shows[0].key.as_str(), shows[0].agent.as_deref()),
+            ("2", Some("tv.plex.agents.series"))
+        );
+        let walk = c.watched_episodes_all("2", T0 + 2, 50).await.unwrap();
+        let keys: Vec<_> = walk.rows.iter().map(|r| r.rating_key.as_str()).collect();
+        assert_eq!(keys, vec!["702", "703", "704", "705"]);
+        assert_eq!((walk.pages, walk.total), (2, Some(4)));
+        let r = &walk.rows[0];
+        assert_eq!(r.show_rating_key.as_deref(), Some("56850"));
+        assert_eq!(
+            (r.season, r.episode, r.view_count, r.last_viewed_at),
+            (Some(1), Some(2), 1, Some(T0 + 2))
+        );
+        assert!(
+            r.grandparent_guid
+                .as_deref()
+                .unwrap()
+                .starts_with("plex://show/")
+        );
+        let all = c.watched_episodes_all("2", 0, 50).await.unwrap();
+        assert_eq!(all.rows.len(), 6, "viewCount>=1 drops the unwatched one");
+        let q = &plex.requests_to("/library/sections/2/all")[0].query;
+        assert!(
+            q.contains("type=4") && q.contains("includeGuids=1") && q.contains("viewCount%3E=1"),
+            "{q}"
+        );
+        assert!(matches!(
+            c.watched_episodes("9", 0, 0, 5).await,
+            Err(PlexError::NotFound { .. })
+        ));
+    }
 }
