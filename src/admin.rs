@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::daemon::{RuntimeStatus, Shared};
 use crate::http::json;
-use crate::store::ops::Counts;
+use crate::store::ops::{ConflictDecision, Counts};
 
 type Resp = hyper::Response<http_body_util::Full<bytes::Bytes>>;
 
@@ -96,6 +96,372 @@ fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<(), &'st
         crate::poller::backfill(&me, since, dry_run).await;
     });
     Ok(())
+}
+
+/// Opaque, URL-safe id of a show key (keys contain `/`).
+pub fn key_id(key: &str) -> String {
+    crate::secrets::hex(key.as_bytes())
+}
+
+pub fn id_key(id: &str) -> Option<String> {
+    if id.len() % 2 != 0 || id.len() > 2048 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..id.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(id.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+fn tracker_show(shared: &Shared, id: &str) -> serde_json::Value {
+    match shared.catalogue().as_ref().and_then(|c| c.get(id).cloned()) {
+        Some(s) => json!({ "id": s.id, "title": s.title, "year": s.year }),
+        None => json!({ "id": id, "title": null, "year": null }),
+    }
+}
+
+fn plex_show(p: &crate::model::PlexShow, guids: &[String]) -> serde_json::Value {
+    json!({ "rating_key": p.rating_key, "title": p.title, "year": p.year, "guids": guids })
+}
+
+fn conflict_json(shared: &Shared, c: &crate::model::Conflict) -> serde_json::Value {
+    let cat = shared.catalogue();
+    let candidates: Vec<_> = c
+        .candidates
+        .iter()
+        .map(|k| {
+            let show = cat.as_ref().and_then(|cat| cat.get(&k.show_id).cloned());
+            json!({
+                "show_id": k.show_id,
+                "title": show.as_ref().map(|s| s.title.clone()),
+                "year": show.as_ref().and_then(|s| s.year),
+                "score": k.score,
+                "method": k.method,
+            })
+        })
+        .collect();
+    json!({
+        "id": key_id(&c.key),
+        "plex": plex_show(&c.plex, &c.query.guids),
+        "reason": c.reason,
+        "held_plays": c.held.len(),
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+        "candidates": candidates,
+    })
+}
+
+/// `GET /api/mappings?filter=all|unmapped|conflicts`.
+pub fn mappings(
+    shared: &Shared,
+    filter: &str,
+) -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    if filter == "all" || filter == "unmapped" {
+        for m in shared.store.mappings()? {
+            if filter == "unmapped" && !m.ignored {
+                continue;
+            }
+            let sync = shared.store.show_sync(&m.show_id)?;
+            out.push(json!({
+                "id": key_id(&m.plex.key()),
+                "plex": plex_show(&m.plex, &m.plex.query().guids),
+                "tracker": if m.ignored { serde_json::Value::Null } else { tracker_show(shared, &m.show_id) },
+                "status": if m.ignored { "ignored" } else { "mapped" },
+                "method": m.method,
+                "confidence": m.confidence,
+                "manual": m.manual,
+                "sync_enabled": m.sync_enabled,
+                "plays_synced": sync.plays_synced,
+                "last_synced_at": sync.last_synced_at,
+            }));
+        }
+    }
+    for c in shared.store.conflicts()? {
+        out.push(json!({
+            "id": key_id(&c.key),
+            "plex": plex_show(&c.plex, &c.query.guids),
+            "tracker": null,
+            "status": "conflict",
+            "method": null,
+            "confidence": c.candidates.first().map(|k| k.score),
+            "manual": false,
+            "sync_enabled": false,
+            "held_plays": c.held.len(),
+            "plays_synced": 0,
+            "last_synced_at": null,
+        }));
+    }
+    Ok(out)
+}
+
+/// `GET /api/stats`: unmapped shows, 30 days of activity, sync figures.
+pub fn stats(shared: &Shared) -> Result<serde_json::Value, crate::store::StoreError> {
+    let maps = shared.store.mappings()?;
+    let conflicts = shared.store.conflicts()?;
+    let mapped = maps.iter().filter(|m| !m.ignored).count();
+    let band = |lo: f32, hi: f32| {
+        maps.iter()
+            .filter(|m| !m.ignored && m.confidence >= lo && m.confidence < hi)
+            .count()
+    };
+    Ok(json!({
+        "unmapped": conflicts.iter().map(|c| json!({
+            "id": key_id(&c.key), "title": c.plex.title, "year": c.plex.year, "held_plays": c.held.len()
+        })).collect::<Vec<_>>(),
+        "days": shared.store.activity_days(crate::model::now_millis(), 30)?,
+        "sync": {
+            "mappings": maps.len() + conflicts.len(),
+            "mapped": mapped,
+            "unmapped": conflicts.len() + maps.iter().filter(|m| m.ignored).count(),
+            "manually_confirmed": maps.iter().filter(|m| m.manual).count(),
+            "high_confidence": band(0.90, f32::INFINITY),
+            "medium_confidence": band(0.70, 0.90),
+            "low_confidence": band(f32::NEG_INFINITY, 0.70),
+            "sync_disabled": maps.iter().filter(|m| !m.sync_enabled && !m.ignored).count(),
+        },
+    }))
+}
+
+/// Prometheus text exposition.
+pub fn metrics(shared: &Shared) -> String {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &shared.metrics;
+    let mut o = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+        let _ = writeln!(
+            o,
+            "# HELP plexsync_{name} {help}\n# TYPE plexsync_{name} {kind}"
+        );
+        for (labels, v) in rows {
+            let _ = writeln!(o, "plexsync_{name}{labels} {v}");
+        }
+    };
+    let l = |k: &str, v: &str| format!("{{{k}=\"{v}\"}}");
+    family(
+        "webhooks_total",
+        "counter",
+        "Webhooks received, by outcome.",
+        &["success", "failed", "ignored", "duplicate"]
+            .iter()
+            .zip(&m.webhooks)
+            .map(|(s, c)| (l("status", s), c.load(Relaxed)))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        "polls_total",
+        "counter",
+        "History polls, by result.",
+        &[
+            (l("result", "ok"), m.polls_ok.load(Relaxed)),
+            (l("result", "error"), m.polls_failed.load(Relaxed)),
+        ],
+    );
+    family(
+        "plays_total",
+        "counter",
+        "New plays journaled, by source.",
+        &["webhook", "poll", "backfill"]
+            .iter()
+            .zip(&m.plays)
+            .map(|(s, c)| (l("source", s), c.load(Relaxed)))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        "exports_total",
+        "counter",
+        "Export attempts, by result.",
+        &[
+            (l("result", "delivered"), m.exports_delivered.load(Relaxed)),
+            (l("result", "retry"), m.exports_retried.load(Relaxed)),
+            (l("result", "dead_letter"), m.exports_dead.load(Relaxed)),
+        ],
+    );
+    if let Ok(c) = shared.store.counts() {
+        family(
+            "outbox_depth",
+            "gauge",
+            "Episodes waiting for export.",
+            &[(String::new(), c.outbox_items)],
+        );
+        family(
+            "outbox_oldest_pending_seconds",
+            "gauge",
+            "Age of the oldest episode waiting for export.",
+            &[(
+                String::new(),
+                c.oldest_pending_secs.unwrap_or(0).max(0) as u64,
+            )],
+        );
+        family(
+            "dead_letters",
+            "gauge",
+            "Export batches in the dead letter.",
+            &[(String::new(), c.dead_letters)],
+        );
+        family(
+            "conflicts",
+            "gauge",
+            "Open conflicts.",
+            &[(String::new(), c.conflicts)],
+        );
+        family(
+            "webhook_loss_total",
+            "counter",
+            "Plays found by polling that no webhook delivered.",
+            &[(String::new(), c.webhook_loss)],
+        );
+    }
+    o
+}
+
+async fn resolve(shared: &Shared, id: &str, body: &[u8]) -> Resp {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        action: String,
+        #[serde(default)]
+        show_id: Option<serde_json::Value>,
+    }
+    let Some(key) = id_key(id) else {
+        return error(StatusCode::NOT_FOUND, "no such conflict");
+    };
+    let r: Req = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    let conflict = match shared.store.conflict(&key) {
+        Ok(Some(c)) => c,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such open conflict"),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let decision = match r.action.as_str() {
+        "select" => {
+            let show_id = match r.show_id {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => return error(StatusCode::BAD_REQUEST, "select needs a show_id"),
+            };
+            if let Some(cat) = shared.catalogue() {
+                if cat.get(&show_id).is_none() {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("show_id {show_id:?} is not in the tracker's catalogue"),
+                    );
+                }
+            }
+            ConflictDecision::Select {
+                show_id,
+                method: "manual".into(),
+            }
+        }
+        "create" => match crate::pipeline::create_show(shared, &conflict.query).await {
+            Ok(Some(id)) => ConflictDecision::Select {
+                show_id: id,
+                method: "created".into(),
+            },
+            Ok(None) => {
+                // A person asked for it: create from the title even without a TMDB id.
+                let show = plexsync_plugin_api::NewShow {
+                    title: conflict.query.title.clone(),
+                    year: conflict.query.year,
+                    ..Default::default()
+                };
+                match shared.plugins().exporter.create_show(&show).await {
+                    Ok(id) => {
+                        shared.catalogue_wake.notify_one();
+                        ConflictDecision::Select {
+                            show_id: id,
+                            method: "created".into(),
+                        }
+                    }
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_GATEWAY,
+                            format!("the tracker did not create the show: {e}"),
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the tracker did not create the show: {e}"),
+                );
+            }
+        },
+        "ignore" => ConflictDecision::Ignore,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown action {other:?}; expected select, create or ignore"),
+            );
+        }
+    };
+    match shared.store.resolve_conflict(key, decision).await {
+        Ok((released, queued)) => {
+            tracing::info!(show = %conflict.plex.title, released, queued, action = %r.action, "conflict resolved");
+            shared.export_wake.notify_one();
+            json(
+                StatusCode::OK,
+                &json!({ "resolved": true, "plays_released": released, "episodes_queued": queued }),
+            )
+        }
+        Err(crate::store::StoreError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Resp {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Req {
+        #[serde(default)]
+        sync_enabled: Option<bool>,
+        #[serde(default)]
+        show_id: Option<serde_json::Value>,
+    }
+    let Some(key) = id_key(id) else {
+        return error(StatusCode::NOT_FOUND, "no such mapping");
+    };
+    let r: Req = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    let show_id = match r.show_id {
+        None => None,
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "show_id must be a tracker show id"),
+    };
+    if let (Some(id), Some(cat)) = (&show_id, shared.catalogue()) {
+        if cat.get(id).is_none() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("show_id {id:?} is not in the tracker's catalogue"),
+            );
+        }
+    }
+    if show_id.is_none() && r.sync_enabled.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "nothing to change: send sync_enabled and/or show_id",
+        );
+    }
+    match shared
+        .store
+        .update_mapping(key, show_id, r.sync_enabled)
+        .await
+    {
+        Ok(m) => json(
+            StatusCode::OK,
+            &json!({ "id": id, "show_id": m.show_id, "sync_enabled": m.sync_enabled, "method": m.method }),
+        ),
+        Err(crate::store::StoreError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
 }
 
 pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp {
@@ -208,11 +574,53 @@ pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp 
             json(StatusCode::OK, &st)
         }
         (Method::GET, ["conflicts"]) => match shared.store.conflicts() {
-            Ok(c) => json(StatusCode::OK, &c),
+            Ok(mut c) => {
+                c.sort_by(|a, b| {
+                    b.updated_at
+                        .cmp(&a.updated_at)
+                        .then(b.created_at.cmp(&a.created_at))
+                });
+                let items: Vec<_> = c.iter().map(|c| conflict_json(shared, c)).collect();
+                json(
+                    StatusCode::OK,
+                    &json!({ "items": items, "total": items.len() }),
+                )
+            }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
-        (Method::GET, ["mappings"]) => match shared.store.mappings() {
-            Ok(m) => json(StatusCode::OK, &m),
+        (Method::POST, ["conflicts", id, "resolve"]) => {
+            let id = id.to_string();
+            match body(req).await {
+                Ok(b) => resolve(shared, &id, &b).await,
+                Err(e) => error(StatusCode::PAYLOAD_TOO_LARGE, e),
+            }
+        }
+        (Method::GET, ["mappings"]) => {
+            let q = query(&req);
+            let filter = q.get("filter").map(String::as_str).unwrap_or("all");
+            if !matches!(filter, "all" | "unmapped" | "conflicts") {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "filter must be all, unmapped or conflicts",
+                );
+            }
+            match mappings(shared, filter) {
+                Ok(items) => json(
+                    StatusCode::OK,
+                    &json!({ "items": items, "total": items.len() }),
+                ),
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+            }
+        }
+        (Method::PATCH, ["mappings", id]) => {
+            let id = id.to_string();
+            match body(req).await {
+                Ok(b) => patch_mapping(shared, &id, &b).await,
+                Err(e) => error(StatusCode::PAYLOAD_TOO_LARGE, e),
+            }
+        }
+        (Method::GET, ["stats"]) => match stats(shared) {
+            Ok(v) => json(StatusCode::OK, &v),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
         (

@@ -149,6 +149,8 @@ pub struct MatchingConfig {
     /// Same account + show + season + episode within this window is one viewing.
     #[serde(deserialize_with = "de_duration")]
     pub dedupe_window: Duration,
+    /// Create a show in the tracker when no matcher finds it but its TMDB id is known.
+    pub auto_add_shows: bool,
 }
 
 impl Default for MatchingConfig {
@@ -156,6 +158,7 @@ impl Default for MatchingConfig {
         Self {
             auto_map_threshold: 0.90,
             dedupe_window: Duration::from_secs(300),
+            auto_add_shows: false,
         }
     }
 }
@@ -224,6 +227,25 @@ impl Default for PollConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct ActivityConfig {
+    /// Activity rows older than this are pruned (daily).
+    #[serde(deserialize_with = "de_duration")]
+    pub retention: Duration,
+    /// Keep failed rows past the retention (they are what a person investigates).
+    pub keep_failed: bool,
+}
+
+impl Default for ActivityConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(90 * 86_400),
+            keep_failed: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// tracing filter, e.g. "info" or "plexsync=debug,info"; RUST_LOG wins when set.
     pub level: String,
@@ -275,6 +297,8 @@ struct RawConfig {
     #[serde(default)]
     poll: PollConfig,
     #[serde(default)]
+    activity: ActivityConfig,
+    #[serde(default)]
     log: LogConfig,
 }
 
@@ -295,6 +319,7 @@ pub struct Config {
     pub matchers: Vec<PluginTable>,
     pub outbox: OutboxConfig,
     pub poll: PollConfig,
+    pub activity: ActivityConfig,
     pub log: LogConfig,
 }
 
@@ -385,6 +410,7 @@ impl Config {
             matchers,
             outbox: raw.outbox,
             poll: raw.poll,
+            activity: raw.activity,
             log: raw.log,
         };
         cfg.validate()

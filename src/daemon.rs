@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,63 @@ pub struct RuntimeStatus {
     pub plex_token_rejected: bool,
     /// Polls run since start.
     pub polls: u64,
+    /// The Plex server as `/identity` describes it (machine id, version).
+    pub plex_server: Option<String>,
+}
+
+/// Counters since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Webhooks by outcome: success, failed, ignored, duplicate.
+    pub webhooks: [AtomicU64; 4],
+    pub polls_ok: AtomicU64,
+    pub polls_failed: AtomicU64,
+    /// New plays by source: webhook, poll, backfill.
+    pub plays: [AtomicU64; 3],
+    pub exports_delivered: AtomicU64,
+    pub exports_retried: AtomicU64,
+    pub exports_dead: AtomicU64,
+}
+
+impl Metrics {
+    pub fn webhook(&self, status: crate::model::ActivityStatus) {
+        use crate::model::ActivityStatus::*;
+        let i = match status {
+            Success => 0,
+            Failed => 1,
+            Ignored => 2,
+            Duplicate => 3,
+        };
+        self.webhooks[i].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn plays(&self, source: plexsync_plugin_api::PlaySource, n: u64) {
+        use plexsync_plugin_api::PlaySource::*;
+        let i = match source {
+            Webhook => 0,
+            Poll => 1,
+            Backfill => 2,
+        };
+        self.plays[i].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Long-lived tasks `/healthz` expects alive: resolver, exporter, catalogue, poller.
+pub const TASKS: usize = 4;
+
+/// Counts a task as alive for as long as it exists.
+pub struct LiveGuard(Arc<Shared>);
+
+impl LiveGuard {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        shared.live_tasks.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(shared)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live_tasks.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// State shared by the HTTP server and the pipeline tasks.
@@ -77,6 +135,9 @@ pub struct Shared {
     me: std::sync::Weak<Shared>,
     /// Progress of the running (or last) backfill, for the admin API.
     pub backfill_progress: Mutex<Option<crate::poller::BackfillStatus>>,
+    pub metrics: Metrics,
+    /// Pipeline tasks currently running (see [`LiveGuard`]).
+    pub live_tasks: AtomicUsize,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -151,7 +212,19 @@ impl Shared {
         write(&self.catalogue, Some(c));
     }
 
+    /// Whether the pipeline tasks run and the daemon is not stopping.
+    pub fn healthy(&self) -> bool {
+        !*self.shutdown.borrow() && self.live_tasks.load(Ordering::SeqCst) >= TASKS
+    }
+
     pub fn note_poll(&self, report: crate::poller::PollReport) {
+        if report.error.is_some() {
+            self.metrics.polls_failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.metrics.polls_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics
+            .plays(plexsync_plugin_api::PlaySource::Poll, report.plays_new);
         let rejected = report
             .error
             .as_deref()
@@ -165,6 +238,13 @@ impl Shared {
             s.last_poll = Some(report);
             s.polls += 1;
         });
+    }
+    pub fn note_plex_identity(&self, id: &crate::plex::history::Identity) {
+        let text = match &id.version {
+            Some(v) => format!("{} (PMS {v})", id.machine_identifier),
+            None => id.machine_identifier.clone(),
+        };
+        self.with_status(|s| s.plex_server = Some(text));
     }
     pub fn note_webhook(&self) {
         self.with_status(|s| s.last_webhook_at = Some(now_secs()));
@@ -354,7 +434,32 @@ pub async fn open_shared(
         listen_addr,
         backfill: Arc::new(tokio::sync::Mutex::new(())),
         backfill_progress: Mutex::new(None),
+        metrics: Metrics::default(),
+        live_tasks: AtomicUsize::new(0),
     }))
+}
+
+async fn guarded(guard: LiveGuard, task: impl Future<Output = ()>) {
+    task.await;
+    drop(guard);
+}
+
+/// Prune old activity rows at start-up and then daily.
+async fn retention_task(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let cfg = shared.config().activity.clone();
+        let before = crate::model::now_millis() - cfg.retention.as_millis() as i64;
+        match shared.store.prune_activity(before, cfg.keep_failed).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned old activity rows"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune activity"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(86_400)) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
 }
 
 /// Run the daemon until `shutdown` resolves. `listener` is the already-bound webhook/admin
@@ -379,10 +484,13 @@ pub async fn run(
     };
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::pipeline::resolver_task(shared.clone()));
-    tasks.spawn(crate::pipeline::exporter_task(shared.clone()));
-    tasks.spawn(crate::pipeline::catalogue_task(shared.clone()));
-    tasks.spawn(crate::poller::poller_task(shared.clone()));
+    let live = |s: &Arc<Shared>| LiveGuard::new(s.clone());
+    let (g1, g2, g3, g4) = (live(&shared), live(&shared), live(&shared), live(&shared));
+    tasks.spawn(guarded(g1, crate::pipeline::resolver_task(shared.clone())));
+    tasks.spawn(guarded(g2, crate::pipeline::exporter_task(shared.clone())));
+    tasks.spawn(guarded(g3, crate::pipeline::catalogue_task(shared.clone())));
+    tasks.spawn(guarded(g4, crate::poller::poller_task(shared.clone())));
+    tasks.spawn(retention_task(shared.clone()));
     let http = tokio::spawn(crate::http::serve(shared.clone(), listener, unix));
 
     tracing::info!(

@@ -161,6 +161,20 @@ async fn handle(shared: Arc<Shared>, peer: Peer, req: Request<Incoming>) -> Resp
         if path == "/healthz" {
             return healthz(&shared);
         }
+        if path == "/" || path == "/index.html" {
+            return page();
+        }
+        if path == "/metrics" {
+            if let Err((status, why)) = admin_allowed(&shared, peer, &req) {
+                return text(status, why);
+            }
+            let mut r = text(StatusCode::OK, crate::admin::metrics(&shared));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return r;
+        }
         if let Some(rest) = path.strip_prefix("/api/") {
             if let Err((status, why)) = admin_allowed(&shared, peer, &req) {
                 tracing::warn!(peer = ?peer, status = status.as_u16(), "admin request refused");
@@ -192,7 +206,35 @@ fn healthz(shared: &Shared) -> Resp {
     if *shared.shutdown.borrow() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
+    if !shared.healthy() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a pipeline task has stopped",
+        );
+    }
     text(StatusCode::OK, "ok")
+}
+
+/// The web page: one self-contained file compiled into the binary (no build step, no CDN).
+const INDEX_HTML: &str = include_str!("web/index.html");
+
+fn page() -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 fn admin_allowed(
@@ -277,6 +319,7 @@ async fn webhook(shared: &Shared, peer: Peer, secret: &str, req: Request<Incomin
         Err(e) => e,
     };
     tracing::warn!(status = status.as_u16(), error = %reason, event = log.event.as_deref().unwrap_or(""), "webhook rejected");
+    shared.metrics.webhook(ActivityStatus::Failed);
     let row = log.row(
         ActivityStatus::Failed,
         format!("rejected with {}", status.as_u16()),
@@ -438,6 +481,7 @@ async fn receive(
                 format!("cannot record: {e}"),
             )
         })?;
+        shared.metrics.webhook(ActivityStatus::Ignored);
         return Ok(text(StatusCode::OK, "ignored"));
     };
     log.show = Some(ep.show_title.clone());
@@ -487,6 +531,7 @@ async fn receive(
                 format!("cannot record: {e}"),
             )
         })?;
+        shared.metrics.webhook(ActivityStatus::Ignored);
         return Ok(text(StatusCode::OK, "ignored: account not synced"));
     }
     let row = log.row(ActivityStatus::Success, String::new(), None);
@@ -495,10 +540,15 @@ async fn receive(
         Ok(Ingested::New(id)) => {
             tracing::info!(play_id = id, show = %ep.show_title, rating_key = ep.show_rating_key.as_deref().unwrap_or(""), season = ep.season, episode = ep.episode, "webhook play journaled");
             shared.resolve_wake.notify_one();
+            shared.metrics.webhook(ActivityStatus::Success);
+            shared
+                .metrics
+                .plays(plexsync_plugin_api::PlaySource::Webhook, 1);
             Ok(text(StatusCode::OK, format!("journaled as play {id}")))
         }
         Ok(Ingested::Duplicate(id) | Ingested::AlreadySeen(id)) => {
             tracing::info!(play_id = id, show = %ep.show_title, season = ep.season, episode = ep.episode, "duplicate webhook");
+            shared.metrics.webhook(ActivityStatus::Duplicate);
             Ok(text(StatusCode::OK, format!("duplicate of play {id}")))
         }
         Err(e) => {

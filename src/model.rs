@@ -182,6 +182,9 @@ pub struct Mapping {
     pub manual: bool,
     pub sync_enabled: bool,
     pub created_at: i64,
+    /// A person chose to ignore this show: its plays are kept but never exported.
+    #[serde(default)]
+    pub ignored: bool,
 }
 
 /// A show that needs a person's decision, with the plays it holds.

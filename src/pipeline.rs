@@ -225,6 +225,7 @@ fn retry_later(attempts: &mut HashMap<String, u32>, show_key: &str) -> Resolutio
 async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<String, u32>) -> Resolution {
     let key = play.show.key();
     match shared.store.mapping(&key) {
+        Ok(Some(m)) if m.ignored => return Resolution::Ignored,
         Ok(Some(m)) => {
             return Resolution::Mapped {
                 show_id: m.show_id,
@@ -286,27 +287,104 @@ async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<String, u3
                     manual: false,
                     sync_enabled: true,
                     created_at: now_secs(),
+                    ignored: false,
                 }),
+            }
+        }
+        ChainResult::Conflict { candidates, .. }
+            if candidates.is_empty() && shared.config().matching.auto_add_shows =>
+        {
+            match create_show(shared, &query).await {
+                Ok(Some(show_id)) => {
+                    tracing::info!(show_id = %show_id, show = %query.title, "show created in the tracker ([matching] auto_add_shows)");
+                    Resolution::Mapped {
+                        show_id: show_id.clone(),
+                        mapping: Some(Mapping {
+                            plex: crate::model::PlexShow {
+                                year: query.year,
+                                ..play.show.clone()
+                            },
+                            show_id,
+                            method: "created".into(),
+                            confidence: 1.0,
+                            manual: false,
+                            sync_enabled: true,
+                            created_at: now_secs(),
+                            ignored: false,
+                        }),
+                    }
+                }
+                Ok(None) => conflict(
+                    key,
+                    play,
+                    query,
+                    Vec::new(),
+                    "no matcher found the show and it has no TMDB id to create it from".into(),
+                ),
+                Err(e) => {
+                    tracing::warn!(show = %query.title, error = %e, "cannot create the show in the tracker; play waits");
+                    retry_later(attempts, &play.show.key())
+                }
             }
         }
         ChainResult::Conflict { candidates, reason } => {
             tracing::info!(show = %play.show.title, rating_key = play.show.rating_key.as_deref().unwrap_or(""), candidates = candidates.len(), reason = %reason, "show needs a person: conflict");
-            Resolution::Conflict(Conflict {
-                key,
-                plex: play.show.clone(),
-                query,
-                candidates,
-                held: Vec::new(),
-                created_at: now_secs(),
-                updated_at: now_secs(),
-                reason,
-            })
+            conflict(key, play, query, candidates, reason)
         }
         ChainResult::Retry(why) => {
             tracing::warn!(play_id = play.id, error = %why, "matching deferred");
             retry_later(attempts, &play.show.key())
         }
     }
+}
+
+fn conflict(
+    key: String,
+    play: &Play,
+    query: ShowQuery,
+    candidates: Vec<Candidate>,
+    reason: String,
+) -> Resolution {
+    Resolution::Conflict(Conflict {
+        key,
+        plex: play.show.clone(),
+        query,
+        candidates,
+        held: Vec::new(),
+        created_at: now_secs(),
+        updated_at: now_secs(),
+        reason,
+    })
+}
+
+/// Create the show in the tracker from what Plex knows; None when it has no TMDB id (a show
+/// created from a bare title would too often duplicate one the matchers missed).
+pub async fn create_show(
+    shared: &Shared,
+    query: &ShowQuery,
+) -> Result<Option<String>, plexsync_plugin_api::PluginError> {
+    use plexsync_plugin_api::guid::{ExternalId, parse_show_guids};
+    let ids = parse_show_guids(&query.guids);
+    let mut show = plexsync_plugin_api::NewShow {
+        title: query.title.clone(),
+        year: query.year,
+        ..Default::default()
+    };
+    for id in ids {
+        match id {
+            ExternalId::Tmdb(n) => show.tmdb_id = show.tmdb_id.or(Some(n)),
+            ExternalId::Tvdb(n) => show.tvdb_id = show.tvdb_id.or(Some(n)),
+            ExternalId::Imdb(s) => show.imdb_id = show.imdb_id.or(Some(s)),
+            _ => {}
+        }
+    }
+    if show.tmdb_id.is_none() {
+        return Ok(None);
+    }
+    let exporter = shared.plugins().exporter.clone();
+    let id = exporter.create_show(&show).await?;
+    shared.catalogue_wake.notify_one();
+    Ok(Some(id))
 }
 
 /// The matcher query for a play's show: the play's own show guids plus, when Plex can tell
@@ -412,6 +490,10 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                 Ok(r) => {
                     shared.note_tracker(None);
                     tracing::info!(show_id = %b.show_id, episodes = b.items.len(), marked = r.marked, already_watched = r.already_watched, unknown = r.unknown.len(), "exported");
+                    shared
+                        .metrics
+                        .exports_delivered
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     BatchOutcome::Delivered {
                         marked: r.marked,
                         already: r.already_watched,
@@ -422,6 +504,13 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                     let d = backoff(b.attempts + 1, outbox.initial_backoff, outbox.max_backoff)
                         .max(e.retry_after.unwrap_or_default());
                     tracing::warn!(show_id = %b.show_id, attempt = b.attempts + 1, retry_in_s = d.as_secs(), error = %e, "export failed; will retry");
+                    let m = &shared.metrics;
+                    if b.attempts + 1 >= outbox.max_attempts {
+                        &m.exports_dead
+                    } else {
+                        &m.exports_retried
+                    }
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     BatchOutcome::Transient {
                         error: e.to_string(),
                         retry_at_ms: now_millis() + d.as_millis() as i64,
@@ -430,6 +519,10 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                 Err(e) => {
                     shared.note_tracker(Some(e.to_string()));
                     tracing::error!(show_id = %b.show_id, error = %e, "export refused; moved to the dead letter");
+                    shared
+                        .metrics
+                        .exports_dead
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     BatchOutcome::Permanent {
                         error: e.to_string(),
                     }

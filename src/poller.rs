@@ -299,6 +299,7 @@ async fn poll_inner(shared: &Shared, report: &mut PollReport) -> Result<(), Poll
     let cfg = shared.config();
     let identity = client.identity().await?;
     shared.note_plex_ok();
+    shared.note_plex_identity(&identity);
     let server = identity.machine_identifier;
     let accounts = refresh_accounts(shared, &client).await?;
     let (ids, unknown) = accounts.resolve(&cfg.plex.accounts);
@@ -618,6 +619,7 @@ async fn backfill_real(shared: &Shared, since: i64) -> Result<(), PollError> {
             st.already_imported = report.already_seen;
         });
     }
+    shared.metrics.plays(PlaySource::Backfill, report.plays_new);
     shared.resolve_wake.notify_one();
     // Wait (bounded) for the resolver, so the summary can say matched / parked.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);

@@ -88,6 +88,36 @@ pub enum BatchOutcome {
     Permanent { error: String },
 }
 
+/// What a person decided for a conflict.
+#[derive(Debug, Clone)]
+pub enum ConflictDecision {
+    /// Map the show to this tracker show (chosen, or just created).
+    Select { show_id: String, method: String },
+    /// Never sync this show; its plays stay in the journal as ignored.
+    Ignore,
+}
+
+/// Per-day activity for the stats view.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DayStats {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub total: u64,
+    pub success: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    pub duplicate: u64,
+    pub avg_duration_ms: f64,
+    pub max_duration_ms: f64,
+}
+
+/// Exported-episode figures of one tracker show.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShowSync {
+    pub plays_synced: u64,
+    pub last_synced_at: Option<i64>,
+}
+
 /// Counts for status pages.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts {
@@ -516,6 +546,183 @@ impl Store {
         })
     }
 
+    /// Apply a person's decision: the conflict goes, the decision becomes a (manual) mapping
+    /// future plays reuse, and the held plays are released — recorded as watched and queued
+    /// for export (select) or marked ignored (ignore). Returns (plays released, episodes queued).
+    pub async fn resolve_conflict(
+        &self,
+        key: String,
+        decision: ConflictDecision,
+    ) -> Result<(usize, usize)> {
+        self.write(move |txn| {
+            let mut conflicts = txn.open_table(CONFLICTS)?;
+            let c: Conflict = get_json(&conflicts, &key)?
+                .ok_or_else(|| StoreError::NotFound(format!("no open conflict {key:?}")))?;
+            conflicts.remove(key.as_str())?;
+            drop(conflicts);
+            let (show_id, ignored, method) = match &decision {
+                ConflictDecision::Select { show_id, method } => {
+                    (show_id.clone(), false, method.clone())
+                }
+                ConflictDecision::Ignore => (String::new(), true, "ignored".to_string()),
+            };
+            let mapping = Mapping {
+                plex: c.plex.clone(),
+                show_id: show_id.clone(),
+                method,
+                confidence: 1.0,
+                manual: true,
+                sync_enabled: !ignored,
+                created_at: now_secs(),
+                ignored,
+            };
+            txn.open_table(MAPPINGS)?
+                .insert(key.as_str(), encode(&mapping)?.as_slice())?;
+            let (mut released, mut queued) = (0, 0);
+            for id in c.held {
+                let mut journal = txn.open_table(JOURNAL)?;
+                let Some(v) = journal.get(id)? else { continue };
+                let mut entry: JournalEntry = decode(v.value())?;
+                drop(v);
+                if !matches!(entry.state, PlayState::Parked { .. }) {
+                    continue;
+                }
+                released += 1;
+                if ignored {
+                    entry.state = PlayState::Ignored;
+                } else {
+                    drop(journal);
+                    if record_watched(txn, &entry.play, &show_id, true)? == Applied::Queued {
+                        queued += 1;
+                    }
+                    entry.state = PlayState::Resolved {
+                        show_id: show_id.clone(),
+                    };
+                    journal = txn.open_table(JOURNAL)?;
+                }
+                journal.insert(id, encode(&entry)?.as_slice())?;
+            }
+            Ok((released, queued))
+        })
+        .await
+    }
+
+    /// Point a mapping at another tracker show (a person's choice) or turn its sync on/off.
+    /// Returns the mapping as stored.
+    pub async fn update_mapping(
+        &self,
+        key: String,
+        show_id: Option<String>,
+        sync_enabled: Option<bool>,
+    ) -> Result<Mapping> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(MAPPINGS)?;
+            let mut m: Mapping = get_json(&t, &key)?
+                .ok_or_else(|| StoreError::NotFound(format!("no mapping {key:?}")))?;
+            if let Some(id) = show_id {
+                m.show_id = id;
+                m.method = "manual".into();
+                m.confidence = 1.0;
+                m.manual = true;
+                m.ignored = false;
+            }
+            if let Some(on) = sync_enabled {
+                m.sync_enabled = on;
+            }
+            t.insert(key.as_str(), encode(&m)?.as_slice())?;
+            Ok(m)
+        })
+        .await
+    }
+
+    /// Exported episodes of a tracker show and when the last one was delivered.
+    pub fn show_sync(&self, show_id: &str) -> Result<ShowSync> {
+        self.read(|txn| {
+            let t = txn.open_table(WATCHED)?;
+            let start = format!("{show_id}\u{1f}");
+            let end = format!("{show_id}\u{20}");
+            let mut out = ShowSync::default();
+            for row in t.range(start.as_str()..end.as_str())? {
+                let w: Watched = decode(row?.1.value())?;
+                if let Some(at) = w.exported_at {
+                    out.plays_synced += 1;
+                    out.last_synced_at = Some(out.last_synced_at.map_or(at, |l: i64| l.max(at)));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Activity per day (UTC) for the last `days` days, newest first.
+    pub fn activity_days(&self, now_ms: i64, days: i64) -> Result<Vec<DayStats>> {
+        let since = now_ms - days * 86_400_000;
+        self.read(|txn| {
+            let t = txn.open_table(ACTIVITY)?;
+            let mut by_day: BTreeMap<i64, (DayStats, f64)> = BTreeMap::new();
+            for row in t.iter()?.rev() {
+                let a: Activity = decode(row?.1.value())?;
+                if a.at < since {
+                    break;
+                }
+                let day = a.at.div_euclid(86_400_000);
+                let (d, sum) = by_day.entry(day).or_insert_with(|| {
+                    (
+                        DayStats {
+                            day: day_string(day),
+                            ..Default::default()
+                        },
+                        0.0,
+                    )
+                });
+                d.total += 1;
+                match a.status {
+                    ActivityStatus::Success => d.success += 1,
+                    ActivityStatus::Failed => d.failed += 1,
+                    ActivityStatus::Ignored => d.ignored += 1,
+                    ActivityStatus::Duplicate => d.duplicate += 1,
+                }
+                *sum += a.duration_ms;
+                d.max_duration_ms = d.max_duration_ms.max(a.duration_ms);
+            }
+            Ok(by_day
+                .into_values()
+                .rev()
+                .map(|(mut d, sum)| {
+                    d.avg_duration_ms = if d.total > 0 {
+                        sum / d.total as f64
+                    } else {
+                        0.0
+                    };
+                    d
+                })
+                .collect())
+        })
+    }
+
+    /// Delete activity rows older than `before_ms` (failed ones too unless `keep_failed`).
+    pub async fn prune_activity(&self, before_ms: i64, keep_failed: bool) -> Result<u64> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(ACTIVITY)?;
+            let mut doomed = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let a: Activity = decode(v.value())?;
+                if a.at >= before_ms {
+                    break;
+                }
+                if keep_failed && a.status == ActivityStatus::Failed {
+                    continue;
+                }
+                doomed.push(k.value());
+            }
+            for k in &doomed {
+                t.remove(*k)?;
+            }
+            Ok(doomed.len() as u64)
+        })
+        .await
+    }
+
     pub fn journal_entry(&self, play_id: u64) -> Result<Option<JournalEntry>> {
         self.read(|txn| match txn.open_table(JOURNAL)?.get(play_id)? {
             Some(v) => Ok(Some(decode(v.value())?)),
@@ -690,6 +897,20 @@ impl Store {
 struct KvEntry {
     value: Vec<u8>,
     expires_at_ms: Option<i64>,
+}
+
+/// `YYYY-MM-DD` of a day number since the epoch (civil-from-days).
+fn day_string(day: i64) -> String {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 fn put_secret_in(txn: &WriteTransaction, name: &str, sealed: &SealedSecret) -> Result<()> {
@@ -950,6 +1171,71 @@ mod tests {
             duration_ms: 0.0,
             play_id: None,
         }
+    }
+
+    #[test]
+    fn days_format() {
+        assert_eq!(day_string(0), "1970-01-01");
+        assert_eq!(day_string(19_723), "2024-01-01");
+        assert_eq!(day_string(19_782), "2024-02-29");
+    }
+
+    #[tokio::test]
+    async fn resolving_a_conflict_releases_its_plays_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut p2 = play(5000);
+        p2.episode = 3;
+        s.ingest_play(play(1000), act(), 300).await.unwrap();
+        s.ingest_play(p2, act(), 300).await.unwrap();
+        let c = |held| Conflict {
+            key: "srv/10".into(),
+            plex: play(0).show,
+            query: Default::default(),
+            candidates: vec![],
+            held,
+            created_at: 0,
+            updated_at: 0,
+            reason: "test".into(),
+        };
+        assert_eq!(
+            s.apply_resolution(1, Resolution::Conflict(c(vec![])))
+                .await
+                .unwrap(),
+            Applied::Parked
+        );
+        assert_eq!(
+            s.apply_resolution(2, Resolution::Conflict(c(vec![])))
+                .await
+                .unwrap(),
+            Applied::Parked
+        );
+        assert_eq!(s.conflict("srv/10").unwrap().unwrap().held, vec![1, 2]);
+        let (released, queued) = s
+            .resolve_conflict(
+                "srv/10".into(),
+                ConflictDecision::Select {
+                    show_id: "42".into(),
+                    method: "manual".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((released, queued), (2, 2));
+        assert!(s.conflict("srv/10").unwrap().is_none());
+        let m = s.mapping("srv/10").unwrap().unwrap();
+        assert!(m.manual && m.show_id == "42");
+        assert!(
+            s.resolve_conflict("srv/10".into(), ConflictDecision::Ignore)
+                .await
+                .is_err()
+        );
+        assert_eq!(s.form_batches(100).await.unwrap(), 1);
+        let m = s
+            .update_mapping("srv/10".into(), None, Some(false))
+            .await
+            .unwrap();
+        assert!(!m.sync_enabled);
     }
 
     #[tokio::test]
