@@ -51,11 +51,8 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Resp {
     json(status, &json!({ "error": msg.to_string() }))
 }
 
-fn query(req: &Request<Incoming>) -> HashMap<String, String> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
+pub fn parse_query(q: &str) -> HashMap<String, String> {
+    q.split('&')
         .filter(|s| !s.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -464,8 +461,26 @@ async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Resp {
     }
 }
 
+/// Route an admin request that arrived over HTTP (TCP or the unix socket).
 pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    let body = match body(req).await {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, e),
+    };
+    handle(shared, method, path, &query, body).await
+}
+
+/// The admin API proper, independent of the transport: the CLI calls it directly on a store
+/// it opened itself when no daemon is running, so both paths share every rule.
+pub async fn handle(
+    shared: &Shared,
+    method: Method,
+    path: &str,
+    q: &HashMap<String, String>,
+    body: Vec<u8>,
+) -> Resp {
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match (method, segs.as_slice()) {
         (Method::GET, ["status"]) => match status(shared) {
@@ -477,11 +492,7 @@ pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp 
         }
         (Method::PUT, ["secrets", name]) => {
             let name = name.to_string();
-            let value = match body(req).await {
-                Ok(b) => b,
-                Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, e),
-            };
-            let value = match String::from_utf8(value) {
+            let value = match String::from_utf8(body) {
                 Ok(v) => zeroize::Zeroizing::new(v),
                 Err(_) => return error(StatusCode::BAD_REQUEST, "secret value must be UTF-8 text"),
             };
@@ -491,7 +502,6 @@ pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp 
             }
         }
         (Method::GET, ["activity"]) => {
-            let q = query(&req);
             let page = q
                 .get("page")
                 .and_then(|p| p.parse().ok())
@@ -535,10 +545,6 @@ pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp 
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
         (Method::POST, ["backfill"]) => {
-            let b = match body(req).await {
-                Ok(b) => b,
-                Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, e),
-            };
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
             struct Req {
@@ -546,7 +552,7 @@ pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp 
                 #[serde(default)]
                 dry_run: bool,
             }
-            let r: Req = match serde_json::from_slice(&b) {
+            let r: Req = match serde_json::from_slice(&body) {
                 Ok(r) => r,
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
             };
@@ -588,15 +594,8 @@ pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp 
             }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
-        (Method::POST, ["conflicts", id, "resolve"]) => {
-            let id = id.to_string();
-            match body(req).await {
-                Ok(b) => resolve(shared, &id, &b).await,
-                Err(e) => error(StatusCode::PAYLOAD_TOO_LARGE, e),
-            }
-        }
+        (Method::POST, ["conflicts", id, "resolve"]) => resolve(shared, id, &body).await,
         (Method::GET, ["mappings"]) => {
-            let q = query(&req);
             let filter = q.get("filter").map(String::as_str).unwrap_or("all");
             if !matches!(filter, "all" | "unmapped" | "conflicts") {
                 return error(
@@ -612,13 +611,7 @@ pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp 
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
             }
         }
-        (Method::PATCH, ["mappings", id]) => {
-            let id = id.to_string();
-            match body(req).await {
-                Ok(b) => patch_mapping(shared, &id, &b).await,
-                Err(e) => error(StatusCode::PAYLOAD_TOO_LARGE, e),
-            }
-        }
+        (Method::PATCH, ["mappings", id]) => patch_mapping(shared, id, &body).await,
         (Method::GET, ["stats"]) => match stats(shared) {
             Ok(v) => json(StatusCode::OK, &v),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
@@ -637,4 +630,73 @@ pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp 
             format!("no admin endpoint /api/{path}"),
         ),
     }
+}
+
+/// Errors of the CLI's in-process admin calls ([`open_offline`], [`call`]).
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(
+        "no daemon is running and there is no store at {0} yet: start the daemon once (`plexsync run`)"
+    )]
+    NoStore(String),
+    #[error("{0}")]
+    Daemon(#[from] crate::daemon::DaemonError),
+    #[error("daemon answered {status}: {body}")]
+    Http { status: u16, body: String },
+}
+
+/// Open the daemon's state for the CLI when no daemon runs (it may then own the store): the
+/// store, plugins and the cached catalogue, ready for [`call`]. Open it once per process —
+/// redb refuses a second open of the same file.
+pub async fn open_offline(
+    config: crate::config::Config,
+) -> Result<std::sync::Arc<Shared>, OfflineError> {
+    let store_path = config.store_path();
+    if !store_path.exists() {
+        return Err(OfflineError::NoStore(store_path.display().to_string()));
+    }
+    let listen = config
+        .server
+        .listen
+        .parse()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let shared = crate::daemon::open_shared(config, listen).await?;
+    match shared.store.load_catalogue() {
+        Ok(Some(shows)) => shared.set_catalogue(std::sync::Arc::new(
+            plexsync_plugin_api::Catalogue::new(shows),
+        )),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the cached catalogue"),
+    }
+    Ok(shared)
+}
+
+/// Serve one admin request in process, answering exactly as the daemon would. `path` is
+/// what follows `/api/`, with an optional `?query`; a non-2xx answer is an error.
+pub async fn call(
+    shared: &Shared,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, OfflineError> {
+    let (path, q) = path.split_once('?').unwrap_or((path, ""));
+    let resp = handle(shared, method, path, &parse_query(q), body).await;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    if !status.is_success() {
+        let body = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+        return Err(OfflineError::Http {
+            status: status.as_u16(),
+            body,
+        });
+    }
+    Ok(bytes)
 }

@@ -13,6 +13,8 @@ use plexsync::config::Config;
 use plexsync::secrets::MasterKey;
 use plexsync::store::Store;
 
+mod operate;
+
 #[derive(Parser)]
 #[command(
     name = "plexsync",
@@ -100,6 +102,82 @@ enum Cmd {
     Outbox {
         #[command(subcommand)]
         cmd: OutboxCmd,
+    },
+    /// Shows no matcher could map with confidence: list them, decide
+    Conflicts {
+        #[command(subcommand)]
+        cmd: ConflictsCmd,
+    },
+    /// Plex show → tracker show mappings: list, remap, enable or disable sync
+    Mappings {
+        #[command(subcommand)]
+        cmd: MappingsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConflictsCmd {
+    /// Open conflicts, newest first, with their candidates
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide a conflict: the held plays go to the tracker at once (select, create)
+    #[command(group(clap::ArgGroup::new("action").required(true).args(["select", "create", "ignore"])))]
+    Resolve {
+        /// The conflict: its id, the Plex ratingKey or the Plex title (as `conflicts list` shows)
+        id: String,
+        /// Map the show to this tracker show id
+        #[arg(long, value_name = "SHOW_ID")]
+        select: Option<String>,
+        /// Create the show in the tracker and map it
+        #[arg(long)]
+        create: bool,
+        /// Never sync this show (its plays are kept, not sent)
+        #[arg(long)]
+        ignore: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MappingsCmd {
+    /// Every mapping (or only the unmapped / conflicted shows)
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only shows that are ignored (not synced)
+        #[arg(long, conflicts_with = "conflicts")]
+        unmapped: bool,
+        /// Only shows waiting in a conflict
+        #[arg(long)]
+        conflicts: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a mapping: remap it to another tracker show, or switch its sync off or on
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["show", "disable", "enable"])))]
+    Set {
+        /// The mapping: its id, the Plex ratingKey or the Plex title (as `mappings list` shows)
+        id: String,
+        /// Map the Plex show to this tracker show id (a manual mapping)
+        #[arg(long, value_name = "SHOW_ID")]
+        show: Option<String>,
+        /// Stop syncing this show
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        /// Sync this show again
+        #[arg(long)]
+        enable: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -228,6 +306,74 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Outbox {
             cmd: OutboxCmd::Retry { config },
         } => outbox_retry(&config.config).await,
+        Cmd::Conflicts {
+            cmd: ConflictsCmd::List { config, json },
+        } => operate::conflicts_list(&operate::Admin::new(load(&config.config)?), json).await,
+        Cmd::Conflicts {
+            cmd:
+                ConflictsCmd::Resolve {
+                    id,
+                    select,
+                    create,
+                    ignore,
+                    config,
+                    json,
+                },
+        } => {
+            let action = match (select, create, ignore) {
+                (Some(show), _, _) => operate::Resolution::Select(show),
+                (None, true, _) => operate::Resolution::Create,
+                _ => operate::Resolution::Ignore,
+            };
+            operate::conflicts_resolve(
+                &operate::Admin::new(load(&config.config)?),
+                &id,
+                action,
+                json,
+            )
+            .await
+        }
+        Cmd::Mappings {
+            cmd:
+                MappingsCmd::List {
+                    config,
+                    unmapped,
+                    conflicts,
+                    json,
+                },
+        } => {
+            let filter = match (unmapped, conflicts) {
+                (true, _) => "unmapped",
+                (_, true) => "conflicts",
+                _ => "all",
+            };
+            operate::mappings_list(&operate::Admin::new(load(&config.config)?), filter, json).await
+        }
+        Cmd::Mappings {
+            cmd:
+                MappingsCmd::Set {
+                    id,
+                    show,
+                    disable,
+                    enable,
+                    config,
+                    json,
+                },
+        } => {
+            let sync = match (disable, enable) {
+                (true, _) => Some(false),
+                (_, true) => Some(true),
+                _ => None,
+            };
+            operate::mappings_set(
+                &operate::Admin::new(load(&config.config)?),
+                &id,
+                show,
+                sync,
+                json,
+            )
+            .await
+        }
     }
 }
 
