@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::accounts::AccountMap;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, table_to_json};
 use crate::model::now_secs;
 use crate::plex::{PlexClient, PlexError};
 use crate::registry::{self, Plugins};
@@ -52,6 +52,9 @@ pub struct RuntimeStatus {
     pub polls: u64,
     /// The Plex server as `/identity` describes it (machine id, version).
     pub plex_server: Option<String>,
+    /// The last configuration reload (SIGHUP): when, and why it was refused if it was.
+    pub config_reloaded_at: Option<i64>,
+    pub config_reload_error: Option<String>,
 }
 
 /// Counters since start, for `/metrics`.
@@ -126,6 +129,8 @@ pub struct Shared {
     pub poll_wake: Notify,
     pub export_wake: Notify,
     pub catalogue_wake: Notify,
+    /// The poll schedule may have changed (reload): the poller re-reads it.
+    pub schedule_wake: Notify,
     pub shutdown: watch::Sender<bool>,
     pub started: Instant,
     pub listen_addr: SocketAddr,
@@ -288,6 +293,67 @@ impl Shared {
         Ok(())
     }
 
+    /// Re-read the config file (SIGHUP). A valid file takes effect at once — poll schedule
+    /// and settings, matchers, tracker settings, limits, accounts — with plugins and the Plex
+    /// client rebuilt from it; an invalid one (or one whose plugins refuse it) is refused and
+    /// the running configuration stays. Returns the settings that only a restart applies.
+    pub fn reload(&self) -> Result<Vec<&'static str>, DaemonError> {
+        let old = self.config();
+        let result = Config::load(&old.source)
+            .map_err(DaemonError::from)
+            .and_then(|new| {
+                let secrets = read(&self.secrets);
+                let plugins = registry::build(&new, &secrets, Some(&self.store))?;
+                let plex = plex_client(&new, &secrets, &self.plex_client_id)?;
+                Ok((new, plugins, plex))
+            });
+        let (new, plugins, plex) = match result {
+            Ok(built) => built,
+            Err(e) => {
+                self.with_status(|s| s.config_reload_error = Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        let mut restart = Vec::new();
+        if new.server.listen != old.server.listen {
+            restart.push("server.listen");
+        }
+        if new.store_path() != old.store_path() {
+            restart.push("store.path");
+        }
+        if new.key_path() != old.key_path() {
+            restart.push("secrets.key_file");
+        }
+        if new.socket_path() != old.socket_path() {
+            restart.push("admin.socket");
+        }
+        if new.log.level != old.log.level {
+            restart.push("log.level");
+        }
+        let tracker_changed = new.tracker.plugin.kind != old.tracker.plugin.kind
+            || table_to_json(&new.tracker.plugin.settings)
+                != table_to_json(&old.tracker.plugin.settings);
+        if let Some(c) = self.catalogue() {
+            for m in &plugins.matchers {
+                m.set_catalogue(c.clone());
+            }
+        }
+        write(&self.config, Arc::new(new));
+        write(&self.plugins, Arc::new(plugins));
+        write(&self.plex, Arc::new(plex));
+        self.with_status(|s| {
+            s.config_reloaded_at = Some(now_secs());
+            s.config_reload_error = None;
+        });
+        if tracker_changed {
+            self.catalogue_wake.notify_one();
+        }
+        self.schedule_wake.notify_one();
+        self.resolve_wake.notify_one();
+        self.export_wake.notify_one();
+        Ok(restart)
+    }
+
     /// Rebuild plugins and the Plex client from the current config and secrets.
     fn rebuild(&self) -> Result<(), DaemonError> {
         let cfg = self.config();
@@ -429,6 +495,7 @@ pub async fn open_shared(
         poll_wake: Notify::new(),
         export_wake: Notify::new(),
         catalogue_wake: Notify::new(),
+        schedule_wake: Notify::new(),
         shutdown: shutdown_tx,
         started: Instant::now(),
         listen_addr,
@@ -442,6 +509,40 @@ pub async fn open_shared(
 async fn guarded(guard: LiveGuard, task: impl Future<Output = ()>) {
     task.await;
     drop(guard);
+}
+
+/// SIGHUP (`systemctl reload plexsync`): re-read the config file; see [`Shared::reload`].
+async fn reload_task(shared: Arc<Shared>) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; reloading needs a restart");
+            return;
+        }
+    };
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            r = hup.recv() => if r.is_none() { break },
+            _ = shutdown.changed() => break,
+        }
+        let path = shared.config().source.clone();
+        match shared.reload() {
+            Ok(restart) if restart.is_empty() => {
+                tracing::info!(config = %path.display(), "configuration reloaded")
+            }
+            Ok(restart) => tracing::warn!(
+                config = %path.display(),
+                restart_needed = %restart.join(", "),
+                "configuration reloaded; changes to these keys take effect after a restart"
+            ),
+            Err(e) => tracing::error!(
+                config = %path.display(),
+                error = %e,
+                "configuration reload refused; the running configuration stays"
+            ),
+        }
+    }
 }
 
 /// Prune old activity rows at start-up and then daily.
@@ -491,6 +592,7 @@ pub async fn run(
     tasks.spawn(guarded(g3, crate::pipeline::catalogue_task(shared.clone())));
     tasks.spawn(guarded(g4, crate::poller::poller_task(shared.clone())));
     tasks.spawn(retention_task(shared.clone()));
+    tasks.spawn(reload_task(shared.clone()));
     let http = tokio::spawn(crate::http::serve(shared.clone(), listener, unix));
 
     tracing::info!(

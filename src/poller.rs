@@ -336,13 +336,8 @@ async fn poll_inner(shared: &Shared, report: &mut PollReport) -> Result<(), Poll
 /// Run polls forever: at start-up, on every cron tick, and after a failure with backoff.
 pub async fn poller_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
-    let scheduler = match start_scheduler(&shared).await {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the poll scheduler; polling runs at start-up only");
-            None
-        }
-    };
+    let mut schedule = shared.config().poll.schedule.clone();
+    let mut scheduler = start_or_log(&shared).await;
     let mut failures = 0u32;
     let mut resume_at: Option<tokio::time::Instant> = None;
     let mut first = true;
@@ -354,6 +349,18 @@ pub async fn poller_task(shared: Arc<Shared>) {
                 _ = shared.poll_wake.notified() => {}
                 _ = sleep_opt(until_resume) => {}
                 _ = shutdown.changed() => {}
+                _ = shared.schedule_wake.notified() => {
+                    // A reload: a new schedule replaces the running one; no poll by itself.
+                    let now = shared.config().poll.schedule.clone();
+                    if now != schedule {
+                        if let Some(mut old) = scheduler.take() {
+                            let _ = old.shutdown().await;
+                        }
+                        scheduler = start_or_log(&shared).await;
+                        schedule = now;
+                    }
+                    continue;
+                }
             }
         }
         first = false;
@@ -412,6 +419,16 @@ async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
+    }
+}
+
+async fn start_or_log(shared: &Arc<Shared>) -> Option<tokio_cron_scheduler::JobScheduler> {
+    match start_scheduler(shared).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the poll scheduler; polling runs at start-up and on request only");
+            None
+        }
     }
 }
 

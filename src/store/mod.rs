@@ -115,6 +115,21 @@ struct Inner {
     db: Db,
     path: PathBuf,
     jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// Close cleanly: the writer finishes its queue and lets go of the database, then the last
+    /// handle drops here, so redb records a clean shutdown before the process exits (a file
+    /// left unclean needs a repair, which a read-only open cannot do).
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(h) = self.writer.take() {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
 }
 
 /// Upper bound of jobs in one group commit, so one transaction stays small.
@@ -142,7 +157,7 @@ impl Store {
         init_schema(&db).map_err(|e| open_err(e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let wdb = db.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("plexsync-store".into())
             .spawn(move || writer_loop(wdb, rx))
             .map_err(|e| open_err(format!("cannot start writer thread: {e}")))?;
@@ -151,6 +166,7 @@ impl Store {
                 db: Db::Rw(db),
                 path: path.to_path_buf(),
                 jobs: Some(tx),
+                writer: Some(writer),
             }),
         })
     }
@@ -163,17 +179,33 @@ impl Store {
                 message: "does not exist (has the daemon ever run with this config?)".into(),
             });
         }
-        let db = builder()
-            .open_read_only(path)
-            .map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let open_err = |e: redb::DatabaseError| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let db = match builder().open_read_only(path) {
+            Ok(db) => db,
+            // Left unclean by a crash, with no daemon holding it: repair it once (a write
+            // open does that), then read. A running daemon keeps it locked, so this never
+            // competes with one.
+            Err(redb::DatabaseError::RepairAborted) => {
+                match builder().create(path) {
+                    Ok(db) => drop(db),
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                        return Err(StoreError::Locked);
+                    }
+                    Err(e) => return Err(open_err(e)),
+                }
+                builder().open_read_only(path).map_err(open_err)?
+            }
+            Err(e) => return Err(open_err(e)),
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 db: Db::Ro(db),
                 path: path.to_path_buf(),
                 jobs: None,
+                writer: None,
             }),
         })
     }
@@ -377,6 +409,24 @@ pub(crate) fn next_seq(txn: &WriteTransaction, name: &str) -> Result<u64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_dropped_store_is_closed_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.redb");
+        let store = Store::open(&p).unwrap();
+        store.kv_put_detached("k".into(), b"v".to_vec(), None);
+        let clone = store.clone();
+        drop(store);
+        drop(clone);
+        // No repair needed: a read-only open (which cannot repair) succeeds at once.
+        assert!(builder().open_read_only(&p).is_ok());
+        assert_eq!(
+            Store::open_read_only(&p).unwrap().kv_get("k").unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+
     use super::*;
     use redb::ReadableTableMetadata;
 

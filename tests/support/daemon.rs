@@ -162,6 +162,30 @@ impl Daemon {
         }
     }
 
+    /// Send a signal (`HUP`, `TERM`, …) to the running daemon.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("the daemon runs").id();
+        let _ = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status();
+    }
+
+    /// Wait for the daemon to exit by itself (after a signal); returns the exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("daemon did not exit in {within:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn().await;

@@ -1,0 +1,243 @@
+//! The daemon's life under systemd's signals: SIGHUP re-reads plexsync.toml (a valid file takes
+//! effect without a restart, an invalid one is refused and the running config stays), SIGTERM
+//! stops accepting, lets in-flight requests finish, and exits 0 with nothing lost.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::daemon::{self, Daemon};
+use support::plex::{FakePlex, FakeShow, TOKEN};
+use support::tracker::FakeTracker;
+use support::{eventually, multipart, sample_json, samples};
+
+const WAIT: Duration = Duration::from_secs(20);
+const NEW_AGENT: &str = "webhook/episode_plexagent_media.scrobble_shared-user_guid-array.json";
+
+fn plex_shows() -> Vec<FakeShow> {
+    vec![FakeShow {
+        rating_key: "40275".into(),
+        guid: "plex://show/60e81fd8d8000e002d7d2976".into(),
+        title: "Baki Hanma".into(),
+        year: 2021,
+        guids: vec!["tmdb://108757".into()],
+    }]
+}
+
+fn catalogue() -> Vec<Value> {
+    vec![json!({"id": 101, "title": "Baki Hanma", "year": 2021, "tmdb_id": 108757})]
+}
+
+/// A loopback URL nobody listens on.
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/api")
+}
+
+async fn post(url: &str, ct: &str, body: Vec<u8>) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(plex_shows()).await;
+    let tracker = FakeTracker::start(catalogue()).await;
+    let cfg = dir.path().join("plexsync.toml");
+    // First the tracker's address is wrong: the play waits.
+    let wrong = daemon::config(&plex.url(), &dead_url(), "[poll]\nenabled = false\n");
+    std::fs::write(&cfg, &wrong).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = Daemon::start(dir.path(), &wrong).await;
+    let (ct, body) = multipart(&sample_json(NEW_AGENT), None);
+    let (s, t) = post(&d.webhook_url, &ct, body).await;
+    assert_eq!(s, 200, "{t}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(tracker.posts().is_empty());
+
+    // An invalid edit: refused with the file, line and key; the daemon runs on unchanged.
+    let invalid = wrong.replace("[outbox]\n", "[outbox]\nmax_attempts_typo = 3\n");
+    let line = invalid
+        .lines()
+        .position(|l| l.starts_with("max_attempts_typo"))
+        .unwrap()
+        + 1;
+    std::fs::write(&cfg, &invalid).unwrap();
+    d.signal("HUP");
+    eventually("the reload is refused", WAIT, || {
+        d.log()
+            .contains("configuration reload refused")
+            .then_some(())
+    })
+    .await;
+    let log = d.log();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("configuration reload refused"))
+        .unwrap();
+    assert!(
+        refused.contains(&format!("plexsync.toml:{line}")) && refused.contains("max_attempts_typo"),
+        "the log names the line and key: {refused}"
+    );
+    let st = d.status().await;
+    assert!(
+        st["config_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_attempts_typo")),
+        "{st}"
+    );
+    assert_eq!(
+        reqwest::get(format!("http://{}/healthz", d.addr))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    // The old limits still hold: a 1 MiB body is accepted.
+    let (ct, mut body) = multipart(&sample_json(NEW_AGENT), Some(&vec![0xFF; 1024 * 1024]));
+    body.truncate(body.len()); // unchanged; the thumb makes it large
+    let (s, t) = post(&d.webhook_url, &ct, body).await;
+    assert_eq!(s, 200, "{t}");
+
+    // A valid edit: the right tracker and a smaller body limit take effect without a restart.
+    let right = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n").replace(
+        "[server]\n",
+        "[server]\nmax_body_bytes = 65536\nmax_payload_bytes = 32768\n",
+    );
+    std::fs::write(&cfg, &right).unwrap();
+    d.signal("HUP");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !tracker.watched().contains_key(&("101".to_string(), 1, 1)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the waiting play never reached the new tracker:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ct, body) = multipart(&sample_json(NEW_AGENT), Some(&vec![0xFF; 1024 * 1024]));
+    let (s, t) = post(&d.webhook_url, &ct, body).await;
+    assert_eq!(s, 413, "the new limit applies: {t}");
+    let st = d.status().await;
+    assert!(st["config_reloaded_at"].as_i64().is_some(), "{st}");
+    assert!(st["config_reload_error"].is_null(), "{st}");
+    assert!(d.log().contains("configuration reloaded"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(plex_shows()).await;
+    // The tracker is down: the play must still be in the store after the exit.
+    let cfg_text = daemon::config(&plex.url(), &dead_url(), "[poll]\nenabled = false\n");
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let mut d = Daemon::start(dir.path(), &cfg_text).await;
+    let path = d
+        .webhook_url
+        .strip_prefix(&format!("http://{}", d.addr))
+        .unwrap()
+        .to_string();
+    let body = serde_json::to_vec(&sample_json(NEW_AGENT)).unwrap();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut conn = std::net::TcpStream::connect(&d.addr).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        conn,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    conn.write_all(head).unwrap();
+    conn.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    d.signal("TERM");
+    // It stops accepting…
+    let addr = d.addr.clone();
+    eventually("the listener closes", WAIT, || {
+        std::net::TcpStream::connect(&addr).is_err().then_some(())
+    })
+    .await;
+    // …but the request already in flight completes, durably.
+    conn.write_all(tail).unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("journaled"), "{answer}");
+    let code = tokio::task::spawn_blocking(move || {
+        let c = d.wait_exit(WAIT);
+        (c, d)
+    })
+    .await
+    .unwrap();
+    let (code, d) = code;
+    assert_eq!(code, Some(0), "{}", d.log());
+    assert!(d.log().contains("stopped"));
+    assert!(!d.socket().exists(), "the admin socket is removed");
+    // The store is closed cleanly and holds the play.
+    let out = daemon::cli(&cfg, &["status", "--json"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["running"], false);
+    assert_eq!(st["counts"]["journal"], 1, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_work_after_a_crash() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(plex_shows()).await;
+    let cfg_text = daemon::config(&plex.url(), &dead_url(), "[poll]\nenabled = false\n");
+    let cfg = dir.path().join("plexsync.toml");
+    let mut d = Daemon::start(dir.path(), &cfg_text).await;
+    let (ct, body) = multipart(&sample_json(NEW_AGENT), None);
+    let (s, t) = post(&d.webhook_url, &ct, body).await;
+    assert_eq!(s, 200, "{t}");
+    // SIGKILL: redb gets no chance to record a clean shutdown.
+    d.kill();
+    let out = daemon::cli(&cfg, &["status", "--json"], None);
+    assert!(
+        out.status.success(),
+        "status after a crash: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        st["counts"]["journal"], 1,
+        "the acknowledged play survived: {st}"
+    );
+    let out = daemon::cli(&cfg, &["activity", "--json"], None);
+    assert!(out.status.success());
+}
