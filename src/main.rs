@@ -103,6 +103,19 @@ enum Cmd {
         #[command(subcommand)]
         cmd: OutboxCmd,
     },
+    /// The master key that encrypts stored secrets
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Re-encrypt every stored secret under a new key, in one transaction (daemon stopped)
+    Rekey {
+        /// The new key file (e.g. from `plexsync key generate`)
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Shows no matcher could map with confidence: list them, decide
     Conflicts {
         #[command(subcommand)]
@@ -113,6 +126,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: MappingsCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Write a new random 32-byte key to FILE (mode 0600; never overwrites)
+    Generate { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -306,6 +325,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Outbox {
             cmd: OutboxCmd::Retry { config },
         } => outbox_retry(&config.config).await,
+        Cmd::Key {
+            cmd: KeyCmd::Generate { file },
+        } => {
+            let key = plexsync::secrets::generate_key_file(&file)?;
+            println!(
+                "wrote a new key to {} (mode 0600), key id {}",
+                file.display(),
+                key.id()
+            );
+            Ok(())
+        }
+        Cmd::Rekey { new_key, config } => rekey(&config.config, &new_key).await,
         Cmd::Conflicts {
             cmd: ConflictsCmd::List { config, json },
         } => operate::conflicts_list(&operate::Admin::new(load(&config.config)?), json).await,
@@ -470,6 +501,37 @@ async fn secret_set(path: &Path, name: &str) -> Result<()> {
         .put_secret(name.to_string(), key.seal(name, value)?)
         .await?;
     println!("stored {name}");
+    Ok(())
+}
+
+async fn rekey(path: &Path, new_key: &Path) -> Result<()> {
+    let cfg = load(path)?;
+    let new = MasterKey::load_or_create(new_key, false)?;
+    let old = MasterKey::load_or_create(&cfg.key_path(), false)?;
+    if old.id() == new.id() {
+        bail!(
+            "--new-key {} is the key in use ({}); generate another with `plexsync key generate FILE`",
+            new_key.display(),
+            cfg.key_path().display()
+        );
+    }
+    let store = match Store::open(&cfg.store_path()) {
+        Err(plexsync::store::StoreError::Locked) => bail!(
+            "the daemon is running; stop it first (`systemctl stop plexsync`): its key cannot change under it"
+        ),
+        other => other?,
+    };
+    let n = plexsync::daemon::rekey(&store, &old, &new).await?;
+    println!(
+        "re-encrypted {n} secret(s) under key {} (was {}).",
+        new.id(),
+        old.id()
+    );
+    println!(
+        "Now make {} the key: point [secrets] key_file at it (or replace {} with it, or the systemd credential), then start the daemon.",
+        new_key.display(),
+        cfg.key_path().display()
+    );
     Ok(())
 }
 

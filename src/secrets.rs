@@ -225,6 +225,21 @@ fn check_permissions(_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `plexsync key generate`: a new random key in a new file (mode 0600); an existing file is
+/// never overwritten (it may be the key that opens the store).
+pub fn generate_key_file(path: &Path) -> Result<MasterKey, SecretError> {
+    let key = Zeroizing::new(random_bytes::<32>()?);
+    write_new_key(path, &key).map_err(|e| SecretError::KeyFile {
+        path: path.to_path_buf(),
+        message: if e.kind() == std::io::ErrorKind::AlreadyExists {
+            "already exists; refusing to overwrite a key (choose another path)".into()
+        } else {
+            format!("cannot create: {e}")
+        },
+    })?;
+    Ok(MasterKey::from_bytes(*key))
+}
+
 /// Write a new key file (raw 32 bytes), failing if it already exists.
 pub fn write_new_key(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {

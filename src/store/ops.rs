@@ -853,6 +853,17 @@ impl Store {
         self.write_blocking(move |txn| put_secret_in(txn, &name, &sealed))
     }
 
+    /// Replace every given secret in one transaction (a rekey): all or nothing.
+    pub async fn replace_secrets(&self, sealed: Vec<(String, SealedSecret)>) -> Result<()> {
+        self.write(move |txn| {
+            for (name, s) in &sealed {
+                put_secret_in(txn, name, s)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Store `sealed` under `name` unless a value exists; returns the value that is stored.
     pub fn put_secret_if_absent_blocking(
         &self,
