@@ -110,7 +110,7 @@ async fn main() {
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[plex]\nurl = \"{fake}\"\n[tracker]\nurl = \"{fake}/api\"\n[log]\nlevel = \"warn\"\n[[matchers]]\nkind = \"guid\"\n"
+            "[server]\nlisten = \"127.0.0.1:0\"\n# One client posting as fast as it can: the load, not a flood to refuse.\nwebhook_rate_limit = 0\n[plex]\nurl = \"{fake}\"\n[tracker]\nurl = \"{fake}/api\"\n[log]\nlevel = \"warn\"\n[[matchers]]\nkind = \"guid\"\n"
         ),
     )
     .unwrap();

@@ -2,6 +2,7 @@
 //! sends to a running daemon. Access control happens in [`crate::http`] before routing here.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -72,12 +73,28 @@ async fn body(req: Request<Incoming>) -> Result<Vec<u8>, String> {
 }
 
 /// Start a backfill in the background; refused while one runs.
-fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<(), &'static str> {
+async fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<(), &'static str> {
     let Some(me) = shared.self_ref() else {
         return Err("the daemon is shutting down");
     };
-    let Ok(guard) = me.backfill.clone().try_lock_owned() else {
-        return Err("a backfill is already running");
+    let guard = match me.backfill.clone().try_lock_owned() {
+        Ok(g) => g,
+        Err(_) => {
+            // The last job may have published its summary (running: false) and be about to
+            // let go of the lock: a client that saw it finish must not be told it still runs.
+            let finishing = shared
+                .backfill_progress
+                .lock()
+                .ok()
+                .and_then(|g| g.as_ref().map(|st| !st.running))
+                .unwrap_or(false);
+            if !finishing {
+                return Err("a backfill is already running");
+            }
+            tokio::time::timeout(Duration::from_secs(5), me.backfill.clone().lock_owned())
+                .await
+                .map_err(|_| "a backfill is already running")?
+        }
     };
     // Publish "running" before answering, so a client polling right away sees it.
     if let Ok(mut g) = shared.backfill_progress.lock() {
@@ -562,7 +579,7 @@ pub async fn handle(
                     format!("since: {:?} is not a date like 2024-01-31", r.since),
                 );
             };
-            match start_backfill(shared, since, r.dry_run) {
+            match start_backfill(shared, since, r.dry_run).await {
                 Ok(()) => json(
                     StatusCode::ACCEPTED,
                     &json!({ "started": true, "since": since, "dry_run": r.dry_run }),

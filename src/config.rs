@@ -60,6 +60,27 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub request_timeout: Duration,
+    /// Webhook requests a minute per client address (0: unlimited), and how many at once.
+    pub webhook_rate_limit: u32,
+    pub webhook_rate_burst: u32,
+    /// Admin API requests (TCP; the unix socket is not limited) a minute per client address.
+    pub admin_rate_limit: u32,
+    pub admin_rate_burst: u32,
+}
+
+impl ServerConfig {
+    pub fn webhook_rate(&self) -> crate::ratelimit::Rate {
+        crate::ratelimit::Rate {
+            per_minute: self.webhook_rate_limit,
+            burst: self.webhook_rate_burst,
+        }
+    }
+    pub fn admin_rate(&self) -> crate::ratelimit::Rate {
+        crate::ratelimit::Rate {
+            per_minute: self.admin_rate_limit,
+            burst: self.admin_rate_burst,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -71,6 +92,10 @@ impl Default for ServerConfig {
             max_payload_bytes: 256 * 1024,
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            webhook_rate_limit: 100,
+            webhook_rate_burst: 30,
+            admin_rate_limit: 600,
+            admin_rate_burst: 120,
         }
     }
 }
@@ -441,6 +466,18 @@ impl Config {
             return e(
                 "server.max_payload_bytes",
                 "must be at least 1024 and at most server.max_body_bytes",
+            );
+        }
+        if self.server.webhook_rate_limit > 0 && self.server.webhook_rate_burst == 0 {
+            return e(
+                "server.webhook_rate_burst",
+                "must be at least 1 while webhook_rate_limit is set (0 turns limiting off)",
+            );
+        }
+        if self.server.admin_rate_limit > 0 && self.server.admin_rate_burst == 0 {
+            return e(
+                "server.admin_rate_burst",
+                "must be at least 1 while admin_rate_limit is set (0 turns limiting off)",
             );
         }
         if self.server.header_timeout.is_zero() {

@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::daemon::Shared;
 use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
+use crate::ratelimit::{Limiter, Rate, Verdict};
 use crate::store::ops::Ingested;
 use crate::webhook::{multipart, payload};
 
@@ -59,8 +60,16 @@ pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Accept connections until shutdown, then let in-flight requests finish.
+/// The inbound rate limiters, one per route family.
+#[derive(Default)]
+struct Limits {
+    webhook: Limiter,
+    admin: Limiter,
+}
+
 pub async fn serve(shared: Arc<Shared>, tcp: TcpListener, unix: Option<UnixListener>) {
     let graceful = GracefulShutdown::new();
+    let limits = Arc::new(Limits::default());
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         let accepted: Option<(Box<dyn ConnIo>, Peer)> = tokio::select! {
@@ -88,9 +97,11 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpListener, unix: Option<UnixListe
         let Some((io, peer)) = accepted else { continue };
         let cfg = shared.config();
         let sh = shared.clone();
+        let lim = limits.clone();
         let svc = service_fn(move |req| {
             let sh = sh.clone();
-            async move { Ok::<_, Infallible>(handle(sh, peer, req).await) }
+            let lim = lim.clone();
+            async move { Ok::<_, Infallible>(handle(sh, &lim, peer, req).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -148,9 +159,46 @@ pub fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
     }
 }
 
-async fn handle(shared: Arc<Shared>, peer: Peer, req: Request<Incoming>) -> Resp {
+/// 429 with `Retry-After` (whole seconds, at least 1) when `peer` is over `rate`.
+fn limited(limiter: &Limiter, peer: Peer, rate: Rate, route: &'static str) -> Option<Resp> {
+    let Peer::Tcp(addr) = peer else {
+        return None;
+    };
+    match limiter.check(addr.ip(), rate) {
+        Verdict::Allow => None,
+        Verdict::Limit { retry_after, first } => {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            if first {
+                tracing::warn!(client = %addr.ip(), route, per_minute = rate.per_minute, burst = rate.burst, "client over the rate limit; answering 429");
+            } else {
+                tracing::debug!(client = %addr.ip(), route, "rate limited");
+            }
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many requests; retry in {secs} s"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Some(r)
+        }
+    }
+}
+
+async fn handle(shared: Arc<Shared>, limits: &Limits, peer: Peer, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
-    let timeout = shared.config().server.request_timeout;
+    let server = shared.config().server.clone();
+    let timeout = server.request_timeout;
+    if path.starts_with("/webhook") {
+        // Before the secret check, so guessing secrets is limited too.
+        if let Some(r) = limited(&limits.webhook, peer, server.webhook_rate(), "webhook") {
+            return r;
+        }
+    } else if path.starts_with("/api/") || path == "/metrics" {
+        if let Some(r) = limited(&limits.admin, peer, server.admin_rate(), "admin") {
+            return r;
+        }
+    }
     let fut = async {
         if let Some(secret) = path.strip_prefix("/webhook/") {
             return webhook(&shared, peer, secret, req).await;

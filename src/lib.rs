@@ -14,6 +14,7 @@ pub mod model;
 pub mod pipeline;
 pub mod plex;
 pub mod poller;
+pub mod ratelimit;
 pub mod registry;
 pub mod secrets;
 pub mod store;

@@ -369,7 +369,12 @@ async fn backfill_through_the_daemon_then_offline_and_dry_run() {
     assert!(text.contains("matched:      30"), "{text}");
     w.wait_watched(30).await;
     let out = w.daemon.cli(&["backfill", "--since", "2000-01-01"], None);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("plays new:    0"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("plays new:    0"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Offline: the daemon is stopped; the CLI runs the pipeline itself.
     assert_eq!(w.daemon.stop(), Some(0));

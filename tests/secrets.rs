@@ -90,18 +90,30 @@ async fn rekey_moves_every_secret_to_the_new_key() {
 
     // The key in use is not a new key.
     let old_key = dir.path().join("plexsync.key");
-    let o = daemon::cli(&cfg, &["rekey", "--new-key", old_key.to_str().unwrap()], None);
+    let o = daemon::cli(
+        &cfg,
+        &["rekey", "--new-key", old_key.to_str().unwrap()],
+        None,
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("is the key in use"), "{}", stderr(&o));
 
     // Not while the daemon runs.
     let mut d = Daemon::start(dir.path(), &cfg_text).await;
-    let o = daemon::cli(&cfg, &["rekey", "--new-key", new_key.to_str().unwrap()], None);
+    let o = daemon::cli(
+        &cfg,
+        &["rekey", "--new-key", new_key.to_str().unwrap()],
+        None,
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("stop it first"), "{}", stderr(&o));
     assert_eq!(d.stop(), Some(0));
 
-    let o = daemon::cli(&cfg, &["rekey", "--new-key", new_key.to_str().unwrap()], None);
+    let o = daemon::cli(
+        &cfg,
+        &["rekey", "--new-key", new_key.to_str().unwrap()],
+        None,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     // plex-token, tracker-key, admin-token and the webhook secret.
     assert!(
@@ -112,10 +124,22 @@ async fn rekey_moves_every_secret_to_the_new_key() {
     // The old key opens nothing any more: a clear refusal, not silently lost tokens.
     let o = daemon::cli(&cfg, &["webhook-url"], None);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("was encrypted with key"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("was encrypted with key"),
+        "{}",
+        stderr(&o)
+    );
     // A second run has nothing left to do.
-    let o = daemon::cli(&cfg, &["rekey", "--new-key", new_key.to_str().unwrap()], None);
-    assert!(stdout(&o).contains("re-encrypted 0 secret(s)"), "{}", stdout(&o));
+    let o = daemon::cli(
+        &cfg,
+        &["rekey", "--new-key", new_key.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        stdout(&o).contains("re-encrypted 0 secret(s)"),
+        "{}",
+        stdout(&o)
+    );
 
     // Under the new key everything is as it was: the same webhook URL, a working Plex token
     // and tracker key.
