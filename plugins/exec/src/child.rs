@@ -18,8 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ExecConfig;
 use crate::protocol::{
-    self, Hello, Incoming, LineRead, MAX_LINE, MAX_STDERR_LINE, PROTOCOL, Reply,
-    read_line_capped,
+    self, Hello, Incoming, LineRead, MAX_LINE, MAX_STDERR_LINE, PROTOCOL, Reply, read_line_capped,
 };
 
 /// Environment variable telling the program which protocol version the plugin speaks.
@@ -370,7 +369,9 @@ async fn read_stdout(
                             Some(tx) => {
                                 let _ = tx.send(reply);
                             }
-                            None => tracing::warn!(plugin = %name, id, "exec program answered an unknown or timed-out request; ignored"),
+                            None => {
+                                tracing::warn!(plugin = %name, id, "exec program answered an unknown or timed-out request; ignored")
+                            }
                         }
                     }
                     Incoming::Other(what) => {

@@ -70,7 +70,8 @@ impl fmt::Debug for ExecConfig {
 }
 
 fn err(message: impl fmt::Display) -> PluginError {
-    PluginError::config(format!("exec matcher: {message}"))
+    // No plugin prefix: the host already says "matcher `exec`:" before it.
+    PluginError::config(message.to_string())
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -101,13 +102,22 @@ fn duration(key: &str, value: Option<Value>, default: Duration) -> Result<Durati
     let Some(value) = value else {
         return Ok(default);
     };
-    let text = string(key, value)?;
+    let text = match value {
+        Value::String(s) => s,
+        other => {
+            return Err(err(format!(
+                "`{key}` must be a duration string such as \"5s\", not {}",
+                type_name(&other)
+            )));
+        }
+    };
     parse_duration(&text).map_err(|why| err(format!("`{key}` = {text:?} {why}")))
 }
 
 /// `"500ms"`, `"5s"`, `"2m"`: a whole number and a unit, above zero, at most an hour.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const HINT: &str = "is not a duration: expected a whole number followed by ms, s or m, e.g. \"5s\"";
+    const HINT: &str =
+        "is not a duration: expected a whole number followed by ms, s or m, e.g. \"5s\"";
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
@@ -168,10 +178,8 @@ impl ExecConfig {
                 let mut env = BTreeMap::new();
                 for (name, v) in map {
                     if name.is_empty() || name.contains('=') || name.contains('\0') {
-                        return Err(err(format!(
-                            "`env` has an invalid variable name {name:?}"
-                        ))
-                        .with_key("env"));
+                        return Err(err(format!("`env` has an invalid variable name {name:?}"))
+                            .with_key("env"));
                     }
                     let v = string(&format!("env.{name}"), v).map_err(|e| e.with_key("env"))?;
                     env.insert(name, v);
@@ -187,14 +195,17 @@ impl ExecConfig {
         };
         let timeout = duration("timeout", raw.timeout, DEFAULT_TIMEOUT)?;
         let start_timeout = duration("start_timeout", raw.start_timeout, DEFAULT_START_TIMEOUT)?;
-        let restart_backoff =
-            duration("restart_backoff", raw.restart_backoff, DEFAULT_RESTART_BACKOFF)?;
+        let restart_backoff = duration(
+            "restart_backoff",
+            raw.restart_backoff,
+            DEFAULT_RESTART_BACKOFF,
+        )?;
         let command = resolve_command(&command, &ctx.config_dir, std::env::var_os("PATH"))?;
         Ok(ExecConfig {
             command,
             args,
             env,
-            dir: ctx.config_dir.clone(),
+            dir: std::path::absolute(&ctx.config_dir).unwrap_or_else(|_| ctx.config_dir.clone()),
             timeout,
             start_timeout,
             restart_backoff,
@@ -219,11 +230,10 @@ fn resolve_command(
 ) -> Result<PathBuf, PluginError> {
     if command.contains('/') {
         let p = Path::new(command);
-        let full = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            config_dir.join(p)
-        };
+        // Absolute, because the program runs in `config_dir`: a relative program path next
+        // to a changed working directory is resolved differently by each platform.
+        let full = std::path::absolute(config_dir.join(p))
+            .map_err(|e| err(format!("`command` {command:?}: {e}")))?;
         check_executable(&full)?;
         return Ok(full);
     }
@@ -243,8 +253,8 @@ fn resolve_command(
 }
 
 fn check_executable(path: &Path) -> Result<(), PluginError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| err(format!("`command` {}: {e}", path.display())))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| err(format!("`command` {}: {e}", path.display())))?;
     if !meta.is_file() {
         return Err(err(format!("`command` {} is not a file", path.display())));
     }
@@ -319,19 +329,40 @@ mod tests {
             (serde_json::json!({}), "command"),
             (serde_json::json!(null), "command"),
             (serde_json::json!({"command": 5}), "command"),
-            (serde_json::json!({"command": "examples/missing.py"}), "command"),
+            (
+                serde_json::json!({"command": "examples/missing.py"}),
+                "command",
+            ),
             // A directory, and a file without the x bit.
             (serde_json::json!({"command": "examples"}), "command"),
             (serde_json::json!({"command": "sample.toml"}), "command"),
             (serde_json::json!({"command": "sh", "args": "x"}), "args"),
-            (serde_json::json!({"command": "sh", "args": ["x", 1]}), "args"),
+            (
+                serde_json::json!({"command": "sh", "args": ["x", 1]}),
+                "args",
+            ),
             (serde_json::json!({"command": "sh", "env": {"A": 1}}), "env"),
             (serde_json::json!({"command": "sh", "env": ["A"]}), "env"),
-            (serde_json::json!({"command": "sh", "timeout": "5"}), "timeout"),
-            (serde_json::json!({"command": "sh", "timeout": "0s"}), "timeout"),
-            (serde_json::json!({"command": "sh", "start_timeout": 5}), "start_timeout"),
-            (serde_json::json!({"command": "sh", "restart_backoff": "2h"}), "restart_backoff"),
-            (serde_json::json!({"command": "sh", "timout": "5s"}), "timout"),
+            (
+                serde_json::json!({"command": "sh", "timeout": "5"}),
+                "timeout",
+            ),
+            (
+                serde_json::json!({"command": "sh", "timeout": "0s"}),
+                "timeout",
+            ),
+            (
+                serde_json::json!({"command": "sh", "start_timeout": 5}),
+                "start_timeout",
+            ),
+            (
+                serde_json::json!({"command": "sh", "restart_backoff": "2h"}),
+                "restart_backoff",
+            ),
+            (
+                serde_json::json!({"command": "sh", "timout": "5s"}),
+                "timout",
+            ),
         ];
         for (config, key) in cases {
             let (class, k, message) = key_of(config.clone());

@@ -68,7 +68,10 @@ pub fn build(ctx: &PluginContext) -> Result<ExecMatcher, PluginError> {
 /// The delay before the next start after `failures` failures in a row.
 fn backoff(failures: u32, max: Duration) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
-    FIRST_BACKOFF.min(max).saturating_mul(1 << doublings).min(max)
+    FIRST_BACKOFF
+        .min(max)
+        .saturating_mul(1 << doublings)
+        .min(max)
 }
 
 impl ExecMatcher {
@@ -78,11 +81,8 @@ impl ExecMatcher {
     pub fn build(ctx: &PluginContext) -> Result<ExecMatcher, PluginError> {
         let cfg = ExecConfig::from_context(ctx)?;
         let hello = child::probe(&cfg).map_err(|why| {
-            PluginError::config(format!(
-                "exec matcher: `command` {}: {why}",
-                cfg.command.display()
-            ))
-            .with_key("command")
+            PluginError::config(format!("`command` {}: {why}", cfg.command.display()))
+                .with_key("command")
         })?;
         let name = hello
             .name
@@ -237,6 +237,9 @@ mod tests {
         assert_eq!(backoff(30, max), max);
         assert_eq!(backoff(u32::MAX, max), max);
         // A maximum below the first step caps every delay.
-        assert_eq!(backoff(1, Duration::from_millis(10)), Duration::from_millis(10));
+        assert_eq!(
+            backoff(1, Duration::from_millis(10)),
+            Duration::from_millis(10)
+        );
     }
 }

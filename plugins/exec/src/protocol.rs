@@ -35,7 +35,9 @@ pub struct Hello {
 /// Why a hello is refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum HelloError {
-    #[error("its first line is not a hello (expected {{\"hello\": \"{HELLO}\", \"protocol\": {PROTOCOL}}}): {0}")]
+    #[error(
+        "its first line is not a hello (expected {{\"hello\": \"{HELLO}\", \"protocol\": {PROTOCOL}}}): {0}"
+    )]
     NotHello(String),
     #[error("it is not a plexsync matcher (hello {0:?}, expected {HELLO:?})")]
     WrongHello(String),
@@ -118,7 +120,10 @@ pub enum Reply {
 /// What one line from the program's stdout is.
 #[derive(Debug, PartialEq)]
 pub enum Incoming {
-    Reply { id: u64, reply: Reply },
+    Reply {
+        id: u64,
+        reply: Reply,
+    },
     /// Valid JSON that is not a reply we can route (no id, no result/error).
     Other(String),
     /// Not JSON at all.
@@ -350,8 +355,14 @@ mod tests {
             parse_hello(br#"{"hello": "other", "protocol": 1}"#),
             Err(HelloError::WrongHello(_))
         ));
-        assert!(matches!(parse_hello(b"hi there"), Err(HelloError::NotHello(_))));
-        assert!(matches!(parse_hello(br#"{"id": 1}"#), Err(HelloError::NotHello(_))));
+        assert!(matches!(
+            parse_hello(b"hi there"),
+            Err(HelloError::NotHello(_))
+        ));
+        assert!(matches!(
+            parse_hello(br#"{"id": 1}"#),
+            Err(HelloError::NotHello(_))
+        ));
     }
 
     #[test]
@@ -365,7 +376,10 @@ mod tests {
         let r = match_request(3, &q);
         assert_eq!(r.iter().filter(|&&b| b == b'\n').count(), 1);
         let v: Value = serde_json::from_slice(&r).unwrap();
-        assert_eq!(v, json!({"id": 3, "method": "match", "params": {"rating_key": "7", "title": "A\nB", "year": 2001, "guids": ["tvdb://1"]}}));
+        assert_eq!(
+            v,
+            json!({"id": 3, "method": "match", "params": {"rating_key": "7", "title": "A\nB", "year": 2001, "guids": ["tvdb://1"]}})
+        );
         let c = Catalogue::new(vec![CatalogShow {
             id: "1".into(),
             title: "T".into(),
@@ -398,12 +412,27 @@ mod tests {
         );
         assert!(matches!(
             parse_incoming(br#"{"id": 5, "error": 7}"#),
-            Incoming::Reply { id: 5, reply: Reply::Error(ReplyError { transient: false, .. }) }
+            Incoming::Reply {
+                id: 5,
+                reply: Reply::Error(ReplyError {
+                    transient: false,
+                    ..
+                })
+            }
         ));
         assert!(matches!(parse_incoming(b"not json"), Incoming::Garbage(_)));
-        assert!(matches!(parse_incoming(br#"{"log": 1}"#), Incoming::Other(_)));
-        assert!(matches!(parse_incoming(br#"{"id": -1, "result": 1}"#), Incoming::Other(_)));
-        assert!(matches!(parse_incoming(br#"{"id": 1}"#), Incoming::Other(_)));
+        assert!(matches!(
+            parse_incoming(br#"{"log": 1}"#),
+            Incoming::Other(_)
+        ));
+        assert!(matches!(
+            parse_incoming(br#"{"id": -1, "result": 1}"#),
+            Incoming::Other(_)
+        ));
+        assert!(matches!(
+            parse_incoming(br#"{"id": 1}"#),
+            Incoming::Other(_)
+        ));
     }
 
     #[test]
@@ -452,7 +481,9 @@ mod tests {
             }
         );
         assert_eq!(
-            outcome(json!({"outcome": "no_match"}), &cat, "x").unwrap().0,
+            outcome(json!({"outcome": "no_match"}), &cat, "x")
+                .unwrap()
+                .0,
             MatchOutcome::NoMatch
         );
         for bad in [
@@ -483,18 +514,30 @@ mod tests {
         // A tiny buffer makes lines span several fill_buf calls.
         let mut r = tokio::io::BufReader::with_capacity(3, &data[..]);
         let mut buf = Vec::new();
-        assert_eq!(read_line_capped(&mut r, &mut buf, 8).await.unwrap(), LineRead::Line);
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 8).await.unwrap(),
+            LineRead::Line
+        );
         assert_eq!(buf, b"short");
         assert_eq!(
             read_line_capped(&mut r, &mut buf, 8).await.unwrap(),
             LineRead::TooLong { len: 16 }
         );
         assert_eq!(buf, b"01234567");
-        assert_eq!(read_line_capped(&mut r, &mut buf, 8).await.unwrap(), LineRead::Line);
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 8).await.unwrap(),
+            LineRead::Line
+        );
         assert_eq!(buf, b"");
-        assert_eq!(read_line_capped(&mut r, &mut buf, 8).await.unwrap(), LineRead::Line);
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 8).await.unwrap(),
+            LineRead::Line
+        );
         assert_eq!(buf, b"last");
-        assert_eq!(read_line_capped(&mut r, &mut buf, 8).await.unwrap(), LineRead::Eof);
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 8).await.unwrap(),
+            LineRead::Eof
+        );
     }
 
     #[test]

@@ -174,7 +174,10 @@ async fn error_replies_keep_their_class() {
     let e = m.match_show(&query("error", "1")).await.unwrap_err();
     assert_eq!(e.class, ErrorClass::Permanent);
     assert!(e.message.contains("lookup failed"), "{e}");
-    let e = m.match_show(&query("error-transient", "1")).await.unwrap_err();
+    let e = m
+        .match_show(&query("error-transient", "1"))
+        .await
+        .unwrap_err();
     assert_eq!(e.class, ErrorClass::Transient);
     // An answer outside the protocol (confidence 7) is a protocol error, not a match.
     let e = m.match_show(&query("bad", "1")).await.unwrap_err();
