@@ -31,6 +31,8 @@ pub const HANG_TIMEOUTS: u32 = 3;
 /// How long a program whose stdin was closed (the plugin was dropped or the probe is done)
 /// may take to exit on its own before it is killed.
 const GRACE: Duration = Duration::from_millis(500);
+/// How long, after the program exited, its stdout may take to deliver what is left in it.
+const DRAIN: Duration = Duration::from_millis(200);
 /// How much of the probe's stderr an error message quotes.
 const PROBE_STDERR: usize = 2048;
 
@@ -202,15 +204,18 @@ impl Conn {
             life.clone(),
             pending.clone(),
         ));
+        let (drained_tx, drained_rx) = oneshot::channel::<()>();
         tokio::spawn(read_stdout(
             stdout,
             name.clone(),
             life.clone(),
             pending.clone(),
+            drained_tx,
         ));
         tokio::spawn(supervise(
             child,
             kill_rx,
+            drained_rx,
             name.clone(),
             life.clone(),
             pending.clone(),
@@ -346,6 +351,8 @@ async fn read_stdout(
     name: String,
     life: Arc<Life>,
     pending: Arc<Mutex<Pending>>,
+    // Dropped when this task ends: tells the supervisor every reply has been routed.
+    _drained: oneshot::Sender<()>,
 ) {
     let mut buf = Vec::new();
     loop {
@@ -409,6 +416,7 @@ async fn forward_stderr(stderr: ChildStderr, name: Arc<OnceLock<String>>, fallba
 async fn supervise(
     mut child: tokio::process::Child,
     mut kill_rx: oneshot::Receiver<()>,
+    drained: oneshot::Receiver<()>,
     name: String,
     life: Arc<Life>,
     pending: Arc<Mutex<Pending>>,
@@ -430,6 +438,10 @@ async fn supervise(
             (child.wait().await, true)
         }
     };
+    // Replies the program wrote just before exiting may still be in the pipe: let the reader
+    // route them before the waiting requests are failed. Bounded, because a grandchild that
+    // inherited stdout can keep the pipe open after the program itself is gone.
+    let _ = tokio::time::timeout(DRAIN, drained).await;
     shut(&life, &pending);
     log_exit(&name, status, stopped);
 }
@@ -446,6 +458,18 @@ fn log_exit(name: &str, status: std::io::Result<std::process::ExitStatus>, stopp
 /// so a wrong program or protocol is a config error at start-up (and in `plexsync check`).
 /// Blocking, std only: building happens outside any async context guarantees.
 pub fn probe(cfg: &ExecConfig) -> Result<Hello, String> {
+    // Built from inside the daemon (start-up, reload), this blocks a runtime worker for up to
+    // `start_timeout`: tell a multi-threaded runtime so it moves other tasks elsewhere.
+    // (`block_in_place` would panic on a current-thread runtime, which gets no such help.)
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| probe_blocking(cfg))
+        }
+        _ => probe_blocking(cfg),
+    }
+}
+
+fn probe_blocking(cfg: &ExecConfig) -> Result<Hello, String> {
     let mut child = std::process::Command::new(&cfg.command)
         .args(&cfg.args)
         .envs(&cfg.env)

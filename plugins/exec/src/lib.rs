@@ -228,6 +228,28 @@ impl Matcher for ExecMatcher {
 mod tests {
     use super::*;
 
+    /// sample.toml is what README.md tells people to paste: it must parse and build (which
+    /// starts the example program once for its hello).
+    #[test]
+    fn the_sample_config_parses_and_builds() {
+        let text = include_str!("../sample.toml");
+        let doc: toml::Table = toml::from_str(text).unwrap();
+        let tables = doc["matchers"].as_array().unwrap();
+        assert_eq!(tables.len(), 1);
+        let mut table = tables[0].as_table().unwrap().clone();
+        assert_eq!(table.remove("kind").unwrap().as_str(), Some(KIND));
+        let ctx = PluginContext {
+            config: serde_json::to_value(&table).unwrap(),
+            secrets: Default::default(),
+            cache: Arc::new(plexsync_plugin_api::MemoryCache::default()),
+            config_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        };
+        let m = build(&ctx).unwrap();
+        assert_eq!(m.name(), "title_table");
+        assert_eq!(m.cfg.timeout, Duration::from_secs(5));
+        assert_eq!(m.cfg.args, ["examples/title_table.json"]);
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_maximum() {
         let max = Duration::from_secs(60);

@@ -371,16 +371,3 @@ async fn stderr_lines_are_logged_with_the_plugin_name() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-
-#[test]
-fn the_sample_config_parses_and_builds() {
-    let text = std::fs::read_to_string(crate_dir().join("sample.toml")).unwrap();
-    let doc: toml::Table = toml::from_str(&text).unwrap();
-    let tables = doc["matchers"].as_array().unwrap();
-    assert_eq!(tables.len(), 1);
-    let mut table = tables[0].as_table().unwrap().clone();
-    assert_eq!(table.remove("kind").unwrap().as_str(), Some("exec"));
-    let config = serde_json::to_value(&table).unwrap();
-    let m = plexsync_plugin_exec::build(&ctx(config)).unwrap();
-    assert_eq!(m.name(), "title_table");
-}
