@@ -49,10 +49,17 @@ pub struct CatalogueSlot {
 }
 
 impl CatalogueSlot {
-    pub fn set(&self, catalogue: Arc<Catalogue>) {
+    /// Store a new catalogue; returns false (and keeps the generation) when it is the same as
+    /// the current one, so a periodic refresh that changed nothing is not resent to the
+    /// program (a large catalogue is megabytes of JSON).
+    pub fn set(&self, catalogue: Arc<Catalogue>) -> bool {
         let mut g = lock(&self.inner);
+        if g.0 > 0 && (Arc::ptr_eq(&g.1, &catalogue) || g.1.shows == catalogue.shows) {
+            return false;
+        }
         g.0 += 1;
         g.1 = catalogue;
+        true
     }
     pub fn current(&self) -> Arc<Catalogue> {
         lock(&self.inner).1.clone()
@@ -587,6 +594,24 @@ fn read_line_capped_sync<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unchanged_catalogue_is_not_resent() {
+        let slot = CatalogueSlot::default();
+        let show = |id: &str| plexsync_plugin_api::CatalogShow {
+            id: id.into(),
+            title: "T".into(),
+            ..Default::default()
+        };
+        // Even an empty first catalogue counts: the program learns it has nothing.
+        assert!(slot.set(Arc::new(Catalogue::default())));
+        assert_eq!(slot.newer_than(0).map(|(g, _)| g), Some(1));
+        assert!(slot.set(Arc::new(Catalogue::new(vec![show("1")]))));
+        assert!(!slot.set(Arc::new(Catalogue::new(vec![show("1")]))));
+        assert!(slot.newer_than(2).is_none());
+        assert!(slot.set(Arc::new(Catalogue::new(vec![show("2")]))));
+        assert_eq!(slot.newer_than(2).map(|(g, c)| (g, c.len())), Some((3, 1)));
+    }
 
     #[test]
     fn sync_reader_matches_the_async_one() {

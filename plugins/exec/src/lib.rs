@@ -206,7 +206,9 @@ impl Matcher for ExecMatcher {
     }
 
     fn set_catalogue(&self, catalogue: Arc<Catalogue>) {
-        self.catalogue.set(catalogue);
+        if !self.catalogue.set(catalogue) {
+            return;
+        }
         // Push it now when an instance runs; if the lock is busy (an instance is starting),
         // the writer sends it before the next request anyway.
         if let Ok(s) = self.supervisor.try_lock() {

@@ -252,6 +252,15 @@ async fn a_program_that_dies_is_restarted_and_pending_requests_fail() {
 }
 
 #[tokio::test]
+async fn a_reply_written_just_before_exiting_is_delivered() {
+    let m = scripted(&[]).unwrap();
+    let (id, pid) = definite(m.match_show(&query("last-words", "8")).await.unwrap());
+    assert_eq!(id, "8");
+    let (_, next) = eventually_definite(&m, &query("x", "9")).await;
+    assert_ne!(pid, next);
+}
+
+#[tokio::test]
 async fn dropping_the_matcher_stops_and_reaps_the_program() {
     let m = scripted(&[]).unwrap();
     let (_, method) = definite(m.match_show(&query("x", "1")).await.unwrap());
