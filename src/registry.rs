@@ -33,6 +33,11 @@ const MATCHERS: &[Kind<MatcherCtor>] = &[
         secrets: &[],
         ctor: |ctx| Ok(Arc::new(plexsync_plugin_title::TitleMatcher::build(ctx)?)),
     },
+    Kind {
+        name: "exec",
+        secrets: &[],
+        ctor: |ctx| Ok(Arc::new(plexsync_plugin_exec::build(ctx)?)),
+    },
 ];
 
 const EXPORTERS: &[Kind<ExporterCtor>] = &[Kind {
@@ -187,7 +192,7 @@ mod tests {
         let cfg = Config::parse(Path::new("x.toml"), text).unwrap();
         let e = build(&cfg, &HashMap::new(), None).err().unwrap();
         assert_eq!(e.key.as_deref(), Some("matchers[1].kind"));
-        assert!(e.message.contains("known kinds: guid, title"), "{e}");
+        assert!(e.message.contains("known kinds: guid, title, exec"), "{e}");
     }
 
     #[test]

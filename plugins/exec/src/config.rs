@@ -1,0 +1,394 @@
+//! The exec matcher's config table (`[[matchers]] kind = "exec"` in plexsync.toml): its keys,
+//! their defaults, their validation, and where the program is found. Every error is a config
+//! error that names the offending key, so `plexsync check` can point at the line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use plexsync_plugin_api::{PluginContext, PluginError};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Default for `timeout` (one request).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for `start_timeout` (from spawning the program to its hello).
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `restart_backoff` (the longest wait before restarting a program that died).
+pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest accepted duration: beyond an hour a wait is not slow but stuck, and a bound keeps
+/// timer arithmetic far from overflow.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// The table as written (minus `kind`). Values are typed by hand below because serde's type
+/// errors ("invalid type: integer, expected a string") do not say which key was wrong.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    command: Value,
+    #[serde(default)]
+    args: Option<Value>,
+    #[serde(default)]
+    env: Option<Value>,
+    #[serde(default)]
+    timeout: Option<Value>,
+    #[serde(default)]
+    start_timeout: Option<Value>,
+    #[serde(default)]
+    restart_backoff: Option<Value>,
+}
+
+/// The validated config.
+#[derive(Clone)]
+pub struct ExecConfig {
+    /// The program, resolved to an existing executable file.
+    pub command: PathBuf,
+    pub args: Vec<String>,
+    /// Extra environment variables (added to the inherited environment).
+    pub env: BTreeMap<String, String>,
+    /// The program's working directory: the config file's folder.
+    pub dir: PathBuf,
+    pub timeout: Duration,
+    pub start_timeout: Duration,
+    pub restart_backoff: Duration,
+}
+
+// By hand: `env` may carry tokens for the user's program, so only its names are shown.
+impl fmt::Debug for ExecConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecConfig")
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("dir", &self.dir)
+            .field("timeout", &self.timeout)
+            .field("start_timeout", &self.start_timeout)
+            .field("restart_backoff", &self.restart_backoff)
+            .finish()
+    }
+}
+
+fn err(message: impl fmt::Display) -> PluginError {
+    // No plugin prefix: the host already says "matcher `exec`:" before it.
+    PluginError::config(message.to_string())
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a table",
+        Value::String(_) => "a string",
+    }
+}
+
+fn string(key: &str, value: Value) -> Result<String, PluginError> {
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            Err(err(format!("`{key}` must not contain a NUL character")))
+        }
+        Value::String(s) => Ok(s),
+        other => Err(err(format!(
+            "`{key}` must be a string, not {}",
+            type_name(&other)
+        ))),
+    }
+}
+
+fn duration(key: &str, value: Option<Value>, default: Duration) -> Result<Duration, PluginError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let text = match value {
+        Value::String(s) => s,
+        other => {
+            return Err(err(format!(
+                "`{key}` must be a duration string such as \"5s\", not {}",
+                type_name(&other)
+            )));
+        }
+    };
+    parse_duration(&text).map_err(|why| err(format!("`{key}` = {text:?} {why}")))
+}
+
+/// `"500ms"`, `"5s"`, `"2m"`: a whole number and a unit, above zero, at most an hour.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const HINT: &str =
+        "is not a duration: expected a whole number followed by ms, s or m, e.g. \"5s\"";
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(HINT.into());
+    }
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "is longer than the maximum of 60m".to_string())?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(HINT.into()),
+    };
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    if d > MAX_DURATION {
+        return Err("is longer than the maximum of 60m".into());
+    }
+    Ok(d)
+}
+
+impl ExecConfig {
+    /// Parse and validate the plugin's table; resolve `command` against `ctx.config_dir`
+    /// (or `PATH` for a bare name) and check that it is an executable file.
+    pub fn from_context(ctx: &PluginContext) -> Result<ExecConfig, PluginError> {
+        // A table holding only `kind` may reach us as null: parse it as `{}` so the error is
+        // the useful "missing field `command`".
+        let value = match &ctx.config {
+            Value::Null => Value::Object(Default::default()),
+            v => v.clone(),
+        };
+        let raw: RawConfig = serde_json::from_value(value).map_err(err)?;
+        let command = string("command", raw.command)?;
+        if command.trim().is_empty() {
+            return Err(err("`command` must not be empty"));
+        }
+        let args = match raw.args {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| string(&format!("args[{i}]"), v))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.with_key("args"))?,
+            Some(other) => {
+                return Err(err(format!(
+                    "`args` must be a list of strings, not {}",
+                    type_name(&other)
+                )));
+            }
+        };
+        let env = match raw.env {
+            None => BTreeMap::new(),
+            Some(Value::Object(map)) => {
+                let mut env = BTreeMap::new();
+                for (name, v) in map {
+                    if name.is_empty() || name.contains('=') || name.contains('\0') {
+                        return Err(err(format!("`env` has an invalid variable name {name:?}"))
+                            .with_key("env"));
+                    }
+                    let v = string(&format!("env.{name}"), v).map_err(|e| e.with_key("env"))?;
+                    env.insert(name, v);
+                }
+                env
+            }
+            Some(other) => {
+                return Err(err(format!(
+                    "`env` must be a table of strings, not {}",
+                    type_name(&other)
+                )));
+            }
+        };
+        let timeout = duration("timeout", raw.timeout, DEFAULT_TIMEOUT)?;
+        let start_timeout = duration("start_timeout", raw.start_timeout, DEFAULT_START_TIMEOUT)?;
+        let restart_backoff = duration(
+            "restart_backoff",
+            raw.restart_backoff,
+            DEFAULT_RESTART_BACKOFF,
+        )?;
+        let command = resolve_command(&command, &ctx.config_dir, std::env::var_os("PATH"))?;
+        Ok(ExecConfig {
+            command,
+            args,
+            env,
+            dir: std::path::absolute(&ctx.config_dir).unwrap_or_else(|_| ctx.config_dir.clone()),
+            timeout,
+            start_timeout,
+            restart_backoff,
+        })
+    }
+
+    /// A short name for logs when the program's hello names none: the file name.
+    pub fn file_name(&self) -> String {
+        self.command
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "exec".into())
+    }
+}
+
+/// A command with a `/` is a path (relative ones against the config file's folder); a bare
+/// name is looked up on `PATH`, as a shell would.
+fn resolve_command(
+    command: &str,
+    config_dir: &Path,
+    path_var: Option<std::ffi::OsString>,
+) -> Result<PathBuf, PluginError> {
+    if command.contains('/') {
+        let p = Path::new(command);
+        // Absolute, because the program runs in `config_dir`: a relative program path next
+        // to a changed working directory is resolved differently by each platform.
+        let full = std::path::absolute(config_dir.join(p))
+            .map_err(|e| err(format!("`command` {command:?}: {e}")))?;
+        check_executable(&full)?;
+        return Ok(full);
+    }
+    let dirs = path_var
+        .as_deref()
+        .map(|v| std::env::split_paths(v).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for dir in dirs {
+        let candidate = dir.join(command);
+        if check_executable(&candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err(err(format!(
+        "`command` {command:?} was not found on PATH (give a path, e.g. \"./{command}\", for a file next to the config)"
+    )))
+}
+
+fn check_executable(path: &Path) -> Result<(), PluginError> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| err(format!("`command` {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(err(format!("`command` {} is not a file", path.display())));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err(err(format!(
+                "`command` {} is not executable (chmod +x it, or run it through an interpreter: command = \"python3\", args = [\"…\"])",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plexsync_plugin_api::{ErrorClass, MemoryCache};
+    use std::sync::Arc;
+
+    fn ctx(config: Value) -> PluginContext {
+        PluginContext {
+            config,
+            secrets: Default::default(),
+            cache: Arc::new(MemoryCache::default()),
+            config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        }
+    }
+
+    fn key_of(config: Value) -> (ErrorClass, Option<String>, String) {
+        let e = ExecConfig::from_context(&ctx(config)).unwrap_err();
+        (e.class, e.config_key(), e.message)
+    }
+
+    #[test]
+    fn defaults_and_relative_command() {
+        let c = ExecConfig::from_context(&ctx(
+            serde_json::json!({"command": "examples/title_table.py"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            c.command,
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/title_table.py")
+        );
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(c.start_timeout, DEFAULT_START_TIMEOUT);
+        assert_eq!(c.restart_backoff, DEFAULT_RESTART_BACKOFF);
+        assert!(c.args.is_empty() && c.env.is_empty());
+        assert_eq!(c.file_name(), "title_table.py");
+    }
+
+    #[test]
+    fn bare_names_are_looked_up_on_path() {
+        let c = ExecConfig::from_context(&ctx(
+            serde_json::json!({"command": "sh", "args": ["-c", "true"], "env": {"A": "1"}, "timeout": "250ms"}),
+        ))
+        .unwrap();
+        assert!(c.command.is_absolute(), "{:?}", c.command);
+        assert_eq!(c.args, ["-c", "true"]);
+        assert_eq!(c.env["A"], "1");
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        let e = resolve_command("no-such-program-xyz", Path::new("/"), Some("/bin".into()))
+            .unwrap_err();
+        assert!(e.message.contains("not found on PATH"), "{}", e.message);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (serde_json::json!({}), "command"),
+            (serde_json::json!(null), "command"),
+            (serde_json::json!({"command": 5}), "command"),
+            (
+                serde_json::json!({"command": "examples/missing.py"}),
+                "command",
+            ),
+            // A directory, and a file without the x bit.
+            (serde_json::json!({"command": "examples"}), "command"),
+            (serde_json::json!({"command": "sample.toml"}), "command"),
+            (serde_json::json!({"command": "sh", "args": "x"}), "args"),
+            (
+                serde_json::json!({"command": "sh", "args": ["x", 1]}),
+                "args",
+            ),
+            (serde_json::json!({"command": "sh", "env": {"A": 1}}), "env"),
+            (serde_json::json!({"command": "sh", "env": ["A"]}), "env"),
+            (
+                serde_json::json!({"command": "sh", "timeout": "5"}),
+                "timeout",
+            ),
+            (
+                serde_json::json!({"command": "sh", "timeout": "0s"}),
+                "timeout",
+            ),
+            (
+                serde_json::json!({"command": "sh", "start_timeout": 5}),
+                "start_timeout",
+            ),
+            (
+                serde_json::json!({"command": "sh", "restart_backoff": "2h"}),
+                "restart_backoff",
+            ),
+            (
+                serde_json::json!({"command": "sh", "timout": "5s"}),
+                "timout",
+            ),
+        ];
+        for (config, key) in cases {
+            let (class, k, message) = key_of(config.clone());
+            assert_eq!(class, ErrorClass::Config, "{config}");
+            assert_eq!(k.as_deref(), Some(key), "{config}: {message}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_env_values() {
+        let c = ExecConfig::from_context(&ctx(
+            serde_json::json!({"command": "sh", "env": {"TOKEN": "hunter2"}}),
+        ))
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(d.contains("TOKEN") && !d.contains("hunter2"), "{d}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration(" 150ms "), Ok(Duration::from_millis(150)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("61m").is_err());
+        assert!(parse_duration("99999999999999999999999s").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1h").is_err());
+    }
+}
