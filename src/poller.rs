@@ -343,6 +343,7 @@ pub async fn poller_task(shared: Arc<Shared>) {
             None
         }
     };
+    shared.poll_scheduled.notify_one();
     let mut failures = 0u32;
     let mut resume_at: Option<tokio::time::Instant> = None;
     let mut first = true;
