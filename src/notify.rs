@@ -9,6 +9,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ pub struct Notifier {
     watchdog: Option<Duration>,
     /// A failed send is logged once, not on every watchdog tick.
     send_failed: AtomicBool,
+    /// The last `STATUS=` sent: an unchanged line is not sent again.
+    last_status: Mutex<String>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -60,6 +63,7 @@ impl Notifier {
             target: None,
             watchdog: None,
             send_failed: AtomicBool::new(false),
+            last_status: Mutex::new(String::new()),
         }
     }
 
@@ -76,8 +80,7 @@ impl Notifier {
         };
         let usec = std::env::var("WATCHDOG_USEC").ok();
         let pid = std::env::var("WATCHDOG_PID").ok();
-        let watchdog = match watchdog_timeout(usec.as_deref(), pid.as_deref(), std::process::id())
-        {
+        let watchdog = match watchdog_timeout(usec.as_deref(), pid.as_deref(), std::process::id()) {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "systemd watchdog disabled");
@@ -89,6 +92,7 @@ impl Notifier {
             // Pings without a socket to send them to would be pointless.
             watchdog: watchdog.filter(|_| socket.is_some()),
             send_failed: AtomicBool::new(false),
+            last_status: Mutex::new(String::new()),
         }
     }
 
@@ -104,12 +108,25 @@ impl Notifier {
 
     /// Start-up is complete.
     pub fn ready(&self, status: &str) {
-        self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
+        let line = one_line(status);
+        self.send(&format!("READY=1\nSTATUS={line}"));
+        self.remember(line);
     }
 
-    /// A line a person reads in `systemctl status`.
+    /// A line a person reads in `systemctl status`; sent only when it changed.
     pub fn status(&self, status: &str) {
-        self.send(&format!("STATUS={}", one_line(status)));
+        let line = one_line(status);
+        let unchanged = self.last_status.lock().is_ok_and(|last| *last == line);
+        if !unchanged {
+            self.send(&format!("STATUS={line}"));
+            self.remember(line);
+        }
+    }
+
+    fn remember(&self, line: String) {
+        if let Ok(mut last) = self.last_status.lock() {
+            *last = line;
+        }
     }
 
     /// The daemon is alive and well.
@@ -175,11 +192,12 @@ fn address(var: &OsStr) -> Result<SocketAddr, NotifyError> {
         reason,
     };
     match bytes.first() {
-        Some(b'/') => SocketAddr::from_pathname(std::path::Path::new(var))
-            .map_err(|e| bad(e.to_string())),
+        Some(b'/') => {
+            SocketAddr::from_pathname(std::path::Path::new(var)).map_err(|e| bad(e.to_string()))
+        }
         Some(b'@') => abstract_address(&bytes[1..]).map_err(bad),
         _ => Err(bad(
-            "neither an absolute path nor an @abstract socket name".into(),
+            "neither an absolute path nor an @abstract socket name".into()
         )),
     }
 }
@@ -241,7 +259,6 @@ pub async fn supervise(
         .max(Duration::from_millis(10));
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_status = String::new();
     let mut was_healthy = true;
     loop {
         tokio::select! {
@@ -274,10 +291,7 @@ pub async fn supervise(
             }
             was_healthy = ok;
         }
-        if text != last_status {
-            notifier.status(&text);
-            last_status = text;
-        }
+        notifier.status(&text);
     }
 }
 
@@ -374,6 +388,7 @@ mod tests {
             target: connect(Some(socket)).unwrap(),
             watchdog,
             send_failed: AtomicBool::new(false),
+            last_status: Mutex::new(String::new()),
         }
     }
 
@@ -383,6 +398,7 @@ mod tests {
         let n = notifier(path.as_os_str(), Some(Duration::from_secs(2)));
         n.ready("listening on x\nand more");
         assert_eq!(recv_text(&rx), "READY=1\nSTATUS=listening on x and more");
+        n.status("listening on x and more");
         n.status("tracker unreachable: refused");
         assert_eq!(recv_text(&rx), "STATUS=tracker unreachable: refused");
         n.watchdog();
@@ -443,7 +459,10 @@ mod tests {
             Some(Duration::from_secs(3))
         );
         // Meant for another process: not ours to ping.
-        assert_eq!(watchdog_timeout(Some("3000000"), Some("1"), me).unwrap(), None);
+        assert_eq!(
+            watchdog_timeout(Some("3000000"), Some("1"), me).unwrap(),
+            None
+        );
         assert!(matches!(
             watchdog_timeout(Some("0"), None, me),
             Err(NotifyError::WatchdogUsec(_))
@@ -531,6 +550,9 @@ mod tests {
             1,
             "{seen:?}"
         );
-        assert!(!seen[unhealthy_at..].iter().any(|m| m == "WATCHDOG=1"), "{seen:?}");
+        assert!(
+            !seen[unhealthy_at..].iter().any(|m| m == "WATCHDOG=1"),
+            "{seen:?}"
+        );
     }
 }
