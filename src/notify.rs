@@ -485,10 +485,11 @@ mod tests {
     }
 
     fn poll(enabled: bool, schedule: &str) -> PollConfig {
-        let mut p = PollConfig::default();
-        p.enabled = enabled;
-        p.schedule = schedule.into();
-        p
+        PollConfig {
+            enabled,
+            schedule: schedule.into(),
+            ..PollConfig::default()
+        }
     }
 
     #[test]
