@@ -143,6 +143,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Pipeline tasks currently running (see [`LiveGuard`]).
     pub live_tasks: AtomicUsize,
+    /// Signalled once the poller has set up its schedule: the last step before READY=1.
+    pub poll_scheduled: Notify,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -524,6 +526,7 @@ pub async fn open_shared(
         backfill_progress: Mutex::new(None),
         metrics: Metrics::default(),
         live_tasks: AtomicUsize::new(0),
+        poll_scheduled: Notify::new(),
     }))
 }
 
@@ -623,7 +626,30 @@ pub async fn run(
         "plexsync is running; webhook URL: http://{listen_addr}/webhook/<secret> (see `plexsync webhook-url`)"
     );
 
-    shutdown.await;
+    // READY=1 once the poll schedule is set up (config, store, listeners and tasks already
+    // are); then ping the watchdog while healthy, until the shutdown signal.
+    let notifier = crate::notify::Notifier::from_env();
+    tokio::pin!(shutdown);
+    let scheduled = tokio::time::timeout(Duration::from_secs(30), shared.poll_scheduled.notified());
+    let stopped_early = tokio::select! {
+        r = scheduled => {
+            if r.is_err() {
+                tracing::warn!("the poll scheduler did not report within 30 s; reporting ready anyway");
+            }
+            false
+        }
+        _ = &mut shutdown => true,
+    };
+    if !stopped_early {
+        notifier.ready(&crate::notify::status_line(&shared));
+        let healthy = || shared.healthy() && !http.is_finished();
+        let status = || crate::notify::status_line(&shared);
+        tokio::select! {
+            _ = crate::notify::supervise(&notifier, healthy, status) => {}
+            _ = &mut shutdown => {}
+        }
+    }
+    notifier.stopping();
     tracing::info!("shutting down");
     let _ = shared.shutdown.send(true);
     // In-flight requests and the current export get a deadline; what does not finish stays

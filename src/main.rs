@@ -253,17 +253,7 @@ fn load(path: &Path) -> Result<Config> {
 }
 
 fn init_logging(cfg: &Config) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .or_else(|| tracing_subscriber::EnvFilter::try_new(&cfg.log.level).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    plexsync::logging::init(&cfg.log.level);
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {

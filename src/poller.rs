@@ -338,6 +338,7 @@ pub async fn poller_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut schedule = shared.config().poll.schedule.clone();
     let mut scheduler = start_or_log(&shared).await;
+    shared.poll_scheduled.notify_one();
     let mut failures = 0u32;
     let mut resume_at: Option<tokio::time::Instant> = None;
     let mut first = true;
