@@ -29,6 +29,11 @@ const MATCHERS: &[Kind<MatcherCtor>] = &[
         ctor: |ctx| Ok(Arc::new(plexsync_plugin_guid::build(ctx)?)),
     },
     Kind {
+        name: "tmdb",
+        secrets: &["tmdb-key"],
+        ctor: |ctx| Ok(Arc::new(plexsync_plugin_tmdb::build(ctx)?)),
+    },
+    Kind {
         name: "title",
         secrets: &[],
         ctor: |ctx| Ok(Arc::new(plexsync_plugin_title::TitleMatcher::build(ctx)?)),
@@ -187,7 +192,7 @@ mod tests {
         let cfg = Config::parse(Path::new("x.toml"), text).unwrap();
         let e = build(&cfg, &HashMap::new(), None).err().unwrap();
         assert_eq!(e.key.as_deref(), Some("matchers[1].kind"));
-        assert!(e.message.contains("known kinds: guid, title"), "{e}");
+        assert!(e.message.contains("known kinds: guid, tmdb, title"), "{e}");
     }
 
     #[test]
