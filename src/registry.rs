@@ -205,6 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn tmdb_builds_without_its_key_and_its_errors_point_at_the_key() {
+        let text = "[tracker]\nurl = \"http://127.0.0.1:1/api\"\n[[matchers]]\nkind = \"tmdb\"\n";
+        let cfg = Config::parse(Path::new("x.toml"), text).unwrap();
+        assert_eq!(
+            build(&cfg, &HashMap::new(), None).unwrap().matchers[0].kind(),
+            "tmdb"
+        );
+        let text = format!("{text}rate_limit = \"fast\"\n");
+        let cfg = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let e = build(&cfg, &HashMap::new(), None).err().unwrap();
+        assert_eq!(e.key.as_deref(), Some("matchers[0].rate_limit"), "{e}");
+    }
+
+    #[test]
     fn builds_the_default_chain() {
         let text = "[tracker]\nurl = \"http://127.0.0.1:1/api\"\n[[matchers]]\nkind = \"guid\"\n";
         let cfg = Config::parse(Path::new("x.toml"), text).unwrap();

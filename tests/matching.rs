@@ -269,7 +269,11 @@ fn tmdb_converts_ids_in_the_chain_and_is_skipped_without_a_key() {
     assert_eq!(by["unknown"]["decision"], "none");
     let asked: Vec<String> = fake.requests().iter().map(|s| s.path.clone()).collect();
     assert_eq!(asked, ["/3/find/81189", "/3/find/tt0386676", "/3/find/999"]);
-    assert!(fake.requests().iter().all(|s| s.param("api_key") == Some(TMDB_KEY)));
+    assert!(
+        fake.requests()
+            .iter()
+            .all(|s| s.param("api_key") == Some(TMDB_KEY))
+    );
 
     // Without a key: the same config builds, tmdb answers nothing, TMDB is never asked.
     let (lines, _, _) = run_with_key(&cfg, &catalog, &queries, None);
@@ -298,7 +302,8 @@ fn dev_set_with_the_tmdb_matcher_in_the_chain() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmdb_config(tmp.path(), &fake.url);
     let queries = dir.join("dev_queries.jsonl");
-    let (lines, s, human) = run_with_key(&cfg, &dir.join("catalogue.jsonl"), &queries, Some(TMDB_KEY));
+    let (lines, s, human) =
+        run_with_key(&cfg, &dir.join("catalogue.jsonl"), &queries, Some(TMDB_KEY));
     eprintln!("{human}");
     assert_eq!(lines.len(), 318);
     assert_eq!(s["auto_wrong"], 0, "{s}");
@@ -312,7 +317,10 @@ fn dev_set_with_the_tmdb_matcher_in_the_chain() {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            (v["qid"].as_str().unwrap().to_string(), v["kind"].as_str().unwrap().to_string())
+            (
+                v["qid"].as_str().unwrap().to_string(),
+                v["kind"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     let mut converted = 0;

@@ -38,7 +38,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("fake TMDB with {n} crosswalk rows: api_url = \"{}\"", fake.url);
+    println!(
+        "fake TMDB with {n} crosswalk rows: api_url = \"{}\"",
+        fake.url
+    );
     if tokio::signal::ctrl_c().await.is_err() {
         eprintln!("fake_tmdb: cannot wait for Ctrl-C");
     }

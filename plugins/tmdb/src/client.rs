@@ -154,7 +154,11 @@ impl TmdbClient {
                 path.pop_if_empty().extend(["find", id]);
             }
             // Unreachable after config validation; an error rather than a panic.
-            Err(()) => return Err(PluginError::config("tmdb matcher: `api_url` cannot be a base")),
+            Err(()) => {
+                return Err(PluginError::config(
+                    "tmdb matcher: `api_url` cannot be a base",
+                ));
+            }
         }
         let what = format!("TMDB /find/{id} ({})", source.param());
         let mut waits = 0;
@@ -325,7 +329,10 @@ impl TmdbClient {
 }
 
 /// Read at most `limit` bytes of a body (the rest is dropped).
-async fn read_limited(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+async fn read_limited(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = limit.saturating_sub(body.len());
@@ -349,7 +356,11 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
         return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 #[cfg(test)]
@@ -365,10 +376,19 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(retry_after(&headers("3"), now), Some(Duration::from_secs(3)));
-        assert_eq!(retry_after(&headers("999999999999999999999"), now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            retry_after(&headers("3"), now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after(&headers("999999999999999999999"), now),
+            Some(MAX_RETRY_AFTER)
+        );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(20));
-        assert_eq!(retry_after(&headers(&date), now), Some(Duration::from_secs(20)));
+        assert_eq!(
+            retry_after(&headers(&date), now),
+            Some(Duration::from_secs(20))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(20));
         assert_eq!(retry_after(&headers(&past), now), Some(Duration::ZERO));
         for junk in ["", "-1", "1.5", "soon"] {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use plexsync_plugin_api::{PluginError, PluginContext};
+use plexsync_plugin_api::{PluginContext, PluginError};
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
@@ -90,7 +90,12 @@ fn string(key: &str, value: Option<Value>, default: &str) -> Result<String, Plug
     }
 }
 
-fn duration(key: &str, value: Option<Value>, default: &str, max: Duration) -> Result<Duration, PluginError> {
+fn duration(
+    key: &str,
+    value: Option<Value>,
+    default: &str,
+    max: Duration,
+) -> Result<Duration, PluginError> {
     let text = string(key, value, default)?;
     let d = parse_duration(&text).map_err(|why| config_error(key, format!("= {text:?}: {why}")))?;
     if d > max {
@@ -123,7 +128,12 @@ impl TmdbConfig {
         let url = string("api_url", raw.api_url, DEFAULT_API_URL)?;
         let api_url = parse_url(&url).map_err(|why| config_error("api_url", why))?;
         let day = Duration::from_secs(86_400);
-        let timeout = duration("timeout", raw.timeout, DEFAULT_TIMEOUT, Duration::from_secs(600))?;
+        let timeout = duration(
+            "timeout",
+            raw.timeout,
+            DEFAULT_TIMEOUT,
+            Duration::from_secs(600),
+        )?;
         let rate = string("rate_limit", raw.rate_limit, DEFAULT_RATE_LIMIT)?;
         let (rate_requests, rate_window) = parse_rate(&rate)
             .map_err(|why| config_error("rate_limit", format!("= {rate:?}: {why}")))?;
@@ -155,8 +165,7 @@ impl TmdbConfig {
 /// Validate the API base URL. The value is never echoed: a URL with credentials must not end
 /// up in a log.
 fn parse_url(text: &str) -> Result<Url, String> {
-    let url =
-        Url::parse(text.trim()).map_err(|e| format!("is not a valid absolute URL ({e})"))?;
+    let url = Url::parse(text.trim()).map_err(|e| format!("is not a valid absolute URL ({e})"))?;
     match url.scheme() {
         "http" | "https" => {}
         other => return Err(format!("must use http or https, not `{other}`")),
@@ -260,7 +269,10 @@ mod tests {
             let c = TmdbConfig::from_value(&v).unwrap();
             assert_eq!(c.api_url.as_str(), "https://api.themoviedb.org/3");
             assert_eq!(c.timeout, Duration::from_secs(10));
-            assert_eq!((c.rate_requests, c.rate_window), (40, Duration::from_secs(10)));
+            assert_eq!(
+                (c.rate_requests, c.rate_window),
+                (40, Duration::from_secs(10))
+            );
             assert_eq!(c.cache_ttl, Duration::from_secs(30 * 86_400));
             assert_eq!(c.negative_cache_ttl, Duration::from_secs(86_400));
             assert_eq!(c.max_retry_wait, Duration::from_secs(10));
@@ -280,7 +292,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.api_url.as_str(), "http://127.0.0.1:8080/tmdb/3/");
         assert_eq!(c.timeout, Duration::from_millis(500));
-        assert_eq!((c.rate_requests, c.rate_window), (4, Duration::from_secs(1)));
+        assert_eq!(
+            (c.rate_requests, c.rate_window),
+            (4, Duration::from_secs(1))
+        );
         assert_eq!(c.cache_ttl, Duration::from_secs(7200));
         assert_eq!(c.negative_cache_ttl, Duration::from_secs(900));
         assert_eq!(c.max_retry_wait, Duration::from_secs(3));
@@ -327,12 +342,32 @@ mod tests {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_duration(" 250ms "), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["", "d", "5", "5 s", "1.5s", "-1s", "0d", "99999999999999999999d", "18446744073709551615d", "５s"] {
+        for bad in [
+            "",
+            "d",
+            "5",
+            "5 s",
+            "1.5s",
+            "-1s",
+            "0d",
+            "99999999999999999999d",
+            "18446744073709551615d",
+            "５s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse_rate("40/10s"), Ok((40, Duration::from_secs(10))));
         assert_eq!(parse_rate(" 1 /250ms"), Ok((1, Duration::from_millis(250))));
-        for bad in ["", "/", "40/", "/10s", "x/10s", "40/2d", "4294967296/1s", "40/10s/1"] {
+        for bad in [
+            "",
+            "/",
+            "40/",
+            "/10s",
+            "x/10s",
+            "40/2d",
+            "4294967296/1s",
+            "40/10s/1",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad:?}");
         }
         assert_eq!(human(Duration::from_secs(30 * 86_400)), "30d");

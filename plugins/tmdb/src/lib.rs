@@ -287,12 +287,22 @@ mod tests {
     fn disagreement_or_ambiguity_gives_candidates() {
         let ids = |o: MatchOutcome| match o {
             MatchOutcome::Candidates { candidates } => {
-                assert!(candidates.iter().all(|c| c.score == 0.95 && c.method == "tmdb_id"));
-                candidates.into_iter().map(|c| c.show_id).collect::<Vec<_>>()
+                assert!(
+                    candidates
+                        .iter()
+                        .all(|c| c.score == 0.95 && c.method == "tmdb_id")
+                );
+                candidates
+                    .into_iter()
+                    .map(|c| c.show_id)
+                    .collect::<Vec<_>>()
             }
             other => panic!("{other:?}"),
         };
-        assert_eq!(ids(decide(&catalogue(), &[vec![1396], vec![1399]])), ["bb", "got"]);
+        assert_eq!(
+            ids(decide(&catalogue(), &[vec![1396], vec![1399]])),
+            ["bb", "got"]
+        );
         // The better-supported show first.
         assert_eq!(
             ids(decide(&catalogue(), &[vec![1399], vec![1396], vec![1396]])),
@@ -300,13 +310,19 @@ mod tests {
         );
         assert_eq!(ids(decide(&catalogue(), &[vec![7]])), ["dup-a", "dup-b"]);
         // One /find answer listing two series that are both in the catalogue.
-        assert_eq!(ids(decide(&catalogue(), &[vec![1396, 1399]])), ["bb", "got"]);
+        assert_eq!(
+            ids(decide(&catalogue(), &[vec![1396, 1399]])),
+            ["bb", "got"]
+        );
     }
 
     #[test]
     fn nothing_known_is_no_match() {
         assert_eq!(decide(&catalogue(), &[]), MatchOutcome::NoMatch);
-        assert_eq!(decide(&catalogue(), &[vec![], vec![5]]), MatchOutcome::NoMatch);
+        assert_eq!(
+            decide(&catalogue(), &[vec![], vec![5]]),
+            MatchOutcome::NoMatch
+        );
     }
 
     fn ctx(config: serde_json::Value) -> PluginContext {
@@ -347,7 +363,10 @@ mod tests {
             let config = serde_json::to_value(&table).unwrap();
             let m = build(&ctx(config)).unwrap();
             // The sample shows the defaults.
-            assert_eq!(m.config(), &TmdbConfig::from_value(&serde_json::Value::Null).unwrap());
+            assert_eq!(
+                m.config(),
+                &TmdbConfig::from_value(&serde_json::Value::Null).unwrap()
+            );
             built += 1;
         }
         assert_eq!(built, 1, "sample.toml holds one tmdb matcher");

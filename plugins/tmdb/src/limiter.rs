@@ -91,7 +91,16 @@ mod tests {
         let got: Vec<Duration> = (0..8).map(|_| l.reserve(t0) - t0).collect();
         assert_eq!(
             got,
-            vec![ms(0), ms(0), ms(0), ms(1000), ms(1000), ms(1000), ms(2000), ms(2000)]
+            vec![
+                ms(0),
+                ms(0),
+                ms(0),
+                ms(1000),
+                ms(1000),
+                ms(1000),
+                ms(2000),
+                ms(2000)
+            ]
         );
     }
 
@@ -100,11 +109,19 @@ mod tests {
         let l = RateLimiter::new(4, ms(1000));
         let t0 = Instant::now();
         // Requests arrive irregularly, some long after the others.
-        let arrivals = [0, 10, 20, 300, 310, 900, 1000, 1005, 1500, 3000, 3001, 3002, 3003, 3004];
+        let arrivals = [
+            0, 10, 20, 300, 310, 900, 1000, 1005, 1500, 3000, 3001, 3002, 3003, 3004,
+        ];
         let grants: Vec<Instant> = arrivals.iter().map(|&a| l.reserve(t0 + ms(a))).collect();
         for (i, g) in grants.iter().enumerate() {
-            assert!(*g >= t0 + ms(arrivals[i]), "granted before it was asked for");
-            let in_window = grants.iter().filter(|h| **h >= *g && **h < *g + ms(1000)).count();
+            assert!(
+                *g >= t0 + ms(arrivals[i]),
+                "granted before it was asked for"
+            );
+            let in_window = grants
+                .iter()
+                .filter(|h| **h >= *g && **h < *g + ms(1000))
+                .count();
             assert!(in_window <= 4, "{in_window} grants in the window from #{i}");
         }
         // Order is kept: a later caller never goes before an earlier one.

@@ -69,7 +69,10 @@ async fn dev_set_through_the_tmdb_matcher_alone() {
             "matching data folder {} is missing (required when CI=true)",
             dir.display()
         );
-        println!("NOTICE: {} not found; skipping the DEV set check", dir.display());
+        println!(
+            "NOTICE: {} not found; skipping the DEV set check",
+            dir.display()
+        );
         return;
     }
     let rows = fake_tmdb::read_crosswalk(&dir.join("tmdb_crosswalk.jsonl")).unwrap();
@@ -103,26 +106,50 @@ async fn dev_set_through_the_tmdb_matcher_alone() {
         let t = tallies.entry(q.kind.clone()).or_default();
         t.n += 1;
         match &outcome {
-            MatchOutcome::Definite { show_id, method, confidence } if Some(show_id) == expected.as_ref() => {
+            MatchOutcome::Definite {
+                show_id,
+                method,
+                confidence,
+            } if Some(show_id) == expected.as_ref() => {
                 t.right += 1;
                 assert_eq!((method.as_str(), *confidence), ("tmdb_id", 0.95));
             }
             MatchOutcome::Definite { show_id, .. } => {
                 t.wrong += 1;
-                failures.push(format!("{} ({}): Definite {show_id}, expected {:?}; guids {:?}", q.qid, q.kind, q.expected, q.guids));
+                failures.push(format!(
+                    "{} ({}): Definite {show_id}, expected {:?}; guids {:?}",
+                    q.qid, q.kind, q.expected, q.guids
+                ));
             }
             MatchOutcome::Candidates { .. } => t.candidates += 1,
             MatchOutcome::NoMatch => t.no_match += 1,
         }
         if q.kind == "id_conversion_needed" && !matches!(outcome, MatchOutcome::Definite { .. }) {
-            failures.push(format!("{} ({}): expected Definite {:?}, got {outcome:?}; guids {:?}", q.qid, q.kind, q.expected, q.guids));
+            failures.push(format!(
+                "{} ({}): expected Definite {:?}, got {outcome:?}; guids {:?}",
+                q.qid, q.kind, q.expected, q.guids
+            ));
         }
     }
-    println!("{:<22} {:>4} {:>6} {:>6} {:>10} {:>8}", "kind", "n", "right", "wrong", "candidates", "nomatch");
+    println!(
+        "{:<22} {:>4} {:>6} {:>6} {:>10} {:>8}",
+        "kind", "n", "right", "wrong", "candidates", "nomatch"
+    );
     for (kind, t) in &tallies {
-        println!("{kind:<22} {:>4} {:>6} {:>6} {:>10} {:>8}", t.n, t.right, t.wrong, t.candidates, t.no_match);
+        println!(
+            "{kind:<22} {:>4} {:>6} {:>6} {:>10} {:>8}",
+            t.n, t.right, t.wrong, t.candidates, t.no_match
+        );
     }
     println!("TMDB requests: {}", fake.count());
-    assert_eq!(tallies["id_conversion_needed"].n, 34, "the DEV set changed?");
-    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(
+        tallies["id_conversion_needed"].n, 34,
+        "the DEV set changed?"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use fake_tmdb::{FakeTmdb, Reply, Row, Script};
 use plexsync_plugin_api::{
-    CatalogShow, Catalogue, ErrorClass, KvCache, MatchOutcome, Matcher, MemoryCache,
-    PluginContext, PluginError, Secret, ShowQuery,
+    CatalogShow, Catalogue, ErrorClass, KvCache, MatchOutcome, Matcher, MemoryCache, PluginContext,
+    PluginError, Secret, ShowQuery,
 };
 use plexsync_plugin_tmdb::{TmdbMatcher, build};
 use serde_json::json;
@@ -85,7 +85,12 @@ fn matcher_with(
 }
 
 fn matcher(fake: &FakeTmdb) -> TmdbMatcher {
-    matcher_with(&fake.url, Some(KEY), json!({}), Arc::new(MemoryCache::default()))
+    matcher_with(
+        &fake.url,
+        Some(KEY),
+        json!({}),
+        Arc::new(MemoryCache::default()),
+    )
 }
 
 fn query(guids: &[&str]) -> ShowQuery {
@@ -105,7 +110,9 @@ fn definite(show_id: &str) -> MatchOutcome {
     }
 }
 
-fn script(f: impl Fn(&fake_tmdb::Seen, usize) -> Option<Reply> + Send + Sync + 'static) -> Option<Script> {
+fn script(
+    f: impl Fn(&fake_tmdb::Seen, usize) -> Option<Reply> + Send + Sync + 'static,
+) -> Option<Script> {
     Some(Arc::new(f))
 }
 
@@ -147,12 +154,24 @@ async fn imdb_converts_too() {
 #[tokio::test]
 async fn a_v4_token_goes_in_the_authorization_header() {
     let fake = fake_tmdb::start(rows(), JWT, None).await;
-    let m = matcher_with(&fake.url, Some(JWT), json!({}), Arc::new(MemoryCache::default()));
+    let m = matcher_with(
+        &fake.url,
+        Some(JWT),
+        json!({}),
+        Arc::new(MemoryCache::default()),
+    );
     let out = m.match_show(&query(&["tvdb://121361"])).await.unwrap();
     assert_eq!(out, definite("got"));
     let seen = fake.requests();
-    assert_eq!(seen[0].authorization.as_deref(), Some(format!("Bearer {JWT}").as_str()));
-    assert_eq!(seen[0].param("api_key"), None, "the token is not also in the URL");
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(format!("Bearer {JWT}").as_str())
+    );
+    assert_eq!(
+        seen[0].param("api_key"),
+        None,
+        "the token is not also in the URL"
+    );
 }
 
 #[tokio::test]
@@ -162,20 +181,37 @@ async fn hits_and_misses_are_cached_with_their_ttls() {
     let m = matcher_with(&fake.url, Some(KEY), json!({}), cache.clone());
     // Unknown to TMDB, and known to TMDB but not in the catalogue: both NoMatch.
     for guids in [["tvdb://999999"], ["tvdb://5556"]] {
-        assert_eq!(m.match_show(&query(&guids)).await.unwrap(), MatchOutcome::NoMatch);
+        assert_eq!(
+            m.match_show(&query(&guids)).await.unwrap(),
+            MatchOutcome::NoMatch
+        );
     }
-    assert_eq!(m.match_show(&query(&["tvdb://81189"])).await.unwrap(), definite("bb"));
+    assert_eq!(
+        m.match_show(&query(&["tvdb://81189"])).await.unwrap(),
+        definite("bb")
+    );
     assert_eq!(fake.count(), 3);
     // Asked again: all from the cache, no request.
     for guids in [["tvdb://999999"], ["tvdb://5556"], ["tvdb://81189"]] {
         m.match_show(&query(&guids)).await.unwrap();
     }
-    assert_eq!(m.match_show(&query(&["tvdb://81189"])).await.unwrap(), definite("bb"));
+    assert_eq!(
+        m.match_show(&query(&["tvdb://81189"])).await.unwrap(),
+        definite("bb")
+    );
     assert_eq!(fake.count(), 3, "second lookups must not reach TMDB");
     let ttls = cache.ttls.lock().unwrap().clone();
     let day = Duration::from_secs(86_400);
-    assert_eq!(ttls["find:tvdb_id:999999"], Some(day), "a miss: negative_cache_ttl");
-    assert_eq!(ttls["find:tvdb_id:5556"], Some(30 * day), "a found id: cache_ttl");
+    assert_eq!(
+        ttls["find:tvdb_id:999999"],
+        Some(day),
+        "a miss: negative_cache_ttl"
+    );
+    assert_eq!(
+        ttls["find:tvdb_id:5556"],
+        Some(30 * day),
+        "a found id: cache_ttl"
+    );
     assert_eq!(ttls["find:tvdb_id:81189"], Some(30 * day));
 }
 
@@ -196,7 +232,11 @@ async fn ids_pointing_to_different_shows_give_candidates() {
     }
     // Agreeing ids (one TMDB does not know) stay definite.
     let out = m
-        .match_show(&query(&["tvdb://81189", "imdb://tt0903747", "imdb://tt7777777"]))
+        .match_show(&query(&[
+            "tvdb://81189",
+            "imdb://tt0903747",
+            "imdb://tt7777777",
+        ]))
         .await
         .unwrap();
     assert_eq!(out, definite("bb"));
@@ -213,7 +253,11 @@ async fn only_tvdb_and_imdb_ids_are_converted() {
         &["com.plexapp.agents.hama://tmdb-1396?lang=en"][..],
         &[][..],
     ] {
-        assert_eq!(m.match_show(&query(guids)).await.unwrap(), MatchOutcome::NoMatch, "{guids:?}");
+        assert_eq!(
+            m.match_show(&query(guids)).await.unwrap(),
+            MatchOutcome::NoMatch,
+            "{guids:?}"
+        );
     }
     assert_eq!(fake.count(), 0);
 }
@@ -223,7 +267,10 @@ async fn no_key_means_no_request_and_no_match() {
     let fake = fake_tmdb::start(rows(), KEY, None).await;
     let m = matcher_with(&fake.url, None, json!({}), Arc::new(MemoryCache::default()));
     assert!(!m.has_key());
-    assert_eq!(m.match_show(&query(&["tvdb://81189"])).await.unwrap(), MatchOutcome::NoMatch);
+    assert_eq!(
+        m.match_show(&query(&["tvdb://81189"])).await.unwrap(),
+        MatchOutcome::NoMatch
+    );
     assert_eq!(fake.count(), 0);
 }
 
@@ -232,7 +279,9 @@ async fn a_short_retry_after_on_429_is_waited_out() {
     let fake = fake_tmdb::start(
         rows(),
         KEY,
-        script(|_, i| (i == 0).then(|| Reply::new(429, r#"{"status_code":25}"#).header("Retry-After", "1"))),
+        script(|_, i| {
+            (i == 0).then(|| Reply::new(429, r#"{"status_code":25}"#).header("Retry-After", "1"))
+        }),
     )
     .await;
     let m = matcher(&fake);
@@ -241,7 +290,11 @@ async fn a_short_retry_after_on_429_is_waited_out() {
     let seen = fake.requests();
     assert_eq!(seen.len(), 2);
     // A lower bound only: a slow machine can make the gap longer, never shorter.
-    assert!(seen[1].at - seen[0].at >= Duration::from_millis(900), "{:?}", seen[1].at - seen[0].at);
+    assert!(
+        seen[1].at - seen[0].at >= Duration::from_millis(900),
+        "{:?}",
+        seen[1].at - seen[0].at
+    );
 }
 
 #[tokio::test]
@@ -277,12 +330,19 @@ async fn server_errors_are_transient_and_not_cached() {
     let e = lookup_err(&m, &["tvdb://81189"]).await;
     assert_eq!(e.class, ErrorClass::Transient);
     assert_eq!(e.retry_after, Some(Duration::from_secs(30)));
-    assert!(e.message.contains("503") && e.message.contains("down"), "{}", e.message);
+    assert!(
+        e.message.contains("503") && e.message.contains("down"),
+        "{}",
+        e.message
+    );
     // One id failing fails the lookup even when another converted: it might point elsewhere.
     let e = lookup_err(&m, &["imdb://tt0944947", "tvdb://81189"]).await;
     assert_eq!(e.class, ErrorClass::Transient);
     // TMDB is back: the failure was not cached.
-    assert_eq!(m.match_show(&query(&["tvdb://81189"])).await.unwrap(), definite("bb"));
+    assert_eq!(
+        m.match_show(&query(&["tvdb://81189"])).await.unwrap(),
+        definite("bb")
+    );
     assert_eq!(fake.count(), 4);
 }
 
@@ -311,7 +371,12 @@ async fn a_timeout_is_transient() {
         script(|_, _| Some(Reply::new(200, "{}").delay(Duration::from_secs(3)))),
     )
     .await;
-    let m = matcher_with(&fake.url, Some(KEY), json!({"timeout": "300ms"}), Arc::new(MemoryCache::default()));
+    let m = matcher_with(
+        &fake.url,
+        Some(KEY),
+        json!({"timeout": "300ms"}),
+        Arc::new(MemoryCache::default()),
+    );
     let e = lookup_err(&m, &["tvdb://81189"]).await;
     assert_eq!(e.class, ErrorClass::Transient);
     assert!(e.message.contains("timed out after 300ms"), "{}", e.message);
@@ -367,7 +432,11 @@ async fn a_rejected_key_is_a_permanent_error_and_one_warning_without_the_key() {
     let m = matcher(&fake);
     let e = lookup_err(&m, &["tvdb://81189"]).await;
     assert_eq!(e.class, ErrorClass::Permanent);
-    assert!(e.message.contains("401") && e.message.contains("TMDB key was rejected"), "{}", e.message);
+    assert!(
+        e.message.contains("401") && e.message.contains("TMDB key was rejected"),
+        "{}",
+        e.message
+    );
     assert!(!e.message.contains(KEY), "{}", e.message);
     assert!(!format!("{e:?}").contains(KEY));
     // Not cached, and warned about once however many shows hit it.
@@ -384,7 +453,9 @@ async fn malformed_answers_and_a_wrong_api_url_are_permanent() {
     let fake = fake_tmdb::start(
         rows(),
         KEY,
-        script(|seen, _| (seen.id() == "81189").then(|| Reply::new(200, "<html>captive portal</html>"))),
+        script(|seen, _| {
+            (seen.id() == "81189").then(|| Reply::new(200, "<html>captive portal</html>"))
+        }),
     )
     .await;
     let m = matcher(&fake);
@@ -397,7 +468,11 @@ async fn malformed_answers_and_a_wrong_api_url_are_permanent() {
     let m = matcher_with(base, Some(KEY), json!({}), Arc::new(MemoryCache::default()));
     let e = lookup_err(&m, &["tvdb://121361"]).await;
     assert_eq!(e.class, ErrorClass::Permanent);
-    assert!(e.message.contains("404") && e.message.contains("api_url"), "{}", e.message);
+    assert!(
+        e.message.contains("404") && e.message.contains("api_url"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,11 +486,20 @@ async fn the_rate_limit_spaces_requests_across_concurrent_lookups() {
     ));
     let start = Instant::now();
     // Six different ids (distinct cache keys), all at once.
-    let ids = ["tvdb://81189", "tvdb://121361", "tvdb://5556", "imdb://tt0903747", "imdb://tt0944947", "imdb://tt5555555"];
+    let ids = [
+        "tvdb://81189",
+        "tvdb://121361",
+        "tvdb://5556",
+        "imdb://tt0903747",
+        "imdb://tt0944947",
+        "imdb://tt5555555",
+    ];
     let mut tasks = Vec::new();
     for id in ids {
         let m = m.clone();
-        tasks.push(tokio::spawn(async move { m.match_show(&query(&[id])).await }));
+        tasks.push(tokio::spawn(
+            async move { m.match_show(&query(&[id])).await },
+        ));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
@@ -427,6 +511,9 @@ async fn the_rate_limit_spaces_requests_across_concurrent_lookups() {
     // (k / 2) windows have passed. Lower bounds only, so a slow machine cannot fail this.
     for (k, at) in arrivals.iter().enumerate() {
         let earliest = Duration::from_millis(400) * (k as u32 / 2);
-        assert!(*at >= earliest, "request {k} arrived at {at:?}, before {earliest:?}: {arrivals:?}");
+        assert!(
+            *at >= earliest,
+            "request {k} arrived at {at:?}, before {earliest:?}: {arrivals:?}"
+        );
     }
 }

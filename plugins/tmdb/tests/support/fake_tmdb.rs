@@ -48,8 +48,8 @@ pub fn read_crosswalk(path: &Path) -> Result<Vec<Row>, String> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
         let tmdb = v["tmdb_id"]
             .as_u64()
             .ok_or_else(|| format!("{}:{}: no tmdb_id", path.display(), i + 1))?;
@@ -196,16 +196,14 @@ fn decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }
@@ -271,7 +269,12 @@ async fn handle(state: &State, req: Request<hyper::body::Incoming>) -> Response<
     let id = id.to_ascii_lowercase();
     let hits: Vec<u64> = match seen.param("external_source") {
         Some("tvdb_id") => match id.parse::<u64>() {
-            Ok(t) => state.rows.iter().filter(|r| r.tvdb == Some(t)).map(|r| r.tmdb).collect(),
+            Ok(t) => state
+                .rows
+                .iter()
+                .filter(|r| r.tvdb == Some(t))
+                .map(|r| r.tmdb)
+                .collect(),
             Err(_) => Vec::new(),
         },
         Some("imdb_id") => state
