@@ -333,3 +333,18 @@ fn dev_set_with_the_tmdb_matcher_in_the_chain() {
     assert_eq!(converted, 34);
     assert!(fake.count() > 0);
 }
+
+/// The shipped plexsync.toml lists the tmdb matcher; with no key stored it must still pass
+/// `plexsync check` (the plugin builds and answers nothing until a key is set).
+#[test]
+fn the_shipped_config_with_tmdb_checks_without_a_key() {
+    let shipped = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/plexsync.toml"));
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    assert!(text.contains("kind = \"tmdb\""));
+    let out = cli(&shipped, &["check"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
