@@ -368,7 +368,7 @@ async fn a_timeout_is_transient() {
     let fake = fake_tmdb::start(
         rows(),
         KEY,
-        script(|_, _| Some(Reply::new(200, "{}").delay(Duration::from_secs(3)))),
+        script(|_, _| Some(Reply::new(200, "{}").delay(Duration::from_secs(10)))),
     )
     .await;
     let m = matcher_with(
