@@ -854,11 +854,24 @@ async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) -> Res
 /// Secrets for offline commands: read from the store when it exists and the key opens it
 /// (works while the daemon runs: the store opens read-only). None otherwise.
 fn offline_secrets(cfg: &Config) -> std::collections::HashMap<String, plexsync_plugin_api::Secret> {
-    let Ok(store) = Store::open_read_only(&cfg.store_path()) else {
+    if !cfg.store_path().exists() {
         return Default::default();
-    };
-    let Ok(key) = MasterKey::load_or_create(&cfg.key_path(), false) else {
-        return Default::default();
-    };
-    plexsync::daemon::load_secrets(&store, &key).unwrap_or_default()
+    }
+    let loaded = Store::open_read_only(&cfg.store_path())
+        .map_err(anyhow::Error::from)
+        .and_then(|store| {
+            let key = MasterKey::load_or_create(&cfg.key_path(), false)?;
+            Ok(plexsync::daemon::load_secrets(&store, &key)?)
+        });
+    match loaded {
+        Ok(s) => s,
+        Err(e) => {
+            // Say so: a matcher without its key (tmdb) answers nothing, which would otherwise
+            // look like a matching result.
+            eprintln!(
+                "plexsync: note: cannot read the stored secrets ({e:#}); plugins run without them"
+            );
+            Default::default()
+        }
+    }
 }

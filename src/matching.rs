@@ -3,6 +3,12 @@
 //! cache), and prints one JSON line per query plus a summary. When queries carry an
 //! `expected` answer (an evaluation set), the summary also measures the chain — `expected` and
 //! `kind` are read for the summary only, never handed to a matcher.
+//!
+//! Secrets come from the caller (the CLI reads the store read-only). The environment variable
+//! [`TMDB_KEY_ENV`] (`PLEXSYNC_TMDB_KEY`), when set and not empty, is handed to plugins as the
+//! `tmdb-key` secret instead: an offline run cannot always read the store (the daemon holds
+//! it, or the last writer did not close it cleanly), and a person trying the tmdb matcher on a
+//! test set should not have to store a key first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -166,6 +172,20 @@ fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, Match
     Ok(out)
 }
 
+/// Environment variable that hands `plexsync match` the `tmdb-key` secret.
+pub const TMDB_KEY_ENV: &str = "PLEXSYNC_TMDB_KEY";
+
+/// The secrets with the `tmdb-key` taken from [`TMDB_KEY_ENV`] when that is set.
+fn with_env_overrides(secrets: &HashMap<String, Secret>) -> HashMap<String, Secret> {
+    let mut secrets = secrets.clone();
+    if let Ok(key) = std::env::var(TMDB_KEY_ENV) {
+        if !key.trim().is_empty() {
+            secrets.insert("tmdb-key".to_string(), Secret::new(key));
+        }
+    }
+    secrets
+}
+
 /// Run the configured chain over `queries` against `catalog`, writing JSON lines to `out`.
 pub async fn run_file(
     cfg: &Config,
@@ -176,7 +196,7 @@ pub async fn run_file(
 ) -> Result<Summary, MatchError> {
     let shows: Vec<CatalogShow> = read_lines(catalog)?;
     let queries: Vec<QueryLine> = read_lines(queries)?;
-    let plugins = crate::registry::build(cfg, secrets, None)?;
+    let plugins = crate::registry::build(cfg, &with_env_overrides(secrets), None)?;
     let catalogue = Arc::new(Catalogue::new(shows));
     for m in &plugins.matchers {
         m.set_catalogue(catalogue.clone());

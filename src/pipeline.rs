@@ -40,8 +40,8 @@ pub enum ChainResult {
 
 /// Run the matchers in order. The first definite answer at or above `threshold` wins, unless
 /// an earlier matcher already produced candidates that do not include it (ids pointing
-/// elsewhere outweigh a later, weaker method). Everything else becomes a conflict with the
-/// merged candidates.
+/// elsewhere outweigh a later, weaker method). Without one, a matcher that failed transiently
+/// means "retry later"; everything else becomes a conflict with the merged candidates.
 pub async fn run_chain(
     matchers: &[Arc<dyn plexsync_plugin_api::Matcher>],
     query: &ShowQuery,
@@ -101,10 +101,11 @@ pub async fn run_chain(
             }
         }
     }
-    if candidates.is_empty() {
-        if let Some(t) = transient {
-            return ChainResult::Retry(t);
-        }
+    // A matcher that could not answer (TMDB down) might have proven the show: without a
+    // definite answer from the others, ask again later rather than put a question to a
+    // person that the matcher may settle on its own.
+    if let Some(t) = transient {
+        return ChainResult::Retry(t);
     }
     ChainResult::Conflict {
         candidates: merge_candidates(candidates),
@@ -673,6 +674,24 @@ mod tests {
         assert!(matches!(
             chain(vec![Fixed("a", Err(PluginError::transient("down")))]).await,
             ChainResult::Retry(_)
+        ));
+        // …and also when others only have candidates: the failed matcher might settle it.
+        assert!(matches!(
+            chain(vec![
+                Fixed("a", Err(PluginError::transient("down"))),
+                Fixed("b", cands(&["1", "2"]))
+            ])
+            .await,
+            ChainResult::Retry(_)
+        ));
+        // A later matcher's proof still maps while the first one is down.
+        assert!(matches!(
+            chain(vec![
+                Fixed("a", Err(PluginError::transient("down"))),
+                Fixed("b", def("7", 0.95))
+            ])
+            .await,
+            ChainResult::Mapped { .. }
         ));
         // Nothing at all: an honest conflict.
         assert!(

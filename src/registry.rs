@@ -29,6 +29,11 @@ const MATCHERS: &[Kind<MatcherCtor>] = &[
         ctor: |ctx| Ok(Arc::new(plexsync_plugin_guid::build(ctx)?)),
     },
     Kind {
+        name: "tmdb",
+        secrets: &["tmdb-key"],
+        ctor: |ctx| Ok(Arc::new(plexsync_plugin_tmdb::build(ctx)?)),
+    },
+    Kind {
         name: "title",
         secrets: &[],
         ctor: |ctx| Ok(Arc::new(plexsync_plugin_title::TitleMatcher::build(ctx)?)),
@@ -192,7 +197,10 @@ mod tests {
         let cfg = Config::parse(Path::new("x.toml"), text).unwrap();
         let e = build(&cfg, &HashMap::new(), None).err().unwrap();
         assert_eq!(e.key.as_deref(), Some("matchers[1].kind"));
-        assert!(e.message.contains("known kinds: guid, title, exec"), "{e}");
+        assert!(
+            e.message.contains("known kinds: guid, tmdb, title, exec"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -202,6 +210,20 @@ mod tests {
         let cfg = Config::parse(Path::new("/nonexistent/x.toml"), text).unwrap();
         let e = build(&cfg, &HashMap::new(), None).err().unwrap();
         assert_eq!(e.key.as_deref(), Some("tracker.url"), "{e}");
+    }
+
+    #[test]
+    fn tmdb_builds_without_its_key_and_its_errors_point_at_the_key() {
+        let text = "[tracker]\nurl = \"http://127.0.0.1:1/api\"\n[[matchers]]\nkind = \"tmdb\"\n";
+        let cfg = Config::parse(Path::new("x.toml"), text).unwrap();
+        assert_eq!(
+            build(&cfg, &HashMap::new(), None).unwrap().matchers[0].kind(),
+            "tmdb"
+        );
+        let text = format!("{text}rate_limit = \"fast\"\n");
+        let cfg = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let e = build(&cfg, &HashMap::new(), None).err().unwrap();
+        assert_eq!(e.key.as_deref(), Some("matchers[0].rate_limit"), "{e}");
     }
 
     #[test]

@@ -159,3 +159,192 @@ fn dev_set_meets_the_matching_targets() {
     }
     assert_eq!(s["per_kind"]["not_in_catalogue"]["auto_correct"], 0);
 }
+
+// ---- The chain guid → tmdb → title, with a fake TMDB -------------------------------------
+
+#[path = "../plugins/tmdb/tests/support/fake_tmdb.rs"]
+mod fake_tmdb;
+
+const TMDB_KEY: &str = "black-box-tmdb-key";
+
+/// A config whose chain is guid → tmdb (at the fake TMDB) → title.
+fn tmdb_config(dir: &std::path::Path, api_url: &str) -> PathBuf {
+    let p = dir.join("plexsync.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[tracker]\nurl = \"http://127.0.0.1:9/api\"\n[[matchers]]\nkind = \"guid\"\n[[matchers]]\nkind = \"tmdb\"\napi_url = \"{api_url}\"\nrate_limit = \"1000/1s\"\n[[matchers]]\nkind = \"title\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// `plexsync match --json` with the TMDB key handed over in `PLEXSYNC_TMDB_KEY` (or none).
+fn run_with_key(
+    cfg: &std::path::Path,
+    catalog: &std::path::Path,
+    queries: &std::path::Path,
+    key: Option<&str>,
+) -> (Vec<Value>, Value, String) {
+    let mut cmd = std::process::Command::new(support::daemon::BIN);
+    cmd.args(["match", "--json", "--config"])
+        .arg(cfg)
+        .arg("--catalog")
+        .arg(catalog)
+        .arg("--queries")
+        .arg(queries)
+        .env_remove("PLEXSYNC_TMDB_KEY");
+    if let Some(k) = key {
+        cmd.env("PLEXSYNC_TMDB_KEY", k);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let mut lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = lines.pop().unwrap();
+    (lines, summary, stderr)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn tmdb_converts_ids_in_the_chain_and_is_skipped_without_a_key() {
+    let rt = runtime();
+    let fake = rt.block_on(fake_tmdb::start(
+        vec![
+            fake_tmdb::Row::new(1396, Some(81189), Some("tt0903747")),
+            fake_tmdb::Row::new(2316, Some(73244), Some("tt0386676")),
+        ],
+        TMDB_KEY,
+        None,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalogue.jsonl");
+    std::fs::write(
+        &catalog,
+        [
+            r#"{"id": 1, "title": "Breaking Bad", "year": 2008, "tmdb_id": 1396}"#,
+            r#"{"id": 2, "title": "The Office", "year": 2005, "tmdb_id": 2316}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let queries = dir.path().join("q.jsonl");
+    std::fs::write(
+        &queries,
+        [
+            // Titles the title matcher cannot map, so only a conversion maps them.
+            r#"{"qid": "tvdb", "title": "BB", "year": 2008, "guids": ["com.plexapp.agents.thetvdb://81189?lang=en"]}"#,
+            r#"{"qid": "imdb", "title": "Office US", "year": 2005, "guids": ["imdb://tt0386676"]}"#,
+            // Direct TMDB id: the guid matcher's, no conversion.
+            r#"{"qid": "tmdb", "title": "x", "year": 2008, "guids": ["tmdb://1396"]}"#,
+            // TMDB does not know it.
+            r#"{"qid": "unknown", "title": "Zzyzx Qwerty", "year": 1990, "guids": ["tvdb://999"]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let cfg = tmdb_config(dir.path(), &fake.url);
+    let (lines, _, _) = run_with_key(&cfg, &catalog, &queries, Some(TMDB_KEY));
+    let by: std::collections::HashMap<&str, &Value> = lines
+        .iter()
+        .map(|l| (l["qid"].as_str().unwrap(), l))
+        .collect();
+    for (qid, show) in [("tvdb", "1"), ("imdb", "2")] {
+        assert_eq!(by[qid]["decision"], "auto", "{qid}");
+        assert_eq!(by[qid]["show_id"], show, "{qid}");
+        assert_eq!(by[qid]["method"], "tmdb_id", "{qid}");
+    }
+    assert_eq!(by["tmdb"]["method"], "tmdb_id");
+    assert_eq!(by["unknown"]["decision"], "none");
+    let asked: Vec<String> = fake.requests().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(asked, ["/3/find/81189", "/3/find/tt0386676", "/3/find/999"]);
+    assert!(
+        fake.requests()
+            .iter()
+            .all(|s| s.param("api_key") == Some(TMDB_KEY))
+    );
+
+    // Without a key: the same config builds, tmdb answers nothing, TMDB is never asked.
+    let (lines, _, _) = run_with_key(&cfg, &catalog, &queries, None);
+    let tvdb = lines.iter().find(|l| l["qid"] == "tvdb").unwrap();
+    assert_ne!(tvdb["method"], "tmdb_id");
+    assert_eq!(fake.count(), 3);
+}
+
+/// The DEV set through guid → tmdb → title, TMDB faked from the real crosswalk: zero wrong
+/// auto-maps, and every `id_conversion_needed` item auto-mapped by the tmdb matcher.
+#[test]
+fn dev_set_with_the_tmdb_matcher_in_the_chain() {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/matching"));
+    if !dir.is_dir() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{} missing in CI",
+            dir.display()
+        );
+        eprintln!("NOTICE: {} not found; skipping", dir.display());
+        return;
+    }
+    let rt = runtime();
+    let rows = fake_tmdb::read_crosswalk(&dir.join("tmdb_crosswalk.jsonl")).unwrap();
+    let fake = rt.block_on(fake_tmdb::start(rows, TMDB_KEY, None));
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmdb_config(tmp.path(), &fake.url);
+    let queries = dir.join("dev_queries.jsonl");
+    let (lines, s, human) =
+        run_with_key(&cfg, &dir.join("catalogue.jsonl"), &queries, Some(TMDB_KEY));
+    eprintln!("{human}");
+    assert_eq!(lines.len(), 318);
+    assert_eq!(s["auto_wrong"], 0, "{s}");
+    let k = &s["per_kind"]["id_conversion_needed"];
+    assert_eq!(k["auto_correct"], k["n"], "{s}");
+    assert_eq!(s["per_kind"]["not_in_catalogue"]["auto_correct"], 0);
+    // …and each of them through the tmdb matcher, not by title.
+    let kinds: std::collections::HashMap<String, String> = std::fs::read_to_string(&queries)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["qid"].as_str().unwrap().to_string(),
+                v["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut converted = 0;
+    for l in &lines {
+        if kinds[l["qid"].as_str().unwrap()] == "id_conversion_needed" {
+            assert_eq!(l["method"], "tmdb_id", "{l}");
+            converted += 1;
+        }
+    }
+    assert_eq!(converted, 34);
+    assert!(fake.count() > 0);
+}
+
+/// The shipped plexsync.toml lists the tmdb matcher; with no key stored it must still pass
+/// `plexsync check` (the plugin builds and answers nothing until a key is set).
+#[test]
+fn the_shipped_config_with_tmdb_checks_without_a_key() {
+    let shipped = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/plexsync.toml"));
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    assert!(text.contains("kind = \"tmdb\""));
+    let out = cli(&shipped, &["check"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

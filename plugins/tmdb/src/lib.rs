@@ -1,0 +1,374 @@
+//! The `tmdb` matcher plugin of plexsync: converts a show's TVDB or IMDb id into its TMDB id
+//! through TMDB's `/find` API and maps the show when exactly one catalogue show carries that
+//! TMDB id. It bridges a Plex library matched by TheTVDB / IMDb and a TMDB-first tracker.
+//!
+//! This file owns the plugin's entry point ([`build`]), the [`TmdbMatcher`], the conversion
+//! cache and the decision rule. The config table is in `config`, the HTTP client (auth, 429,
+//! error classes) in `client`, the outbound rate limiter in `limiter`.
+//!
+//! Rules it keeps:
+//! - Only SHOW-level guids reach matchers; they are parsed by the shared
+//!   [`plexsync_plugin_api::guid`] parser. Only TVDB and IMDb ids are converted: a TMDB id that
+//!   is in the catalogue is the `guid` matcher's business.
+//! - It never guesses: ids converting to different catalogue shows give `Candidates`; any
+//!   failed conversion fails the whole lookup (classified transient or permanent), because the
+//!   id that could not be converted might point elsewhere.
+//! - Conversions are cached through the host's [`KvCache`]: found ones for `cache_ttl`,
+//!   "TMDB knows no such show" for `negative_cache_ttl`. Failures are never cached.
+//! - Without a `tmdb-key` secret it still builds (the shipped config names it), logs one
+//!   warning and answers `NoMatch`.
+
+mod client;
+pub mod config;
+mod limiter;
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use plexsync_plugin_api::guid::{ExternalId, parse_show_guids};
+use plexsync_plugin_api::{
+    BoxFuture, Candidate, Catalogue, KvCache, MatchOutcome, Matcher, PluginContext, PluginError,
+    ShowQuery,
+};
+
+use crate::client::{Source, TmdbClient};
+pub use crate::config::TmdbConfig;
+
+/// The `kind` name this matcher is configured under.
+pub const KIND: &str = "tmdb";
+
+/// Name of the secret holding the TMDB key (a v3 API key, or a v4 read access token).
+pub const SECRET_KEY: &str = "tmdb-key";
+
+/// Every secret the plugin asks the host for.
+pub const SECRETS: &[&str] = &[SECRET_KEY];
+
+/// Confidence of a match proven by a converted id: an exact id, but one step removed (it
+/// relies on TMDB's cross-reference), hence below the guid matcher's 1.0 and above the
+/// host's default auto-map threshold of 0.90.
+pub const CONFIDENCE: f32 = 0.95;
+
+/// The `method` of its answers.
+pub const METHOD: &str = "tmdb_id";
+
+/// Converts TVDB / IMDb ids to TMDB ids and matches those exactly.
+pub struct TmdbMatcher {
+    config: TmdbConfig,
+    /// None when no key is stored: the matcher then answers `NoMatch`.
+    client: Option<TmdbClient>,
+    cache: Arc<dyn KvCache>,
+    /// Swapped whole on each refresh; starts empty.
+    catalogue: RwLock<Arc<Catalogue>>,
+}
+
+impl std::fmt::Debug for TmdbMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TmdbMatcher")
+            .field("config", &self.config)
+            .field("client", &self.client)
+            .field("catalogue_shows", &self.current_catalogue().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Build the matcher from its config table (`[[matchers]] kind = "tmdb"`) and the `tmdb-key`
+/// secret.
+///
+/// # Errors
+///
+/// A config-class [`PluginError`] naming the key when the table or the secret is unusable.
+pub fn build(ctx: &PluginContext) -> Result<TmdbMatcher, PluginError> {
+    TmdbMatcher::build(ctx)
+}
+
+impl TmdbMatcher {
+    /// Build from the host's context.
+    pub fn build(ctx: &PluginContext) -> Result<TmdbMatcher, PluginError> {
+        let config = TmdbConfig::from_context(ctx)?;
+        let client = match ctx.secrets.get(SECRET_KEY) {
+            Some(key) => Some(TmdbClient::new(&config, key.clone())?),
+            None => {
+                tracing::warn!(
+                    matcher = KIND,
+                    "no TMDB key stored: the tmdb matcher answers no match (store one with `plexsync secret set tmdb-key`)"
+                );
+                None
+            }
+        };
+        Ok(TmdbMatcher {
+            config,
+            client,
+            cache: ctx.cache.clone(),
+            catalogue: RwLock::new(Arc::new(Catalogue::default())),
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &TmdbConfig {
+        &self.config
+    }
+
+    /// Whether a key is stored (without one every answer is `NoMatch`).
+    pub fn has_key(&self) -> bool {
+        self.client.is_some()
+    }
+
+    fn current_catalogue(&self) -> Arc<Catalogue> {
+        // A poisoned lock only means a panic while swapping an `Arc`: the value is whole.
+        self.catalogue
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Match one show: convert its TVDB / IMDb ids, then look the TMDB ids up.
+    pub async fn resolve(&self, query: &ShowQuery) -> Result<MatchOutcome, PluginError> {
+        let Some(client) = &self.client else {
+            return Ok(MatchOutcome::NoMatch);
+        };
+        let catalogue = self.current_catalogue();
+        if catalogue.is_empty() {
+            return Ok(MatchOutcome::NoMatch);
+        }
+        let mut converted: Vec<Vec<u64>> = Vec::new();
+        for id in parse_show_guids(&query.guids) {
+            let (source, value) = match &id {
+                ExternalId::Tvdb(n) => (Source::Tvdb, n.to_string()),
+                ExternalId::Imdb(s) => (Source::Imdb, s.clone()),
+                // TMDB ids are the guid matcher's; movie and AniDB ids convert to no series.
+                ExternalId::Tmdb(_) | ExternalId::TmdbMovie(_) | ExternalId::Anidb(_) => continue,
+            };
+            converted.push(self.convert(client, source, &value).await?);
+        }
+        Ok(decide(&catalogue, &converted))
+    }
+
+    /// One conversion, through the cache.
+    async fn convert(
+        &self,
+        client: &TmdbClient,
+        source: Source,
+        id: &str,
+    ) -> Result<Vec<u64>, PluginError> {
+        let key = format!("find:{}:{id}", source.param());
+        if let Some(bytes) = self.cache.get(&key) {
+            // An unreadable entry (another version's format) is simply a miss.
+            if let Ok(ids) = serde_json::from_slice::<Vec<u64>>(&bytes) {
+                tracing::debug!(external_id = %id, source = source.param(), tmdb_ids = ?ids, "TMDB conversion from cache");
+                return Ok(ids);
+            }
+        }
+        let ids = client.find(source, id).await?;
+        tracing::debug!(external_id = %id, source = source.param(), tmdb_ids = ?ids, "TMDB conversion");
+        let ttl = if ids.is_empty() {
+            self.config.negative_cache_ttl
+        } else {
+            self.config.cache_ttl
+        };
+        match serde_json::to_vec(&ids) {
+            Ok(bytes) => self.cache.put(&key, &bytes, Some(ttl)),
+            Err(e) => tracing::warn!(error = %e, "cannot encode a TMDB conversion for the cache"),
+        }
+        Ok(ids)
+    }
+}
+
+/// The decision rule on converted ids (one list of TMDB ids per external id).
+fn decide(catalogue: &Catalogue, converted: &[Vec<u64>]) -> MatchOutcome {
+    // (show id, how many external ids lead to it), in first-seen order.
+    let mut hits: Vec<(String, usize)> = Vec::new();
+    // One TMDB id held by several catalogue rows: the catalogue itself cannot tell them apart.
+    let mut ambiguous = false;
+    for tmdb_ids in converted {
+        let mut rows: Vec<&str> = Vec::new();
+        for &t in tmdb_ids {
+            let found: Vec<&str> = catalogue.by_tmdb(t).map(|s| s.id.as_str()).collect();
+            ambiguous |= found.len() > 1;
+            for r in found {
+                if !rows.contains(&r) {
+                    rows.push(r);
+                }
+            }
+        }
+        for r in rows {
+            match hits.iter_mut().find(|(id, _)| id == r) {
+                Some((_, n)) => *n += 1,
+                None => hits.push((r.to_string(), 1)),
+            }
+        }
+    }
+    match hits.len() {
+        0 => MatchOutcome::NoMatch,
+        1 if !ambiguous => MatchOutcome::Definite {
+            show_id: hits.remove(0).0,
+            confidence: CONFIDENCE,
+            method: METHOD.to_string(),
+        },
+        _ => {
+            hits.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+            MatchOutcome::Candidates {
+                candidates: hits
+                    .into_iter()
+                    .map(|(show_id, _)| Candidate {
+                        show_id,
+                        score: CONFIDENCE,
+                        method: METHOD.to_string(),
+                    })
+                    .collect(),
+            }
+        }
+    }
+}
+
+impl Matcher for TmdbMatcher {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    fn set_catalogue(&self, catalogue: Arc<Catalogue>) {
+        *self
+            .catalogue
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = catalogue;
+    }
+
+    fn match_show<'a>(
+        &'a self,
+        query: &'a ShowQuery,
+    ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>> {
+        Box::pin(self.resolve(query))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    use plexsync_plugin_api::{CatalogShow, MemoryCache};
+
+    use super::*;
+
+    fn show(id: &str, tmdb: Option<u64>) -> CatalogShow {
+        CatalogShow {
+            id: id.into(),
+            title: id.into(),
+            tmdb_id: tmdb,
+            ..Default::default()
+        }
+    }
+
+    fn catalogue() -> Catalogue {
+        Catalogue::new(vec![
+            show("bb", Some(1396)),
+            show("got", Some(1399)),
+            show("dup-a", Some(7)),
+            show("dup-b", Some(7)),
+            show("none", None),
+        ])
+    }
+
+    #[test]
+    fn one_show_is_definite_at_095() {
+        let out = decide(&catalogue(), &[vec![1396]]);
+        assert_eq!(
+            out,
+            MatchOutcome::Definite {
+                show_id: "bb".into(),
+                confidence: 0.95,
+                method: "tmdb_id".into()
+            }
+        );
+        // Two external ids agreeing, one of them with an unknown extra TMDB id.
+        let out = decide(&catalogue(), &[vec![1396], vec![1396, 424242]]);
+        assert!(matches!(out, MatchOutcome::Definite { ref show_id, .. } if show_id == "bb"));
+    }
+
+    #[test]
+    fn disagreement_or_ambiguity_gives_candidates() {
+        let ids = |o: MatchOutcome| match o {
+            MatchOutcome::Candidates { candidates } => {
+                assert!(
+                    candidates
+                        .iter()
+                        .all(|c| c.score == 0.95 && c.method == "tmdb_id")
+                );
+                candidates
+                    .into_iter()
+                    .map(|c| c.show_id)
+                    .collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ids(decide(&catalogue(), &[vec![1396], vec![1399]])),
+            ["bb", "got"]
+        );
+        // The better-supported show first.
+        assert_eq!(
+            ids(decide(&catalogue(), &[vec![1399], vec![1396], vec![1396]])),
+            ["bb", "got"]
+        );
+        assert_eq!(ids(decide(&catalogue(), &[vec![7]])), ["dup-a", "dup-b"]);
+        // One /find answer listing two series that are both in the catalogue.
+        assert_eq!(
+            ids(decide(&catalogue(), &[vec![1396, 1399]])),
+            ["bb", "got"]
+        );
+    }
+
+    #[test]
+    fn nothing_known_is_no_match() {
+        assert_eq!(decide(&catalogue(), &[]), MatchOutcome::NoMatch);
+        assert_eq!(
+            decide(&catalogue(), &[vec![], vec![5]]),
+            MatchOutcome::NoMatch
+        );
+    }
+
+    fn ctx(config: serde_json::Value) -> PluginContext {
+        PluginContext {
+            config,
+            secrets: HashMap::new(),
+            cache: Arc::new(MemoryCache::default()),
+            config_dir: PathBuf::from("."),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_key_it_builds_and_answers_no_match() {
+        let m = build(&ctx(serde_json::Value::Null)).unwrap();
+        assert!(!m.has_key());
+        m.set_catalogue(Arc::new(catalogue()));
+        let q = ShowQuery {
+            title: "x".into(),
+            guids: vec!["tvdb://81189".into()],
+            ..Default::default()
+        };
+        assert_eq!(m.match_show(&q).await.unwrap(), MatchOutcome::NoMatch);
+        assert_eq!(m.kind(), "tmdb");
+    }
+
+    #[test]
+    fn sample_config_parses_and_builds() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        let mut built = 0;
+        for entry in doc["matchers"].as_array().unwrap() {
+            let mut table = entry.as_table().unwrap().clone();
+            if table.get("kind").and_then(|k| k.as_str()) != Some(KIND) {
+                continue;
+            }
+            table.remove("kind");
+            let config = serde_json::to_value(&table).unwrap();
+            let m = build(&ctx(config)).unwrap();
+            // The sample shows the defaults.
+            assert_eq!(
+                m.config(),
+                &TmdbConfig::from_value(&serde_json::Value::Null).unwrap()
+            );
+            built += 1;
+        }
+        assert_eq!(built, 1, "sample.toml holds one tmdb matcher");
+    }
+}
