@@ -22,13 +22,24 @@ pub enum Destination {
     Stderr,
 }
 
+/// `[log] level` as filter directives: a bare level applies to plexsync and its plugins
+/// (every target starting with `plexsync`), while libraries (the cron scheduler, hyper…) stay
+/// at `warn` unless the level is quieter still; anything else is taken as written.
+fn directives(level: &str) -> String {
+    let l = level.trim();
+    match l.to_ascii_lowercase().as_str() {
+        "trace" | "debug" | "info" => format!("warn,plexsync={l}"),
+        _ => l.to_string(),
+    }
+}
+
 /// Install the global subscriber (once; later calls change nothing).
 pub fn init(level: &str) -> Destination {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_new(level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .or_else(|| EnvFilter::try_new(directives(level)).ok())
+        .unwrap_or_else(|| EnvFilter::new(directives("info")));
     let mut journal_error = None;
     if systemd_journal_logger::connected_to_journal() {
         match systemd_journal_logger::JournalLog::new() {
@@ -276,6 +287,19 @@ where
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_bare_level_keeps_libraries_at_warn() {
+        assert_eq!(directives("info"), "warn,plexsync=info");
+        assert_eq!(directives(" DEBUG "), "warn,plexsync=DEBUG");
+        assert_eq!(directives("warn"), "warn");
+        assert_eq!(
+            directives("plexsync=debug,hyper=info"),
+            "plexsync=debug,hyper=info"
+        );
+        assert!(EnvFilter::try_new(directives("debug")).is_ok());
+    }
+
     use super::*;
     use std::sync::{Arc, Mutex};
 
