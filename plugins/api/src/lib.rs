@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub mod catalogue;
 pub mod guid;
 pub mod secret;
+pub mod values;
 
 pub use catalogue::{CatalogShow, Catalogue};
 pub use secret::Secret;

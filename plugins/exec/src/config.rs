@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use plexsync_plugin_api::values::parse_duration_max;
 use plexsync_plugin_api::{PluginContext, PluginError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,6 +21,11 @@ pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_secs(60);
 /// Longest accepted duration: beyond an hour a wait is not slow but stuck, and a bound keeps
 /// timer arithmetic far from overflow.
 const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// `"500ms"`, `"5s"`, `"2m"`: above zero, at most an hour (the shared parser's units).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_max(text, MAX_DURATION)
+}
 
 /// The table as written (minus `kind`). Values are typed by hand below because serde's type
 /// errors ("invalid type: integer, expected a string") do not say which key was wrong.
@@ -112,34 +118,6 @@ fn duration(key: &str, value: Option<Value>, default: Duration) -> Result<Durati
         }
     };
     parse_duration(&text).map_err(|why| err(format!("`{key}` = {text:?} {why}")))
-}
-
-/// `"500ms"`, `"5s"`, `"2m"`: a whole number and a unit, above zero, at most an hour.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const HINT: &str =
-        "is not a duration: expected a whole number followed by ms, s or m, e.g. \"5s\"";
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(HINT.into());
-    }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| "is longer than the maximum of 60m".to_string())?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(HINT.into()),
-    };
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    if d > MAX_DURATION {
-        return Err("is longer than the maximum of 60m".into());
-    }
-    Ok(d)
 }
 
 impl ExecConfig {
@@ -389,6 +367,6 @@ mod tests {
         assert!(parse_duration("61m").is_err());
         assert!(parse_duration("99999999999999999999999s").is_err());
         assert!(parse_duration("s").is_err());
-        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("2h").is_err());
     }
 }

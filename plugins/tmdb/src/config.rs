@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+pub(crate) use plexsync_plugin_api::values::human;
+use plexsync_plugin_api::values::{Url, parse_base_url, parse_duration};
 use plexsync_plugin_api::{PluginContext, PluginError};
-use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -126,7 +127,8 @@ impl TmdbConfig {
             })?,
         };
         let url = string("api_url", raw.api_url, DEFAULT_API_URL)?;
-        let api_url = parse_url(&url).map_err(|why| config_error("api_url", why))?;
+        let api_url =
+            parse_base_url(&url, "tmdb-key").map_err(|why| config_error("api_url", why))?;
         let day = Duration::from_secs(86_400);
         let timeout = duration(
             "timeout",
@@ -162,35 +164,6 @@ impl TmdbConfig {
     }
 }
 
-/// Validate the API base URL. The value is never echoed: a URL with credentials must not end
-/// up in a log.
-fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("is not a valid absolute URL ({e})"))?;
-    match url.scheme() {
-        "http" | "https" => {}
-        other => return Err(format!("must use http or https, not `{other}`")),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "must not contain a user name or password; store the key with `plexsync secret set tmdb-key`"
-                .into(),
-        );
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(
-            "must not have a query (`?…`) or fragment (`#…`); the key goes in the `tmdb-key` secret"
-                .into(),
-        );
-    }
-    if url.cannot_be_a_base() {
-        return Err("cannot have paths appended to it".into());
-    }
-    Ok(url)
-}
-
 /// `"<n>/<duration>"`, e.g. `"40/10s"`: at most n requests in any window of that length.
 pub(crate) fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
     const HINT: &str = "expected requests/window, e.g. \"40/10s\"";
@@ -213,48 +186,6 @@ pub(crate) fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
         return Err("the window must be at most 1d".into());
     }
     Ok((n, window))
-}
-
-/// A whole number followed by `ms`, `s`, `m`, `h` or `d` (`"500ms"`, `"10s"`, `"30d"`).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected a whole number followed by ms, s, m, h or d, e.g. \"10s\"";
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(HINT.into());
-    }
-    let n: u64 = digits.parse().map_err(|_| "is far too long".to_string())?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
-    let d = match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        _ => return Err(HINT.into()),
-    }
-    .ok_or("is far too long")?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
-}
-
-/// A duration the way config values are written (`10s`, `250ms`, `30d`).
-pub(crate) fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    if d.subsec_millis() != 0 || s == 0 {
-        format!("{}ms", d.as_millis())
-    } else if s % 86_400 == 0 {
-        format!("{}d", s / 86_400)
-    } else if s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
 }
 
 #[cfg(test)]

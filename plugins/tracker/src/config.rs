@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use plexsync_plugin_api::values::{Url, parse_base_url, parse_duration_max};
 use plexsync_plugin_api::{PluginContext, PluginError};
-use reqwest::Url;
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,6 +19,14 @@ pub(crate) const DEFAULT_USER_AGENT: &str = concat!("plexsync-tracker/", env!("C
 /// Longest accepted `timeout`. Beyond an hour a request is not "slow" but stuck, and keeping
 /// the value bounded means no timer arithmetic downstream can overflow.
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn parse_url(text: &str) -> Result<Url, String> {
+    parse_base_url(text, "tracker-key")
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    parse_duration_max(text, MAX_TIMEOUT)
+}
 
 /// The table exactly as written in plexsync.toml (minus `kind`, which the host strips).
 /// Values are taken as raw JSON and typed by hand below, because serde's own type errors
@@ -79,7 +87,7 @@ pub(crate) fn parse(ctx: &PluginContext) -> Result<Config, PluginError> {
         Some(v) => string("timeout", v)?,
         None => DEFAULT_TIMEOUT.to_string(),
     };
-    let timeout = parse_duration(&timeout)
+    let timeout = parse_timeout(&timeout)
         .map_err(|why| PluginError::config(format!("tracker: `timeout` = {timeout:?}: {why}")))?;
     let user_agent = raw
         .user_agent
@@ -105,75 +113,16 @@ pub(crate) fn parse(ctx: &PluginContext) -> Result<Config, PluginError> {
     })
 }
 
-/// Validate the tracker's base URL. The value itself is never echoed back: a URL with
-/// credentials in it must not end up in a log.
-fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("is not a valid absolute URL ({e})"))?;
-    match url.scheme() {
-        "http" | "https" => {}
-        other => return Err(format!("must use http or https, not `{other}`")),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        // Credentials in the URL would be stored in clear text in plexsync.toml and could
-        // leak through any message that shows the URL.
-        return Err(
-            "must not contain a user name or password; put the API key in the `tracker-key` secret"
-                .into(),
-        );
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        // Endpoint paths are appended to the base path; a query or fragment would either be
-        // lost or end up in the wrong place.
-        return Err("must not have a query (`?…`) or fragment (`#…`)".into());
-    }
-    if url.cannot_be_a_base() {
-        return Err("cannot have paths appended to it".into());
-    }
-    Ok(url)
-}
-
-/// Parse a humane duration: a whole number followed by `ms`, `s` or `m` (`"500ms"`, `"30s"`,
-/// `"2m"`). Written by hand because these three units are all the plugin needs.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected a whole number followed by ms, s or m, e.g. \"30s\"";
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(HINT.into());
-    }
-    // Too many digits for u64 is certainly above the maximum; say so rather than "invalid".
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| "is longer than the maximum of 60m".to_string())?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(HINT.into()),
-    };
-    if duration.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    if duration > MAX_TIMEOUT {
-        return Err("is longer than the maximum of 60m".into());
-    }
-    Ok(duration)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn durations_in_ms_s_and_m() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration(" 500ms "), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("60m"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_timeout("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_timeout(" 500ms "), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_timeout("60m"), Ok(Duration::from_secs(3600)));
     }
 
     #[test]
@@ -194,7 +143,7 @@ mod tests {
             "18446744073709551615m",
             "３０s",
         ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+            assert!(parse_timeout(bad).is_err(), "{bad:?} was accepted");
         }
     }
 
