@@ -31,6 +31,15 @@ pub struct Status {
     #[serde(flatten)]
     pub runtime: RuntimeStatus,
     pub counts: Counts,
+    /// Poll cursors: per (server, account), history up to `viewed_at` is journaled.
+    pub cursors: Vec<CursorView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CursorView {
+    pub key: String,
+    pub viewed_at: i64,
+    pub updated_at: i64,
 }
 
 pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
@@ -45,6 +54,16 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
         tracker_key_set: shared.secret("tracker-key").is_some(),
         runtime: shared.status(),
         counts: shared.store.counts()?,
+        cursors: shared
+            .store
+            .cursors()?
+            .into_iter()
+            .map(|(key, c)| CursorView {
+                key,
+                viewed_at: c.viewed_at,
+                updated_at: c.updated_at,
+            })
+            .collect(),
     })
 }
 

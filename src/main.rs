@@ -610,6 +610,16 @@ async fn status(path: &Path, as_json: bool) -> Result<()> {
                 ),
             }
         }
+        for c in v["cursors"].as_array().into_iter().flatten() {
+            let at = c["viewed_at"].as_i64().unwrap_or(0);
+            println!(
+                "poll cursor:       {} up to {}",
+                c["key"].as_str().unwrap_or("-"),
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64)
+                )
+            );
+        }
         if v["plex_token_rejected"] == true {
             println!(
                 "                   Plex token rejected: polling is paused; `plexsync secret set plex-token`"

@@ -207,6 +207,10 @@ async fn history_is_read_page_by_page_and_exported_once() {
         VIEWED + 119 * 60 - 600,
         "cursor minus the 10-minute overlap"
     );
+    // Status shows the cursor the poll started from.
+    let cursors = st["cursors"].as_array().unwrap();
+    assert_eq!(cursors.len(), 1, "{st}");
+    assert_eq!(cursors[0]["viewed_at"], VIEWED + 119 * 60, "{st}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(w.tracker.posts().len(), posts);
     assert_exported_once(&w.tracker);
