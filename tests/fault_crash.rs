@@ -271,14 +271,20 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_play_and_applies_each_o
         !outcome.acked.is_empty(),
         "some webhooks were acknowledged"
     );
-    for _ in 0..600 {
+    // One whole backfill after the last kill: wait for the running one, then run one more.
+    let mut complete = false;
+    for _ in 0..2 {
         start_backfill(&d).await;
-        let b = d.api("GET", "/api/backfill").await;
-        if b["running"] == false && b["rows_read"].as_u64() == Some(rows as u64) {
-            break;
+        for _ in 0..600 {
+            let b = d.api("GET", "/api/backfill").await;
+            if b["running"] == false {
+                complete = b["error"].is_null() && b["rows_read"].as_u64() == Some(rows as u64);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(complete, "a backfill ran to its end after the last kill (seed {seed})");
 
     println!("backfill complete after {:?}", t0.elapsed());
 
