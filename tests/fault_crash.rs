@@ -92,7 +92,9 @@ fn webhook(base: &Value, i: usize) -> Value {
     m["key"] = json!(format!("/library/metadata/{}{s:03}{e:03}", 70_000 + k));
     m["grandparentGuid"] = json!(format!("com.plexapp.agents.thetvdb://{tvdb}?lang=en"));
     m["parentGuid"] = json!(format!("com.plexapp.agents.thetvdb://{tvdb}/{s}?lang=en"));
-    m["guid"] = json!(format!("com.plexapp.agents.thetvdb://{tvdb}/{s}/{e}?lang=en"));
+    m["guid"] = json!(format!(
+        "com.plexapp.agents.thetvdb://{tvdb}/{s}/{e}?lang=en"
+    ));
     m["grandparentTitle"] = json!(show_title(k));
     m["parentIndex"] = json!(s);
     m["index"] = json!(e);
@@ -183,8 +185,10 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_play_and_applies_each_o
     plex.state.lock().unwrap().history_delay = Duration::from_millis(120);
     let tracker = FakeTracker::start(catalogue).await;
     let poll = "[poll]\nschedule = \"0 0 0 1 1 *\"\ninitial_lookback = \"36500d\"\nretry_backoff = \"200ms\"\nlibrary_scan = false\n";
-    let cfg_text = daemon::config(&plex.url(), &tracker.url(), poll)
-        .replace("[server]\n", "[server]\nwebhook_rate_limit = 100000\nwebhook_rate_burst = 100000\n");
+    let cfg_text = daemon::config(&plex.url(), &tracker.url(), poll).replace(
+        "[server]\n",
+        "[server]\nwebhook_rate_limit = 100000\nwebhook_rate_burst = 100000\n",
+    );
     let cfg = dir.path().join("plexsync.toml");
     std::fs::write(&cfg, &cfg_text).unwrap();
     let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
@@ -267,10 +271,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_play_and_applies_each_o
         outcome.acked.len(),
         outcome.unacked
     );
-    assert!(
-        !outcome.acked.is_empty(),
-        "some webhooks were acknowledged"
-    );
+    assert!(!outcome.acked.is_empty(), "some webhooks were acknowledged");
     // One whole backfill after the last kill: wait for the running one, then run one more.
     let mut complete = false;
     for _ in 0..2 {
@@ -284,7 +285,10 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_play_and_applies_each_o
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    assert!(complete, "a backfill ran to its end after the last kill (seed {seed})");
+    assert!(
+        complete,
+        "a backfill ran to its end after the last kill (seed {seed})"
+    );
 
     println!("backfill complete after {:?}", t0.elapsed());
 
@@ -322,7 +326,9 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_play_and_applies_each_o
 
     // The store holds a play for every acknowledged webhook (activity rows are written in the
     // same transaction as the play).
-    let act = d.api("GET", "/api/activity?source=webhook&per_page=1000000").await;
+    let act = d
+        .api("GET", "/api/activity?source=webhook&per_page=1000000")
+        .await;
     let stored: HashSet<(String, u64, u64)> = act["items"]
         .as_array()
         .unwrap()
