@@ -326,22 +326,22 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_play_and_applies_each_o
 
     // The store holds a play for every acknowledged webhook (activity rows are written in the
     // same transaction as the play).
-    let act = d
-        .api("GET", "/api/activity?source=webhook&per_page=1000000")
-        .await;
-    let stored: HashSet<(String, u64, u64)> = act["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["play_id"].is_u64())
-        .map(|a| {
+    let mut stored: HashSet<(String, u64, u64)> = HashSet::new();
+    for page in 1.. {
+        let path = format!("/api/activity?source=webhook&per_page=500&page={page}");
+        let act = d.api("GET", &path).await;
+        let items = act["items"].as_array().unwrap();
+        if items.is_empty() {
+            break;
+        }
+        stored.extend(items.iter().filter(|a| a["play_id"].is_u64()).map(|a| {
             (
                 a["show"].as_str().unwrap_or("").to_string(),
                 a["season"].as_u64().unwrap_or(0),
                 a["episode"].as_u64().unwrap_or(0),
             )
-        })
-        .collect();
+        }));
+    }
     for (&i, body) in &outcome.acked {
         let (k, s, e) = episode_of(i);
         assert!(
