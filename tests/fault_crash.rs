@@ -423,8 +423,21 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_play_and_applies_each_o
     assert!(out.status.success());
     let ob: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ob["dead_letters"].as_array().map(Vec::len), Some(0), "{ob}");
+    // Offline, the activity log agrees: no webhook failed (an unanswered one leaves no row).
     let out = d.cli(&["activity", "--json", "--status", "failed"], None);
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let failed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed_webhooks: Vec<&Value> = failed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["source"] == "webhook")
+        .collect();
+    assert!(failed_webhooks.is_empty(), "{failed_webhooks:?}");
     println!(
         "end state: {} journaled, {} watched at the tracker, {} batches applied, {} posts",
         journal,
