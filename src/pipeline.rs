@@ -451,6 +451,9 @@ pub(crate) async fn enrich(shared: &Shared, play: &Play) -> Result<ShowQuery, Pl
 /// Deliver outbox batches forever (until shutdown).
 pub async fn exporter_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
+    // A Retry-After is the tracker asking for quiet, not a verdict on one batch: until it
+    // passes, no batch at all is sent (else a 429 is followed by every other due batch).
+    let mut hold_until: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
@@ -467,7 +470,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                 Vec::new()
             });
         for b in &due {
-            if *shutdown.borrow() {
+            if *shutdown.borrow() || hold_until.is_some_and(|t| Instant::now() < t) {
                 break;
             }
             let exporter = shared.plugins().exporter.clone();
@@ -502,6 +505,9 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                 }
                 Err(e) if e.is_transient() => {
                     shared.note_tracker(Some(e.to_string()));
+                    if let Some(ra) = e.retry_after {
+                        hold_until = Some(Instant::now() + ra);
+                    }
                     let d = backoff(b.attempts + 1, outbox.initial_backoff, outbox.max_backoff)
                         .max(e.retry_after.unwrap_or_default());
                     tracing::warn!(show_id = %b.show_id, attempt = b.attempts + 1, retry_in_s = d.as_secs(), error = %e, "export failed; will retry");
@@ -537,13 +543,17 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                 tracing::error!(error = %e, "cannot record export result");
             }
         }
-        if due.len() >= 64 {
+        let held = hold_until
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        if due.len() >= 64 && held.is_zero() {
             continue;
         }
         let wait = match shared.store.next_batch_at() {
             Ok(Some(t)) => Duration::from_millis((t - now_millis()).clamp(0, 60_000) as u64),
             _ => Duration::from_secs(60),
-        };
+        }
+        .max(held);
         tokio::select! {
             _ = shared.export_wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}

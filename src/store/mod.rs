@@ -14,8 +14,8 @@
 //! live in [`ops`]; the rest of the daemon calls those, never redb.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
 
 use redb::{
     Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadTransaction,
@@ -101,8 +101,94 @@ type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn FnOnce(Option<&WriteTransaction>, &mut bool) -> Completion + Send>;
 
 enum Db {
-    Rw(Arc<Database>),
+    Rw(Arc<RwDb>),
     Ro(ReadOnlyDatabase),
+}
+
+/// The writable database, replaceable: after an I/O error (e.g. a full disk) redb refuses
+/// every further transaction until the file is closed and opened again, so the writer reopens
+/// it rather than answer 503 until the daemon restarts. `None` while a reopen has failed.
+struct RwDb {
+    path: PathBuf,
+    slot: RwLock<Option<Arc<Database>>>,
+}
+
+impl RwDb {
+    fn get(&self) -> Option<Arc<Database>> {
+        self.slot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn current(&self) -> Result<Arc<Database>> {
+        self.get().ok_or_else(|| {
+            StoreError::Storage("the store is unavailable after an I/O error (disk full?)".into())
+        })
+    }
+
+    /// Drop our handle and open the file again; redb recovers the last committed state. Fails
+    /// (and is retried with the next write) while the disk is still full or a reader still
+    /// holds the old handle.
+    fn reopen(&self) -> Result<()> {
+        let mut slot = self
+            .slot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = None;
+        // A reader may still hold the old handle (and with it the file lock) for a moment.
+        let mut tries = 0;
+        let db = loop {
+            match builder().create(&self.path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(StoreError::Storage(format!("cannot reopen the store: {e}")));
+                }
+            }
+        };
+        *slot = Some(Arc::new(db));
+        tracing::info!(path = %self.path.display(), "store reopened after an I/O error");
+        Ok(())
+    }
+
+    /// A write transaction, reopening the database first when an earlier I/O error left it
+    /// refusing writes.
+    fn begin_write(&self) -> Result<WriteTransaction> {
+        if let Some(db) = self.get() {
+            match db.begin_write() {
+                Ok(t) => return Ok(t),
+                Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
+                    tracing::warn!("the store had an I/O error; reopening it");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.reopen()?;
+        Ok(self.current()?.begin_write()?)
+    }
+
+    /// After a failed group: reopen now if redb refuses further transactions, so readers
+    /// (status, the API) work again without waiting for the next write.
+    fn heal(&self) {
+        let broken = match self.get() {
+            None => true,
+            Some(db) => matches!(
+                db.begin_write(),
+                Err(redb::TransactionError::Storage(
+                    redb::StorageError::PreviousIo
+                ))
+            ),
+        };
+        if broken {
+            if let Err(e) = self.reopen() {
+                tracing::error!(error = %e, "the store stays unavailable until the next write");
+            }
+        }
+    }
 }
 
 /// Handle to the store; cheap to clone.
@@ -153,8 +239,11 @@ impl Store {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
             other => open_err(other.to_string()),
         })?;
-        let db = Arc::new(db);
         init_schema(&db).map_err(|e| open_err(e.to_string()))?;
+        let db = Arc::new(RwDb {
+            path: path.to_path_buf(),
+            slot: RwLock::new(Some(Arc::new(db))),
+        });
         let (tx, rx) = mpsc::channel::<Job>();
         let wdb = db.clone();
         let writer = std::thread::Builder::new()
@@ -217,7 +306,7 @@ impl Store {
     /// Run a read transaction.
     pub fn read<R>(&self, f: impl FnOnce(&ReadTransaction) -> Result<R>) -> Result<R> {
         let txn = match &self.inner.db {
-            Db::Rw(db) => db.begin_read()?,
+            Db::Rw(db) => db.current()?.begin_read()?,
             Db::Ro(db) => db.begin_read()?,
         };
         f(&txn)
@@ -339,7 +428,7 @@ fn init_schema(db: &Database) -> Result<()> {
     Ok(())
 }
 
-fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Job>) {
+fn writer_loop(db: Arc<RwDb>, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -350,8 +439,7 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Job>) {
         }
         let mut txn = match db.begin_write() {
             Ok(t) => t,
-            Err(e) => {
-                let err = StoreError::from(e);
+            Err(err) => {
                 tracing::error!(error = %err, jobs = jobs.len(), "cannot begin a write transaction");
                 let mut poisoned = true;
                 for job in jobs {
@@ -379,6 +467,7 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Job>) {
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, jobs = completions.len(), "store commit failed");
+            db.heal();
         }
         for c in completions {
             c(result.clone());

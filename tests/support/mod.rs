@@ -55,6 +55,8 @@ pub struct FakeServer {
     pub addr: SocketAddr,
     handler: Handler,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Open connections, so [`FakeServer::go_down_hard`] can cut keep-alive ones too.
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl FakeServer {
@@ -65,6 +67,7 @@ impl FakeServer {
             addr,
             handler,
             task: Mutex::new(None),
+            conns: Arc::new(Mutex::new(Vec::new())),
         });
         s.serve(listener);
         s
@@ -72,13 +75,14 @@ impl FakeServer {
 
     fn serve(&self, listener: TcpListener) {
         let handler = self.handler.clone();
+        let conns = self.conns.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let h = handler.clone();
-                tokio::spawn(async move {
+                let conn = tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let h = h.clone();
                         async move {
@@ -108,6 +112,9 @@ impl FakeServer {
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                 });
+                let mut open = conns.lock().unwrap();
+                open.retain(|c| !c.is_finished());
+                open.push(conn.abort_handle());
             }
         });
         *self.task.lock().unwrap() = Some(task);
@@ -121,6 +128,15 @@ impl FakeServer {
     pub fn go_down(&self) {
         if let Some(t) = self.task.lock().unwrap().take() {
             t.abort();
+        }
+    }
+
+    /// Stop listening and close every open connection (keep-alive ones included), so a
+    /// client's pooled connection fails too: a server that is really gone.
+    pub fn go_down_hard(&self) {
+        self.go_down();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
         }
     }
 

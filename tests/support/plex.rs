@@ -270,6 +270,9 @@ pub struct PlexState {
     pub history_delay: std::time::Duration,
     /// Serve truncated XML for this many history requests.
     pub malformed_history: usize,
+    /// Serve this many history requests normally before `malformed_history` applies (a
+    /// page in the middle of a run breaks).
+    pub malformed_history_skip: usize,
     /// Serve every paged list from item 0 whatever X-Plex-Container-Start says.
     pub ignore_container_start: bool,
     /// `/library/sections`. Default: one show section, key 2.
@@ -295,6 +298,7 @@ impl Default for PlexState {
             max_page: 50,
             history_delay: std::time::Duration::ZERO,
             malformed_history: 0,
+            malformed_history_skip: 0,
             ignore_container_start: false,
             sections: vec![SectionFixture::shows("2", "TV Shows")],
             watched: Vec::new(),
@@ -519,7 +523,9 @@ fn handle(st: &Mutex<PlexState>, seen: Seen) -> Resp {
     match seen.path.as_str() {
         "/accounts" => return accounts(&s),
         "/status/sessions/history/all" => {
-            if s.malformed_history > 0 {
+            if s.malformed_history > 0 && s.malformed_history_skip > 0 {
+                s.malformed_history_skip -= 1;
+            } else if s.malformed_history > 0 {
                 s.malformed_history -= 1;
                 return respond(
                     200,

@@ -1,0 +1,271 @@
+//! Fault test: a tracker outage in every form, one after another — 503, then 429 with
+//! Retry-After, then refused connections, then a hang past `[tracker] timeout`, then
+//! recovery. Plays posted during each phase all arrive, each under one idempotency key and
+//! applied once (also the one whose answer the hang cut off); Retry-After is honoured; status
+//! names the failure at each step; a permanent 4xx sends its batch to the dead letter and
+//! `plexsync outbox retry` brings it back.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::daemon::{self, Daemon};
+use support::plex::{FakePlex, FakeShow, TOKEN};
+use support::tracker::{FakeTracker, Fault};
+use support::{eventually, multipart, sample_json, samples};
+
+const LEGACY: &str = "webhook/episode_legacy-thetvdb_media.resume_owner-id1.json";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn scrobble(season: u32, episode: u32) -> Value {
+    let mut p = sample_json(LEGACY);
+    p["event"] = json!("media.scrobble");
+    p["Metadata"]["parentIndex"] = json!(season);
+    p["Metadata"]["index"] = json!(episode);
+    p["Metadata"]["ratingKey"] = json!(format!("9{season:03}{episode:03}"));
+    p["Metadata"]["guid"] = json!(format!(
+        "com.plexapp.agents.thetvdb://301376/{season}/{episode}?lang=en"
+    ));
+    p
+}
+
+/// When each watched POST arrived (sampled every 5 ms from the fake's request list).
+fn clock(tracker: &FakeTracker) -> Arc<Mutex<Vec<Instant>>> {
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let (t, st) = (times.clone(), tracker.state.clone());
+    tokio::spawn(async move {
+        loop {
+            let n = st.lock().unwrap().watched_posts.len();
+            {
+                let mut t = t.lock().unwrap();
+                while t.len() < n {
+                    t.push(Instant::now());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    times
+}
+
+async fn wait_posts(tracker: &FakeTracker, n: usize, what: &str) {
+    eventually(what, WAIT, || (tracker.posts().len() >= n).then_some(())).await;
+}
+
+async fn tracker_error(d: &Daemon) -> String {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = d.status().await;
+        if let Some(e) = last["tracker_error"].as_str() {
+            return e.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    panic!("status never named the tracker failure: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outage_form_in_turn_then_recovery_delivers_everything_once() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![FakeShow {
+        rating_key: "56850".into(),
+        guid: "com.plexapp.agents.thetvdb://301376?lang=en".into(),
+        title: "Be Cool, Scooby-Doo!".into(),
+        year: 2015,
+        guids: vec![],
+    }])
+    .await;
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tvdb_id": 301376}),
+    ])
+    .await;
+    let cfg_text = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n")
+        .replace("[server]\n", "[server]\nwebhook_rate_limit = 100000\n");
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = Daemon::start(dir.path(), &cfg_text).await;
+    let http = reqwest::Client::new();
+    let post = |s: u32, e: u32| {
+        let (ct, body) = multipart(&scrobble(s, e), None);
+        let req = http
+            .post(&d.webhook_url)
+            .header("content-type", ct)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        }
+    };
+    eventually("the catalogue", WAIT, || {
+        (tracker.state.lock().unwrap().requests >= 1).then_some(())
+    })
+    .await;
+    let times = clock(&tracker);
+
+    // 1. 503 on every export.
+    tracker.set_sticky(Some(Fault::Status(503, None)));
+    post(1, 1).await;
+    wait_posts(&tracker, 2, "two attempts answered 503").await;
+    assert!(
+        tracker_error(&d).await.contains("503"),
+        "status names the 503"
+    );
+
+    // 2. 429 with Retry-After: 2 s. The daemon's own backoff is ≤ 500 ms here, so a gap of
+    //    ~2 s between attempts is the header at work.
+    tracker.set_sticky(Some(Fault::Status(429, Some(2))));
+    post(1, 2).await;
+    let before = tracker.posts().len();
+    wait_posts(&tracker, before + 3, "attempts answered 429").await;
+    let gaps: Vec<Duration> = {
+        let t = times.lock().unwrap();
+        (before + 1..before + 3).map(|i| t[i] - t[i - 1]).collect()
+    };
+    for g in &gaps {
+        assert!(
+            *g >= Duration::from_millis(1800),
+            "Retry-After: 2 honoured between attempts: {gaps:?}"
+        );
+    }
+    assert!(tracker_error(&d).await.contains("429"));
+
+    // 3. Refused connections.
+    tracker.server.go_down_hard();
+    tracker.set_sticky(None);
+    post(1, 3).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let err = tracker_error(&d).await;
+    assert!(
+        !err.contains("429"),
+        "status moved on to the refusal: {err}"
+    );
+
+    // 4. Back, but hanging past the 2 s timeout (the fake applies the batch after the
+    //    sleep: the daemon never sees that answer and must resend under the same key).
+    tracker.set_sticky(Some(Fault::Hang(Duration::from_millis(2600))));
+    tracker.server.come_back().await;
+    post(1, 4).await;
+    let before = tracker.posts().len();
+    wait_posts(&tracker, before + 1, "an attempt that hangs").await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let err = tracker_error(&d).await;
+    assert!(
+        err.to_lowercase().contains("time"),
+        "status names the timeout: {err}"
+    );
+
+    // 5. Recovery: everything arrives, once.
+    tracker.set_sticky(None);
+    eventually("all four plays at the tracker", WAIT, || {
+        let w = tracker.watched();
+        (1..=4)
+            .all(|e| w.contains_key(&("scooby".into(), 1, e)))
+            .then_some(())
+    })
+    .await;
+    let mut st = d.status().await;
+    for _ in 0..100 {
+        if st["counts"]["outbox_items"] == 0 && st["tracker_error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        st = d.status().await;
+    }
+    assert_eq!(st["counts"]["outbox_items"], 0, "{st}");
+    assert!(
+        st["tracker_error"].is_null(),
+        "status clears the error: {st}"
+    );
+    assert_once(&tracker);
+
+    // A permanent 4xx: the batch goes to the dead letter, not round and round.
+    tracker.push_fault(Fault::Status(422, None));
+    let before = tracker.posts().len();
+    post(2, 1).await;
+    let mut st = d.status().await;
+    for _ in 0..200 {
+        if st["counts"]["dead_letters"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        st = d.status().await;
+    }
+    assert_eq!(st["counts"]["dead_letters"], 1, "{st}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        tracker.posts().len(),
+        before + 1,
+        "a 4xx is not retried on its own"
+    );
+    assert!(!tracker.watched().contains_key(&("scooby".into(), 2, 1)));
+    let out = d.cli(&["outbox", "list", "--json"], None);
+    assert!(out.status.success());
+    let ob: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ob["dead_letters"].as_array().map(Vec::len), Some(1), "{ob}");
+    let out = d.cli(&["outbox", "retry"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("the retried dead letter at the tracker", WAIT, || {
+        tracker
+            .watched()
+            .contains_key(&("scooby".into(), 2, 1))
+            .then_some(())
+    })
+    .await;
+    let st = d.status().await;
+    assert_eq!(st["counts"]["dead_letters"], 0, "{st}");
+    assert_once(&tracker);
+    // The manual retry is a new batch with a new key (invariant 3).
+    let keys: HashSet<String> = tracker.posts()[before..]
+        .iter()
+        .map(|p| p.header("idempotency-key").unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 2, "the retried dead letter got a new key");
+}
+
+/// Each episode was sent under one key only, and each key changed the tracker once.
+fn assert_once(tracker: &FakeTracker) {
+    let mut key_of: HashMap<(u64, u64), String> = HashMap::new();
+    let mut applied_keys = HashSet::new();
+    for p in tracker.posts() {
+        let key = p.header("idempotency-key").unwrap().to_string();
+        let Ok(body) = serde_json::from_slice::<Value>(&p.body) else {
+            continue;
+        };
+        for e in body["episodes"].as_array().unwrap() {
+            let ep = (
+                e["season"].as_u64().unwrap(),
+                e["episode"].as_u64().unwrap(),
+            );
+            if let Some(k) = key_of.insert(ep, key.clone()) {
+                // The dead-lettered batch is the one exception: a manual retry gets a new key.
+                if ep != (2, 1) {
+                    assert_eq!(k, key, "episode {ep:?} went out under two keys");
+                }
+            }
+        }
+        if tracker.state.lock().unwrap().replies.contains_key(&key) {
+            applied_keys.insert(key);
+        }
+    }
+    assert_eq!(
+        tracker.applied(),
+        applied_keys.len(),
+        "each key applied exactly once"
+    );
+}
