@@ -200,7 +200,11 @@ fn check_tree(e: &Element, depth: usize) {
         if let Some(n) = e.attr_int::<u32>(name) {
             assert_eq!(int, Some(i64::from(n)), "{value:?}");
         }
-        let _ = (e.attr_bool(name), e.attr_num::<f64>(name), e.attr_nonempty(name));
+        let _ = (
+            e.attr_bool(name),
+            e.attr_num::<f64>(name),
+            e.attr_nonempty(name),
+        );
         if let Some(id) = history::id_from_key(value) {
             assert!(!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));
         }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use plexsync::fuzzing;
 
-const TARGETS: [(&str, fn(&[u8])); 3] = [
+/// A harness: bytes in, a panic on a broken invariant.
+type Harness = fn(&[u8]);
+
+const TARGETS: [(&str, Harness); 3] = [
     ("webhook_multipart", fuzzing::webhook_multipart),
     ("webhook_json", fuzzing::webhook_json),
     ("plex_xml", fuzzing::plex_xml),
@@ -32,7 +35,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Runs `harness` on `data`, naming `what` if it panics.
-fn replay(harness: fn(&[u8]), what: &str, data: &[u8]) {
+fn replay(harness: Harness, what: &str, data: &[u8]) {
     if std::panic::catch_unwind(|| harness(data)).is_err() {
         panic!("fuzz harness failed on {what}");
     }
@@ -100,14 +103,22 @@ fn real_plex_samples_replay_cleanly() {
     let Some(dir) = samples() else { return };
 
     let payloads = with_ext(&dir.join("webhook"), "json");
-    assert!(!payloads.is_empty(), "no webhook samples in {}", dir.display());
+    assert!(
+        !payloads.is_empty(),
+        "no webhook samples in {}",
+        dir.display()
+    );
     for path in &payloads {
         let json = std::fs::read(path).unwrap();
         replay(fuzzing::webhook_json, &path.display().to_string(), &json);
         let mut body = b"multipart/form-data; boundary=plexsync-seed-boundary\r\n--plexsync-seed-boundary\r\nContent-Disposition: form-data; name=\"payload\"\r\n\r\n".to_vec();
         body.extend_from_slice(&json);
         body.extend_from_slice(b"\r\n--plexsync-seed-boundary--\r\n");
-        replay(fuzzing::webhook_multipart, &path.display().to_string(), &body);
+        replay(
+            fuzzing::webhook_multipart,
+            &path.display().to_string(),
+            &body,
+        );
     }
 
     let headers = std::fs::read_to_string(
@@ -119,12 +130,17 @@ fn real_plex_samples_replay_cleanly() {
         .find_map(|l| l.strip_prefix("Content-Type:"))
         .unwrap()
         .trim();
-    let raw =
-        std::fs::read(dir.join("webhook/episode_plexagent_media.pause_shared-user.multipart-body.txt"))
-            .unwrap();
+    let raw = std::fs::read(
+        dir.join("webhook/episode_plexagent_media.pause_shared-user.multipart-body.txt"),
+    )
+    .unwrap();
     let mut lf = format!("{ct}\n").into_bytes();
     lf.extend_from_slice(&raw);
-    replay(fuzzing::webhook_multipart, "the raw multipart body (LF)", &lf);
+    replay(
+        fuzzing::webhook_multipart,
+        "the raw multipart body (LF)",
+        &lf,
+    );
     let mut crlf = format!("{ct}\r\n").into_bytes();
     for &b in &raw {
         if b == b'\n' {
@@ -132,7 +148,11 @@ fn real_plex_samples_replay_cleanly() {
         }
         crlf.push(b);
     }
-    replay(fuzzing::webhook_multipart, "the raw multipart body (CRLF)", &crlf);
+    replay(
+        fuzzing::webhook_multipart,
+        "the raw multipart body (CRLF)",
+        &crlf,
+    );
 
     let mut xml = 0;
     for sub in ["history", "metadata", "server"] {
