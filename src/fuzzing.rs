@@ -22,6 +22,13 @@ pub const FUZZ_LIMITS: Limits = Limits {
     max_parts: 8,
 };
 
+/// Limits small enough that inputs of a few dozen bytes hit each of them.
+pub const TIGHT_LIMITS: Limits = Limits {
+    max_part_bytes: 64,
+    max_header_bytes: 48,
+    max_parts: 2,
+};
+
 /// Webhook body. Input layout: the first line (up to `\n`, a trailing `\r` dropped) is the
 /// `Content-Type` header value, the rest is the body. When the line is not a usable
 /// multipart Content-Type it is taken as the boundary itself, so the parser also sees
@@ -30,7 +37,8 @@ pub const FUZZ_LIMITS: Limits = Limits {
 /// The body is parsed twice, in one piece and in chunks whose sizes derive from the input
 /// (1 byte up to a few KiB, with empty chunks between), and both results must be equal:
 /// chunk boundaries must never change the outcome. After every `feed` the parser must hold
-/// no more than its lookahead or one header block. A parsed `payload` goes on to
+/// no more than its lookahead or one header block. A third parse under [`TIGHT_LIMITS`] must
+/// end the same way unless it stops at one of those limits. A parsed `payload` goes on to
 /// [`webhook_json`].
 pub fn webhook_multipart(data: &[u8]) {
     let (line, body) = match memchr::memchr(b'\n', data) {
@@ -51,12 +59,18 @@ pub fn webhook_multipart(data: &[u8]) {
         }
     };
 
-    let whole = parse_multipart(&boundary, body, &mut Chunks::whole(body.len()));
-    let chunked = parse_multipart(&boundary, body, &mut Chunks::seeded(data));
+    let whole = parse_multipart(&boundary, body, FUZZ_LIMITS, &mut Chunks::whole(body.len()));
+    let chunked = parse_multipart(&boundary, body, FUZZ_LIMITS, &mut Chunks::seeded(data, 1));
     assert_eq!(
         whole, chunked,
         "the result depends on where the chunks were split"
     );
+    // Tight limits only add limit errors: any other outcome must be the same as above.
+    let tight = parse_multipart(&boundary, body, TIGHT_LIMITS, &mut Chunks::seeded(data, 2));
+    match &tight {
+        Err(e) if e.is_too_large() => {}
+        other => assert_eq!(other, &whole, "tight limits changed a non-limit outcome"),
+    }
 
     match whole {
         Ok(parts) => {
@@ -234,11 +248,12 @@ fn record_page(served: u64, first: Option<&str>, total: Option<u64>) {
 fn parse_multipart(
     boundary: &str,
     body: &[u8],
+    limits: Limits,
     chunks: &mut Chunks,
 ) -> Result<Parts, MultipartError> {
-    let mut parser = MultipartParser::new(boundary, FUZZ_LIMITS);
+    let mut parser = MultipartParser::new(boundary, limits);
     // The parser keeps `\r\n--boundary` plus two bytes of lookahead, or one header block.
-    let bound = FUZZ_LIMITS.max_header_bytes.max(boundary.len() + 6);
+    let bound = limits.max_header_bytes.max(boundary.len() + 6);
     let mut rest = body;
     while !rest.is_empty() {
         let n = chunks.next_len().min(rest.len());
@@ -270,9 +285,10 @@ impl Chunks {
         }
     }
 
-    fn seeded(data: &[u8]) -> Chunks {
-        // FNV-1a: any change to the input moves the split points.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    /// A sequence per (input, `stream`): any change to the input moves the split points.
+    fn seeded(data: &[u8], stream: u64) -> Chunks {
+        // FNV-1a, started from a per-stream basis.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         for &b in data {
             h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
