@@ -8,6 +8,8 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod logging;
 pub mod matching;
