@@ -140,10 +140,7 @@ async fn main() {
     let st: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
     println!("  without a daemon (the CLI runs the pipeline; no export):");
     print_summary(&summary(&out));
-    println!(
-        "    outbox episodes     {}",
-        st["counts"]["outbox_items"]
-    );
+    println!("    outbox episodes     {}", st["counts"]["outbox_items"]);
     println!(
         "    elapsed             {:.2} s, {:.0} rows/s (whole command: start, import, match, into the outbox)",
         elapsed.as_secs_f64(),

@@ -57,8 +57,12 @@ async fn main() {
     while fake.distinct() < episodes && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let drain = fake.last_post_at().saturating_duration_since(daemon.ready_at);
-    let from_spawn = fake.last_post_at().saturating_duration_since(daemon.spawned);
+    let drain = fake
+        .last_post_at()
+        .saturating_duration_since(daemon.ready_at);
+    let from_spawn = fake
+        .last_post_at()
+        .saturating_duration_since(daemon.spawned);
     // Let the daemon record the last result before reading the store.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = daemon.status().await["counts"].clone();

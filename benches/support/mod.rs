@@ -74,13 +74,20 @@ const BASE_VIEWED_AT: i64 = 1_600_000_000;
 /// The ratingKey of the real webhook capture's show (the legacy-agent "Be Cool, Scooby-Doo!").
 const SAMPLE_SHOW_KEY: &str = "56850";
 
-/// One history page: row `i` is show `i % shows`, episode `i / shows` of it (25 a season).
-pub fn history_page(rows: usize, shows: usize, start: usize, size: usize) -> String {
+/// One history page of the rows viewed at or after `since` (row `i` is viewed at
+/// `BASE_VIEWED_AT + i`, oldest first, as `sort=viewedAt:asc` asks): row `i` is show
+/// `i % shows`, episode `i / shows` of it (25 a season).
+pub fn history_page(rows: usize, shows: usize, since: i64, start: usize, size: usize) -> String {
+    let first = usize::try_from(since - BASE_VIEWED_AT)
+        .unwrap_or(0)
+        .min(rows);
+    let total = rows - first;
     let mut out = String::with_capacity(size * 400);
-    let end = (start + size).min(rows);
+    let (start, end) = ((first + start).min(rows), (first + start + size).min(rows));
     out.push_str(&format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"{}\" totalSize=\"{rows}\" offset=\"{start}\">",
-        end.saturating_sub(start)
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"{}\" totalSize=\"{total}\" offset=\"{}\">",
+        end - start,
+        start - first
     ));
     for i in start..end {
         let show = i % shows;
@@ -155,7 +162,9 @@ pub async fn fake(rows: usize, shows: usize) -> Fake {
     let mut cat: Vec<Value> = (0..shows)
         .map(|s| json!({"id": format!("t{s}"), "title": format!("Show {s}"), "year": 2000 + (s % 20), "tvdb_id": 500_000 + s}))
         .collect();
-    cat.push(json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tvdb_id": 301376}));
+    cat.push(
+        json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tvdb_id": 301376}),
+    );
     let catalogue = Bytes::from(serde_json::to_string(&cat).unwrap());
     let counts = Arc::new(TrackerCounts::default());
     let epoch = Instant::now();
@@ -171,7 +180,9 @@ pub async fn fake(rows: usize, shows: usize) -> Fake {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let (catalogue, counts) = (catalogue.clone(), counts.clone());
                     async move {
-                        Ok::<_, Infallible>(answer(req, rows, shows, catalogue, &counts, epoch).await)
+                        Ok::<_, Infallible>(
+                            answer(req, rows, shows, catalogue, &counts, epoch).await,
+                        )
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -208,6 +219,18 @@ async fn answer(
         num("x-plex-container-size").unwrap_or(100),
     );
     let key = header("idempotency-key");
+    // `viewedAt>=N` (the comparison is part of the key); 0 when absent.
+    let since = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| {
+            kv.strip_prefix("viewedAt%3E=")
+                .or(kv.strip_prefix("viewedAt>="))
+        })
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
     let body = req
         .into_body()
         .collect()
@@ -250,7 +273,7 @@ async fn answer(
     } else if path == "/accounts" {
         "<MediaContainer size=\"2\"><Account id=\"0\" name=\"\"/><Account id=\"1\" name=\"owner\"/></MediaContainer>".into()
     } else if path == "/status/sessions/history/all" {
-        history_page(rows, shows, start, size)
+        history_page(rows, shows, since, start, size)
     } else if let Some(rk) = path.strip_prefix("/library/metadata/") {
         if rk == SAMPLE_SHOW_KEY {
             "<MediaContainer size=\"1\"><Directory ratingKey=\"56850\" guid=\"com.plexapp.agents.thetvdb://301376?lang=en\" type=\"show\" title=\"Be Cool, Scooby-Doo!\" year=\"2015\"></Directory></MediaContainer>".into()
@@ -328,9 +351,7 @@ impl Daemon {
                 break Instant::now();
             }
         };
-        let notify = tokio::spawn(async move {
-            while notify.recv(&mut buf).await.is_ok() {}
-        });
+        let notify = tokio::spawn(async move { while notify.recv(&mut buf).await.is_ok() {} });
         Daemon {
             child,
             pid,
