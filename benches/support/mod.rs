@@ -117,7 +117,8 @@ pub struct TrackerCounts {
     pub keys: Mutex<HashSet<String>>,
     /// Distinct (show, season, episode) received.
     pub distinct: Mutex<HashSet<(String, u64, u64)>>,
-    /// Nanoseconds since `Fake::epoch` of the last watched POST.
+    /// Nanoseconds since `Fake::epoch` of the first and the last watched POST (arrival).
+    pub first_post_ns: AtomicU64,
     pub last_post_ns: AtomicU64,
 }
 
@@ -131,6 +132,10 @@ impl Fake {
     /// `[tracker] url` for the daemon.
     pub fn tracker_url(&self) -> String {
         format!("{}/api/plexsync", self.url)
+    }
+
+    pub fn first_post_at(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.counts.first_post_ns.load(Ordering::SeqCst))
     }
 
     pub fn last_post_at(&self) -> Instant {
@@ -263,9 +268,11 @@ async fn answer(
             counts.keys.lock().unwrap().insert(k);
         }
         counts.episodes.fetch_add(eps.len(), Ordering::SeqCst);
-        counts
-            .last_post_ns
-            .store(epoch.elapsed().as_nanos() as u64, Ordering::SeqCst);
+        let now = epoch.elapsed().as_nanos().max(1) as u64;
+        let _ = counts
+            .first_post_ns
+            .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        counts.last_post_ns.store(now, Ordering::SeqCst);
         counts.posts.fetch_add(1, Ordering::SeqCst);
         json!({"marked": eps.len(), "already_watched": 0, "unknown": [], "watched_episodes": eps.len(), "total_episodes": 1000}).to_string()
     } else if path == "/identity" {
