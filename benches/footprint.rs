@@ -1,0 +1,80 @@
+//! Footprint benchmark: the release binary's size (as built and stripped), its start-up time
+//! to `READY=1` (first start on an empty state folder, which creates the store, the key and the
+//! webhook secret, then restarts on that store) and its idle RSS, against a fake Plex and
+//! tracker on loopback.
+//!
+//! Run: `cargo bench --bench footprint` (env: BENCH_STARTS, restarts timed, default 10).
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{BIN, Daemon, cores, env_usize, load_average, mb, ms};
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let starts = env_usize("BENCH_STARTS", 10).max(1);
+    let load_before = load_average();
+    println!(
+        "footprint benchmark ({} cores, load average {load_before} before the run)",
+        cores()
+    );
+
+    let size = std::fs::metadata(BIN).map(|m| m.len()).unwrap_or(0);
+    let dir = tempfile::tempdir().unwrap();
+    let stripped_path = dir.path().join("plexsync.stripped");
+    let stripped = match Command::new("strip")
+        .arg("-o")
+        .arg(&stripped_path)
+        .arg(BIN)
+        .status()
+    {
+        Ok(s) if s.success() => std::fs::metadata(&stripped_path)
+            .map(|m| format!("{} bytes ({:.1} MiB)", m.len(), m.len() as f64 / 1048576.0))
+            .unwrap_or_else(|e| format!("unknown ({e})")),
+        Ok(s) => format!("unknown (strip: {s})"),
+        Err(e) => format!("unknown (strip: {e})"),
+    };
+    println!("  binary              {BIN}");
+    println!(
+        "  size as built       {size} bytes ({:.1} MiB)",
+        size as f64 / 1048576.0
+    );
+    println!("  size stripped       {stripped}");
+
+    let fake = support::fake(0, 0).await;
+    let cfg = support::config(&fake, "", "");
+    let state = tempfile::tempdir().unwrap();
+    let first = Daemon::start(state.path(), &cfg).await;
+    let first_ready = first.ready;
+    first.stop();
+    let mut times = Vec::new();
+    let mut last = None;
+    for i in 0..starts {
+        let d = Daemon::start(state.path(), &cfg).await;
+        times.push(d.ready);
+        if i + 1 == starts {
+            last = Some(d);
+        } else {
+            d.stop();
+        }
+    }
+    times.sort();
+    println!("  start-up to READY   first start {}", ms(first_ready));
+    println!(
+        "                      {starts} restarts: min {}, median {}, max {}",
+        ms(times[0]),
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1])
+    );
+    if let Some(d) = last {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        println!(
+            "  RSS idle (2 s)      {} (peak {})",
+            mb(d.rss()),
+            mb(d.hwm())
+        );
+        d.stop();
+    }
+}
