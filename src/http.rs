@@ -397,51 +397,40 @@ fn reject(status: StatusCode, msg: impl std::fmt::Display) -> Reject {
     (status, msg.to_string())
 }
 
-/// Read, parse and journal one webhook. Errors are answered by the caller.
-async fn receive(
-    shared: &Shared,
-    log: &mut WebhookLog,
-    req: Request<Incoming>,
-) -> Result<Resp, Reject> {
-    if req.method() != Method::POST {
-        return Err(reject(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {} not allowed; Plex POSTs webhooks", req.method()),
-        ));
-    }
-    let cfg = shared.config();
-    let max_body = cfg.server.max_body_bytes;
-    let max_payload = cfg.server.max_payload_bytes;
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        if len > max_body as u64 {
-            return Err(reject(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body of {len} bytes exceeds the {max_body}-byte limit"),
-            ));
+/// The most a rejected request's remaining body is read (and thrown away) before answering.
+const DRAIN_MAX: usize = 16 * 1024 * 1024;
+
+/// Read and discard what the client is still sending, up to [`DRAIN_MAX`] (the whole-request
+/// timeout bounds the time).
+async fn drain(body: &mut Incoming) {
+    let mut left = DRAIN_MAX;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(chunk) = frame.into_data() {
+            if chunk.len() >= left {
+                break;
+            }
+            left -= chunk.len();
         }
     }
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+}
+
+/// The webhook's JSON payload from a multipart or plain JSON body, within the limits.
+async fn read_payload(
+    body: &mut Incoming,
+    ct: &str,
+    max_body: usize,
+    max_payload: usize,
+) -> Result<Vec<u8>, Reject> {
     let media = ct
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let mut body = req.into_body();
     let mut total = 0usize;
-    let payload_bytes: Vec<u8> = match media.as_str() {
+    let payload = match media.as_str() {
         "multipart/form-data" => {
-            let boundary = multipart::boundary_from_content_type(&ct)
+            let boundary = multipart::boundary_from_content_type(ct)
                 .map_err(|e| reject(StatusCode::BAD_REQUEST, e))?;
             let mut parser = multipart::MultipartParser::new(
                 &boundary,
@@ -500,6 +489,54 @@ async fn receive(
                     "Content-Type {other} not supported; expected multipart/form-data or application/json"
                 ),
             ));
+        }
+    };
+    Ok(payload)
+}
+
+/// Read, parse and journal one webhook. Errors are answered by the caller.
+async fn receive(
+    shared: &Shared,
+    log: &mut WebhookLog,
+    req: Request<Incoming>,
+) -> Result<Resp, Reject> {
+    if req.method() != Method::POST {
+        return Err(reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed; Plex POSTs webhooks", req.method()),
+        ));
+    }
+    let cfg = shared.config();
+    let max_body = cfg.server.max_body_bytes;
+    let max_payload = cfg.server.max_payload_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut body = req.into_body();
+    let read = match declared {
+        Some(len) if len > max_body as u64 => Err(reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body of {len} bytes exceeds the {max_body}-byte limit"),
+        )),
+        _ => read_payload(&mut body, &ct, max_body, max_payload).await,
+    };
+    let payload_bytes = match read {
+        Ok(b) => b,
+        Err(r) => {
+            // Let a client that is still sending finish, so it reads our answer instead of
+            // a connection reset; a huge declared body is not worth waiting for.
+            if declared.is_none_or(|len| len <= DRAIN_MAX as u64) {
+                drain(&mut body).await;
+            }
+            return Err(r);
         }
     };
     let p = payload::parse_payload(&payload_bytes)
