@@ -91,8 +91,12 @@ pub struct Summary {
     pub in_catalogue: usize,
     pub auto_correct: usize,
     pub auto_wrong: usize,
+    /// In-catalogue items that became a conflict with candidates, and how many of those
+    /// have the right show among the first five.
     pub conflicts_with_answer: usize,
     pub conflicts_answer_in_top5: usize,
+    /// In-catalogue items no matcher offered any candidate for (a conflict without choices).
+    pub no_candidate_with_answer: usize,
     pub per_kind: BTreeMap<String, KindSummary>,
     pub wrong: Vec<String>,
     pub lookup_p50_us: f64,
@@ -128,14 +132,15 @@ impl Summary {
                 }
             };
             s.push_str(&format!(
-                "evaluation: auto-map correct {} of {} in-catalogue items ({:.1}%), wrong auto-maps {}, right show in the top 5 of {} of {} conflicts ({:.1}%)\n",
+                "evaluation: auto-map correct {} of {} in-catalogue items ({:.1}%), wrong auto-maps {}, right show in the top 5 of {} of {} conflicts ({:.1}%), {} in-catalogue item(s) without any candidate\n",
                 self.auto_correct,
                 self.in_catalogue,
                 pct(self.auto_correct, self.in_catalogue),
                 self.auto_wrong,
                 self.conflicts_answer_in_top5,
                 self.conflicts_with_answer,
-                pct(self.conflicts_answer_in_top5, self.conflicts_with_answer)
+                pct(self.conflicts_answer_in_top5, self.conflicts_with_answer),
+                self.no_candidate_with_answer
             ));
             s.push_str(&format!(
                 "{:<22} {:>4} {:>8} {:>6} {:>9} {:>5}\n",
@@ -302,7 +307,9 @@ fn evaluate(s: &mut Summary, kind: &str, q: &QueryLine, line: &MatchLine) {
     }
     if let Some(expected) = &q.expected {
         s.in_catalogue += 1;
-        if line.decision != "auto" {
+        if line.decision == "none" {
+            s.no_candidate_with_answer += 1;
+        } else if line.decision == "conflict" {
             s.conflicts_with_answer += 1;
             if line
                 .candidates

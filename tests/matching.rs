@@ -158,6 +158,13 @@ fn dev_set_meets_the_matching_targets() {
         );
     }
     assert_eq!(s["per_kind"]["not_in_catalogue"]["auto_correct"], 0);
+    // Conflicts offer the right show among their first five candidates.
+    let conflicts = s["conflicts_with_answer"].as_f64().unwrap();
+    assert!(conflicts > 0.0, "{s}");
+    assert!(
+        s["conflicts_answer_in_top5"].as_f64().unwrap() / conflicts >= 0.90,
+        "{s}"
+    );
 }
 
 // ---- The chain guid → tmdb → title, with a fake TMDB -------------------------------------
