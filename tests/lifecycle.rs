@@ -9,33 +9,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
-use support::plex::{FakePlex, FakeShow, TOKEN};
+use support::plex::{FakePlex, TOKEN, baki_hanma};
 use support::tracker::FakeTracker;
-use support::{eventually, multipart, sample_json, samples};
+use support::{NEW_AGENT_SCROBBLE, dead_url, eventually, multipart, sample_json, samples};
 
 const WAIT: Duration = Duration::from_secs(20);
-const NEW_AGENT: &str = "webhook/episode_plexagent_media.scrobble_shared-user_guid-array.json";
-
-fn plex_shows() -> Vec<FakeShow> {
-    vec![FakeShow {
-        rating_key: "40275".into(),
-        guid: "plex://show/60e81fd8d8000e002d7d2976".into(),
-        title: "Baki Hanma".into(),
-        year: 2021,
-        guids: vec!["tmdb://108757".into()],
-    }]
-}
 
 fn catalogue() -> Vec<Value> {
     vec![json!({"id": 101, "title": "Baki Hanma", "year": 2021, "tmdb_id": 108757})]
-}
-
-/// A loopback URL nobody listens on.
-fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("http://127.0.0.1:{port}/api")
 }
 
 async fn post(url: &str, ct: &str, body: Vec<u8>) -> (u16, String) {
@@ -56,7 +37,7 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
     }
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    let plex = FakePlex::start(plex_shows()).await;
+    let plex = FakePlex::start(vec![baki_hanma()]).await;
     let tracker = FakeTracker::start(catalogue()).await;
     let cfg = dir.path().join("plexsync.toml");
     // First the tracker's address is wrong: the play waits.
@@ -68,7 +49,7 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
             .success()
     );
     let d = Daemon::start(dir.path(), &wrong).await;
-    let (ct, body) = multipart(&sample_json(NEW_AGENT), None);
+    let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
     let (s, t) = post(&d.webhook_url, &ct, body).await;
     assert_eq!(s, 200, "{t}");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -114,7 +95,10 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
         200
     );
     // The old limits still hold: a 1 MiB body is accepted.
-    let (ct, mut body) = multipart(&sample_json(NEW_AGENT), Some(&vec![0xFF; 1024 * 1024]));
+    let (ct, mut body) = multipart(
+        &sample_json(NEW_AGENT_SCROBBLE),
+        Some(&vec![0xFF; 1024 * 1024]),
+    );
     body.truncate(body.len()); // unchanged; the thumb makes it large
     let (s, t) = post(&d.webhook_url, &ct, body).await;
     assert_eq!(s, 200, "{t}");
@@ -135,7 +119,10 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (ct, body) = multipart(&sample_json(NEW_AGENT), Some(&vec![0xFF; 1024 * 1024]));
+    let (ct, body) = multipart(
+        &sample_json(NEW_AGENT_SCROBBLE),
+        Some(&vec![0xFF; 1024 * 1024]),
+    );
     let (s, t) = post(&d.webhook_url, &ct, body).await;
     assert_eq!(s, 413, "the new limit applies: {t}");
     let st = d.status().await;
@@ -151,7 +138,7 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
     }
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    let plex = FakePlex::start(plex_shows()).await;
+    let plex = FakePlex::start(vec![baki_hanma()]).await;
     // The tracker is down: the play must still be in the store after the exit.
     let cfg_text = daemon::config(&plex.url(), &dead_url(), "[poll]\nenabled = false\n");
     let cfg = dir.path().join("plexsync.toml");
@@ -162,7 +149,7 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
         .strip_prefix(&format!("http://{}", d.addr))
         .unwrap()
         .to_string();
-    let body = serde_json::to_vec(&sample_json(NEW_AGENT)).unwrap();
+    let body = serde_json::to_vec(&sample_json(NEW_AGENT_SCROBBLE)).unwrap();
     let (head, tail) = body.split_at(body.len() / 2);
     let mut conn = std::net::TcpStream::connect(&d.addr).unwrap();
     conn.set_read_timeout(Some(WAIT)).unwrap();
@@ -218,11 +205,11 @@ async fn read_only_commands_work_after_a_crash() {
     }
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    let plex = FakePlex::start(plex_shows()).await;
+    let plex = FakePlex::start(vec![baki_hanma()]).await;
     let cfg_text = daemon::config(&plex.url(), &dead_url(), "[poll]\nenabled = false\n");
     let cfg = dir.path().join("plexsync.toml");
     let mut d = Daemon::start(dir.path(), &cfg_text).await;
-    let (ct, body) = multipart(&sample_json(NEW_AGENT), None);
+    let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
     let (s, t) = post(&d.webhook_url, &ct, body).await;
     assert_eq!(s, 200, "{t}");
     // SIGKILL: redb gets no chance to record a clean shutdown.

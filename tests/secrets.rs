@@ -10,25 +10,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
-use support::plex::{FakePlex, FakeShow, TOKEN};
+use support::plex::{FakePlex, TOKEN, baki_hanma};
 use support::tracker::FakeTracker;
-use support::{eventually, multipart, sample_json, samples};
+use support::{NEW_AGENT_SCROBBLE, eventually, multipart, sample_json, samples};
 
 const WAIT: Duration = Duration::from_secs(20);
-const NEW_AGENT: &str = "webhook/episode_plexagent_media.scrobble_shared-user_guid-array.json";
 const TRACKER_KEY: &str = "trk-SENTINEL-9f3c2a7e51d04b8c";
 const ADMIN_TOKEN: &str = "adm-SENTINEL-0d6e4f19a2b37c85";
 const TMDB_KEY: &str = "tmdb-SENTINEL-77a1c3e5f9b2d4e6";
-
-fn plex_shows() -> Vec<FakeShow> {
-    vec![FakeShow {
-        rating_key: "40275".into(),
-        guid: "plex://show/60e81fd8d8000e002d7d2976".into(),
-        title: "Baki Hanma".into(),
-        year: 2021,
-        guids: vec!["tmdb://108757".into()],
-    }]
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -58,7 +47,7 @@ async fn rekey_moves_every_secret_to_the_new_key() {
     }
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    let plex = FakePlex::start(plex_shows()).await;
+    let plex = FakePlex::start(vec![baki_hanma()]).await;
     let tracker = FakeTracker::start(vec![
         json!({"id": 101, "title": "Baki Hanma", "year": 2021, "tmdb_id": 108757}),
     ])
@@ -149,7 +138,7 @@ async fn rekey_moves_every_secret_to_the_new_key() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), url);
     let d = Daemon::start(dir.path(), &cfg_text).await;
-    let (ct, body) = multipart(&sample_json(NEW_AGENT), None);
+    let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
     let r = reqwest::Client::new()
         .post(&d.webhook_url)
         .header("content-type", ct)
@@ -201,7 +190,7 @@ async fn no_secret_appears_in_logs_activity_errors_or_the_store_file() {
     }
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    let plex = FakePlex::start(plex_shows()).await;
+    let plex = FakePlex::start(vec![baki_hanma()]).await;
     let tracker = FakeTracker::start(vec![
         json!({"id": 101, "title": "Baki Hanma", "year": 2021, "tmdb_id": 108757}),
     ])
@@ -225,7 +214,7 @@ async fn no_secret_appears_in_logs_activity_errors_or_the_store_file() {
     let http = reqwest::Client::new();
     // A good webhook (Plex is asked for the show with the token; the export fails with 401),
     // a wrong secret, a secret with a typo, and a Plex that rejects the token.
-    let (ct, body) = multipart(&sample_json(NEW_AGENT), None);
+    let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
     let r = http
         .post(&d.webhook_url)
         .header("content-type", ct.clone())

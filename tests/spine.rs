@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
-use support::plex::{FakePlex, FakeShow, TOKEN};
+use support::plex::{FakePlex, TOKEN, baki_hanma};
 use support::tracker::{FakeTracker, Fault};
 use support::{eventually, multipart, sample_json, samples};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-const NEW_AGENT: &str = "webhook/episode_plexagent_media.scrobble_shared-user_guid-array.json";
+const NEW_AGENT: &str = support::NEW_AGENT_SCROBBLE;
 const LEGACY: &str = "webhook/episode_legacy-thetvdb_media.resume_owner-id1.json";
 
 /// Our own fixture catalogue. Show 777 carries the TMDB id of the sample's EPISODE: a matcher
@@ -25,20 +25,6 @@ fn catalogue() -> Vec<Value> {
         json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tmdb_id": null, "tvdb_id": 301376, "imdb_id": "tt4378376"}),
         json!({"id": 777, "title": "Decoy", "year": 2020, "tmdb_id": 3087250, "tvdb_id": 8530933, "imdb_id": "tt14765720"}),
     ]
-}
-
-fn plex_shows() -> Vec<FakeShow> {
-    vec![FakeShow {
-        rating_key: "40275".into(),
-        guid: "plex://show/60e81fd8d8000e002d7d2976".into(),
-        title: "Baki Hanma".into(),
-        year: 2021,
-        guids: vec![
-            "imdb://tt14409596".into(),
-            "tmdb://108757".into(),
-            "tvdb://397934".into(),
-        ],
-    }]
 }
 
 struct World {
@@ -52,7 +38,7 @@ struct World {
 async fn world() -> World {
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    let plex = FakePlex::start(plex_shows()).await;
+    let plex = FakePlex::start(vec![baki_hanma()]).await;
     let tracker = FakeTracker::start(catalogue()).await;
     // These webhooks come from users the fake server does not list: no polling, no account map.
     let cfg_text = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n");

@@ -6,6 +6,18 @@ pub mod daemon;
 pub mod plex;
 pub mod tracker;
 
+/// A real new-agent `media.scrobble` capture (of a shared user) in ../shared/plex-samples.
+pub const NEW_AGENT_SCROBBLE: &str =
+    "webhook/episode_plexagent_media.scrobble_shared-user_guid-array.json";
+
+/// A loopback URL nobody listens on (a tracker or Plex that is down).
+pub fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = l.local_addr().expect("its address").port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/api")
+}
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1166,3 +1166,19 @@ mod self_tests {
         ));
     }
 }
+
+/// The show of the new-agent scrobble sample (`support::NEW_AGENT_SCROBBLE`), as the fake
+/// server describes it: ratingKey 40275 with its show-level guids.
+pub fn baki_hanma() -> FakeShow {
+    FakeShow {
+        rating_key: "40275".into(),
+        guid: "plex://show/60e81fd8d8000e002d7d2976".into(),
+        title: "Baki Hanma".into(),
+        year: 2021,
+        guids: vec![
+            "imdb://tt14409596".into(),
+            "tmdb://108757".into(),
+            "tvdb://397934".into(),
+        ],
+    }
+}
