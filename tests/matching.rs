@@ -128,16 +128,9 @@ fn bad_input_names_the_file_and_line() {
 /// in-catalogue items auto-mapped, every id-based item auto-mapped.
 #[test]
 fn dev_set_meets_the_matching_targets() {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/matching"));
-    if !dir.is_dir() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{} missing in CI",
-            dir.display()
-        );
-        eprintln!("NOTICE: {} not found; skipping", dir.display());
+    let Some(dir) = support::matching_data() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path());
     let (lines, s, human) = run(
@@ -293,16 +286,9 @@ fn tmdb_converts_ids_in_the_chain_and_is_skipped_without_a_key() {
 /// auto-maps, and every `id_conversion_needed` item auto-mapped by the tmdb matcher.
 #[test]
 fn dev_set_with_the_tmdb_matcher_in_the_chain() {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/matching"));
-    if !dir.is_dir() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{} missing in CI",
-            dir.display()
-        );
-        eprintln!("NOTICE: {} not found; skipping", dir.display());
+    let Some(dir) = support::matching_data() else {
         return;
-    }
+    };
     let rt = runtime();
     let rows = fake_tmdb::read_crosswalk(&dir.join("tmdb_crosswalk.jsonl")).unwrap();
     let fake = rt.block_on(fake_tmdb::start(rows, TMDB_KEY, None));

@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::daemon::{self, Daemon};
-use support::plex::{FakePlex, FakeShow, TOKEN};
-use support::tracker::FakeTracker;
-use support::{eventually, multipart, sample_json, samples};
+use support::plex::TOKEN;
+use support::{eventually, samples};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -55,27 +54,8 @@ async fn conflicts_and_mappings_from_the_cli_online_and_offline() {
     }
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    // Known to Plex by title only, with a year that fits neither catalogue show: a conflict.
-    let plex = FakePlex::start(vec![FakeShow {
-        rating_key: "40275".into(),
-        guid: "plex://show/60e81fd8d8000e002d7d2976".into(),
-        title: "The Office".into(),
-        year: 2003,
-        guids: vec![],
-    }])
-    .await;
-    let tracker = FakeTracker::start(vec![
-        json!({"id": "office-uk", "title": "The Office", "year": 2001}),
-        json!({"id": "office-us", "title": "The Office", "year": 2005}),
-    ])
-    .await;
-    let cfg_text = daemon::config(
-        &plex.url(),
-        &tracker.url(),
-        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
-    );
+    let (_plex, tracker, cfg_text) = support::office_conflict(dir.path()).await;
     let cfg = dir.path().join("plexsync.toml");
-    std::fs::write(&cfg, &cfg_text).unwrap();
     // Before the daemon ever ran there is nothing to list: a clear message, not a new store.
     let o = run(cfg.clone(), &["conflicts", "list"]).await;
     assert!(!o.status.success());
@@ -89,18 +69,10 @@ async fn conflicts_and_mappings_from_the_cli_online_and_offline() {
     let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
     assert!(out.status.success());
     let mut d = Daemon::start(dir.path(), &cfg_text).await;
-    let (ct, body) = multipart(
-        &sample_json("webhook/episode_plexagent_media.scrobble_shared-user_guid-array.json"),
-        None,
+    assert_eq!(
+        support::post_sample(&d.webhook_url, support::NEW_AGENT_SCROBBLE).await,
+        200
     );
-    let r = reqwest::Client::new()
-        .post(&d.webhook_url)
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
     let mut listed = Value::Null;
     for _ in 0..200 {
         listed = json_out(&run(cfg.clone(), &["conflicts", "list", "--json"]).await);

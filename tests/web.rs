@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
-use support::plex::{FakePlex, FakeShow, TOKEN};
-use support::tracker::FakeTracker;
-use support::{eventually, multipart, sample_json, samples};
+use support::plex::TOKEN;
+use support::{eventually, samples};
 
 const WAIT: Duration = Duration::from_secs(30);
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -153,27 +152,7 @@ async fn resolving_a_conflict_in_the_browser_delivers_the_held_plays() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    // A new-agent show Plex knows only by title and a year that fits neither catalogue show:
-    // the title matcher offers both, a person picks.
-    let plex = FakePlex::start(vec![FakeShow {
-        rating_key: "40275".into(),
-        guid: "plex://show/60e81fd8d8000e002d7d2976".into(),
-        title: "The Office".into(),
-        year: 2003,
-        guids: vec![],
-    }])
-    .await;
-    let tracker = FakeTracker::start(vec![
-        json!({"id": "office-uk", "title": "The Office", "year": 2001}),
-        json!({"id": "office-us", "title": "The Office", "year": 2005}),
-    ])
-    .await;
-    let cfg_text = daemon::config(
-        &plex.url(),
-        &tracker.url(),
-        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
-    );
-    std::fs::write(dir.path().join("plexsync.toml"), &cfg_text).unwrap();
+    let (_plex, tracker, cfg_text) = support::office_conflict(dir.path()).await;
     let out = daemon::cli(
         &dir.path().join("plexsync.toml"),
         &["secret", "set", "plex-token"],
@@ -181,18 +160,10 @@ async fn resolving_a_conflict_in_the_browser_delivers_the_held_plays() {
     );
     assert!(out.status.success());
     let d = Daemon::start(dir.path(), &cfg_text).await;
-    let (ct, body) = multipart(
-        &sample_json("webhook/episode_plexagent_media.scrobble_shared-user_guid-array.json"),
-        None,
+    assert_eq!(
+        support::post_sample(&d.webhook_url, support::NEW_AGENT_SCROBBLE).await,
+        200
     );
-    let r = reqwest::Client::new()
-        .post(&d.webhook_url)
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
     let mut conflicts = Value::Null;
     for _ in 0..200 {
         conflicts = d.api("GET", "/api/conflicts").await;

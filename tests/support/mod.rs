@@ -176,10 +176,18 @@ pub fn respond(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Res
 /// The shared Plex samples folder, or None (with a notice) when it is absent outside CI.
 /// In CI (CI=true) a missing folder fails the test.
 pub fn samples() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/plex-samples"
-    ));
+    shared("plex-samples")
+}
+
+/// `../shared/matching`: the real catalogue, DEV queries and crosswalk.
+pub fn matching_data() -> Option<PathBuf> {
+    shared("matching")
+}
+
+/// A folder of `../shared` beside the checkout, read in place. Missing: a failure in CI
+/// (`CI=true`), a printed notice and `None` (skip) elsewhere.
+fn shared(sub: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")).join(sub);
     if p.is_dir() {
         return Some(p);
     }
@@ -189,10 +197,7 @@ pub fn samples() -> Option<PathBuf> {
             p.display()
         );
     }
-    eprintln!(
-        "NOTICE: {} not found; skipping this replay test",
-        p.display()
-    );
+    eprintln!("NOTICE: {} not found; skipping this test", p.display());
     None
 }
 
@@ -231,4 +236,46 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() ->
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A show the title matcher cannot decide: Plex knows it only by title ("The Office", 2003),
+/// the tracker has two shows of that title (2001 and 2005). Starts both fakes and writes
+/// `dir/plexsync.toml` (title matcher, no polling); returns the config's text.
+pub async fn office_conflict(
+    dir: &std::path::Path,
+) -> (plex::FakePlex, tracker::FakeTracker, String) {
+    let plex = plex::FakePlex::start(vec![plex::FakeShow {
+        rating_key: "40275".into(),
+        guid: "plex://show/60e81fd8d8000e002d7d2976".into(),
+        title: "The Office".into(),
+        year: 2003,
+        guids: vec![],
+    }])
+    .await;
+    let tracker = tracker::FakeTracker::start(vec![
+        serde_json::json!({"id": "office-uk", "title": "The Office", "year": 2001}),
+        serde_json::json!({"id": "office-us", "title": "The Office", "year": 2005}),
+    ])
+    .await;
+    let text = daemon::config(
+        &plex.url(),
+        &tracker.url(),
+        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
+    );
+    std::fs::write(dir.join("plexsync.toml"), &text).expect("write the config");
+    (plex, tracker, text)
+}
+
+/// POST a sample payload (a path under plex-samples) as Plex does, multipart; the status.
+pub async fn post_sample(url: &str, rel: &str) -> u16 {
+    let (ct, body) = multipart(&sample_json(rel), None);
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .expect("the daemon answers")
+        .status()
+        .as_u16()
 }
