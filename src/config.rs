@@ -66,6 +66,13 @@ pub struct ServerConfig {
     /// Admin API requests (TCP; the unix socket is not limited) a minute per client address.
     pub admin_rate_limit: u32,
     pub admin_rate_burst: u32,
+    /// Reverse proxies (CIDR blocks) whose `X-Forwarded-For` / `Forwarded` headers are
+    /// believed for the client address (rate limits, activity rows, logs); never for access.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Open TCP connections at most; past it the oldest idle connection is closed.
+    pub max_connections: usize,
+    /// Open TCP connections at most from one peer address.
+    pub max_connections_per_client: usize,
 }
 
 impl ServerConfig {
@@ -96,6 +103,9 @@ impl Default for ServerConfig {
             webhook_rate_burst: 30,
             admin_rate_limit: 600,
             admin_rate_burst: 120,
+            trusted_proxies: Vec::new(),
+            max_connections: 512,
+            max_connections_per_client: 128,
         }
     }
 }
@@ -478,6 +488,17 @@ impl Config {
             return e(
                 "server.admin_rate_burst",
                 "must be at least 1 while admin_rate_limit is set (0 turns limiting off)",
+            );
+        }
+        if self.server.max_connections < 16 {
+            return e("server.max_connections", "must be at least 16");
+        }
+        if self.server.max_connections_per_client == 0
+            || self.server.max_connections_per_client > self.server.max_connections
+        {
+            return e(
+                "server.max_connections_per_client",
+                "must be at least 1 and at most server.max_connections",
             );
         }
         if self.server.header_timeout.is_zero() {
