@@ -24,7 +24,11 @@ pub struct Status {
     pub version: &'static str,
     pub uptime_secs: u64,
     pub listen: String,
-    pub webhook_url: String,
+    /// None when no usable address is known (`listen` is a wildcard and no `public_url`).
+    pub webhook_url: Option<String>,
+    /// Which interface address the URL uses, or why there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url_note: Option<String>,
     pub plex_url: String,
     pub plex_token_set: bool,
     pub tracker_key_set: bool,
@@ -44,11 +48,16 @@ pub struct CursorView {
 
 pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
     let cfg = shared.config();
+    let (webhook_url, webhook_url_note) = match shared.webhook_url() {
+        Ok(b) => (Some(b.url), b.note),
+        Err(e) => (None, Some(e.to_string())),
+    };
     Ok(Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_secs: shared.started.elapsed().as_secs(),
         listen: shared.listen_addr.to_string(),
-        webhook_url: shared.webhook_url(),
+        webhook_url,
+        webhook_url_note,
         plex_url: cfg.plex.url.clone(),
         plex_token_set: shared.secret("plex-token").is_some(),
         tracker_key_set: shared.secret("tracker-key").is_some(),
@@ -65,6 +74,14 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
             })
             .collect(),
     })
+}
+
+/// `{url, note}` of a URL for people to use, or 409 naming what to configure.
+fn public_url(r: Result<crate::hostaddr::PublicBase, crate::daemon::DaemonError>) -> Resp {
+    match r {
+        Ok(b) => json(StatusCode::OK, &json!({ "url": b.url, "note": b.note })),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
 }
 
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Resp {
@@ -523,9 +540,8 @@ pub async fn handle(
             Ok(s) => json(StatusCode::OK, &s),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
-        (Method::GET, ["webhook-url"]) => {
-            json(StatusCode::OK, &json!({ "url": shared.webhook_url() }))
-        }
+        (Method::GET, ["webhook-url"]) => public_url(shared.webhook_url()),
+        (Method::GET, ["web-url"]) => public_url(shared.web_url()),
         (Method::PUT, ["secrets", name]) => {
             let name = name.to_string();
             let value = match String::from_utf8(body) {

@@ -31,6 +31,12 @@ pub enum DaemonError {
     Secret(#[from] SecretError),
     #[error("{0}")]
     Io(String),
+    /// The configuration's plugins or the Plex client refuse the secrets (a value they cannot
+    /// use): nothing was stored.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NoAddress(#[from] crate::hostaddr::NoAddress),
 }
 
 /// What the daemon knows about its surroundings, for status pages.
@@ -145,6 +151,8 @@ pub struct Shared {
     pub live_tasks: AtomicUsize,
     /// Signalled once the poller has set up its schedule: the last step before READY=1.
     pub poll_scheduled: Notify,
+    /// One secret change at a time: each validates against, and replaces, the whole map.
+    secret_lock: tokio::sync::Mutex<()>,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -204,8 +212,34 @@ impl Shared {
     }
 
     /// The URL to paste into Plex.
-    pub fn webhook_url(&self) -> String {
+    pub fn webhook_url(&self) -> Result<crate::hostaddr::PublicBase, DaemonError> {
         webhook_url(&self.config(), self.listen_addr, &self.webhook_secret)
+    }
+
+    /// The link that logs a browser in to the page (`plexsync web-url`).
+    pub fn web_url(&self) -> Result<crate::hostaddr::PublicBase, DaemonError> {
+        let token = self.secret(ADMIN_TOKEN).ok_or_else(|| {
+            DaemonError::Io("no admin token is stored (it is made at start-up)".into())
+        })?;
+        web_url(&self.config(), self.listen_addr, &token)
+    }
+
+    /// A new browser session for the current admin token, valid for [`SESSION_TTL`].
+    pub fn mint_session(&self) -> Result<String, DaemonError> {
+        let token = self
+            .secret(ADMIN_TOKEN)
+            .ok_or_else(|| DaemonError::Io("no admin token is stored".into()))?;
+        Ok(crate::http::session::mint(
+            &self.key,
+            &token,
+            now_secs() + SESSION_TTL.as_secs() as i64,
+        )?)
+    }
+
+    /// Whether `cookie` is a live session of the current admin token.
+    pub fn session_valid(&self, cookie: &str) -> bool {
+        self.secret(ADMIN_TOKEN)
+            .is_some_and(|t| crate::http::session::valid(&self.key, &t, cookie, now_secs()))
     }
 
     pub fn set_catalogue(&self, c: Arc<Catalogue>) {
@@ -280,17 +314,35 @@ impl Shared {
 
     /// Store a secret (encrypted) and make it take effect: plugins and the Plex client are
     /// rebuilt with it.
+    /// All or nothing: a value the configuration's plugins or the Plex client would refuse
+    /// is refused here, before anything is stored or swapped.
     pub async fn set_secret(&self, name: &str, value: &str) -> Result<(), DaemonError> {
         secrets::check_name(name)?;
-        if value.is_empty() {
-            return Err(SecretError::Empty.into());
-        }
-        let sealed = self.key.seal(name, value)?;
-        self.store.put_secret(name.to_string(), sealed).await?;
+        secrets::check_value(name, value)?;
+        let _one_at_a_time = self.secret_lock.lock().await;
+        let cfg = self.config();
         let mut map = read(&self.secrets);
         map.insert(name.to_string(), Secret::new(value.to_string()));
+        let plugins = registry::build(&cfg, &map, Some(&self.store))
+            .map_err(|e| DaemonError::Refused(format!("secret {name:?} refused: {e}")))?;
+        let plex = plex_client(&cfg, &map, &self.plex_client_id)
+            .map_err(|e| DaemonError::Refused(format!("secret {name:?} refused: {e}")))?;
+        let sealed = self.key.seal(name, value)?;
+        self.store.put_secret(name.to_string(), sealed).await?;
+        if let Some(c) = self.catalogue() {
+            for m in &plugins.matchers {
+                m.set_catalogue(c.clone());
+            }
+        }
         write(&self.secrets, map);
-        self.rebuild()?;
+        write(&self.plugins, Arc::new(plugins));
+        write(&self.plex, Arc::new(plex));
+        self.resolve_wake.notify_one();
+        self.export_wake.notify_one();
+        // A new Plex token should be tried now, not after the rest of a 401 pause.
+        if name == "plex-token" {
+            self.poll_wake.notify_one();
+        }
         tracing::info!(secret = name, "secret updated");
         Ok(())
     }
@@ -355,37 +407,57 @@ impl Shared {
         self.export_wake.notify_one();
         Ok(restart)
     }
-
-    /// Rebuild plugins and the Plex client from the current config and secrets.
-    fn rebuild(&self) -> Result<(), DaemonError> {
-        let cfg = self.config();
-        let secrets = read(&self.secrets);
-        let plugins = registry::build(&cfg, &secrets, Some(&self.store))?;
-        if let Some(c) = self.catalogue() {
-            for m in &plugins.matchers {
-                m.set_catalogue(c.clone());
-            }
-        }
-        write(&self.plugins, Arc::new(plugins));
-        write(
-            &self.plex,
-            Arc::new(plex_client(&cfg, &secrets, &self.plex_client_id)?),
-        );
-        self.resolve_wake.notify_one();
-        self.export_wake.notify_one();
-        Ok(())
-    }
 }
 
 const ACCOUNTS_KEY: &str = "host:plex-accounts";
 
-/// `http://<listen>/webhook/<secret>` (or the configured public URL).
-pub fn webhook_url(cfg: &Config, listen: SocketAddr, secret: &Secret) -> String {
-    let base = match &cfg.server.public_url {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None => format!("http://{listen}"),
-    };
-    format!("{base}/webhook/{}", secret.expose())
+/// The admin token's secret name.
+pub const ADMIN_TOKEN: &str = "admin-token";
+
+/// How long a browser stays logged in to the page.
+pub const SESSION_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// `<public base>/webhook/<secret>`; see [`crate::hostaddr::public_base`].
+pub fn webhook_url(
+    cfg: &Config,
+    listen: SocketAddr,
+    secret: &Secret,
+) -> Result<crate::hostaddr::PublicBase, DaemonError> {
+    let mut b = crate::hostaddr::public_base(cfg, listen)?;
+    b.url = format!("{}/webhook/{}", b.url, secret.expose());
+    Ok(b)
+}
+
+/// `<public base>/#token=<admin token>`: the fragment never leaves the browser (no server or
+/// proxy log sees it); the page trades it for a session cookie and forgets it.
+pub fn web_url(
+    cfg: &Config,
+    listen: SocketAddr,
+    token: &Secret,
+) -> Result<crate::hostaddr::PublicBase, DaemonError> {
+    let mut b = crate::hostaddr::public_base(cfg, listen)?;
+    b.url = format!("{}/#token={}", b.url, token.expose());
+    Ok(b)
+}
+
+/// Check the secrets against the configuration as the daemon would use them: every value's
+/// own rules, then every plugin and the Plex client built with them. `plexsync check`, the
+/// offline `secret set` and [`Shared::set_secret`] all ask this, so none says OK for secrets
+/// the daemon would refuse at start-up.
+pub fn validate_secrets(
+    cfg: &Config,
+    secrets: &HashMap<String, Secret>,
+) -> Result<(), DaemonError> {
+    // The admin token's length rule applies when one is set; a shorter one stored by an
+    // older release still starts the daemon, so it is not held against the config here.
+    for (name, value) in secrets {
+        if name != WEBHOOK_SECRET && name != ADMIN_TOKEN {
+            secrets::check_value(name, value.expose())?;
+        }
+    }
+    registry::build(cfg, secrets, None).map_err(|e| DaemonError::Refused(e.to_string()))?;
+    plex_client(cfg, secrets, "plexsync-check").map_err(|e| DaemonError::Refused(e.to_string()))?;
+    Ok(())
 }
 
 fn plex_client(
@@ -445,18 +517,37 @@ pub async fn rekey(store: &Store, old: &MasterKey, new: &MasterKey) -> Result<us
 
 /// The webhook secret, generated (≥ 128 bits) and stored on first use.
 pub async fn ensure_webhook_secret(store: &Store, key: &MasterKey) -> Result<Secret, DaemonError> {
-    if let Some(sealed) = store.sealed_secret(WEBHOOK_SECRET)? {
-        return Ok(key.open(WEBHOOK_SECRET, &sealed)?);
+    ensure_generated(store, key, WEBHOOK_SECRET).await
+}
+
+/// The admin token, generated (256 bits) and stored on first use, so the admin API over TCP
+/// is never open for want of a token. `plexsync secret set admin-token` replaces it.
+pub async fn ensure_admin_token(store: &Store, key: &MasterKey) -> Result<Secret, DaemonError> {
+    ensure_generated(store, key, ADMIN_TOKEN).await
+}
+
+/// A random secret under `name`, unless one is stored (then that one; also when another
+/// process stored one first).
+async fn ensure_generated(
+    store: &Store,
+    key: &MasterKey,
+    name: &'static str,
+) -> Result<Secret, DaemonError> {
+    if let Some(sealed) = store.sealed_secret(name)? {
+        return Ok(key.open(name, &sealed)?);
     }
-    let fresh = secrets::hex(&secrets::random_bytes::<24>()?);
-    let sealed = key.seal(WEBHOOK_SECRET, &fresh)?;
+    let fresh = if name == WEBHOOK_SECRET {
+        secrets::hex(&secrets::random_bytes::<24>()?)
+    } else {
+        secrets::hex(&secrets::random_bytes::<32>()?)
+    };
+    let sealed = key.seal(name, &fresh)?;
     let s2 = store.clone();
-    let stored = tokio::task::spawn_blocking(move || {
-        s2.put_secret_if_absent_blocking(WEBHOOK_SECRET.into(), sealed)
-    })
-    .await
-    .map_err(|e| DaemonError::Io(e.to_string()))??;
-    Ok(key.open(WEBHOOK_SECRET, &stored)?)
+    let stored =
+        tokio::task::spawn_blocking(move || s2.put_secret_if_absent_blocking(name.into(), sealed))
+            .await
+            .map_err(|e| DaemonError::Io(e.to_string()))??;
+    Ok(key.open(name, &stored)?)
 }
 
 async fn client_identifier(cfg: &Config, store: &Store) -> String {
@@ -489,8 +580,15 @@ pub async fn open_shared(
         .await
         .map_err(|e| DaemonError::Io(e.to_string()))??;
     let key = MasterKey::load_or_create(&config.key_path(), true)?;
-    let secrets = load_secrets(&store, &key)?;
+    let mut secrets = load_secrets(&store, &key)?;
     let webhook_secret = ensure_webhook_secret(&store, &key).await?;
+    if !secrets.contains_key(ADMIN_TOKEN) {
+        let token = ensure_admin_token(&store, &key).await?;
+        tracing::info!(
+            "generated an admin token for the admin API over TCP; `plexsync web-url` prints a link that logs a browser in"
+        );
+        secrets.insert(ADMIN_TOKEN.to_string(), token);
+    }
     let plugins = registry::build(&config, &secrets, Some(&store))?;
     let plex_client_id = client_identifier(&config, &store).await;
     let plex = plex_client(&config, &secrets, &plex_client_id)?;
@@ -527,6 +625,7 @@ pub async fn open_shared(
         metrics: Metrics::default(),
         live_tasks: AtomicUsize::new(0),
         poll_scheduled: Notify::new(),
+        secret_lock: tokio::sync::Mutex::new(()),
     }))
 }
 

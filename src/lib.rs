@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hostaddr;
 pub mod http;
 pub mod logging;
 pub mod matching;

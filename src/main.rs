@@ -51,6 +51,8 @@ enum Cmd {
     },
     /// Print the URL to paste into Plex (Settings → Webhooks)
     WebhookUrl(ConfigArg),
+    /// Print a link that logs a browser in to the web page (it holds the admin token)
+    WebUrl(ConfigArg),
     /// Show the daemon's status
     Status {
         #[command(flatten)]
@@ -261,15 +263,28 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Run(c) => run(&c.config).await,
         Cmd::Check(c) => {
             let cfg = load(&c.config)?;
-            plexsync::registry::build(&cfg, &Default::default(), None)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}: OK", c.config.display());
+            plexsync::daemon::install_tls_provider();
+            // The stored secrets too: a config that cannot start with them is not OK.
+            let secrets = stored_secrets(&cfg).with_context(|| {
+                format!(
+                    "{}: the stored secrets cannot be read",
+                    cfg.store_path().display()
+                )
+            })?;
+            plexsync::daemon::validate_secrets(&cfg, &secrets)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", c.config.display()))?;
+            println!(
+                "{}: OK ({} stored secret(s) checked)",
+                c.config.display(),
+                secrets.len()
+            );
             Ok(())
         }
         Cmd::Secret {
             cmd: SecretCmd::Set { name, config },
         } => secret_set(&config.config, &name).await,
         Cmd::WebhookUrl(c) => webhook_url(&c.config).await,
+        Cmd::WebUrl(c) => web_url(&c.config).await,
         Cmd::Status { config, json } => status(&config.config, json).await,
         Cmd::Activity {
             config,
@@ -473,6 +488,7 @@ async fn secret_set(path: &Path, name: &str) -> Result<()> {
     if value.is_empty() {
         bail!("no secret on stdin (e.g. `printf %s \"$TOKEN\" | plexsync secret set {name}`)");
     }
+    plexsync::secrets::check_value(name, value)?;
     if ask(
         &cfg,
         "PUT",
@@ -487,6 +503,15 @@ async fn secret_set(path: &Path, name: &str) -> Result<()> {
     }
     let key = MasterKey::load_or_create(&cfg.key_path(), true)?;
     let store = open_rw(&cfg)?;
+    // All or nothing, as the daemon does it: refused by the plugins means not stored.
+    let mut secrets = plexsync::daemon::load_secrets(&store, &key)?;
+    secrets.insert(
+        name.to_string(),
+        plexsync_plugin_api::Secret::new(value.to_string()),
+    );
+    plexsync::daemon::install_tls_provider();
+    plexsync::daemon::validate_secrets(&cfg, &secrets)
+        .map_err(|e| anyhow::anyhow!("{name} not stored: {e}"))?;
     store
         .put_secret(name.to_string(), key.seal(name, value)?)
         .await?;
@@ -525,17 +550,41 @@ async fn rekey(path: &Path, new_key: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Print a URL for people (stdout) and, when it was guessed, which address it uses (stderr).
+fn print_url(url: &str, note: Option<&str>) {
+    println!("{url}");
+    if let Some(n) = note {
+        eprintln!("plexsync: note: {n}");
+    }
+}
+
 async fn webhook_url(path: &Path) -> Result<()> {
     let cfg = load(path)?;
     if let Some(v) = ask(&cfg, "GET", "/api/webhook-url", None).await? {
-        println!("{}", v["url"].as_str().unwrap_or_default());
+        print_url(v["url"].as_str().unwrap_or_default(), v["note"].as_str());
         return Ok(());
     }
     let key = MasterKey::load_or_create(&cfg.key_path(), true)?;
     let store = open_rw(&cfg)?;
     let secret = plexsync::daemon::ensure_webhook_secret(&store, &key).await?;
     let listen = cfg.server.listen.parse().context("server.listen")?;
-    println!("{}", plexsync::daemon::webhook_url(&cfg, listen, &secret));
+    let b = plexsync::daemon::webhook_url(&cfg, listen, &secret)?;
+    print_url(&b.url, b.note.as_deref());
+    Ok(())
+}
+
+async fn web_url(path: &Path) -> Result<()> {
+    let cfg = load(path)?;
+    if let Some(v) = ask(&cfg, "GET", "/api/web-url", None).await? {
+        print_url(v["url"].as_str().unwrap_or_default(), v["note"].as_str());
+        return Ok(());
+    }
+    let key = MasterKey::load_or_create(&cfg.key_path(), true)?;
+    let store = open_rw(&cfg)?;
+    let token = plexsync::daemon::ensure_admin_token(&store, &key).await?;
+    let listen = cfg.server.listen.parse().context("server.listen")?;
+    let b = plexsync::daemon::web_url(&cfg, listen, &token)?;
+    print_url(&b.url, b.note.as_deref());
     Ok(())
 }
 
@@ -861,19 +910,22 @@ async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) -> Res
     print_backfill(&st, as_json)
 }
 
+/// The secrets in the store (none when there is no store yet); works while a daemon runs.
+fn stored_secrets(
+    cfg: &Config,
+) -> Result<std::collections::HashMap<String, plexsync_plugin_api::Secret>> {
+    if !cfg.store_path().exists() {
+        return Ok(Default::default());
+    }
+    let store = Store::open_read_only(&cfg.store_path())?;
+    let key = MasterKey::load_or_create(&cfg.key_path(), false)?;
+    Ok(plexsync::daemon::load_secrets(&store, &key)?)
+}
+
 /// Secrets for offline commands: read from the store when it exists and the key opens it
 /// (works while the daemon runs: the store opens read-only). None otherwise.
 fn offline_secrets(cfg: &Config) -> std::collections::HashMap<String, plexsync_plugin_api::Secret> {
-    if !cfg.store_path().exists() {
-        return Default::default();
-    }
-    let loaded = Store::open_read_only(&cfg.store_path())
-        .map_err(anyhow::Error::from)
-        .and_then(|store| {
-            let key = MasterKey::load_or_create(&cfg.key_path(), false)?;
-            Ok(plexsync::daemon::load_secrets(&store, &key)?)
-        });
-    match loaded {
+    match stored_secrets(cfg) {
         Ok(s) => s,
         Err(e) => {
             // Say so: a matcher without its key (tmdb) answers nothing, which would otherwise

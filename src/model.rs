@@ -169,6 +169,9 @@ pub struct Activity {
     pub duration_ms: f64,
     /// The journaled play this row is about, if any.
     pub play_id: Option<u64>,
+    /// The HTTP client's address (webhook rows), after `[server] trusted_proxies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// A decided Plex show → tracker show link.

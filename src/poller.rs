@@ -68,6 +68,7 @@ fn activity_for(play: &Play) -> Option<Activity> {
         error: None,
         duration_ms: 0.0,
         play_id: None,
+        client: None,
     })
 }
 
@@ -589,6 +590,7 @@ pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillSta
             error: out.error.clone(),
             duration_ms: 0.0,
             play_id: None,
+            client: None,
         };
         if let Err(e) = shared.store.record_activity(row).await {
             tracing::warn!(error = %e, "cannot record the backfill summary");

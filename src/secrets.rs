@@ -41,6 +41,8 @@ pub enum SecretError {
     UnknownName(String),
     #[error("secret value is empty")]
     Empty,
+    #[error("secret {name:?} refused: {reason}")]
+    Invalid { name: String, reason: &'static str },
     #[error("random number generator failed: {0}")]
     Random(String),
 }
@@ -268,9 +270,76 @@ pub fn check_name(name: &str) -> Result<(), SecretError> {
     }
 }
 
+/// The shortest admin token accepted: it is the one credential of the admin API over TCP.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+/// The longest secret value accepted (tokens and API keys are far shorter).
+pub const MAX_SECRET_LEN: usize = 4096;
+
+/// Value rules every secret obeys before it is stored: secrets travel in HTTP headers and
+/// URLs, where a control character either breaks the request or splits a header, so such a
+/// value would be stored and then refuse to start the daemon.
+pub fn check_value(name: &str, value: &str) -> Result<(), SecretError> {
+    let invalid = |reason| SecretError::Invalid {
+        name: name.to_string(),
+        reason,
+    };
+    if value.is_empty() {
+        return Err(SecretError::Empty);
+    }
+    if value.len() > MAX_SECRET_LEN {
+        return Err(invalid("longer than 4096 bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(
+            "contains a control character (a line break or tab?)",
+        ));
+    }
+    if value.trim() != value {
+        return Err(invalid("starts or ends with white space"));
+    }
+    if name == "admin-token" {
+        if value.len() < MIN_ADMIN_TOKEN_LEN {
+            return Err(invalid("an admin token needs at least 16 characters"));
+        }
+        if value.chars().any(char::is_whitespace) {
+            return Err(invalid("an admin token has no white space"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_values_with_control_characters_are_refused() {
+        assert!(check_value("tracker-key", "abc-def").is_ok());
+        for bad in [
+            "abc\ndef",
+            "abc\rdef",
+            "a\tb",
+            "x\u{1b}[2J",
+            " lead",
+            "trail ",
+        ] {
+            assert!(
+                matches!(
+                    check_value("tracker-key", bad),
+                    Err(SecretError::Invalid { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            check_value("plex-token", ""),
+            Err(SecretError::Empty)
+        ));
+        assert!(check_value("admin-token", "short").is_err());
+        assert!(check_value("admin-token", "with a space in it!!").is_err());
+        assert!(check_value("admin-token", "0123456789abcdef").is_ok());
+        assert!(check_value("tmdb-key", &"k".repeat(MAX_SECRET_LEN + 1)).is_err());
+    }
 
     #[test]
     fn seal_open_roundtrip_and_name_binding() {

@@ -6,7 +6,7 @@
 //! 405 / 413 / 415 with a one-line reason; 503 when the store cannot commit. Every request that
 //! passed the secret check leaves an activity row.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +26,10 @@ use crate::webhook::{multipart, payload};
 
 type Resp = Response<Full<Bytes>>;
 
+pub mod access;
+pub mod forwarded;
 mod listen;
+pub mod session;
 pub use listen::{bind_unix, serve};
 
 /// Who is calling: the unix socket is trusted (0600, same user); TCP peers by address.
@@ -73,19 +76,23 @@ pub fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
     }
 }
 
-/// 429 with `Retry-After` (whole seconds, at least 1) when `peer` is over `rate`.
-fn limited(limiter: &Limiter, peer: Peer, rate: Rate, route: &'static str) -> Option<Resp> {
-    let Peer::Tcp(addr) = peer else {
-        return None;
-    };
-    match limiter.check(addr.ip(), rate) {
+/// 429 with `Retry-After` (whole seconds, at least 1) when `client` is over `rate`. The
+/// unix socket (`client` None) is not limited.
+fn limited(
+    limiter: &Limiter,
+    client: Option<IpAddr>,
+    rate: Rate,
+    route: &'static str,
+) -> Option<Resp> {
+    let client = client?;
+    match limiter.check(client, rate) {
         Verdict::Allow => None,
         Verdict::Limit { retry_after, first } => {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if first {
-                tracing::warn!(client = %addr.ip(), route, per_minute = rate.per_minute, burst = rate.burst, "client over the rate limit; answering 429");
+                tracing::warn!(client = %client, route, per_minute = rate.per_minute, burst = rate.burst, "client over the rate limit; answering 429");
             } else {
-                tracing::debug!(client = %addr.ip(), route, "rate limited");
+                tracing::debug!(client = %client, route, "rate limited");
             }
             let mut r = text(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -106,24 +113,49 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Resp {
     let path = req.uri().path().to_string();
-    let server = shared.config().server.clone();
+    let cfg = shared.config();
+    let server = &cfg.server;
     let timeout = server.request_timeout;
+    // The client's address for limits and logs: the peer, or what a trusted proxy says.
+    let client = match peer {
+        Peer::Tcp(a) => Some(forwarded::client_ip(
+            forwarded::canonical(a.ip()),
+            req.headers(),
+            &server.trusted_proxies,
+        )),
+        Peer::Unix => None,
+    };
     if path.starts_with("/webhook") {
         // Before the secret check, so guessing secrets is limited too.
-        if let Some(r) = limited(&limits.webhook, peer, server.webhook_rate(), "webhook") {
+        if let Some(r) = limited(&limits.webhook, client, server.webhook_rate(), "webhook") {
             return r;
         }
     } else if path.starts_with("/api/") || path == "/metrics" {
-        if let Some(r) = limited(&limits.admin, peer, server.admin_rate(), "admin") {
+        if let Some(r) = limited(&limits.admin, client, server.admin_rate(), "admin") {
             return r;
         }
     }
     let fut = async {
         if let Some(secret) = path.strip_prefix("/webhook/") {
-            return webhook(&shared, peer, secret, req).await;
+            return webhook(&shared, client, secret, req).await;
         }
         if path == "/webhook" || path == "/webhook/" {
             return text(StatusCode::NOT_FOUND, "not found");
+        }
+        if let Peer::Tcp(_) = peer {
+            let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+            });
+            if !access::host_allowed(shared.listen_addr, server.public_url.as_deref(), host) {
+                let shown: String = host.unwrap_or("").chars().take(100).collect();
+                tracing::warn!(client = ?client, host = %shown, path = %path, "request for another host refused (DNS rebinding?)");
+                return text(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "421 Misdirected Request: this daemon listens on loopback and answers only to localhost, 127.0.0.1, [::1] or the [server] public_url host",
+                );
+            }
         }
         if path == "/healthz" {
             return healthz(&shared);
@@ -131,10 +163,21 @@ pub(crate) async fn handle(
         if path == "/" || path == "/index.html" {
             return page();
         }
-        if path == "/metrics" {
-            if let Err((status, why)) = admin_allowed(&shared, peer, &req) {
+        if path == "/api/login" {
+            return login(&shared, client, req).await;
+        }
+        if path == "/api/logout" {
+            return logout(req.method());
+        }
+        if path == "/metrics" || path.starts_with("/api/") {
+            if let Err((status, why)) =
+                access::authenticate(&shared, peer, req.method(), req.headers())
+            {
+                tracing::warn!(client = ?client, path = %path, status = status.as_u16(), reason = why, "admin request refused");
                 return text(status, why);
             }
+        }
+        if path == "/metrics" {
             let mut r = text(StatusCode::OK, crate::admin::metrics(&shared));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -143,10 +186,6 @@ pub(crate) async fn handle(
             return r;
         }
         if let Some(rest) = path.strip_prefix("/api/") {
-            if let Err((status, why)) = admin_allowed(&shared, peer, &req) {
-                tracing::warn!(peer = ?peer, status = status.as_u16(), "admin request refused");
-                return text(status, why);
-            }
             return crate::admin::route(&shared, rest, req).await;
         }
         text(StatusCode::NOT_FOUND, "not found")
@@ -154,10 +193,90 @@ pub(crate) async fn handle(
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
         Err(_) => {
-            tracing::warn!(path = %redact_path(&path), "request timed out");
+            tracing::warn!(path = %redact_path(&path), "request took too long");
             text(StatusCode::REQUEST_TIMEOUT, "request took too long")
         }
     }
+}
+
+/// Largest login body: `{"token": "..."}` with a token of at most 4 KiB.
+const MAX_LOGIN_BODY: usize = 8 * 1024;
+
+/// `POST /api/login` with `{"token": "<admin token>"}` (JSON, from the page's own origin):
+/// sets the session cookie.
+async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) -> Resp {
+    if req.method() != Method::POST {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "POST the token as JSON");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    if let Err((status, why)) = access::browser_request_ok(shared, req.method(), req.headers()) {
+        tracing::warn!(client = ?client, status = status.as_u16(), reason = why, "login refused");
+        return text(status, why);
+    }
+    let https = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o.starts_with("https://"));
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_LOGIN_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "login body too large"),
+    };
+    #[derive(serde::Deserialize)]
+    struct Login {
+        token: String,
+    }
+    let given = match serde_json::from_slice::<Login>(&body) {
+        Ok(l) => zeroize::Zeroizing::new(l.token),
+        Err(_) => return text(StatusCode::BAD_REQUEST, "expected {\"token\": \"...\"}"),
+    };
+    let ok = shared
+        .secret(crate::daemon::ADMIN_TOKEN)
+        .is_some_and(|t| bool::from(given.trim().as_bytes().ct_eq(t.expose().as_bytes())));
+    if !ok {
+        tracing::warn!(client = ?client, "login with a wrong admin token");
+        return text(StatusCode::UNAUTHORIZED, "wrong admin token");
+    }
+    let cookie = match shared.mint_session() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a session");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot start a session");
+        }
+    };
+    tracing::info!(client = ?client, "browser logged in");
+    let mut r = json(StatusCode::OK, &serde_json::json!({ "logged_in": true }));
+    let attrs = format!(
+        "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        session::COOKIE,
+        crate::daemon::SESSION_TTL.as_secs(),
+        if https { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&attrs) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// `POST /api/logout`: forget the session cookie (needs nothing: it only takes access away).
+fn logout(method: &Method) -> Resp {
+    if method != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "POST to log out");
+    }
+    let mut r = json(StatusCode::OK, &serde_json::json!({ "logged_in": false }));
+    let attrs = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        session::COOKIE
+    );
+    if let Ok(v) = HeaderValue::from_str(&attrs) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
 }
 
 /// Paths are logged without the webhook secret.
@@ -204,40 +323,10 @@ fn page() -> Resp {
     r
 }
 
-fn admin_allowed(
-    shared: &Shared,
-    peer: Peer,
-    req: &Request<Incoming>,
-) -> Result<(), (StatusCode, &'static str)> {
-    let loopback = match peer {
-        Peer::Unix => return Ok(()),
-        Peer::Tcp(a) => a.ip().is_loopback(),
-    };
-    if loopback {
-        return Ok(());
-    }
-    let Some(token) = shared.secret("admin-token") else {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "the admin API answers loopback clients only, unless an admin-token is set",
-        ));
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
-        Ok(())
-    } else {
-        Err((StatusCode::UNAUTHORIZED, "missing or wrong admin token"))
-    }
-}
-
 /// Details of a webhook request for its activity row.
 struct WebhookLog {
     started: Instant,
+    client: Option<IpAddr>,
     event: Option<String>,
     account: Option<String>,
     show: Option<String>,
@@ -261,20 +350,27 @@ impl WebhookLog {
             error,
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             play_id: None,
+            client: self.client.map(|c| c.to_string()),
         }
     }
 }
 
-async fn webhook(shared: &Shared, peer: Peer, secret: &str, req: Request<Incoming>) -> Resp {
+async fn webhook(
+    shared: &Shared,
+    client: Option<IpAddr>,
+    secret: &str,
+    req: Request<Incoming>,
+) -> Resp {
     let started = Instant::now();
     let expected = shared.webhook_secret();
     if !bool::from(secret.as_bytes().ct_eq(expected.expose().as_bytes())) {
-        tracing::warn!(peer = ?peer, "webhook with a wrong secret");
+        tracing::warn!(client = ?client, "webhook with a wrong secret");
         return text(StatusCode::NOT_FOUND, "not found");
     }
     shared.note_webhook();
     let mut log = WebhookLog {
         started,
+        client,
         event: None,
         account: None,
         show: None,
@@ -285,7 +381,7 @@ async fn webhook(shared: &Shared, peer: Peer, secret: &str, req: Request<Incomin
         Ok(resp) => return resp,
         Err(e) => e,
     };
-    tracing::warn!(status = status.as_u16(), error = %reason, event = log.event.as_deref().unwrap_or(""), "webhook rejected");
+    tracing::warn!(client = ?client, status = status.as_u16(), error = %reason, event = log.event.as_deref().unwrap_or(""), "webhook rejected");
     shared.metrics.webhook(ActivityStatus::Failed);
     let row = log.row(
         ActivityStatus::Failed,

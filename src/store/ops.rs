@@ -474,6 +474,7 @@ impl Store {
                     error,
                     duration_ms,
                     play_id: None,
+                    client: None,
                 },
             )?;
             Ok(())
@@ -1181,6 +1182,7 @@ mod tests {
             error: None,
             duration_ms: 0.0,
             play_id: None,
+            client: None,
         }
     }
 

@@ -1,0 +1,229 @@
+//! Who may use the admin surface (`/api`, `/metrics`, the page's data), decided per request by
+//! its channel and credential, never by where it comes from (DESIGN.md, "No ambient trust"):
+//!
+//! - the admin unix socket (0600: only the daemon's user can connect) needs nothing else;
+//! - over TCP, from loopback too: `Authorization: Bearer <admin-token>`, or the page's session
+//!   cookie ([`super::session`]); a browser request with the cookie must also look like the
+//!   page's own (same-origin `Origin` and a JSON body on every state change, no cross-site
+//!   `Sec-Fetch-Site`), since a browser attaches cookies to requests other pages make;
+//! - while the listener is on loopback, the `Host` must name loopback or the `public_url`
+//!   host, so a DNS-rebound name (`evil.example` resolving to 127.0.0.1) gets nothing.
+//!
+//! The webhook route is authenticated by the secret in its path and checked in [`super`].
+
+use std::net::{IpAddr, SocketAddr};
+
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, StatusCode};
+use subtle::ConstantTimeEq;
+
+use super::Peer;
+use crate::daemon::{ADMIN_TOKEN, Shared};
+
+/// How a request proved itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The admin unix socket.
+    Socket,
+    /// `Authorization: Bearer` with the admin token.
+    Bearer,
+    /// The page's session cookie.
+    Session,
+}
+
+/// A refusal: status and a one-line reason for the client and the log.
+pub type Refusal = (StatusCode, &'static str);
+
+const NO_CREDENTIAL: &str = "the admin API needs a credential: `Authorization: Bearer <admin token>`, or log in to the page (`plexsync web-url` prints a link)";
+
+/// Authenticate a request to the admin surface.
+pub fn authenticate(
+    shared: &Shared,
+    peer: Peer,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Credential, Refusal> {
+    if let Peer::Unix = peer {
+        return Ok(Credential::Socket);
+    }
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let given = auth
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        return match shared.secret(ADMIN_TOKEN) {
+            Some(token) if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) => {
+                Ok(Credential::Bearer)
+            }
+            _ => Err((StatusCode::UNAUTHORIZED, "wrong admin token")),
+        };
+    }
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(super::session::from_header);
+    let Some(cookie) = cookie else {
+        return Err((StatusCode::UNAUTHORIZED, NO_CREDENTIAL));
+    };
+    if !shared.session_valid(cookie) {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "the session has expired or the admin token changed: log in again",
+        ));
+    }
+    browser_request_ok(shared, method, headers)?;
+    Ok(Credential::Session)
+}
+
+/// The rules a cookie-carrying (browser) request must meet, also for the login itself.
+pub fn browser_request_ok(
+    shared: &Shared,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // "same-site" includes other ports of the same host: another local web app's page.
+    if fetch_site.eq_ignore_ascii_case("cross-site") || fetch_site.eq_ignore_ascii_case("same-site")
+    {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "refused: a request from another site's page",
+        ));
+    }
+    if matches!(*method, Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "refused: a browser request that changes something must carry its Origin",
+        ));
+    };
+    if !same_origin(shared, origin, headers) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "refused: the request's Origin is not this page",
+        ));
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "refused: a browser request that changes something must send Content-Type: application/json",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is the page's own: the `Host` the browser
+/// connected to, or the configured `public_url` (a proxy may pass its own Host upstream).
+fn same_origin(shared: &Shared, origin: &str, headers: &HeaderMap) -> bool {
+    let Some((_, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if host.is_some_and(|h| h.eq_ignore_ascii_case(authority)) {
+        return true;
+    }
+    shared
+        .config()
+        .server
+        .public_url
+        .as_deref()
+        .is_some_and(|u| {
+            let u = u.trim_end_matches('/');
+            // Compare scheme + authority only; public_url may carry a path prefix.
+            let base = match u.split_once("://") {
+                Some((scheme, rest)) => {
+                    format!("{scheme}://{}", rest.split('/').next().unwrap_or(""))
+                }
+                None => return false,
+            };
+            base.eq_ignore_ascii_case(origin)
+        })
+}
+
+/// The DNS-rebinding check: while `listen` is a loopback address, the request must name
+/// loopback (`localhost`, `127.0.0.1`, `[::1]`, any port) or the `public_url` host.
+pub fn host_allowed(listen: SocketAddr, public_url: Option<&str>, host: Option<&str>) -> bool {
+    if !listen.ip().is_loopback() {
+        return true;
+    }
+    let Some(name) = host.map(host_name) else {
+        return false;
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        return true;
+    }
+    public_url
+        .and_then(|u| u.split_once("://"))
+        .map(|(_, rest)| host_name(rest.split('/').next().unwrap_or("")))
+        .is_some_and(|h| !h.is_empty() && h.eq_ignore_ascii_case(name))
+}
+
+/// `name` of `name:port`, `[v6]:port`, `[v6]`, `name`.
+fn host_name(authority: &str) -> &str {
+    let a = authority.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match a.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => a,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_loopback_only_loopback_names_and_the_public_host_pass() {
+        let lo: SocketAddr = "127.0.0.1:8750".parse().unwrap();
+        for ok in [
+            "localhost",
+            "localhost:8750",
+            "LOCALHOST:1",
+            "127.0.0.1:8750",
+            "127.0.0.1",
+            "[::1]:8750",
+            "[::1]",
+        ] {
+            assert!(host_allowed(lo, None, Some(ok)), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8750",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "",
+            "192.168.1.2:8750",
+        ] {
+            assert!(!host_allowed(lo, None, Some(bad)), "{bad}");
+        }
+        assert!(!host_allowed(lo, None, None));
+        let public = Some("https://sync.example.net/plexsync");
+        assert!(host_allowed(lo, public, Some("sync.example.net")));
+        assert!(host_allowed(lo, public, Some("sync.example.net:443")));
+        assert!(!host_allowed(lo, public, Some("evil.example")));
+    }
+
+    #[test]
+    fn off_loopback_the_host_is_not_checked() {
+        let any: SocketAddr = "0.0.0.0:8750".parse().unwrap();
+        assert!(host_allowed(any, None, Some("evil.example")));
+    }
+}

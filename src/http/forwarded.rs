@@ -1,0 +1,167 @@
+//! The client address of a TCP request: the peer, unless the peer is a configured trusted
+//! proxy (`[server] trusted_proxies`), in which case the proxy's `X-Forwarded-For` (else
+//! `Forwarded: for=`) names it. Only rate limits, activity rows and logs use this address;
+//! access is never granted for an address.
+//!
+//! The list is read from the right: each trusted proxy appends the address it saw, so the
+//! rightmost entry that is not itself a trusted proxy is the first hop nobody we trust vouches
+//! for. Entries to its left were written by the client and are ignored.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hyper::HeaderMap;
+use ipnet::IpNet;
+
+/// Most entries read from the forwarding headers (a longer chain is cut from the left).
+const MAX_HOPS: usize = 32;
+
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&canonical(*ip)));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut hops: Vec<Option<IpAddr>> = joined(headers, "x-forwarded-for")
+        .map(|v| v.split(',').map(|h| parse_node(h.trim())).collect())
+        .unwrap_or_default();
+    if hops.is_empty() {
+        hops = joined(headers, "forwarded")
+            .map(|v| {
+                v.split(',')
+                    .filter_map(|elem| {
+                        elem.split(';').find_map(|pair| {
+                            let (k, val) = pair.trim().split_once('=')?;
+                            k.trim()
+                                .eq_ignore_ascii_case("for")
+                                .then(|| parse_node(val.trim()))
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    let start = hops.len().saturating_sub(MAX_HOPS);
+    for hop in hops[start..].iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(ip) => continue,
+            Some(ip) => return canonical(*ip),
+            // An entry we cannot read ("unknown", an obfuscated name, garbage): stop at the
+            // last address we can vouch for rather than believe anything further left.
+            None => break,
+        }
+    }
+    peer
+}
+
+/// All values of a header joined with commas (a proxy may add a second header line).
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in headers.get_all(name) {
+        let v = v.to_str().ok()?;
+        match &mut out {
+            Some(s) => {
+                s.push(',');
+                s.push_str(v);
+            }
+            None => out = Some(v.to_string()),
+        }
+    }
+    out
+}
+
+/// One node: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:80`, optionally quoted.
+fn parse_node(s: &str) -> Option<IpAddr> {
+    let s = s.trim_matches('"');
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    s.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse().ok())
+}
+
+/// IPv4-mapped IPv6 (`::ffff:1.2.3.4`, what a dual-stack socket reports) as plain IPv4, so
+/// `127.0.0.1/32` in the config matches it.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn headers_from_an_untrusted_peer_are_ignored() {
+        let hs = h(&[("x-forwarded-for", "9.9.9.9")]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &[]), ip("127.0.0.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &hs, &nets(&["127.0.0.1/32"])),
+            ip("10.0.0.5")
+        );
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_address_is_the_client() {
+        let t = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
+        // The client forged "6.6.6.6"; our proxies appended what they saw.
+        let hs = h(&[("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.1.2.3")]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("203.0.113.7"));
+        // Two header lines are one list.
+        let hs = h(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "203.0.113.8"),
+        ]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("203.0.113.8"));
+        // All trusted: the peer.
+        let hs = h(&[("x-forwarded-for", "10.0.0.1")]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("127.0.0.1"));
+        // Garbage on the right stops the walk.
+        let hs = h(&[("x-forwarded-for", "203.0.113.7, unknown")]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn forwarded_is_read_when_x_forwarded_for_is_absent() {
+        let t = nets(&["::1/128", "127.0.0.1/32"]);
+        let hs = h(&[(
+            "forwarded",
+            "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https, for=127.0.0.1",
+        )]);
+        assert_eq!(client_ip(ip("::1"), &hs, &t), ip("2001:db8::7"));
+        let hs = h(&[("forwarded", "for=_hidden")]);
+        assert_eq!(client_ip(ip("::1"), &hs, &t), ip("::1"));
+    }
+
+    #[test]
+    fn mapped_ipv4_peers_match_ipv4_blocks() {
+        let t = nets(&["127.0.0.1/32"]);
+        let hs = h(&[("x-forwarded-for", "198.51.100.4:5555")]);
+        assert_eq!(
+            client_ip(ip("::ffff:127.0.0.1"), &hs, &t),
+            ip("198.51.100.4")
+        );
+    }
+}
