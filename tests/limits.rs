@@ -41,14 +41,27 @@ async fn a_client_over_the_limit_gets_429_with_retry_after() {
     assert!(r.text().await.unwrap().contains("too many requests"));
     // The admin API has its own bucket.
     let status = format!("http://{}/api/status", d.addr);
+    let token = d.admin_token().await;
     for _ in 0..2 {
         assert_eq!(
-            http.get(&status).send().await.unwrap().status().as_u16(),
+            http.get(&status)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
             200
         );
     }
     assert_eq!(
-        http.get(&status).send().await.unwrap().status().as_u16(),
+        http.get(&status)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
         429
     );
     // The CLI's unix socket is not limited; /healthz neither.

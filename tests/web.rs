@@ -142,6 +142,34 @@ impl Driver {
     }
 }
 
+/// A hostile page on another origin: fires every simple (preflight-free) request a page can
+/// send with the user's cookies at the daemon's state-changing endpoints, and a form post.
+async fn evil_page(daemon: &str, conflict_id: &str) -> std::sync::Arc<support::FakeServer> {
+    let html = format!(
+        r#"<!doctype html><html><body><iframe name="sink"></iframe>
+<form id="f" method="POST" target="sink" enctype="text/plain" action="http://{daemon}/api/conflicts/{conflict_id}/resolve">
+<input name='{{"action":"ignore","x":"' value='"}}'></form>
+<script>
+const t = "http://{daemon}";
+const o = (body) => ({{ method: "POST", mode: "no-cors", credentials: "include", headers: {{ "Content-Type": "text/plain" }}, body }});
+Promise.allSettled([
+  fetch(t + "/api/poll", o("{{}}")),
+  fetch(t + "/api/backfill", o(JSON.stringify({{ since: "2020-01-01" }}))),
+  fetch(t + "/api/outbox/retry", o("{{}}")),
+  fetch(t + "/api/conflicts/{conflict_id}/resolve", o(JSON.stringify({{ action: "ignore" }}))),
+]).then(() => {{
+  document.getElementById("f").submit();
+  setTimeout(() => {{ const p = document.createElement("p"); p.id = "done"; document.body.append(p); }}, 500);
+}});
+</script></body></html>"#
+    );
+    support::FakeServer::start(std::sync::Arc::new(move |_seen| {
+        let html = html.clone();
+        Box::pin(async move { support::respond(200, "text/html", html) })
+    }))
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolving_a_conflict_in_the_browser_delivers_the_held_plays() {
     if samples().is_none() {
@@ -180,12 +208,67 @@ async fn resolving_a_conflict_in_the_browser_delivers_the_held_plays() {
     );
     assert!(tracker.watched().is_empty());
 
-    // The page, at phone width, on the Conflicts tab.
+    // Without a session the page asks to log in and shows nothing.
     driver
         .call(
             "POST",
             &driver.s("/url"),
-            json!({"url": format!("http://{}/#conflicts", d.addr)}),
+            json!({"url": format!("http://{}/", d.addr)}),
+        )
+        .await;
+    let login_form = driver.wait_for("form#auth:not([hidden])").await;
+    assert!(!login_form.is_empty());
+    assert!(
+        driver.text("#msg").await.contains("Log in"),
+        "the page says why it shows nothing"
+    );
+
+    // The link `plexsync web-url` prints logs the browser in (the token is in the fragment).
+    let link = d.cli(&["web-url"], None);
+    assert!(link.status.success());
+    let link = String::from_utf8_lossy(&link.stdout).trim().to_string();
+    assert!(link.contains("/#token="), "{link}");
+    driver
+        .call("POST", &driver.s("/url"), json!({"url": link}))
+        .await;
+    driver.wait_for("#logout:not([hidden])").await;
+    let shown = driver.call("GET", &driver.s("/url"), Value::Null).await;
+    assert!(
+        !shown.as_str().unwrap_or("").contains("token="),
+        "the token is dropped from the address bar: {shown}"
+    );
+
+    // A page of another origin (same host, another port: a *same-site* page, to which
+    // SameSite=Strict cookies are still sent) tries every state change it can make
+    // without a preflight. The daemon refuses them all.
+    let conflict_id = conflicts["items"][0]["id"].as_str().unwrap().to_string();
+    let evil = evil_page(&d.addr, &conflict_id).await;
+    let refused_before = d.log().matches("admin request refused").count();
+    driver
+        .call("POST", &driver.s("/url"), json!({"url": evil.url()}))
+        .await;
+    driver.wait_for("#done").await;
+    eventually("the daemon refused the forged requests", WAIT, || {
+        (d.log().matches("admin request refused").count() >= refused_before + 5).then_some(())
+    })
+    .await;
+    assert_eq!(d.api("GET", "/api/conflicts").await["total"], 1);
+    assert_eq!(d.status().await["polls"], 0, "no poll ran");
+    // The browser did send the session cookie (a same-site page): the refusals are the
+    // CSRF rules', not a missing credential.
+    assert!(
+        d.log().contains("a request from another site's page"),
+        "{}",
+        d.log()
+    );
+    assert!(tracker.watched().is_empty());
+
+    // The page, at phone width, on the Conflicts tab (logged in by the link).
+    driver
+        .call(
+            "POST",
+            &driver.s("/url"),
+            json!({"url": format!("http://{}/index.html#conflicts", d.addr)}),
         )
         .await;
     let card = driver.text("article[data-conflict-id]").await;

@@ -32,7 +32,20 @@ mod listen;
 pub mod session;
 pub use listen::{bind_unix, serve};
 
-/// Who is calling: the unix socket is trusted (0600, same user); TCP peers by address.
+/// A client address for logs: the IP, or the admin socket.
+struct Client(Option<IpAddr>);
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => write!(f, "{ip}"),
+            None => f.write_str("admin-socket"),
+        }
+    }
+}
+
+/// The channel a request came on: the admin unix socket (0600: its permissions are the
+/// credential) or TCP (every admin request needs a token or session, see [`access`]).
 #[derive(Debug, Clone, Copy)]
 pub enum Peer {
     Unix,
@@ -150,7 +163,7 @@ pub(crate) async fn handle(
             });
             if !access::host_allowed(shared.listen_addr, server.public_url.as_deref(), host) {
                 let shown: String = host.unwrap_or("").chars().take(100).collect();
-                tracing::warn!(client = ?client, host = %shown, path = %path, "request for another host refused (DNS rebinding?)");
+                tracing::warn!(client = %Client(client), host = %shown, path = %path, "request for another host refused (DNS rebinding?)");
                 return text(
                     StatusCode::MISDIRECTED_REQUEST,
                     "421 Misdirected Request: this daemon listens on loopback and answers only to localhost, 127.0.0.1, [::1] or the [server] public_url host",
@@ -173,7 +186,7 @@ pub(crate) async fn handle(
             if let Err((status, why)) =
                 access::authenticate(&shared, peer, req.method(), req.headers())
             {
-                tracing::warn!(client = ?client, path = %path, status = status.as_u16(), reason = why, "admin request refused");
+                tracing::warn!(client = %Client(client), path = %path, status = status.as_u16(), reason = why, "admin request refused");
                 return text(status, why);
             }
         }
@@ -212,7 +225,7 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
         return r;
     }
     if let Err((status, why)) = access::browser_request_ok(shared, req.method(), req.headers()) {
-        tracing::warn!(client = ?client, status = status.as_u16(), reason = why, "login refused");
+        tracing::warn!(client = %Client(client), status = status.as_u16(), reason = why, "login refused");
         return text(status, why);
     }
     let https = req
@@ -239,7 +252,7 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
         .secret(crate::daemon::ADMIN_TOKEN)
         .is_some_and(|t| bool::from(given.trim().as_bytes().ct_eq(t.expose().as_bytes())));
     if !ok {
-        tracing::warn!(client = ?client, "login with a wrong admin token");
+        tracing::warn!(client = %Client(client), "login with a wrong admin token");
         return text(StatusCode::UNAUTHORIZED, "wrong admin token");
     }
     let cookie = match shared.mint_session() {
@@ -249,7 +262,7 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
             return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot start a session");
         }
     };
-    tracing::info!(client = ?client, "browser logged in");
+    tracing::info!(client = %Client(client), "browser logged in");
     let mut r = json(StatusCode::OK, &serde_json::json!({ "logged_in": true }));
     let attrs = format!(
         "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
@@ -364,7 +377,7 @@ async fn webhook(
     let started = Instant::now();
     let expected = shared.webhook_secret();
     if !bool::from(secret.as_bytes().ct_eq(expected.expose().as_bytes())) {
-        tracing::warn!(client = ?client, "webhook with a wrong secret");
+        tracing::warn!(client = %Client(client), "webhook with a wrong secret");
         return text(StatusCode::NOT_FOUND, "not found");
     }
     shared.note_webhook();
@@ -381,7 +394,7 @@ async fn webhook(
         Ok(resp) => return resp,
         Err(e) => e,
     };
-    tracing::warn!(client = ?client, status = status.as_u16(), error = %reason, event = log.event.as_deref().unwrap_or(""), "webhook rejected");
+    tracing::warn!(client = %Client(client), status = status.as_u16(), error = %reason, event = log.event.as_deref().unwrap_or(""), "webhook rejected");
     shared.metrics.webhook(ActivityStatus::Failed);
     let row = log.row(
         ActivityStatus::Failed,

@@ -126,6 +126,15 @@ impl Daemon {
         serde_json::from_slice(&b).unwrap()
     }
 
+    /// The admin token (made at first start), read over the socket like `plexsync web-url`.
+    pub async fn admin_token(&self) -> String {
+        let v = self.api("GET", "/api/web-url").await;
+        let url = v["url"].as_str().unwrap_or_default();
+        url.split_once("#token=")
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_else(|| panic!("no token in the web-url {url}"))
+    }
+
     pub async fn status(&self) -> Value {
         self.api("GET", "/api/status").await
     }
