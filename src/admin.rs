@@ -7,44 +7,23 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use serde::Serialize;
 use serde_json::json;
 
-use crate::daemon::{RuntimeStatus, Shared};
+use crate::daemon::Shared;
 use crate::http::json;
-use crate::store::ops::{ConflictDecision, Counts};
+use crate::store::ops::ConflictDecision;
 
 type Resp = hyper::Response<http_body_util::Full<bytes::Bytes>>;
 
 /// Largest admin request body (secret values, small JSON commands).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
-#[derive(Debug, Serialize)]
-pub struct Status {
-    pub version: &'static str,
-    pub uptime_secs: u64,
-    pub listen: String,
-    /// None when no usable address is known (`listen` is a wildcard and no `public_url`).
-    pub webhook_url: Option<String>,
-    /// Which interface address the URL uses, or why there is none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_url_note: Option<String>,
-    pub plex_url: String,
-    pub plex_token_set: bool,
-    pub tracker_key_set: bool,
-    #[serde(flatten)]
-    pub runtime: RuntimeStatus,
-    pub counts: Counts,
-    /// Poll cursors: per (server, account), history up to `viewed_at` is journaled.
-    pub cursors: Vec<CursorView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CursorView {
-    pub key: String,
-    pub viewed_at: i64,
-    pub updated_at: i64,
-}
+use crate::api::{
+    ActivityPage, BackfillRequest, CandidateView, ConflictView, Items, MappingChange,
+    MappingChanged, MappingStatus, MappingView, OutboxView, PlexShowView, PublicUrl, Requeued,
+    ResolveAction, ResolveRequest, Resolved, TrackerShowView,
+};
+pub use crate::api::{CursorView, Status};
 
 pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
     let cfg = shared.config();
@@ -53,7 +32,8 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
         Err(e) => (None, Some(e.to_string())),
     };
     Ok(Status {
-        version: env!("CARGO_PKG_VERSION"),
+        running: shared.serving(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_secs: shared.started.elapsed().as_secs(),
         listen: shared.listen_addr.to_string(),
         webhook_url,
@@ -79,7 +59,13 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
 /// `{url, note}` of a URL for people to use, or 409 naming what to configure.
 fn public_url(r: Result<crate::hostaddr::PublicBase, crate::daemon::DaemonError>) -> Resp {
     match r {
-        Ok(b) => json(StatusCode::OK, &json!({ "url": b.url, "note": b.note })),
+        Ok(b) => json(
+            StatusCode::OK,
+            &PublicUrl {
+                url: b.url,
+                note: b.note,
+            },
+        ),
         Err(e) => error(StatusCode::CONFLICT, e),
     }
 }
@@ -164,49 +150,62 @@ pub fn id_key(id: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-fn tracker_show(shared: &Shared, id: &str) -> serde_json::Value {
+fn tracker_show(shared: &Shared, id: &str) -> TrackerShowView {
     match shared.catalogue().as_ref().and_then(|c| c.get(id).cloned()) {
-        Some(s) => json!({ "id": s.id, "title": s.title, "year": s.year }),
-        None => json!({ "id": id, "title": null, "year": null }),
+        Some(s) => TrackerShowView {
+            id: s.id,
+            title: Some(s.title),
+            year: s.year,
+        },
+        None => TrackerShowView {
+            id: id.to_string(),
+            title: None,
+            year: None,
+        },
     }
 }
 
-fn plex_show(p: &crate::model::PlexShow, guids: &[String]) -> serde_json::Value {
-    json!({ "rating_key": p.rating_key, "title": p.title, "year": p.year, "guids": guids })
+fn plex_show(p: &crate::model::PlexShow, guids: &[String]) -> PlexShowView {
+    PlexShowView {
+        rating_key: p.rating_key.clone(),
+        title: p.title.clone(),
+        year: p.year,
+        guids: guids.to_vec(),
+    }
 }
 
-fn conflict_json(shared: &Shared, c: &crate::model::Conflict) -> serde_json::Value {
+fn conflict_view(shared: &Shared, c: &crate::model::Conflict) -> ConflictView {
     let cat = shared.catalogue();
-    let candidates: Vec<_> = c
+    let candidates = c
         .candidates
         .iter()
         .map(|k| {
             let show = cat.as_ref().and_then(|cat| cat.get(&k.show_id).cloned());
-            json!({
-                "show_id": k.show_id,
-                "title": show.as_ref().map(|s| s.title.clone()),
-                "year": show.as_ref().and_then(|s| s.year),
-                "score": k.score,
-                "method": k.method,
-            })
+            CandidateView {
+                show_id: k.show_id.clone(),
+                title: show.as_ref().map(|s| s.title.clone()),
+                year: show.as_ref().and_then(|s| s.year),
+                score: k.score,
+                method: k.method.clone(),
+            }
         })
         .collect();
-    json!({
-        "id": key_id(&c.key),
-        "plex": plex_show(&c.plex, &c.query.guids),
-        "reason": c.reason,
-        "held_plays": c.held.len(),
-        "created_at": c.created_at,
-        "updated_at": c.updated_at,
-        "candidates": candidates,
-    })
+    ConflictView {
+        id: key_id(&c.key),
+        plex: plex_show(&c.plex, &c.query.guids),
+        reason: c.reason.clone(),
+        held_plays: c.held.len(),
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        candidates,
+    }
 }
 
 /// `GET /api/mappings?filter=all|unmapped|conflicts`.
 pub fn mappings(
     shared: &Shared,
     filter: &str,
-) -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
+) -> Result<Vec<MappingView>, crate::store::StoreError> {
     let mut out = Vec::new();
     if filter == "all" || filter == "unmapped" {
         for m in shared.store.mappings()? {
@@ -214,34 +213,39 @@ pub fn mappings(
                 continue;
             }
             let sync = shared.store.show_sync(&m.show_id)?;
-            out.push(json!({
-                "id": key_id(&m.plex.key()),
-                "plex": plex_show(&m.plex, &m.plex.query().guids),
-                "tracker": if m.ignored { serde_json::Value::Null } else { tracker_show(shared, &m.show_id) },
-                "status": if m.ignored { "ignored" } else { "mapped" },
-                "method": m.method,
-                "confidence": m.confidence,
-                "manual": m.manual,
-                "sync_enabled": m.sync_enabled,
-                "plays_synced": sync.plays_synced,
-                "last_synced_at": sync.last_synced_at,
-            }));
+            out.push(MappingView {
+                id: key_id(&m.plex.key()),
+                plex: plex_show(&m.plex, &m.plex.query().guids),
+                tracker: (!m.ignored).then(|| tracker_show(shared, &m.show_id)),
+                status: if m.ignored {
+                    MappingStatus::Ignored
+                } else {
+                    MappingStatus::Mapped
+                },
+                method: Some(m.method.clone()),
+                confidence: Some(m.confidence),
+                manual: m.manual,
+                sync_enabled: m.sync_enabled,
+                held_plays: None,
+                plays_synced: sync.plays_synced,
+                last_synced_at: sync.last_synced_at,
+            });
         }
     }
     for c in shared.store.conflicts()? {
-        out.push(json!({
-            "id": key_id(&c.key),
-            "plex": plex_show(&c.plex, &c.query.guids),
-            "tracker": null,
-            "status": "conflict",
-            "method": null,
-            "confidence": c.candidates.first().map(|k| k.score),
-            "manual": false,
-            "sync_enabled": false,
-            "held_plays": c.held.len(),
-            "plays_synced": 0,
-            "last_synced_at": null,
-        }));
+        out.push(MappingView {
+            id: key_id(&c.key),
+            plex: plex_show(&c.plex, &c.query.guids),
+            tracker: None,
+            status: MappingStatus::Conflict,
+            method: None,
+            confidence: c.candidates.first().map(|k| k.score),
+            manual: false,
+            sync_enabled: false,
+            held_plays: Some(c.held.len()),
+            plays_synced: 0,
+            last_synced_at: None,
+        });
     }
     Ok(out)
 }
@@ -368,17 +372,10 @@ pub fn metrics(shared: &Shared) -> String {
 }
 
 async fn resolve(shared: &Shared, id: &str, body: &[u8]) -> Resp {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Req {
-        action: String,
-        #[serde(default)]
-        show_id: Option<serde_json::Value>,
-    }
     let Some(key) = id_key(id) else {
         return error(StatusCode::NOT_FOUND, "no such conflict");
     };
-    let r: Req = match serde_json::from_slice(body) {
+    let r: ResolveRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
     };
@@ -387,12 +384,10 @@ async fn resolve(shared: &Shared, id: &str, body: &[u8]) -> Resp {
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such open conflict"),
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
     };
-    let decision = match r.action.as_str() {
-        "select" => {
-            let show_id = match r.show_id {
-                Some(serde_json::Value::String(s)) if !s.is_empty() => s,
-                Some(serde_json::Value::Number(n)) => n.to_string(),
-                _ => return error(StatusCode::BAD_REQUEST, "select needs a show_id"),
+    let decision = match r.action {
+        ResolveAction::Select => {
+            let Some(show_id) = r.show_id.and_then(crate::api::ShowId::into_id) else {
+                return error(StatusCode::BAD_REQUEST, "select needs a show_id");
             };
             if let Some(cat) = shared.catalogue() {
                 if cat.get(&show_id).is_none() {
@@ -407,56 +402,56 @@ async fn resolve(shared: &Shared, id: &str, body: &[u8]) -> Resp {
                 method: "manual".into(),
             }
         }
-        "create" => match crate::pipeline::create_show(shared, &conflict.query).await {
-            Ok(Some(id)) => ConflictDecision::Select {
-                show_id: id,
-                method: "created".into(),
-            },
-            Ok(None) => {
-                // A person asked for it: create from the title even without a TMDB id.
-                let show = plexsync_plugin_api::NewShow {
-                    title: conflict.query.title.clone(),
-                    year: conflict.query.year,
-                    ..Default::default()
-                };
-                match shared.plugins().exporter.create_show(&show).await {
-                    Ok(id) => {
-                        shared.catalogue_wake.notify_one();
-                        ConflictDecision::Select {
-                            show_id: id,
-                            method: "created".into(),
+        ResolveAction::Create => {
+            match crate::pipeline::create_show(shared, &conflict.query).await {
+                Ok(Some(id)) => ConflictDecision::Select {
+                    show_id: id,
+                    method: "created".into(),
+                },
+                Ok(None) => {
+                    // A person asked for it: create from the title even without a TMDB id.
+                    let show = plexsync_plugin_api::NewShow {
+                        title: conflict.query.title.clone(),
+                        year: conflict.query.year,
+                        ..Default::default()
+                    };
+                    match shared.plugins().exporter.create_show(&show).await {
+                        Ok(id) => {
+                            shared.catalogue_wake.notify_one();
+                            ConflictDecision::Select {
+                                show_id: id,
+                                method: "created".into(),
+                            }
+                        }
+                        Err(e) => {
+                            return error(
+                                StatusCode::BAD_GATEWAY,
+                                format!("the tracker did not create the show: {e}"),
+                            );
                         }
                     }
-                    Err(e) => {
-                        return error(
-                            StatusCode::BAD_GATEWAY,
-                            format!("the tracker did not create the show: {e}"),
-                        );
-                    }
+                }
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the tracker did not create the show: {e}"),
+                    );
                 }
             }
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the tracker did not create the show: {e}"),
-                );
-            }
-        },
-        "ignore" => ConflictDecision::Ignore,
-        other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("unknown action {other:?}; expected select, create or ignore"),
-            );
         }
+        ResolveAction::Ignore => ConflictDecision::Ignore,
     };
     match shared.store.resolve_conflict(key, decision).await {
         Ok((released, queued)) => {
-            tracing::info!(show = %conflict.plex.title, released, queued, action = %r.action, "conflict resolved");
+            tracing::info!(show = %conflict.plex.title, released, queued, action = ?r.action, "conflict resolved");
             shared.export_wake.notify_one();
             json(
                 StatusCode::OK,
-                &json!({ "resolved": true, "plays_released": released, "episodes_queued": queued }),
+                &Resolved {
+                    resolved: true,
+                    plays_released: released,
+                    episodes_queued: queued,
+                },
             )
         }
         Err(crate::store::StoreError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
@@ -465,26 +460,17 @@ async fn resolve(shared: &Shared, id: &str, body: &[u8]) -> Resp {
 }
 
 async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Resp {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Req {
-        #[serde(default)]
-        sync_enabled: Option<bool>,
-        #[serde(default)]
-        show_id: Option<serde_json::Value>,
-    }
     let Some(key) = id_key(id) else {
         return error(StatusCode::NOT_FOUND, "no such mapping");
     };
-    let r: Req = match serde_json::from_slice(body) {
+    let r: MappingChange = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
     };
-    let show_id = match r.show_id {
+    let show_id = match r.show_id.map(crate::api::ShowId::into_id) {
         None => None,
-        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-        Some(_) => return error(StatusCode::BAD_REQUEST, "show_id must be a tracker show id"),
+        Some(Some(s)) => Some(s),
+        Some(None) => return error(StatusCode::BAD_REQUEST, "show_id must be a tracker show id"),
     };
     if let (Some(id), Some(cat)) = (&show_id, shared.catalogue()) {
         if cat.get(id).is_none() {
@@ -507,7 +493,12 @@ async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Resp {
     {
         Ok(m) => json(
             StatusCode::OK,
-            &json!({ "id": id, "show_id": m.show_id, "sync_enabled": m.sync_enabled, "method": m.method }),
+            &MappingChanged {
+                id: id.to_string(),
+                show_id: m.show_id,
+                sync_enabled: m.sync_enabled,
+                method: m.method,
+            },
         ),
         Err(crate::store::StoreError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
@@ -575,36 +566,34 @@ pub async fn handle(
                 page,
                 per_page,
             ) {
-                Ok((items, total)) => json(
-                    StatusCode::OK,
-                    &json!({ "items": items, "total": total, "page": page }),
-                ),
+                Ok((items, total)) => json(StatusCode::OK, &ActivityPage { items, total, page }),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
             }
         }
         (Method::GET, ["outbox"]) => match (shared.store.counts(), shared.store.dead_letters()) {
             (Ok(c), Ok(dead)) => json(
                 StatusCode::OK,
-                &json!({ "counts": c, "dead_letters": dead }),
+                &OutboxView {
+                    counts: c,
+                    dead_letters: dead,
+                },
             ),
             (Err(e), _) | (_, Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
         (Method::POST, ["outbox", "retry"]) => match shared.store.retry_dead().await {
             Ok(n) => {
                 shared.export_wake.notify_one();
-                json(StatusCode::OK, &json!({ "requeued_batches": n }))
+                json(
+                    StatusCode::OK,
+                    &Requeued {
+                        requeued_batches: n,
+                    },
+                )
             }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         },
         (Method::POST, ["backfill"]) => {
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Req {
-                since: String,
-                #[serde(default)]
-                dry_run: bool,
-            }
-            let r: Req = match serde_json::from_slice(&body) {
+            let r: BackfillRequest = match serde_json::from_slice(&body) {
                 Ok(r) => r,
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
             };
@@ -638,10 +627,13 @@ pub async fn handle(
                         .cmp(&a.updated_at)
                         .then(b.created_at.cmp(&a.created_at))
                 });
-                let items: Vec<_> = c.iter().map(|c| conflict_json(shared, c)).collect();
+                let items: Vec<_> = c.iter().map(|c| conflict_view(shared, c)).collect();
                 json(
                     StatusCode::OK,
-                    &json!({ "items": items, "total": items.len() }),
+                    &Items {
+                        total: items.len(),
+                        items,
+                    },
                 )
             }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
@@ -658,7 +650,10 @@ pub async fn handle(
             match mappings(shared, filter) {
                 Ok(items) => json(
                     StatusCode::OK,
-                    &json!({ "items": items, "total": items.len() }),
+                    &Items {
+                        total: items.len(),
+                        items,
+                    },
                 ),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
             }

@@ -40,7 +40,7 @@ pub enum DaemonError {
 }
 
 /// What the daemon knows about its surroundings, for status pages.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct RuntimeStatus {
     pub last_webhook_at: Option<i64>,
     pub plex_last_ok_at: Option<i64>,
@@ -153,6 +153,8 @@ pub struct Shared {
     pub poll_scheduled: Notify,
     /// One secret change at a time: each validates against, and replaces, the whole map.
     secret_lock: tokio::sync::Mutex<()>,
+    /// Set once the HTTP server serves this state (false for the CLI's in-process state).
+    serving: std::sync::atomic::AtomicBool,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -206,6 +208,10 @@ impl Shared {
     }
     pub fn webhook_secret(&self) -> &Secret {
         &self.webhook_secret
+    }
+    /// Whether a daemon serves this state (the CLI's offline answers say `running: false`).
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
     }
     pub fn secret(&self, name: &str) -> Option<Secret> {
         read(&self.secrets).get(name).cloned()
@@ -626,6 +632,7 @@ pub async fn open_shared(
         live_tasks: AtomicUsize::new(0),
         poll_scheduled: Notify::new(),
         secret_lock: tokio::sync::Mutex::new(()),
+        serving: std::sync::atomic::AtomicBool::new(false),
     }))
 }
 
@@ -716,6 +723,7 @@ pub async fn run(
     tasks.spawn(guarded(g4, crate::poller::poller_task(shared.clone())));
     tasks.spawn(retention_task(shared.clone()));
     tasks.spawn(reload_task(shared.clone()));
+    shared.serving.store(true, Ordering::SeqCst);
     let http = tokio::spawn(crate::http::serve(shared.clone(), listener, unix));
 
     tracing::info!(

@@ -30,7 +30,7 @@ pub enum PollError {
 }
 
 /// What one poll (or backfill) did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct PollReport {
     pub started_at: i64,
     pub finished_at: i64,

@@ -119,7 +119,7 @@ pub struct ShowSync {
 }
 
 /// Counts for status pages.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub journal: u64,
     pub pending_resolution: u64,

@@ -1,0 +1,143 @@
+//! `backfill`: handed to the running daemon (and followed), or run here through the pipeline.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use hyper::Method;
+
+use super::{Admin, load};
+use plexsync::api::BackfillRequest;
+
+fn progress_line(st: &plexsync::poller::BackfillStatus) {
+    use std::io::Write;
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return;
+    }
+    let bar = match st.total {
+        Some(t) if t > 0 => {
+            let filled = ((st.rows_read.min(t) * 30) / t) as usize;
+            format!(
+                "[{}{}] {}/{} rows",
+                "#".repeat(filled),
+                "-".repeat(30 - filled),
+                st.rows_read,
+                t
+            )
+        }
+        _ => format!("{} rows", st.rows_read),
+    };
+    let mut e = std::io::stderr();
+    let _ = write!(e, "\r{bar}  new {}  dup {}   ", st.plays_new, st.duplicates);
+    let _ = e.flush();
+}
+
+fn print_backfill(st: &plexsync::poller::BackfillStatus, as_json: bool) -> Result<()> {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(st)?);
+    } else if st.dry_run {
+        for w in &st.would_export {
+            println!(
+                "would export  {} (tracker show {})  S{:02}E{:02}",
+                w.show, w.show_id, w.season, w.episode
+            );
+        }
+        for s in &st.unmatched_shows {
+            println!("no match      {s} (would become a conflict)");
+        }
+        println!(
+            "dry run: {} rows read, {} episode(s) would be exported, {} show(s) without a match; nothing was stored",
+            st.rows_read,
+            st.would_export.len(),
+            st.unmatched_shows.len()
+        );
+    } else {
+        println!("rows read:    {}", st.rows_read);
+        println!("plays new:    {}", st.plays_new);
+        println!(
+            "duplicates:   {} (+{} already imported)",
+            st.duplicates, st.already_imported
+        );
+        println!("matched:      {}", st.matched);
+        println!(
+            "parked:       {} (in conflicts: `plexsync status`)",
+            st.parked
+        );
+        if st.waiting > 0 {
+            println!("still matching: {} (the daemon finishes them)", st.waiting);
+        }
+    }
+    if let Some(e) = &st.error {
+        bail!("backfill failed: {e}");
+    }
+    Ok(())
+}
+
+pub async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) -> Result<()> {
+    let cfg = load(path)?;
+    if plexsync::poller::parse_date(since).is_none() {
+        bail!("--since: {since:?} is not a date like 2024-01-31");
+    }
+    let body = serde_json::to_vec(&BackfillRequest {
+        since: since.to_string(),
+        dry_run,
+    })?;
+    let admin = Admin::new(cfg);
+    if admin
+        .online(Method::POST, "backfill", Some(body))
+        .await?
+        .is_some()
+    {
+        // The running daemon does the work; follow its progress.
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            let bytes = admin
+                .online(Method::GET, "backfill", None)
+                .await?
+                .context("the daemon stopped during the backfill")?;
+            let st: plexsync::api::BackfillView = serde_json::from_slice(&bytes)?;
+            let st = st.context("the daemon lost the backfill's progress")?;
+            progress_line(&st);
+            if !st.running {
+                return print_backfill(&st, as_json);
+            }
+        }
+    }
+    // No daemon: run the pipeline here until the imported plays are matched.
+    let cfg = admin.config().clone();
+    plexsync::logging::init(&cfg.log.level);
+    let since_ts = plexsync::poller::parse_date(since).context("since")?;
+    let listen = "127.0.0.1:0".parse().context("address")?;
+    let shared = plexsync::daemon::open_shared(cfg, listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let catalogue = tokio::spawn(plexsync::pipeline::catalogue_task(shared.clone()));
+    let resolver = tokio::spawn(plexsync::pipeline::resolver_task(shared.clone()));
+    let _guard = shared.backfill.lock().await;
+    let watcher = {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(st) = s.backfill_progress.lock().ok().and_then(|g| g.clone()) {
+                    progress_line(&st);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })
+    };
+    // Matching needs the tracker catalogue: wait briefly for the cached or fetched copy.
+    for _ in 0..100 {
+        if shared.catalogue().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let st = plexsync::poller::backfill(&shared, since_ts, dry_run).await;
+    watcher.abort();
+    let _ = shared.shutdown.send(true);
+    let _ = resolver.await;
+    catalogue.abort();
+    print_backfill(&st, as_json)
+}

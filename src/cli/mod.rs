@@ -1,0 +1,118 @@
+//! The CLI's commands (part of the binary). Every state command is one typed admin API call
+//! through [`Admin`]: to the running daemon over its 0600 socket or, when none answers, served
+//! in process by the same handlers on the store ([`plexsync::admin::call`]), so an answer never
+//! depends on whether the daemon runs. People get text; `--json` prints the API's answer.
+
+pub mod backfill;
+pub mod operate;
+pub mod report;
+pub mod setup;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use hyper::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use plexsync::admin;
+use plexsync::client::{self, ClientError};
+use plexsync::config::Config;
+use plexsync::daemon::Shared;
+
+pub fn load(path: &Path) -> Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Unix seconds (or milliseconds with `millis`) as RFC 3339 UTC, or "never".
+pub fn when(ts: Option<i64>, millis: bool) -> String {
+    match ts {
+        Some(t) => {
+            let d = if millis {
+                std::time::Duration::from_millis(t.max(0) as u64)
+            } else {
+                std::time::Duration::from_secs(t.max(0) as u64)
+            };
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + d).to_string()
+        }
+        None => "never".into(),
+    }
+}
+
+/// Print a value as the API's JSON.
+pub fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Where the CLI's admin calls go: the running daemon, or the store opened in process.
+pub struct Admin {
+    cfg: Config,
+    offline: tokio::sync::OnceCell<Arc<Shared>>,
+}
+
+impl Admin {
+    pub fn new(cfg: Config) -> Self {
+        Self {
+            cfg,
+            offline: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Ask the running daemon only; `Ok(None)` when none answers on the socket.
+    pub async fn online(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>> {
+        if self.offline.get().is_some() {
+            return Ok(None);
+        }
+        let Some(sock) = self.cfg.socket_path() else {
+            return Ok(None);
+        };
+        match client::request(&sock, method.as_str(), &format!("/api/{path}"), body).await {
+            Ok(b) => Ok(Some(b)),
+            Err(ClientError::NotRunning(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One admin call: the daemon if it runs, else the store. `path` follows `/api/`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let body = body.map(serde_json::to_vec).transpose()?;
+        if let Some(bytes) = self.online(method.clone(), path, body.clone()).await? {
+            return serde_json::from_slice(&bytes).context("the daemon sent an unexpected answer");
+        }
+        let shared = self
+            .offline
+            .get_or_try_init(|| admin::open_offline(self.cfg.clone()))
+            .await
+            .map_err(|e| match e {
+                admin::OfflineError::Daemon(plexsync::daemon::DaemonError::Store(
+                    plexsync::store::StoreError::Locked,
+                )) => anyhow::anyhow!(
+                    "the store {} is in use by a running daemon, but its admin socket does not answer (is [admin] socket disabled?)",
+                    self.cfg.store_path().display()
+                ),
+                e => e.into(),
+            })?;
+        let bytes = admin::call(shared, method, path, body.unwrap_or_default()).await?;
+        serde_json::from_slice(&bytes).context("the admin API sent an unexpected answer")
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+}

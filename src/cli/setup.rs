@@ -1,0 +1,213 @@
+//! Setting up: `check`, `secret set`, `webhook-url`, `web-url`, `key generate`, `rekey`.
+//! Secrets are checked against the configuration (every plugin and the Plex client built with
+//! them) before anything is stored, online and offline alike.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use hyper::Method;
+
+use super::{Admin, load};
+use plexsync::api::PublicUrl;
+use plexsync::config::Config;
+use plexsync::secrets::MasterKey;
+use plexsync::store::Store;
+
+fn open_rw(cfg: &Config) -> Result<Store> {
+    Store::open(&cfg.store_path()).map_err(|e| match e {
+        plexsync::store::StoreError::Locked => anyhow::anyhow!(
+            "the store {} is in use by a running daemon, but its admin socket does not answer (is [admin] socket disabled?)",
+            cfg.store_path().display()
+        ),
+        e => e.into(),
+    })
+}
+
+pub async fn secret_set(path: &Path, name: &str) -> Result<()> {
+    let cfg = load(path)?;
+    plexsync::secrets::check_name(name)?;
+    let mut value = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .context("cannot read the secret from stdin")?;
+    let value = value.trim();
+    if value.is_empty() {
+        bail!("no secret on stdin (e.g. `printf %s \"$TOKEN\" | plexsync secret set {name}`)");
+    }
+    plexsync::secrets::check_value(name, value)?;
+    let admin = Admin::new(cfg);
+    if admin
+        .online(
+            Method::PUT,
+            &format!("secrets/{name}"),
+            Some(value.as_bytes().to_vec()),
+        )
+        .await?
+        .is_some()
+    {
+        println!("stored {name} (the running daemon uses it now)");
+        return Ok(());
+    }
+    let cfg = admin.config();
+    let key = MasterKey::load_or_create(&cfg.key_path(), true)?;
+    let store = open_rw(cfg)?;
+    // All or nothing, as the daemon does it: refused by the plugins means not stored.
+    let mut secrets = plexsync::daemon::load_secrets(&store, &key)?;
+    secrets.insert(
+        name.to_string(),
+        plexsync_plugin_api::Secret::new(value.to_string()),
+    );
+    plexsync::daemon::install_tls_provider();
+    plexsync::daemon::validate_secrets(cfg, &secrets)
+        .map_err(|e| anyhow::anyhow!("{name} not stored: {e}"))?;
+    store
+        .put_secret(name.to_string(), key.seal(name, value)?)
+        .await?;
+    println!("stored {name}");
+    Ok(())
+}
+
+pub async fn rekey(path: &Path, new_key: &Path) -> Result<()> {
+    let cfg = load(path)?;
+    let new = MasterKey::load_or_create(new_key, false)?;
+    let old = MasterKey::load_or_create(&cfg.key_path(), false)?;
+    if old.id() == new.id() {
+        bail!(
+            "--new-key {} is the key in use ({}); generate another with `plexsync key generate FILE`",
+            new_key.display(),
+            cfg.key_path().display()
+        );
+    }
+    let store = match Store::open(&cfg.store_path()) {
+        Err(plexsync::store::StoreError::Locked) => bail!(
+            "the daemon is running; stop it first (`systemctl stop plexsync`): its key cannot change under it"
+        ),
+        other => other?,
+    };
+    let n = plexsync::daemon::rekey(&store, &old, &new).await?;
+    println!(
+        "re-encrypted {n} secret(s) under key {} (was {}).",
+        new.id(),
+        old.id()
+    );
+    println!(
+        "Now make {} the key: point [secrets] key_file at it (or replace {} with it, or the systemd credential), then start the daemon.",
+        new_key.display(),
+        cfg.key_path().display()
+    );
+    Ok(())
+}
+
+/// Print a URL for people (stdout) and, when it was guessed, which address it uses (stderr).
+fn print_url(url: &str, note: Option<&str>) {
+    println!("{url}");
+    if let Some(n) = note {
+        eprintln!("plexsync: note: {n}");
+    }
+}
+
+/// The URL for Plex (`web` false) or the page's login link (`web` true): from the running
+/// daemon, else from the store (created, with its generated secret, if this is the first
+/// command run). Both come from the same function of the config and the secret.
+pub async fn public_url(path: &Path, web: bool) -> Result<()> {
+    let admin = Admin::new(load(path)?);
+    let endpoint = if web { "web-url" } else { "webhook-url" };
+    if let Some(bytes) = admin.online(Method::GET, endpoint, None).await? {
+        let u: PublicUrl =
+            serde_json::from_slice(&bytes).context("the daemon sent an unexpected answer")?;
+        print_url(&u.url, u.note.as_deref());
+        return Ok(());
+    }
+    let cfg = admin.config();
+    let key = MasterKey::load_or_create(&cfg.key_path(), true)?;
+    let store = open_rw(cfg)?;
+    let listen = cfg.server.listen.parse().context("server.listen")?;
+    let b = if web {
+        let token = plexsync::daemon::ensure_admin_token(&store, &key).await?;
+        plexsync::daemon::web_url(cfg, listen, &token)?
+    } else {
+        let secret = plexsync::daemon::ensure_webhook_secret(&store, &key).await?;
+        plexsync::daemon::webhook_url(cfg, listen, &secret)?
+    };
+    print_url(&b.url, b.note.as_deref());
+    Ok(())
+}
+
+/// `plexsync check`: the config, then the stored secrets against it.
+pub fn check(path: &Path) -> Result<()> {
+    let cfg = load(path)?;
+    plexsync::daemon::install_tls_provider();
+    let secrets = stored_secrets(&cfg).with_context(|| {
+        format!(
+            "{}: the stored secrets cannot be read",
+            cfg.store_path().display()
+        )
+    })?;
+    plexsync::daemon::validate_secrets(&cfg, &secrets)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    println!(
+        "{}: OK ({} stored secret(s) checked)",
+        path.display(),
+        secrets.len()
+    );
+    Ok(())
+}
+
+pub fn key_generate(file: &Path) -> Result<()> {
+    let key = plexsync::secrets::generate_key_file(file)?;
+    println!(
+        "wrote a new key to {} (mode 0600), key id {}",
+        file.display(),
+        key.id()
+    );
+    Ok(())
+}
+
+/// `plexsync match`: the configured chain offline on JSON lines.
+pub async fn match_file(path: &Path, catalog: &Path, queries: &Path, as_json: bool) -> Result<()> {
+    let cfg = load(path)?;
+    plexsync::daemon::install_tls_provider();
+    let secrets = offline_secrets(&cfg);
+    let stdout = std::io::stdout();
+    let summary =
+        plexsync::matching::run_file(&cfg, &secrets, catalog, queries, &mut stdout.lock())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if as_json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        eprint!("{}", summary.human());
+    }
+    Ok(())
+}
+
+/// The secrets in the store (none when there is no store yet); works while a daemon runs.
+fn stored_secrets(
+    cfg: &Config,
+) -> Result<std::collections::HashMap<String, plexsync_plugin_api::Secret>> {
+    if !cfg.store_path().exists() {
+        return Ok(Default::default());
+    }
+    let store = Store::open_read_only(&cfg.store_path())?;
+    let key = MasterKey::load_or_create(&cfg.key_path(), false)?;
+    Ok(plexsync::daemon::load_secrets(&store, &key)?)
+}
+
+/// Secrets for offline commands: read from the store when it exists and the key opens it
+/// (works while the daemon runs: the store opens read-only). None otherwise.
+pub fn offline_secrets(
+    cfg: &Config,
+) -> std::collections::HashMap<String, plexsync_plugin_api::Secret> {
+    match stored_secrets(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            // Say so: a matcher without its key (tmdb) answers nothing, which would otherwise
+            // look like a matching result.
+            eprintln!(
+                "plexsync: note: cannot read the stored secrets ({e:#}); plugins run without them"
+            );
+            Default::default()
+        }
+    }
+}
