@@ -9,8 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
-use crate::daemon::Shared;
-use crate::http::json;
+use crate::state::Shared;
 use crate::store::ops::ConflictDecision;
 
 type Resp = hyper::Response<http_body_util::Full<bytes::Bytes>>;
@@ -57,7 +56,7 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
 }
 
 /// `{url, note}` of a URL for people to use, or 409 naming what to configure.
-fn public_url(r: Result<crate::hostaddr::PublicBase, crate::daemon::DaemonError>) -> Resp {
+fn public_url(r: Result<crate::hostaddr::PublicBase, crate::state::DaemonError>) -> Resp {
     match r {
         Ok(b) => json(
             StatusCode::OK,
@@ -67,6 +66,25 @@ fn public_url(r: Result<crate::hostaddr::PublicBase, crate::daemon::DaemonError>
             },
         ),
         Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+/// A JSON answer (the admin API's only kind; also used by the HTTP layer for login).
+pub fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Resp {
+    match serde_json::to_vec(v) {
+        Ok(b) => {
+            let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(b)));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode answer: {e}"),
+        ),
     }
 }
 
@@ -687,7 +705,7 @@ pub enum OfflineError {
     )]
     NoStore(String),
     #[error("{0}")]
-    Daemon(#[from] crate::daemon::DaemonError),
+    Daemon(#[from] crate::state::DaemonError),
     #[error("daemon answered {status}: {body}")]
     Http { status: u16, body: String },
 }
@@ -707,7 +725,7 @@ pub async fn open_offline(
         .listen
         .parse()
         .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let shared = crate::daemon::open_shared(config, listen).await?;
+    let shared = crate::state::open_shared(config, listen).await?;
     match shared.store.load_catalogue() {
         Ok(Some(shows)) => shared.set_catalogue(std::sync::Arc::new(
             plexsync_plugin_api::Catalogue::new(shows),

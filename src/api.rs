@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::RuntimeStatus;
+use crate::model::BackfillStatus;
 use crate::model::{Activity, Batch};
-use crate::poller::BackfillStatus;
+use crate::state::RuntimeStatus;
 use crate::store::ops::Counts;
 
 /// `GET /api/status`.

@@ -23,5 +23,12 @@ pub mod poller;
 pub mod ratelimit;
 pub mod registry;
 pub mod secrets;
+pub mod session;
+pub mod state;
 pub mod store;
 pub mod webhook;
+
+/// Make sure the process-wide TLS provider is installed (reqwest is built without one).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

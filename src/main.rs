@@ -348,7 +348,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
 async fn run(path: &Path) -> Result<()> {
     let cfg = load(path)?;
     plexsync::logging::init(&cfg.log.level);
-    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+    let listener = plexsync::http::bind_tcp(&cfg.server.listen)
         .await
         .with_context(|| {
             format!(

@@ -237,3 +237,51 @@ pub struct Batch {
     pub last_error: Option<String>,
     pub created_at: i64,
 }
+
+/// What one poll (or backfill) did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PollReport {
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub rows_read: u64,
+    pub plays_new: u64,
+    pub duplicates: u64,
+    pub already_seen: u64,
+    /// Rows that are not episodes or lack season/episode numbers.
+    pub skipped: u64,
+    pub error: Option<String>,
+    /// Play ids journaled by this run (backfill uses them for its summary).
+    #[serde(skip)]
+    pub new_ids: Vec<u64>,
+}
+
+/// One episode a dry-run backfill would send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WouldExport {
+    pub show: String,
+    pub show_id: String,
+    pub season: u32,
+    pub episode: u32,
+    pub watched_at: i64,
+}
+
+/// Progress and result of a backfill.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackfillStatus {
+    pub running: bool,
+    pub since: i64,
+    pub dry_run: bool,
+    pub rows_read: u64,
+    pub total: Option<u64>,
+    pub plays_new: u64,
+    pub duplicates: u64,
+    pub already_imported: u64,
+    /// Of the new plays: mapped to a tracker show / held in a conflict / still being resolved.
+    pub matched: u64,
+    pub parked: u64,
+    pub waiting: u64,
+    /// Shows a dry run could not map (they would become conflicts).
+    pub unmatched_shows: Vec<String>,
+    pub would_export: Vec<WouldExport>,
+    pub error: Option<String>,
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::PollConfig;
-use crate::daemon::Shared;
+use crate::state::Shared;
 
 /// Longest `STATUS=` text sent; error messages can be long and systemd shows one line.
 const MAX_STATUS_CHARS: usize = 300;

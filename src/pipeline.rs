@@ -14,9 +14,9 @@ use plexsync_plugin_api::{
     Candidate, Catalogue, ExportBatch, ExportEpisode, MatchOutcome, ShowQuery,
 };
 
-use crate::daemon::Shared;
 use crate::model::{Conflict, Mapping, Play, now_millis, now_secs};
 use crate::plex::{PlexError, ShowMeta};
+use crate::state::Shared;
 use crate::store::ops::{Applied, BatchOutcome, Resolution};
 
 /// How many conflict candidates are kept.

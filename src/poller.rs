@@ -7,18 +7,18 @@
 //! same transaction as the rows it covers; every poll re-reads `[poll] overlap` before it
 //! (history keys make the re-read rows no-ops). A failed poll leaves the cursor where it was.
 
+pub use crate::model::{BackfillStatus, PollReport, WouldExport};
 use std::sync::Arc;
 use std::time::Duration;
 
 use plexsync_plugin_api::PlaySource;
-use serde::Serialize;
 
 use crate::accounts::{Account, AccountMap, OWNER_ID, pms_key};
-use crate::daemon::Shared;
 use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
 use crate::plex::history::{HistoryQuery, HistoryRow};
 use crate::plex::library::LibraryEpisode;
 use crate::plex::{PlexClient, PlexError};
+use crate::state::Shared;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,23 +27,6 @@ pub enum PollError {
     Plex(#[from] PlexError),
     #[error("{0}")]
     Store(#[from] StoreError),
-}
-
-/// What one poll (or backfill) did.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct PollReport {
-    pub started_at: i64,
-    pub finished_at: i64,
-    pub rows_read: u64,
-    pub plays_new: u64,
-    pub duplicates: u64,
-    pub already_seen: u64,
-    /// Rows that are not episodes or lack season/episode numbers.
-    pub skipped: u64,
-    pub error: Option<String>,
-    /// Play ids journaled by this run (backfill uses them for its summary).
-    #[serde(skip)]
-    pub new_ids: Vec<u64>,
 }
 
 /// Progress callback: (rows read so far, total if known).
@@ -451,37 +434,6 @@ async fn start_scheduler(
     sched.start().await?;
     tracing::info!(schedule = %expr, "history polling scheduled (UTC)");
     Ok(sched)
-}
-
-/// One episode a dry-run backfill would send.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct WouldExport {
-    pub show: String,
-    pub show_id: String,
-    pub season: u32,
-    pub episode: u32,
-    pub watched_at: i64,
-}
-
-/// Progress and result of a backfill.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct BackfillStatus {
-    pub running: bool,
-    pub since: i64,
-    pub dry_run: bool,
-    pub rows_read: u64,
-    pub total: Option<u64>,
-    pub plays_new: u64,
-    pub duplicates: u64,
-    pub already_imported: u64,
-    /// Of the new plays: mapped to a tracker show / held in a conflict / still being resolved.
-    pub matched: u64,
-    pub parked: u64,
-    pub waiting: u64,
-    /// Shows a dry run could not map (they would become conflicts).
-    pub unmatched_shows: Vec<String>,
-    pub would_export: Vec<WouldExport>,
-    pub error: Option<String>,
 }
 
 /// Parse `YYYY-MM-DD` as midnight UTC, in unix seconds.

@@ -3,7 +3,7 @@
 //!
 //! - the admin unix socket (0600: only the daemon's user can connect) needs nothing else;
 //! - over TCP, from loopback too: `Authorization: Bearer <admin-token>`, or the page's session
-//!   cookie ([`super::session`]); a browser request with the cookie must also look like the
+//!   cookie ([`crate::session`]); a browser request with the cookie must also look like the
 //!   page's own (same-origin `Origin` and a JSON body on every state change, no cross-site
 //!   `Sec-Fetch-Site`), since a browser attaches cookies to requests other pages make;
 //! - while the listener is on loopback, the `Host` must name loopback or the `public_url`
@@ -18,7 +18,7 @@ use hyper::{Method, StatusCode};
 use subtle::ConstantTimeEq;
 
 use super::Peer;
-use crate::daemon::{ADMIN_TOKEN, Shared};
+use crate::state::{ADMIN_TOKEN, Shared};
 
 /// How a request proved itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub fn authenticate(
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(super::session::from_header);
+        .find_map(crate::session::from_header);
     let Some(cookie) = cookie else {
         return Err((StatusCode::UNAUTHORIZED, NO_CREDENTIAL));
     };

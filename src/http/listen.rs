@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, UnixListener};
 
 use super::{Limits, Peer};
-use crate::daemon::Shared;
+use crate::state::Shared;
 
 pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {

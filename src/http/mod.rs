@@ -15,22 +15,27 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::daemon::Shared;
 use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
 use crate::ratelimit::{Limiter, Rate, Verdict};
+use crate::state::Shared;
 use crate::store::ops::Ingested;
 use crate::webhook::{multipart, payload};
 
 type Resp = Response<Full<Bytes>>;
 
+use crate::admin::json;
+
 pub mod access;
 pub mod forwarded;
 mod listen;
-pub mod session;
 pub use listen::{bind_unix, serve};
+
+/// Bind the TCP listener for `run` (the daemon's only TCP socket; tests bind 127.0.0.1:0).
+pub async fn bind_tcp(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
 
 /// A client address for logs: the IP, or the admin socket.
 struct Client(Option<IpAddr>);
@@ -69,24 +74,6 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Resp {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-pub fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
-    match serde_json::to_vec(v) {
-        Ok(b) => {
-            let mut r = Response::new(Full::new(Bytes::from(b)));
-            *r.status_mut() = status;
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r
-        }
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode answer: {e}"),
-        ),
-    }
 }
 
 /// 429 with `Retry-After` (whole seconds, at least 1) when `client` is over `rate`. The
@@ -249,7 +236,7 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
         Err(_) => return text(StatusCode::BAD_REQUEST, "expected {\"token\": \"...\"}"),
     };
     let ok = shared
-        .secret(crate::daemon::ADMIN_TOKEN)
+        .secret(crate::state::ADMIN_TOKEN)
         .is_some_and(|t| bool::from(given.trim().as_bytes().ct_eq(t.expose().as_bytes())));
     if !ok {
         tracing::warn!(client = %Client(client), "login with a wrong admin token");
@@ -266,8 +253,8 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
     let mut r = json(StatusCode::OK, &serde_json::json!({ "logged_in": true }));
     let attrs = format!(
         "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        session::COOKIE,
-        crate::daemon::SESSION_TTL.as_secs(),
+        crate::session::COOKIE,
+        crate::state::SESSION_TTL.as_secs(),
         if https { "; Secure" } else { "" }
     );
     if let Ok(v) = HeaderValue::from_str(&attrs) {
@@ -284,7 +271,7 @@ fn logout(method: &Method) -> Resp {
     let mut r = json(StatusCode::OK, &serde_json::json!({ "logged_in": false }));
     let attrs = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-        session::COOKIE
+        crate::session::COOKIE
     );
     if let Ok(v) = HeaderValue::from_str(&attrs) {
         r.headers_mut().insert(header::SET_COOKIE, v);

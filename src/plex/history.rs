@@ -444,7 +444,7 @@ mod tests {
     }
 
     fn client(url: &str) -> PlexClient {
-        crate::daemon::install_tls_provider();
+        crate::install_tls_provider();
         PlexClient::new(
             url,
             Some(plexsync_plugin_api::Secret::new("tok-SECRET-123".into())),

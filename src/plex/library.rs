@@ -360,7 +360,7 @@ mod tests {
             (200, format!(r#"<MediaContainer size="{}" totalSize="{n}" offset="{start}">{rows}</MediaContainer>"#, (start + size).min(n) - start.min(n)))
         })
         .await;
-        crate::daemon::install_tls_provider();
+        crate::install_tls_provider();
         let c = PlexClient::new(
             &srv.url,
             None,

@@ -317,7 +317,7 @@ mod tests {
     const TOKEN: &str = "tok-SECRET-123";
 
     fn client(url: &str, timeout_ms: u64) -> PlexClient {
-        crate::daemon::install_tls_provider();
+        crate::install_tls_provider();
         PlexClient::new(
             url,
             Some(Secret::new(TOKEN.into())),

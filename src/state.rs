@@ -1,0 +1,638 @@
+//! What the daemon's tasks share ([`Shared`]): the store, the live config, plugins, catalogue
+//! and Plex client (swapped atomically on reload or a secret change), the secrets, the status
+//! board, metrics and wake-ups. [`open_shared`] builds it; the wiring that spawns the tasks on
+//! it is [`crate::daemon`], which nothing in the library imports.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use plexsync_plugin_api::{Catalogue, Secret};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use crate::accounts::AccountMap;
+use crate::config::{Config, ConfigError, table_to_json};
+use crate::model::now_secs;
+use crate::plex::{PlexClient, PlexError};
+use crate::registry::{self, Plugins};
+use crate::secrets::{self, MasterKey, SecretError, WEBHOOK_SECRET};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Secret(#[from] SecretError),
+    #[error("{0}")]
+    Io(String),
+    /// The configuration's plugins or the Plex client refuse the secrets (a value they cannot
+    /// use): nothing was stored.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NoAddress(#[from] crate::hostaddr::NoAddress),
+}
+
+/// What the daemon knows about its surroundings, for status pages.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct RuntimeStatus {
+    pub last_webhook_at: Option<i64>,
+    pub plex_last_ok_at: Option<i64>,
+    pub plex_error: Option<String>,
+    pub plex_error_at: Option<i64>,
+    pub tracker_last_ok_at: Option<i64>,
+    pub tracker_error: Option<String>,
+    pub catalogue_shows: usize,
+    pub catalogue_loaded_at: Option<i64>,
+    /// The last history poll: when, and what it did or why it failed.
+    pub last_poll: Option<crate::model::PollReport>,
+    /// Set while Plex rejects the token (polling pauses with backoff).
+    pub plex_token_rejected: bool,
+    /// Polls run since start.
+    pub polls: u64,
+    /// The Plex server as `/identity` describes it (machine id, version).
+    pub plex_server: Option<String>,
+    /// The last configuration reload (SIGHUP): when, and why it was refused if it was.
+    pub config_reloaded_at: Option<i64>,
+    pub config_reload_error: Option<String>,
+}
+
+/// Counters since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Webhooks by outcome: success, failed, ignored, duplicate.
+    pub webhooks: [AtomicU64; 4],
+    pub polls_ok: AtomicU64,
+    pub polls_failed: AtomicU64,
+    /// New plays by source: webhook, poll, backfill.
+    pub plays: [AtomicU64; 3],
+    pub exports_delivered: AtomicU64,
+    pub exports_retried: AtomicU64,
+    pub exports_dead: AtomicU64,
+}
+
+impl Metrics {
+    pub fn webhook(&self, status: crate::model::ActivityStatus) {
+        use crate::model::ActivityStatus::*;
+        let i = match status {
+            Success => 0,
+            Failed => 1,
+            Ignored => 2,
+            Duplicate => 3,
+        };
+        self.webhooks[i].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn plays(&self, source: plexsync_plugin_api::PlaySource, n: u64) {
+        use plexsync_plugin_api::PlaySource::*;
+        let i = match source {
+            Webhook => 0,
+            Poll => 1,
+            Backfill => 2,
+        };
+        self.plays[i].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Long-lived tasks `/healthz` expects alive: resolver, exporter, catalogue, poller.
+pub const TASKS: usize = 4;
+
+/// Counts a task as alive for as long as it exists.
+pub struct LiveGuard(Arc<Shared>);
+
+impl LiveGuard {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        shared.live_tasks.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(shared)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live_tasks.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// State shared by the HTTP server and the pipeline tasks.
+pub struct Shared {
+    pub store: Store,
+    config: RwLock<Arc<Config>>,
+    plugins: RwLock<Arc<Plugins>>,
+    catalogue: RwLock<Option<Arc<Catalogue>>>,
+    plex: RwLock<Arc<PlexClient>>,
+    status: Mutex<RuntimeStatus>,
+    key: MasterKey,
+    secrets: RwLock<HashMap<String, Secret>>,
+    webhook_secret: Secret,
+    plex_client_id: String,
+    accounts: RwLock<Arc<AccountMap>>,
+    pub resolve_wake: Notify,
+    pub poll_wake: Notify,
+    pub export_wake: Notify,
+    pub catalogue_wake: Notify,
+    /// The poll schedule may have changed (reload): the poller re-reads it.
+    pub schedule_wake: Notify,
+    pub shutdown: watch::Sender<bool>,
+    pub started: Instant,
+    pub listen_addr: SocketAddr,
+    /// Held while a backfill runs: one at a time.
+    pub backfill: Arc<tokio::sync::Mutex<()>>,
+    /// A weak handle to this state, for work spawned from a request.
+    me: std::sync::Weak<Shared>,
+    /// Progress of the running (or last) backfill, for the admin API.
+    pub backfill_progress: Mutex<Option<crate::model::BackfillStatus>>,
+    pub metrics: Metrics,
+    /// Pipeline tasks currently running (see [`LiveGuard`]).
+    pub live_tasks: AtomicUsize,
+    /// Signalled once the poller has set up its schedule: the last step before READY=1.
+    pub poll_scheduled: Notify,
+    /// One secret change at a time: each validates against, and replaces, the whole map.
+    secret_lock: tokio::sync::Mutex<()>,
+    /// Set once the HTTP server serves this state (false for the CLI's in-process state).
+    serving: std::sync::atomic::AtomicBool,
+}
+
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    match l.read() {
+        Ok(g) => g.clone(),
+        // A panic while holding the lock cannot leave these plain values half-written.
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+fn write<T>(l: &RwLock<T>, v: T) {
+    match l.write() {
+        Ok(mut g) => *g = v,
+        Err(p) => *p.into_inner() = v,
+    }
+}
+
+impl Shared {
+    pub fn self_ref(&self) -> Option<Arc<Shared>> {
+        self.me.upgrade()
+    }
+    pub fn config(&self) -> Arc<Config> {
+        read(&self.config)
+    }
+    pub fn plugins(&self) -> Arc<Plugins> {
+        read(&self.plugins)
+    }
+    pub fn catalogue(&self) -> Option<Arc<Catalogue>> {
+        read(&self.catalogue)
+    }
+    pub fn plex(&self) -> Arc<PlexClient> {
+        read(&self.plex)
+    }
+    pub fn accounts(&self) -> Arc<AccountMap> {
+        read(&self.accounts)
+    }
+    /// Remember the server's accounts (in memory and in the store, for the next start).
+    pub fn set_accounts(&self, map: AccountMap) {
+        if let Ok(bytes) = serde_json::to_vec(&map) {
+            self.store.kv_put_detached(ACCOUNTS_KEY.into(), bytes, None);
+        }
+        write(&self.accounts, Arc::new(map));
+    }
+    pub fn status(&self) -> RuntimeStatus {
+        self.status.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+    fn with_status(&self, f: impl FnOnce(&mut RuntimeStatus)) {
+        if let Ok(mut g) = self.status.lock() {
+            f(&mut g);
+        }
+    }
+    pub fn webhook_secret(&self) -> &Secret {
+        &self.webhook_secret
+    }
+    /// Whether a daemon serves this state (the CLI's offline answers say `running: false`).
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
+    /// Called by the wiring once the HTTP server is started on this state.
+    pub fn mark_serving(&self) {
+        self.serving.store(true, Ordering::SeqCst);
+    }
+    pub fn secret(&self, name: &str) -> Option<Secret> {
+        read(&self.secrets).get(name).cloned()
+    }
+
+    /// The URL to paste into Plex.
+    pub fn webhook_url(&self) -> Result<crate::hostaddr::PublicBase, DaemonError> {
+        webhook_url(&self.config(), self.listen_addr, &self.webhook_secret)
+    }
+
+    /// The link that logs a browser in to the page (`plexsync web-url`).
+    pub fn web_url(&self) -> Result<crate::hostaddr::PublicBase, DaemonError> {
+        let token = self.secret(ADMIN_TOKEN).ok_or_else(|| {
+            DaemonError::Io("no admin token is stored (it is made at start-up)".into())
+        })?;
+        web_url(&self.config(), self.listen_addr, &token)
+    }
+
+    /// A new browser session for the current admin token, valid for [`SESSION_TTL`].
+    pub fn mint_session(&self) -> Result<String, DaemonError> {
+        let token = self
+            .secret(ADMIN_TOKEN)
+            .ok_or_else(|| DaemonError::Io("no admin token is stored".into()))?;
+        Ok(crate::session::mint(
+            &self.key,
+            &token,
+            now_secs() + SESSION_TTL.as_secs() as i64,
+        )?)
+    }
+
+    /// Whether `cookie` is a live session of the current admin token.
+    pub fn session_valid(&self, cookie: &str) -> bool {
+        self.secret(ADMIN_TOKEN)
+            .is_some_and(|t| crate::session::valid(&self.key, &t, cookie, now_secs()))
+    }
+
+    pub fn set_catalogue(&self, c: Arc<Catalogue>) {
+        for m in &self.plugins().matchers {
+            m.set_catalogue(c.clone());
+        }
+        self.with_status(|s| {
+            s.catalogue_shows = c.len();
+            s.catalogue_loaded_at = Some(now_secs());
+        });
+        write(&self.catalogue, Some(c));
+    }
+
+    /// Whether the pipeline tasks run and the daemon is not stopping.
+    pub fn healthy(&self) -> bool {
+        !*self.shutdown.borrow() && self.live_tasks.load(Ordering::SeqCst) >= TASKS
+    }
+
+    pub fn note_poll(&self, report: crate::model::PollReport) {
+        if report.error.is_some() {
+            self.metrics.polls_failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.metrics.polls_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics
+            .plays(plexsync_plugin_api::PlaySource::Poll, report.plays_new);
+        let rejected = report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("Plex token rejected"));
+        self.with_status(|s| {
+            s.plex_token_rejected = rejected;
+            if let Some(e) = &report.error {
+                s.plex_error = Some(e.clone());
+                s.plex_error_at = Some(report.finished_at);
+            }
+            s.last_poll = Some(report);
+            s.polls += 1;
+        });
+    }
+    pub fn note_plex_identity(&self, id: &crate::plex::history::Identity) {
+        let text = match &id.version {
+            Some(v) => format!("{} (PMS {v})", id.machine_identifier),
+            None => id.machine_identifier.clone(),
+        };
+        self.with_status(|s| s.plex_server = Some(text));
+    }
+    pub fn note_webhook(&self) {
+        self.with_status(|s| s.last_webhook_at = Some(now_secs()));
+    }
+    pub fn note_plex_ok(&self) {
+        self.with_status(|s| {
+            s.plex_last_ok_at = Some(now_secs());
+            s.plex_error = None;
+        });
+    }
+    pub fn note_plex_error(&self, e: &PlexError) {
+        self.with_status(|s| {
+            s.plex_error = Some(e.to_string());
+            s.plex_error_at = Some(now_secs());
+        });
+    }
+    pub fn note_tracker(&self, error: Option<String>) {
+        self.with_status(|s| match error {
+            None => {
+                s.tracker_last_ok_at = Some(now_secs());
+                s.tracker_error = None;
+            }
+            Some(e) => s.tracker_error = Some(e),
+        });
+    }
+
+    /// Store a secret (encrypted) and make it take effect: plugins and the Plex client are
+    /// rebuilt with it.
+    /// All or nothing: a value the configuration's plugins or the Plex client would refuse
+    /// is refused here, before anything is stored or swapped.
+    pub async fn set_secret(&self, name: &str, value: &str) -> Result<(), DaemonError> {
+        secrets::check_name(name)?;
+        secrets::check_value(name, value)?;
+        let _one_at_a_time = self.secret_lock.lock().await;
+        let cfg = self.config();
+        let mut map = read(&self.secrets);
+        map.insert(name.to_string(), Secret::new(value.to_string()));
+        let plugins = registry::build(&cfg, &map, Some(&self.store))
+            .map_err(|e| DaemonError::Refused(format!("secret {name:?} refused: {e}")))?;
+        let plex = plex_client(&cfg, &map, &self.plex_client_id)
+            .map_err(|e| DaemonError::Refused(format!("secret {name:?} refused: {e}")))?;
+        let sealed = self.key.seal(name, value)?;
+        self.store.put_secret(name.to_string(), sealed).await?;
+        if let Some(c) = self.catalogue() {
+            for m in &plugins.matchers {
+                m.set_catalogue(c.clone());
+            }
+        }
+        write(&self.secrets, map);
+        write(&self.plugins, Arc::new(plugins));
+        write(&self.plex, Arc::new(plex));
+        self.resolve_wake.notify_one();
+        self.export_wake.notify_one();
+        // A new Plex token should be tried now, not after the rest of a 401 pause.
+        if name == "plex-token" {
+            self.poll_wake.notify_one();
+        }
+        tracing::info!(secret = name, "secret updated");
+        Ok(())
+    }
+
+    /// Re-read the config file (SIGHUP). A valid file takes effect at once — poll schedule
+    /// and settings, matchers, tracker settings, limits, accounts — with plugins and the Plex
+    /// client rebuilt from it; an invalid one (or one whose plugins refuse it) is refused and
+    /// the running configuration stays. Returns the settings that only a restart applies.
+    pub fn reload(&self) -> Result<Vec<&'static str>, DaemonError> {
+        let old = self.config();
+        let result = Config::load(&old.source)
+            .map_err(DaemonError::from)
+            .and_then(|new| {
+                let secrets = read(&self.secrets);
+                let plugins = registry::build(&new, &secrets, Some(&self.store))?;
+                let plex = plex_client(&new, &secrets, &self.plex_client_id)?;
+                Ok((new, plugins, plex))
+            });
+        let (new, plugins, plex) = match result {
+            Ok(built) => built,
+            Err(e) => {
+                self.with_status(|s| s.config_reload_error = Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        let mut restart = Vec::new();
+        if new.server.listen != old.server.listen {
+            restart.push("server.listen");
+        }
+        if new.store_path() != old.store_path() {
+            restart.push("store.path");
+        }
+        if new.key_path() != old.key_path() {
+            restart.push("secrets.key_file");
+        }
+        if new.socket_path() != old.socket_path() {
+            restart.push("admin.socket");
+        }
+        if new.log.level != old.log.level {
+            restart.push("log.level");
+        }
+        let tracker_changed = new.tracker.plugin.kind != old.tracker.plugin.kind
+            || table_to_json(&new.tracker.plugin.settings)
+                != table_to_json(&old.tracker.plugin.settings);
+        if let Some(c) = self.catalogue() {
+            for m in &plugins.matchers {
+                m.set_catalogue(c.clone());
+            }
+        }
+        write(&self.config, Arc::new(new));
+        write(&self.plugins, Arc::new(plugins));
+        write(&self.plex, Arc::new(plex));
+        self.with_status(|s| {
+            s.config_reloaded_at = Some(now_secs());
+            s.config_reload_error = None;
+        });
+        if tracker_changed {
+            self.catalogue_wake.notify_one();
+        }
+        self.schedule_wake.notify_one();
+        self.resolve_wake.notify_one();
+        self.export_wake.notify_one();
+        Ok(restart)
+    }
+}
+
+const ACCOUNTS_KEY: &str = "host:plex-accounts";
+
+/// The admin token's secret name.
+pub const ADMIN_TOKEN: &str = "admin-token";
+
+/// How long a browser stays logged in to the page.
+pub const SESSION_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// `<public base>/webhook/<secret>`; see [`crate::hostaddr::public_base`].
+pub fn webhook_url(
+    cfg: &Config,
+    listen: SocketAddr,
+    secret: &Secret,
+) -> Result<crate::hostaddr::PublicBase, DaemonError> {
+    let mut b = crate::hostaddr::public_base(cfg, listen)?;
+    b.url = format!("{}/webhook/{}", b.url, secret.expose());
+    Ok(b)
+}
+
+/// `<public base>/#token=<admin token>`: the fragment never leaves the browser (no server or
+/// proxy log sees it); the page trades it for a session cookie and forgets it.
+pub fn web_url(
+    cfg: &Config,
+    listen: SocketAddr,
+    token: &Secret,
+) -> Result<crate::hostaddr::PublicBase, DaemonError> {
+    let mut b = crate::hostaddr::public_base(cfg, listen)?;
+    b.url = format!("{}/#token={}", b.url, token.expose());
+    Ok(b)
+}
+
+/// Check the secrets against the configuration as the daemon would use them: every value's
+/// own rules, then every plugin and the Plex client built with them. `plexsync check`, the
+/// offline `secret set` and [`Shared::set_secret`] all ask this, so none says OK for secrets
+/// the daemon would refuse at start-up.
+pub fn validate_secrets(
+    cfg: &Config,
+    secrets: &HashMap<String, Secret>,
+) -> Result<(), DaemonError> {
+    // The admin token's length rule applies when one is set; a shorter one stored by an
+    // older release still starts the daemon, so it is not held against the config here.
+    for (name, value) in secrets {
+        if name != WEBHOOK_SECRET && name != ADMIN_TOKEN {
+            secrets::check_value(name, value.expose())?;
+        }
+    }
+    registry::build(cfg, secrets, None).map_err(|e| DaemonError::Refused(e.to_string()))?;
+    plex_client(cfg, secrets, "plexsync-check").map_err(|e| DaemonError::Refused(e.to_string()))?;
+    Ok(())
+}
+
+fn plex_client(
+    cfg: &Config,
+    secrets: &HashMap<String, Secret>,
+    client_id: &str,
+) -> Result<PlexClient, DaemonError> {
+    PlexClient::new(
+        &cfg.plex.url,
+        secrets.get("plex-token").cloned(),
+        client_id.to_string(),
+        cfg.plex.timeout,
+    )
+    .map_err(|e| DaemonError::Io(format!("cannot build the Plex HTTP client: {e}")))
+}
+
+pub use crate::install_tls_provider;
+
+/// Decrypt every stored secret. A secret sealed under another key is a start-up error: the
+/// key file changed, and running on would silently drop the user's tokens.
+pub fn load_secrets(
+    store: &Store,
+    key: &MasterKey,
+) -> Result<HashMap<String, Secret>, DaemonError> {
+    let mut out = HashMap::new();
+    for name in store.secret_names()? {
+        if let Some(sealed) = store.sealed_secret(&name)? {
+            out.insert(name.clone(), key.open(&name, &sealed)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Re-encrypt every stored secret under `new` in one transaction (`plexsync rekey`). Secrets
+/// already under `new` (an interrupted earlier run cannot leave any, but a repeated run does)
+/// are kept; any secret neither key opens aborts the whole rekey. Returns how many were
+/// re-encrypted.
+pub async fn rekey(store: &Store, old: &MasterKey, new: &MasterKey) -> Result<usize, DaemonError> {
+    let mut sealed = Vec::new();
+    for name in store.secret_names()? {
+        let Some(s) = store.sealed_secret(&name)? else {
+            continue;
+        };
+        if s.key_id == new.id() {
+            continue;
+        }
+        let plain = old.open(&name, &s)?;
+        sealed.push((name.clone(), new.seal(&name, plain.expose())?));
+    }
+    let n = sealed.len();
+    store.replace_secrets(sealed).await?;
+    Ok(n)
+}
+
+/// The webhook secret, generated (≥ 128 bits) and stored on first use.
+pub async fn ensure_webhook_secret(store: &Store, key: &MasterKey) -> Result<Secret, DaemonError> {
+    ensure_generated(store, key, WEBHOOK_SECRET).await
+}
+
+/// The admin token, generated (256 bits) and stored on first use, so the admin API over TCP
+/// is never open for want of a token. `plexsync secret set admin-token` replaces it.
+pub async fn ensure_admin_token(store: &Store, key: &MasterKey) -> Result<Secret, DaemonError> {
+    ensure_generated(store, key, ADMIN_TOKEN).await
+}
+
+/// A random secret under `name`, unless one is stored (then that one; also when another
+/// process stored one first).
+async fn ensure_generated(
+    store: &Store,
+    key: &MasterKey,
+    name: &'static str,
+) -> Result<Secret, DaemonError> {
+    if let Some(sealed) = store.sealed_secret(name)? {
+        return Ok(key.open(name, &sealed)?);
+    }
+    let fresh = if name == WEBHOOK_SECRET {
+        secrets::hex(&secrets::random_bytes::<24>()?)
+    } else {
+        secrets::hex(&secrets::random_bytes::<32>()?)
+    };
+    let sealed = key.seal(name, &fresh)?;
+    let s2 = store.clone();
+    let stored =
+        tokio::task::spawn_blocking(move || s2.put_secret_if_absent_blocking(name.into(), sealed))
+            .await
+            .map_err(|e| DaemonError::Io(e.to_string()))??;
+    Ok(key.open(name, &stored)?)
+}
+
+async fn client_identifier(cfg: &Config, store: &Store) -> String {
+    if let Some(id) = &cfg.plex.client_identifier {
+        return id.clone();
+    }
+    const KEY: &str = "host:plex-client-identifier";
+    if let Ok(Some(v)) = store.kv_get(KEY) {
+        if let Ok(s) = String::from_utf8(v) {
+            return s;
+        }
+    }
+    let id = format!(
+        "plexsync-{}",
+        secrets::hex(&secrets::random_bytes::<8>().unwrap_or_default())
+    );
+    store.kv_put_detached(KEY.into(), id.clone().into_bytes(), None);
+    id
+}
+
+/// Open the store, decrypt the secrets, build plugins and clients: the state the daemon's
+/// tasks share. Also used by CLI commands that run the pipeline without a daemon (backfill).
+pub async fn open_shared(
+    config: Config,
+    listen_addr: SocketAddr,
+) -> Result<Arc<Shared>, DaemonError> {
+    install_tls_provider();
+    let store_path = config.store_path();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .map_err(|e| DaemonError::Io(e.to_string()))??;
+    let key = MasterKey::load_or_create(&config.key_path(), true)?;
+    let mut secrets = load_secrets(&store, &key)?;
+    let webhook_secret = ensure_webhook_secret(&store, &key).await?;
+    if !secrets.contains_key(ADMIN_TOKEN) {
+        let token = ensure_admin_token(&store, &key).await?;
+        tracing::info!(
+            "generated an admin token for the admin API over TCP; `plexsync web-url` prints a link that logs a browser in"
+        );
+        secrets.insert(ADMIN_TOKEN.to_string(), token);
+    }
+    let plugins = registry::build(&config, &secrets, Some(&store))?;
+    let plex_client_id = client_identifier(&config, &store).await;
+    let plex = plex_client(&config, &secrets, &plex_client_id)?;
+    let (shutdown_tx, _) = watch::channel(false);
+    let accounts: AccountMap = store
+        .kv_get(ACCOUNTS_KEY)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    Ok(Arc::new_cyclic(|me| Shared {
+        me: me.clone(),
+        store,
+        config: RwLock::new(Arc::new(config)),
+        plugins: RwLock::new(Arc::new(plugins)),
+        catalogue: RwLock::new(None),
+        plex: RwLock::new(Arc::new(plex)),
+        status: Mutex::new(RuntimeStatus::default()),
+        key,
+        secrets: RwLock::new(secrets),
+        webhook_secret,
+        plex_client_id,
+        accounts: RwLock::new(Arc::new(accounts)),
+        resolve_wake: Notify::new(),
+        poll_wake: Notify::new(),
+        export_wake: Notify::new(),
+        catalogue_wake: Notify::new(),
+        schedule_wake: Notify::new(),
+        shutdown: shutdown_tx,
+        started: Instant::now(),
+        listen_addr,
+        backfill: Arc::new(tokio::sync::Mutex::new(())),
+        backfill_progress: Mutex::new(None),
+        metrics: Metrics::default(),
+        live_tasks: AtomicUsize::new(0),
+        poll_scheduled: Notify::new(),
+        secret_lock: tokio::sync::Mutex::new(()),
+        serving: std::sync::atomic::AtomicBool::new(false),
+    }))
+}
