@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
 use support::plex::{FakePlex, FakeShow, HistoryFixture, TOKEN};
-use support::tracker::{Fault, FakeTracker};
+use support::tracker::{FakeTracker, Fault};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The fake Plex's machine identifier (the default of tests/support/plex.rs).
@@ -124,7 +124,8 @@ fn scrobble(s: &Show, season: u32, episode: u32, viewed_at: i64) -> Value {
 }
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (run scripts/make-fixture-store.sh)"))
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set (run scripts/make-fixture-store.sh)"))
 }
 
 async fn cli(config: PathBuf, args: Vec<String>, stdin: Option<String>) -> std::process::Output {
@@ -161,7 +162,10 @@ async fn until(d: &Daemon, what: &str, path: &str, done: impl Fn(&Value) -> bool
             return v;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}; last {path}: {v}\n{}", d.log());
+            panic!(
+                "timed out waiting for {what}; last {path}: {v}\n{}",
+                d.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -211,8 +215,15 @@ async fn generate_fixture_store() {
     let commit = env("FIXTURE_COMMIT");
     plexsync::daemon::install_tls_provider();
 
-    let plex = FakePlex::start([AUTO, SELECTED, REMAPPED, IGNORED, OPEN].iter().map(fake_show).collect()).await;
-    plex.set_accounts(&[(0, ""), (1, "fixture-owner"), (2, "fixture-kid")]);
+    let plex = FakePlex::start(
+        [AUTO, SELECTED, REMAPPED, IGNORED, OPEN]
+            .iter()
+            .map(fake_show)
+            .collect(),
+    )
+    .await;
+    let accounts = [(0, ""), (1, "fixture-owner"), (2, "fixture-kid")];
+    plex.set_accounts(&accounts);
     // History the start-up poll journals: one row per account, so there is a cursor for each.
     for (n, account, episode) in [(1, 1, 1), (2, 2, 2)] {
         plex.push_history(HistoryFixture {
@@ -226,7 +237,7 @@ async fn generate_fixture_store() {
             account_id: account,
         });
     }
-    let tracker = FakeTracker::start(vec![
+    let tracker_shows = vec![
         json!({"id": "fx-auto", "title": "Fixture Auto Show", "year": 2019, "tvdb_id": 990001}),
         json!({"id": "harbour-uk", "title": "Harbour Lights", "year": 2001}),
         json!({"id": "harbour-us", "title": "Harbour Lights", "year": 2005}),
@@ -236,8 +247,8 @@ async fn generate_fixture_store() {
         json!({"id": "lantern-b", "title": "Lantern Street", "year": 2012}),
         json!({"id": "copper-a", "title": "Copper Valley", "year": 2012}),
         json!({"id": "copper-b", "title": "Copper Valley", "year": 2016}),
-    ])
-    .await;
+    ];
+    let tracker = FakeTracker::start(tracker_shows.clone()).await;
     tracker.state.lock().expect("tracker state").expected_key = Some(TRACKER_KEY.into());
 
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -301,32 +312,72 @@ kind = "title"
 
     // A conflict resolved by selecting a candidate: a manual mapping.
     post(&d, &scrobble(&SELECTED, 1, 1, 1_700_100_000)).await;
-    until(&d, "the Harbour Lights conflict", "/api/conflicts", |c| c["total"] == 1).await;
-    ok(&cfg, &["conflicts", "resolve", SELECTED.rating_key, "--select", "harbour-us"], None).await;
+    until(&d, "the Harbour Lights conflict", "/api/conflicts", |c| {
+        c["total"] == 1
+    })
+    .await;
+    ok(
+        &cfg,
+        &[
+            "conflicts",
+            "resolve",
+            SELECTED.rating_key,
+            "--select",
+            "harbour-us",
+        ],
+        None,
+    )
+    .await;
     watched(&tracker, "harbour-us", 1, 1).await;
 
     // An automatic mapping, then remapped by hand with sync switched off.
     post(&d, &scrobble(&REMAPPED, 1, 1, 1_700_200_000)).await;
     watched(&tracker, "meadow-a", 1, 1).await;
-    ok(&cfg, &["mappings", "set", REMAPPED.rating_key, "--show", "meadow-b", "--disable"], None).await;
+    ok(
+        &cfg,
+        &[
+            "mappings",
+            "set",
+            REMAPPED.rating_key,
+            "--show",
+            "meadow-b",
+            "--disable",
+        ],
+        None,
+    )
+    .await;
 
     // A conflict resolved with --ignore.
     post(&d, &scrobble(&IGNORED, 1, 1, 1_700_300_000)).await;
-    until(&d, "the Lantern Street conflict", "/api/conflicts", |c| c["total"] == 1).await;
-    ok(&cfg, &["conflicts", "resolve", IGNORED.rating_key, "--ignore"], None).await;
+    until(&d, "the Lantern Street conflict", "/api/conflicts", |c| {
+        c["total"] == 1
+    })
+    .await;
+    ok(
+        &cfg,
+        &["conflicts", "resolve", IGNORED.rating_key, "--ignore"],
+        None,
+    )
+    .await;
 
     // A conflict left open with two held plays.
     post(&d, &scrobble(&OPEN, 1, 1, 1_700_400_000)).await;
     post(&d, &scrobble(&OPEN, 1, 2, 1_700_400_600)).await;
-    until(&d, "the Copper Valley conflict with 2 plays", "/api/conflicts", |c| {
-        c["total"] == 1 && c["items"][0]["held_plays"] == 2
-    })
+    until(
+        &d,
+        "the Copper Valley conflict with 2 plays",
+        "/api/conflicts",
+        |c| c["total"] == 1 && c["items"][0]["held_plays"] == 2,
+    )
     .await;
 
     // A dead letter: the tracker refuses one export outright.
     tracker.set_sticky(Some(Fault::Status(422, None)));
     post(&d, &scrobble(&AUTO, 1, 3, 1_700_500_000)).await;
-    until(&d, "a dead letter", "/api/status", |s| s["counts"]["dead_letters"] == 1).await;
+    until(&d, "a dead letter", "/api/status", |s| {
+        s["counts"]["dead_letters"] == 1
+    })
+    .await;
     tracker.set_sticky(None);
 
     // Pending exports: the tracker is gone, two batches wait (one per tracker show).
@@ -381,7 +432,7 @@ kind = "title"
                 "plex_rating_key": c["plex"]["rating_key"],
                 "plex_title": c["plex"]["title"],
                 "held_plays": c["held_plays"],
-                "held_episodes": [[1, 1], [1, 2]],
+                "held_episodes": [{ "season": 1, "episode": 1 }, { "season": 1, "episode": 2 }],
                 "candidates": c["candidates"].as_array().map(|cs| cs.iter().map(|k| k["show_id"].clone()).collect::<Vec<_>>()),
             })
         })
@@ -391,6 +442,14 @@ kind = "title"
         .expect("cursors")
         .iter()
         .map(|c| json!({ "key": c["key"], "viewed_at": c["viewed_at"] }))
+        .collect();
+    let plex_accounts: Vec<Value> = accounts
+        .iter()
+        .map(|(id, name)| json!({ "id": id, "name": name }))
+        .collect();
+    let plex_shows: Vec<Value> = [AUTO, SELECTED, REMAPPED, IGNORED, OPEN]
+        .iter()
+        .map(|s| json!({ "rating_key": s.rating_key, "guid": s.guid, "title": s.title, "year": s.year }))
         .collect();
     let manifest = json!({
         "release": release,
@@ -407,6 +466,9 @@ kind = "title"
             "admin-token": ADMIN_TOKEN,
         },
         "plex_machine": MACHINE,
+        "plex_accounts": plex_accounts,
+        "plex_shows": plex_shows,
+        "tracker_shows": tracker_shows,
         "mappings": mapping_rows,
         "conflicts": conflict_rows,
         "cursors": cursors,
