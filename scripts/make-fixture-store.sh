@@ -36,7 +36,8 @@ if [ -n "${WORKTREE:-}" ]; then
         exit 1
     fi
 else
-    wt=$(mktemp -d)/plexsync-$release
+    wt_parent=$(mktemp -d)
+    wt=$wt_parent/plexsync-$release
     git -C "$repo" worktree add --detach "$wt" "$commit"
     own_worktree=1
 fi
@@ -45,6 +46,7 @@ cleanup() {
     rm -f "$test_file"
     if [ -n "$own_worktree" ]; then
         git -C "$repo" worktree remove --force "$wt"
+        rmdir "$wt_parent"
     fi
 }
 trap cleanup EXIT
