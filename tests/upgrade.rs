@@ -296,6 +296,28 @@ fn assert_counts(f: &Fixture, counts: &Value, how: &str) {
     assert_eq!(counts["journal"], m["counts"]["journal"], "{what}");
 }
 
+/// `status --json`: the webhook path, which secrets are set, the poll cursors, the counts.
+fn assert_status(f: &Fixture, status: &Value, how: &str) {
+    let what = format!("{} {how}: {status}", f.name());
+    assert_eq!(
+        url_path(status["webhook_url"].as_str().unwrap_or_default()),
+        f.manifest["webhook"]["path"],
+        "{what}"
+    );
+    assert_eq!(status["plex_token_set"], true, "{what}");
+    assert_eq!(status["tracker_key_set"], true, "{what}");
+    let cursors = status["cursors"].as_array().map_or(&[][..], Vec::as_slice);
+    assert_eq!(cursors.len(), f.list("cursors").len(), "{what}");
+    for want in f.list("cursors") {
+        let got = cursors
+            .iter()
+            .find(|c| c["key"] == want["key"])
+            .unwrap_or_else(|| panic!("{what}: cursor {} is gone", want["key"]));
+        assert_eq!(got["viewed_at"], want["viewed_at"], "{what}");
+    }
+    assert_counts(f, &status["counts"], how);
+}
+
 fn url_path(url: &str) -> &str {
     url.find("/webhook/").map_or("", |i| url[i..].trim())
 }
@@ -370,7 +392,7 @@ async fn assert_tmdb_key(f: &Fixture, dir: &Path, config_text: &str) {
 async fn offline(f: &Fixture, dir: &Path, cfg: &Path, config_text: &str) {
     let status = json_of(cfg, &["status", "--json"]).await;
     assert_eq!(status["running"], false, "{status}");
-    assert_counts(f, &status["counts"], "offline");
+    assert_status(f, &status, "offline");
     assert_mappings(
         f,
         &json_of(cfg, &["mappings", "list", "--json"]).await,
@@ -566,17 +588,6 @@ async fn check(fixture: &Path) {
     .await;
     assert_eq!(status["plex_token_rejected"], false, "{status}");
     assert!(status["last_poll"]["error"].is_null(), "{status}");
-    assert_eq!(status["plex_token_set"], true, "{status}");
-    assert_eq!(status["tracker_key_set"], true, "{status}");
-    for want in f.list("cursors") {
-        let got = status["cursors"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["key"] == want["key"])
-            .unwrap_or_else(|| panic!("{}: cursor {} is gone: {status}", f.name(), want["key"]));
-        assert_eq!(got["viewed_at"], want["viewed_at"], "{}: {got}", f.name());
-    }
     // The exporter has tried the old batches and keeps them.
     let status = until(
         &d,
@@ -585,9 +596,10 @@ async fn check(fixture: &Path) {
         |s| s["tracker_error"].is_string(),
     )
     .await;
-    assert_counts(&f, &status["counts"], "online");
+    assert_status(&f, &status, "online");
     let status_cli = json_of(&cfg, &["status", "--json"]).await;
     assert_eq!(status_cli["webhook_url"], status["webhook_url"]);
+    assert_status(&f, &status_cli, "online CLI");
     assert_mappings(
         &f,
         &json_of(&cfg, &["mappings", "list", "--json"]).await,
