@@ -238,6 +238,20 @@ pub struct Batch {
     pub created_at: i64,
 }
 
+/// Why a poll failed, as a kind the daemon decides on (the message is for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PollFailure {
+    /// Plex answered 401: the token is wrong or revoked; polling pauses longer.
+    TokenRejected,
+    /// Plex did not answer, or answered 5xx / a redirect.
+    Unreachable,
+    /// Plex answered with something unusable.
+    Malformed,
+    /// The store could not commit.
+    Store,
+}
+
 /// What one poll (or backfill) did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PollReport {
@@ -250,6 +264,9 @@ pub struct PollReport {
     /// Rows that are not episodes or lack season/episode numbers.
     pub skipped: u64,
     pub error: Option<String>,
+    /// What kind of failure `error` is, for decisions (backoff, the token warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<PollFailure>,
     /// Play ids journaled by this run (backfill uses them for its summary).
     #[serde(skip)]
     pub new_ids: Vec<u64>,

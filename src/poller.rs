@@ -29,6 +29,18 @@ pub enum PollError {
     Store(#[from] StoreError),
 }
 
+impl PollError {
+    pub fn kind(&self) -> crate::model::PollFailure {
+        use crate::model::PollFailure;
+        match self {
+            PollError::Plex(PlexError::Unauthorized { .. }) => PollFailure::TokenRejected,
+            PollError::Plex(PlexError::Malformed { .. }) => PollFailure::Malformed,
+            PollError::Plex(_) => PollFailure::Unreachable,
+            PollError::Store(_) => PollFailure::Store,
+        }
+    }
+}
+
 /// Progress callback: (rows read so far, total if known).
 pub type Progress<'a> = &'a (dyn Fn(u64, Option<u64>) + Send + Sync);
 
@@ -274,6 +286,7 @@ pub async fn poll_once(shared: &Shared) -> PollReport {
     report.finished_at = now_secs();
     if let Err(e) = result {
         report.error = Some(e.to_string());
+        report.failure = Some(e.kind());
     }
     report
 }
@@ -378,7 +391,7 @@ pub async fn poller_task(shared: Arc<Shared>) {
             }
             Some(e) => {
                 failures += 1;
-                let rejected = e.starts_with("Plex token rejected");
+                let rejected = report.failure == Some(crate::model::PollFailure::TokenRejected);
                 let first = shared
                     .config()
                     .poll

@@ -276,10 +276,7 @@ impl Shared {
         }
         self.metrics
             .plays(plexsync_plugin_api::PlaySource::Poll, report.plays_new);
-        let rejected = report
-            .error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("Plex token rejected"));
+        let rejected = report.failure == Some(crate::model::PollFailure::TokenRejected);
         self.with_status(|s| {
             s.plex_token_rejected = rejected;
             if let Some(e) = &report.error {
