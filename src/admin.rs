@@ -138,7 +138,7 @@ async fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<()
     };
     // Publish "running" before answering, so a client polling right away sees it.
     if let Ok(mut g) = shared.backfill_progress.lock() {
-        *g = Some(crate::poller::BackfillStatus {
+        *g = Some(crate::sources::history::BackfillStatus {
             running: true,
             since,
             dry_run,
@@ -147,7 +147,7 @@ async fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<()
     }
     tokio::spawn(async move {
         let _guard = guard;
-        crate::poller::backfill(&me, since, dry_run).await;
+        crate::sources::history::backfill(&me, since, dry_run).await;
     });
     Ok(())
 }
@@ -615,7 +615,7 @@ pub async fn handle(
                 Ok(r) => r,
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
             };
-            let Some(since) = crate::poller::parse_date(&r.since) else {
+            let Some(since) = crate::sources::history::parse_date(&r.since) else {
                 return error(
                     StatusCode::BAD_REQUEST,
                     format!("since: {:?} is not a date like 2024-01-31", r.since),

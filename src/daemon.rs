@@ -96,7 +96,10 @@ pub async fn run(
     tasks.spawn(guarded(g1, crate::pipeline::resolver_task(shared.clone())));
     tasks.spawn(guarded(g2, crate::pipeline::exporter_task(shared.clone())));
     tasks.spawn(guarded(g3, crate::pipeline::catalogue_task(shared.clone())));
-    tasks.spawn(guarded(g4, crate::poller::poller_task(shared.clone())));
+    tasks.spawn(guarded(
+        g4,
+        crate::sources::history::poller_task(shared.clone()),
+    ));
     tasks.spawn(retention_task(shared.clone()));
     tasks.spawn(reload_task(shared.clone()));
     shared.mark_serving();

@@ -11,8 +11,8 @@
 use crate::plex::paging::Pager;
 use crate::plex::xml::{self, Element};
 use crate::plex::{history, library, parse_show_meta, server};
-use crate::webhook::multipart::{self, Limits, MultipartError, MultipartParser, Parts};
-use crate::webhook::payload::{self, EpisodePlay, WebhookPayload};
+use crate::sources::webhook::multipart::{self, Limits, MultipartError, MultipartParser, Parts};
+use crate::sources::webhook::payload::{self, EpisodePlay, WebhookPayload};
 
 /// Limits used by [`webhook_multipart`]: far smaller than [`Limits::default`] so that every
 /// limit is reachable by inputs of a few KiB, yet large enough for a real Plex body.

@@ -19,14 +19,13 @@ pub mod model;
 pub mod notify;
 pub mod pipeline;
 pub mod plex;
-pub mod poller;
 pub mod ratelimit;
 pub mod registry;
 pub mod secrets;
 pub mod session;
+pub mod sources;
 pub mod state;
 pub mod store;
-pub mod webhook;
 
 /// Make sure the process-wide TLS provider is installed (reqwest is built without one).
 pub fn install_tls_provider() {

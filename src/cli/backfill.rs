@@ -8,7 +8,7 @@ use hyper::Method;
 use super::{Admin, load};
 use plexsync::api::BackfillRequest;
 
-fn progress_line(st: &plexsync::poller::BackfillStatus) {
+fn progress_line(st: &plexsync::sources::history::BackfillStatus) {
     use std::io::Write;
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return;
@@ -31,7 +31,7 @@ fn progress_line(st: &plexsync::poller::BackfillStatus) {
     let _ = e.flush();
 }
 
-fn print_backfill(st: &plexsync::poller::BackfillStatus, as_json: bool) -> Result<()> {
+fn print_backfill(st: &plexsync::sources::history::BackfillStatus, as_json: bool) -> Result<()> {
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!();
     }
@@ -77,7 +77,7 @@ fn print_backfill(st: &plexsync::poller::BackfillStatus, as_json: bool) -> Resul
 
 pub async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) -> Result<()> {
     let cfg = load(path)?;
-    if plexsync::poller::parse_date(since).is_none() {
+    if plexsync::sources::history::parse_date(since).is_none() {
         bail!("--since: {since:?} is not a date like 2024-01-31");
     }
     let body = serde_json::to_vec(&BackfillRequest {
@@ -108,7 +108,7 @@ pub async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) ->
     // No daemon: run the pipeline here until the imported plays are matched.
     let cfg = admin.config().clone();
     plexsync::logging::init(&cfg.log.level);
-    let since_ts = plexsync::poller::parse_date(since).context("since")?;
+    let since_ts = plexsync::sources::history::parse_date(since).context("since")?;
     let listen = "127.0.0.1:0".parse().context("address")?;
     let shared = plexsync::daemon::open_shared(cfg, listen)
         .await
@@ -134,7 +134,7 @@ pub async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) ->
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let st = plexsync::poller::backfill(&shared, since_ts, dry_run).await;
+    let st = plexsync::sources::history::backfill(&shared, since_ts, dry_run).await;
     watcher.abort();
     let _ = shared.shutdown.send(true);
     let _ = resolver.await;

@@ -17,11 +17,10 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
-use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
+use crate::model::ActivityStatus;
 use crate::ratelimit::{Limiter, Rate, Verdict};
+use crate::sources::webhook::{self, WebhookLog, multipart};
 use crate::state::Shared;
-use crate::store::ops::Ingested;
-use crate::webhook::{multipart, payload};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -323,38 +322,6 @@ fn page() -> Resp {
     r
 }
 
-/// Details of a webhook request for its activity row.
-struct WebhookLog {
-    started: Instant,
-    client: Option<IpAddr>,
-    event: Option<String>,
-    account: Option<String>,
-    show: Option<String>,
-    season: Option<u32>,
-    episode: Option<u32>,
-}
-
-impl WebhookLog {
-    fn row(&self, status: ActivityStatus, action: String, error: Option<String>) -> Activity {
-        Activity {
-            id: 0,
-            at: now_millis(),
-            source: "webhook".into(),
-            event: self.event.clone(),
-            account: self.account.clone(),
-            show: self.show.clone(),
-            season: self.season,
-            episode: self.episode,
-            status,
-            action,
-            error,
-            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
-            play_id: None,
-            client: self.client.map(|c| c.to_string()),
-        }
-    }
-}
-
 async fn webhook(
     shared: &Shared,
     client: Option<IpAddr>,
@@ -368,15 +335,7 @@ async fn webhook(
         return text(StatusCode::NOT_FOUND, "not found");
     }
     shared.note_webhook();
-    let mut log = WebhookLog {
-        started,
-        client,
-        event: None,
-        account: None,
-        show: None,
-        season: None,
-        episode: None,
-    };
+    let mut log = WebhookLog::new(started, client);
     let (status, reason) = match receive(shared, &mut log, req).await {
         Ok(resp) => return resp,
         Err(e) => e,
@@ -554,114 +513,32 @@ async fn receive(
             return Err(r);
         }
     };
-    let p = payload::parse_payload(&payload_bytes)
-        .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("payload: {e}")))?;
-    log.event = Some(p.event.clone());
-    log.account = p.account.as_ref().and_then(|a| a.title.clone());
-    let ep = payload::to_play(&p)
-        .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("payload: {e}")))?;
-    let Some(ep) = ep else {
-        let kind = p
-            .metadata
-            .as_ref()
-            .and_then(|m| m.kind.clone())
-            .unwrap_or_else(|| "no metadata".into());
-        log.show = p
-            .metadata
-            .as_ref()
-            .and_then(|m| m.grandparent_title.clone().or_else(|| m.title.clone()));
-        let row = log.row(
-            ActivityStatus::Ignored,
-            format!("ignored {} of {kind}", p.event),
-            None,
-        );
-        shared.store.record_activity(row).await.map_err(|e| {
-            reject(
+    let outcome = webhook::ingest(shared, &payload_bytes, log)
+        .await
+        .map_err(|e| match e {
+            webhook::Refused::Payload(m) => {
+                reject(StatusCode::BAD_REQUEST, format!("payload: {m}"))
+            }
+            webhook::Refused::Store(m) => reject(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot record: {e}"),
-            )
+                format!("cannot record: {m}"),
+            ),
         })?;
-        shared.metrics.webhook(ActivityStatus::Ignored);
-        return Ok(text(StatusCode::OK, "ignored"));
-    };
-    log.show = Some(ep.show_title.clone());
-    log.season = Some(ep.season);
-    log.episode = Some(ep.episode);
-    let now = now_secs();
-    let play = Play {
-        id: 0,
-        source: plexsync_plugin_api::PlaySource::Webhook,
-        account_id: ep.account_id.clone(),
-        account_key: shared
-            .accounts()
-            .webhook_key(&ep.account_id, ep.account_title.as_deref()),
-        account_name: ep.account_title.clone(),
-        show: PlexShow {
-            server: ep.server_uuid.clone(),
-            rating_key: ep.show_rating_key.clone(),
-            title: ep.show_title.clone(),
-            // The payload's `year` is the episode's; the show's first-air year comes from Plex.
-            year: None,
-            guid: ep.show_guid.clone(),
-            episode_guid: ep.episode_guid.clone(),
-        },
-        season: ep.season,
-        episode: ep.episode,
-        episode_rating_key: ep.episode_rating_key.clone(),
-        viewed_at: ep.viewed_at.unwrap_or(now),
-        received_at: now,
-        history_key: None,
-    };
-    if !shared
-        .accounts()
-        .is_selected(&play.account_key, &cfg.plex.accounts)
-    {
-        let who = play
-            .account_name
-            .clone()
-            .unwrap_or_else(|| play.account_id.clone());
-        let row = log.row(
-            ActivityStatus::Ignored,
-            format!("ignored: account {who} is not synced ([plex] accounts)"),
-            None,
-        );
-        shared.store.record_activity(row).await.map_err(|e| {
-            reject(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot record: {e}"),
-            )
-        })?;
-        shared.metrics.webhook(ActivityStatus::Ignored);
-        return Ok(text(StatusCode::OK, "ignored: account not synced"));
-    }
-    let row = log.row(ActivityStatus::Success, String::new(), None);
-    let window = cfg.matching.dedupe_window.as_secs() as i64;
-    match shared.store.ingest_play(play, row, window).await {
-        Ok(Ingested::New(id)) => {
-            tracing::info!(play_id = id, show = %ep.show_title, rating_key = ep.show_rating_key.as_deref().unwrap_or(""), season = ep.season, episode = ep.episode, "webhook play journaled");
-            shared.resolve_wake.notify_one();
-            shared.metrics.webhook(ActivityStatus::Success);
-            shared
-                .metrics
-                .plays(plexsync_plugin_api::PlaySource::Webhook, 1);
-            Ok(text(StatusCode::OK, format!("journaled as play {id}")))
-        }
-        Ok(Ingested::Duplicate(id) | Ingested::AlreadySeen(id)) => {
-            tracing::info!(play_id = id, show = %ep.show_title, season = ep.season, episode = ep.episode, "duplicate webhook");
-            shared.metrics.webhook(ActivityStatus::Duplicate);
-            Ok(text(StatusCode::OK, format!("duplicate of play {id}")))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot journal a webhook play");
+    Ok(match outcome {
+        webhook::Outcome::Journaled(id) => text(StatusCode::OK, format!("journaled as play {id}")),
+        webhook::Outcome::Duplicate(id) => text(StatusCode::OK, format!("duplicate of play {id}")),
+        webhook::Outcome::Ignored => text(StatusCode::OK, "ignored"),
+        webhook::Outcome::NotSynced => text(StatusCode::OK, "ignored: account not synced"),
+        webhook::Outcome::StoreFailed(e) => {
             let mut r = text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("503 Service Unavailable: cannot store the play ({e}); retry later"),
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-            Ok(r)
+            r
         }
-    }
+    })
 }
 
 fn multipart_reject(e: multipart::MultipartError) -> Reject {

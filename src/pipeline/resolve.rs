@@ -1,0 +1,315 @@
+//! The resolver task: each pending play's show through the mapping cache, Plex's show ids and
+//! the matcher chain ([`super::run_chain`]) to a mapping, a conflict or "retry later"; and
+//! creating a show in the tracker when a person asks for it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plexsync_plugin_api::{Candidate, ShowQuery};
+
+use crate::model::{Conflict, Mapping, Play, now_millis, now_secs};
+use crate::plex::{PlexError, ShowMeta};
+use crate::state::Shared;
+use crate::store::ops::{Applied, Resolution};
+
+use super::{ChainResult, backoff, run_chain};
+
+/// Resolve pending plays forever (until shutdown).
+/// Plays resolved per round: matching happens once per show in a round, and all outcomes
+/// are applied in one group commit.
+const RESOLVE_BATCH: usize = 512;
+
+pub async fn resolver_task(shared: Arc<Shared>) {
+    // Retry counts per show key: a show Plex cannot describe right now backs off as a whole.
+    let mut attempts: HashMap<String, u32> = HashMap::new();
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let due = match shared.store.due_pending(now_millis(), RESOLVE_BATCH) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read pending plays");
+                Vec::new()
+            }
+        };
+        let mut per_show: HashMap<String, Resolution> = HashMap::new();
+        let mut decided = Vec::with_capacity(due.len());
+        for play in &due {
+            if *shutdown.borrow() {
+                break;
+            }
+            let key = play.show.key();
+            let r = match per_show.get(&key) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = resolve(&shared, play, &mut attempts).await;
+                    per_show.insert(key.clone(), r.clone());
+                    r
+                }
+            };
+            if !matches!(r, Resolution::Retry { .. }) {
+                attempts.remove(&key);
+            }
+            decided.push((play.id, r));
+        }
+        match shared.store.apply_resolutions(decided).await {
+            Ok(applied) => {
+                if applied.contains(&Applied::Queued) {
+                    shared.export_wake.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record resolutions; the plays stay pending")
+            }
+        }
+        if due.len() >= RESOLVE_BATCH {
+            continue;
+        }
+        let wait = match shared.store.next_pending_at() {
+            Ok(Some(t)) => Duration::from_millis((t - now_millis()).clamp(0, 60_000) as u64),
+            _ => Duration::from_secs(60),
+        };
+        tokio::select! {
+            _ = shared.resolve_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+fn retry_later(attempts: &mut HashMap<String, u32>, show_key: &str) -> Resolution {
+    let n = attempts.entry(show_key.to_string()).or_insert(0);
+    *n += 1;
+    let d = backoff(*n, Duration::from_secs(5), Duration::from_secs(15 * 60));
+    Resolution::Retry {
+        not_before_ms: now_millis() + d.as_millis() as i64,
+    }
+}
+
+async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<String, u32>) -> Resolution {
+    let key = play.show.key();
+    match shared.store.mapping(&key) {
+        Ok(Some(m)) if m.ignored => return Resolution::Ignored,
+        Ok(Some(m)) => {
+            return Resolution::Mapped {
+                show_id: m.show_id,
+                mapping: None,
+            };
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read mappings");
+            return retry_later(attempts, &play.show.key());
+        }
+    }
+    // A show already waiting for a person keeps collecting its plays there.
+    if let Ok(Some(c)) = shared.store.conflict(&key) {
+        return Resolution::Conflict(Conflict {
+            updated_at: now_secs(),
+            ..c
+        });
+    }
+    let Some(catalogue) = shared.catalogue() else {
+        tracing::debug!(play_id = play.id, "no tracker catalogue yet; play waits");
+        return retry_later(attempts, &play.show.key());
+    };
+    let query = match enrich(shared, play).await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(play_id = play.id, rating_key = play.show.rating_key.as_deref().unwrap_or(""), error = %e, "cannot fetch the show's ids from Plex; play waits");
+            return retry_later(attempts, &play.show.key());
+        }
+    };
+    let (matchers, threshold) = {
+        let p = shared.plugins();
+        (
+            p.matchers.clone(),
+            shared.config().matching.auto_map_threshold,
+        )
+    };
+    match run_chain(&matchers, &query, threshold).await {
+        ChainResult::Mapped {
+            show_id,
+            method,
+            confidence,
+        } => {
+            let title = catalogue
+                .get(&show_id)
+                .map(|s| s.title.clone())
+                .unwrap_or_default();
+            tracing::info!(show_id = %show_id, show = %play.show.title, tracker_title = %title, method = %method, confidence, "show mapped");
+            Resolution::Mapped {
+                show_id: show_id.clone(),
+                mapping: Some(Mapping {
+                    plex: crate::model::PlexShow {
+                        year: query.year,
+                        ..play.show.clone()
+                    },
+                    show_id,
+                    method,
+                    confidence,
+                    manual: false,
+                    sync_enabled: true,
+                    created_at: now_secs(),
+                    ignored: false,
+                }),
+            }
+        }
+        ChainResult::Conflict { candidates, .. }
+            if candidates.is_empty() && shared.config().matching.auto_add_shows =>
+        {
+            match create_show(shared, &query).await {
+                Ok(Some(show_id)) => {
+                    tracing::info!(show_id = %show_id, show = %query.title, "show created in the tracker ([matching] auto_add_shows)");
+                    Resolution::Mapped {
+                        show_id: show_id.clone(),
+                        mapping: Some(Mapping {
+                            plex: crate::model::PlexShow {
+                                year: query.year,
+                                ..play.show.clone()
+                            },
+                            show_id,
+                            method: "created".into(),
+                            confidence: 1.0,
+                            manual: false,
+                            sync_enabled: true,
+                            created_at: now_secs(),
+                            ignored: false,
+                        }),
+                    }
+                }
+                Ok(None) => conflict(
+                    key,
+                    play,
+                    query,
+                    Vec::new(),
+                    "no matcher found the show and it has no TMDB id to create it from".into(),
+                ),
+                Err(e) => {
+                    tracing::warn!(show = %query.title, error = %e, "cannot create the show in the tracker; play waits");
+                    retry_later(attempts, &play.show.key())
+                }
+            }
+        }
+        ChainResult::Conflict { candidates, reason } => {
+            tracing::info!(show = %play.show.title, rating_key = play.show.rating_key.as_deref().unwrap_or(""), candidates = candidates.len(), reason = %reason, "show needs a person: conflict");
+            conflict(key, play, query, candidates, reason)
+        }
+        ChainResult::Retry(why) => {
+            tracing::warn!(play_id = play.id, error = %why, "matching deferred");
+            retry_later(attempts, &play.show.key())
+        }
+    }
+}
+
+fn conflict(
+    key: String,
+    play: &Play,
+    query: ShowQuery,
+    candidates: Vec<Candidate>,
+    reason: String,
+) -> Resolution {
+    Resolution::Conflict(Conflict {
+        key,
+        plex: play.show.clone(),
+        query,
+        candidates,
+        held: Vec::new(),
+        created_at: now_secs(),
+        updated_at: now_secs(),
+        reason,
+    })
+}
+
+/// Create the show in the tracker from what Plex knows; None when it has no TMDB id (a show
+/// created from a bare title would too often duplicate one the matchers missed).
+pub async fn create_show(
+    shared: &Shared,
+    query: &ShowQuery,
+) -> Result<Option<String>, plexsync_plugin_api::PluginError> {
+    use plexsync_plugin_api::guid::{ExternalId, parse_show_guids};
+    let ids = parse_show_guids(&query.guids);
+    let mut show = plexsync_plugin_api::NewShow {
+        title: query.title.clone(),
+        year: query.year,
+        ..Default::default()
+    };
+    for id in ids {
+        match id {
+            ExternalId::Tmdb(n) => show.tmdb_id = show.tmdb_id.or(Some(n)),
+            ExternalId::Tvdb(n) => show.tvdb_id = show.tvdb_id.or(Some(n)),
+            ExternalId::Imdb(s) => show.imdb_id = show.imdb_id.or(Some(s)),
+            _ => {}
+        }
+    }
+    if show.tmdb_id.is_none() {
+        return Ok(None);
+    }
+    let exporter = shared.plugins().exporter.clone();
+    let id = exporter.create_show(&show).await?;
+    shared.catalogue_wake.notify_one();
+    Ok(Some(id))
+}
+
+/// The matcher query for a play's show: the play's own show guids plus, when Plex can tell
+/// us, the show's `<Guid>` list and first-air year (cached per show).
+pub(crate) async fn enrich(shared: &Shared, play: &Play) -> Result<ShowQuery, PlexError> {
+    let mut query = play.show.query();
+    let Some(rk) = play.show.rating_key.clone() else {
+        return Ok(query);
+    };
+    let key = play.show.key();
+    let meta: Option<ShowMeta> = shared.store.show_info(&key).ok().flatten();
+    let meta = match meta {
+        Some(m) => Some(m),
+        None => {
+            let client = shared.plex();
+            let started = Instant::now();
+            match client.show_meta(&rk).await {
+                Ok(m) => {
+                    shared.note_plex_ok();
+                    tracing::debug!(rating_key = %rk, guids = m.guids.len(), ms = started.elapsed().as_millis() as u64, "fetched show ids from Plex");
+                    if let Err(e) = shared.store.put_show_info(key.clone(), m.clone()).await {
+                        tracing::warn!(error = %e, "cannot cache show ids");
+                    }
+                    Some(m)
+                }
+                Err(PlexError::NotFound { .. }) => None,
+                Err(e) => {
+                    shared.note_plex_error(&e);
+                    // A legacy agent's guid already carries the show id: go on without Plex.
+                    let has_legacy_id = query.guids.iter().any(|g| !g.starts_with("plex://"));
+                    if has_legacy_id && !matches!(e, PlexError::Unauthorized { .. })
+                        || matches!(e, PlexError::Malformed { .. })
+                    {
+                        None
+                    } else {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    };
+    if let Some(m) = meta {
+        if let Some(g) = m.guid {
+            if !query.guids.contains(&g) {
+                query.guids.push(g);
+            }
+        }
+        for g in m.guids {
+            if !query.guids.contains(&g) {
+                query.guids.push(g);
+            }
+        }
+        if m.year.is_some() {
+            query.year = m.year;
+        }
+        if let Some(t) = m.title.filter(|t| !t.trim().is_empty()) {
+            query.title = t;
+        }
+    }
+    Ok(query)
+}
