@@ -251,8 +251,14 @@ async fn tracker_outage_503_then_refused_then_recovery_delivers_with_one_key() {
     })
     .await;
     w.tracker.server.go_down();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let st = w.daemon.status().await;
+    let mut st = w.daemon.status().await;
+    for _ in 0..300 {
+        if st["tracker_error"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        st = w.daemon.status().await;
+    }
     assert!(
         st["tracker_error"].is_string(),
         "status tells the tracker is failing: {st}"
