@@ -341,6 +341,15 @@ async fn browser_sessions_need_the_token_once_and_same_origin_json_after() {
             .send()
     };
     assert_eq!(get(&cookie).await.unwrap().status().as_u16(), 200);
+    // A proxy's own Basic auth passed on upstream does not hide the session.
+    let r = http
+        .get(format!("{base}/api/status"))
+        .header("cookie", cookie.clone())
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     // Changes need the page's own Origin and a JSON body; a cross-site fetch is refused.
     let post = |origin: Option<&str>, ct: &str, site: Option<&str>| {
         let mut r = http

@@ -46,13 +46,17 @@ pub fn authenticate(
     if let Peer::Unix = peer {
         return Ok(Credential::Socket);
     }
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let given = auth
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
+    // Only a Bearer credential is ours: a proxy in front may use Basic auth of its own and
+    // pass that header on, and the page's session must still work behind it.
+    let bearer = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    if let Some(given) = bearer {
         return match shared.secret(ADMIN_TOKEN) {
             Some(token) if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) => {
                 Ok(Credential::Bearer)
