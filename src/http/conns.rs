@@ -339,6 +339,8 @@ impl Throttle {
 }
 
 /// The soft and hard RLIMIT_NOFILE, or None when getrlimit fails.
+// `rlim_t` is u64 here but 32 bits on some targets: the casts are for those.
+#[allow(clippy::unnecessary_cast)]
 pub fn nofile_limits() -> Option<(u64, u64)> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -353,6 +355,7 @@ pub fn nofile_limits() -> Option<(u64, u64)> {
 /// of 1024 (kept low for programs that still use select(2)); this daemon uses epoll, and the
 /// connection cap (see [`Caps::new`]) keeps it below whatever the limit is anyway. A failure is
 /// logged and the daemon runs with what it has.
+#[allow(clippy::unnecessary_cast)] // see `nofile_limits`
 pub fn raise_nofile_limit() {
     let Some((soft, hard)) = nofile_limits() else {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit (RLIMIT_NOFILE)");
