@@ -76,6 +76,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
+    crate::http::raise_nofile_limit();
     let listen_addr = listener
         .local_addr()
         .map_err(|e| DaemonError::Io(e.to_string()))?;

@@ -27,8 +27,10 @@ type Resp = Response<Full<Bytes>>;
 use crate::admin::json;
 
 pub mod access;
+mod conns;
 pub mod forwarded;
 mod listen;
+pub use conns::raise_nofile_limit;
 pub use listen::{bind_unix, serve};
 
 /// Bind the TCP listener for `run` (the daemon's only TCP socket; tests bind 127.0.0.1:0).

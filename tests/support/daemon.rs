@@ -45,11 +45,22 @@ pub struct Daemon {
     pub addr: String,
     pub webhook_url: String,
     starts: u32,
+    /// RLIMIT_NOFILE (soft, hard) set in the daemon before exec; None: inherited.
+    nofile: Option<(u64, u64)>,
 }
 
 impl Daemon {
     /// Write `config_text` to `dir/plexsync.toml` and start the daemon.
     pub async fn start(dir: &Path, config_text: &str) -> Daemon {
+        Self::start_with_nofile(dir, config_text, None).await
+    }
+
+    /// [`Daemon::start`] with the daemon's RLIMIT_NOFILE set to (soft, hard), as systemd does.
+    pub async fn start_with_nofile(
+        dir: &Path,
+        config_text: &str,
+        nofile: Option<(u64, u64)>,
+    ) -> Daemon {
         let config = dir.join("plexsync.toml");
         std::fs::write(&config, config_text).unwrap();
         let mut d = Daemon {
@@ -59,9 +70,15 @@ impl Daemon {
             addr: String::new(),
             webhook_url: String::new(),
             starts: 0,
+            nofile,
         };
         d.spawn().await;
         d
+    }
+
+    /// The running daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -93,6 +110,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
+            .nofile(self.nofile)
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -209,6 +227,34 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+trait NofileExt {
+    fn nofile(&mut self, limits: Option<(u64, u64)>) -> &mut Self;
+}
+
+impl NofileExt for Command {
+    /// setrlimit(RLIMIT_NOFILE) in the child between fork and exec.
+    fn nofile(&mut self, limits: Option<(u64, u64)>) -> &mut Self {
+        let Some((soft, hard)) = limits else {
+            return self;
+        };
+        use std::os::unix::process::CommandExt;
+        let r = libc::rlimit {
+            rlim_cur: soft as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        };
+        // SAFETY: setrlimit is async-signal-safe and touches only `r`, copied into the closure.
+        unsafe {
+            self.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        }
     }
 }
 
