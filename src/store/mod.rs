@@ -25,7 +25,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+mod decisions;
+mod ingest;
+mod kv;
 pub mod ops;
+mod outbox;
+mod secrets;
+mod views;
 
 pub const SCHEMA_VERSION: u64 = 1;
 

@@ -1,0 +1,389 @@
+//! Decisions: where a pending play goes. The resolver's queue (`pending`), applying its
+//! resolution in one transaction (mapping + `watched` + `outbox`, a conflict, ignored, or a
+//! retry time), the `conflicts` and `mappings` tables, and a person's decisions: resolving a
+//! conflict (releasing its held plays) and editing a mapping.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::ops::{all_json, get_json, watched_key};
+use super::*;
+use crate::model::{
+    Conflict, JournalEntry, Mapping, OutboxItem, Play, PlayState, Watched, now_secs,
+};
+
+/// What the resolver decided for a pending play.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// Mapped; `mapping` is stored when the show had none yet.
+    Mapped {
+        show_id: String,
+        mapping: Option<Mapping>,
+    },
+    /// Needs a person: held in the show's conflict.
+    Conflict(Conflict),
+    /// The show is ignored by a person's decision.
+    Ignored,
+    /// Could not decide now (Plex/tracker unreachable, no catalogue yet): try again later.
+    Retry { not_before_ms: i64 },
+}
+
+/// What applying a resolution did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// Recorded as watched and queued for export.
+    Queued,
+    /// Recorded as watched; the episode was already watched (or sync is off): nothing to send.
+    AlreadyWatched,
+    Parked,
+    Ignored,
+    Deferred,
+    /// The play was not pending any more (resolved concurrently).
+    Stale,
+}
+
+/// What a person decided for a conflict.
+#[derive(Debug, Clone)]
+pub enum ConflictDecision {
+    /// Map the show to this tracker show (chosen, or just created).
+    Select { show_id: String, method: String },
+    /// Never sync this show; its plays stay in the journal as ignored.
+    Ignore,
+}
+
+impl Store {
+    /// Plays waiting for the resolver whose retry time has come, oldest first.
+    pub fn due_pending(&self, now_ms: i64, limit: usize) -> Result<Vec<Play>> {
+        self.read(|txn| {
+            let pending = txn.open_table(PENDING)?;
+            let journal = txn.open_table(JOURNAL)?;
+            let mut out = Vec::new();
+            for row in pending.iter()? {
+                let (id, not_before) = row?;
+                if not_before.value() > now_ms {
+                    continue;
+                }
+                if let Some(v) = journal.get(id.value())? {
+                    let e: JournalEntry = decode(v.value())?;
+                    out.push(e.play);
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The earliest retry time among pending plays, if any.
+    pub fn next_pending_at(&self) -> Result<Option<i64>> {
+        self.read(|txn| {
+            let pending = txn.open_table(PENDING)?;
+            let mut min: Option<i64> = None;
+            for row in pending.iter()? {
+                let (_, t) = row?;
+                min = Some(min.map_or(t.value(), |m: i64| m.min(t.value())));
+            }
+            Ok(min)
+        })
+    }
+
+    pub fn mapping(&self, show_key: &str) -> Result<Option<Mapping>> {
+        self.read(|txn| get_json(&txn.open_table(MAPPINGS)?, show_key))
+    }
+
+    pub fn conflict(&self, show_key: &str) -> Result<Option<Conflict>> {
+        self.read(|txn| get_json(&txn.open_table(CONFLICTS)?, show_key))
+    }
+
+    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
+        self.read(|txn| all_json(&txn.open_table(CONFLICTS)?))
+    }
+
+    pub fn mappings(&self) -> Result<Vec<Mapping>> {
+        self.read(|txn| all_json(&txn.open_table(MAPPINGS)?))
+    }
+
+    /// Apply many decisions in one transaction. A play that is gone or no longer pending is
+    /// `Stale`; it does not spoil the others.
+    pub async fn apply_resolutions(&self, items: Vec<(u64, Resolution)>) -> Result<Vec<Applied>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |txn| {
+            let mut out = Vec::with_capacity(items.len());
+            for (id, r) in items {
+                out.push(match apply_in(txn, id, r) {
+                    Err(StoreError::NotFound(_)) => Applied::Stale,
+                    other => other?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Apply the resolver's decision for one play.
+    pub async fn apply_resolution(&self, play_id: u64, r: Resolution) -> Result<Applied> {
+        self.write(move |txn| apply_in(txn, play_id, r)).await
+    }
+
+    /// Apply a person's decision: the conflict goes, the decision becomes a (manual) mapping
+    /// future plays reuse, and the held plays are released — recorded as watched and queued
+    /// for export (select) or marked ignored (ignore). Returns (plays released, episodes queued).
+    pub async fn resolve_conflict(
+        &self,
+        key: String,
+        decision: ConflictDecision,
+    ) -> Result<(usize, usize)> {
+        self.write(move |txn| {
+            let mut conflicts = txn.open_table(CONFLICTS)?;
+            let c: Conflict = get_json(&conflicts, &key)?
+                .ok_or_else(|| StoreError::NotFound(format!("no open conflict {key:?}")))?;
+            conflicts.remove(key.as_str())?;
+            drop(conflicts);
+            let (show_id, ignored, method) = match &decision {
+                ConflictDecision::Select { show_id, method } => {
+                    (show_id.clone(), false, method.clone())
+                }
+                ConflictDecision::Ignore => (String::new(), true, "ignored".to_string()),
+            };
+            let mapping = Mapping {
+                plex: c.plex.clone(),
+                show_id: show_id.clone(),
+                method,
+                confidence: 1.0,
+                manual: true,
+                sync_enabled: !ignored,
+                created_at: now_secs(),
+                ignored,
+            };
+            txn.open_table(MAPPINGS)?
+                .insert(key.as_str(), encode(&mapping)?.as_slice())?;
+            let (mut released, mut queued) = (0, 0);
+            for id in c.held {
+                let mut journal = txn.open_table(JOURNAL)?;
+                let Some(v) = journal.get(id)? else { continue };
+                let mut entry: JournalEntry = decode(v.value())?;
+                drop(v);
+                if !matches!(entry.state, PlayState::Parked { .. }) {
+                    continue;
+                }
+                released += 1;
+                if ignored {
+                    entry.state = PlayState::Ignored;
+                } else {
+                    drop(journal);
+                    if record_watched(txn, &entry.play, &show_id, true)? == Applied::Queued {
+                        queued += 1;
+                    }
+                    entry.state = PlayState::Resolved {
+                        show_id: show_id.clone(),
+                    };
+                    journal = txn.open_table(JOURNAL)?;
+                }
+                journal.insert(id, encode(&entry)?.as_slice())?;
+            }
+            Ok((released, queued))
+        })
+        .await
+    }
+
+    /// Point a mapping at another tracker show (a person's choice) or turn its sync on/off.
+    /// Returns the mapping as stored.
+    pub async fn update_mapping(
+        &self,
+        key: String,
+        show_id: Option<String>,
+        sync_enabled: Option<bool>,
+    ) -> Result<Mapping> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(MAPPINGS)?;
+            let mut m: Mapping = get_json(&t, &key)?
+                .ok_or_else(|| StoreError::NotFound(format!("no mapping {key:?}")))?;
+            if let Some(id) = show_id {
+                m.show_id = id;
+                m.method = "manual".into();
+                m.confidence = 1.0;
+                m.manual = true;
+                m.ignored = false;
+            }
+            if let Some(on) = sync_enabled {
+                m.sync_enabled = on;
+            }
+            t.insert(key.as_str(), encode(&m)?.as_slice())?;
+            Ok(m)
+        })
+        .await
+    }
+}
+
+fn apply_in(txn: &WriteTransaction, play_id: u64, r: Resolution) -> Result<Applied> {
+    let mut journal = txn.open_table(JOURNAL)?;
+    let mut entry: JournalEntry = match journal.get(play_id)? {
+        Some(v) => decode(v.value())?,
+        None => {
+            return Err(StoreError::NotFound(format!(
+                "play #{play_id} is not in the journal"
+            )));
+        }
+    };
+    if entry.state != PlayState::Pending {
+        return Ok(Applied::Stale);
+    }
+    let mut pending = txn.open_table(PENDING)?;
+    let applied = match r {
+        Resolution::Retry { not_before_ms } => {
+            pending.insert(play_id, not_before_ms)?;
+            return Ok(Applied::Deferred);
+        }
+        Resolution::Ignored => {
+            entry.state = PlayState::Ignored;
+            Applied::Ignored
+        }
+        Resolution::Conflict(mut c) => {
+            let mut conflicts = txn.open_table(CONFLICTS)?;
+            if let Some(existing) = get_json::<Conflict>(&conflicts, &c.key)? {
+                let mut held = existing.held;
+                held.push(play_id);
+                c.held = held;
+                c.created_at = existing.created_at;
+            } else {
+                c.held = vec![play_id];
+            }
+            conflicts.insert(c.key.as_str(), encode(&c)?.as_slice())?;
+            entry.state = PlayState::Parked { conflict: c.key };
+            Applied::Parked
+        }
+        Resolution::Mapped { show_id, mapping } => {
+            let mut mappings = txn.open_table(MAPPINGS)?;
+            let key = entry.play.show.key();
+            let current: Option<Mapping> = get_json(&mappings, &key)?;
+            let sync = match (&current, &mapping) {
+                (Some(m), _) => m.sync_enabled,
+                (None, Some(m)) => {
+                    mappings.insert(key.as_str(), encode(m)?.as_slice())?;
+                    m.sync_enabled
+                }
+                (None, None) => true,
+            };
+            drop(mappings);
+            let a = record_watched(txn, &entry.play, &show_id, sync)?;
+            entry.state = PlayState::Resolved { show_id };
+            a
+        }
+    };
+    pending.remove(play_id)?;
+    journal.insert(play_id, encode(&entry)?.as_slice())?;
+    Ok(applied)
+}
+
+/// Count the play against the tracker episode and queue an export when the episode was not
+/// known watched before.
+fn record_watched(
+    txn: &WriteTransaction,
+    play: &Play,
+    show_id: &str,
+    sync: bool,
+) -> Result<Applied> {
+    let mut watched = txn.open_table(WATCHED)?;
+    let k = watched_key(show_id, play.season, play.episode);
+    match get_json::<Watched>(&watched, &k)? {
+        Some(mut w) => {
+            w.plays += 1;
+            w.first_watched_at = w.first_watched_at.min(play.viewed_at);
+            watched.insert(k.as_str(), encode(&w)?.as_slice())?;
+            Ok(Applied::AlreadyWatched)
+        }
+        None => {
+            watched.insert(
+                k.as_str(),
+                encode(&Watched {
+                    first_watched_at: play.viewed_at,
+                    plays: 1,
+                    exported_at: None,
+                })?
+                .as_slice(),
+            )?;
+            drop(watched);
+            if !sync {
+                return Ok(Applied::AlreadyWatched);
+            }
+            let id = next_seq(txn, "outbox")?;
+            let item = OutboxItem {
+                play_id: play.id,
+                show_id: show_id.to_string(),
+                season: play.season,
+                episode: play.episode,
+                watched_at: play.viewed_at,
+                queued_at: now_secs(),
+            };
+            txn.open_table(OUTBOX)?
+                .insert(id, encode(&item)?.as_slice())?;
+            Ok(Applied::Queued)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ops::fixtures::{act, play};
+
+    #[tokio::test]
+    async fn resolving_a_conflict_releases_its_plays_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut p2 = play(5000);
+        p2.episode = 3;
+        s.ingest_play(play(1000), act(), 300).await.unwrap();
+        s.ingest_play(p2, act(), 300).await.unwrap();
+        let c = |held| Conflict {
+            key: "srv/10".into(),
+            plex: play(0).show,
+            query: Default::default(),
+            candidates: vec![],
+            held,
+            created_at: 0,
+            updated_at: 0,
+            reason: "test".into(),
+        };
+        assert_eq!(
+            s.apply_resolution(1, Resolution::Conflict(c(vec![])))
+                .await
+                .unwrap(),
+            Applied::Parked
+        );
+        assert_eq!(
+            s.apply_resolution(2, Resolution::Conflict(c(vec![])))
+                .await
+                .unwrap(),
+            Applied::Parked
+        );
+        assert_eq!(s.conflict("srv/10").unwrap().unwrap().held, vec![1, 2]);
+        let (released, queued) = s
+            .resolve_conflict(
+                "srv/10".into(),
+                ConflictDecision::Select {
+                    show_id: "42".into(),
+                    method: "manual".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((released, queued), (2, 2));
+        assert!(s.conflict("srv/10").unwrap().is_none());
+        let m = s.mapping("srv/10").unwrap().unwrap();
+        assert!(m.manual && m.show_id == "42");
+        assert!(
+            s.resolve_conflict("srv/10".into(), ConflictDecision::Ignore)
+                .await
+                .is_err()
+        );
+        assert_eq!(s.form_batches(100).await.unwrap(), 1);
+        let m = s
+            .update_mapping("srv/10".into(), None, Some(false))
+            .await
+            .unwrap();
+        assert!(!m.sync_enabled);
+    }
+}

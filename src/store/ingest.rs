@@ -1,0 +1,304 @@
+//! Ingest: journal a play, or recognise it as the same viewing (`dedupe`, across sources) or
+//! as a history row read before (`history_keys`), and advance poll cursors (`cursors`) in the
+//! same transaction as the page they cover. Owns the `journal` and `pending` inserts of a new
+//! play and the `webhook_loss` counter.
+
+use plexsync_plugin_api::PlaySource;
+use redb::{ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::ops::{get_json, put_activity};
+use super::*;
+use crate::model::{Activity, ActivityStatus, JournalEntry, Play, PlayState, now_secs};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DedupeEntry {
+    viewed_at: i64,
+    play_id: u64,
+    /// Every source that has reported this viewing.
+    #[serde(default)]
+    sources: Vec<PlaySource>,
+}
+
+/// The answer to [`Store::ingest_play`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingested {
+    /// A new play, journaled under this id.
+    New(u64),
+    /// The same viewing was already journaled as this play.
+    Duplicate(u64),
+    /// This exact history row was journaled before (an overlapping poll read it again).
+    AlreadySeen(u64),
+}
+
+/// A poll cursor: rows with `viewedAt` up to here are journaled.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub viewed_at: i64,
+    pub updated_at: i64,
+}
+
+/// What [`Store::ingest_batch`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BatchCounts {
+    pub new: u64,
+    pub duplicates: u64,
+    pub already_seen: u64,
+    pub new_ids: Vec<u64>,
+}
+
+impl Store {
+    /// Journal a play (or recognise it as a duplicate) and record its activity row, in one
+    /// durable step. `window_secs`: the same account/show/episode viewed within this many
+    /// seconds is the same viewing.
+    pub async fn ingest_play(
+        &self,
+        play: Play,
+        activity: Activity,
+        window_secs: i64,
+    ) -> Result<Ingested> {
+        self.write(move |txn| ingest_in(txn, play, Some(activity), window_secs))
+            .await
+    }
+
+    /// Journal many plays and, in the same transaction, advance a poll cursor — so the cursor
+    /// never moves past a row that is not durably journaled. `activity(play)` builds the row
+    /// for a new play or a cross-source duplicate (None: no row).
+    pub async fn ingest_batch(
+        &self,
+        plays: Vec<Play>,
+        cursor: Option<(String, i64)>,
+        window_secs: i64,
+        activity: fn(&Play) -> Option<Activity>,
+    ) -> Result<BatchCounts> {
+        self.write(move |txn| {
+            let mut counts = BatchCounts::default();
+            for play in plays {
+                let a = activity(&play);
+                match ingest_in(txn, play, a, window_secs)? {
+                    Ingested::New(id) => {
+                        counts.new += 1;
+                        counts.new_ids.push(id);
+                    }
+                    Ingested::Duplicate(_) => counts.duplicates += 1,
+                    Ingested::AlreadySeen(_) => counts.already_seen += 1,
+                }
+            }
+            if let Some((key, viewed_at)) = cursor {
+                let mut t = txn.open_table(CURSORS)?;
+                let cur: Option<Cursor> = get_json(&t, &key)?;
+                let next = cur.map_or(viewed_at, |c| c.viewed_at.max(viewed_at));
+                t.insert(
+                    key.as_str(),
+                    encode(&Cursor {
+                        viewed_at: next,
+                        updated_at: now_secs(),
+                    })?
+                    .as_slice(),
+                )?;
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    pub fn cursor(&self, key: &str) -> Result<Option<Cursor>> {
+        self.read(|txn| get_json(&txn.open_table(CURSORS)?, key))
+    }
+
+    pub fn cursors(&self) -> Result<Vec<(String, Cursor)>> {
+        self.read(|txn| {
+            let t = txn.open_table(CURSORS)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_string(), decode(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn ingest_in(
+    txn: &WriteTransaction,
+    mut play: Play,
+    activity: Option<Activity>,
+    window: i64,
+) -> Result<Ingested> {
+    let mut hkeys = txn.open_table(HISTORY_KEYS)?;
+    if let Some(hk) = &play.history_key {
+        if let Some(id) = hkeys.get(hk.as_str())? {
+            return Ok(Ingested::AlreadySeen(id.value()));
+        }
+    }
+    let key = play.dedupe_key();
+    let mut dedupe = txn.open_table(DEDUPE)?;
+    let prev: Option<DedupeEntry> = get_json(&dedupe, &key)?;
+    if let Some(mut prev) = prev {
+        if (play.viewed_at - prev.viewed_at).abs() <= window {
+            let new_source = !prev.sources.contains(&play.source);
+            if new_source {
+                prev.sources.push(play.source);
+                dedupe.insert(key.as_str(), encode(&prev)?.as_slice())?;
+            }
+            if let Some(hk) = &play.history_key {
+                hkeys.insert(hk.as_str(), prev.play_id)?;
+            }
+            drop((dedupe, hkeys));
+            if let Some(mut a) = activity {
+                a.status = ActivityStatus::Duplicate;
+                let seen: Vec<String> = prev.sources.iter().map(|s| s.to_string()).collect();
+                a.action = format!(
+                    "same viewing as play #{} (seen by {})",
+                    prev.play_id,
+                    seen.join(", ")
+                );
+                a.play_id = Some(prev.play_id);
+                put_activity(txn, a)?;
+            }
+            return Ok(Ingested::Duplicate(prev.play_id));
+        }
+    }
+    let id = next_seq(txn, "journal")?;
+    play.id = id;
+    if let Some(hk) = &play.history_key {
+        hkeys.insert(hk.as_str(), id)?;
+    }
+    dedupe.insert(
+        key.as_str(),
+        encode(&DedupeEntry {
+            viewed_at: play.viewed_at,
+            play_id: id,
+            sources: vec![play.source],
+        })?
+        .as_slice(),
+    )?;
+    drop((dedupe, hkeys));
+    if play.source != PlaySource::Webhook {
+        // Found by polling and not (yet) by any webhook: the webhook-loss signal.
+        bump_counter(txn, "webhook_loss", 1)?;
+    }
+    let source = play.source;
+    let entry = JournalEntry {
+        play,
+        state: PlayState::Pending,
+    };
+    txn.open_table(JOURNAL)?
+        .insert(id, encode(&entry)?.as_slice())?;
+    txn.open_table(PENDING)?.insert(id, 0i64)?;
+    if let Some(mut a) = activity {
+        a.play_id = Some(id);
+        if a.action.is_empty() {
+            a.action = format!("journaled as play #{id} ({source})");
+        }
+        put_activity(txn, a)?;
+    }
+    Ok(Ingested::New(id))
+}
+
+fn bump_counter(txn: &WriteTransaction, name: &str, by: u64) -> Result<u64> {
+    let mut meta = txn.open_table(META)?;
+    let key = format!("counter.{name}");
+    let cur = match meta.get(key.as_str())? {
+        Some(v) => decode::<u64>(v.value())?,
+        None => 0,
+    };
+    let next = cur + by;
+    meta.insert(key.as_str(), encode(&next)?.as_slice())?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ops::fixtures::{act, play};
+    use crate::store::ops::{Applied, BatchOutcome, Resolution};
+
+    #[tokio::test]
+    async fn dedupe_window_and_rewatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let a = s.ingest_play(play(1000), act(), 300).await.unwrap();
+        assert_eq!(a, Ingested::New(1));
+        let b = s.ingest_play(play(1200), act(), 300).await.unwrap();
+        assert_eq!(b, Ingested::Duplicate(1));
+        let c = s
+            .ingest_play(play(1000 + 86400 * 3), act(), 300)
+            .await
+            .unwrap();
+        assert_eq!(c, Ingested::New(2));
+        let (rows, total) = s.activity(None, None, 1, 50).unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(rows[0].play_id, Some(2));
+        assert_eq!(rows[1].status, ActivityStatus::Duplicate);
+        assert_eq!(s.due_pending(i64::MAX, 10).unwrap().len(), 2);
+
+        // First resolution queues an export; the re-watch only counts.
+        let m = Resolution::Mapped {
+            show_id: "42".into(),
+            mapping: None,
+        };
+        assert_eq!(
+            s.apply_resolution(1, m.clone()).await.unwrap(),
+            Applied::Queued
+        );
+        assert_eq!(
+            s.apply_resolution(2, m.clone()).await.unwrap(),
+            Applied::AlreadyWatched
+        );
+        assert_eq!(s.apply_resolution(2, m).await.unwrap(), Applied::Stale);
+        assert_eq!(s.watched("42", 1, 2).unwrap().unwrap().plays, 2);
+        assert_eq!(s.form_batches(100).await.unwrap(), 1);
+        let due = s.due_batches(i64::MAX, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        let key = due[0].idempotency_key.clone();
+        s.finish_batch(
+            due[0].id,
+            BatchOutcome::Transient {
+                error: "503".into(),
+                retry_at_ms: 0,
+            },
+            3,
+            1.0,
+        )
+        .await
+        .unwrap();
+        let again = s.due_batches(i64::MAX, 10).unwrap();
+        assert_eq!(again[0].idempotency_key, key, "retries reuse the key");
+        assert_eq!(again[0].attempts, 1);
+        s.finish_batch(
+            again[0].id,
+            BatchOutcome::Permanent {
+                error: "422".into(),
+            },
+            3,
+            1.0,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.dead_letters().unwrap().len(), 1);
+        assert_eq!(s.retry_dead().await.unwrap(), 1);
+        let back = s.due_batches(i64::MAX, 10).unwrap();
+        assert_eq!(back.len(), 1);
+        s.finish_batch(
+            back[0].id,
+            BatchOutcome::Delivered {
+                marked: 1,
+                already: 0,
+            },
+            3,
+            1.0,
+        )
+        .await
+        .unwrap();
+        assert!(
+            s.watched("42", 1, 2)
+                .unwrap()
+                .unwrap()
+                .exported_at
+                .is_some()
+        );
+        let c = s.counts().unwrap();
+        assert_eq!((c.outbox_items, c.batches, c.dead_letters), (0, 0, 0));
+    }
+}

@@ -1,0 +1,75 @@
+//! Caches that can be fetched again: the plugins' key-value store with expiry (`plugin_kv`,
+//! also the host's remembered Plex accounts), Plex show info (`show_info`) and the tracker's
+//! show catalogue (`catalogue`).
+
+use plexsync_plugin_api::CatalogShow;
+use serde::{Deserialize, Serialize};
+
+use super::ops::get_json;
+use super::*;
+use crate::model::{now_millis, now_secs};
+
+impl Store {
+    pub async fn save_catalogue(&self, shows: Vec<CatalogShow>) -> Result<()> {
+        self.write(move |txn| {
+            let bytes = encode(&shows)?;
+            txn.open_table(CATALOGUE)?
+                .insert("shows", bytes.as_slice())?;
+            txn.open_table(CATALOGUE)?
+                .insert("fetched_at", encode(&now_secs())?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub fn load_catalogue(&self) -> Result<Option<Vec<CatalogShow>>> {
+        self.read(|txn| get_json(&txn.open_table(CATALOGUE)?, "shows"))
+    }
+
+    /// Cached show info from Plex (its guids), keyed by [`PlexShow::key`].
+    pub fn show_info<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.read(|txn| get_json(&txn.open_table(SHOW_INFO)?, key))
+    }
+
+    pub async fn put_show_info<T: Serialize + Send + 'static>(
+        &self,
+        key: String,
+        v: T,
+    ) -> Result<()> {
+        self.write(move |txn| {
+            txn.open_table(SHOW_INFO)?
+                .insert(key.as_str(), encode(&v)?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Plugin cache read (expired entries read as absent).
+    pub fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let entry: Option<KvEntry> = self.read(|txn| get_json(&txn.open_table(KV)?, key))?;
+        Ok(entry.and_then(|e| match e.expires_at_ms {
+            Some(t) if t <= now_millis() => None,
+            _ => Some(e.value),
+        }))
+    }
+
+    pub fn kv_put_detached(&self, key: String, value: Vec<u8>, expires_at_ms: Option<i64>) {
+        self.write_detached(move |txn| {
+            txn.open_table(KV)?.insert(
+                key.as_str(),
+                encode(&KvEntry {
+                    value,
+                    expires_at_ms,
+                })?
+                .as_slice(),
+            )?;
+            Ok(())
+        });
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct KvEntry {
+    value: Vec<u8>,
+    expires_at_ms: Option<i64>,
+}

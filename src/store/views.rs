@@ -1,0 +1,273 @@
+//! What people look at: status counts, the `activity` log (recorded on its own, paged,
+//! per day, pruned by retention), per-show sync figures, and read-only lookups of `watched`
+//! episodes, journal entries and play outcomes.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+
+use super::ops::{get_json, put_activity, watched_key};
+use super::*;
+use crate::model::{
+    Activity, ActivityStatus, Batch, JournalEntry, OutboxItem, PlayState, Watched, now_secs,
+};
+
+/// Per-day activity for the stats view.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DayStats {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub total: u64,
+    pub success: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    pub duplicate: u64,
+    pub avg_duration_ms: f64,
+    pub max_duration_ms: f64,
+}
+
+/// Exported-episode figures of one tracker show.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShowSync {
+    pub plays_synced: u64,
+    pub last_synced_at: Option<i64>,
+}
+
+/// Counts for status pages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counts {
+    pub journal: u64,
+    pub pending_resolution: u64,
+    pub outbox_items: u64,
+    pub batches: u64,
+    pub dead_letters: u64,
+    pub conflicts: u64,
+    pub mappings: u64,
+    pub watched: u64,
+    /// Age in seconds of the oldest play waiting for export.
+    pub oldest_pending_secs: Option<i64>,
+    /// Plays found by polling that no webhook had delivered.
+    pub webhook_loss: u64,
+}
+
+impl Store {
+    /// Record an activity row on its own.
+    pub async fn record_activity(&self, a: Activity) -> Result<u64> {
+        self.write(move |txn| put_activity(txn, a)).await
+    }
+
+    pub fn watched(&self, show_id: &str, season: u32, episode: u32) -> Result<Option<Watched>> {
+        self.read(|txn| {
+            get_json(
+                &txn.open_table(WATCHED)?,
+                &watched_key(show_id, season, episode),
+            )
+        })
+    }
+
+    /// Of these plays: how many are resolved to a show, parked in a conflict, still pending.
+    pub fn play_outcomes(&self, ids: &[u64]) -> Result<(u64, u64, u64)> {
+        self.read(|txn| {
+            let j = txn.open_table(JOURNAL)?;
+            let (mut matched, mut parked, mut waiting) = (0, 0, 0);
+            for id in ids {
+                if let Some(v) = j.get(*id)? {
+                    match decode::<JournalEntry>(v.value())?.state {
+                        PlayState::Resolved { .. } => matched += 1,
+                        PlayState::Parked { .. } => parked += 1,
+                        PlayState::Pending => waiting += 1,
+                        PlayState::Ignored => {}
+                    }
+                }
+            }
+            Ok((matched, parked, waiting))
+        })
+    }
+
+    /// Exported episodes of a tracker show and when the last one was delivered.
+    pub fn show_sync(&self, show_id: &str) -> Result<ShowSync> {
+        self.read(|txn| {
+            let t = txn.open_table(WATCHED)?;
+            let start = format!("{show_id}\u{1f}");
+            let end = format!("{show_id}\u{20}");
+            let mut out = ShowSync::default();
+            for row in t.range(start.as_str()..end.as_str())? {
+                let w: Watched = decode(row?.1.value())?;
+                if let Some(at) = w.exported_at {
+                    out.plays_synced += 1;
+                    out.last_synced_at = Some(out.last_synced_at.map_or(at, |l: i64| l.max(at)));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Activity per day (UTC) for the last `days` days, newest first.
+    pub fn activity_days(&self, now_ms: i64, days: i64) -> Result<Vec<DayStats>> {
+        let since = now_ms - days * 86_400_000;
+        self.read(|txn| {
+            let t = txn.open_table(ACTIVITY)?;
+            let mut by_day: BTreeMap<i64, (DayStats, f64)> = BTreeMap::new();
+            for row in t.iter()?.rev() {
+                let a: Activity = decode(row?.1.value())?;
+                if a.at < since {
+                    break;
+                }
+                let day = a.at.div_euclid(86_400_000);
+                let (d, sum) = by_day.entry(day).or_insert_with(|| {
+                    (
+                        DayStats {
+                            day: day_string(day),
+                            ..Default::default()
+                        },
+                        0.0,
+                    )
+                });
+                d.total += 1;
+                match a.status {
+                    ActivityStatus::Success => d.success += 1,
+                    ActivityStatus::Failed => d.failed += 1,
+                    ActivityStatus::Ignored => d.ignored += 1,
+                    ActivityStatus::Duplicate => d.duplicate += 1,
+                }
+                *sum += a.duration_ms;
+                d.max_duration_ms = d.max_duration_ms.max(a.duration_ms);
+            }
+            Ok(by_day
+                .into_values()
+                .rev()
+                .map(|(mut d, sum)| {
+                    d.avg_duration_ms = if d.total > 0 {
+                        sum / d.total as f64
+                    } else {
+                        0.0
+                    };
+                    d
+                })
+                .collect())
+        })
+    }
+
+    /// Delete activity rows older than `before_ms` (failed ones too unless `keep_failed`).
+    pub async fn prune_activity(&self, before_ms: i64, keep_failed: bool) -> Result<u64> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(ACTIVITY)?;
+            let mut doomed = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let a: Activity = decode(v.value())?;
+                if a.at >= before_ms {
+                    break;
+                }
+                if keep_failed && a.status == ActivityStatus::Failed {
+                    continue;
+                }
+                doomed.push(k.value());
+            }
+            for k in &doomed {
+                t.remove(*k)?;
+            }
+            Ok(doomed.len() as u64)
+        })
+        .await
+    }
+
+    pub fn journal_entry(&self, play_id: u64) -> Result<Option<JournalEntry>> {
+        self.read(|txn| match txn.open_table(JOURNAL)?.get(play_id)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        })
+    }
+
+    /// Activity rows, newest first, filtered; returns (rows of the page, total matching).
+    pub fn activity(
+        &self,
+        status: Option<&str>,
+        source: Option<&str>,
+        page: usize,
+        per_page: usize,
+    ) -> Result<(Vec<Activity>, usize)> {
+        let per_page = per_page.clamp(1, 500);
+        let skip = page.saturating_sub(1) * per_page;
+        self.read(|txn| {
+            let t = txn.open_table(ACTIVITY)?;
+            let mut total = 0;
+            let mut items = Vec::new();
+            for row in t.iter()?.rev() {
+                let a: Activity = decode(row?.1.value())?;
+                if status.is_some_and(|s| s != a.status.as_str())
+                    || source.is_some_and(|s| s != a.source)
+                {
+                    continue;
+                }
+                if total >= skip && items.len() < per_page {
+                    items.push(a);
+                }
+                total += 1;
+            }
+            Ok((items, total))
+        })
+    }
+
+    pub fn counts(&self) -> Result<Counts> {
+        self.read(|txn| {
+            let outbox = txn.open_table(OUTBOX)?;
+            let batches = txn.open_table(BATCHES)?;
+            let mut oldest: Option<i64> = None;
+            for row in outbox.iter()? {
+                let it: OutboxItem = decode(row?.1.value())?;
+                oldest = Some(oldest.map_or(it.queued_at, |o: i64| o.min(it.queued_at)));
+            }
+            let mut batch_items = 0u64;
+            for row in batches.iter()? {
+                let b: Batch = decode(row?.1.value())?;
+                batch_items += b.items.len() as u64;
+                for it in &b.items {
+                    oldest = Some(oldest.map_or(it.queued_at, |o: i64| o.min(it.queued_at)));
+                }
+            }
+            Ok(Counts {
+                journal: txn.open_table(JOURNAL)?.len()?,
+                pending_resolution: txn.open_table(PENDING)?.len()?,
+                outbox_items: outbox.len()? + batch_items,
+                batches: batches.len()?,
+                dead_letters: txn.open_table(DEAD)?.len()?,
+                conflicts: txn.open_table(CONFLICTS)?.len()?,
+                mappings: txn.open_table(MAPPINGS)?.len()?,
+                watched: txn.open_table(WATCHED)?.len()?,
+                oldest_pending_secs: oldest.map(|o| (now_secs() - o).max(0)),
+                webhook_loss: match txn.open_table(META)?.get("counter.webhook_loss")? {
+                    Some(v) => decode(v.value())?,
+                    None => 0,
+                },
+            })
+        })
+    }
+}
+
+/// `YYYY-MM-DD` of a day number since the epoch (civil-from-days).
+fn day_string(day: i64) -> String {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_format() {
+        assert_eq!(day_string(0), "1970-01-01");
+        assert_eq!(day_string(19_723), "2024-01-01");
+        assert_eq!(day_string(19_782), "2024-02-29");
+    }
+}
