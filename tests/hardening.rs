@@ -169,7 +169,10 @@ async fn a_plex_redirect_is_not_followed_and_status_names_its_target() {
     let mut st = Value::Null;
     for _ in 0..400 {
         st = d.status().await;
-        if st["plex_error"].as_str().is_some_and(|e| e.contains("redirect")) {
+        if st["plex_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("redirect"))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -217,7 +220,11 @@ async fn a_store_file_open_to_others_is_made_private_at_start() {
     let store = dir.path().join("plexsync.redb");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&store), 0o600, "created private");
-    assert_eq!(mode(&dir.path().join("plexsync.key")), 0o600, "created private");
+    assert_eq!(
+        mode(&dir.path().join("plexsync.key")),
+        0o600,
+        "created private"
+    );
     assert_eq!(d.stop(), Some(0));
 
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).unwrap();
