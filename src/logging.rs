@@ -5,12 +5,22 @@
 //! Otherwise: human-readable lines on stderr (tracing-subscriber's fmt).
 //!
 //! The level comes from `RUST_LOG` when set and valid, else `[log] level`, else `info`.
+//!
+//! Logged values carry text from outside (show titles from webhooks, error bodies, paths), so
+//! both destinations escape control characters in every message and field value
+//! ([`escape_control`]): a title holding a newline cannot forge a second log line, and ESC
+//! bytes never reach a terminal raw. This happens here, in the formatting layer, once: on
+//! stderr through [`EscapedFields`], in the journal through the [`JournalLayer`]'s visitor.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, prelude::*};
@@ -55,6 +65,7 @@ pub fn init(level: &str) -> Destination {
         }
     }
     let _ = tracing_subscriber::fmt()
+        .fmt_fields(EscapedFields::default())
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -64,6 +75,78 @@ pub fn init(level: &str) -> Destination {
         tracing::warn!(error = %e, "stderr is the journal's, but journald does not take native messages; logging plain lines to stderr");
     }
     Destination::Stderr
+}
+
+/// Whether `c` is escaped in logs: the C0 controls (newline, carriage return, tab, ESC…), DEL
+/// and the C1 controls (Unicode `Cc`), plus the line and paragraph separators (U+2028/9, shown
+/// as line breaks by some viewers) and the bidirectional formatting characters (which can make
+/// a line read differently from what it holds).
+fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` with control characters written the way Rust writes them in string literals: `\n`,
+/// `\r`, `\t`, anything else as `\u{1b}`. Borrowed (no copy) when there is nothing to escape,
+/// which is nearly always. Backslashes stay as they are: the point is that a value can never
+/// end a line or drive a terminal, not that the escaping can be reversed.
+pub fn escape_control(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(must_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    // Writing into a String cannot fail.
+    let _ = Escaper(&mut out).write_str(s);
+    Cow::Owned(out)
+}
+
+/// A [`fmt::Write`] adapter that escapes control characters on their way to `W`.
+struct Escaper<W>(W);
+
+impl<W: fmt::Write> fmt::Write for Escaper<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(at) = rest.find(must_escape) {
+            self.0.write_str(&rest[..at])?;
+            let mut chars = rest[at..].chars();
+            let Some(c) = chars.next() else { break };
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
+            rest = chars.as_str();
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// The stderr formatter's fields (an event's message and fields, and the fields of its spans):
+/// tracing-subscriber's own layout (`message key=value …`), every character of it passed
+/// through [`Escaper`]. Field names are identifiers, so only values and messages change.
+///
+/// tracing-subscriber already turns ESC in a *message* into `\x1b`, but lets a newline through,
+/// and writes `%`-formatted field values untouched: `show = %title` could end the line.
+#[derive(Debug, Default)]
+pub struct EscapedFields {
+    inner: DefaultFields,
+}
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut escaper = Escaper(&mut writer);
+        // The inner writer has no ANSI styling (field names would otherwise arrive wrapped in
+        // escape sequences, which the escaper would then show as text).
+        self.inner.format_fields(Writer::new(&mut escaper), fields)
+    }
 }
 
 /// A tracing [`Layer`] that hands every event to a [`log::Log`] (the journal logger) as a
@@ -120,7 +203,16 @@ impl Fields {
             None => self.pairs.push((key, v)),
         }
     }
+    /// Every value enters here, so every string reaching the journal (message and fields) is
+    /// escaped: journald keeps newlines in a field, and `journalctl` prints them as lines.
     fn put(&mut self, field: &Field, v: Val) {
+        let v = match v {
+            Val::Str(s) => Val::Str(match escape_control(&s) {
+                Cow::Borrowed(_) => s,
+                Cow::Owned(escaped) => escaped,
+            }),
+            other => other,
+        };
         match field.name() {
             "message" => self.message = Some(v.to_string()),
             "log.target" => self.log_target = Some(v.to_string()),
@@ -428,6 +520,147 @@ mod tests {
         assert_eq!(kv(c, "field_priority"), Some("1"));
         assert!(kv(c, "target").is_none() && kv(c, "priority").is_none());
         assert_eq!(c.level, log::Level::Error);
+    }
+
+    /// What a webhook could put in a show title: a forged line and terminal escapes.
+    const HOSTILE: &str = "Show\n2026-01-01T00:00:00Z  INFO forged\r\t\u{1b}[31mred\u{1b}]0;title\u{7}\u{7f}\u{85}\u{9b}\u{2028}\u{202e}";
+
+    fn assert_inert(text: &str) {
+        assert!(
+            !text.chars().any(must_escape),
+            "a control character got through: {text:?}"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_readably() {
+        assert!(matches!(
+            escape_control("Be Cool, Scooby-Doo!"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            escape_control("Ünïcödé 日本 \\n"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(escape_control("a\nb\r\tc"), "a\\nb\\r\\tc");
+        assert_eq!(escape_control("\u{1b}[2J\u{0}"), "\\u{1b}[2J\\u{0}");
+        assert_eq!(
+            escape_control("\u{7f}\u{85}\u{9f}"),
+            "\\u{7f}\\u{85}\\u{9f}"
+        );
+        assert_eq!(
+            escape_control("x\u{2028}y\u{202e}z"),
+            "x\\u{2028}y\\u{202e}z"
+        );
+        let e = escape_control(HOSTILE);
+        assert_inert(&e);
+        assert!(
+            e.starts_with("Show\\n2026-01-01T00:00:00Z  INFO forged\\r\\t\\u{1b}[31mred"),
+            "{e}"
+        );
+        // Every character is either kept or written as an escape, never dropped.
+        for c in ['\u{0}', '\u{1f}', '\u{80}', '\u{9f}', '\u{2069}'] {
+            assert_eq!(
+                escape_control(&c.to_string()),
+                format!("\\u{{{:x}}}", c as u32)
+            );
+        }
+        for c in [' ', '~', '\u{a0}', '\u{ff}', '\u{200b}', '😀'] {
+            assert_eq!(escape_control(&c.to_string()), c.to_string());
+        }
+    }
+
+    /// Everything the stderr formatter writes while `f` runs (no ANSI, no timestamps).
+    fn stderr_lines(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(EscapedFields::default())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn stderr_lines_cannot_be_forged_or_carry_terminal_escapes() {
+        let out = stderr_lines(|| {
+            let span = tracing::info_span!("request", show = %HOSTILE);
+            let _s = span.enter();
+            let e = std::io::Error::other(HOSTILE);
+            tracing::info!(
+                show = %HOSTILE,
+                shown_as_debug = ?HOSTILE,
+                plain = HOSTILE,
+                error = %e,
+                "journaled {HOSTILE}"
+            );
+            let e = std::io::Error::other(HOSTILE);
+            let as_error: &(dyn std::error::Error + 'static) = &e;
+            tracing::warn!(error = as_error, "failed");
+        });
+        assert_eq!(out.lines().count(), 2, "one line per event:\n{out}");
+        assert!(
+            !out.lines()
+                .any(|l| l.contains("forged") && !l.contains("\\n2026")),
+            "{out}"
+        );
+        for line in out.lines() {
+            assert_inert(line);
+        }
+        // Readable: the escapes stay in place of what they replace.
+        assert!(
+            out.contains("show=Show\\n2026-01-01T00:00:00Z  INFO forged\\r\\t\\u{1b}[31mred"),
+            "{out}"
+        );
+        assert!(out.contains("journaled Show\\n2026"), "{out}");
+        // The usual layout is unchanged for ordinary text.
+        let plain = stderr_lines(
+            || tracing::info!(show = %"The Office", season = 2u64, "webhook play journaled"),
+        );
+        assert_eq!(
+            plain.trim(),
+            "INFO webhook play journaled show=The Office season=2"
+        );
+    }
+
+    #[test]
+    fn journal_fields_and_message_are_escaped() {
+        let got = capture(|| {
+            let span = tracing::info_span!("request", from_span = %HOSTILE);
+            let _s = span.enter();
+            let e = std::io::Error::other(HOSTILE);
+            tracing::info!(show = %HOSTILE, plain = HOSTILE, error = %e, "journaled {HOSTILE}");
+        });
+        let c = &got[0];
+        assert_inert(&c.message);
+        assert!(
+            c.message
+                .starts_with("journaled Show\\n2026-01-01T00:00:00Z"),
+            "{}",
+            c.message
+        );
+        for (k, v) in &c.kvs {
+            assert_inert(v);
+            assert!(v.starts_with("Show\\n2026"), "{k}={v}");
+        }
+        assert_eq!(c.kvs.len(), 4, "{:?}", c.kvs);
     }
 
     #[test]

@@ -208,6 +208,11 @@ fn aad(name: &str) -> String {
     format!("plexsync-secret-v1:{name}")
 }
 
+/// A key file open to group or others is refused, not tightened as the store file is
+/// (`Store::open`): the stored secrets are sealed by this key, so the key itself is the
+/// whole secret, and one that others could read may already be copied. Making it private
+/// silently would hide that; a person decides (`chmod 600`, or a new key and `rekey`).
+/// Only loads check this; read-only commands that never load the key (status) are unaffected.
 #[cfg(unix)]
 fn check_permissions(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;

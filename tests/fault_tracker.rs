@@ -8,8 +8,7 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
@@ -32,39 +31,26 @@ fn scrobble(season: u32, episode: u32) -> Value {
     p
 }
 
-/// When each watched POST arrived (sampled every 5 ms from the fake's request list).
-fn clock(tracker: &FakeTracker) -> Arc<Mutex<Vec<Instant>>> {
-    let times = Arc::new(Mutex::new(Vec::new()));
-    let (t, st) = (times.clone(), tracker.state.clone());
-    tokio::spawn(async move {
-        loop {
-            let n = st.lock().unwrap().watched_posts.len();
-            {
-                let mut t = t.lock().unwrap();
-                while t.len() < n {
-                    t.push(Instant::now());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    times
-}
-
 async fn wait_posts(tracker: &FakeTracker, n: usize, what: &str) {
     eventually(what, WAIT, || (tracker.posts().len() >= n).then_some(())).await;
 }
 
-async fn tracker_error(d: &Daemon) -> String {
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        last = d.status().await;
+/// Poll `status` until its `tracker_error` satisfies `ok`; that error. Waiting for the
+/// condition (not a fixed sleep) keeps the test honest on a slow or busy machine.
+async fn tracker_error_where(d: &Daemon, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let last = d.status().await;
         if let Some(e) = last["tracker_error"].as_str() {
-            return e.to_string();
+            if ok(e) {
+                return e.to_string();
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("status never showed {what}: {last}");
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    panic!("status never named the tracker failure: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,16 +98,12 @@ async fn every_outage_form_in_turn_then_recovery_delivers_everything_once() {
         (tracker.state.lock().unwrap().requests >= 1).then_some(())
     })
     .await;
-    let times = clock(&tracker);
 
     // 1. 503 on every export.
     tracker.set_sticky(Some(Fault::Status(503, None)));
     post(1, 1).await;
     wait_posts(&tracker, 2, "two attempts answered 503").await;
-    assert!(
-        tracker_error(&d).await.contains("503"),
-        "status names the 503"
-    );
+    tracker_error_where(&d, "the 503", |e| e.contains("503")).await;
 
     // 2. 429 with Retry-After: 2 s. The daemon's own backoff is ≤ 500 ms here, so a gap of
     //    ~2 s between attempts is the header at work.
@@ -129,28 +111,25 @@ async fn every_outage_form_in_turn_then_recovery_delivers_everything_once() {
     post(1, 2).await;
     let before = tracker.posts().len();
     wait_posts(&tracker, before + 3, "attempts answered 429").await;
-    let gaps: Vec<Duration> = {
-        let t = times.lock().unwrap();
-        (before + 1..before + 3).map(|i| t[i] - t[i - 1]).collect()
-    };
+    // Each request carries its arrival time, so the times and the list cannot disagree.
+    let posts = tracker.posts();
+    let gaps: Vec<Duration> = (before + 1..before + 3)
+        .map(|i| posts[i].at.duration_since(posts[i - 1].at))
+        .collect();
     for g in &gaps {
         assert!(
             *g >= Duration::from_millis(1800),
             "Retry-After: 2 honoured between attempts: {gaps:?}"
         );
     }
-    assert!(tracker_error(&d).await.contains("429"));
+    tracker_error_where(&d, "the 429", |e| e.contains("429")).await;
 
     // 3. Refused connections.
     tracker.server.go_down_hard();
     tracker.set_sticky(None);
     post(1, 3).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let err = tracker_error(&d).await;
-    assert!(
-        !err.contains("429"),
-        "status moved on to the refusal: {err}"
-    );
+    // The next attempt comes after the 2 s Retry-After; status then names the refusal.
+    tracker_error_where(&d, "the refusal instead of the 429", |e| !e.contains("429")).await;
 
     // 4. Back, but hanging past the 2 s timeout (the fake applies the batch after the
     //    sleep: the daemon never sees that answer and must resend under the same key).
@@ -159,12 +138,7 @@ async fn every_outage_form_in_turn_then_recovery_delivers_everything_once() {
     post(1, 4).await;
     let before = tracker.posts().len();
     wait_posts(&tracker, before + 1, "an attempt that hangs").await;
-    tokio::time::sleep(Duration::from_millis(2300)).await;
-    let err = tracker_error(&d).await;
-    assert!(
-        err.to_lowercase().contains("time"),
-        "status names the timeout: {err}"
-    );
+    tracker_error_where(&d, "the timeout", |e| e.to_lowercase().contains("time")).await;
 
     // 5. Recovery: everything arrives, once.
     tracker.set_sticky(None);
@@ -203,6 +177,8 @@ async fn every_outage_form_in_turn_then_recovery_delivers_everything_once() {
         st = d.status().await;
     }
     assert_eq!(st["counts"]["dead_letters"], 1, "{st}");
+    // An absence can only be watched over a window: 800 ms is longer than the configured
+    // max_backoff (500 ms), so an automatic retry would have been sent within it.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
         tracker.posts().len(),

@@ -14,9 +14,10 @@
 //! header, and [`PlexClient`]'s `Debug` redacts it).
 //!
 //! Error mapping, the same for every endpoint: 401 → `Unauthorized`, 404 → `NotFound`,
-//! 5xx / 408 / 429 / connection failure / timeout / a body cut short → `Transient`; any other
-//! non-2xx, a body that is not XML, larger than [`MAX_BODY`], or whose root is not
-//! `<MediaContainer>` → `Malformed`.
+//! 5xx / 408 / 429 / connection failure / timeout / a body cut short → `Transient`; a 3xx →
+//! `Redirected` (redirects are never followed: the token would travel to wherever the
+//! `Location` points, another host included); any other non-2xx, a body that is not XML,
+//! larger than [`MAX_BODY`], or whose root is not `<MediaContainer>` → `Malformed`.
 
 use std::time::Duration;
 
@@ -51,6 +52,17 @@ pub enum PlexError {
     Transient { endpoint: String, message: String },
     #[error("Plex answered {endpoint} with something unusable: {message}")]
     Malformed { endpoint: String, message: String },
+    /// A 3xx. Not transient: it is the configured `[plex] url` that is wrong (http that
+    /// redirects to https, a proxy path, a moved server), and only a person can fix it.
+    /// `location` is the target without query, fragment or user info.
+    #[error(
+        "Plex redirects {endpoint} to {location} ({status}); redirects are not followed (the token would go along): set [plex] url to the final address"
+    )]
+    Redirected {
+        endpoint: String,
+        status: u16,
+        location: String,
+    },
 }
 
 impl PlexError {
@@ -99,6 +111,10 @@ impl PlexClient {
         timeout: Duration,
     ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
+            // A followed redirect resends every header, `X-Plex-Token` included, to wherever
+            // `Location` points (another host too); the tracker and TMDB clients refuse
+            // redirects for the same reason. A 3xx becomes `PlexError::Redirected`.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("plexsync/", env!("CARGO_PKG_VERSION")))
@@ -161,6 +177,13 @@ impl PlexClient {
         }
         if status.as_u16() == 404 {
             return Err(PlexError::NotFound { endpoint });
+        }
+        if status.is_redirection() {
+            return Err(PlexError::Redirected {
+                endpoint,
+                status: status.as_u16(),
+                location: redirect_target(resp.url(), resp.headers()),
+            });
         }
         if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
             return Err(PlexError::Transient {
@@ -269,6 +292,42 @@ pub fn encode_segment(s: &str) -> String {
     out
 }
 
+/// The longest redirect target echoed in an error.
+const MAX_LOCATION: usize = 200;
+
+/// Where a 3xx points, for the error: scheme, host, port and path only, since a query or user
+/// info could carry credentials; bounded in length, and only printable ASCII (reqwest hands
+/// out a `Location` as text only when it is visible ASCII; the URL parser percent-encodes the
+/// rest of the path).
+fn redirect_target(from: &reqwest::Url, headers: &reqwest::header::HeaderMap) -> String {
+    let Some(location) = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return "(no usable Location header)".into();
+    };
+    match from.join(location) {
+        Ok(mut to) => {
+            to.set_query(None);
+            to.set_fragment(None);
+            // Both only fail for URLs without a host, where there is nothing to remove.
+            let _ = to.set_username("");
+            let _ = to.set_password(None);
+            let mut shown: String = to
+                .as_str()
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(MAX_LOCATION)
+                .collect();
+            if to.as_str().len() > MAX_LOCATION {
+                shown.push('…');
+            }
+            shown
+        }
+        Err(_) => "(an unparseable Location)".into(),
+    }
+}
+
 /// A reqwest error in one line, without the URL's query (no secrets travel there, but keep
 /// messages short and stable).
 pub fn describe_reqwest(e: &reqwest::Error) -> String {
@@ -312,7 +371,10 @@ mod tests {
         assert!(parse_show_meta(&xml::parse("<MediaContainer/>").unwrap(), "5").is_none());
     }
 
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use test_server::TestServer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const TOKEN: &str = "tok-SECRET-123";
 
@@ -484,6 +546,87 @@ mod tests {
 
         let dbg = format!("{c:?}");
         assert!(!dbg.contains(TOKEN) && dbg.contains("redacted"), "{dbg}");
+    }
+
+    /// A server that answers every request with `status` and this `Location`, counting them.
+    async fn redirector(status: u16, location: String) -> (String, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                h.fetch_add(1, Ordering::SeqCst);
+                let location = location.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut tmp = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut tmp).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    }
+                    let resp = format!(
+                        "HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_names_its_target() {
+        // Where the redirect points: a server that would happily answer, and records.
+        let elsewhere = TestServer::start(|_| (200, "<MediaContainer/>".into())).await;
+        let port = elsewhere.url.rsplit(':').next().unwrap().to_string();
+        for status in [301u16, 302, 303, 307, 308] {
+            let (url, hits) = redirector(
+                status,
+                format!("http://someone:pw@127.0.0.1:{port}/moved/identity?X-Plex-Token=leak#frag"),
+            )
+            .await;
+            let c = client(&url, 5_000);
+            let e = c.identity().await.unwrap_err();
+            match &e {
+                PlexError::Redirected {
+                    endpoint,
+                    status: got,
+                    location,
+                } => {
+                    assert_eq!(endpoint, "/identity");
+                    assert_eq!(*got, status);
+                    // The target, without user info, query or fragment.
+                    assert_eq!(location, &format!("http://127.0.0.1:{port}/moved/identity"));
+                }
+                e => panic!("{status}: {e:?}"),
+            }
+            assert!(!e.is_transient(), "a redirect is the config's fault");
+            let shown = e.to_string();
+            assert!(
+                shown.contains(&format!("127.0.0.1:{port}/moved/identity"))
+                    && shown.contains("[plex] url"),
+                "{shown}"
+            );
+            assert!(!shown.contains("leak") && !shown.contains("pw"), "{shown}");
+            assert_no_token(&e);
+            assert_eq!(hits.load(Ordering::SeqCst), 1, "asked once, not in a loop");
+        }
+        assert!(
+            elsewhere.requests().is_empty(),
+            "the redirect target never saw a request (nor the token)"
+        );
+
+        // A relative Location is resolved against the request's URL.
+        let (url, _) = redirector(302, "/web/index.html".into()).await;
+        let e = client(&url, 5_000).accounts().await.unwrap_err();
+        assert!(
+            matches!(&e, PlexError::Redirected { location, .. } if *location == format!("{url}/web/index.html")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -228,7 +228,10 @@ impl Drop for Inner {
 const MAX_GROUP: usize = 4096;
 
 impl Store {
-    /// Open (or create, mode 0600) the store for writing and start its writer thread.
+    /// Open (or create, mode 0600) the store for writing and start its writer thread. An
+    /// existing file that group or others may read or write is made private first (with a
+    /// warning), or refused when its mode cannot be changed: the store holds the webhook secret
+    /// and every play.
     pub fn open(path: &Path) -> Result<Store> {
         let open_err = |message: String| StoreError::Open {
             path: path.to_path_buf(),
@@ -241,6 +244,7 @@ impl Store {
             }
         }
         create_private(path).map_err(|e| open_err(format!("cannot create: {e}")))?;
+        make_private(path).map_err(open_err)?;
         let db = builder().create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
             other => open_err(other.to_string()),
@@ -266,7 +270,8 @@ impl Store {
         })
     }
 
-    /// Open an existing store for reading only; works while the daemon has it open.
+    /// Open an existing store for reading only; works while the daemon has it open. The file's
+    /// mode is left alone (a reader changes nothing; the daemon's next start tightens it).
     pub fn open_read_only(path: &Path) -> Result<Store> {
         if !path.exists() {
             return Err(StoreError::Open {
@@ -391,6 +396,39 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Take group and other bits off an existing store file (0644 → 0600), logging the path and
+/// both modes; an error (for the caller to wrap) when the mode cannot be changed, e.g. the
+/// file belongs to another user. Silently accepting a world-readable store is not an option.
+#[cfg(unix)]
+fn make_private(path: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot stat: {e}"))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    // Owner read/write only: a store file has no business being executable or setuid either.
+    let private = mode & 0o600;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(private)).map_err(|e| {
+        format!(
+            "is readable or writable by group/others (mode {mode:03o}) and its mode cannot be changed ({e}); run `chmod 600 {}` as its owner",
+            path.display()
+        )
+    })?;
+    tracing::warn!(
+        path = %path.display(),
+        old_mode = %format_args!("{mode:03o}"),
+        new_mode = %format_args!("{private:03o}"),
+        "the store file was open to group/others; made it private"
+    );
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &Path) -> std::result::Result<(), String> {
+    Ok(())
 }
 
 fn init_schema(db: &Database) -> Result<()> {
@@ -601,5 +639,62 @@ mod tests {
             .unwrap();
         assert_eq!(v.as_deref(), Some(b"v".as_slice()));
         assert!(matches!(Store::open(&p), Err(StoreError::Locked)));
+    }
+
+    /// Everything logged at `warn` while `f` runs, as fmt lines.
+    fn warnings(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_open_store_file_is_made_private_and_logged() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.redb");
+        drop(Store::open(&p).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        // A reader changes nothing and does not fail.
+        let log = warnings(|| drop(Store::open_read_only(&p).unwrap()));
+        assert_eq!(mode(&p), 0o644);
+        assert!(log.is_empty(), "{log}");
+
+        // The writer (the daemon) tightens it and says so, naming the path and the old mode.
+        let log = warnings(|| drop(Store::open(&p).unwrap()));
+        assert_eq!(mode(&p), 0o600);
+        assert!(log.contains("made it private"), "{log}");
+        assert!(log.contains(&p.display().to_string()), "{log}");
+        assert!(
+            log.contains("old_mode=644") && log.contains("new_mode=600"),
+            "{log}"
+        );
+
+        // Already private: nothing to say. An odd mode loses everything but owner rw.
+        assert!(warnings(|| drop(Store::open(&p).unwrap())).is_empty());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o4777)).unwrap();
+        drop(Store::open(&p).unwrap());
+        assert_eq!(mode(&p), 0o600);
     }
 }

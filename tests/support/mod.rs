@@ -22,7 +22,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -42,6 +42,10 @@ pub struct Seen {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the request (body included) had arrived. Kept in the record itself so a test that
+    /// measures gaps between requests reads the time and the request from one list under one
+    /// lock; a separately sampled copy of the times can lag the list and disagree with it.
+    pub at: Instant,
 }
 
 impl Seen {
@@ -116,6 +120,7 @@ impl FakeServer {
                                     })
                                     .collect(),
                                 body,
+                                at: Instant::now(),
                             };
                             Ok::<_, Infallible>(h(seen).await)
                         }
