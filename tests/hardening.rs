@@ -228,15 +228,17 @@ async fn a_store_file_open_to_others_is_made_private_at_start() {
     assert_eq!(d.stop(), Some(0));
 
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).unwrap();
-    // A reader (status without a daemon opens the store read-only) works and changes nothing.
+    // A command without a daemon works on such a store (and, opening it to serve the admin
+    // call, makes it private as the daemon would).
     let out = d.cli(&["status"], None);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(mode(&store), 0o644);
+    assert_eq!(mode(&store), 0o600);
 
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).unwrap();
     d.restart().await;
     assert_eq!(mode(&store), 0o600, "tightened at start-up");
     let log = d.log();

@@ -11,7 +11,8 @@
 //! error), while a job's logical error (e.g. "not found") must leave nothing written.
 //!
 //! The domain operations (ingest a play, apply a resolution, form and finish export batches…)
-//! live in [`ops`]; the rest of the daemon calls those, never redb.
+//! live in the files by concern (ingest, decisions, outbox, views, secrets, kv; re-exported by
+//! [`ops`]); the rest of the daemon calls those, never redb.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
