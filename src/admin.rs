@@ -158,14 +158,10 @@ pub fn key_id(key: &str) -> String {
 }
 
 pub fn id_key(id: &str) -> Option<String> {
-    if id.len() % 2 != 0 || id.len() > 2048 {
+    if id.len() > 2048 {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..id.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(id.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+    String::from_utf8(crate::secrets::unhex(id)?).ok()
 }
 
 fn tracker_show(shared: &Shared, id: &str) -> TrackerShowView {

@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::secrets::{MasterKey, SealedSecret, SecretError, hex};
+use crate::secrets::{MasterKey, SealedSecret, SecretError, hex, unhex};
 use plexsync_plugin_api::Secret;
 
 /// The cookie's name.
@@ -66,16 +66,6 @@ pub fn from_header(cookie_header: &str) -> Option<&str> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v.trim_matches('"'))
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
