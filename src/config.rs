@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+// Every duration key uses the one grammar the plugins' keys use too (plugins/api `values`),
+// so `"1h 30m"` means the same in `[poll]` as in a plugin's table.
+use plexsync_plugin_api::values::de_duration;
+use serde::Deserialize;
 
 /// A config error with the place it was found.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,15 +38,6 @@ impl fmt::Display for ConfigError {
         }
         f.write_str(&self.message)
     }
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {s:?} ({e}); expected e.g. \"30s\", \"5m\", \"1h\""
-        ))
-    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -406,14 +400,8 @@ impl Config {
             Some(mut t) => {
                 let refresh = match t.remove("catalogue_refresh") {
                     None => Duration::from_secs(6 * 3600),
-                    Some(toml::Value::String(s)) => {
-                        humantime::parse_duration(s.trim()).map_err(|e| {
-                            err(
-                                "tracker.catalogue_refresh",
-                                format!("invalid duration {s:?} ({e}); expected e.g. \"6h\""),
-                            )
-                        })?
-                    }
+                    Some(toml::Value::String(s)) => plexsync_plugin_api::values::parse_duration(&s)
+                        .map_err(|why| err("tracker.catalogue_refresh", why))?,
                     Some(_) => {
                         return Err(err(
                             "tracker.catalogue_refresh",
@@ -768,7 +756,7 @@ mod tests {
     #[test]
     fn bad_duration_and_wrong_type() {
         let e = parse(&format!("{MIN}[outbox]\nmax_backoff = \"soon\"\n")).unwrap_err();
-        assert!(e.message.contains("invalid duration"), "{e}");
+        assert!(e.message.contains("is not a duration"), "{e}");
         assert_eq!(e.line, Some(7), "{e}");
         let e = parse(&format!("{MIN}[outbox]\nmax_attempts = \"ten\"\n")).unwrap_err();
         assert_eq!(e.line, Some(7), "{e}");

@@ -82,6 +82,9 @@ pub async fn run(
         .map_err(|e| DaemonError::Io(e.to_string()))?;
     let socket_path = config.socket_path();
     let shared = open_shared(config, listen_addr).await?;
+    // Only here (and in `plexsync check`) are plugins probed: an exec matcher's program is
+    // started and checked now, so a broken one refuses the start.
+    shared.probe_plugins().await?;
 
     let unix = match &socket_path {
         Some(p) => Some(

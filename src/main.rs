@@ -252,7 +252,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     let admin = |c: &ConfigArg| -> Result<cli::Admin> { Ok(cli::Admin::new(load(&c.config)?)) };
     match cli.cmd {
         Cmd::Run(c) => run(&c.config).await,
-        Cmd::Check(c) => setup::check(&c.config),
+        Cmd::Check(c) => setup::check(&c.config).await,
         Cmd::Secret {
             cmd: SecretCmd::Set { name, config },
         } => setup::secret_set(&config.config, &name).await,

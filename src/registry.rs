@@ -1,6 +1,12 @@
 //! The plugin registry: maps the `kind` names of plexsync.toml to plugin constructors and
 //! builds the configured chain. This table is the only place that names plugins; the rest of
 //! the host sees `dyn Matcher` / `dyn Exporter` and never special-cases one.
+//!
+//! Two steps, on purpose: [`build`] reads and checks the plugins' configs and starts nothing
+//! (no program, no request), so offline commands, a stored secret and every reload can build
+//! freely; [`probe`] asks each plugin to check what needs the outside world (the exec
+//! matcher's program and its hello) and is called only when the daemon starts and by
+//! `plexsync check`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,11 +84,12 @@ impl KvCache for StoreCache {
     }
 }
 
-/// The dotted key a plugin's config error is about: `table.key` when the plugin named a key
-/// that is present in its table, else the table itself.
-fn plugin_key(table_key: &str, table: &PluginTable, e: &PluginError) -> String {
-    match e.config_key() {
-        Some(k) if table.settings.contains_key(&k) => format!("{table_key}.{k}"),
+/// The key path a plugin's error is about: `table.path` when the plugin named one (its path
+/// inside its own table, e.g. `timeout`, `args[1]`, `env.TOKEN`), else the table itself.
+fn plugin_key(table_key: &str, e: &PluginError) -> String {
+    match e.key.as_deref() {
+        Some(k) if k.starts_with('[') => format!("{table_key}{k}"),
+        Some(k) if !k.is_empty() => format!("{table_key}.{k}"),
         _ => table_key.to_string(),
     }
 }
@@ -150,7 +157,7 @@ pub fn build(
         );
         let m = (kind.ctor)(&ctx).map_err(|e| {
             err(
-                plugin_key(&format!("matchers[{i}]"), table, &e),
+                plugin_key(&format!("matchers[{i}]"), &e),
                 format!("matcher `{}`: {e}", kind.name),
             )
         })?;
@@ -179,11 +186,33 @@ pub fn build(
     );
     let exporter = (kind.ctor)(&ctx).map_err(|e| {
         err(
-            plugin_key("tracker", table, &e),
+            plugin_key("tracker", &e),
             format!("exporter `{}`: {e}", kind.name),
         )
     })?;
     Ok(Plugins { matchers, exporter })
+}
+
+/// Probe every built plugin (`Matcher::probe` / `Exporter::probe`): what building leaves
+/// unchecked because it needs the outside world, such as starting the exec matcher's program.
+/// Only the daemon's start and `plexsync check` call this. `plugins` must have been built
+/// from `cfg`; errors name the plugin's table (and key) in it.
+pub async fn probe(cfg: &Config, plugins: &Plugins) -> Result<(), ConfigError> {
+    for (i, m) in plugins.matchers.iter().enumerate() {
+        m.probe().await.map_err(|e| {
+            cfg.error_at(
+                &plugin_key(&format!("matchers[{i}]"), &e),
+                format!("matcher `{}`: {e}", m.kind()),
+            )
+        })?;
+    }
+    let x = &plugins.exporter;
+    x.probe().await.map_err(|e| {
+        cfg.error_at(
+            &plugin_key("tracker", &e),
+            format!("exporter `{}`: {e}", x.kind()),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -224,6 +253,84 @@ mod tests {
         let cfg = Config::parse(Path::new("x.toml"), &text).unwrap();
         let e = build(&cfg, &HashMap::new(), None).err().unwrap();
         assert_eq!(e.key.as_deref(), Some("matchers[0].rate_limit"), "{e}");
+    }
+
+    #[test]
+    fn plugin_errors_carry_the_full_key_path_and_line() {
+        let text = "[tracker]\nurl = \"http://127.0.0.1:1/api\"\n[[matchers]]\nkind = \"guid\"\n[[matchers]]\nkind = \"title\"\n[[matchers]]\nkind = \"tmdb\"\ntimeout = 10\n";
+        let cfg = Config::parse(Path::new("x.toml"), text).unwrap();
+        let e = build(&cfg, &HashMap::new(), None).err().unwrap();
+        assert_eq!(e.key.as_deref(), Some("matchers[2].timeout"), "{e}");
+        assert_eq!(e.line, Some(9), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("x.toml:9: key `matchers[2].timeout`: matcher `tmdb`: "),
+            "{e}"
+        );
+        let text = "[tracker]\nurl = \"http://127.0.0.1:1/api\"\nretry = { max = 3 }\n[[matchers]]\nkind = \"guid\"\n";
+        let cfg = Config::parse(Path::new("x.toml"), text).unwrap();
+        let e = build(&cfg, &HashMap::new(), None).err().unwrap();
+        assert_eq!(e.key.as_deref(), Some("tracker.retry"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert_eq!(
+            plugin_key("matchers[2]", &PluginError::config("x").with_key("args[1]")),
+            "matchers[2].args[1]"
+        );
+        assert_eq!(plugin_key("tracker", &PluginError::config("x")), "tracker");
+    }
+
+    #[test]
+    fn probing_the_default_chain_checks_nothing_outside() {
+        let text = "[tracker]\nurl = \"http://127.0.0.1:1/api\"\n[[matchers]]\nkind = \"guid\"\n";
+        let cfg = Config::parse(Path::new("x.toml"), text).unwrap();
+        let p = build(&cfg, &HashMap::new(), None).unwrap();
+        // The tracker is unreachable (port 1): that is no reason to refuse a start.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(probe(&cfg, &p)).unwrap();
+    }
+
+    /// One grammar: what the host's own `[tracker]` key accepts, the tracker plugin's keys in
+    /// the same table and the matchers' keys accept, and what one refuses, all refuse alike.
+    #[test]
+    fn host_and_plugin_keys_share_one_duration_grammar() {
+        for d in ["1m 30s", "90s", "1.5s", "2 min", "500ms", "1h"] {
+            let text = format!(
+                "[tracker]\nurl = \"http://127.0.0.1:1/api\"\ncatalogue_refresh = \"{d}\"\ntimeout = \"{d}\"\n\
+                 [poll]\noverlap = \"{d}\"\n\
+                 [[matchers]]\nkind = \"exec\"\ncommand = \"sh\"\ntimeout = \"{d}\"\n\
+                 [[matchers]]\nkind = \"tmdb\"\ncache_ttl = \"{d}\"\n"
+            );
+            let cfg = Config::parse(Path::new("x.toml"), &text).unwrap();
+            let want = plexsync_plugin_api::values::parse_duration(d).unwrap();
+            assert_eq!(cfg.tracker.catalogue_refresh, want, "{d}");
+            assert_eq!(cfg.poll.overlap, want, "{d}");
+            let p = build(&cfg, &HashMap::new(), None).unwrap_or_else(|e| panic!("{d:?}: {e}"));
+            assert_eq!(p.matchers.len(), 2);
+        }
+        for (keys, key, line) in [
+            (
+                "catalogue_refresh = \"5\"\ntimeout = \"5s\"",
+                "tracker.catalogue_refresh",
+                3,
+            ),
+            (
+                "catalogue_refresh = \"5s\"\ntimeout = \"5\"",
+                "tracker.timeout",
+                4,
+            ),
+        ] {
+            let text = format!(
+                "[tracker]\nurl = \"http://127.0.0.1:1/api\"\n{keys}\n[[matchers]]\nkind = \"guid\"\n"
+            );
+            let e = Config::parse(Path::new("x.toml"), &text)
+                .and_then(|cfg| build(&cfg, &HashMap::new(), None).map(drop))
+                .unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.message.contains("\"5\" is not a duration"), "{e}");
+            assert_eq!(e.line, Some(line), "{e}");
+        }
     }
 
     #[test]

@@ -319,8 +319,17 @@ impl Shared {
         });
     }
 
+    /// Probe the running plugins (see [`registry::probe`]): the daemon's start does this once,
+    /// after [`open_shared`]; nothing else that builds plugins (offline commands, a secret, a
+    /// reload) does, so none of them starts an exec matcher's program.
+    pub async fn probe_plugins(&self) -> Result<(), DaemonError> {
+        let (cfg, plugins) = (self.config(), self.plugins());
+        registry::probe(&cfg, &plugins).await?;
+        Ok(())
+    }
+
     /// Store a secret (encrypted) and make it take effect: plugins and the Plex client are
-    /// rebuilt with it.
+    /// rebuilt with it (built, not probed: nothing is started).
     /// All or nothing: a value the configuration's plugins or the Plex client would refuse
     /// is refused here, before anything is stored or swapped.
     pub async fn set_secret(&self, name: &str, value: &str) -> Result<(), DaemonError> {
@@ -356,7 +365,8 @@ impl Shared {
 
     /// Re-read the config file (SIGHUP). A valid file takes effect at once — poll schedule
     /// and settings, matchers, tracker settings, limits, accounts — with plugins and the Plex
-    /// client rebuilt from it; an invalid one (or one whose plugins refuse it) is refused and
+    /// client rebuilt from it (built, not probed: an exec matcher's program starts with its
+    /// first request); an invalid one (or one whose plugins refuse it) is refused and
     /// the running configuration stays. Returns the settings that only a restart applies.
     pub fn reload(&self) -> Result<Vec<&'static str>, DaemonError> {
         let old = self.config();
@@ -448,13 +458,33 @@ pub fn web_url(
 }
 
 /// Check the secrets against the configuration as the daemon would use them: every value's
-/// own rules, then every plugin and the Plex client built with them. `plexsync check`, the
-/// offline `secret set` and [`Shared::set_secret`] all ask this, so none says OK for secrets
-/// the daemon would refuse at start-up.
+/// own rules, then every plugin and the Plex client built with them (built only: no program
+/// starts, nothing is asked over the network). `plexsync check`, the offline `secret set` and
+/// [`Shared::set_secret`] all ask this, so none says OK for secrets the daemon would refuse
+/// at start-up.
 pub fn validate_secrets(
     cfg: &Config,
     secrets: &HashMap<String, Secret>,
 ) -> Result<(), DaemonError> {
+    validated_plugins(cfg, secrets).map(drop)
+}
+
+/// `plexsync check`: [`validate_secrets`], then the plugins built with them probed as the
+/// daemon's start probes them (the exec matcher's program started and its hello checked).
+pub async fn check_config(
+    cfg: &Config,
+    secrets: &HashMap<String, Secret>,
+) -> Result<(), DaemonError> {
+    let plugins = validated_plugins(cfg, secrets)?;
+    registry::probe(cfg, &plugins)
+        .await
+        .map_err(|e| DaemonError::Refused(e.to_string()))
+}
+
+fn validated_plugins(
+    cfg: &Config,
+    secrets: &HashMap<String, Secret>,
+) -> Result<Plugins, DaemonError> {
     // The admin token's length rule applies when one is set; a shorter one stored by an
     // older release still starts the daemon, so it is not held against the config here.
     for (name, value) in secrets {
@@ -462,9 +492,10 @@ pub fn validate_secrets(
             secrets::check_value(name, value.expose())?;
         }
     }
-    registry::build(cfg, secrets, None).map_err(|e| DaemonError::Refused(e.to_string()))?;
+    let plugins =
+        registry::build(cfg, secrets, None).map_err(|e| DaemonError::Refused(e.to_string()))?;
     plex_client(cfg, secrets, "plexsync-check").map_err(|e| DaemonError::Refused(e.to_string()))?;
-    Ok(())
+    Ok(plugins)
 }
 
 fn plex_client(
@@ -573,7 +604,9 @@ async fn client_identifier(cfg: &Config, store: &Store) -> String {
 }
 
 /// Open the store, decrypt the secrets, build plugins and clients: the state the daemon's
-/// tasks share. Also used by CLI commands that run the pipeline without a daemon (backfill).
+/// tasks share. Also used by CLI commands that run the pipeline without a daemon (backfill,
+/// the offline admin calls), so it builds the plugins without probing them; the daemon's
+/// start probes them next ([`Shared::probe_plugins`]).
 pub async fn open_shared(
     config: Config,
     listen_addr: SocketAddr,

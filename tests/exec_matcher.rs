@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 use support::daemon::cli;
@@ -116,4 +117,100 @@ fn check_refuses_a_missing_exec_program() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("command"), "{err}");
     assert!(err.contains("nowhere.py"), "{err}");
+}
+
+/// The pids the fixture program appended to `marker`, one per start.
+fn starts(marker: &Path) -> Vec<String> {
+    std::fs::read_to_string(marker)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Building plugins starts no program: offline commands, a stored secret (offline and through
+/// the daemon) and a SIGHUP reload all build the exec matcher without running it. Only
+/// `plexsync check` and the daemon's start probe it, i.e. start it and read its hello.
+#[tokio::test]
+async fn only_check_and_run_start_the_exec_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("starts");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/exec/tests/fixtures/scripted.py");
+    let text = support::daemon::config(
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9/api",
+        &format!(
+            "[[matchers]]\nkind = \"exec\"\ncommand = \"{}\"\nargs = [\"--mark\", \"{}\"]\n",
+            fixture.display(),
+            marker.display()
+        ),
+    );
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let ok = |args: &[&str], stdin: Option<&str>| {
+        let out = cli(&cfg, args, stdin);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // Offline: the store is made, then state commands and a secret run in process.
+    ok(&["webhook-url"], None);
+    ok(&["conflicts", "list"], None);
+    ok(&["mappings", "list"], None);
+    ok(&["secret", "set", "tmdb-key"], Some("offline-key\n"));
+    assert_eq!(starts(&marker), Vec::<String>::new(), "offline commands");
+
+    // `check` probes: one start.
+    ok(&["check"], None);
+    assert_eq!(starts(&marker).len(), 1, "check");
+
+    // The daemon's start probes: one more, kept as the working instance.
+    let d = support::daemon::Daemon::start(dir.path(), &text).await;
+    assert_eq!(starts(&marker).len(), 2, "run:\n{}", d.log());
+
+    // A secret through the daemon (PUT /api/secrets) and a reload rebuild without starting.
+    let out = d.cli(&["secret", "set", "tmdb-key"], Some("online-key\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.signal("HUP");
+    support::eventually("the reload", Duration::from_secs(10), || {
+        d.log().contains("configuration reloaded").then_some(())
+    })
+    .await;
+    // Nothing to match, so nothing may start it; give a stray start time to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(starts(&marker).len(), 2, "secret and reload:\n{}", d.log());
+}
+
+/// A program that breaks the protocol is found by `check` (and the start), not by commands
+/// that only build: the key and line point at `command`.
+#[test]
+fn check_probes_the_exec_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/exec/tests/fixtures/scripted.py");
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[tracker]\nurl = \"http://127.0.0.1:9/api\"\n[[matchers]]\nkind = \"guid\"\n[[matchers]]\nkind = \"exec\"\ncommand = \"{}\"\nargs = [\"--protocol\", \"2\"]\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let out = cli(&cfg, &["check"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plexsync.toml:7: key `matchers[1].command`"),
+        "{err}"
+    );
+    assert!(err.contains("speaks protocol 2"), "{err}");
 }

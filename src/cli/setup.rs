@@ -134,8 +134,9 @@ pub async fn public_url(path: &Path, web: bool) -> Result<()> {
     Ok(())
 }
 
-/// `plexsync check`: the config, then the stored secrets against it.
-pub fn check(path: &Path) -> Result<()> {
+/// `plexsync check`: the config, then the stored secrets against it, then the plugins probed
+/// as the daemon's start probes them.
+pub async fn check(path: &Path) -> Result<()> {
     let cfg = load(path)?;
     plexsync::daemon::install_tls_provider();
     let secrets = stored_secrets(&cfg).with_context(|| {
@@ -144,7 +145,8 @@ pub fn check(path: &Path) -> Result<()> {
             cfg.store_path().display()
         )
     })?;
-    plexsync::daemon::validate_secrets(&cfg, &secrets)
+    plexsync::daemon::check_config(&cfg, &secrets)
+        .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     println!(
         "{}: OK ({} stored secret(s) checked)",

@@ -12,6 +12,11 @@
 //! - The host calls [`Matcher::set_catalogue`] before the first match and after every refresh.
 //! - The host, not the plugin, decides about retries: a plugin classifies its failure with
 //!   [`ErrorClass`] and returns.
+//! - Building a plugin (its `build(&PluginContext)`) only reads and checks its config: it
+//!   starts no program and makes no request, because the host builds plugins for offline
+//!   commands, for a stored secret and on every reload. What needs the outside world to be
+//!   checked goes in [`Matcher::probe`] / [`Exporter::probe`], which the host calls only when
+//!   the daemon starts (`plexsync run`) and in `plexsync check`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,7 +40,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Version of this contract; bumped on any breaking change so the host can refuse a plugin
 /// built against another one.
-pub const API_VERSION: u32 = 1;
+/// 2: `probe` on the traits; config errors carry their key path in [`PluginError::key`] only.
+pub const API_VERSION: u32 = 2;
 
 /// What a failure means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,8 +63,10 @@ pub struct PluginError {
     pub message: String,
     /// For transient errors: the earliest time worth retrying (from `Retry-After`).
     pub retry_after: Option<Duration>,
-    /// For config errors: the key in the plugin's table at fault, so the host can point at
-    /// its line. When unset, the host looks for the first `backticked` word in the message.
+    /// For config errors: the key path inside the plugin's table at fault (`timeout`,
+    /// `args[1]`, `env.TOKEN`), so the host can name it in full (`matchers[2].args[1]`) and
+    /// point at its line. Unset: the error is about the table as a whole (or a secret).
+    /// [`PluginContext::parse_config`] sets it from the deserializer's path.
     pub key: Option<String>,
 }
 
@@ -91,16 +99,6 @@ impl PluginError {
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
-    }
-    /// The key this config error is about: the explicit one, else the first `backticked`
-    /// word of the message (serde's "unknown field `x`" and most plugin messages).
-    pub fn config_key(&self) -> Option<String> {
-        if self.key.is_some() {
-            return self.key.clone();
-        }
-        let rest = self.message.split_once('`')?.1;
-        let word = rest.split_once('`')?.0;
-        (!word.is_empty() && !word.contains(' ')).then(|| word.to_string())
     }
     pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
         self.retry_after = after;
@@ -191,11 +189,32 @@ impl fmt::Debug for PluginContext {
 }
 
 impl PluginContext {
-    /// Deserialise the plugin's config table, refusing unknown keys (the plugin's struct should
-    /// use `#[serde(deny_unknown_fields)]`). The error names the offending key.
+    /// Deserialise the plugin's config table into its typed config; see [`parse_config`].
     pub fn parse_config<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
-        serde_json::from_value(self.config.clone()).map_err(|e| PluginError::config(e.to_string()))
+        parse_config(&self.config)
     }
+}
+
+/// Deserialise a plugin's config table (as JSON; null, a table holding only `kind`, reads as
+/// `{}`) into its typed config. The struct should use `#[serde(deny_unknown_fields)]` and
+/// typed fields ([`values::ConfigDuration`], `Vec<String>`, …): a wrong type, an unknown key
+/// or a value a field's deserializer refuses is a config error whose [`PluginError::key`] is
+/// the exact path the deserializer was at (`timeout`, `args[1]`, `env.TOKEN`, `timout`).
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<T, PluginError> {
+    let empty = serde_json::Value::Object(Default::default());
+    let value = if value.is_null() { &empty } else { value };
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let err = PluginError::config(e.into_inner().to_string());
+        // "." is the table itself (e.g. it is not a table at all).
+        if path.is_empty() || path == "." {
+            err
+        } else {
+            err.with_key(path)
+        }
+    })
 }
 
 /// A namespaced persistent cache the host gives each plugin. Values are opaque bytes with an
@@ -244,6 +263,12 @@ pub trait Matcher: Send + Sync {
         &'a self,
         query: &'a ShowQuery,
     ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>>;
+    /// Check what building could not: start the program, shake hands. Called by the host only
+    /// when the daemon starts and in `plexsync check`; a config-class error refuses the
+    /// start. Default: nothing to check.
+    fn probe(&self) -> BoxFuture<'_, Result<(), PluginError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// One episode in an export batch.
@@ -295,9 +320,76 @@ pub trait Exporter: Send + Sync {
     ) -> BoxFuture<'a, Result<ExportReceipt, PluginError>>;
     /// Create a show; returns its tracker id.
     fn create_show<'a>(&'a self, show: &'a NewShow) -> BoxFuture<'a, Result<String, PluginError>>;
+    /// As [`Matcher::probe`]. Default: nothing to check (an unreachable tracker is no reason
+    /// to refuse a start: the outbox waits for it).
+    fn probe(&self) -> BoxFuture<'_, Result<(), PluginError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Normalise an IMDb id for comparison (`tt0123` and `TT0123` are the same).
 pub fn normalize_imdb(id: &str) -> String {
     id.trim().to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        env: HashMap<String, String>,
+        #[serde(default)]
+        timeout: Option<values::ConfigDuration>,
+        #[serde(default)]
+        retry: Option<Retry>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Retry {
+        max: u32,
+    }
+
+    fn key_of(v: serde_json::Value) -> Option<String> {
+        let e = parse_config::<Sample>(&v).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Config);
+        e.key
+    }
+
+    #[test]
+    fn config_errors_carry_the_exact_key_path() {
+        assert!(parse_config::<Sample>(&serde_json::Value::Null).is_ok());
+        assert!(parse_config::<Sample>(&json!({"timeout": "1h 30m"})).is_ok());
+        assert_eq!(
+            key_of(json!({"args": ["a", 1]})).as_deref(),
+            Some("args[1]")
+        );
+        assert_eq!(key_of(json!({"args": "a"})).as_deref(), Some("args"));
+        assert_eq!(
+            key_of(json!({"env": {"TOKEN": 5}})).as_deref(),
+            Some("env.TOKEN")
+        );
+        assert_eq!(key_of(json!({"timeout": "5"})).as_deref(), Some("timeout"));
+        assert_eq!(key_of(json!({"timeout": 5})).as_deref(), Some("timeout"));
+        assert_eq!(key_of(json!({"timout": "5s"})).as_deref(), Some("timout"));
+        assert_eq!(
+            key_of(json!({"retry": {"max": "x"}})).as_deref(),
+            Some("retry.max")
+        );
+        assert_eq!(
+            key_of(json!({"retry": {"mx": 1}})).as_deref(),
+            Some("retry.mx")
+        );
+        assert_eq!(key_of(json!("flat")), None);
+        let e = parse_config::<Sample>(&json!({"timeout": "5"})).unwrap_err();
+        assert!(e.message.contains("is not a duration"), "{e}");
+    }
 }

@@ -1,48 +1,72 @@
-//! Parsers for the values plugin tables share, so `timeout = "30s"` or a base URL means the
-//! same thing — and is refused with the same words — in every plugin.
+//! Parsers for the values config tables share, so `timeout = "30s"` or a base URL means the
+//! same thing — and is refused with the same words — in the host's tables and in every plugin,
+//! and for the `Retry-After` header every HTTP plugin reads.
 
-use std::time::Duration;
+use std::fmt;
+use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Deserializer};
 pub use url::Url;
 
-/// A whole number followed by `ms`, `s`, `m`, `h` or `d` (`"500ms"`, `"10s"`, `"30d"`),
-/// above zero. Written by hand: five units are all plexsync's config needs, and the error
-/// says exactly that.
+/// The hint every duration error ends with.
+const DURATION_HINT: &str = "expected e.g. \"30s\", \"5m\", \"1h 30m\" or \"2 days\"";
+
+/// THE duration grammar of plexsync.toml, for the host's keys and every plugin's alike:
+/// humantime's (`"250ms"`, `"30s"`, `"5m"`, `"1h 30m"`, `"2 days"`, `"1.5s"`), surrounding
+/// spaces ignored. Zero is a duration here; keys that need more say so ([`parse_duration_max`]).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected a whole number followed by ms, s, m, h or d, e.g. \"10s\"";
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(HINT.into());
-    }
-    let n: u64 = digits.parse().map_err(|_| "is far too long".to_string())?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
-    let d = match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        _ => return Err(HINT.into()),
-    }
-    .ok_or("is far too long")?;
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration ({e}); {DURATION_HINT}"))
+}
+
+/// [`parse_duration`], above zero and at most `max` (named in the error as config values are
+/// written).
+pub fn parse_duration_max(text: &str, max: Duration) -> Result<Duration, String> {
+    check_duration(parse_duration(text)?, max)
+}
+
+/// The bounds of [`parse_duration_max`] for a duration already parsed (e.g. by
+/// [`ConfigDuration`]).
+pub fn check_duration(d: Duration, max: Duration) -> Result<Duration, String> {
     if d.is_zero() {
         return Err("must be greater than zero".into());
     }
-    Ok(d)
-}
-
-/// [`parse_duration`] with an upper bound, named in the error as config values are written.
-pub fn parse_duration_max(text: &str, max: Duration) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
     if d > max {
         return Err(format!("is longer than the maximum of {}", human(max)));
     }
     Ok(d)
 }
 
-/// A duration the way config values are written (`10s`, `250ms`, `30d`).
+/// `#[serde(deserialize_with = "de_duration")]`: a duration string in [`parse_duration`]'s
+/// grammar (the host's config uses it for every duration key).
+pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    ConfigDuration::deserialize(d).map(|c| c.0)
+}
+
+/// A duration key of a plugin's typed config: a string in [`parse_duration`]'s grammar. A
+/// wrong type or grammar is a serde error, so [`crate::PluginContext::parse_config`] names its
+/// exact key path; bounds are the plugin's to check ([`check_duration`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = ConfigDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a duration string ({DURATION_HINT})")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ConfigDuration, E> {
+                parse_duration(v).map(ConfigDuration).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+/// A duration the way config values are written (`10s`, `250ms`, `30d`); always accepted by
+/// [`parse_duration`].
 pub fn human(d: Duration) -> String {
     let s = d.as_secs();
     if d.subsec_millis() != 0 || s == 0 {
@@ -56,6 +80,25 @@ pub fn human(d: Duration) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// THE `Retry-After` parser (RFC 9110 §10.2.3): delta-seconds or an HTTP-date, at most `max`
+/// (a server asking for a day, or a broken header asking for centuries, must not park work
+/// that long). More digits than fit are "a very long time" and clamp to `max`; a date in the
+/// past means now (zero); anything else (negative, fractional, garbage) is ignored (None).
+pub fn parse_retry_after(value: &str, now: SystemTime, max: Duration) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        let secs = v.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs).min(max));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(max))
+}
+
+/// An HTTP-date for `at` (tests and fakes that send `Retry-After`).
+pub fn fmt_http_date(at: SystemTime) -> String {
+    httpdate::fmt_http_date(at)
 }
 
 /// An http(s) base URL that endpoint paths are appended to. `secret` names the secret that
@@ -100,30 +143,91 @@ mod tests {
         assert_eq!(parse_duration(" 250ms "), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        // What people write, as the host has always accepted it.
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("2 days"),
+            Ok(Duration::from_secs(2 * 86_400))
+        );
+        assert_eq!(parse_duration("5 s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         for bad in [
             "",
             "d",
             "5",
-            "5 s",
-            "1.5s",
             "-1s",
-            "0d",
-            "0ms",
+            "1h, 30m",
+            "soon",
             "99999999999999999999d",
             "18446744073709551615d",
             "５s",
         ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
+            let why = parse_duration(bad).unwrap_err();
+            assert!(why.contains("expected e.g."), "{bad:?}: {why}");
         }
         let hour = Duration::from_secs(3600);
         assert_eq!(parse_duration_max("60m", hour), Ok(hour));
+        assert_eq!(parse_duration_max("1h", hour), Ok(hour));
         assert_eq!(
             parse_duration_max("61m", hour),
             Err("is longer than the maximum of 1h".into())
         );
+        assert_eq!(
+            parse_duration_max("0ms", hour),
+            Err("must be greater than zero".into())
+        );
+        for d in [1500, 90_000, 600_000, 7_200_000, 86_400_000] {
+            let d = Duration::from_millis(d);
+            assert_eq!(parse_duration(&human(d)), Ok(d), "{}", human(d));
+        }
         assert_eq!(human(Duration::from_millis(1500)), "1500ms");
         assert_eq!(human(Duration::from_secs(90)), "90s");
         assert_eq!(human(Duration::from_secs(600)), "10m");
+    }
+
+    #[test]
+    fn config_durations_deserialize_from_strings_only() {
+        let d: ConfigDuration = serde_json::from_value(serde_json::json!("1h 30m")).unwrap();
+        assert_eq!(d.0, Duration::from_secs(5400));
+        let e = serde_json::from_value::<ConfigDuration>(serde_json::json!(5)).unwrap_err();
+        assert!(e.to_string().contains("a duration string"), "{e}");
+        let e = serde_json::from_value::<ConfigDuration>(serde_json::json!("5")).unwrap_err();
+        assert!(e.to_string().contains("is not a duration"), "{e}");
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let hour = Duration::from_secs(3600);
+        let p = |v: &str| parse_retry_after(v, now, hour);
+        assert_eq!(p("7"), Some(Duration::from_secs(7)));
+        assert_eq!(p(" 0 "), Some(Duration::ZERO));
+        assert_eq!(p("86400"), Some(hour));
+        assert_eq!(p("99999999999999999999999"), Some(hour));
+        assert_eq!(
+            p(&fmt_http_date(now + Duration::from_secs(90))),
+            Some(Duration::from_secs(90))
+        );
+        // The three date forms RFC 9110 makes recipients accept.
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        assert_eq!(fmt_http_date(at), "Tue, 14 Nov 2023 22:15:00 GMT");
+        for form in [
+            "Tue, 14 Nov 2023 22:15:00 GMT",
+            "Tuesday, 14-Nov-23 22:15:00 GMT",
+            "Tue Nov 14 22:15:00 2023",
+        ] {
+            assert_eq!(p(form), Some(Duration::from_secs(100)), "{form}");
+        }
+        assert_eq!(
+            p(&fmt_http_date(now - Duration::from_secs(20))),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(p(&fmt_http_date(now + 2 * hour)), Some(hour));
+        for junk in ["", " ", "-1", "1.5", "+3", "soon", "3 s", "0x10"] {
+            assert_eq!(p(junk), None, "{junk:?}");
+        }
     }
 
     #[test]

@@ -2,10 +2,9 @@
 //! tasks that serve it — a writer (requests and catalogue to stdin), a reader (replies from
 //! stdout, routed by id to the waiting requests), a stderr forwarder (lines to the log) and a
 //! supervisor that owns the process, kills it when asked or when the plugin is dropped, and
-//! reaps it. Also the start-up probe, which needs no async runtime.
+//! reaps it. A failed start says why, with what the program wrote to stderr before it.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Read};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -33,8 +32,8 @@ pub const HANG_TIMEOUTS: u32 = 3;
 const GRACE: Duration = Duration::from_millis(500);
 /// How long, after the program exited, its stdout may take to deliver what is left in it.
 const DRAIN: Duration = Duration::from_millis(200);
-/// How much of the probe's stderr an error message quotes.
-const PROBE_STDERR: usize = 2048;
+/// How much of what a program wrote to stderr before its hello a failed start quotes.
+const START_STDERR: usize = 2048;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded maps stay consistent across a panic (single inserts and removals).
@@ -157,9 +156,16 @@ impl Conn {
             return Err("the program's pipes are missing".into());
         };
         // The stderr forwarder runs from the start, so a program failing before its hello is
-        // explained in the log; it learns the program's name once the hello arrives.
+        // explained in the log (and in the error); it learns the program's name once the
+        // hello arrives.
         let log_name = Arc::new(OnceLock::new());
-        tokio::spawn(forward_stderr(stderr, log_name.clone(), cfg.file_name()));
+        let early = Arc::new(Mutex::new(Vec::new()));
+        let forwarder = tokio::spawn(forward_stderr(
+            stderr,
+            log_name.clone(),
+            cfg.file_name(),
+            early.clone(),
+        ));
         let mut stdout = BufReader::new(stdout);
         let mut buf = Vec::new();
         let first = tokio::time::timeout(
@@ -181,16 +187,24 @@ impl Conn {
             }
             Ok(Err(e)) => Err(format!("reading its hello failed: {e}")),
             Err(_) => Err(format!(
-                "it wrote no hello within {} ms",
+                "it wrote no hello within {} ms (`start_timeout`)",
                 cfg.start_timeout.as_millis()
             )),
         };
         let hello: Hello = match hello {
             Ok(h) => h,
             Err(why) => {
-                // kill() also waits for it: no zombie.
+                // kill() also waits for it: no zombie. Its stderr then ends, so the forwarder
+                // has read all there is (bounded: a grandchild may hold the pipe open).
                 let _ = child.kill().await;
-                return Err(why);
+                let _ = tokio::time::timeout(DRAIN, forwarder).await;
+                let said = std::mem::take(&mut *lock(&early));
+                let said = String::from_utf8_lossy(&said);
+                return Err(if said.trim().is_empty() {
+                    why
+                } else {
+                    format!("{why}; its stderr: {}", said.trim())
+                });
             }
         };
         let name = hello
@@ -402,7 +416,13 @@ async fn read_stdout(
     shut(&life, &pending);
 }
 
-async fn forward_stderr(stderr: ChildStderr, name: Arc<OnceLock<String>>, fallback: String) {
+async fn forward_stderr(
+    stderr: ChildStderr,
+    name: Arc<OnceLock<String>>,
+    fallback: String,
+    // Filled (bounded) until the hello, for the error of a failed start.
+    early: Arc<Mutex<Vec<u8>>>,
+) {
     let mut stderr = BufReader::new(stderr);
     let mut buf = Vec::new();
     loop {
@@ -413,6 +433,16 @@ async fn forward_stderr(stderr: ChildStderr, name: Arc<OnceLock<String>>, fallba
         };
         if buf.is_empty() {
             continue;
+        }
+        if name.get().is_none() {
+            let mut kept = lock(&early);
+            let room = START_STDERR.saturating_sub(kept.len());
+            if room > 0 {
+                if !kept.is_empty() {
+                    kept.push(b' ');
+                }
+                kept.extend_from_slice(&buf[..buf.len().min(room)]);
+            }
         }
         let text = String::from_utf8_lossy(&buf);
         let plugin = name.get().unwrap_or(&fallback);
@@ -461,136 +491,6 @@ fn log_exit(name: &str, status: std::io::Result<std::process::ExitStatus>, stopp
     }
 }
 
-/// Start the program once, read its hello and stop it again: run when the plugin is built,
-/// so a wrong program or protocol is a config error at start-up (and in `plexsync check`).
-/// Blocking, std only: building happens outside any async context guarantees.
-pub fn probe(cfg: &ExecConfig) -> Result<Hello, String> {
-    // Built from inside the daemon (start-up, reload), this blocks a runtime worker for up to
-    // `start_timeout`: tell a multi-threaded runtime so it moves other tasks elsewhere.
-    // (`block_in_place` would panic on a current-thread runtime, which gets no such help.)
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| probe_blocking(cfg))
-        }
-        _ => probe_blocking(cfg),
-    }
-}
-
-fn probe_blocking(cfg: &ExecConfig) -> Result<Hello, String> {
-    let mut child = std::process::Command::new(&cfg.command)
-        .args(&cfg.args)
-        .envs(&cfg.env)
-        .env(PROTOCOL_ENV, PROTOCOL.to_string())
-        .current_dir(&cfg.dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot be started: {e}"))?;
-    let (out_tx, out_rx) = std::sync::mpsc::channel();
-    if let Some(stdout) = child.stdout.take() {
-        std::thread::spawn(move || {
-            let mut r = std::io::BufReader::new(stdout);
-            let mut buf = Vec::new();
-            let res = read_line_capped_sync(&mut r, &mut buf, MAX_LINE);
-            let _ = out_tx.send((res, buf));
-        });
-    }
-    let (err_tx, err_rx) = std::sync::mpsc::channel();
-    if let Some(stderr) = child.stderr.take() {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let _ = stderr.take(PROBE_STDERR as u64).read_to_end(&mut kept);
-            let _ = err_tx.send(kept);
-        });
-    }
-    let first = out_rx.recv_timeout(cfg.start_timeout);
-    // EOF on stdin asks the program to exit; kill it if it does not.
-    drop(child.stdin.take());
-    let deadline = Instant::now() + GRACE;
-    let mut exited = None;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                exited = Some(status);
-                break;
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-        }
-    }
-    let stderr_note = || {
-        err_rx
-            .recv_timeout(Duration::from_millis(200))
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(|t| format!("; its stderr: {}", String::from_utf8_lossy(&t).trim()))
-            .unwrap_or_default()
-    };
-    match first {
-        Ok((Ok(LineRead::Line), line)) => {
-            protocol::parse_hello(&line).map_err(|e| format!("{e}{}", stderr_note()))
-        }
-        Ok((Ok(LineRead::Eof), _)) => Err(format!(
-            "exited without a hello ({}){}",
-            exited.map_or_else(|| "still running".into(), |s| s.to_string()),
-            stderr_note()
-        )),
-        Ok((Ok(LineRead::TooLong { len }), _)) => {
-            Err(format!("its first line is {len} bytes, over the cap"))
-        }
-        Ok((Err(e), _)) => Err(format!("reading its hello failed: {e}")),
-        Err(_) => Err(format!(
-            "wrote no hello within {} ms (`start_timeout`){}",
-            cfg.start_timeout.as_millis(),
-            stderr_note()
-        )),
-    }
-}
-
-/// [`read_line_capped`] for blocking readers.
-fn read_line_capped_sync<R: BufRead>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    cap: usize,
-) -> std::io::Result<LineRead> {
-    buf.clear();
-    let mut len = 0usize;
-    loop {
-        let available = reader.fill_buf()?;
-        if available.is_empty() {
-            return Ok(if len == 0 {
-                LineRead::Eof
-            } else if len > cap {
-                LineRead::TooLong { len }
-            } else {
-                LineRead::Line
-            });
-        }
-        let (chunk, used, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..i], i + 1, true),
-            None => (available, available.len(), false),
-        };
-        let room = cap.saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        len = len.saturating_add(chunk.len());
-        reader.consume(used);
-        if done {
-            if len > cap {
-                return Ok(LineRead::TooLong { len });
-            }
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            return Ok(LineRead::Line);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,30 +511,5 @@ mod tests {
         assert!(slot.newer_than(2).is_none());
         assert!(slot.set(Arc::new(Catalogue::new(vec![show("2")]))));
         assert_eq!(slot.newer_than(2).map(|(g, c)| (g, c.len())), Some((3, 1)));
-    }
-
-    #[test]
-    fn sync_reader_matches_the_async_one() {
-        let data = b"ab\r\n0123456789\nlast".to_vec();
-        let mut r = std::io::BufReader::with_capacity(3, &data[..]);
-        let mut buf = Vec::new();
-        assert_eq!(
-            read_line_capped_sync(&mut r, &mut buf, 4).unwrap(),
-            LineRead::Line
-        );
-        assert_eq!(buf, b"ab");
-        assert_eq!(
-            read_line_capped_sync(&mut r, &mut buf, 4).unwrap(),
-            LineRead::TooLong { len: 10 }
-        );
-        assert_eq!(
-            read_line_capped_sync(&mut r, &mut buf, 4).unwrap(),
-            LineRead::Line
-        );
-        assert_eq!(buf, b"last");
-        assert_eq!(
-            read_line_capped_sync(&mut r, &mut buf, 4).unwrap(),
-            LineRead::Eof
-        );
     }
 }

@@ -7,10 +7,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use plexsync_plugin_api::values::parse_duration_max;
+use plexsync_plugin_api::values::{ConfigDuration, check_duration};
 use plexsync_plugin_api::{PluginContext, PluginError};
 use serde::Deserialize;
-use serde_json::Value;
 
 /// Default for `timeout` (one request).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,27 +21,24 @@ pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_secs(60);
 /// timer arithmetic far from overflow.
 const MAX_DURATION: Duration = Duration::from_secs(3600);
 
-/// `"500ms"`, `"5s"`, `"2m"`: above zero, at most an hour (the shared parser's units).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    parse_duration_max(text, MAX_DURATION)
-}
-
-/// The table as written (minus `kind`). Values are typed by hand below because serde's type
-/// errors ("invalid type: integer, expected a string") do not say which key was wrong.
+/// The table as written (minus `kind`), typed: a wrong type or an unknown key is a serde error
+/// whose key path (`args[1]`, `env.TOKEN`) the plugin API reports.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    command: Value,
+    /// Optional here so its absence is "`command` is required", keyed like every other error.
     #[serde(default)]
-    args: Option<Value>,
+    command: Option<String>,
     #[serde(default)]
-    env: Option<Value>,
+    args: Vec<String>,
     #[serde(default)]
-    timeout: Option<Value>,
+    env: BTreeMap<String, String>,
     #[serde(default)]
-    start_timeout: Option<Value>,
+    timeout: Option<ConfigDuration>,
     #[serde(default)]
-    restart_backoff: Option<Value>,
+    start_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    restart_backoff: Option<ConfigDuration>,
 }
 
 /// The validated config.
@@ -75,102 +71,57 @@ impl fmt::Debug for ExecConfig {
     }
 }
 
-fn err(message: impl fmt::Display) -> PluginError {
-    // No plugin prefix: the host already says "matcher `exec`:" before it.
-    PluginError::config(message.to_string())
+/// A config error about `key` (a path in the table: `command`, `args[1]`, `env.NAME`). No
+/// plugin prefix and no key in the message: the host says "key `matchers[1].command`: matcher
+/// `exec`:" before it.
+fn err(key: &str, message: impl fmt::Display) -> PluginError {
+    PluginError::config(message.to_string()).with_key(key)
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "a table",
-        Value::String(_) => "a string",
-    }
-}
-
-fn string(key: &str, value: Value) -> Result<String, PluginError> {
+fn duration(
+    key: &str,
+    value: Option<ConfigDuration>,
+    default: Duration,
+) -> Result<Duration, PluginError> {
     match value {
-        Value::String(s) if s.contains('\0') => {
-            Err(err(format!("`{key}` must not contain a NUL character")))
-        }
-        Value::String(s) => Ok(s),
-        other => Err(err(format!(
-            "`{key}` must be a string, not {}",
-            type_name(&other)
-        ))),
+        None => Ok(default),
+        Some(ConfigDuration(d)) => check_duration(d, MAX_DURATION).map_err(|why| err(key, why)),
     }
 }
 
-fn duration(key: &str, value: Option<Value>, default: Duration) -> Result<Duration, PluginError> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
-    let text = match value {
-        Value::String(s) => s,
-        other => {
-            return Err(err(format!(
-                "`{key}` must be a duration string such as \"5s\", not {}",
-                type_name(&other)
-            )));
-        }
-    };
-    parse_duration(&text).map_err(|why| err(format!("`{key}` = {text:?} {why}")))
+fn no_nul(key: &str, s: &str) -> Result<(), PluginError> {
+    if s.contains('\0') {
+        return Err(err(key, "must not contain a NUL character"));
+    }
+    Ok(())
 }
 
 impl ExecConfig {
     /// Parse and validate the plugin's table; resolve `command` against `ctx.config_dir`
     /// (or `PATH` for a bare name) and check that it is an executable file.
     pub fn from_context(ctx: &PluginContext) -> Result<ExecConfig, PluginError> {
-        // A table holding only `kind` may reach us as null: parse it as `{}` so the error is
-        // the useful "missing field `command`".
-        let value = match &ctx.config {
-            Value::Null => Value::Object(Default::default()),
-            v => v.clone(),
-        };
-        let raw: RawConfig = serde_json::from_value(value).map_err(err)?;
-        let command = string("command", raw.command)?;
+        let raw: RawConfig = ctx.parse_config()?;
+        let command = raw.command.ok_or_else(|| {
+            err(
+                "command",
+                "is required: the program to run (a path, or a name on PATH)",
+            )
+        })?;
+        no_nul("command", &command)?;
         if command.trim().is_empty() {
-            return Err(err("`command` must not be empty"));
+            return Err(err("command", "must not be empty"));
         }
-        let args = match raw.args {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| string(&format!("args[{i}]"), v))
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.with_key("args"))?,
-            Some(other) => {
-                return Err(err(format!(
-                    "`args` must be a list of strings, not {}",
-                    type_name(&other)
-                )));
+        for (i, a) in raw.args.iter().enumerate() {
+            no_nul(&format!("args[{i}]"), a)?;
+        }
+        for (name, v) in &raw.env {
+            let key = format!("env.{name}");
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                return Err(err(&key, format!("{name:?} is not a valid variable name")));
             }
-        };
-        let env = match raw.env {
-            None => BTreeMap::new(),
-            Some(Value::Object(map)) => {
-                let mut env = BTreeMap::new();
-                for (name, v) in map {
-                    if name.is_empty() || name.contains('=') || name.contains('\0') {
-                        return Err(err(format!("`env` has an invalid variable name {name:?}"))
-                            .with_key("env"));
-                    }
-                    let v = string(&format!("env.{name}"), v).map_err(|e| e.with_key("env"))?;
-                    env.insert(name, v);
-                }
-                env
-            }
-            Some(other) => {
-                return Err(err(format!(
-                    "`env` must be a table of strings, not {}",
-                    type_name(&other)
-                )));
-            }
-        };
+            no_nul(&key, v)?;
+        }
+        let (args, env) = (raw.args, raw.env);
         let timeout = duration("timeout", raw.timeout, DEFAULT_TIMEOUT)?;
         let start_timeout = duration("start_timeout", raw.start_timeout, DEFAULT_START_TIMEOUT)?;
         let restart_backoff = duration(
@@ -211,7 +162,7 @@ fn resolve_command(
         // Absolute, because the program runs in `config_dir`: a relative program path next
         // to a changed working directory is resolved differently by each platform.
         let full = std::path::absolute(config_dir.join(p))
-            .map_err(|e| err(format!("`command` {command:?}: {e}")))?;
+            .map_err(|e| err("command", format!("{command:?}: {e}")))?;
         check_executable(&full)?;
         return Ok(full);
     }
@@ -225,25 +176,31 @@ fn resolve_command(
             return Ok(candidate);
         }
     }
-    Err(err(format!(
-        "`command` {command:?} was not found on PATH (give a path, e.g. \"./{command}\", for a file next to the config)"
-    )))
+    Err(err(
+        "command",
+        format!(
+            "{command:?} was not found on PATH (give a path, e.g. \"./{command}\", for a file next to the config)"
+        ),
+    ))
 }
 
 fn check_executable(path: &Path) -> Result<(), PluginError> {
     let meta =
-        std::fs::metadata(path).map_err(|e| err(format!("`command` {}: {e}", path.display())))?;
+        std::fs::metadata(path).map_err(|e| err("command", format!("{}: {e}", path.display())))?;
     if !meta.is_file() {
-        return Err(err(format!("`command` {} is not a file", path.display())));
+        return Err(err("command", format!("{} is not a file", path.display())));
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if meta.permissions().mode() & 0o111 == 0 {
-            return Err(err(format!(
-                "`command` {} is not executable (chmod +x it, or run it through an interpreter: command = \"python3\", args = [\"…\"])",
-                path.display()
-            )));
+            return Err(err(
+                "command",
+                format!(
+                    "{} is not executable (chmod +x it, or run it through an interpreter: command = \"python3\", args = [\"…\"])",
+                    path.display()
+                ),
+            ));
         }
     }
     Ok(())
@@ -255,7 +212,7 @@ mod tests {
     use plexsync_plugin_api::{ErrorClass, MemoryCache};
     use std::sync::Arc;
 
-    fn ctx(config: Value) -> PluginContext {
+    fn ctx(config: serde_json::Value) -> PluginContext {
         PluginContext {
             config,
             secrets: Default::default(),
@@ -264,9 +221,9 @@ mod tests {
         }
     }
 
-    fn key_of(config: Value) -> (ErrorClass, Option<String>, String) {
+    fn key_of(config: serde_json::Value) -> (ErrorClass, Option<String>, String) {
         let e = ExecConfig::from_context(&ctx(config)).unwrap_err();
-        (e.class, e.config_key(), e.message)
+        (e.class, e.key, e.message)
     }
 
     #[test]
@@ -317,9 +274,20 @@ mod tests {
             (serde_json::json!({"command": "sh", "args": "x"}), "args"),
             (
                 serde_json::json!({"command": "sh", "args": ["x", 1]}),
-                "args",
+                "args[1]",
             ),
-            (serde_json::json!({"command": "sh", "env": {"A": 1}}), "env"),
+            (
+                serde_json::json!({"command": "sh", "args": ["x", "a\0b"]}),
+                "args[1]",
+            ),
+            (
+                serde_json::json!({"command": "sh", "env": {"A": 1}}),
+                "env.A",
+            ),
+            (
+                serde_json::json!({"command": "sh", "env": {"A=B": "1"}}),
+                "env.A=B",
+            ),
             (serde_json::json!({"command": "sh", "env": ["A"]}), "env"),
             (
                 serde_json::json!({"command": "sh", "timeout": "5"}),
@@ -360,13 +328,17 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration(" 150ms "), Ok(Duration::from_millis(150)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("61m").is_err());
-        assert!(parse_duration("99999999999999999999999s").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("2h").is_err());
+    fn durations_use_the_shared_grammar_up_to_an_hour() {
+        let c = ExecConfig::from_context(&ctx(serde_json::json!({
+            "command": "sh", "timeout": "1m 30s", "start_timeout": " 150ms ", "restart_backoff": "1h",
+        })))
+        .unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(90));
+        assert_eq!(c.start_timeout, Duration::from_millis(150));
+        assert_eq!(c.restart_backoff, Duration::from_secs(3600));
+        for bad in ["61m", "99999999999999999999999s", "s", "2h", "0s"] {
+            let (_, key, message) = key_of(serde_json::json!({"command": "sh", "timeout": bad}));
+            assert_eq!(key.as_deref(), Some("timeout"), "{bad:?}: {message}");
+        }
     }
 }

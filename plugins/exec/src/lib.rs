@@ -1,9 +1,13 @@
 //! The `exec` matcher: the users' escape hatch. It runs an external program and asks it to
 //! match shows over JSON lines on the program's stdin/stdout (the protocol is in README.md).
 //!
-//! This crate owns the program's lifecycle as seen from the matcher chain: a probe at build
-//! time (so a missing program or a wrong protocol version is a config error at start-up), a
-//! lazily started working instance, concurrent requests matched to replies by id, a per-request
+//! This crate owns the program's lifecycle as seen from the matcher chain. Building checks the
+//! config only (the program file must exist and be executable) and starts nothing, so offline
+//! commands, a stored secret and a reload never run the program. [`Matcher::probe`] — called
+//! by the host when the daemon starts and by `plexsync check` — starts it and checks its hello,
+//! so a wrong program or protocol version is a config error there; the instance it started
+//! stays as the working one. Otherwise the working instance starts lazily on the first
+//! request. Then: concurrent requests matched to replies by id, a per-request
 //! timeout, restarts with exponential backoff when the program dies or hangs, and the
 //! validation of every answer before it reaches the chain. Every failure of the program is a
 //! transient error (the chain goes on; the play is retried later), except answers that break
@@ -44,8 +48,10 @@ struct Supervisor {
 /// Matches shows by asking an external program.
 pub struct ExecMatcher {
     cfg: ExecConfig,
-    /// The name from the probe's hello (or the file name), for logs and messages.
-    name: String,
+    /// The name from the first hello, once an instance has started.
+    hello_name: std::sync::OnceLock<String>,
+    /// The program's file name, the name until then.
+    file_name: String,
     catalogue: Arc<CatalogueSlot>,
     supervisor: tokio::sync::Mutex<Supervisor>,
     next_id: AtomicU64,
@@ -54,7 +60,7 @@ pub struct ExecMatcher {
 impl std::fmt::Debug for ExecMatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExecMatcher")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("config", &self.cfg)
             .finish_non_exhaustive()
     }
@@ -75,31 +81,54 @@ fn backoff(failures: u32, max: Duration) -> Duration {
 }
 
 impl ExecMatcher {
-    /// Validate the config, then start the program once to check its hello (blocking for at
-    /// most `start_timeout` plus a short grace), and stop it again. The working instance is
-    /// started by the first request.
+    /// Validate the config (the program must be an executable file). Starts nothing: the
+    /// program runs from [`Matcher::probe`] or the first request on.
     pub fn build(ctx: &PluginContext) -> Result<ExecMatcher, PluginError> {
         let cfg = ExecConfig::from_context(ctx)?;
-        let hello = child::probe(&cfg).map_err(|why| {
-            PluginError::config(format!("`command` {}: {why}", cfg.command.display()))
-                .with_key("command")
-        })?;
-        let name = hello
-            .name
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| cfg.file_name());
         Ok(ExecMatcher {
+            file_name: cfg.file_name(),
             cfg,
-            name,
+            hello_name: std::sync::OnceLock::new(),
             catalogue: Arc::new(CatalogueSlot::default()),
             supervisor: tokio::sync::Mutex::new(Supervisor::default()),
             next_id: AtomicU64::new(1),
         })
     }
 
-    /// The program's name (from its hello, else its file name).
+    /// The program's name: from its hello once an instance started, else its file name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.hello_name.get().unwrap_or(&self.file_name)
+    }
+
+    /// Whether an instance of the program is running now.
+    pub async fn is_running(&self) -> bool {
+        self.supervisor
+            .lock()
+            .await
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.is_alive())
+    }
+
+    /// Start an instance and keep it as the working one; a program that cannot be started or
+    /// says no proper hello is a config error about `command`.
+    async fn start_now(&self) -> Result<(), PluginError> {
+        let mut s = self.supervisor.lock().await;
+        if s.conn.as_ref().is_some_and(|c| c.is_alive()) {
+            return Ok(());
+        }
+        let c = Conn::start(&self.cfg, self.catalogue.clone())
+            .await
+            .map_err(|why| {
+                PluginError::config(format!("{}: {why}", self.cfg.command.display()))
+                    .with_key("command")
+            })?;
+        let _ = self.hello_name.set(c.name.clone());
+        tracing::info!(plugin = %c.name, command = %self.cfg.command.display(), "exec program started (probe)");
+        s.conn = Some(Arc::new(c));
+        s.failures = 0;
+        s.retry_at = None;
+        Ok(())
     }
 
     /// The running instance, starting one when there is none and the backoff allows.
@@ -124,7 +153,7 @@ impl ExecMatcher {
             if now < at {
                 return Err(PluginError::transient(format!(
                     "exec program {} is restarting in {} ms",
-                    self.name,
+                    self.name(),
                     (at - now).as_millis()
                 )));
             }
@@ -132,6 +161,7 @@ impl ExecMatcher {
         match Conn::start(&self.cfg, self.catalogue.clone()).await {
             Ok(c) => {
                 let c = Arc::new(c);
+                let _ = self.hello_name.set(c.name.clone());
                 tracing::info!(plugin = %c.name, command = %self.cfg.command.display(), "exec program started");
                 s.conn = Some(c.clone());
                 s.retry_at = None;
@@ -141,10 +171,10 @@ impl ExecMatcher {
                 s.failures = s.failures.saturating_add(1);
                 let wait = backoff(s.failures, self.cfg.restart_backoff);
                 s.retry_at = Some(Instant::now() + wait);
-                tracing::error!(plugin = %self.name, error = %why, restart_after_ms = wait.as_millis() as u64, "cannot start the exec program");
+                tracing::error!(plugin = %self.name(), error = %why, restart_after_ms = wait.as_millis() as u64, "cannot start the exec program");
                 Err(PluginError::transient(format!(
                     "exec program {} cannot be started: {why}",
-                    self.name
+                    self.name()
                 )))
             }
         }
@@ -224,16 +254,22 @@ impl Matcher for ExecMatcher {
     ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>> {
         Box::pin(self.ask(query))
     }
+
+    /// Start the program and check its hello (`plexsync run` and `check` only); the instance
+    /// stays as the working one.
+    fn probe(&self) -> BoxFuture<'_, Result<(), PluginError>> {
+        Box::pin(self.start_now())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// sample.toml is what README.md tells people to paste: it must parse and build (which
-    /// starts the example program once for its hello).
-    #[test]
-    fn the_sample_config_parses_and_builds() {
+    /// sample.toml is what README.md tells people to paste: it must parse, build (starting
+    /// nothing) and pass the probe (which starts the example program for its hello).
+    #[tokio::test]
+    async fn the_sample_config_parses_builds_and_probes() {
         let text = include_str!("../sample.toml");
         let doc: toml::Table = toml::from_str(text).unwrap();
         let tables = doc["matchers"].as_array().unwrap();
@@ -247,6 +283,10 @@ mod tests {
             config_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
         };
         let m = build(&ctx).unwrap();
+        assert_eq!(m.name(), "title_table.py");
+        assert!(!m.is_running().await);
+        m.probe().await.unwrap();
+        assert!(m.is_running().await);
         assert_eq!(m.name(), "title_table");
         assert_eq!(m.cfg.timeout, Duration::from_secs(5));
         assert_eq!(m.cfg.args, ["examples/title_table.json"]);

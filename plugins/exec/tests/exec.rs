@@ -79,8 +79,9 @@ async fn example_script_round_trip() {
         "timeout": "2s",
     })))
     .unwrap();
-    assert_eq!(m.name(), "title_table");
     assert_eq!(m.kind(), "exec");
+    m.probe().await.unwrap();
+    assert_eq!(m.name(), "title_table");
     m.set_catalogue(Arc::new(Catalogue::new(vec![
         show("1234", "Iketeru Futari", Some(2024)),
         show("7", "Kanon", Some(2006)),
@@ -147,8 +148,10 @@ async fn example_script_round_trip() {
 #[tokio::test]
 async fn hello_and_match_round_trip() {
     let m = scripted(&[]).unwrap();
-    assert_eq!(m.name(), "scripted");
+    // The file name until a hello named it.
+    assert_eq!(m.name(), "scripted.py");
     let (id, method) = definite(m.match_show(&query("x", "11")).await.unwrap());
+    assert_eq!(m.name(), "scripted");
     assert_eq!(id, "11");
     assert!(method.starts_with("pid:"), "{method}");
     // The same instance serves the next request.
@@ -276,31 +279,73 @@ async fn dropping_the_matcher_stops_and_reaps_the_program() {
     }
 }
 
-#[test]
-fn wrong_protocol_or_no_hello_is_a_config_error_at_build() {
+#[tokio::test]
+async fn wrong_protocol_or_no_hello_is_a_config_error_of_the_probe() {
     for (args, needle) in [
         (&["--protocol", "2"][..], "speaks protocol 2"),
         (&["--garbage-hello"][..], "not a hello"),
+        // What it wrote to stderr before dying is quoted.
         (&["--exit"][..], "no database"),
     ] {
-        let e = scripted(args).unwrap_err();
+        // Building starts nothing, so it cannot know.
+        let m = scripted(args).unwrap();
+        let e = m.probe().await.unwrap_err();
         assert_eq!(e.class, ErrorClass::Config, "{e}");
-        assert_eq!(e.config_key().as_deref(), Some("command"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("command"), "{e}");
         assert!(e.message.contains(needle), "{args:?}: {e}");
+        assert!(!m.is_running().await);
     }
     let t = Instant::now();
-    let e = plexsync_plugin_exec::build(&ctx(json!({
+    let m = plexsync_plugin_exec::build(&ctx(json!({
         "command": "tests/fixtures/scripted.py",
         "args": ["--silent"],
         "start_timeout": "200ms",
     })))
-    .unwrap_err();
+    .unwrap();
+    let e = m.probe().await.unwrap_err();
     assert!(e.message.contains("no hello within 200 ms"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(3));
+    // A missing program is known without starting anything: a build error.
     let e = plexsync_plugin_exec::build(&ctx(json!({"command": "tests/fixtures/missing.py"})))
         .unwrap_err();
     assert_eq!(e.class, ErrorClass::Config);
-    assert_eq!(e.config_key().as_deref(), Some("command"));
+    assert_eq!(e.key.as_deref(), Some("command"));
+}
+
+fn starts(marker: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(marker)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn building_starts_nothing_and_the_probed_instance_serves() {
+    let dir = std::env::temp_dir().join(format!("plexsync-exec-mark-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("starts");
+    let _ = std::fs::remove_file(&marker);
+    let mark = marker.to_str().unwrap();
+    // Built without a runtime's help: no program, no blocking.
+    let m = scripted(&["--mark", mark]).unwrap();
+    drop(scripted(&["--mark", mark]).unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(starts(&marker).is_empty(), "{:?}", starts(&marker));
+    assert!(!m.is_running().await);
+    // The probe starts it once; the first request is served by that instance.
+    m.probe().await.unwrap();
+    assert!(m.is_running().await);
+    assert_eq!(starts(&marker).len(), 1);
+    m.probe().await.unwrap();
+    let (_, method) = definite(m.match_show(&query("x", "1")).await.unwrap());
+    assert_eq!(starts(&marker), [method.trim_start_matches("pid:")]);
+    // Without a probe, the first request starts it.
+    let lazy = scripted(&["--mark", mark]).unwrap();
+    assert_eq!(starts(&marker).len(), 1);
+    definite(lazy.match_show(&query("y", "2")).await.unwrap());
+    assert_eq!(starts(&marker).len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

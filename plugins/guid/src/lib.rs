@@ -57,13 +57,8 @@ pub fn build(ctx: &PluginContext) -> Result<GuidMatcher, PluginError> {
 impl GuidMatcher {
     /// Build from the host's context: validates the (empty) config table.
     pub fn build(ctx: &PluginContext) -> Result<GuidMatcher, PluginError> {
-        // A `[[matchers]]` entry with only `kind` may reach us as an empty table or as null.
-        if !ctx.config.is_null() {
-            let _config: GuidConfig = ctx.parse_config().map_err(|mut e| {
-                e.message = format!("matcher `{KIND}`: {}", e.message);
-                e
-            })?;
-        }
+        // No keys: any key is refused by name (its key path in the error).
+        let _config: GuidConfig = ctx.parse_config()?;
         Ok(GuidMatcher::default())
     }
 
@@ -431,7 +426,8 @@ mod tests {
         let err = build(&ctx(serde_json::json!({"treshold": 0.5}))).unwrap_err();
         assert_eq!(err.class, plexsync_plugin_api::ErrorClass::Config);
         assert!(err.message.contains("treshold"), "{}", err.message);
-        assert!(err.message.contains("guid"), "{}", err.message);
+        // The host says "matcher `guid`" and the key path before the message.
+        assert_eq!(err.key.as_deref(), Some("treshold"));
         let err = build(&ctx(serde_json::json!("guid"))).unwrap_err();
         assert_eq!(err.class, plexsync_plugin_api::ErrorClass::Config);
     }

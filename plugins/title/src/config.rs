@@ -44,11 +44,8 @@ impl Default for TitleConfig {
 impl TitleConfig {
     /// Parse the plugin's table (an absent table means all defaults) and check the ranges.
     pub fn from_value(value: &serde_json::Value) -> Result<TitleConfig, PluginError> {
-        let cfg: TitleConfig = match value {
-            serde_json::Value::Null => TitleConfig::default(),
-            v => serde_json::from_value(v.clone())
-                .map_err(|e| PluginError::config(format!("title matcher: {e}")))?,
-        };
+        // A wrong type or an unknown key names its key path (plugin API).
+        let cfg: TitleConfig = plexsync_plugin_api::parse_config(value)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -58,9 +55,7 @@ impl TitleConfig {
             if v.is_finite() && (0.0..=1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(PluginError::config(format!(
-                    "title matcher: `{name}` must be between 0 and 1, got {v}"
-                )))
+                Err(PluginError::config(format!("must be between 0 and 1, got {v}")).with_key(name))
             }
         };
         unit("definite_threshold", self.definite_threshold)?;
@@ -68,15 +63,17 @@ impl TitleConfig {
         unit("min_candidate_score", self.min_candidate_score)?;
         if self.year_tolerance > 10 {
             return Err(PluginError::config(format!(
-                "title matcher: `year_tolerance` must be at most 10, got {}",
+                "must be at most 10, got {}",
                 self.year_tolerance
-            )));
+            ))
+            .with_key("year_tolerance"));
         }
         if !(1..=100).contains(&self.max_candidates) {
             return Err(PluginError::config(format!(
-                "title matcher: `max_candidates` must be between 1 and 100, got {}",
+                "must be between 1 and 100, got {}",
                 self.max_candidates
-            )));
+            ))
+            .with_key("max_candidates"));
         }
         Ok(())
     }
@@ -99,15 +96,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_ranges_are_config_errors() {
-        let e = TitleConfig::from_value(&serde_json::json!({"year_tolerence": 1})).unwrap_err();
-        assert_eq!(e.class, ErrorClass::Config);
-        assert!(e.message.contains("year_tolerence"), "{}", e.message);
-
-        let e = TitleConfig::from_value(&serde_json::json!({"min_margin": 2.0})).unwrap_err();
-        assert!(e.message.contains("min_margin"), "{}", e.message);
-        let e = TitleConfig::from_value(&serde_json::json!({"max_candidates": 0})).unwrap_err();
-        assert!(e.message.contains("max_candidates"), "{}", e.message);
-        let e = TitleConfig::from_value(&serde_json::json!({"year_tolerance": "1"})).unwrap_err();
-        assert_eq!(e.class, ErrorClass::Config);
+        for (v, key) in [
+            (serde_json::json!({"year_tolerence": 1}), "year_tolerence"),
+            (serde_json::json!({"min_margin": 2.0}), "min_margin"),
+            (serde_json::json!({"max_candidates": 0}), "max_candidates"),
+            (serde_json::json!({"year_tolerance": "1"}), "year_tolerance"),
+            (serde_json::json!({"year_tolerance": 11}), "year_tolerance"),
+        ] {
+            let e = TitleConfig::from_value(&v).unwrap_err();
+            assert_eq!(e.class, ErrorClass::Config, "{v}");
+            assert_eq!(e.key.as_deref(), Some(key), "{v}: {e}");
+        }
     }
 }

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use plexsync_plugin_api::values::parse_retry_after;
 use plexsync_plugin_api::{ErrorClass, PluginError, Secret};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -348,24 +349,16 @@ async fn read_limited(
 /// park a show for that long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// `Retry-After` as delta-seconds or an HTTP date (past dates mean now), clamped.
+/// `Retry-After` from a response, by the plugin API's one parser, clamped.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        let secs = v.parse::<u64>().unwrap_or(u64::MAX);
-        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_RETRY_AFTER),
-    )
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(v, now, MAX_RETRY_AFTER)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plexsync_plugin_api::values::fmt_http_date;
 
     fn headers(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -384,12 +377,12 @@ mod tests {
             retry_after(&headers("999999999999999999999"), now),
             Some(MAX_RETRY_AFTER)
         );
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(20));
+        let date = fmt_http_date(now + Duration::from_secs(20));
         assert_eq!(
             retry_after(&headers(&date), now),
             Some(Duration::from_secs(20))
         );
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(20));
+        let past = fmt_http_date(now - Duration::from_secs(20));
         assert_eq!(retry_after(&headers(&past), now), Some(Duration::ZERO));
         for junk in ["", "-1", "1.5", "soon"] {
             assert_eq!(retry_after(&headers(junk), now), None, "{junk:?}");

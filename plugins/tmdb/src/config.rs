@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 pub(crate) use plexsync_plugin_api::values::human;
-use plexsync_plugin_api::values::{Url, parse_base_url, parse_duration};
+use plexsync_plugin_api::values::{
+    ConfigDuration, Url, check_duration, parse_base_url, parse_duration,
+};
 use plexsync_plugin_api::{PluginContext, PluginError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -28,23 +30,23 @@ pub const DEFAULT_MAX_RETRY_WAIT: &str = "10s";
 /// request of the window, so this also bounds its memory.
 const MAX_RATE_REQUESTS: u32 = 10_000;
 
-/// The table exactly as written (minus `kind`). Values are typed by hand below because
-/// serde's own type errors ("invalid type: integer, expected a string") do not name the key.
+/// The table exactly as written (minus `kind`), typed: a wrong type, a duration outside the
+/// shared grammar or an unknown key is a serde error whose key the plugin API reports.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
-    api_url: Option<Value>,
+    api_url: Option<String>,
     #[serde(default)]
-    timeout: Option<Value>,
+    timeout: Option<ConfigDuration>,
     #[serde(default)]
-    rate_limit: Option<Value>,
+    rate_limit: Option<String>,
     #[serde(default)]
-    cache_ttl: Option<Value>,
+    cache_ttl: Option<ConfigDuration>,
     #[serde(default)]
-    negative_cache_ttl: Option<Value>,
+    negative_cache_ttl: Option<ConfigDuration>,
     #[serde(default)]
-    max_retry_wait: Option<Value>,
+    max_retry_wait: Option<ConfigDuration>,
 }
 
 /// The validated configuration.
@@ -66,46 +68,23 @@ pub struct TmdbConfig {
     pub max_retry_wait: Duration,
 }
 
+/// A config error about `key`; the host names the key (and its line) before the message.
 fn config_error(key: &str, why: impl std::fmt::Display) -> PluginError {
-    PluginError::config(format!("tmdb matcher: `{key}` {why}")).with_key(key)
+    PluginError::config(why.to_string()).with_key(key)
 }
 
-fn string(key: &str, value: Option<Value>, default: &str) -> Result<String, PluginError> {
-    match value {
-        None => Ok(default.to_string()),
-        Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(config_error(
-            key,
-            format!(
-                "must be a string, not {}",
-                match other {
-                    Value::Null => "null",
-                    Value::Bool(_) => "a boolean",
-                    Value::Number(_) => "a number",
-                    Value::Array(_) => "an array",
-                    Value::Object(_) => "a table",
-                    Value::String(_) => "a string",
-                }
-            ),
-        )),
-    }
-}
-
+/// A duration key: its value (or the default), above zero and at most `max`.
 fn duration(
     key: &str,
-    value: Option<Value>,
+    value: Option<ConfigDuration>,
     default: &str,
     max: Duration,
 ) -> Result<Duration, PluginError> {
-    let text = string(key, value, default)?;
-    let d = parse_duration(&text).map_err(|why| config_error(key, format!("= {text:?}: {why}")))?;
-    if d > max {
-        return Err(config_error(
-            key,
-            format!("= {text:?} is longer than the maximum of {}", human(max)),
-        ));
-    }
-    Ok(d)
+    let d = match value {
+        Some(ConfigDuration(d)) => d,
+        None => parse_duration(default).map_err(|why| config_error(key, why))?,
+    };
+    check_duration(d, max).map_err(|why| config_error(key, why))
 }
 
 impl TmdbConfig {
@@ -116,19 +95,10 @@ impl TmdbConfig {
 
     /// Parse and validate a table given as JSON.
     pub fn from_value(value: &Value) -> Result<TmdbConfig, PluginError> {
-        let raw: RawConfig = match value {
-            Value::Null => RawConfig::default(),
-            v => serde_json::from_value(v.clone()).map_err(|e| {
-                let mut err = PluginError::config(format!("tmdb matcher: {e}"));
-                if let Some(k) = err.config_key() {
-                    err = err.with_key(k);
-                }
-                err
-            })?,
-        };
-        let url = string("api_url", raw.api_url, DEFAULT_API_URL)?;
+        let raw: RawConfig = plexsync_plugin_api::parse_config(value)?;
+        let url = raw.api_url.as_deref().unwrap_or(DEFAULT_API_URL);
         let api_url =
-            parse_base_url(&url, "tmdb-key").map_err(|why| config_error("api_url", why))?;
+            parse_base_url(url, "tmdb-key").map_err(|why| config_error("api_url", why))?;
         let day = Duration::from_secs(86_400);
         let timeout = duration(
             "timeout",
@@ -136,9 +106,9 @@ impl TmdbConfig {
             DEFAULT_TIMEOUT,
             Duration::from_secs(600),
         )?;
-        let rate = string("rate_limit", raw.rate_limit, DEFAULT_RATE_LIMIT)?;
-        let (rate_requests, rate_window) = parse_rate(&rate)
-            .map_err(|why| config_error("rate_limit", format!("= {rate:?}: {why}")))?;
+        let rate = raw.rate_limit.as_deref().unwrap_or(DEFAULT_RATE_LIMIT);
+        let (rate_requests, rate_window) = parse_rate(rate)
+            .map_err(|why| config_error("rate_limit", format!("{rate:?}: {why}")))?;
         let cache_ttl = duration("cache_ttl", raw.cache_ttl, DEFAULT_CACHE_TTL, 3650 * day)?;
         let negative_cache_ttl = duration(
             "negative_cache_ttl",
@@ -182,6 +152,9 @@ pub(crate) fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
         return Err(format!("at most {MAX_RATE_REQUESTS} requests per window"));
     }
     let window = parse_duration(window)?;
+    if window.is_zero() {
+        return Err("the window must be greater than zero".into());
+    }
     if window > Duration::from_secs(86_400) {
         return Err("the window must be at most 1d".into());
     }
@@ -248,15 +221,15 @@ mod tests {
             (json!({"rate_limit": "40/0s"}), "rate_limit"),
             (json!({"rate_limit": "99999/1s"}), "rate_limit"),
             (json!({"rate_limit": "-1/1s"}), "rate_limit"),
-            (json!({"cache_ttl": "30 days"}), "cache_ttl"),
+            (json!({"cache_ttl": "30"}), "cache_ttl"),
+            (json!({"cache_ttl": "3651 days"}), "cache_ttl"),
             (json!({"negative_cache_ttl": "0s"}), "negative_cache_ttl"),
             (json!({"max_retry_wait": "1h"}), "max_retry_wait"),
         ];
         for (v, key) in cases {
             let e = TmdbConfig::from_value(&v).unwrap_err();
             assert_eq!(e.class, ErrorClass::Config, "{v}");
-            assert_eq!(e.config_key().as_deref(), Some(key), "{v}: {}", e.message);
-            assert!(e.message.contains(key), "{v}: {}", e.message);
+            assert_eq!(e.key.as_deref(), Some(key), "{v}: {}", e.message);
         }
         let e = TmdbConfig::from_value(&json!("tmdb")).unwrap_err();
         assert_eq!(e.class, ErrorClass::Config);
@@ -270,23 +243,11 @@ mod tests {
 
     #[test]
     fn durations_and_rates() {
-        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
-        assert_eq!(parse_duration(" 250ms "), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in [
-            "",
-            "d",
-            "5",
-            "5 s",
-            "1.5s",
-            "-1s",
-            "0d",
-            "99999999999999999999d",
-            "18446744073709551615d",
-            "５s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
+        // The shared grammar, so "1h 30m" means what it means in the host's keys.
+        let c = TmdbConfig::from_value(&json!({"cache_ttl": "1h 30m", "rate_limit": "40/1m 30s"}))
+            .unwrap();
+        assert_eq!(c.cache_ttl, Duration::from_secs(5400));
+        assert_eq!(c.rate_window, Duration::from_secs(90));
         assert_eq!(parse_rate("40/10s"), Ok((40, Duration::from_secs(10))));
         assert_eq!(parse_rate(" 1 /250ms"), Ok((1, Duration::from_millis(250))));
         for bad in [
@@ -298,6 +259,7 @@ mod tests {
             "40/2d",
             "4294967296/1s",
             "40/10s/1",
+            "40/0s",
         ] {
             assert!(parse_rate(bad).is_err(), "{bad:?}");
         }

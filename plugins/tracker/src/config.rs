@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use plexsync_plugin_api::values::{Url, parse_base_url, parse_duration_max};
+use plexsync_plugin_api::values::{ConfigDuration, Url, check_duration, parse_base_url};
 use plexsync_plugin_api::{PluginContext, PluginError};
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
-use serde_json::Value;
 
 /// Default for `timeout`.
-pub(crate) const DEFAULT_TIMEOUT: &str = "30s";
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default `User-Agent` when `user_agent` is not set.
 pub(crate) const DEFAULT_USER_AGENT: &str = concat!("plexsync-tracker/", env!("CARGO_PKG_VERSION"));
@@ -24,39 +23,25 @@ fn parse_url(text: &str) -> Result<Url, String> {
     parse_base_url(text, "tracker-key")
 }
 
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    parse_duration_max(text, MAX_TIMEOUT)
-}
-
-/// The table exactly as written in plexsync.toml (minus `kind`, which the host strips).
-/// Values are taken as raw JSON and typed by hand below, because serde's own type errors
-/// ("invalid type: integer, expected a string") do not say which key was wrong.
+/// The table exactly as written in plexsync.toml (minus `kind`, and minus the host's own keys
+/// such as `catalogue_refresh`, which the host strips), typed: a wrong type, a duration
+/// outside the shared grammar or an unknown key is a serde error whose key the plugin API
+/// reports.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    url: Value,
+    /// Optional here so its absence is "`url` is required", keyed like every other error.
     #[serde(default)]
-    timeout: Option<Value>,
+    url: Option<String>,
     #[serde(default)]
-    user_agent: Option<Value>,
+    timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    user_agent: Option<String>,
 }
 
-/// A string-valued key, or a config error naming it.
-fn string(key: &str, value: Value) -> Result<String, PluginError> {
-    match value {
-        Value::String(s) => Ok(s),
-        other => Err(PluginError::config(format!(
-            "tracker: `{key}` must be a string, not {}",
-            match other {
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                Value::Array(_) => "an array",
-                Value::Object(_) => "a table",
-                Value::String(_) => "a string",
-            }
-        ))),
-    }
+/// A config error about `key`; the host names the key (and its line) before the message.
+fn error(key: &str, why: impl std::fmt::Display) -> PluginError {
+    PluginError::config(why.to_string()).with_key(key)
 }
 
 /// The validated config.
@@ -70,39 +55,27 @@ pub(crate) struct Config {
 
 /// Parse and validate the plugin's table.
 pub(crate) fn parse(ctx: &PluginContext) -> Result<Config, PluginError> {
-    // An empty `[tracker]` table may reach us as null; treat it as `{}` so the error is the
-    // useful "missing field `url`" rather than a type mismatch.
-    let raw: RawConfig = if ctx.config.is_null() {
-        serde_json::from_value(Value::Object(Default::default()))
-            .map_err(|e| PluginError::config(e.to_string()))
-    } else {
-        ctx.parse_config()
-    }
-    .map_err(|e| PluginError::config(format!("tracker: {}", e.message)))?;
-
-    let url = string("url", raw.url)?;
-    let base =
-        parse_url(&url).map_err(|why| PluginError::config(format!("tracker: `url` {why}")))?;
+    let raw: RawConfig = ctx.parse_config()?;
+    let url = raw.url.ok_or_else(|| {
+        error(
+            "url",
+            "is required: the base URL of the tracker's plexsync API",
+        )
+    })?;
+    let base = parse_url(&url).map_err(|why| error("url", why))?;
     let timeout = match raw.timeout {
-        Some(v) => string("timeout", v)?,
-        None => DEFAULT_TIMEOUT.to_string(),
-    };
-    let timeout = parse_timeout(&timeout)
-        .map_err(|why| PluginError::config(format!("tracker: `timeout` = {timeout:?}: {why}")))?;
-    let user_agent = raw
-        .user_agent
-        .map(|v| string("user_agent", v))
-        .transpose()?;
-    let user_agent = match user_agent.as_deref() {
-        None => HeaderValue::from_static(DEFAULT_USER_AGENT),
-        Some(ua) if ua.trim().is_empty() => {
-            return Err(PluginError::config(
-                "tracker: `user_agent` must not be empty",
-            ));
+        None => DEFAULT_TIMEOUT,
+        Some(ConfigDuration(d)) => {
+            check_duration(d, MAX_TIMEOUT).map_err(|why| error("timeout", why))?
         }
+    };
+    let user_agent = match raw.user_agent.as_deref() {
+        None => HeaderValue::from_static(DEFAULT_USER_AGENT),
+        Some(ua) if ua.trim().is_empty() => return Err(error("user_agent", "must not be empty")),
         Some(ua) => HeaderValue::from_str(ua).map_err(|_| {
-            PluginError::config(
-                "tracker: `user_agent` contains characters not allowed in an HTTP header",
+            error(
+                "user_agent",
+                "contains characters not allowed in an HTTP header",
             )
         })?,
     };
@@ -117,12 +90,31 @@ pub(crate) fn parse(ctx: &PluginContext) -> Result<Config, PluginError> {
 mod tests {
     use super::*;
 
+    fn ctx(config: serde_json::Value) -> PluginContext {
+        PluginContext {
+            config,
+            secrets: Default::default(),
+            cache: std::sync::Arc::new(plexsync_plugin_api::MemoryCache::default()),
+            config_dir: ".".into(),
+        }
+    }
+
+    fn timeout(text: &str) -> Result<Duration, PluginError> {
+        parse(&ctx(
+            serde_json::json!({"url": "http://t/api", "timeout": text}),
+        ))
+        .map(|c| c.timeout)
+    }
+
     #[test]
-    fn durations_in_ms_s_and_m() {
-        assert_eq!(parse_timeout("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_timeout(" 500ms "), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_timeout("60m"), Ok(Duration::from_secs(3600)));
+    fn durations_use_the_shared_grammar() {
+        assert_eq!(timeout("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(timeout(" 500ms ").unwrap(), Duration::from_millis(500));
+        assert_eq!(timeout("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(timeout("60m").unwrap(), Duration::from_secs(3600));
+        assert_eq!(timeout("1m 30s").unwrap(), Duration::from_secs(90));
+        let absent = parse(&ctx(serde_json::json!({"url": "http://t/api"}))).unwrap();
+        assert_eq!(absent.timeout, DEFAULT_TIMEOUT);
     }
 
     #[test]
@@ -131,10 +123,8 @@ mod tests {
             "",
             "s",
             "30",
-            "30 s",
             "30h",
             "-5s",
-            "1.5s",
             "0s",
             "0ms",
             "61m",
@@ -143,7 +133,38 @@ mod tests {
             "18446744073709551615m",
             "３０s",
         ] {
-            assert!(parse_timeout(bad).is_err(), "{bad:?} was accepted");
+            let e = timeout(bad).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("timeout"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn errors_carry_their_key() {
+        for (v, key) in [
+            (serde_json::json!({}), Some("url")),
+            (serde_json::json!(null), Some("url")),
+            (serde_json::json!({"url": 5}), Some("url")),
+            (serde_json::json!({"url": "ftp://x/"}), Some("url")),
+            (
+                serde_json::json!({"url": "http://t/", "timeout": 5}),
+                Some("timeout"),
+            ),
+            (
+                serde_json::json!({"url": "http://t/", "user_agent": ""}),
+                Some("user_agent"),
+            ),
+            (
+                serde_json::json!({"url": "http://t/", "user_agent": "a\nb"}),
+                Some("user_agent"),
+            ),
+            (
+                serde_json::json!({"url": "http://t/", "retry": 3}),
+                Some("retry"),
+            ),
+        ] {
+            let e = parse(&ctx(v.clone())).unwrap_err();
+            assert_eq!(e.class, plexsync_plugin_api::ErrorClass::Config, "{v}");
+            assert_eq!(e.key.as_deref(), key, "{v}: {e}");
         }
     }
 

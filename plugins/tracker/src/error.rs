@@ -7,6 +7,7 @@
 use std::error::Error as _;
 use std::time::{Duration, SystemTime};
 
+use plexsync_plugin_api::values::parse_retry_after;
 use plexsync_plugin_api::{ErrorClass, PluginError, Secret};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -31,27 +32,11 @@ pub(crate) fn status_class(status: StatusCode) -> ErrorClass {
     }
 }
 
-/// `Retry-After` from a response, clamped to [`MAX_RETRY_AFTER`].
+/// `Retry-After` from a response, by the plugin API's one parser, clamped to
+/// [`MAX_RETRY_AFTER`].
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    parse_retry_after(value, now)
-}
-
-/// Parse a `Retry-After` value: delta-seconds or an HTTP-date. A date in the past means
-/// "now" (zero); anything unparseable is ignored.
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        // More digits than u64 holds is still "a very long time": clamp it, don't drop it.
-        let secs = v.parse::<u64>().unwrap_or(u64::MAX);
-        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_RETRY_AFTER),
-    )
+    parse_retry_after(value, now, MAX_RETRY_AFTER)
 }
 
 /// Removes the tracker key from text that leaves the plugin. A tracker (or a proxy in front
@@ -228,23 +213,19 @@ mod tests {
 
     #[test]
     fn retry_after_forms() {
+        // The parser is the plugin API's (tested there); this is the header and the clamp.
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
-        assert_eq!(
-            parse_retry_after("99999999999999999999999", now),
-            Some(MAX_RETRY_AFTER)
-        );
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
-        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
-        let far = httpdate::fmt_http_date(now + Duration::from_secs(10 * 86400));
-        assert_eq!(parse_retry_after(&far, now), Some(MAX_RETRY_AFTER));
-        for junk in ["", "-5", "1.5", "soon", "7 s", "Wed, 99 Foo 2023"] {
-            assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
-        }
+        let at = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, v.parse().unwrap());
+            retry_after(&h, now)
+        };
+        assert_eq!(at("7"), Some(Duration::from_secs(7)));
+        assert_eq!(at("86400"), Some(MAX_RETRY_AFTER));
+        let date = plexsync_plugin_api::values::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(at(&date), Some(Duration::from_secs(90)));
+        assert_eq!(at("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 
     #[test]
