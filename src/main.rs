@@ -357,18 +357,15 @@ async fn run(path: &Path) -> Result<()> {
                 cfg.server.listen
             )
         })?;
-    let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot watch SIGTERM");
-                    return std::future::pending().await;
-                }
-            };
+    // The handlers are installed before the daemon starts answering: a SIGTERM that arrives
+    // in between must stop it cleanly, not kill it with the default action.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
         }
     };
     plexsync::daemon::run(cfg, listener, shutdown)

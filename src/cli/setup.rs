@@ -147,7 +147,15 @@ pub async fn check(path: &Path) -> Result<()> {
     })?;
     plexsync::daemon::check_config(&cfg, &secrets)
         .await
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        .map_err(|e| {
+            // Config errors already start with `file:line:`; others get the file.
+            let msg = e.to_string();
+            if msg.starts_with(&path.display().to_string()) {
+                anyhow::anyhow!("{msg}")
+            } else {
+                anyhow::anyhow!("{}: {msg}", path.display())
+            }
+        })?;
     println!(
         "{}: OK ({} stored secret(s) checked)",
         path.display(),
