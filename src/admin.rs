@@ -431,7 +431,7 @@ async fn resolve(shared: &Shared, id: &str, body: &[u8]) -> Resp {
                     };
                     match shared.plugins().exporter.create_show(&show).await {
                         Ok(id) => {
-                            shared.catalogue_wake.notify_one();
+                            shared.wake.catalogue.notify_one();
                             ConflictDecision::Select {
                                 show_id: id,
                                 method: "created".into(),
@@ -458,7 +458,7 @@ async fn resolve(shared: &Shared, id: &str, body: &[u8]) -> Resp {
     match shared.store.resolve_conflict(key, decision).await {
         Ok((released, queued)) => {
             tracing::info!(show = %conflict.plex.title, released, queued, action = ?r.action, "conflict resolved");
-            shared.export_wake.notify_one();
+            shared.wake.export.notify_one();
             json(
                 StatusCode::OK,
                 &Resolved {
@@ -596,7 +596,7 @@ pub async fn handle(
         },
         (Method::POST, ["outbox", "retry"]) => match shared.store.retry_dead().await {
             Ok(n) => {
-                shared.export_wake.notify_one();
+                shared.wake.export.notify_one();
                 json(
                     StatusCode::OK,
                     &Requeued {
@@ -627,7 +627,7 @@ pub async fn handle(
         }
         (Method::POST, ["poll"]) => {
             // A wake-up for the poller task; it runs one poll at a time.
-            shared.poll_wake.notify_one();
+            shared.wake.poll.notify_one();
             json(StatusCode::ACCEPTED, &json!({ "poll": "requested" }))
         }
         (Method::GET, ["backfill"]) => {

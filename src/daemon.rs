@@ -120,7 +120,10 @@ pub async fn run(
     // are); then ping the watchdog while healthy, until the shutdown signal.
     let notifier = crate::notify::Notifier::from_env();
     tokio::pin!(shutdown);
-    let scheduled = tokio::time::timeout(Duration::from_secs(30), shared.poll_scheduled.notified());
+    let scheduled = tokio::time::timeout(
+        Duration::from_secs(30),
+        shared.wake.poll_scheduled.notified(),
+    );
     let stopped_early = tokio::select! {
         r = scheduled => {
             if r.is_err() {

@@ -131,12 +131,8 @@ pub struct Shared {
     webhook_secret: Secret,
     plex_client_id: String,
     accounts: RwLock<Arc<AccountMap>>,
-    pub resolve_wake: Notify,
-    pub poll_wake: Notify,
-    pub export_wake: Notify,
-    pub catalogue_wake: Notify,
-    /// The poll schedule may have changed (reload): the poller re-reads it.
-    pub schedule_wake: Notify,
+    /// The tasks' wake-ups: work was committed, or something they depend on changed.
+    pub wake: Wakeups,
     pub shutdown: watch::Sender<bool>,
     pub started: Instant,
     pub listen_addr: SocketAddr,
@@ -149,12 +145,27 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Pipeline tasks currently running (see [`LiveGuard`]).
     pub live_tasks: AtomicUsize,
-    /// Signalled once the poller has set up its schedule: the last step before READY=1.
-    pub poll_scheduled: Notify,
     /// One secret change at a time: each validates against, and replaces, the whole map.
     secret_lock: tokio::sync::Mutex<()>,
     /// Set once the HTTP server serves this state (false for the CLI's in-process state).
     serving: std::sync::atomic::AtomicBool,
+}
+
+/// One `Notify` per long-lived task: a writer signals the task that has new work.
+#[derive(Default)]
+pub struct Wakeups {
+    /// New pending plays (webhook, poll, released conflict): the resolver.
+    pub resolve: Notify,
+    /// A poll was asked for (API, new Plex token): the poller.
+    pub poll: Notify,
+    /// New outbox items or a changed exporter: the exporter.
+    pub export: Notify,
+    /// The tracker changed (reload, a created show): the catalogue task.
+    pub catalogue: Notify,
+    /// The poll schedule may have changed (reload): the poller re-reads it.
+    pub schedule: Notify,
+    /// Signalled once the poller has set up its schedule: the last step before READY=1.
+    pub poll_scheduled: Notify,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -353,11 +364,11 @@ impl Shared {
         write(&self.secrets, map);
         write(&self.plugins, Arc::new(plugins));
         write(&self.plex, Arc::new(plex));
-        self.resolve_wake.notify_one();
-        self.export_wake.notify_one();
+        self.wake.resolve.notify_one();
+        self.wake.export.notify_one();
         // A new Plex token should be tried now, not after the rest of a 401 pause.
         if name == "plex-token" {
-            self.poll_wake.notify_one();
+            self.wake.poll.notify_one();
         }
         tracing::info!(secret = name, "secret updated");
         Ok(())
@@ -417,11 +428,11 @@ impl Shared {
             s.config_reload_error = None;
         });
         if tracker_changed {
-            self.catalogue_wake.notify_one();
+            self.wake.catalogue.notify_one();
         }
-        self.schedule_wake.notify_one();
-        self.resolve_wake.notify_one();
-        self.export_wake.notify_one();
+        self.wake.schedule.notify_one();
+        self.wake.resolve.notify_one();
+        self.wake.export.notify_one();
         Ok(restart)
     }
 }
@@ -649,11 +660,7 @@ pub async fn open_shared(
         webhook_secret,
         plex_client_id,
         accounts: RwLock::new(Arc::new(accounts)),
-        resolve_wake: Notify::new(),
-        poll_wake: Notify::new(),
-        export_wake: Notify::new(),
-        catalogue_wake: Notify::new(),
-        schedule_wake: Notify::new(),
+        wake: Wakeups::default(),
         shutdown: shutdown_tx,
         started: Instant::now(),
         listen_addr,
@@ -661,7 +668,6 @@ pub async fn open_shared(
         backfill_progress: Mutex::new(None),
         metrics: Metrics::default(),
         live_tasks: AtomicUsize::new(0),
-        poll_scheduled: Notify::new(),
         secret_lock: tokio::sync::Mutex::new(()),
         serving: std::sync::atomic::AtomicBool::new(false),
     }))

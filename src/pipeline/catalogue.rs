@@ -34,7 +34,7 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
                     tracing::warn!(error = %e, "cannot cache the catalogue");
                 }
                 shared.set_catalogue(Arc::new(Catalogue::new(shows)));
-                shared.resolve_wake.notify_one();
+                shared.wake.resolve.notify_one();
                 shared.config().tracker.catalogue_refresh
             }
             Err(e) => {
@@ -47,7 +47,7 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shared.catalogue_wake.notified() => {}
+            _ = shared.wake.catalogue.notified() => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {

@@ -119,7 +119,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
         }
         .max(held);
         tokio::select! {
-            _ = shared.export_wake.notified() => {}
+            _ = shared.wake.export.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }

@@ -58,7 +58,7 @@ pub async fn resolver_task(shared: Arc<Shared>) {
         match shared.store.apply_resolutions(decided).await {
             Ok(applied) => {
                 if applied.contains(&Applied::Queued) {
-                    shared.export_wake.notify_one();
+                    shared.wake.export.notify_one();
                 }
             }
             Err(e) => {
@@ -73,7 +73,7 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             _ => Duration::from_secs(60),
         };
         tokio::select! {
-            _ = shared.resolve_wake.notified() => {}
+            _ = shared.wake.resolve.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }
@@ -250,7 +250,7 @@ pub async fn create_show(
     }
     let exporter = shared.plugins().exporter.clone();
     let id = exporter.create_show(&show).await?;
-    shared.catalogue_wake.notify_one();
+    shared.wake.catalogue.notify_one();
     Ok(Some(id))
 }
 

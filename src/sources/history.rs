@@ -335,7 +335,7 @@ pub async fn poller_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut schedule = shared.config().poll.schedule.clone();
     let mut scheduler = start_or_log(&shared).await;
-    shared.poll_scheduled.notify_one();
+    shared.wake.poll_scheduled.notify_one();
     let mut failures = 0u32;
     let mut resume_at: Option<tokio::time::Instant> = None;
     let mut first = true;
@@ -344,10 +344,10 @@ pub async fn poller_task(shared: Arc<Shared>) {
             let until_resume =
                 resume_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
             tokio::select! {
-                _ = shared.poll_wake.notified() => {}
+                _ = shared.wake.poll.notified() => {}
                 _ = sleep_opt(until_resume) => {}
                 _ = shutdown.changed() => {}
-                _ = shared.schedule_wake.notified() => {
+                _ = shared.wake.schedule.notified() => {
                     // A reload: a new schedule replaces the running one; no poll by itself.
                     let now = shared.config().poll.schedule.clone();
                     if now != schedule {
@@ -386,7 +386,7 @@ pub async fn poller_task(shared: Arc<Shared>) {
                     "poll finished"
                 );
                 if report.plays_new > 0 {
-                    shared.resolve_wake.notify_one();
+                    shared.wake.resolve.notify_one();
                 }
             }
             Some(e) => {
@@ -440,7 +440,7 @@ async fn start_scheduler(
         let s = s.clone();
         Box::pin(async move {
             // Only a wake-up: the poller task does the work, one poll at a time.
-            s.poll_wake.notify_one();
+            s.wake.poll.notify_one();
         })
     })?;
     sched.add(job).await?;
@@ -605,7 +605,7 @@ async fn backfill_real(shared: &Shared, since: i64) -> Result<(), PollError> {
         });
     }
     shared.metrics.plays(PlaySource::Backfill, report.plays_new);
-    shared.resolve_wake.notify_one();
+    shared.wake.resolve.notify_one();
     // Wait (bounded) for the resolver, so the summary can say matched / parked.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -618,7 +618,7 @@ async fn backfill_real(shared: &Shared, since: i64) -> Result<(), PollError> {
         if waiting == 0 || tokio::time::Instant::now() > deadline {
             break;
         }
-        shared.resolve_wake.notify_one();
+        shared.wake.resolve.notify_one();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())

@@ -160,7 +160,7 @@ pub async fn ingest(
     Ok(match shared.store.ingest_play(play, row, window).await {
         Ok(Ingested::New(id)) => {
             tracing::info!(play_id = id, show = %ep.show_title, rating_key = ep.show_rating_key.as_deref().unwrap_or(""), season = ep.season, episode = ep.episode, "webhook play journaled");
-            shared.resolve_wake.notify_one();
+            shared.wake.resolve.notify_one();
             shared.metrics.webhook(ActivityStatus::Success);
             shared
                 .metrics
