@@ -170,11 +170,10 @@ impl InProc {
             notifier,
             reload: Some(reload.clone()),
         };
-        let dispatch =
-            tracing::Dispatch::new(plexsync::logging::lines_subscriber(DIRECTIVES, {
-                let log = self.log.clone();
-                move || log.clone()
-            }));
+        let dispatch = tracing::Dispatch::new(plexsync::logging::lines_subscriber(DIRECTIVES, {
+            let log = self.log.clone();
+            move || log.clone()
+        }));
         std::thread::Builder::new()
             .name(format!("inproc-daemon-{}", self.starts))
             .spawn(move || {
@@ -307,7 +306,10 @@ impl InProc {
                 Some(1)
             }
             Ok(Err(_)) => panic!("the daemon's thread panicked:\n{}", self.log()),
-            Err(_) => panic!("the daemon did not stop in {STOP_WITHIN:?}:\n{}", self.log()),
+            Err(_) => panic!(
+                "the daemon did not stop in {STOP_WITHIN:?}:\n{}",
+                self.log()
+            ),
         }
     }
 
