@@ -2,13 +2,15 @@
 //! the poller, the reload and retention tasks and the HTTP server, reports to systemd and
 //! owns the shutdown. Nothing in the library imports this module; it is the top of the graph.
 //! [`run`] is the testable entry point: tests hand it a config, a bound listener on
-//! 127.0.0.1:0 and a shutdown future.
+//! 127.0.0.1:0 and a shutdown future; [`run_with`] also takes the [`Hooks`] that `run` makes
+//! from the environment (the sd_notify [`Notifier`], an extra reload trigger).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::notify::Notifier;
 // The state's public items stay reachable as `daemon::…` for the binary and the tests.
 pub use crate::state::*;
 
@@ -17,8 +19,29 @@ async fn guarded(guard: LiveGuard, task: impl Future<Output = ()>) {
     drop(guard);
 }
 
-/// SIGHUP (`systemctl reload plexsync`): re-read the config file; see [`Shared::reload`].
-async fn reload_task(shared: Arc<Shared>) {
+/// What [`run_with`] takes from outside besides the config, the listener and the shutdown.
+#[derive(Debug)]
+pub struct Hooks {
+    /// Where READY/STATUS/WATCHDOG/STOPPING go.
+    pub notifier: Notifier,
+    /// Another way to ask for a reload, besides SIGHUP: each `notify_one` re-reads the config
+    /// file exactly as SIGHUP does (a daemon in a test process cannot own the process's signal).
+    pub reload: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl Hooks {
+    /// What `plexsync run` uses: the notifier from `$NOTIFY_SOCKET`, reloads on SIGHUP only.
+    pub fn from_env() -> Hooks {
+        Hooks {
+            notifier: Notifier::from_env(),
+            reload: None,
+        }
+    }
+}
+
+/// SIGHUP (`systemctl reload plexsync`), or the injected trigger: re-read the config file; see
+/// [`Shared::reload`].
+async fn reload_task(shared: Arc<Shared>, trigger: Option<Arc<tokio::sync::Notify>>) {
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
@@ -27,9 +50,16 @@ async fn reload_task(shared: Arc<Shared>) {
         }
     };
     let mut shutdown = shared.shutdown.subscribe();
+    let injected = || async {
+        match &trigger {
+            Some(t) => t.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
         tokio::select! {
             r = hup.recv() => if r.is_none() { break },
+            _ = injected() => {}
             _ = shutdown.changed() => break,
         }
         let path = shared.config().source.clone();
@@ -76,6 +106,17 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
+    run_with(config, listener, shutdown, Hooks::from_env()).await
+}
+
+/// [`run`] with the [`Hooks`] given rather than taken from the environment.
+pub async fn run_with(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    hooks: Hooks,
+) -> Result<(), DaemonError> {
+    let Hooks { notifier, reload } = hooks;
     crate::http::raise_nofile_limit();
     let listen_addr = listener
         .local_addr()
@@ -105,7 +146,7 @@ pub async fn run(
         crate::sources::history::poller_task(shared.clone()),
     ));
     tasks.spawn(retention_task(shared.clone()));
-    tasks.spawn(reload_task(shared.clone()));
+    tasks.spawn(reload_task(shared.clone(), reload));
     shared.mark_serving();
     let http = tokio::spawn(crate::http::serve(shared.clone(), listener, unix));
 
@@ -118,7 +159,6 @@ pub async fn run(
 
     // READY=1 once the poll schedule is set up (config, store, listeners and tasks already
     // are); then ping the watchdog while healthy, until the shutdown signal.
-    let notifier = crate::notify::Notifier::from_env();
     tokio::pin!(shutdown);
     let scheduled = tokio::time::timeout(
         Duration::from_secs(30),

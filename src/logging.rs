@@ -19,8 +19,8 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::FormatFields;
-use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::fmt::format::{DefaultFields, Format, Writer};
+use tracing_subscriber::fmt::{FormatFields, MakeWriter, SubscriberBuilder};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, prelude::*};
@@ -64,17 +64,37 @@ pub fn init(level: &str) -> Destination {
             Err(e) => journal_error = Some(e),
         }
     }
-    let _ = tracing_subscriber::fmt()
-        .fmt_fields(EscapedFields::default())
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let _ = lines(filter, std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
         .try_init();
     if let Some(e) = journal_error {
         tracing::warn!(error = %e, "stderr is the journal's, but journald does not take native messages; logging plain lines to stderr");
     }
     Destination::Stderr
+}
+
+/// The stderr destination's layout (escaped fields, no target) writing to `writer`.
+fn lines<W>(filter: EnvFilter, writer: W) -> SubscriberBuilder<EscapedFields, Format, EnvFilter, W>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .fmt_fields(EscapedFields::default())
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false)
+}
+
+/// The subscriber [`init`] installs when logging to stderr, writing plain lines (no ANSI) to
+/// `writer` instead and filtered by `directives` (as `RUST_LOG` takes them; the environment
+/// is not read), without installing it: for daemons run in process (tests), each logging to
+/// its own buffer through a thread-default dispatcher, in the very text the binary writes.
+pub fn lines_subscriber<W>(directives: &str, writer: W) -> impl Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    lines(filter, writer).with_ansi(false).finish()
 }
 
 /// Whether `c` is escaped in logs: the C0 controls (newline, carriage return, tab, ESC…), DEL

@@ -96,6 +96,18 @@ impl Notifier {
         }
     }
 
+    /// Notifications to the socket at `addr` (a path, or `@name`: what `$NOTIFY_SOCKET` holds),
+    /// with watchdog pings every half `watchdog` when given: a service manager stand-in, for
+    /// a daemon run in process.
+    pub fn to_socket(addr: &OsStr, watchdog: Option<Duration>) -> Result<Notifier, NotifyError> {
+        Ok(Notifier {
+            target: connect(Some(addr))?,
+            watchdog,
+            send_failed: AtomicBool::new(false),
+            last_status: Mutex::new(String::new()),
+        })
+    }
+
     /// Whether a service manager listens.
     pub fn enabled(&self) -> bool {
         self.target.is_some()

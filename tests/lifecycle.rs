@@ -1,6 +1,10 @@
 //! The daemon's life under systemd's signals: SIGHUP re-reads plexsync.toml (a valid file takes
 //! effect without a restart, an invalid one is refused and the running config stays), SIGTERM
 //! stops accepting, lets in-flight requests finish, and exits 0 with nothing lost.
+//!
+//! What a reload does is tested in process (support/inproc.rs; its reload trigger runs the
+//! same reload task SIGHUP wakes); that SIGHUP reaches it, and everything about SIGTERM and
+//! crashes, on the real binary.
 
 mod support;
 
@@ -9,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
+use support::inproc::InProc;
 use support::plex::{FakePlex, TOKEN, baki_hanma};
 use support::tracker::FakeTracker;
 use support::{NEW_AGENT_SCROBBLE, dead_url, eventually, multipart, sample_json, samples};
@@ -31,7 +36,7 @@ async fn post(url: &str, ct: &str, body: Vec<u8>) -> (u16, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
+async fn a_reload_applies_a_valid_config_and_refuses_an_invalid_one() {
     if samples().is_none() {
         return;
     }
@@ -48,7 +53,7 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
             .status
             .success()
     );
-    let d = Daemon::start(dir.path(), &wrong).await;
+    let d = InProc::start(dir.path(), &wrong).await;
     let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
     let (s, t) = post(&d.webhook_url, &ct, body).await;
     assert_eq!(s, 200, "{t}");
@@ -63,7 +68,7 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
         .unwrap()
         + 1;
     std::fs::write(&cfg, &invalid).unwrap();
-    d.signal("HUP");
+    d.reload();
     eventually("the reload is refused", WAIT, || {
         d.log()
             .contains("configuration reload refused")
@@ -109,7 +114,7 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
         "[server]\nmax_body_bytes = 65536\nmax_payload_bytes = 32768\n",
     );
     std::fs::write(&cfg, &right).unwrap();
-    d.signal("HUP");
+    d.reload();
     let deadline = tokio::time::Instant::now() + WAIT;
     while !tracker.watched().contains_key(&("101".to_string(), 1, 1)) {
         assert!(
@@ -129,6 +134,31 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
     assert!(st["config_reloaded_at"].as_i64().is_some(), "{st}");
     assert!(st["config_reload_error"].is_null(), "{st}");
     assert!(d.log().contains("configuration reloaded"));
+}
+
+/// SIGHUP reaches the reload: the binary re-reads its file (the reload itself is tested above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_text = daemon::config(&dead_url(), &dead_url(), "[poll]\nenabled = false\n");
+    let mut d = Daemon::start(dir.path(), &cfg_text).await;
+    assert!(d.status().await["config_reloaded_at"].is_null());
+    let edited = cfg_text.replace("[server]\n", "[server]\nwebhook_rate_limit = 0\n");
+    std::fs::write(&d.config, &edited).unwrap();
+    d.signal("HUP");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !d.log().contains("configuration reloaded") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reload after SIGHUP:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = d.status().await;
+    assert!(st["config_reloaded_at"].as_i64().is_some(), "{st}");
+    assert!(st["config_reload_error"].is_null(), "{st}");
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

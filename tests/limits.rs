@@ -1,9 +1,11 @@
 //! Inbound protection: per-client rate limits on the webhook route and the admin API (429 with
-//! Retry-After, before the secret check), the unix socket unaffected, limits reloadable.
+//! Retry-After, before the secret check), the unix socket unaffected, limits reloadable. The
+//! daemon runs in process (support/inproc.rs); its reload is the one SIGHUP triggers.
 
 mod support;
 
-use support::daemon::{self, Daemon};
+use support::daemon;
+use support::inproc::InProc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_the_limit_gets_429_with_retry_after() {
@@ -15,7 +17,7 @@ async fn a_client_over_the_limit_gets_429_with_retry_after() {
         "[poll]\nenabled = false\n",
     )
     .replace("[server]\n", &format!("[server]\n{limits}"));
-    let mut d = Daemon::start(dir.path(), &cfg_text).await;
+    let mut d = InProc::start(dir.path(), &cfg_text).await;
     let http = reqwest::Client::new();
     // Guessing secrets counts: three wrong guesses use up the burst…
     let guess = format!("http://{}/webhook/guess", d.addr);
@@ -84,7 +86,7 @@ async fn a_client_over_the_limit_gets_429_with_retry_after() {
     // Limits reload: 0 turns them off.
     let off = cfg_text.replace("webhook_rate_limit = 60", "webhook_rate_limit = 0");
     std::fs::write(&d.config, &off).unwrap();
-    d.signal("HUP");
+    d.reload();
     support::eventually("the reload", std::time::Duration::from_secs(10), || {
         d.log().contains("configuration reloaded").then_some(())
     })
@@ -93,5 +95,5 @@ async fn a_client_over_the_limit_gets_429_with_retry_after() {
         let r = http.post(&guess).body("{}").send().await.unwrap();
         assert_eq!(r.status().as_u16(), 404);
     }
-    assert_eq!(d.stop(), Some(0));
+    assert_eq!(d.stop().await, Some(0));
 }

@@ -1,6 +1,7 @@
 //! The operator's CLI: `conflicts list|resolve` and `mappings list|set` against the running
 //! daemon (over its admin socket) and, once it has stopped, against the store directly —
-//! with the same rules and answers on both paths.
+//! with the same rules and answers on both paths. The daemon runs in process
+//! (support/inproc.rs); the CLI is the real binary.
 
 mod support;
 
@@ -9,7 +10,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::daemon::{self, Daemon};
+use support::daemon;
+use support::inproc::InProc;
 use support::plex::TOKEN;
 use support::{eventually, samples};
 
@@ -68,7 +70,7 @@ async fn conflicts_and_mappings_from_the_cli_online_and_offline() {
 
     let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
     assert!(out.status.success());
-    let mut d = Daemon::start(dir.path(), &cfg_text).await;
+    let mut d = InProc::start(dir.path(), &cfg_text).await;
     assert_eq!(
         support::post_sample(&d.webhook_url, support::NEW_AGENT_SCROBBLE).await,
         200
@@ -164,7 +166,7 @@ async fn conflicts_and_mappings_from_the_cli_online_and_offline() {
     assert_eq!(m["sync_enabled"], false);
 
     // With the daemon stopped the same commands work on the store directly.
-    assert_eq!(d.stop(), Some(0));
+    assert_eq!(d.stop().await, Some(0));
     let offline = json_out(&run(cfg.clone(), &["mappings", "list", "--json"]).await);
     assert_eq!(offline["items"][0]["sync_enabled"], false, "{offline}");
     let o = run(cfg.clone(), &["mappings", "set", "40275", "--show", "nope"]).await;

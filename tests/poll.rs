@@ -1,6 +1,6 @@
-//! Black-box tests of history polling and backfill: the real binary against a fake Plex that
-//! pages history like PMS does (server-enforced page size, X-Plex-Container-* headers) and a
-//! contract-exact fake tracker.
+//! Tests of history polling and backfill: the daemon (in process, support/inproc.rs; the real
+//! binary for the test that kills it) against a fake Plex that pages history like PMS does
+//! (server-enforced page size, X-Plex-Container-* headers) and a contract-exact fake tracker.
 
 mod support;
 
@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Driver;
 use support::daemon::{self, Daemon};
+use support::inproc::InProc;
 use support::plex::{FakePlex, FakeShow, HistoryFixture, PlexFault, TOKEN};
 use support::tracker::FakeTracker;
 use support::{eventually, multipart, sample_json, samples};
@@ -19,11 +21,11 @@ const LEGACY: &str = "webhook/episode_legacy-thetvdb_media.resume_owner-id1.json
 /// 2020-04-04T01:15:56Z, the legacy sample's lastViewedAt.
 const VIEWED: i64 = 1_585_962_956;
 
-struct World {
+struct World<D = InProc> {
     _dir: tempfile::TempDir,
     plex: FakePlex,
     tracker: FakeTracker,
-    daemon: Daemon,
+    daemon: D,
 }
 
 fn scooby() -> FakeShow {
@@ -49,7 +51,22 @@ fn row(n: u32, season: u32, episode: u32, viewed_at: i64, account: i64) -> Histo
     }
 }
 
+/// The daemon in process.
 async fn world(extra: &str) -> World {
+    let (dir, plex, tracker, cfg_text) = setup(extra).await;
+    let daemon = InProc::start(dir.path(), &cfg_text).await;
+    started(dir, plex, tracker, daemon).await
+}
+
+/// The real binary, for the test that kills it.
+async fn world_bin(extra: &str) -> World<Daemon> {
+    let (dir, plex, tracker, cfg_text) = setup(extra).await;
+    let daemon = Daemon::start(dir.path(), &cfg_text).await;
+    started(dir, plex, tracker, daemon).await
+}
+
+/// The fakes and the config (with the Plex token set), before the daemon starts.
+async fn setup(extra: &str) -> (tempfile::TempDir, FakePlex, FakeTracker, String) {
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
     let plex = FakePlex::start(vec![scooby()]).await;
@@ -71,7 +88,15 @@ async fn world(extra: &str) -> World {
     std::fs::write(&cfg, &cfg_text).unwrap();
     let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
     assert!(out.status.success());
-    let daemon = Daemon::start(dir.path(), &cfg_text).await;
+    (dir, plex, tracker, cfg_text)
+}
+
+async fn started<D: Driver>(
+    dir: tempfile::TempDir,
+    plex: FakePlex,
+    tracker: FakeTracker,
+    daemon: D,
+) -> World<D> {
     // Let the start-up poll finish, so tests script faults for their own polls.
     for _ in 0..250 {
         if daemon.status().await["polls"].as_u64().unwrap_or(0) > 0 {
@@ -87,7 +112,7 @@ async fn world(extra: &str) -> World {
     }
 }
 
-impl World {
+impl<D: Driver> World<D> {
     /// Wait until the daemon's status meets `ok` (bounded; no fixed sleep before asserting).
     async fn status_until(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
         for _ in 0..500 {
@@ -146,7 +171,7 @@ impl World {
     async fn webhook(&self, payload: &Value) -> u16 {
         let (ct, body) = multipart(payload, None);
         let r = reqwest::Client::new()
-            .post(&self.daemon.webhook_url)
+            .post(self.daemon.webhook_url())
             .header("content-type", ct)
             .body(body)
             .send()
@@ -415,7 +440,7 @@ async fn backfill_through_the_daemon_then_offline_and_dry_run() {
     );
 
     // Offline: the daemon is stopped; the CLI runs the pipeline itself.
-    assert_eq!(w.daemon.stop(), Some(0));
+    assert_eq!(w.daemon.stop().await, Some(0));
     for i in 30..40u32 {
         w.plex.push_history(row(i, 3, i - 29, VIEWED + i as i64, 1));
     }
@@ -454,7 +479,7 @@ async fn backfill_through_the_daemon_then_offline_and_dry_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_backfill_loses_nothing_and_exports_nothing_twice() {
-    let mut w = world("").await;
+    let mut w = world_bin("").await;
     for i in 0..200u32 {
         w.plex
             .push_history(row(i, 1 + i / 50, 1 + i % 50, VIEWED + i as i64 * 10, 1));

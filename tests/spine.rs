@@ -1,13 +1,16 @@
-//! Black-box tests of the spine: real Plex webhook payloads posted at the real `plexsync`
-//! binary end up as watched episodes in a fake tracker — once, even across tracker outages
-//! and a SIGKILL — and bad requests get the documented status without storing anything.
+//! Tests of the spine: real Plex webhook payloads posted at the daemon end up as watched
+//! episodes in a fake tracker — once, even across tracker outages and a SIGKILL — and bad
+//! requests get the documented status without storing anything. The daemon runs in process
+//! (support/inproc.rs); the SIGKILL test runs the real binary.
 
 mod support;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Driver;
 use support::daemon::{self, Daemon};
+use support::inproc::InProc;
 use support::plex::{FakePlex, TOKEN, baki_hanma};
 use support::tracker::{FakeTracker, Fault};
 use support::{eventually, multipart, sample_json, samples};
@@ -27,15 +30,16 @@ fn catalogue() -> Vec<Value> {
     ]
 }
 
-struct World {
+struct World<D = InProc> {
     _dir: tempfile::TempDir,
     plex: FakePlex,
     tracker: FakeTracker,
-    daemon: Daemon,
+    daemon: D,
     http: reqwest::Client,
 }
 
-async fn world() -> World {
+/// The fakes and the config (with the Plex token set), before the daemon starts.
+async fn setup() -> (tempfile::TempDir, FakePlex, FakeTracker, String) {
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
     let plex = FakePlex::start(vec![baki_hanma()]).await;
@@ -50,6 +54,25 @@ async fn world() -> World {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (dir, plex, tracker, cfg_text)
+}
+
+/// The daemon in process.
+async fn world() -> World {
+    let (dir, plex, tracker, cfg_text) = setup().await;
+    let daemon = InProc::start(dir.path(), &cfg_text).await;
+    World {
+        _dir: dir,
+        plex,
+        tracker,
+        daemon,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// The real binary, for the test that kills it.
+async fn world_bin() -> World<Daemon> {
+    let (dir, plex, tracker, cfg_text) = setup().await;
     let daemon = Daemon::start(dir.path(), &cfg_text).await;
     World {
         _dir: dir,
@@ -60,9 +83,9 @@ async fn world() -> World {
     }
 }
 
-impl World {
+impl<D: Driver> World<D> {
     async fn post(&self, content_type: &str, body: Vec<u8>) -> (u16, String) {
-        self.post_to(&self.daemon.webhook_url, content_type, body)
+        self.post_to(self.daemon.webhook_url(), content_type, body)
             .await
     }
 
@@ -290,7 +313,7 @@ async fn a_killed_daemon_delivers_its_outbox_once_after_restart() {
     if samples().is_none() {
         return;
     }
-    let mut w = world().await;
+    let mut w = world_bin().await;
     eventually("catalogue", WAIT, || {
         (w.tracker.state.lock().unwrap().requests >= 1).then_some(())
     })

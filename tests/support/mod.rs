@@ -1,8 +1,10 @@
 //! Test support: fake Plex and fake tracker servers on 127.0.0.1:0 speaking the real wire
-//! formats, a driver for the real `plexsync` binary, and access to the shared Plex samples.
+//! formats, the daemon run in process through the library entry point (inproc.rs), a driver
+//! for the real `plexsync` binary (daemon.rs), and access to the shared Plex samples.
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod inproc;
 pub mod plex;
 pub mod tracker;
 
@@ -16,6 +18,42 @@ pub fn dead_url() -> String {
     let port = l.local_addr().expect("its address").port();
     drop(l);
     format!("http://127.0.0.1:{port}/api")
+}
+
+/// What a test's world needs from a running daemon, whichever way it runs: in process
+/// ([`inproc::InProc`]) or as the real binary ([`daemon::Daemon`], for the tests that kill it).
+#[allow(async_fn_in_trait)]
+pub trait Driver {
+    fn webhook_url(&self) -> &str;
+    fn log(&self) -> String;
+    async fn api(&self, method: &str, path: &str) -> serde_json::Value;
+    async fn status(&self) -> serde_json::Value {
+        self.api("GET", "/api/status").await
+    }
+}
+
+impl Driver for daemon::Daemon {
+    fn webhook_url(&self) -> &str {
+        &self.webhook_url
+    }
+    fn log(&self) -> String {
+        daemon::Daemon::log(self)
+    }
+    async fn api(&self, method: &str, path: &str) -> serde_json::Value {
+        daemon::Daemon::api(self, method, path).await
+    }
+}
+
+impl Driver for inproc::InProc {
+    fn webhook_url(&self) -> &str {
+        &self.webhook_url
+    }
+    fn log(&self) -> String {
+        inproc::InProc::log(self)
+    }
+    async fn api(&self, method: &str, path: &str) -> serde_json::Value {
+        inproc::InProc::api(self, method, path).await
+    }
 }
 
 use std::convert::Infallible;
