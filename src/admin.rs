@@ -33,7 +33,7 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
     Ok(Status {
         running: shared.serving(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_secs: shared.started.elapsed().as_secs(),
+        uptime_secs: shared.board.started.elapsed().as_secs(),
         listen: shared.listen_addr.to_string(),
         webhook_url,
         webhook_url_note,
@@ -123,6 +123,7 @@ async fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<()
             // The last job may have published its summary (running: false) and be about to
             // let go of the lock: a client that saw it finish must not be told it still runs.
             let finishing = shared
+                .board
                 .backfill_progress
                 .lock()
                 .ok()
@@ -137,7 +138,7 @@ async fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<()
         }
     };
     // Publish "running" before answering, so a client polling right away sees it.
-    if let Ok(mut g) = shared.backfill_progress.lock() {
+    if let Ok(mut g) = shared.board.backfill_progress.lock() {
         *g = Some(crate::sources::history::BackfillStatus {
             running: true,
             since,
@@ -296,7 +297,7 @@ pub fn stats(shared: &Shared) -> Result<serde_json::Value, crate::store::StoreEr
 pub fn metrics(shared: &Shared) -> String {
     use std::fmt::Write as _;
     use std::sync::atomic::Ordering::Relaxed;
-    let m = &shared.metrics;
+    let m = &shared.board.metrics;
     let mut o = String::new();
     let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
         let _ = writeln!(
@@ -631,7 +632,12 @@ pub async fn handle(
             json(StatusCode::ACCEPTED, &json!({ "poll": "requested" }))
         }
         (Method::GET, ["backfill"]) => {
-            let st = shared.backfill_progress.lock().ok().and_then(|g| g.clone());
+            let st = shared
+                .board
+                .backfill_progress
+                .lock()
+                .ok()
+                .and_then(|g| g.clone());
             json(StatusCode::OK, &st)
         }
         (Method::GET, ["conflicts"]) => match shared.store.conflicts() {

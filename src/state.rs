@@ -107,48 +107,65 @@ pub struct LiveGuard(Arc<Shared>);
 
 impl LiveGuard {
     pub fn new(shared: Arc<Shared>) -> Self {
-        shared.live_tasks.fetch_add(1, Ordering::SeqCst);
+        shared.board.live_tasks.fetch_add(1, Ordering::SeqCst);
         LiveGuard(shared)
     }
 }
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.0.live_tasks.fetch_sub(1, Ordering::SeqCst);
+        self.0.board.live_tasks.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// State shared by the HTTP server and the pipeline tasks.
+/// State shared by the HTTP server and the pipeline tasks, in the groups a task reaches for:
+/// the store, the live configuration ([`Live`], swapped atomically), the status board
+/// ([`Board`]), the wake-ups ([`Wakeups`]) and the cancellation signal (`shutdown`).
 pub struct Shared {
     pub store: Store,
-    config: RwLock<Arc<Config>>,
-    plugins: RwLock<Arc<Plugins>>,
-    catalogue: RwLock<Option<Arc<Catalogue>>>,
-    plex: RwLock<Arc<PlexClient>>,
-    status: Mutex<RuntimeStatus>,
-    key: MasterKey,
-    secrets: RwLock<HashMap<String, Secret>>,
-    webhook_secret: Secret,
-    plex_client_id: String,
-    accounts: RwLock<Arc<AccountMap>>,
+    /// Config, plugins, catalogue, Plex client, accounts and secrets: read per unit of work
+    /// through the accessors below, replaced whole by a reload or a secret change.
+    live: Live,
+    /// What the daemon tells about itself.
+    pub board: Board,
     /// The tasks' wake-ups: work was committed, or something they depend on changed.
     pub wake: Wakeups,
+    /// The cancellation signal: true once the daemon is stopping; every task subscribes.
     pub shutdown: watch::Sender<bool>,
-    pub started: Instant,
     pub listen_addr: SocketAddr,
     /// Held while a backfill runs: one at a time.
     pub backfill: Arc<tokio::sync::Mutex<()>>,
     /// A weak handle to this state, for work spawned from a request.
     me: std::sync::Weak<Shared>,
-    /// Progress of the running (or last) backfill, for the admin API.
-    pub backfill_progress: Mutex<Option<crate::model::BackfillStatus>>,
-    pub metrics: Metrics,
-    /// Pipeline tasks currently running (see [`LiveGuard`]).
-    pub live_tasks: AtomicUsize,
+    key: MasterKey,
+    webhook_secret: Secret,
+    plex_client_id: String,
     /// One secret change at a time: each validates against, and replaces, the whole map.
     secret_lock: tokio::sync::Mutex<()>,
+}
+
+/// The live configuration and what is built from it; each value is swapped as a whole.
+struct Live {
+    config: RwLock<Arc<Config>>,
+    plugins: RwLock<Arc<Plugins>>,
+    catalogue: RwLock<Option<Arc<Catalogue>>>,
+    plex: RwLock<Arc<PlexClient>>,
+    accounts: RwLock<Arc<AccountMap>>,
+    secrets: RwLock<HashMap<String, Secret>>,
+}
+
+/// The status board: what the daemon knows about itself and its surroundings, for `status`,
+/// `/metrics`, the page, systemd's STATUS line and the watchdog.
+pub struct Board {
+    status: Mutex<RuntimeStatus>,
+    pub metrics: Metrics,
+    /// Progress of the running (or last) backfill, for the admin API.
+    pub backfill_progress: Mutex<Option<crate::model::BackfillStatus>>,
+    /// Pipeline tasks currently running (see [`LiveGuard`]).
+    pub live_tasks: AtomicUsize,
     /// Set once the HTTP server serves this state (false for the CLI's in-process state).
     serving: std::sync::atomic::AtomicBool,
+    pub started: Instant,
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.
@@ -188,32 +205,36 @@ impl Shared {
         self.me.upgrade()
     }
     pub fn config(&self) -> Arc<Config> {
-        read(&self.config)
+        read(&self.live.config)
     }
     pub fn plugins(&self) -> Arc<Plugins> {
-        read(&self.plugins)
+        read(&self.live.plugins)
     }
     pub fn catalogue(&self) -> Option<Arc<Catalogue>> {
-        read(&self.catalogue)
+        read(&self.live.catalogue)
     }
     pub fn plex(&self) -> Arc<PlexClient> {
-        read(&self.plex)
+        read(&self.live.plex)
     }
     pub fn accounts(&self) -> Arc<AccountMap> {
-        read(&self.accounts)
+        read(&self.live.accounts)
     }
     /// Remember the server's accounts (in memory and in the store, for the next start).
     pub fn set_accounts(&self, map: AccountMap) {
         if let Ok(bytes) = serde_json::to_vec(&map) {
             self.store.kv_put_detached(ACCOUNTS_KEY.into(), bytes, None);
         }
-        write(&self.accounts, Arc::new(map));
+        write(&self.live.accounts, Arc::new(map));
     }
     pub fn status(&self) -> RuntimeStatus {
-        self.status.lock().map(|g| g.clone()).unwrap_or_default()
+        self.board
+            .status
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
     }
     fn with_status(&self, f: impl FnOnce(&mut RuntimeStatus)) {
-        if let Ok(mut g) = self.status.lock() {
+        if let Ok(mut g) = self.board.status.lock() {
             f(&mut g);
         }
     }
@@ -222,14 +243,14 @@ impl Shared {
     }
     /// Whether a daemon serves this state (the CLI's offline answers say `running: false`).
     pub fn serving(&self) -> bool {
-        self.serving.load(Ordering::SeqCst)
+        self.board.serving.load(Ordering::SeqCst)
     }
     /// Called by the wiring once the HTTP server is started on this state.
     pub fn mark_serving(&self) {
-        self.serving.store(true, Ordering::SeqCst);
+        self.board.serving.store(true, Ordering::SeqCst);
     }
     pub fn secret(&self, name: &str) -> Option<Secret> {
-        read(&self.secrets).get(name).cloned()
+        read(&self.live.secrets).get(name).cloned()
     }
 
     /// The URL to paste into Plex.
@@ -271,21 +292,25 @@ impl Shared {
             s.catalogue_shows = c.len();
             s.catalogue_loaded_at = Some(now_secs());
         });
-        write(&self.catalogue, Some(c));
+        write(&self.live.catalogue, Some(c));
     }
 
     /// Whether the pipeline tasks run and the daemon is not stopping.
     pub fn healthy(&self) -> bool {
-        !*self.shutdown.borrow() && self.live_tasks.load(Ordering::SeqCst) >= TASKS
+        !*self.shutdown.borrow() && self.board.live_tasks.load(Ordering::SeqCst) >= TASKS
     }
 
     pub fn note_poll(&self, report: crate::model::PollReport) {
         if report.error.is_some() {
-            self.metrics.polls_failed.fetch_add(1, Ordering::Relaxed);
+            self.board
+                .metrics
+                .polls_failed
+                .fetch_add(1, Ordering::Relaxed);
         } else {
-            self.metrics.polls_ok.fetch_add(1, Ordering::Relaxed);
+            self.board.metrics.polls_ok.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics
+        self.board
+            .metrics
             .plays(plexsync_plugin_api::PlaySource::Poll, report.plays_new);
         let rejected = report.failure == Some(crate::model::PollFailure::TokenRejected);
         self.with_status(|s| {
@@ -348,7 +373,7 @@ impl Shared {
         secrets::check_value(name, value)?;
         let _one_at_a_time = self.secret_lock.lock().await;
         let cfg = self.config();
-        let mut map = read(&self.secrets);
+        let mut map = read(&self.live.secrets);
         map.insert(name.to_string(), Secret::new(value.to_string()));
         let plugins = registry::build(&cfg, &map, Some(&self.store))
             .map_err(|e| DaemonError::Refused(format!("secret {name:?} refused: {e}")))?;
@@ -361,9 +386,9 @@ impl Shared {
                 m.set_catalogue(c.clone());
             }
         }
-        write(&self.secrets, map);
-        write(&self.plugins, Arc::new(plugins));
-        write(&self.plex, Arc::new(plex));
+        write(&self.live.secrets, map);
+        write(&self.live.plugins, Arc::new(plugins));
+        write(&self.live.plex, Arc::new(plex));
         self.wake.resolve.notify_one();
         self.wake.export.notify_one();
         // A new Plex token should be tried now, not after the rest of a 401 pause.
@@ -384,7 +409,7 @@ impl Shared {
         let result = Config::load(&old.source)
             .map_err(DaemonError::from)
             .and_then(|new| {
-                let secrets = read(&self.secrets);
+                let secrets = read(&self.live.secrets);
                 let plugins = registry::build(&new, &secrets, Some(&self.store))?;
                 let plex = plex_client(&new, &secrets, &self.plex_client_id)?;
                 Ok((new, plugins, plex))
@@ -420,9 +445,9 @@ impl Shared {
                 m.set_catalogue(c.clone());
             }
         }
-        write(&self.config, Arc::new(new));
-        write(&self.plugins, Arc::new(plugins));
-        write(&self.plex, Arc::new(plex));
+        write(&self.live.config, Arc::new(new));
+        write(&self.live.plugins, Arc::new(plugins));
+        write(&self.live.plex, Arc::new(plex));
         self.with_status(|s| {
             s.config_reloaded_at = Some(now_secs());
             s.config_reload_error = None;
@@ -650,25 +675,29 @@ pub async fn open_shared(
     Ok(Arc::new_cyclic(|me| Shared {
         me: me.clone(),
         store,
-        config: RwLock::new(Arc::new(config)),
-        plugins: RwLock::new(Arc::new(plugins)),
-        catalogue: RwLock::new(None),
-        plex: RwLock::new(Arc::new(plex)),
-        status: Mutex::new(RuntimeStatus::default()),
+        live: Live {
+            config: RwLock::new(Arc::new(config)),
+            plugins: RwLock::new(Arc::new(plugins)),
+            catalogue: RwLock::new(None),
+            plex: RwLock::new(Arc::new(plex)),
+            accounts: RwLock::new(Arc::new(accounts)),
+            secrets: RwLock::new(secrets),
+        },
+        board: Board {
+            status: Mutex::new(RuntimeStatus::default()),
+            metrics: Metrics::default(),
+            backfill_progress: Mutex::new(None),
+            live_tasks: AtomicUsize::new(0),
+            serving: std::sync::atomic::AtomicBool::new(false),
+            started: Instant::now(),
+        },
         key,
-        secrets: RwLock::new(secrets),
         webhook_secret,
         plex_client_id,
-        accounts: RwLock::new(Arc::new(accounts)),
         wake: Wakeups::default(),
         shutdown: shutdown_tx,
-        started: Instant::now(),
         listen_addr,
         backfill: Arc::new(tokio::sync::Mutex::new(())),
-        backfill_progress: Mutex::new(None),
-        metrics: Metrics::default(),
-        live_tasks: AtomicUsize::new(0),
         secret_lock: tokio::sync::Mutex::new(()),
-        serving: std::sync::atomic::AtomicBool::new(false),
     }))
 }

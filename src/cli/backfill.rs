@@ -120,7 +120,13 @@ pub async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) ->
         let s = shared.clone();
         tokio::spawn(async move {
             loop {
-                if let Some(st) = s.backfill_progress.lock().ok().and_then(|g| g.clone()) {
+                if let Some(st) = s
+                    .board
+                    .backfill_progress
+                    .lock()
+                    .ok()
+                    .and_then(|g| g.clone())
+                {
                     progress_line(&st);
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;

@@ -343,7 +343,7 @@ async fn webhook(
         Err(e) => e,
     };
     tracing::warn!(client = %Client(client), status = status.as_u16(), error = %reason, event = log.event.as_deref().unwrap_or(""), "webhook rejected");
-    shared.metrics.webhook(ActivityStatus::Failed);
+    shared.board.metrics.webhook(ActivityStatus::Failed);
     let row = log.row(
         ActivityStatus::Failed,
         format!("rejected with {}", status.as_u16()),

@@ -59,6 +59,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                     shared.note_tracker(None);
                     tracing::info!(show_id = %b.show_id, episodes = b.items.len(), marked = r.marked, already_watched = r.already_watched, unknown = r.unknown.len(), "exported");
                     shared
+                        .board
                         .metrics
                         .exports_delivered
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -75,7 +76,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                     let d = backoff(b.attempts + 1, outbox.initial_backoff, outbox.max_backoff)
                         .max(e.retry_after.unwrap_or_default());
                     tracing::warn!(show_id = %b.show_id, attempt = b.attempts + 1, retry_in_s = d.as_secs(), error = %e, "export failed; will retry");
-                    let m = &shared.metrics;
+                    let m = &shared.board.metrics;
                     if b.attempts + 1 >= outbox.max_attempts {
                         &m.exports_dead
                     } else {
@@ -91,6 +92,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                     shared.note_tracker(Some(e.to_string()));
                     tracing::error!(show_id = %b.show_id, error = %e, "export refused; moved to the dead letter");
                     shared
+                        .board
                         .metrics
                         .exports_dead
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -487,7 +487,7 @@ pub fn parse_date(s: &str) -> Option<i64> {
 }
 
 fn set_progress(shared: &Shared, f: impl FnOnce(&mut BackfillStatus)) {
-    if let Ok(mut g) = shared.backfill_progress.lock() {
+    if let Ok(mut g) = shared.board.backfill_progress.lock() {
         if let Some(st) = g.as_mut() {
             f(st);
         }
@@ -496,9 +496,9 @@ fn set_progress(shared: &Shared, f: impl FnOnce(&mut BackfillStatus)) {
 
 /// Import the synced accounts' whole history since `since` through the pipeline (or, with
 /// `dry_run`, only say what would be exported). Progress is published in
-/// `shared.backfill_progress`; the caller holds `shared.backfill`.
+/// `shared.board.backfill_progress`; the caller holds `shared.backfill`.
 pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillStatus {
-    if let Ok(mut g) = shared.backfill_progress.lock() {
+    if let Ok(mut g) = shared.board.backfill_progress.lock() {
         *g = Some(BackfillStatus {
             running: true,
             since,
@@ -518,6 +518,7 @@ pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillSta
         }
     });
     let out = shared
+        .board
         .backfill_progress
         .lock()
         .ok()
@@ -604,7 +605,10 @@ async fn backfill_real(shared: &Shared, since: i64) -> Result<(), PollError> {
             st.already_imported = report.already_seen;
         });
     }
-    shared.metrics.plays(PlaySource::Backfill, report.plays_new);
+    shared
+        .board
+        .metrics
+        .plays(PlaySource::Backfill, report.plays_new);
     shared.wake.resolve.notify_one();
     // Wait (bounded) for the resolver, so the summary can say matched / parked.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);

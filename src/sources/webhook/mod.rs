@@ -161,15 +161,16 @@ pub async fn ingest(
         Ok(Ingested::New(id)) => {
             tracing::info!(play_id = id, show = %ep.show_title, rating_key = ep.show_rating_key.as_deref().unwrap_or(""), season = ep.season, episode = ep.episode, "webhook play journaled");
             shared.wake.resolve.notify_one();
-            shared.metrics.webhook(ActivityStatus::Success);
+            shared.board.metrics.webhook(ActivityStatus::Success);
             shared
+                .board
                 .metrics
                 .plays(plexsync_plugin_api::PlaySource::Webhook, 1);
             Outcome::Journaled(id)
         }
         Ok(Ingested::Duplicate(id) | Ingested::AlreadySeen(id)) => {
             tracing::info!(play_id = id, show = %ep.show_title, season = ep.season, episode = ep.episode, "duplicate webhook");
-            shared.metrics.webhook(ActivityStatus::Duplicate);
+            shared.board.metrics.webhook(ActivityStatus::Duplicate);
             Outcome::Duplicate(id)
         }
         Err(e) => {
@@ -185,6 +186,6 @@ async fn record_ignored(shared: &Shared, row: Activity) -> Result<(), Refused> {
         .record_activity(row)
         .await
         .map_err(|e| Refused::Store(e.to_string()))?;
-    shared.metrics.webhook(ActivityStatus::Ignored);
+    shared.board.metrics.webhook(ActivityStatus::Ignored);
     Ok(())
 }
