@@ -132,6 +132,54 @@ impl Driver {
         .await;
     }
 
+    /// Run a script in the page (`return …` gives the value).
+    async fn exec(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            &self.s("/execute/sync"),
+            json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
+    /// Wait until `script` returns true in the page (within `within`).
+    async fn until(&self, what: &str, within: Duration, script: &str) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.exec(script).await == Value::Bool(true) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let src = self.call("GET", &self.s("/source"), Value::Null).await;
+                panic!(
+                    "timed out waiting for: {what}\n{}",
+                    src.as_str().unwrap_or("")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call("POST", &self.s("/url"), json!({ "url": url }))
+            .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.wait_for(css).await;
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{e}/value")),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    async fn click_css(&self, css: &str) {
+        let e = self.wait_for(css).await;
+        self.click(&e).await;
+    }
+
     async fn text(&self, css: &str) -> String {
         let e = self.wait_for(css).await;
         self.call("GET", &self.s(&format!("/element/{e}/text")), Value::Null)
@@ -279,32 +327,30 @@ async fn resolving_a_conflict_in_the_browser_delivers_the_held_plays() {
         std::fs::write(format!("{path}.before"), shot.as_str().unwrap_or("")).unwrap();
     }
     assert!(
-        card.contains("The Office") && card.contains("1 play(s) waiting"),
+        card.contains("The Office") && card.contains("Plays held") && card.contains("office-uk"),
         "{card}"
+    );
+    // Nothing is preselected: the person chooses, and Map stays disabled until then.
+    assert_eq!(
+        driver
+            .exec("return [document.querySelectorAll('article[data-conflict-id] input[type=radio]:checked').length, document.querySelector('article[data-conflict-id] button.select').disabled]")
+            .await,
+        json!([0, true])
     );
     let radio = driver
         .wait_for("article[data-conflict-id] input[value=\"office-us\"]")
         .await;
     driver.click(&radio).await;
-    let confirm = driver
-        .wait_for("article[data-conflict-id] button.confirm")
+    driver
+        .click_css("article[data-conflict-id] button.select:not([disabled])")
         .await;
-    driver.click(&confirm).await;
-    let text = {
-        let mut t = String::new();
-        for _ in 0..100 {
-            t = driver.text("#msg").await;
-            if t.contains("Resolved") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        t
-    };
+    // The outcome shows where the card was, not at the top of the page.
+    let text = driver.text("article[data-resolved-id] .outcome").await;
     assert!(
         text.contains("Resolved: 1 play(s) released, 1 episode(s) queued"),
         "{text}"
     );
+    assert!(text.contains("The Office (2005)"), "{text}");
 
     // The tracker receives the held play on the show the person chose.
     eventually("the held play reaches the tracker", WAIT, || {
@@ -316,7 +362,7 @@ async fn resolving_a_conflict_in_the_browser_delivers_the_held_plays() {
     .await;
     assert_eq!(d.api("GET", "/api/conflicts").await["total"], 0);
     // The choice is a manual mapping future plays reuse.
-    let maps = d.api("GET", "/api/mappings?filter=all").await;
+    let maps = d.api("GET", "/api/mappings").await;
     let m = &maps["items"][0];
     assert_eq!(m["tracker"]["id"], "office-us");
     assert_eq!(m["manual"], true);
@@ -329,4 +375,537 @@ async fn resolving_a_conflict_in_the_browser_delivers_the_held_plays() {
         std::fs::write(path, shot.as_str().unwrap_or("")).unwrap();
     }
     driver.call("DELETE", &driver.s(""), Value::Null).await;
+}
+
+// ---- the operator's loop in the page (issue 12) ----
+
+/// Long, unbreakable and wide-character data: what pushes a phone screen sideways.
+const LONG_TITLE: &str = "The Extraordinarily Long and Winding Chronicles of a Narrator Who Never Stops Describing Every Single Holiday";
+const LONG_ID: &str =
+    "show-0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789";
+const CJK_TITLE: &str = "范马刃牙";
+const NOBODY: &str = "Zzyzx Qwerty Nonesuch";
+
+/// One scrobble of the Plex show `show` (a fake Plex ratingKey), built from the real capture.
+fn scrobble(show: &str, title: &str, season: u32, episode: u32, viewed_at: i64) -> Value {
+    let mut p = support::sample_json(support::NEW_AGENT_SCROBBLE);
+    let ep = format!("{show}{season:03}{episode:03}");
+    let m = &mut p["Metadata"];
+    m["ratingKey"] = json!(ep);
+    m["key"] = json!(format!("/library/metadata/{ep}"));
+    m["guid"] = json!(format!("plex://episode/{ep}"));
+    m["parentRatingKey"] = json!(format!("{show}{season:03}"));
+    m["grandparentRatingKey"] = json!(show);
+    m["grandparentKey"] = json!(format!("/library/metadata/{show}"));
+    m["grandparentGuid"] = json!(format!("plex://show/{show}"));
+    m["grandparentTitle"] = json!(title);
+    m["index"] = json!(episode);
+    m["parentIndex"] = json!(season);
+    m["lastViewedAt"] = json!(viewed_at);
+    p
+}
+
+async fn post_play(url: &str, payload: &Value) -> u16 {
+    let (ct, body) = support::multipart(payload, None);
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .expect("the daemon answers")
+        .status()
+        .as_u16()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Four Plex shows: "The Office" (2003) against six tracker shows of that name (a conflict with
+/// many candidates), a CJK title against two years of it, a very long title the tracker has
+/// exactly (mapped, with a long unbreakable id), and a title the tracker does not know at all
+/// (a conflict without candidates). Two plays of each. The daemon listens on a fixed port so a
+/// restart keeps the page's address.
+async fn busy_daemon(
+    dir: &std::path::Path,
+) -> (
+    Daemon,
+    support::plex::FakePlex,
+    support::tracker::FakeTracker,
+) {
+    use support::plex::{FakePlex, FakeShow};
+    let show = |rk: &str, title: &str, year: i32| FakeShow {
+        rating_key: rk.into(),
+        guid: format!("plex://show/{rk}"),
+        title: title.into(),
+        year,
+        guids: vec![],
+    };
+    let plex = FakePlex::start(vec![
+        show("40275", "The Office", 2003),
+        show("50001", CJK_TITLE, 2021),
+        show("50002", LONG_TITLE, 2019),
+        show("50003", NOBODY, 2020),
+    ])
+    .await;
+    let mut shows = vec![
+        json!({"id": "office-uk", "title": "The Office", "year": 2001}),
+        json!({"id": "office-us", "title": "The Office", "year": 2005}),
+        json!({"id": "office-au", "title": "The Office", "year": 2024}),
+        json!({"id": "office-in", "title": "The Office", "year": 2019}),
+        json!({"id": "office-de", "title": "The Office", "year": 2008}),
+        json!({"id": "office-pl", "title": "The Office", "year": 2021}),
+        json!({"id": "baki-2018", "title": CJK_TITLE, "year": 2018}),
+        json!({"id": "baki-2023", "title": CJK_TITLE, "year": 2023}),
+        json!({"id": LONG_ID, "title": LONG_TITLE, "year": 2019}),
+    ];
+    for i in 0..20 {
+        shows.push(json!({"id": format!("filler-{i}"), "title": format!("Filler Show {i}"), "year": 2000 + i}));
+    }
+    let tracker = support::tracker::FakeTracker::start(shows).await;
+    let text = daemon::config(
+        &plex.url(),
+        &tracker.url(),
+        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{}\"", free_port()),
+    );
+    std::fs::write(dir.join("plexsync.toml"), &text).unwrap();
+    let out = daemon::cli(
+        &dir.join("plexsync.toml"),
+        &["secret", "set", "plex-token"],
+        Some(TOKEN),
+    );
+    assert!(out.status.success());
+    let d = Daemon::start(dir, &text).await;
+    let mut at = 1_765_000_000;
+    for (rk, title) in [
+        ("40275", "The Office"),
+        ("50001", CJK_TITLE),
+        ("50002", LONG_TITLE),
+        ("50003", NOBODY),
+    ] {
+        for ep in 1..=2 {
+            at += 60;
+            assert_eq!(
+                post_play(&d.webhook_url, &scrobble(rk, title, 1, ep, at)).await,
+                200
+            );
+        }
+    }
+    let mut conflicts = Value::Null;
+    for _ in 0..300 {
+        conflicts = d.api("GET", "/api/conflicts").await;
+        if conflicts["total"].as_u64() >= Some(3) && tracker.watched().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        conflicts["total"].as_u64() >= Some(3),
+        "three shows wait for a person: {conflicts}\n{}",
+        d.log()
+    );
+    assert!(
+        tracker.watched().contains_key(&(LONG_ID.to_string(), 1, 2)),
+        "the long-titled show is mapped and exported: {:?}\n{}",
+        tracker.watched(),
+        d.log()
+    );
+    (d, plex, tracker)
+}
+
+/// The Office conflict of [`support::office_conflict`], one play held, on the real binary.
+async fn office_daemon(
+    dir: &std::path::Path,
+) -> (
+    Daemon,
+    support::plex::FakePlex,
+    support::tracker::FakeTracker,
+) {
+    let (plex, tracker, cfg_text) = support::office_conflict(dir).await;
+    let out = daemon::cli(
+        &dir.join("plexsync.toml"),
+        &["secret", "set", "plex-token"],
+        Some(TOKEN),
+    );
+    assert!(out.status.success());
+    let d = Daemon::start(dir, &cfg_text).await;
+    assert_eq!(
+        support::post_sample(&d.webhook_url, support::NEW_AGENT_SCROBBLE).await,
+        200
+    );
+    eventually_api(&d, "the conflict", "/api/conflicts", |v| v["total"] == 1).await;
+    (d, plex, tracker)
+}
+
+/// Poll an admin route until `ok` holds for its answer.
+async fn eventually_api(d: &Daemon, what: &str, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = d.api("GET", path).await;
+        if ok(&v) {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}: {path} = {v}\n{}", d.log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Log the browser in with the link `plexsync web-url` prints; the page lands on Status.
+async fn login(driver: &Driver, d: &Daemon) {
+    let link = d.cli(&["web-url"], None);
+    assert!(link.status.success());
+    let link = String::from_utf8_lossy(&link.stdout).trim().to_string();
+    driver.goto(&link).await;
+    driver.wait_for("#logout:not([hidden])").await;
+    driver.wait_for("#status dt").await;
+}
+
+async fn browser() -> Option<Driver> {
+    if samples().is_none() {
+        return None;
+    }
+    plexsync::daemon::install_tls_provider();
+    Driver::start().await
+}
+
+fn tab_shown(tab: &str) -> String {
+    format!(
+        "return document.querySelector('#tab-{tab}').getAttribute('aria-selected') === 'true' \
+         && !document.querySelector('#panel-{tab}').hidden \
+         && TABS.every((t) => t === '{tab}' || document.querySelector('#panel-' + t).hidden)"
+    )
+}
+
+const FITS: &str = "return [document.documentElement.scrollWidth, window.innerWidth]";
+
+async fn assert_fits(driver: &Driver, what: &str) {
+    let w = driver.exec(FITS).await;
+    let (scroll, inner) = (w[0].as_u64().unwrap_or(9999), w[1].as_u64().unwrap_or(0));
+    assert!(
+        scroll <= inner,
+        "{what}: the page is {scroll} px wide in a {inner} px window"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_fits_a_phone_on_every_tab() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _plex, _tracker) = busy_daemon(dir.path()).await;
+    driver
+        .call(
+            "POST",
+            &driver.s("/window/rect"),
+            json!({"width": 390, "height": 844}),
+        )
+        .await;
+    login(&driver, &d).await;
+    let inner = driver.exec("return window.innerWidth").await;
+    assert!(
+        inner.as_u64().is_some_and(|w| w <= 400),
+        "a phone-wide window: {inner}"
+    );
+    // The header names the server, never its hex machine id.
+    let header = driver.text("header").await;
+    assert!(!header.contains("plexsync-fake"), "{header}");
+    let machine = d.status().await["plex_server"].clone();
+    if let Some(m) = machine.as_str().and_then(|s| s.split_whitespace().next()) {
+        assert!(!header.contains(m), "no machine id in the header: {header}");
+    }
+    for (tab, ready) in [
+        ("status", "#status dt"),
+        ("conflicts", "article[data-conflict-id]"),
+        ("mappings", "tr[data-mapping-id]"),
+        ("activity", "tr[data-activity-id]"),
+        (
+            "settings",
+            "#settings-card:not([hidden]), #settings-state .errbox",
+        ),
+    ] {
+        driver.click_css(&format!("#tab-{tab}")).await;
+        driver.until(tab, WAIT, &tab_shown(tab)).await;
+        driver.wait_for(ready).await;
+        assert_fits(&driver, tab).await;
+    }
+    // The conflicts: many candidates, the CJK title, the badge counts them; nothing chosen.
+    driver.click_css("#tab-conflicts").await;
+    driver.wait_for("article[data-conflict-id]").await;
+    let page = driver.text("#panel-conflicts").await;
+    assert!(page.contains(CJK_TITLE), "{page}");
+    let n = driver
+        .exec("return Math.max(...[...document.querySelectorAll('article[data-conflict-id]')].map((a) => a.querySelectorAll('fieldset.candidates input[type=radio]').length))")
+        .await;
+    assert!(
+        n.as_u64() >= Some(4),
+        "a conflict with many candidates: {n}"
+    );
+    assert_eq!(
+        driver
+            .exec("return document.querySelectorAll('input[type=radio]:checked').length")
+            .await,
+        0
+    );
+    assert_eq!(driver.text("#conflict-count").await, "3");
+    // A search typed into a card (whatever the daemon answers) keeps the page in bounds.
+    driver
+        .type_into("article[data-conflict-id] input.show-search", LONG_TITLE)
+        .await;
+    driver
+        .until(
+            "the search answered",
+            WAIT,
+            "return [...document.querySelectorAll('.search-note')].some((n) => n.textContent && n.textContent !== 'Searching…')",
+        )
+        .await;
+    assert_fits(&driver, "conflicts with a search").await;
+    // The mapped long title: tracker id and title wrap; the remap panel open fits too.
+    driver.click_css("#tab-mappings").await;
+    driver.wait_for("tr[data-mapping-id] button.remap").await;
+    let maps = driver.text("#mappings").await;
+    assert!(maps.contains(LONG_TITLE), "{maps}");
+    assert!(
+        !maps.contains("(2019) (2019)"),
+        "the year shows once: {maps}"
+    );
+    driver.click_css("tr[data-mapping-id] button.remap").await;
+    driver.wait_for("tr.remap input[type=search]").await;
+    assert_fits(&driver, "mappings with the remap panel").await;
+    // Activity rows carry the CJK account name and long titles.
+    driver.click_css("#tab-activity").await;
+    driver.wait_for("tr[data-activity-id]").await;
+    assert_fits(&driver, "activity").await;
+    // And wide: nothing stacks, nothing overflows.
+    driver
+        .call(
+            "POST",
+            &driver.s("/window/rect"),
+            json!({"width": 1280, "height": 900}),
+        )
+        .await;
+    driver
+        .until("a wide window", WAIT, "return window.innerWidth > 1000")
+        .await;
+    assert_fits(&driver, "activity at 1280 px").await;
+    driver.call("DELETE", &driver.s(""), Value::Null).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_and_forward_follow_the_tabs_and_filters() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _plex, _tracker) = office_daemon(dir.path()).await;
+    login(&driver, &d).await;
+    driver.until("status", WAIT, &tab_shown("status")).await;
+    for tab in ["conflicts", "mappings", "activity"] {
+        driver.click_css(&format!("#tab-{tab}")).await;
+        driver.until(tab, WAIT, &tab_shown(tab)).await;
+    }
+    driver.wait_for("tr[data-activity-id]").await;
+    // A filter is a history entry too.
+    driver.click_css("#act-status option[value=failed]").await;
+    driver
+        .until(
+            "the filter in the address",
+            WAIT,
+            "return location.hash === '#activity?status=failed'",
+        )
+        .await;
+    driver
+        .until(
+            "no failed rows",
+            WAIT,
+            "return !!document.querySelector('#act-state .state') && !document.querySelector('tr[data-activity-id]')",
+        )
+        .await;
+    driver.call("POST", &driver.s("/back"), json!({})).await;
+    driver
+        .until(
+            "back: all rows",
+            WAIT,
+            "return location.hash === '#activity' && document.querySelector('#act-status').value === 'all' && !!document.querySelector('tr[data-activity-id]')",
+        )
+        .await;
+    driver.call("POST", &driver.s("/back"), json!({})).await;
+    driver
+        .until("back: mappings", WAIT, &tab_shown("mappings"))
+        .await;
+    driver.call("POST", &driver.s("/back"), json!({})).await;
+    driver
+        .until("back: conflicts", WAIT, &tab_shown("conflicts"))
+        .await;
+    driver.wait_for("article[data-conflict-id]").await;
+    driver.call("POST", &driver.s("/forward"), json!({})).await;
+    driver
+        .until("forward: mappings", WAIT, &tab_shown("mappings"))
+        .await;
+    // The keyboard moves between tabs as well (arrow keys on the tab list).
+    driver
+        .exec("document.querySelector('#tab-mappings').focus(); document.querySelector('[role=tablist]').dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight', bubbles: true}))")
+        .await;
+    driver
+        .until("arrow: activity", WAIT, &tab_shown("activity"))
+        .await;
+    driver.call("DELETE", &driver.s(""), Value::Null).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignoring_a_conflict_needs_confirmation_and_keeps_the_plays() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _plex, tracker) = office_daemon(dir.path()).await;
+    login(&driver, &d).await;
+    assert_eq!(driver.text("#conflict-count").await, "1");
+    driver.click_css("#tab-conflicts").await;
+    driver.wait_for("article[data-conflict-id]").await;
+    // Nothing preselected; the card shows the show and each candidate.
+    assert_eq!(
+        driver
+            .exec("return document.querySelectorAll('article[data-conflict-id] input[type=radio]:checked').length")
+            .await,
+        0
+    );
+    let card = driver.text("article[data-conflict-id]").await;
+    assert!(
+        card.contains("The Office (2001)") && card.contains("The Office (2005)"),
+        "{card}"
+    );
+    // Ignore alone only asks.
+    driver
+        .click_css("article[data-conflict-id] button.ignore")
+        .await;
+    let ask = driver
+        .text("article[data-conflict-id] .confirmbox:not([hidden])")
+        .await;
+    assert!(
+        ask.contains("stay held") && ask.contains("map the show later"),
+        "{ask}"
+    );
+    assert_eq!(d.api("GET", "/api/conflicts").await["total"], 1);
+    driver
+        .click_css("article[data-conflict-id] button.cancel-ignore")
+        .await;
+    driver
+        .until(
+            "the question goes away",
+            WAIT,
+            "return document.querySelector('article[data-conflict-id] .confirmbox').hidden",
+        )
+        .await;
+    assert_eq!(d.api("GET", "/api/conflicts").await["total"], 1);
+    // Asked and confirmed: the conflict goes, the answer stands where the card was.
+    driver
+        .click_css("article[data-conflict-id] button.ignore")
+        .await;
+    driver
+        .click_css("article[data-conflict-id] button.confirm-ignore")
+        .await;
+    let out = driver.text("article[data-resolved-id] .outcome").await;
+    assert!(
+        out.contains("Ignored") && out.contains("1 play stay held"),
+        "{out}"
+    );
+    assert_eq!(d.api("GET", "/api/conflicts").await["total"], 0);
+    driver
+        .until(
+            "the badge hides at zero",
+            WAIT,
+            "return document.querySelector('#conflict-count').hidden",
+        )
+        .await;
+    // The play is still journaled, listed under the ignored show, and not exported.
+    let st = d.status().await;
+    assert_eq!(st["counts"]["journal"], 1, "{st}");
+    let maps = d.api("GET", "/api/mappings").await;
+    let ignored: Vec<&Value> = maps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["status"] == "ignored")
+        .collect();
+    assert_eq!(ignored.len(), 1, "{maps}");
+    if let Some(held) = ignored[0]["held_plays"].as_u64() {
+        assert_eq!(held, 1, "{maps}");
+    }
+    assert!(tracker.watched().is_empty());
+    // Mappings lists it as ignored, with a Map button.
+    driver.click_css("#tab-mappings").await;
+    let row = driver
+        .text("tr[data-mapping-id][data-status=ignored]")
+        .await;
+    assert!(row.contains("ignored"), "{row}");
+    driver
+        .wait_for("tr[data-mapping-id][data-status=ignored] button.map")
+        .await;
+    driver.call("DELETE", &driver.s(""), Value::Null).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_notices_when_the_daemon_stops_answering() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut d, _plex, _tracker) = busy_daemon(dir.path()).await;
+    login(&driver, &d).await;
+    driver
+        .until(
+            "the daemon answers",
+            WAIT,
+            "return !document.querySelector('#health [data-component=daemon]') && !document.querySelector('#conn').classList.contains('error') || document.querySelector('#health [data-component]:not([data-component=daemon])') !== null",
+        )
+        .await;
+    assert!(d.stop().is_some());
+    // The page polls every 10 s: within two rounds it says so, in the banner and the dot.
+    driver
+        .until(
+            "the not-answering banner",
+            Duration::from_secs(45),
+            "const b = document.querySelector('#health .banner[data-component=daemon]'); return !!b && b.textContent.includes('not answering since') && document.querySelector('#conn').classList.contains('error') && document.querySelector('#conn').getAttribute('aria-label').includes('not answering')",
+        )
+        .await;
+    let banner = driver.text("#health .banner[data-component=daemon]").await;
+    assert!(
+        regex_like_time(&banner),
+        "the banner says since when: {banner}"
+    );
+    // Back on the same address: the page notices that too.
+    d.restart().await;
+    driver
+        .until(
+            "the banner clears",
+            Duration::from_secs(45),
+            "return !document.querySelector('#health .banner[data-component=daemon]') && !document.querySelector('#conn').getAttribute('aria-label').includes('not answering')",
+        )
+        .await;
+    driver.call("DELETE", &driver.s(""), Value::Null).await;
+}
+
+/// "since HH:MM" in a text.
+fn regex_like_time(text: &str) -> bool {
+    text.split("since ").nth(1).is_some_and(|t| {
+        let b = t.as_bytes();
+        b.len() >= 5
+            && b[0].is_ascii_digit()
+            && b[1].is_ascii_digit()
+            && b[2] == b':'
+            && b[3].is_ascii_digit()
+            && b[4].is_ascii_digit()
+    })
 }
