@@ -590,6 +590,20 @@ fn tab_shown(tab: &str) -> String {
 const FITS: &str = "return [document.documentElement.scrollWidth, window.innerWidth]";
 
 async fn assert_fits(driver: &Driver, what: &str) {
+    // PLEXSYNC_SCREENSHOTS=dir keeps a picture of each checked view for people reviewing.
+    if let Ok(dir) = std::env::var("PLEXSYNC_SCREENSHOTS") {
+        let shot = driver
+            .call("GET", &driver.s("/screenshot"), Value::Null)
+            .await;
+        let name: String = what
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let _ = std::fs::write(
+            format!("{dir}/{name}.b64"),
+            shot.as_str().unwrap_or_default(),
+        );
+    }
     let w = driver.exec(FITS).await;
     let (scroll, inner) = (w[0].as_u64().unwrap_or(9999), w[1].as_u64().unwrap_or(0));
     assert!(
