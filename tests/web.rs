@@ -923,3 +923,52 @@ fn regex_like_time(text: &str) -> bool {
             && b[4].is_ascii_digit()
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_ignore_asks_once_and_keeps_every_play() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _plex, _tracker) = busy_daemon(dir.path()).await;
+    let journal = d.status().await["counts"]["journal"].clone();
+    login(&driver, &d).await;
+    driver.click_css("#tab-conflicts").await;
+    driver.wait_for("article[data-conflict-id]").await;
+    driver.click_css("#bulk-all").await;
+    assert_eq!(driver.text("#bulk-count").await, "3 selected");
+    driver.click_css("#bulk-ignore:not([disabled])").await;
+    let ask = driver.text("#bulk-confirm:not([hidden])").await;
+    assert!(
+        ask.contains("Ignore 3 shows") && ask.contains("6 plays stay held"),
+        "{ask}"
+    );
+    assert_eq!(
+        d.api("GET", "/api/conflicts").await["total"],
+        3,
+        "asking changes nothing"
+    );
+    driver.click_css("#bulk-confirm-yes").await;
+    driver
+        .until(
+            "every card answered",
+            WAIT,
+            "return document.querySelectorAll('article[data-resolved-id]').length === 3 && document.querySelector('#conflict-count').hidden",
+        )
+        .await;
+    assert!(
+        driver
+            .text("#bulk-outcome")
+            .await
+            .contains("Ignored 3 of 3")
+    );
+    assert!(
+        driver
+            .text("#conflicts")
+            .await
+            .contains("No conflicts — every show is mapped.")
+    );
+    assert_eq!(d.api("GET", "/api/conflicts").await["total"], 0);
+    assert_eq!(d.status().await["counts"]["journal"], journal);
+    driver.call("DELETE", &driver.s(""), Value::Null).await;
+}
