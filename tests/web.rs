@@ -572,9 +572,7 @@ async fn login(driver: &Driver, d: &Daemon) {
 }
 
 async fn browser() -> Option<Driver> {
-    if samples().is_none() {
-        return None;
-    }
+    samples()?;
     plexsync::daemon::install_tls_provider();
     Driver::start().await
 }
