@@ -1009,6 +1009,156 @@ mod tests {
         assert_eq!(c.plex.accounts.len(), 2);
     }
 
+    /// Rust's words that must never reach a person reading a config error.
+    const RUST_WORDS: &[&str] = &[
+        "usize", "isize", "u8", "u16", "u32", "u64", "u128", "i8", "i16", "i32", "i64", "i128",
+        "f32", "f64", "struct", "enum", "Option", "map", "Vec", "sequence", "variant", "untagged",
+    ];
+
+    fn rust_words(shown: &str, key: &str) -> Vec<&'static str> {
+        let text = shown.replace(key, "");
+        let words: Vec<&str> = text
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .collect();
+        RUST_WORDS
+            .iter()
+            .copied()
+            .filter(|w| words.contains(w))
+            .collect()
+    }
+
+    fn kind_of(v: &serde_json::Value) -> &'static str {
+        match v {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "bool",
+            serde_json::Value::Number(_) => "number",
+            serde_json::Value::String(_) => "string",
+            serde_json::Value::Array(_) => "list",
+            serde_json::Value::Object(_) => "table",
+        }
+    }
+
+    /// Every host key (as the settings list names them, so a new key is walked too), given
+    /// each wrong kind of value: refused when the kind is wrong, and every refusal names the
+    /// key and its line, in words without a Rust type name.
+    #[test]
+    fn every_key_with_a_wrong_value_is_refused_in_plain_words() {
+        let base = parse(MIN).unwrap();
+        let keys: Vec<_> = crate::settings::settings(&base)
+            .into_iter()
+            .filter(|s| !s.key.starts_with("matchers[") && s.key != "tracker.kind")
+            .filter(|s| !s.key.starts_with("tracker.") || s.key == "tracker.catalogue_refresh")
+            .collect();
+        assert!(keys.len() > 35, "{}", keys.len());
+        let wrong: &[(&str, &str)] = &[
+            ("\"2MB x\"", "string"),
+            ("5", "number"),
+            ("-5", "number"),
+            ("1.5", "number"),
+            ("99999999999999999999", "number"),
+            ("true", "bool"),
+            ("[1, \"a\"]", "list"),
+            ("{ a = 1 }", "table"),
+            ("1979-05-27", "date"),
+        ];
+        let mut checked = 0;
+        for s in &keys {
+            let (section, name) = s.key.split_once('.').unwrap();
+            for (literal, kind) in wrong {
+                let text = if section == "tracker" {
+                    format!(
+                        "[tracker]\nurl = \"http://127.0.0.1:3000/api\"\n{name} = {literal}\n\n[[matchers]]\nkind = \"guid\"\n"
+                    )
+                } else {
+                    format!("{MIN}\n[{section}]\n{name} = {literal}\n")
+                };
+                let line = text.lines().collect::<Vec<_>>().iter().rposition(|l| l.starts_with(name)).unwrap() + 1;
+                let default_kind = kind_of(&s.value);
+                let must_fail = *kind != default_kind
+                    && !(default_kind == "null" && *kind == "string")
+                    // Byte counts are numbers or size strings.
+                    && !(s.key.ends_with("_bytes") && *kind == "string");
+                match parse(&text) {
+                    Ok(_) => assert!(!must_fail, "{} = {literal} was accepted", s.key),
+                    Err(e) => {
+                        checked += 1;
+                        let shown = e.to_string();
+                        assert!(
+                            e.key.as_deref().is_some_and(|k| k.starts_with(&s.key)),
+                            "{} = {literal}: {shown}",
+                            s.key
+                        );
+                        assert_eq!(e.line, Some(line), "{} = {literal}: {shown}", s.key);
+                        assert!(
+                            shown.starts_with(&format!("test.toml:{line}: key `{}", s.key)),
+                            "{shown}"
+                        );
+                        let bad = rust_words(&shown, e.key.as_deref().unwrap_or(""));
+                        assert!(bad.is_empty(), "{} = {literal}: {bad:?} in {shown}", s.key);
+                    }
+                }
+            }
+        }
+        assert!(checked > 200, "{checked}");
+    }
+
+    #[test]
+    fn the_reported_examples_read_in_words() {
+        let e = parse(&format!("{MIN}\n[server]\nmax_body_bytes = \"2 lots\"\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.toml:8: key `server.max_body_bytes`: \"2 lots\" is not a size; expected a whole number of bytes (e.g. 2097152) or a size like \"2 MiB\""
+        );
+        let e = parse(&format!("{MIN}\n[server]\nmax_body_bytes = true\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.toml:8: key `server.max_body_bytes`: expected a whole number of bytes (e.g. 2097152) or a size like \"2 MiB\", got true"
+        );
+        // People write sizes: accepted, decimal and binary units as written.
+        let c = parse(&format!("{MIN}\n[server]\nmax_body_bytes = \"2MB\"\nmax_payload_bytes = \"256 KiB\"\n")).unwrap();
+        assert_eq!(c.server.max_body_bytes, 2_000_000);
+        assert_eq!(c.server.max_payload_bytes, 262_144);
+        let e = parse(&format!("{MIN}\n[outbox]\nmax_attempts = 5000000000\n")).unwrap_err();
+        assert!(e.message.contains("from 0 to 4294967295"), "{e}");
+        let e = parse(&format!("{MIN}\n[plex]\naccounts = [\"Kids\", 1.5]\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("plex.accounts[1]"));
+        assert!(e.message.ends_with("got the number 1.5"), "{e}");
+        let e = parse(&format!("{MIN}\n[sever]\nlisten = \"x\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(7));
+        assert!(e.to_string().contains("key `sever`: unknown section; the sections are: [server]"), "{e}");
+        let e = parse(&format!("{MIN}\n[server]\nlistne = 1\n")).unwrap_err();
+        assert!(e.to_string().starts_with("test.toml:8: key `server.listne`: unknown key `listne`; the keys here are: listen, "), "{e}");
+        let e = parse(&format!("{MIN}\n[server]\nlisten = \"a\"\nlisten = \"b\"\n")).unwrap_err();
+        assert_eq!(e.to_string(), "test.toml:9: key `server.listen`: is given twice; a key may appear once in its table");
+        let e = parse(&format!("{MIN}\n[[matchers]]\nkind = \"title\"\n[tracker]\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tracker"), "{e}");
+        assert_eq!(e.line, Some(9), "{e}");
+        let e = parse(&format!("{MIN}\n[server]\nlisten = \n")).unwrap_err();
+        assert!(e.to_string().starts_with("test.toml:8: this is not valid TOML: "), "{e}");
+    }
+
+    #[test]
+    fn log_levels_are_level_names_or_directives() {
+        for ok in ["info", "DEBUG", "warn", "off", "plexsync=debug,info", "plexsync::http=trace", "info,hyper=warn"] {
+            let c = parse(&format!("{MIN}[log]\nlevel = \"{ok}\"\n"));
+            assert!(c.is_ok(), "{ok}: {:?}", c.err());
+        }
+        for bad in ["verbose", "", "plexsync=verbose", "info,loud", "5"] {
+            let e = parse(&format!("{MIN}[log]\nlevel = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("log.level"), "{bad}: {e}");
+            assert_eq!(e.line, Some(7), "{bad}: {e}");
+            assert!(e.message.contains("error, warn, info, debug, trace"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_says_how_to_point_at_one() {
+        let e = Config::load(Path::new("/nonexistent/plexsync.toml")).unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.starts_with("/nonexistent/plexsync.toml: "), "{shown}");
+        assert!(shown.contains("--config") && shown.contains("PLEXSYNC_CONFIG"), "{shown}");
+    }
+
     #[test]
     fn relative_paths_resolve_against_the_config_folder() {
         let c = Config::parse(Path::new("/etc/plexsync/plexsync.toml"), MIN).unwrap();
