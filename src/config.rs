@@ -178,6 +178,7 @@ impl Default for PlexConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MatchingConfig {
+    #[serde(serialize_with = "ser_f32")]
     pub auto_map_threshold: f32,
     /// Same account + show + season + episode within this window is one viewing.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
@@ -630,6 +631,11 @@ const SECTIONS: &[&str] = &[
 /// in the same grammar.
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&plexsync_plugin_api::values::human(*d))
+}
+
+/// An f32 as written (`0.9`, not its f64 widening `0.8999999761581421`).
+fn ser_f32<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(v.to_string().parse().unwrap_or(f64::from(*v)))
 }
 
 /// The text as TOML, shaped and typed as [`RawConfig`]; every error names its line and, past

@@ -218,6 +218,7 @@ api_token = "also-secret"
         assert_eq!(get("server.listen").value, "127.0.0.1:8750");
         assert_eq!(get("server.listen").source, SettingSource::Default);
         assert_eq!(get("poll.overlap").value, "10m");
+        assert_eq!(get("matching.auto_map_threshold").value, 0.9);
         assert_eq!(get("plex.client_identifier").value, Value::Null);
         assert_eq!(get("tracker.kind").value, "tracker");
         assert_eq!(get("tracker.kind").source, SettingSource::Default);
