@@ -658,7 +658,11 @@ fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     };
     if msg.starts_with("duplicate key") {
         if let Some(span) = span {
-            let name = text.get(span.clone()).unwrap_or("").trim().trim_matches('"');
+            let name = text
+                .get(span.clone())
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
             let line_text = text[..span.start].rsplit('\n').next().unwrap_or("");
             let table = table_at(text, span.start);
             if line_text.trim_start().starts_with('[') {
@@ -824,10 +828,7 @@ pub fn value_in<'d>(doc: &'d toml::Table, key: &str) -> Option<&'d toml::Value> 
 fn describe_toml(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => {
-            format!(
-                "the string {}",
-                plexsync_plugin_api::values::quote_short(s)
-            )
+            format!("the string {}", plexsync_plugin_api::values::quote_short(s))
         }
         toml::Value::Integer(n) => format!("the number {n}"),
         toml::Value::Float(f) => format!("the number {f}"),
@@ -1078,7 +1079,13 @@ mod tests {
                 } else {
                     format!("{MIN}\n[{section}]\n{name} = {literal}\n")
                 };
-                let line = text.lines().collect::<Vec<_>>().iter().rposition(|l| l.starts_with(name)).unwrap() + 1;
+                let line = text
+                    .lines()
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .rposition(|l| l.starts_with(name))
+                    .unwrap()
+                    + 1;
                 let default_kind = kind_of(&s.value);
                 let must_fail = *kind != default_kind
                     && !(default_kind == "null" && *kind == "string")
@@ -1121,7 +1128,10 @@ mod tests {
             "test.toml:8: key `server.max_body_bytes`: expected a whole number of bytes (e.g. 2097152) or a size like \"2 MiB\", got true"
         );
         // People write sizes: accepted, decimal and binary units as written.
-        let c = parse(&format!("{MIN}\n[server]\nmax_body_bytes = \"2MB\"\nmax_payload_bytes = \"256 KiB\"\n")).unwrap();
+        let c = parse(&format!(
+            "{MIN}\n[server]\nmax_body_bytes = \"2MB\"\nmax_payload_bytes = \"256 KiB\"\n"
+        ))
+        .unwrap();
         assert_eq!(c.server.max_body_bytes, 2_000_000);
         assert_eq!(c.server.max_payload_bytes, 262_144);
         let e = parse(&format!("{MIN}\n[outbox]\nmax_attempts = 5000000000\n")).unwrap_err();
@@ -1131,21 +1141,46 @@ mod tests {
         assert!(e.message.ends_with("got the number 1.5"), "{e}");
         let e = parse(&format!("{MIN}\n[sever]\nlisten = \"x\"\n")).unwrap_err();
         assert_eq!(e.line, Some(7));
-        assert!(e.to_string().contains("key `sever`: unknown section; the sections are: [server]"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("key `sever`: unknown section; the sections are: [server]"),
+            "{e}"
+        );
         let e = parse(&format!("{MIN}\n[server]\nlistne = 1\n")).unwrap_err();
         assert!(e.to_string().starts_with("test.toml:8: key `server.listne`: unknown key `listne`; the keys here are: listen, "), "{e}");
-        let e = parse(&format!("{MIN}\n[server]\nlisten = \"a\"\nlisten = \"b\"\n")).unwrap_err();
-        assert_eq!(e.to_string(), "test.toml:9: key `server.listen`: is given twice; a key may appear once in its table");
-        let e = parse(&format!("{MIN}\n[[matchers]]\nkind = \"title\"\n[tracker]\n")).unwrap_err();
+        let e = parse(&format!(
+            "{MIN}\n[server]\nlisten = \"a\"\nlisten = \"b\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.toml:9: key `server.listen`: is given twice; a key may appear once in its table"
+        );
+        let e = parse(&format!(
+            "{MIN}\n[[matchers]]\nkind = \"title\"\n[tracker]\n"
+        ))
+        .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("tracker"), "{e}");
         assert_eq!(e.line, Some(9), "{e}");
         let e = parse(&format!("{MIN}\n[server]\nlisten = \n")).unwrap_err();
-        assert!(e.to_string().starts_with("test.toml:8: this is not valid TOML: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("test.toml:8: this is not valid TOML: "),
+            "{e}"
+        );
     }
 
     #[test]
     fn log_levels_are_level_names_or_directives() {
-        for ok in ["info", "DEBUG", "warn", "off", "plexsync=debug,info", "plexsync::http=trace", "info,hyper=warn"] {
+        for ok in [
+            "info",
+            "DEBUG",
+            "warn",
+            "off",
+            "plexsync=debug,info",
+            "plexsync::http=trace",
+            "info,hyper=warn",
+        ] {
             let c = parse(&format!("{MIN}[log]\nlevel = \"{ok}\"\n"));
             assert!(c.is_ok(), "{ok}: {:?}", c.err());
         }
@@ -1162,7 +1197,10 @@ mod tests {
         let e = Config::load(Path::new("/nonexistent/plexsync.toml")).unwrap_err();
         let shown = e.to_string();
         assert!(shown.starts_with("/nonexistent/plexsync.toml: "), "{shown}");
-        assert!(shown.contains("--config") && shown.contains("PLEXSYNC_CONFIG"), "{shown}");
+        assert!(
+            shown.contains("--config") && shown.contains("PLEXSYNC_CONFIG"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ fn directives(level: &str) -> String {
 }
 
 /// What `[log] level` takes, for messages.
-pub const LEVEL_HINT: &str = "a level (error, warn, info, debug, trace or off) or a filter like \"plexsync=debug,info\"";
+pub const LEVEL_HINT: &str =
+    "a level (error, warn, info, debug, trace or off) or a filter like \"plexsync=debug,info\"";
 
 /// Check `[log] level`: a level name, or a comma-separated list of directives as `RUST_LOG`
 /// takes them (`plexsync=debug,info`), each checked with tracing-subscriber's own parser.

@@ -77,7 +77,12 @@ pub fn settings(cfg: &Config) -> Vec<SettingView> {
         },
         hidden: false,
     });
-    plugin(&mut out, "tracker", &cfg.tracker.plugin, in_file("tracker.kind"));
+    plugin(
+        &mut out,
+        "tracker",
+        &cfg.tracker.plugin,
+        in_file("tracker.kind"),
+    );
     for (i, m) in cfg.matchers.iter().enumerate() {
         plugin(&mut out, &format!("matchers[{i}]"), m, true);
     }
@@ -99,7 +104,10 @@ fn plugin(out: &mut Vec<SettingView>, prefix: &str, t: &PluginTable, kind_in_fil
     let mut keys: Vec<_> = t.settings.keys().collect();
     keys.sort();
     for k in keys {
-        let value = table_to_json(&t.settings).get(k).cloned().unwrap_or(Value::Null);
+        let value = table_to_json(&t.settings)
+            .get(k)
+            .cloned()
+            .unwrap_or(Value::Null);
         flatten(out, &format!("{prefix}.{k}"), k, value, false);
     }
 }
@@ -128,9 +136,20 @@ fn flatten(out: &mut Vec<SettingView>, key: &str, name: &str, value: Value, hidd
 /// user's program).
 fn may_hold_secret(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["token", "secret", "password", "passwd", "apikey", "api_key", "auth", "credential", "cookie", "headers"]
-        .iter()
-        .any(|w| n.contains(w))
+    [
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "apikey",
+        "api_key",
+        "auth",
+        "credential",
+        "cookie",
+        "headers",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
         || n == "key"
         || n.ends_with("_key")
         || n.ends_with("-key")
@@ -212,7 +231,11 @@ api_token = "also-secret"
     fn flat_keys_with_defaults_and_no_secret_values() {
         let cfg = Config::parse(Path::new("x.toml"), CFG).unwrap();
         let s = settings(&cfg);
-        let get = |k: &str| s.iter().find(|v| v.key == k).unwrap_or_else(|| panic!("{k}"));
+        let get = |k: &str| {
+            s.iter()
+                .find(|v| v.key == k)
+                .unwrap_or_else(|| panic!("{k}"))
+        };
         assert_eq!(get("server.max_body_bytes").value, 4 * 1024 * 1024);
         assert_eq!(get("server.max_body_bytes").source, SettingSource::File);
         assert_eq!(get("server.listen").value, "127.0.0.1:8750");

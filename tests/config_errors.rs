@@ -92,11 +92,19 @@ fn wrong_types_name_the_key_and_line_in_words() {
         "{e}"
     );
     let e = refused(d, &with("[poll]\nenabled = \"yes\""), 8, "poll.enabled");
-    assert!(e.contains("expected true or false, got the string \"yes\""), "{e}");
+    assert!(
+        e.contains("expected true or false, got the string \"yes\""),
+        "{e}"
+    );
     let e = refused(d, &with("[poll]\noverlap = 600"), 8, "poll.overlap");
     assert!(e.contains("a duration string like \"30s\""), "{e}");
     refused(d, &with("[poll]\npage_size = [1]"), 8, "poll.page_size");
-    refused(d, &with("[outbox]\nmax_attempts = { n = 1 }"), 8, "outbox.max_attempts");
+    refused(
+        d,
+        &with("[outbox]\nmax_attempts = { n = 1 }"),
+        8,
+        "outbox.max_attempts",
+    );
     let e = refused(
         d,
         &with("[outbox]\nmax_attempts = 5000000000"),
@@ -110,7 +118,12 @@ fn wrong_types_name_the_key_and_line_in_words() {
         8,
         "matching.auto_map_threshold",
     );
-    refused(d, &with("[plex]\naccounts = [\"Kids\", 1.5]"), 8, "plex.accounts[1]");
+    refused(
+        d,
+        &with("[plex]\naccounts = [\"Kids\", 1.5]"),
+        8,
+        "plex.accounts[1]",
+    );
     refused(
         d,
         &with("[server]\ntrusted_proxies = [\"nope\"]"),
@@ -118,9 +131,15 @@ fn wrong_types_name_the_key_and_line_in_words() {
         "server.trusted_proxies[0]",
     );
     let e = refused(d, &with("[server]\nlistne = 1"), 8, "server.listne");
-    assert!(e.contains("unknown key `listne`; the keys here are: listen,"), "{e}");
+    assert!(
+        e.contains("unknown key `listne`; the keys here are: listen,"),
+        "{e}"
+    );
     let e = refused(d, &with("[sever]\nlisten = \"x\""), 7, "sever");
-    assert!(e.contains("unknown section; the sections are: [server]"), "{e}");
+    assert!(
+        e.contains("unknown section; the sections are: [server]"),
+        "{e}"
+    );
     let e = refused(
         d,
         &with("[server]\nlisten = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:2\""),
@@ -192,7 +211,11 @@ fn check_and_run_both_refuse_a_bad_log_level() {
             assert!(err.contains("error, warn, info, debug, trace"), "{err}");
         }
     }
-    std::fs::write(&cfg, format!("{MIN}\n[log]\nlevel = \"plexsync=debug,warn\"\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{MIN}\n[log]\nlevel = \"plexsync=debug,warn\"\n"),
+    )
+    .unwrap();
     let o = daemon::cli(&cfg, &["check"], None);
     assert!(o.status.success(), "{}", stderr(&o));
 }
@@ -230,7 +253,8 @@ async fn settings_are_the_same_online_and_offline_and_hold_no_secret() {
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
     // The exec matcher's `env` may carry tokens for its program: shown as hidden.
-    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/exec/examples/title_table.py");
+    let program =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/exec/examples/title_table.py");
     std::fs::write(dir.path().join("table.json"), "{}").unwrap();
     let text = daemon::config(
         &support::dead_url(),
@@ -285,17 +309,31 @@ async fn settings_are_the_same_online_and_offline_and_hold_no_secret() {
             .clone()
     };
     assert_eq!(secret("plex-token")["set"], true);
-    assert_eq!(secret("plex-token")["command"], "plexsync secret set plex-token");
+    assert_eq!(
+        secret("plex-token")["command"],
+        "plexsync secret set plex-token"
+    );
     assert_eq!(secret("tracker-key")["set"], false);
     assert_eq!(secret("admin-token")["set"], true);
     assert_eq!(secret("webhook-secret")["set"], true);
 
     let webhook_secret = d.webhook_url.rsplit('/').next().unwrap().to_string();
     for shown in [online.to_string(), online_text.clone()] {
-        for secret in [TOKEN, token.as_str(), webhook_secret.as_str(), "exec-env-secret-4711"] {
-            assert!(!shown.contains(secret), "a secret value in the settings:\n{shown}");
+        for secret in [
+            TOKEN,
+            token.as_str(),
+            webhook_secret.as_str(),
+            "exec-env-secret-4711",
+        ] {
+            assert!(
+                !shown.contains(secret),
+                "a secret value in the settings:\n{shown}"
+            );
         }
     }
     assert!(online_text.contains("plex-token      set"), "{online_text}");
-    assert!(online_text.contains("(hidden: may hold a secret)"), "{online_text}");
+    assert!(
+        online_text.contains("(hidden: may hold a secret)"),
+        "{online_text}"
+    );
 }

@@ -427,13 +427,25 @@ mod tests {
             msg(json!({"retry": {"max": -1}})),
             "expected a whole number from 0 to 4294967295, got the number -1"
         );
-        assert_eq!(msg(json!({"args": "a"})), "expected a list, got the string \"a\"");
-        assert_eq!(msg(json!({"retry": 5})), "expected a table, got the number 5");
-        assert_eq!(msg(json!({"env": {"T": true}})), "expected a string, got true");
+        assert_eq!(
+            msg(json!({"args": "a"})),
+            "expected a list, got the string \"a\""
+        );
+        assert_eq!(
+            msg(json!({"retry": 5})),
+            "expected a table, got the number 5"
+        );
+        assert_eq!(
+            msg(json!({"env": {"T": true}})),
+            "expected a string, got true"
+        );
         assert_eq!(
             msg(json!({"timeout": 5})),
             "expected a duration string like \"30s\", \"5m\", \"1h 30m\" or \"2 days\", got the number 5"
         );
-        assert!(msg(json!({"timout": 1})).starts_with("unknown key `timout`; the keys here are: args, env, timeout, retry"));
+        assert!(
+            msg(json!({"timout": 1}))
+                .starts_with("unknown key `timout`; the keys here are: args, env, timeout, retry")
+        );
     }
 }

@@ -187,7 +187,10 @@ pub fn quote_short(s: &str) -> String {
 /// pass through.
 pub fn plain_message(message: &str, got: Option<&str>, expected: Option<&str>) -> String {
     let m = message.trim();
-    let got_or = |unexp: &str| got.map(str::to_string).unwrap_or_else(|| plain_unexpected(unexp));
+    let got_or = |unexp: &str| {
+        got.map(str::to_string)
+            .unwrap_or_else(|| plain_unexpected(unexp))
+    };
     let invalid = m
         .strip_prefix("invalid type: ")
         .or_else(|| m.strip_prefix("invalid value: "));
@@ -208,7 +211,9 @@ pub fn plain_message(message: &str, got: Option<&str>, expected: Option<&str>) -
         .strip_prefix("invalid length ")
         .and_then(|r| r.split_once(", expected "))
     {
-        let exp = expected.map(str::to_string).unwrap_or_else(|| plain_expected(exp));
+        let exp = expected
+            .map(str::to_string)
+            .unwrap_or_else(|| plain_expected(exp));
         return format!("expected {exp}, got {n} item(s)");
     }
     if let Some(rest) = m.strip_prefix("unknown field ") {
@@ -222,7 +227,10 @@ pub fn plain_message(message: &str, got: Option<&str>, expected: Option<&str>) -
     }
     if let Some(rest) = m.strip_prefix("unknown variant ") {
         let (name, tail) = ticked(rest);
-        return format!("unknown value {name:?}; expected one of: {}", ticked_list(tail));
+        return format!(
+            "unknown value {name:?}; expected one of: {}",
+            ticked_list(tail)
+        );
     }
     if let Some(rest) = m.strip_prefix("missing field ") {
         return format!("the key `{}` is required here", ticked(rest).0);
@@ -440,7 +448,16 @@ mod tests {
         ] {
             assert_eq!(parse_size(text), Ok(want), "{text:?}");
         }
-        for bad in ["", "MB", "2 MBs", "-1", "1..5MB", ".5MB", "2 XB", "99999999999999999999GB"] {
+        for bad in [
+            "",
+            "MB",
+            "2 MBs",
+            "-1",
+            "1..5MB",
+            ".5MB",
+            "2 XB",
+            "99999999999999999999GB",
+        ] {
             let why = parse_size(bad).unwrap_err();
             assert!(why.contains("2 MiB"), "{bad:?}: {why}");
         }
