@@ -241,7 +241,8 @@ pub struct ErrorBody {
 pub struct SettingsView {
     /// The config file the settings come from (absolute).
     pub config_file: String,
-    /// Every key, dotted (`server.listen`, `matchers[0].kind`), in file order of sections.
+    /// Every key, dotted (`server.listen`, `matchers[0].kind`): sections in the order of
+    /// plexsync.toml's reference, keys alphabetical within each.
     pub settings: Vec<SettingView>,
     pub secrets: Vec<SecretView>,
 }
