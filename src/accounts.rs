@@ -16,7 +16,7 @@ pub struct Account {
 }
 
 /// A `[plex] accounts` entry: a server account id or a name.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum AccountSel {
     Id(i64),

@@ -679,6 +679,8 @@ pub async fn handle(
             }
         }
         (Method::PATCH, ["mappings", id]) => patch_mapping(shared, id, &body).await,
+        (Method::GET, ["settings"]) => json(StatusCode::OK, &crate::settings::view(shared)),
+        (_, ["settings"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (Method::GET, ["stats"]) => match stats(shared) {
             Ok(v) => json(StatusCode::OK, &v),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),

@@ -232,3 +232,50 @@ pub struct BackfillRequest {
 pub struct ErrorBody {
     pub error: String,
 }
+
+// ---- Settings (issue 12): `GET /api/settings` ----
+
+/// `GET /api/settings`: the effective configuration, read-only, and which secrets are stored.
+/// Secret values never appear; plugin keys that may hold one are `hidden`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingsView {
+    /// The config file the settings come from (absolute).
+    pub config_file: String,
+    /// Every key, dotted (`server.listen`, `matchers[0].kind`): sections in the order of
+    /// plexsync.toml's reference, keys alphabetical within each.
+    pub settings: Vec<SettingView>,
+    pub secrets: Vec<SecretView>,
+}
+
+/// One effective setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingView {
+    pub key: String,
+    /// The value as TOML would hold it (durations as `"5m"`); null when unset.
+    pub value: serde_json::Value,
+    /// Whether the file sets it or the default applies.
+    pub source: SettingSource,
+    /// The value is withheld: a plugin key that may carry a secret (an `env` entry, a key
+    /// named like a token or password).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettingSource {
+    File,
+    Default,
+}
+
+/// One secret: stored or not, and the command that stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretView {
+    pub name: String,
+    pub set: bool,
+    pub command: String,
+    /// What uses it, in words.
+    pub used_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 // Every duration key uses the one grammar the plugins' keys use too (plugins/api `values`),
 // so `"1h 30m"` means the same in `[poll]` as in a plugin's table.
-use plexsync_plugin_api::values::de_duration;
-use serde::Deserialize;
+use plexsync_plugin_api::values::{de_duration, de_size};
+use serde::{Deserialize, Serialize};
 
 /// A config error with the place it was found.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,7 +40,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address of the webhook + admin HTTP listener.
@@ -48,11 +48,15 @@ pub struct ServerConfig {
     /// Base URL Plex should use to reach us, when it differs from `http://<listen>`
     /// (reverse proxy, another host).
     pub public_url: Option<String>,
+    /// Largest webhook request body; a byte count or a size like "2 MiB".
+    #[serde(deserialize_with = "de_size")]
     pub max_body_bytes: usize,
+    /// Largest JSON payload part of a webhook; a byte count or a size like "256 KiB".
+    #[serde(deserialize_with = "de_size")]
     pub max_payload_bytes: usize,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub header_timeout: Duration,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub request_timeout: Duration,
     /// Webhook requests a minute per client address (0: unlimited), and how many at once.
     pub webhook_rate_limit: u32,
@@ -104,7 +108,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub path: PathBuf,
@@ -118,7 +122,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsConfig {
     pub key_file: PathBuf,
@@ -132,7 +136,7 @@ impl Default for SecretsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Unix socket for the CLI; relative paths resolve against $RUNTIME_DIRECTORY, else the
@@ -148,11 +152,11 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlexConfig {
     pub url: String,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub timeout: Duration,
     /// X-Plex-Client-Identifier; generated and stored on first use when unset.
     pub client_identifier: Option<String>,
@@ -171,12 +175,13 @@ impl Default for PlexConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MatchingConfig {
+    #[serde(serialize_with = "ser_f32")]
     pub auto_map_threshold: f32,
     /// Same account + show + season + episode within this window is one viewing.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub dedupe_window: Duration,
     /// Create a show in the tracker when no matcher finds it but its TMDB id is known.
     pub auto_add_shows: bool,
@@ -192,14 +197,14 @@ impl Default for MatchingConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboxConfig {
     /// Attempts before a batch goes to the dead letter.
     pub max_attempts: u32,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub initial_backoff: Duration,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub max_backoff: Duration,
     /// Episodes per export request.
     pub batch_size: usize,
@@ -216,7 +221,7 @@ impl Default for OutboxConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PollConfig {
     /// Poll Plex's watch history at all.
@@ -225,10 +230,10 @@ pub struct PollConfig {
     pub schedule: String,
     /// How far back each poll re-reads before its cursor (viewedAt has 1 s resolution and
     /// rows can land late).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub overlap: Duration,
     /// How far back the very first poll looks when there is no cursor yet.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub initial_lookback: Duration,
     /// Rows per history page.
     pub page_size: u64,
@@ -236,7 +241,7 @@ pub struct PollConfig {
     pub library_scan: bool,
     /// First retry delay after a failed poll (doubles, with jitter, up to 10 minutes; a
     /// rejected token pauses four times as long, up to an hour).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub retry_backoff: Duration,
 }
 
@@ -254,11 +259,11 @@ impl Default for PollConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActivityConfig {
     /// Activity rows older than this are pruned (daily).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub retention: Duration,
     /// Keep failed rows past the retention (they are what a person investigates).
     pub keep_failed: bool,
@@ -273,7 +278,7 @@ impl Default for ActivityConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// tracing filter, e.g. "info" or "plexsync=debug,info"; RUST_LOG wins when set.
@@ -367,22 +372,22 @@ impl Config {
             file: path.to_path_buf(),
             line: None,
             key: None,
-            message: format!("cannot read: {e}"),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                // The default path is tried when none is given: say how to give one.
+                format!(
+                    "no such file; point plexsync at its config with `--config FILE` (or `-c FILE`) \
+                     or the PLEXSYNC_CONFIG environment variable (an example config: {EXAMPLE})"
+                )
+            } else {
+                format!("cannot read: {e}")
+            },
         })?;
         Config::parse(path, &text)
     }
 
     /// Parse and validate config text; `path` is used for messages and relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            ConfigError {
-                file: path.to_path_buf(),
-                line,
-                key: None,
-                message: e.message().trim().to_string(),
-            }
-        })?;
+        let raw = parse_raw(path, text)?;
         let err = |key: &str, message: String| ConfigError {
             file: path.to_path_buf(),
             line: locate(text, key),
@@ -402,10 +407,13 @@ impl Config {
                     None => Duration::from_secs(6 * 3600),
                     Some(toml::Value::String(s)) => plexsync_plugin_api::values::parse_duration(&s)
                         .map_err(|why| err("tracker.catalogue_refresh", why))?,
-                    Some(_) => {
+                    Some(v) => {
                         return Err(err(
                             "tracker.catalogue_refresh",
-                            "expected a duration string like \"6h\"".into(),
+                            format!(
+                                "expected a duration string like \"6h\", got {}",
+                                describe_toml(&v)
+                            ),
                         ));
                     }
                 };
@@ -540,11 +548,10 @@ impl Config {
         if self.poll.page_size == 0 || self.poll.page_size > 5000 {
             return e("poll.page_size", "must be between 1 and 5000");
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return e(
-                "log.level",
-                "expected a level (error, warn, info, debug, trace) or a filter like \"plexsync=debug,info\"",
-            );
+        // EnvFilter takes any word as a target name, so "verbose" would pass it and then
+        // match nothing: the daemon would log nothing at all.
+        if let Err(why) = crate::logging::check_level(&self.log.level) {
+            return Err(("log.level".into(), why));
         }
         Ok(())
     }
@@ -610,6 +617,228 @@ impl Config {
     }
 }
 
+/// Where the example config is (the .deb installs it; in a source tree it is
+/// `plexsync.toml`).
+const EXAMPLE: &str = "/usr/share/doc/plexsync/plexsync.toml.example";
+
+/// The sections of plexsync.toml, for the message about an unknown one.
+const SECTIONS: &[&str] = &[
+    "server", "store", "secrets", "admin", "plex", "tracker", "matching", "matchers", "outbox",
+    "poll", "activity", "log",
+];
+
+/// Durations are written as config values are (`"5m"`), so the effective settings read back
+/// in the same grammar.
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&plexsync_plugin_api::values::human(*d))
+}
+
+/// An f32 as written (`0.9`, not its f64 widening `0.8999999761581421`).
+fn ser_f32<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(v.to_string().parse().unwrap_or(f64::from(*v)))
+}
+
+/// The text as TOML, shaped and typed as [`RawConfig`]; every error names its line and, past
+/// the syntax, its key, in plain words.
+fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(path, text, &e))?;
+    serde_path_to_error::deserialize(de).map_err(|e| shape_error(path, text, e))
+}
+
+/// A TOML syntax error (the document could not be read at all), or a key given twice.
+fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let span = e.span();
+    let line = span.as_ref().map(|s| line_of(text, s.start));
+    let msg = e.message().trim();
+    let mut out = ConfigError {
+        file: path.to_path_buf(),
+        line,
+        key: None,
+        message: format!("this is not valid TOML: {msg}"),
+    };
+    if msg.starts_with("duplicate key") {
+        if let Some(span) = span {
+            let name = text
+                .get(span.clone())
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            let line_text = text[..span.start].rsplit('\n').next().unwrap_or("");
+            let table = table_at(text, span.start);
+            if line_text.trim_start().starts_with('[') {
+                out.key = Some(name.to_string());
+                out.message = format!(
+                    "the section [{name}] is given twice; put all its keys under one [{name}]"
+                );
+            } else if !name.is_empty() {
+                out.key = Some(if table.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{table}.{name}")
+                });
+                out.message = "is given twice; a key may appear once in its table".into();
+            }
+        }
+    }
+    out
+}
+
+/// The table a byte offset is in, from the headers above it: `server`, `matchers[1]`, or ""
+/// for the top level.
+fn table_at(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    // The offset's own line is excluded: a header there is the thing being named.
+    let before = before.rsplit_once('\n').map(|(b, _)| b).unwrap_or("");
+    let mut current = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = Default::default();
+    for line in before.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("[[") {
+            let name = rest.split("]]").next().unwrap_or("").trim().to_string();
+            let n = arrays.entry(name.clone()).or_insert(0);
+            current = format!("{name}[{n}]");
+            *n += 1;
+        } else if let Some(rest) = l.strip_prefix('[') {
+            current = rest.split(']').next().unwrap_or("").trim().to_string();
+        }
+    }
+    current
+}
+
+/// A shape or type error: serde's path names the key; the message says what was expected
+/// and what is written there, in words (no Rust type names).
+fn shape_error(
+    path: &Path,
+    text: &str,
+    e: serde_path_to_error::Error<toml::de::Error>,
+) -> ConfigError {
+    let key = e.path().to_string();
+    let key = (!key.is_empty() && key != ".").then_some(key);
+    let inner = e.inner().message().trim().to_string();
+    let doc: Option<toml::Table> = text.parse().ok();
+    let got = match (&doc, &key) {
+        (Some(d), Some(k)) => value_in(d, k).map(describe_toml),
+        _ => None,
+    };
+    let top_level = key.as_deref().is_some_and(|k| !k.contains(['.', '[']));
+    let message = if top_level && inner.starts_with("unknown field") {
+        format!(
+            "unknown section; the sections are: {}",
+            SECTIONS
+                .iter()
+                .map(|s| if *s == "matchers" {
+                    "[[matchers]]".to_string()
+                } else {
+                    format!("[{s}]")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        let expected = key.as_deref().and_then(expected_for);
+        plexsync_plugin_api::values::plain_message(&inner, got.as_deref(), expected)
+    };
+    let line = key
+        .as_deref()
+        .and_then(|k| locate(text, k))
+        .or_else(|| e.inner().span().map(|s| line_of(text, s.start)));
+    ConfigError {
+        file: path.to_path_buf(),
+        line,
+        key,
+        message,
+    }
+}
+
+/// What a host key takes, in words, where serde's own phrase would say less (`a string`
+/// for an address). Keys with their own deserializer (durations, sizes) phrase themselves.
+fn expected_for(key: &str) -> Option<&'static str> {
+    // `plex.accounts[2]` → `plex.accounts[]`
+    let mut k = String::with_capacity(key.len());
+    let mut skip = false;
+    for c in key.chars() {
+        match c {
+            '[' => {
+                skip = true;
+                k.push('[');
+            }
+            ']' => {
+                skip = false;
+                k.push(']');
+            }
+            _ if skip => {}
+            _ => k.push(c),
+        }
+    }
+    Some(match k.as_str() {
+        "server.listen" => "an address with a port, e.g. \"127.0.0.1:8750\"",
+        "server.public_url" => "an http:// or https:// URL, e.g. \"https://plexsync.example\"",
+        "plex.url" => "an http:// or https:// URL, e.g. \"http://127.0.0.1:32400\"",
+        "server.trusted_proxies" => "a list of address blocks, e.g. [\"192.168.1.0/24\"]",
+        "server.trusted_proxies[]" => "an address block like \"192.168.1.0/24\"",
+        "server.webhook_rate_limit" | "server.admin_rate_limit" => {
+            "a whole number of requests a minute (0 turns the limit off)"
+        }
+        "server.webhook_rate_burst" | "server.admin_rate_burst" => {
+            "a whole number of requests, e.g. 30"
+        }
+        "server.max_connections" | "server.max_connections_per_client" => {
+            "a whole number of connections, e.g. 512"
+        }
+        "store.path" | "secrets.key_file" | "admin.socket" => "a file path (a string)",
+        "plex.accounts" => "a list of account names or ids, e.g. [\"Kids\", 1]",
+        "plex.accounts[]" => "an account name (a string) or an account id (a whole number)",
+        "matching.auto_map_threshold" => "a number greater than 0 and at most 1, e.g. 0.9",
+        "outbox.max_attempts" => "a whole number of attempts, e.g. 10",
+        "outbox.batch_size" => "a whole number of episodes from 1 to 10000",
+        "poll.page_size" => "a whole number of rows from 1 to 5000",
+        "poll.schedule" => "a cron schedule of six fields, e.g. \"0 */5 * * * *\"",
+        "log.level" => crate::logging::LEVEL_HINT,
+        "tracker" => "the [tracker] table",
+        "matchers" => "a list of [[matchers]] tables",
+        "matchers[]" => "a [[matchers]] table",
+        "server" | "store" | "secrets" | "admin" | "plex" | "matching" | "outbox" | "poll"
+        | "activity" | "log" => "a table (a [section] with its keys)",
+        _ => return None,
+    })
+}
+
+/// The value at a dotted key path (`plex.accounts[1]`) of a parsed document.
+pub fn value_in<'d>(doc: &'d toml::Table, key: &str) -> Option<&'d toml::Value> {
+    let mut table = doc;
+    let mut found: Option<&toml::Value> = None;
+    for part in key.split('.') {
+        if found.is_some() {
+            table = found?.as_table()?;
+        }
+        let (name, indexes) = part.split_once('[').unwrap_or((part, ""));
+        let mut v = table.get(name)?;
+        for i in indexes.split('[') {
+            let i = i.trim_end_matches(']');
+            if !i.is_empty() {
+                v = v.as_array()?.get(i.parse::<usize>().ok()?)?;
+            }
+        }
+        found = Some(v);
+    }
+    found
+}
+
+/// A TOML value the way a person wrote it, for "got …".
+fn describe_toml(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => {
+            format!("the string {}", plexsync_plugin_api::values::quote_short(s))
+        }
+        toml::Value::Integer(n) => format!("the number {n}"),
+        toml::Value::Float(f) => format!("the number {f}"),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => format!("the date {d}"),
+        toml::Value::Array(_) => "a list".into(),
+        toml::Value::Table(_) => "a table".into(),
+    }
+}
+
 /// A cron schedule tokio-cron-scheduler accepts: six fields, seconds first, UTC.
 pub fn check_schedule(expr: &str) -> Result<(), String> {
     let fields = expr.split_whitespace().count();
@@ -644,10 +873,13 @@ fn plugin_table(
                 "missing; every plugin table names its `kind`".into(),
             ));
         }
-        Some(_) => {
+        Some(v) => {
             return Err(err(
                 &format!("{key}.kind"),
-                "expected a non-empty string".into(),
+                format!(
+                    "expected the plugin's name as a string, e.g. \"guid\", got {}",
+                    describe_toml(&v)
+                ),
             ));
         }
     };
@@ -782,6 +1014,193 @@ mod tests {
         }
         let c = parse(&format!("{MIN}[plex]\naccounts = [\"Kids\", 1]\n")).unwrap();
         assert_eq!(c.plex.accounts.len(), 2);
+    }
+
+    /// Rust's words that must never reach a person reading a config error.
+    const RUST_WORDS: &[&str] = &[
+        "usize", "isize", "u8", "u16", "u32", "u64", "u128", "i8", "i16", "i32", "i64", "i128",
+        "f32", "f64", "struct", "enum", "Option", "map", "Vec", "sequence", "variant", "untagged",
+    ];
+
+    fn rust_words(shown: &str, key: &str) -> Vec<&'static str> {
+        let text = shown.replace(key, "");
+        let words: Vec<&str> = text
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .collect();
+        RUST_WORDS
+            .iter()
+            .copied()
+            .filter(|w| words.contains(w))
+            .collect()
+    }
+
+    fn kind_of(v: &serde_json::Value) -> &'static str {
+        match v {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "bool",
+            serde_json::Value::Number(_) => "number",
+            serde_json::Value::String(_) => "string",
+            serde_json::Value::Array(_) => "list",
+            serde_json::Value::Object(_) => "table",
+        }
+    }
+
+    /// Every host key (as the settings list names them, so a new key is walked too), given
+    /// each wrong kind of value: refused when the kind is wrong, and every refusal names the
+    /// key and its line, in words without a Rust type name.
+    #[test]
+    fn every_key_with_a_wrong_value_is_refused_in_plain_words() {
+        let base = parse(MIN).unwrap();
+        let keys: Vec<_> = crate::settings::settings(&base)
+            .into_iter()
+            .filter(|s| !s.key.starts_with("matchers[") && s.key != "tracker.kind")
+            .filter(|s| !s.key.starts_with("tracker.") || s.key == "tracker.catalogue_refresh")
+            .collect();
+        assert!(keys.len() > 35, "{}", keys.len());
+        let wrong: &[(&str, &str)] = &[
+            ("\"2MB x\"", "string"),
+            ("5", "number"),
+            ("-5", "number"),
+            ("1.5", "number"),
+            ("99999999999999999999", "number"),
+            ("true", "bool"),
+            ("[1, \"a\"]", "list"),
+            ("{ a = 1 }", "table"),
+            ("1979-05-27", "date"),
+        ];
+        let mut checked = 0;
+        for s in &keys {
+            let (section, name) = s.key.split_once('.').unwrap();
+            for (literal, kind) in wrong {
+                let text = if section == "tracker" {
+                    format!(
+                        "[tracker]\nurl = \"http://127.0.0.1:3000/api\"\n{name} = {literal}\n\n[[matchers]]\nkind = \"guid\"\n"
+                    )
+                } else {
+                    format!("{MIN}\n[{section}]\n{name} = {literal}\n")
+                };
+                let line = text
+                    .lines()
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .rposition(|l| l.starts_with(name))
+                    .unwrap()
+                    + 1;
+                let default_kind = kind_of(&s.value);
+                let must_fail = *kind != default_kind
+                    && !(default_kind == "null" && *kind == "string")
+                    // Byte counts are numbers or size strings.
+                    && !(s.key.ends_with("_bytes") && *kind == "string");
+                match parse(&text) {
+                    Ok(_) => assert!(!must_fail, "{} = {literal} was accepted", s.key),
+                    Err(e) => {
+                        checked += 1;
+                        let shown = e.to_string();
+                        assert!(
+                            e.key.as_deref().is_some_and(|k| k.starts_with(&s.key)),
+                            "{} = {literal}: {shown}",
+                            s.key
+                        );
+                        assert_eq!(e.line, Some(line), "{} = {literal}: {shown}", s.key);
+                        assert!(
+                            shown.starts_with(&format!("test.toml:{line}: key `{}", s.key)),
+                            "{shown}"
+                        );
+                        let bad = rust_words(&shown, e.key.as_deref().unwrap_or(""));
+                        assert!(bad.is_empty(), "{} = {literal}: {bad:?} in {shown}", s.key);
+                    }
+                }
+            }
+        }
+        assert!(checked > 200, "{checked}");
+    }
+
+    #[test]
+    fn the_reported_examples_read_in_words() {
+        let e = parse(&format!("{MIN}\n[server]\nmax_body_bytes = \"2 lots\"\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.toml:8: key `server.max_body_bytes`: \"2 lots\" is not a size; expected a whole number of bytes (e.g. 2097152) or a size like \"2 MiB\""
+        );
+        let e = parse(&format!("{MIN}\n[server]\nmax_body_bytes = true\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.toml:8: key `server.max_body_bytes`: expected a whole number of bytes (e.g. 2097152) or a size like \"2 MiB\", got true"
+        );
+        // People write sizes: accepted, decimal and binary units as written.
+        let c = parse(&format!(
+            "{MIN}\n[server]\nmax_body_bytes = \"2MB\"\nmax_payload_bytes = \"256 KiB\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.server.max_body_bytes, 2_000_000);
+        assert_eq!(c.server.max_payload_bytes, 262_144);
+        let e = parse(&format!("{MIN}\n[outbox]\nmax_attempts = 5000000000\n")).unwrap_err();
+        assert!(e.message.contains("from 0 to 4294967295"), "{e}");
+        let e = parse(&format!("{MIN}\n[plex]\naccounts = [\"Kids\", 1.5]\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("plex.accounts[1]"));
+        assert!(e.message.ends_with("got the number 1.5"), "{e}");
+        let e = parse(&format!("{MIN}\n[sever]\nlisten = \"x\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(7));
+        assert!(
+            e.to_string()
+                .contains("key `sever`: unknown section; the sections are: [server]"),
+            "{e}"
+        );
+        let e = parse(&format!("{MIN}\n[server]\nlistne = 1\n")).unwrap_err();
+        assert!(e.to_string().starts_with("test.toml:8: key `server.listne`: unknown key `listne`; the keys here are: listen, "), "{e}");
+        let e = parse(&format!(
+            "{MIN}\n[server]\nlisten = \"a\"\nlisten = \"b\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "test.toml:9: key `server.listen`: is given twice; a key may appear once in its table"
+        );
+        let e = parse(&format!(
+            "{MIN}\n[[matchers]]\nkind = \"title\"\n[tracker]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tracker"), "{e}");
+        assert_eq!(e.line, Some(9), "{e}");
+        let e = parse(&format!("{MIN}\n[server]\nlisten = \n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("test.toml:8: this is not valid TOML: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn log_levels_are_level_names_or_directives() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "warn",
+            "off",
+            "plexsync=debug,info",
+            "plexsync::http=trace",
+            "info,hyper=warn",
+        ] {
+            let c = parse(&format!("{MIN}[log]\nlevel = \"{ok}\"\n"));
+            assert!(c.is_ok(), "{ok}: {:?}", c.err());
+        }
+        for bad in ["verbose", "", "plexsync=verbose", "info,loud", "5"] {
+            let e = parse(&format!("{MIN}[log]\nlevel = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("log.level"), "{bad}: {e}");
+            assert_eq!(e.line, Some(7), "{bad}: {e}");
+            assert!(e.message.contains("error, warn, info, debug, trace"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_says_how_to_point_at_one() {
+        let e = Config::load(Path::new("/nonexistent/plexsync.toml")).unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.starts_with("/nonexistent/plexsync.toml: "), "{shown}");
+        assert!(
+            shown.contains("--config") && shown.contains("PLEXSYNC_CONFIG"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod secrets;
 pub mod session;
+pub mod settings;
 pub mod sources;
 pub mod state;
 pub mod store;

@@ -43,6 +43,35 @@ fn directives(level: &str) -> String {
     }
 }
 
+/// What `[log] level` takes, for messages.
+pub const LEVEL_HINT: &str =
+    "a level (error, warn, info, debug, trace or off) or a filter like \"plexsync=debug,info\"";
+
+/// Check `[log] level`: a level name, or a comma-separated list of directives as `RUST_LOG`
+/// takes them (`plexsync=debug,info`), each checked with tracing-subscriber's own parser.
+/// A bare word must be a level: EnvFilter would take `verbose` as a target name, and a filter
+/// that matches no target logs nothing at all.
+pub fn check_level(level: &str) -> Result<(), String> {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let l = level.trim();
+    if l.is_empty() {
+        return Err(format!("is empty; expected {LEVEL_HINT}"));
+    }
+    for d in l.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains(['=', '[']) {
+            if !LEVELS.contains(&d.to_ascii_lowercase().as_str()) {
+                return Err(format!("{d:?} is not a level; expected {LEVEL_HINT}"));
+            }
+            continue;
+        }
+        d.parse::<tracing_subscriber::filter::Directive>()
+            .map_err(|e| format!("{d:?} is not a filter directive ({e}); expected {LEVEL_HINT}"))?;
+    }
+    EnvFilter::try_new(l)
+        .map(drop)
+        .map_err(|e| format!("{l:?} is not a filter ({e}); expected {LEVEL_HINT}"))
+}
+
 /// Install the global subscriber (once; later calls change nothing).
 pub fn init(level: &str) -> Destination {
     let filter = std::env::var("RUST_LOG")

@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct ConfigArg {
-    /// Path of plexsync.toml
+    /// Path of plexsync.toml (default: $PLEXSYNC_CONFIG, else /etc/plexsync/plexsync.toml)
     #[arg(
         long,
         short,
@@ -112,6 +112,13 @@ enum Cmd {
         new_key: PathBuf,
         #[command(flatten)]
         config: ConfigArg,
+    },
+    /// The effective settings (defaults filled in) and which secrets are stored
+    Settings {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
     },
     /// Shows no matcher could map with confidence: list them, decide
     Conflicts {
@@ -259,6 +266,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::WebhookUrl(c) => setup::public_url(&c.config, false).await,
         Cmd::WebUrl(c) => setup::public_url(&c.config, true).await,
         Cmd::Status { config, json } => report::status(&admin(&config)?, json).await,
+        Cmd::Settings { config, json } => cli::settings::settings(&admin(&config)?, json).await,
         Cmd::Activity {
             config,
             status,

@@ -207,7 +207,10 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
     let value = if value.is_null() { &empty } else { value };
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let err = PluginError::config(e.into_inner().to_string());
+        // The value actually written there, for "got …" (none for an unknown key's path).
+        let got = value_at(value, e.path()).map(values::describe_json);
+        let message = values::plain_message(&e.inner().to_string(), got.as_deref(), None);
+        let err = PluginError::config(message);
         // "." is the table itself (e.g. it is not a table at all).
         if path.is_empty() || path == "." {
             err
@@ -215,6 +218,24 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
             err.with_key(path)
         }
     })
+}
+
+/// The value at a deserializer's path in `root`, if there is one.
+fn value_at<'v>(
+    root: &'v serde_json::Value,
+    path: &serde_path_to_error::Path,
+) -> Option<&'v serde_json::Value> {
+    use serde_path_to_error::Segment;
+    let mut cur = root;
+    for seg in path.iter() {
+        cur = match seg {
+            Segment::Seq { index } => cur.get(*index)?,
+            Segment::Map { key } => cur.get(key.as_str())?,
+            Segment::Enum { .. } => cur,
+            Segment::Unknown => return None,
+        };
+    }
+    Some(cur)
 }
 
 /// A namespaced persistent cache the host gives each plugin. Values are opaque bytes with an
@@ -391,5 +412,40 @@ mod tests {
         assert_eq!(key_of(json!("flat")), None);
         let e = parse_config::<Sample>(&json!({"timeout": "5"})).unwrap_err();
         assert!(e.message.contains("is not a duration"), "{e}");
+    }
+
+    /// Plugins' config errors read like the host's: what was expected and what was written,
+    /// in words, never a Rust type name.
+    #[test]
+    fn config_errors_are_in_plain_words() {
+        let msg = |v: serde_json::Value| parse_config::<Sample>(&v).unwrap_err().message;
+        assert_eq!(
+            msg(json!({"retry": {"max": "x"}})),
+            "expected a whole number from 0 to 4294967295, got the string \"x\""
+        );
+        assert_eq!(
+            msg(json!({"retry": {"max": -1}})),
+            "expected a whole number from 0 to 4294967295, got the number -1"
+        );
+        assert_eq!(
+            msg(json!({"args": "a"})),
+            "expected a list, got the string \"a\""
+        );
+        assert_eq!(
+            msg(json!({"retry": 5})),
+            "expected a table, got the number 5"
+        );
+        assert_eq!(
+            msg(json!({"env": {"T": true}})),
+            "expected a string, got true"
+        );
+        assert_eq!(
+            msg(json!({"timeout": 5})),
+            "expected a duration string like \"30s\", \"5m\", \"1h 30m\" or \"2 days\", got the number 5"
+        );
+        assert!(
+            msg(json!({"timout": 1}))
+                .starts_with("unknown key `timout`; the keys here are: args, env, timeout, retry")
+        );
     }
 }

@@ -11,6 +11,9 @@ pub use url::Url;
 /// The hint every duration error ends with.
 const DURATION_HINT: &str = "expected e.g. \"30s\", \"5m\", \"1h 30m\" or \"2 days\"";
 
+/// What a duration key takes, as the "expected …" of a type error.
+const DURATION_LIKE: &str = "a duration string like \"30s\", \"5m\", \"1h 30m\" or \"2 days\"";
+
 /// THE duration grammar of plexsync.toml, for the host's keys and every plugin's alike:
 /// humantime's (`"250ms"`, `"30s"`, `"5m"`, `"1h 30m"`, `"2 days"`, `"1.5s"`), surrounding
 /// spaces ignored. Zero is a duration here; keys that need more say so ([`parse_duration_max`]).
@@ -55,7 +58,7 @@ impl<'de> Deserialize<'de> for ConfigDuration {
         impl serde::de::Visitor<'_> for Visit {
             type Value = ConfigDuration;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a duration string ({DURATION_HINT})")
+                f.write_str(DURATION_LIKE)
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ConfigDuration, E> {
                 parse_duration(v).map(ConfigDuration).map_err(E::custom)
@@ -79,6 +82,237 @@ pub fn human(d: Duration) -> String {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
+    }
+}
+
+/// The hint every size error ends with.
+const SIZE_HINT: &str = "a whole number of bytes (e.g. 2097152) or a size like \"2 MiB\"";
+
+/// THE size grammar of plexsync.toml's byte keys: a whole number of bytes, or a number and a
+/// unit. Decimal units count in thousands (`kB`/`KB`, `MB`, `GB`), binary ones in 1024s
+/// (`KiB`, `MiB`, `GiB`); units are case-insensitive, a space between is allowed, a fraction
+/// rounds down to whole bytes (`"1.5 KiB"` is 1536). So `"2MB"` is 2 000 000 bytes and
+/// `"2 MiB"` 2 097 152.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("{text:?} is not a size; expected {SIZE_HINT}");
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "byte" | "bytes" => 1,
+        "k" | "kb" => 1000,
+        "ki" | "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mi" | "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gi" | "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1
+    {
+        return Err(bad());
+    }
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    let whole: u64 = whole.parse().map_err(|_| bad())?;
+    let mut bytes = whole.checked_mul(scale).ok_or_else(bad)?;
+    if !frac.is_empty() {
+        // Digits after the point, exactly: `frac / 10^len * scale`, rounded down.
+        let digits = frac.len().min(9) as u32;
+        let f: u64 = frac[..digits as usize].parse().map_err(|_| bad())?;
+        bytes = bytes
+            .checked_add(f * scale / 10u64.pow(digits))
+            .ok_or_else(bad)?;
+    }
+    Ok(bytes)
+}
+
+/// `#[serde(deserialize_with = "de_size")]`: a byte count as a TOML integer or a size string
+/// in [`parse_size`]'s grammar.
+pub fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    struct Visit;
+    impl serde::de::Visitor<'_> for Visit {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(SIZE_HINT)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<usize, E> {
+            usize::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<usize, E> {
+            usize::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<usize, E> {
+            let n = parse_size(v).map_err(E::custom)?;
+            usize::try_from(n).map_err(|_| E::custom(format!("{v:?} is too large")))
+        }
+    }
+    d.deserialize_any(Visit)
+}
+
+/// A config value described the way a person wrote it, for the "got …" half of an error:
+/// `the string "2MB"`, `the number -5`, `true`, `a list`, `a table`.
+pub fn describe_json(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "nothing".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {}", quote_short(s)),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a table".into(),
+    }
+}
+
+/// `s` in double quotes, cut to 60 characters (a config value can be long).
+pub fn quote_short(s: &str) -> String {
+    if s.chars().count() > 60 {
+        let cut: String = s.chars().take(57).collect();
+        format!("{:?}", cut + "...")
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// A deserializer's message about a config value in plain words. serde's messages name Rust
+/// types (`invalid type: string "2MB", expected usize`, `struct TitleConfig`, `a sequence`);
+/// people wrote TOML, so this says `expected a whole number (0 or more), got the string "2MB"`.
+/// `got` describes the value actually written (see [`describe_json`]); without it the value
+/// serde quoted is used. `expected` replaces what serde says is expected, for keys whose
+/// caller knows better (`an address with a port, e.g. "127.0.0.1:8750"`). Messages not from
+/// serde's own vocabulary (a duration's grammar, a plugin's check) are already in words and
+/// pass through.
+pub fn plain_message(message: &str, got: Option<&str>, expected: Option<&str>) -> String {
+    let m = message.trim();
+    let got_or = |unexp: &str| {
+        got.map(str::to_string)
+            .unwrap_or_else(|| plain_unexpected(unexp))
+    };
+    let invalid = m
+        .strip_prefix("invalid type: ")
+        .or_else(|| m.strip_prefix("invalid value: "));
+    if let Some((unexp, exp)) = invalid.and_then(|r| r.split_once(", expected ")) {
+        let plain = plain_expected(exp);
+        let exp = match expected {
+            // The right kind of value out of the type's range (a count past 4294967295):
+            // the caller's phrase alone would not say why the number is refused.
+            Some(e) if m.starts_with("invalid value") && plain != exp.trim() => {
+                format!("{e} ({plain})")
+            }
+            Some(e) => e.to_string(),
+            None => plain,
+        };
+        return format!("expected {exp}, got {}", got_or(unexp));
+    }
+    if let Some((n, exp)) = m
+        .strip_prefix("invalid length ")
+        .and_then(|r| r.split_once(", expected "))
+    {
+        let exp = expected
+            .map(str::to_string)
+            .unwrap_or_else(|| plain_expected(exp));
+        return format!("expected {exp}, got {n} item(s)");
+    }
+    if let Some(rest) = m.strip_prefix("unknown field ") {
+        let (name, tail) = ticked(rest);
+        let known = if tail.contains("there are no fields") {
+            "this table takes no keys".to_string()
+        } else {
+            format!("the keys here are: {}", ticked_list(tail))
+        };
+        return format!("unknown key `{name}`; {known}");
+    }
+    if let Some(rest) = m.strip_prefix("unknown variant ") {
+        let (name, tail) = ticked(rest);
+        return format!(
+            "unknown value {name:?}; expected one of: {}",
+            ticked_list(tail)
+        );
+    }
+    if let Some(rest) = m.strip_prefix("missing field ") {
+        return format!("the key `{}` is required here", ticked(rest).0);
+    }
+    if let Some(rest) = m.strip_prefix("duplicate field ") {
+        return format!("the key `{}` is given twice", ticked(rest).0);
+    }
+    if m.starts_with("data did not match any variant") || expected.is_some() {
+        let exp = expected.unwrap_or("a value of another kind");
+        return match got {
+            Some(g) => format!("expected {exp}, got {g}"),
+            None => format!("expected {exp}"),
+        };
+    }
+    m.to_string()
+}
+
+/// The name between the first pair of backticks, and what follows it.
+fn ticked(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    if let Some(rest) = s.strip_prefix('`') {
+        if let Some((name, tail)) = rest.split_once('`') {
+            return (name, tail);
+        }
+    }
+    (s, "")
+}
+
+/// "`a`, `b`" (after "expected" / "one of") as "a, b".
+fn ticked_list(s: &str) -> String {
+    s.split('`')
+        .skip(1)
+        .step_by(2)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// serde's `Unexpected` text (`string "x"`, `integer `5``, `sequence`) in words.
+fn plain_unexpected(u: &str) -> String {
+    let inner = || ticked(u).0.to_string();
+    if let Some(s) = u.strip_prefix("string ") {
+        format!("the string {s}")
+    } else if u.starts_with("integer ") || u.starts_with("floating point ") {
+        let n = u.split('`').nth(1).unwrap_or("");
+        format!("the number {n}")
+    } else if u.starts_with("boolean ") {
+        u.split('`').nth(1).unwrap_or("true or false").to_string()
+    } else if u.starts_with("character ") {
+        format!("the string {:?}", u.split('`').nth(1).unwrap_or(""))
+    } else if u == "sequence" {
+        "a list".into()
+    } else if u == "map" {
+        "a table".into()
+    } else if u.starts_with('`') {
+        inner()
+    } else {
+        "a value of another kind".into()
+    }
+}
+
+/// serde's "expected" text (a Rust type name or a visitor's phrase) in words.
+fn plain_expected(e: &str) -> String {
+    let e = e.trim();
+    match e {
+        "u8" => "a whole number from 0 to 255".into(),
+        "u16" => "a whole number from 0 to 65535".into(),
+        "u32" => "a whole number from 0 to 4294967295".into(),
+        "u64" | "usize" | "u128" => "a whole number (0 or more)".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" | "i128" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a boolean" => "true or false".into(),
+        "a string" | "a borrowed string" | "a char" | "a character" => "a string".into(),
+        "a sequence" | "a tuple" => "a list".into(),
+        "a map" | "map" => "a table".into(),
+        "unit" => "nothing".into(),
+        _ if e.starts_with("struct ") => "a table".into(),
+        _ if e.starts_with("tuple") || e.starts_with("a tuple") => "a list".into(),
+        _ if e.starts_with("enum ") || e.starts_with("variant ") => {
+            "one of the accepted values".into()
+        }
+        _ if e.starts_with("one of ") => format!("one of: {}", ticked_list(e)),
+        _ => e.to_string(),
     }
 }
 
@@ -192,9 +426,93 @@ mod tests {
         let d: ConfigDuration = serde_json::from_value(serde_json::json!("1h 30m")).unwrap();
         assert_eq!(d.0, Duration::from_secs(5400));
         let e = serde_json::from_value::<ConfigDuration>(serde_json::json!(5)).unwrap_err();
-        assert!(e.to_string().contains("a duration string"), "{e}");
+        assert!(e.to_string().contains("a duration string like"), "{e}");
         let e = serde_json::from_value::<ConfigDuration>(serde_json::json!("5")).unwrap_err();
         assert!(e.to_string().contains("is not a duration"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        for (text, want) in [
+            ("2097152", 2_097_152),
+            ("2MB", 2_000_000),
+            ("2 MiB", 2_097_152),
+            ("2mib", 2_097_152),
+            ("256KiB", 262_144),
+            ("256 kB", 256_000),
+            ("1.5 KiB", 1536),
+            ("1G", 1_000_000_000),
+            ("1 GiB", 1 << 30),
+            (" 64 bytes ", 64),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text:?}");
+        }
+        for bad in [
+            "",
+            "MB",
+            "2 MBs",
+            "-1",
+            "1..5MB",
+            ".5MB",
+            "2 XB",
+            "99999999999999999999GB",
+        ] {
+            let why = parse_size(bad).unwrap_err();
+            assert!(why.contains("2 MiB"), "{bad:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn serde_messages_in_plain_words() {
+        let p = |m: &str| plain_message(m, None, None);
+        assert_eq!(
+            p("invalid type: string \"2MB\", expected usize"),
+            "expected a whole number (0 or more), got the string \"2MB\""
+        );
+        assert_eq!(
+            p("invalid value: integer `-5`, expected u32"),
+            "expected a whole number from 0 to 4294967295, got the number -5"
+        );
+        assert_eq!(
+            p("invalid type: integer `99999999999999999999` as i128, expected usize"),
+            "expected a whole number (0 or more), got the number 99999999999999999999"
+        );
+        assert_eq!(
+            p("invalid type: sequence, expected struct TitleConfig"),
+            "expected a table, got a list"
+        );
+        assert_eq!(
+            p("invalid type: boolean `true`, expected f32"),
+            "expected a number, got true"
+        );
+        assert_eq!(
+            p("invalid type: map, expected a sequence"),
+            "expected a list, got a table"
+        );
+        assert_eq!(
+            p("unknown field `listne`, expected one of `listen`, `public_url`"),
+            "unknown key `listne`; the keys here are: listen, public_url"
+        );
+        assert_eq!(
+            p("unknown field `x`, there are no fields"),
+            "unknown key `x`; this table takes no keys"
+        );
+        assert_eq!(
+            p("unknown variant `verbose`, expected one of `a`, `b`"),
+            "unknown value \"verbose\"; expected one of: a, b"
+        );
+        assert_eq!(
+            plain_message(
+                "data did not match any variant of untagged enum AccountSel",
+                Some("the number 1.5"),
+                Some("an account name or id")
+            ),
+            "expected an account name or id, got the number 1.5"
+        );
+        // Already in words: kept.
+        let d = parse_duration("soon").unwrap_err();
+        assert_eq!(p(&d), d);
     }
 
     #[test]
