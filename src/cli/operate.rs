@@ -90,7 +90,9 @@ fn pick<'a, T: Named>(items: &'a [T], given: &str, what: &str, list_cmd: &str) -
             .filter(|i| {
                 let p = i.plex();
                 !want.is_empty()
-                    && (fold(&p.title) == want || fold(&plex_label(p)) == want)
+                    && (fold(&p.title) == want
+                        || fold(&plex_label(p)) == want
+                        || fold(without_year(&p.title)) == want)
             })
             .collect()
     } else {
@@ -107,6 +109,15 @@ fn pick<'a, T: Named>(items: &'a [T], given: &str, what: &str, list_cmd: &str) -
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+/// The title without a trailing "(YYYY)" it may carry ("Shōgun (2024)" → "Shōgun").
+fn without_year(title: &str) -> &str {
+    let t = title.trim_end();
+    match t.strip_suffix(')').and_then(|r| r.rsplit_once('(')) {
+        Some((head, y)) if y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit()) => head.trim_end(),
+        _ => t,
     }
 }
 
