@@ -407,9 +407,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     config,
                     json,
                 },
-        } => {
-            operate::shows_search(&admin(&config)?, &query, year, usize::from(limit), json).await
-        }
+        } => operate::shows_search(&admin(&config)?, &query, year, usize::from(limit), json).await,
     }
 }
 

@@ -166,9 +166,15 @@ async fn ignored_plays_are_held_and_sent_when_mapped_later_online_and_offline() 
     let table = ok(&run(cfg.clone(), &["mappings", "list"]).await);
     let rows: Vec<&str> = table.lines().filter(|l| !l.contains("row(s)")).collect();
     assert!(rows.len() >= 3, "{table}");
-    assert!(table.contains("范马刃牙 (2003)"), "no doubled or missing year: {table}");
+    assert!(
+        table.contains("范马刃牙 (2003)"),
+        "no doubled or missing year: {table}"
+    );
     let widths: Vec<usize> = rows.iter().map(|l| l.width()).collect();
-    assert!(widths.iter().all(|w| *w == widths[0]), "{widths:?}\n{table}");
+    assert!(
+        widths.iter().all(|w| *w == widths[0]),
+        "{widths:?}\n{table}"
+    );
 
     // Ignore both at once: by id and by title (any case, with its year).
     let said = ok(&run(
@@ -196,7 +202,11 @@ async fn ignored_plays_are_held_and_sent_when_mapped_later_online_and_offline() 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(by_title(&ignored, "Lucky Man")["held_plays"], 2, "{ignored}");
+    assert_eq!(
+        by_title(&ignored, "Lucky Man")["held_plays"],
+        2,
+        "{ignored}"
+    );
     assert_eq!(by_title(&ignored, "范马刃牙")["held_plays"], 2, "{ignored}");
     assert_eq!(by_title(&ignored, "Lucky Man")["sync_enabled"], false);
     assert!(tracker.watched().is_empty(), "nothing sent while ignored");
@@ -233,7 +243,11 @@ async fn ignored_plays_are_held_and_sent_when_mapped_later_online_and_offline() 
         .then_some(())
     })
     .await;
-    let m = by_title(&d.api("GET", "/api/mappings?status=mapped").await, "Lucky Man").clone();
+    let m = by_title(
+        &d.api("GET", "/api/mappings?status=mapped").await,
+        "Lucky Man",
+    )
+    .clone();
     assert_eq!(m["sync_enabled"], true, "{m}");
     assert_eq!(m["id"], lucky_id.as_str());
 
@@ -244,7 +258,14 @@ async fn ignored_plays_are_held_and_sent_when_mapped_later_online_and_offline() 
     assert_eq!(search_off, search_on);
     let said = ok(&run(
         cfg.clone(),
-        &["mappings", "set", &office_id, "--show", "office-us", "--json"],
+        &[
+            "mappings",
+            "set",
+            &office_id,
+            "--show",
+            "office-us",
+            "--json",
+        ],
     )
     .await);
     let v: Value = serde_json::from_str(&said).unwrap();
@@ -280,8 +301,10 @@ async fn sync_switched_off_and_on_again_sends_what_was_watched_meanwhile() {
         guids: vec![],
     }])
     .await;
-    let tracker =
-        FakeTracker::start(vec![json!({"id": "lm", "title": "Lucky Man", "year": 2016})]).await;
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "lm", "title": "Lucky Man", "year": 2016}),
+    ])
+    .await;
     let text = daemon::config(
         &plex.url(),
         &tracker.url(),
@@ -333,7 +356,9 @@ impl Counts for InProc {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (
             v["counts"]["journal"].as_u64().unwrap_or(0),
-            v["counts"]["pending_resolution"].as_u64().unwrap_or(u64::MAX),
+            v["counts"]["pending_resolution"]
+                .as_u64()
+                .unwrap_or(u64::MAX),
         )
     }
 }

@@ -52,7 +52,7 @@ fn legacy_key(id: &str) -> Option<String> {
 
 /// What an id names.
 pub(super) enum Found {
-    Conflict(Conflict),
+    Conflict(Box<Conflict>),
     Mapping { key: String },
 }
 
@@ -60,8 +60,13 @@ pub(super) enum Found {
 pub(super) fn find(shared: &Shared, id: &str) -> Result<Option<Found>, StoreError> {
     let legacy = legacy_key(id);
     let named = |key: &str| key_id(key) == id || legacy.as_deref() == Some(key);
-    if let Some(c) = shared.store.conflicts()?.into_iter().find(|c| named(&c.key)) {
-        return Ok(Some(Found::Conflict(c)));
+    if let Some(c) = shared
+        .store
+        .conflicts()?
+        .into_iter()
+        .find(|c| named(&c.key))
+    {
+        return Ok(Some(Found::Conflict(Box::new(c))));
     }
     Ok(shared
         .store
@@ -241,9 +246,7 @@ pub fn mapping_views(shared: &Shared) -> Result<Vec<MappingView>, StoreError> {
             confidence: Some(m.confidence),
             manual: m.manual,
             sync_enabled: m.sync_enabled && !m.ignored,
-            held_plays: m
-                .ignored
-                .then(|| held.get(&key).map_or(0, |t| t.count)),
+            held_plays: m.ignored.then(|| held.get(&key).map_or(0, |t| t.count)),
             plays_synced: sync.plays_synced,
             last_synced_at: sync.last_synced_at,
             updated_at: m.updated_at.unwrap_or(m.created_at),
@@ -285,9 +288,8 @@ impl MappingQuery {
         let status = q.get("status").or_else(|| q.get("filter"));
         let status = match status {
             None => MappingFilter::All,
-            Some(s) => MappingFilter::parse(s).ok_or_else(|| {
-                format!("status {s:?} is not one of {}", MappingFilter::CHOICES)
-            })?,
+            Some(s) => MappingFilter::parse(s)
+                .ok_or_else(|| format!("status {s:?} is not one of {}", MappingFilter::CHOICES))?,
         };
         let sort = match q.get("sort") {
             None => MappingSort::Title,
@@ -568,7 +570,7 @@ async fn decide(
 
 fn open_conflict(shared: &Shared, id: &str) -> Result<Conflict, (StatusCode, String)> {
     match find(shared, id) {
-        Ok(Some(Found::Conflict(c))) => Ok(c),
+        Ok(Some(Found::Conflict(c))) => Ok(*c),
         Ok(_) => Err((
             StatusCode::NOT_FOUND,
             format!("no open conflict has the id {id:?}"),
@@ -671,7 +673,12 @@ pub(super) async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Res
     }
     let (key, mut released, mut queued) = match find(shared, id) {
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no mapping has the id {id:?}")),
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no mapping has the id {id:?}"),
+            );
+        }
         Ok(Some(Found::Mapping { key, .. })) => (key, 0, 0),
         Ok(Some(Found::Conflict(c))) => {
             if show_id.is_none() {
@@ -751,15 +758,8 @@ mod tests {
     #[test]
     fn mapping_queries_are_checked() {
         let q = |s: &str| {
-            MappingQuery::parse(&super::super::parse_query(s)).map(|m| {
-                (
-                    m.status.as_str(),
-                    m.sort.as_str(),
-                    m.page,
-                    m.per_page,
-                    m.q,
-                )
-            })
+            MappingQuery::parse(&super::super::parse_query(s))
+                .map(|m| (m.status.as_str(), m.sort.as_str(), m.page, m.per_page, m.q))
         };
         assert_eq!(q("").unwrap(), ("all", "title", 1, 50, String::new()));
         assert_eq!(q("filter=unmapped").unwrap().0, "ignored");
@@ -767,7 +767,11 @@ mod tests {
             q("status=conflict&sort=plays&page=2&per_page=500&q=a+b").unwrap(),
             ("conflict", "plays", 2, 500, "a b".to_string())
         );
-        assert!(q("status=bogus").unwrap_err().contains("all, mapped, ignored or conflict"));
+        assert!(
+            q("status=bogus")
+                .unwrap_err()
+                .contains("all, mapped, ignored or conflict")
+        );
         assert!(q("sort=x").unwrap_err().contains("title, updated or plays"));
         assert!(q("per_page=501").is_err());
         assert!(q("page=0").is_err());

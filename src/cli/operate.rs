@@ -160,7 +160,11 @@ pub async fn conflicts_list(a: &Admin, as_json: bool) -> Result<()> {
         );
         let span = match (c.first_play_at, c.last_play_at) {
             (Some(f), Some(l)) if f != l => {
-                format!(", first {} last {}", when(Some(f), false), when(Some(l), false))
+                format!(
+                    ", first {} last {}",
+                    when(Some(f), false),
+                    when(Some(l), false)
+                )
             }
             (Some(f), _) => format!(", {}", when(Some(f), false)),
             _ => String::new(),
@@ -180,10 +184,7 @@ pub async fn conflicts_list(a: &Admin, as_json: bool) -> Result<()> {
                 cell_right(&format!("{:.0}%", f64::from(k.score) * 100.0), 4),
                 cell(&k.show_id, 12),
                 cell(&label(k.title.as_deref().unwrap_or("-"), k.year), 36),
-                cell(
-                    &ids_text(k.tmdb_id, k.tvdb_id, k.imdb_id.as_deref()),
-                    34
-                ),
+                cell(&ids_text(k.tmdb_id, k.tvdb_id, k.imdb_id.as_deref()), 34),
                 k.method
             );
         }
@@ -255,7 +256,9 @@ pub async fn conflicts_resolve(
     }
     let action = match action {
         Resolution::Select(_) => {
-            bail!("--select names one show: decide one conflict at a time (several ids take --create or --ignore)")
+            bail!(
+                "--select names one show: decide one conflict at a time (several ids take --create or --ignore)"
+            )
         }
         Resolution::Create => ResolveAction::Create,
         Resolution::Ignore => ResolveAction::Ignore,

@@ -645,8 +645,15 @@ mod tests {
         assert!(u.mapping.sync_enabled && !u.mapping.ignored);
         // Three plays, two episodes: E1 (twice) and E2 go out once each.
         assert_eq!((u.plays_released, u.episodes_queued), (3, 2));
-        assert!(s.ignored_plays(&["srv/10".to_string()].into_iter().collect()).unwrap().is_empty());
-        assert_eq!(s.watched("42", 1, 1).unwrap().unwrap().first_watched_at, 1000);
+        assert!(
+            s.ignored_plays(&["srv/10".to_string()].into_iter().collect())
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.watched("42", 1, 1).unwrap().unwrap().first_watched_at,
+            1000
+        );
         assert_eq!(s.watched("42", 1, 1).unwrap().unwrap().plays, 2);
         assert_eq!(s.form_batches(100).await.unwrap(), 1);
         // Doing it again releases nothing and queues nothing twice.

@@ -287,11 +287,7 @@ impl TitleMatcher {
                 (show, exact, score + bonus)
             })
             .collect();
-        ranked.sort_by(|a, b| {
-            b.1.cmp(&a.1)
-                .then(b.2.total_cmp(&a.2))
-                .then(a.0.cmp(&b.0))
-        });
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
         ranked
             .into_iter()
             .take(limit)

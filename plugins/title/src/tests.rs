@@ -349,8 +349,14 @@ fn search_ranks_identical_names_first_and_the_year_breaks_ties() {
     let m = matcher_with(TitleConfig::default());
     // Identical normalised names first; the year asked for (or written in the text) orders
     // remakes of one name.
-    assert_eq!(&search(&m, "kanon", Some(2006))[..2], ["kanon06", "kanon02"]);
-    assert_eq!(&search(&m, "Kanon (2002)", None)[..2], ["kanon02", "kanon06"]);
+    assert_eq!(
+        &search(&m, "kanon", Some(2006))[..2],
+        ["kanon06", "kanon02"]
+    );
+    assert_eq!(
+        &search(&m, "Kanon (2002)", None)[..2],
+        ["kanon02", "kanon06"]
+    );
     assert_eq!(search(&m, "The Office", None)[0], "office");
     // A part of a name finds it ("voice" → both Voice shows, the identical one first).
     assert_eq!(&search(&m, "voice", None)[..2], ["voice", "voiceuk"]);
