@@ -150,7 +150,9 @@ async fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<()
 
 /// The decisions' handlers: conflicts, mappings, show search (issue 12).
 mod decisions;
-pub use decisions::{MappingQuery, fold, key_id, mapping_views, mappings_page, search_shows};
+pub use decisions::{
+    MappingQuery, fold, id_from_legacy, key_id, mapping_views, mappings_page, search_shows,
+};
 
 /// `GET /api/stats`: unmapped shows, 30 days of activity, sync figures.
 pub fn stats(shared: &Shared) -> Result<serde_json::Value, crate::store::StoreError> {

@@ -50,6 +50,12 @@ fn legacy_key(id: &str) -> Option<String> {
     String::from_utf8(crate::secrets::unhex(id)?).ok()
 }
 
+/// The short id of a long id of an earlier release (None when `id` is not one), so the
+/// CLI can name a show by either.
+pub fn id_from_legacy(id: &str) -> Option<String> {
+    legacy_key(id).map(|k| key_id(&k))
+}
+
 /// What an id names.
 pub(super) enum Found {
     Conflict(Box<Conflict>),

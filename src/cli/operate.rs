@@ -76,7 +76,11 @@ impl Named for MappingView {
 /// the year the list prints after it.
 fn pick<'a, T: Named>(items: &'a [T], given: &str, what: &str, list_cmd: &str) -> Result<&'a T> {
     let given = given.trim();
-    if let Some(exact) = items.iter().find(|i| i.id() == given) {
+    let legacy = plexsync::admin::id_from_legacy(given);
+    if let Some(exact) = items
+        .iter()
+        .find(|i| i.id() == given || legacy.as_deref() == Some(i.id()))
+    {
         return Ok(exact);
     }
     let by_key: Vec<&T> = items
