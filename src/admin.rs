@@ -10,18 +10,13 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
 use crate::state::Shared;
-use crate::store::ops::ConflictDecision;
 
 type Resp = hyper::Response<http_body_util::Full<bytes::Bytes>>;
 
 /// Largest admin request body (secret values, small JSON commands).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
-use crate::api::{
-    ActivityPage, BackfillRequest, CandidateView, ConflictView, Items, MappingChange,
-    MappingChanged, MappingStatus, MappingView, OutboxView, PlexShowView, PublicUrl, Requeued,
-    ResolveAction, ResolveRequest, Resolved, TrackerShowView,
-};
+use crate::api::{ActivityPage, BackfillRequest, OutboxView, PublicUrl, Requeued};
 pub use crate::api::{CursorView, Status};
 
 pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
@@ -153,117 +148,11 @@ async fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<()
     Ok(())
 }
 
-/// Opaque, URL-safe id of a show key (keys contain `/`).
-pub fn key_id(key: &str) -> String {
-    crate::secrets::hex(key.as_bytes())
-}
-
-pub fn id_key(id: &str) -> Option<String> {
-    if id.len() > 2048 {
-        return None;
-    }
-    String::from_utf8(crate::secrets::unhex(id)?).ok()
-}
-
-fn tracker_show(shared: &Shared, id: &str) -> TrackerShowView {
-    match shared.catalogue().as_ref().and_then(|c| c.get(id).cloned()) {
-        Some(s) => TrackerShowView {
-            id: s.id,
-            title: Some(s.title),
-            year: s.year,
-        },
-        None => TrackerShowView {
-            id: id.to_string(),
-            title: None,
-            year: None,
-        },
-    }
-}
-
-fn plex_show(p: &crate::model::PlexShow, guids: &[String]) -> PlexShowView {
-    PlexShowView {
-        rating_key: p.rating_key.clone(),
-        title: p.title.clone(),
-        year: p.year,
-        guids: guids.to_vec(),
-    }
-}
-
-fn conflict_view(shared: &Shared, c: &crate::model::Conflict) -> ConflictView {
-    let cat = shared.catalogue();
-    let candidates = c
-        .candidates
-        .iter()
-        .map(|k| {
-            let show = cat.as_ref().and_then(|cat| cat.get(&k.show_id).cloned());
-            CandidateView {
-                show_id: k.show_id.clone(),
-                title: show.as_ref().map(|s| s.title.clone()),
-                year: show.as_ref().and_then(|s| s.year),
-                score: k.score,
-                method: k.method.clone(),
-            }
-        })
-        .collect();
-    ConflictView {
-        id: key_id(&c.key),
-        plex: plex_show(&c.plex, &c.query.guids),
-        reason: c.reason.clone(),
-        held_plays: c.held.len(),
-        created_at: c.created_at,
-        updated_at: c.updated_at,
-        candidates,
-    }
-}
-
-/// `GET /api/mappings?filter=all|unmapped|conflicts`.
-pub fn mappings(
-    shared: &Shared,
-    filter: &str,
-) -> Result<Vec<MappingView>, crate::store::StoreError> {
-    let mut out = Vec::new();
-    if filter == "all" || filter == "unmapped" {
-        for m in shared.store.mappings()? {
-            if filter == "unmapped" && !m.ignored {
-                continue;
-            }
-            let sync = shared.store.show_sync(&m.show_id)?;
-            out.push(MappingView {
-                id: key_id(&m.plex.key()),
-                plex: plex_show(&m.plex, &m.plex.query().guids),
-                tracker: (!m.ignored).then(|| tracker_show(shared, &m.show_id)),
-                status: if m.ignored {
-                    MappingStatus::Ignored
-                } else {
-                    MappingStatus::Mapped
-                },
-                method: Some(m.method.clone()),
-                confidence: Some(m.confidence),
-                manual: m.manual,
-                sync_enabled: m.sync_enabled,
-                held_plays: None,
-                plays_synced: sync.plays_synced,
-                last_synced_at: sync.last_synced_at,
-            });
-        }
-    }
-    for c in shared.store.conflicts()? {
-        out.push(MappingView {
-            id: key_id(&c.key),
-            plex: plex_show(&c.plex, &c.query.guids),
-            tracker: None,
-            status: MappingStatus::Conflict,
-            method: None,
-            confidence: c.candidates.first().map(|k| k.score),
-            manual: false,
-            sync_enabled: false,
-            held_plays: Some(c.held.len()),
-            plays_synced: 0,
-            last_synced_at: None,
-        });
-    }
-    Ok(out)
-}
+/// The decisions' handlers: conflicts, mappings, show search (issue 12).
+mod decisions;
+pub use decisions::{
+    MappingQuery, fold, id_from_legacy, key_id, mapping_views, mappings_page, search_shows,
+};
 
 /// `GET /api/stats`: unmapped shows, 30 days of activity, sync figures.
 pub fn stats(shared: &Shared) -> Result<serde_json::Value, crate::store::StoreError> {
@@ -386,140 +275,6 @@ pub fn metrics(shared: &Shared) -> String {
     o
 }
 
-async fn resolve(shared: &Shared, id: &str, body: &[u8]) -> Resp {
-    let Some(key) = id_key(id) else {
-        return error(StatusCode::NOT_FOUND, "no such conflict");
-    };
-    let r: ResolveRequest = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
-    };
-    let conflict = match shared.store.conflict(&key) {
-        Ok(Some(c)) => c,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no such open conflict"),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
-    };
-    let decision = match r.action {
-        ResolveAction::Select => {
-            let Some(show_id) = r.show_id.and_then(crate::api::ShowId::into_id) else {
-                return error(StatusCode::BAD_REQUEST, "select needs a show_id");
-            };
-            if let Some(cat) = shared.catalogue() {
-                if cat.get(&show_id).is_none() {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("show_id {show_id:?} is not in the tracker's catalogue"),
-                    );
-                }
-            }
-            ConflictDecision::Select {
-                show_id,
-                method: "manual".into(),
-            }
-        }
-        ResolveAction::Create => {
-            match crate::pipeline::create_show(shared, &conflict.query).await {
-                Ok(Some(id)) => ConflictDecision::Select {
-                    show_id: id,
-                    method: "created".into(),
-                },
-                Ok(None) => {
-                    // A person asked for it: create from the title even without a TMDB id.
-                    let show = plexsync_plugin_api::NewShow {
-                        title: conflict.query.title.clone(),
-                        year: conflict.query.year,
-                        ..Default::default()
-                    };
-                    match shared.plugins().exporter.create_show(&show).await {
-                        Ok(id) => {
-                            shared.wake.catalogue.notify_one();
-                            ConflictDecision::Select {
-                                show_id: id,
-                                method: "created".into(),
-                            }
-                        }
-                        Err(e) => {
-                            return error(
-                                StatusCode::BAD_GATEWAY,
-                                format!("the tracker did not create the show: {e}"),
-                            );
-                        }
-                    }
-                }
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_GATEWAY,
-                        format!("the tracker did not create the show: {e}"),
-                    );
-                }
-            }
-        }
-        ResolveAction::Ignore => ConflictDecision::Ignore,
-    };
-    match shared.store.resolve_conflict(key, decision).await {
-        Ok((released, queued)) => {
-            tracing::info!(show = %conflict.plex.title, released, queued, action = ?r.action, "conflict resolved");
-            shared.wake.export.notify_one();
-            json(
-                StatusCode::OK,
-                &Resolved {
-                    resolved: true,
-                    plays_released: released,
-                    episodes_queued: queued,
-                },
-            )
-        }
-        Err(crate::store::StoreError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
-async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Resp {
-    let Some(key) = id_key(id) else {
-        return error(StatusCode::NOT_FOUND, "no such mapping");
-    };
-    let r: MappingChange = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
-    };
-    let show_id = match r.show_id.map(crate::api::ShowId::into_id) {
-        None => None,
-        Some(Some(s)) => Some(s),
-        Some(None) => return error(StatusCode::BAD_REQUEST, "show_id must be a tracker show id"),
-    };
-    if let (Some(id), Some(cat)) = (&show_id, shared.catalogue()) {
-        if cat.get(id).is_none() {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("show_id {id:?} is not in the tracker's catalogue"),
-            );
-        }
-    }
-    if show_id.is_none() && r.sync_enabled.is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "nothing to change: send sync_enabled and/or show_id",
-        );
-    }
-    match shared
-        .store
-        .update_mapping(key, show_id, r.sync_enabled)
-        .await
-    {
-        Ok(m) => json(
-            StatusCode::OK,
-            &MappingChanged {
-                id: id.to_string(),
-                show_id: m.show_id,
-                sync_enabled: m.sync_enabled,
-                method: m.method,
-            },
-        ),
-        Err(crate::store::StoreError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
 /// Route an admin request that arrived over HTTP (TCP or the unix socket).
 pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
@@ -640,45 +395,18 @@ pub async fn handle(
                 .and_then(|g| g.clone());
             json(StatusCode::OK, &st)
         }
-        (Method::GET, ["conflicts"]) => match shared.store.conflicts() {
-            Ok(mut c) => {
-                c.sort_by(|a, b| {
-                    b.updated_at
-                        .cmp(&a.updated_at)
-                        .then(b.created_at.cmp(&a.created_at))
-                });
-                let items: Vec<_> = c.iter().map(|c| conflict_view(shared, c)).collect();
-                json(
-                    StatusCode::OK,
-                    &Items {
-                        total: items.len(),
-                        items,
-                    },
-                )
-            }
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        },
-        (Method::POST, ["conflicts", id, "resolve"]) => resolve(shared, id, &body).await,
-        (Method::GET, ["mappings"]) => {
-            let filter = q.get("filter").map(String::as_str).unwrap_or("all");
-            if !matches!(filter, "all" | "unmapped" | "conflicts") {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "filter must be all, unmapped or conflicts",
-                );
-            }
-            match mappings(shared, filter) {
-                Ok(items) => json(
-                    StatusCode::OK,
-                    &Items {
-                        total: items.len(),
-                        items,
-                    },
-                ),
+        (Method::GET, ["conflicts"]) => decisions::conflicts(shared),
+        (Method::POST, ["conflicts", "resolve"]) => decisions::resolve_many(shared, &body).await,
+        (Method::POST, ["conflicts", id, "resolve"]) => decisions::resolve(shared, id, &body).await,
+        (Method::GET, ["mappings"]) => match MappingQuery::parse(q) {
+            Ok(mq) => match mappings_page(shared, &mq) {
+                Ok(p) => json(StatusCode::OK, &p),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-            }
-        }
-        (Method::PATCH, ["mappings", id]) => patch_mapping(shared, id, &body).await,
+            },
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
+        (Method::PATCH, ["mappings", id]) => decisions::patch_mapping(shared, id, &body).await,
+        (Method::GET, ["shows"]) => decisions::shows(shared, q),
         (Method::GET, ["settings"]) => json(StatusCode::OK, &crate::settings::view(shared)),
         (_, ["settings"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (Method::GET, ["stats"]) => match stats(shared) {
@@ -689,9 +417,10 @@ pub async fn handle(
             _,
             [
                 "status" | "webhook-url" | "activity" | "outbox" | "conflicts" | "mappings"
-                | "backfill" | "poll",
+                | "backfill" | "poll" | "shows",
             ],
         )
+        | (_, ["conflicts", "resolve"])
         | (_, ["secrets", _])
         | (_, ["outbox", "retry"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(

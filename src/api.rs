@@ -79,13 +79,23 @@ pub struct Items<T> {
     pub total: usize,
 }
 
-/// A Plex show as the admin API shows it.
+/// A Plex show as the admin API shows it: what Plex says of it (the year and ids from its
+/// metadata when the webhook lacked them), with the external ids parsed from its guids.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlexShowView {
     pub rating_key: Option<String>,
     pub title: String,
     pub year: Option<i32>,
+    /// The Plex library section it is in, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<String>,
     pub guids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmdb_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tvdb_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imdb_id: Option<String>,
 }
 
 /// A tracker show; title and year are None when the show is not in the cached catalogue.
@@ -102,6 +112,12 @@ pub struct CandidateView {
     pub show_id: String,
     pub title: Option<String>,
     pub year: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmdb_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tvdb_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imdb_id: Option<String>,
     pub score: f32,
     pub method: String,
 }
@@ -114,6 +130,11 @@ pub struct ConflictView {
     /// Why no matcher could decide.
     pub reason: String,
     pub held_plays: usize,
+    /// When the first and the last held play were viewed (unix s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_play_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_play_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     pub candidates: Vec<CandidateView>,
@@ -149,10 +170,14 @@ pub struct MappingView {
     pub confidence: Option<f32>,
     pub manual: bool,
     pub sync_enabled: bool,
+    /// Plays held back: in the conflict, or journaled while the show is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_plays: Option<usize>,
     pub plays_synced: u64,
     pub last_synced_at: Option<i64>,
+    /// When a person or the resolver last changed it (unix s).
+    #[serde(default)]
+    pub updated_at: i64,
 }
 
 /// `POST /api/conflicts/{id}/resolve` body.
@@ -216,6 +241,128 @@ pub struct MappingChanged {
     pub show_id: String,
     pub sync_enabled: bool,
     pub method: String,
+    /// Held plays the change released (an ignored show mapped, sync turned back on, a
+    /// conflict decided).
+    #[serde(default)]
+    pub plays_released: usize,
+    #[serde(default)]
+    pub episodes_queued: usize,
+}
+
+// ---- Issue 12, decisions: show search, bulk resolve, mapping pages ----
+
+/// `GET /api/mappings?status=…&q=…&sort=…&page=…&per_page=…`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MappingPage {
+    pub items: Vec<MappingView>,
+    pub total: usize,
+    pub page: usize,
+}
+
+/// The `status` filter of `GET /api/mappings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MappingFilter {
+    All,
+    Mapped,
+    Ignored,
+    Conflict,
+}
+
+impl MappingFilter {
+    pub const CHOICES: &'static str = "all, mapped, ignored or conflict";
+    /// Also the names of the earlier `filter=` parameter (`unmapped`, `conflicts`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "all" | "" => Self::All,
+            "mapped" => Self::Mapped,
+            "ignored" | "unmapped" => Self::Ignored,
+            "conflict" | "conflicts" => Self::Conflict,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Mapped => "mapped",
+            Self::Ignored => "ignored",
+            Self::Conflict => "conflict",
+        }
+    }
+}
+
+/// The `sort` of `GET /api/mappings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MappingSort {
+    /// By Plex title (folded), A first.
+    Title,
+    /// Most recently changed first.
+    Updated,
+    /// Most plays (synced or held) first.
+    Plays,
+}
+
+impl MappingSort {
+    pub const CHOICES: &'static str = "title, updated or plays";
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "title" | "" => Self::Title,
+            "updated" => Self::Updated,
+            "plays" => Self::Plays,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Title => "title",
+            Self::Updated => "updated",
+            Self::Plays => "plays",
+        }
+    }
+}
+
+/// The most `per_page` a mappings page may ask for.
+pub const MAX_PER_PAGE: usize = 500;
+
+/// `GET /api/shows?q=…&year=…&limit=…` items: tracker shows, best first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShowHit {
+    pub id: String,
+    pub title: String,
+    pub year: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmdb_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tvdb_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imdb_id: Option<String>,
+    pub score: f32,
+}
+
+/// `POST /api/conflicts/resolve` body: one decision for several conflicts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkResolveRequest {
+    pub ids: Vec<String>,
+    /// `ignore` or `create` (`select` names one show: it is per conflict).
+    pub action: ResolveAction,
+}
+
+/// `POST /api/conflicts/resolve` answer: one item per id, in the order asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkResolved {
+    pub items: Vec<BulkResolvedItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkResolvedItem {
+    pub id: String,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub plays_released: usize,
+    pub episodes_queued: usize,
 }
 
 /// `POST /api/backfill` body.

@@ -130,6 +130,30 @@ enum Cmd {
         #[command(subcommand)]
         cmd: MappingsCmd,
     },
+    /// The tracker's shows: search its catalogue for the show to map a Plex show to
+    Shows {
+        #[command(subcommand)]
+        cmd: ShowsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShowsCmd {
+    /// Tracker shows whose title resembles QUERY, best first (the matcher's normalisation)
+    Search {
+        /// What to look for: a title or part of one ("Lucky Man", "lucky", "Shogun (2024)")
+        query: String,
+        /// Favour shows of this year
+        #[arg(long)]
+        year: Option<i32>,
+        /// At most this many shows (1 to 100)
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=100))]
+        limit: u16,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,11 +171,14 @@ enum ConflictsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Decide a conflict: the held plays go to the tracker at once (select, create)
+    /// Decide conflicts: the held plays go to the tracker at once (select, create); ignored
+    /// plays stay held and are sent if the show is mapped later
     #[command(group(clap::ArgGroup::new("action").required(true).args(["select", "create", "ignore"])))]
     Resolve {
-        /// The conflict: its id, the Plex ratingKey or the Plex title (as `conflicts list` shows)
-        id: String,
+        /// The conflicts: each its id, Plex ratingKey or Plex title (as `conflicts list`
+        /// shows); several take --create or --ignore
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<String>,
         /// Map the show to this tracker show id
         #[arg(long, value_name = "SHOW_ID")]
         select: Option<String>,
@@ -170,25 +197,41 @@ enum ConflictsCmd {
 
 #[derive(Subcommand)]
 enum MappingsCmd {
-    /// Every mapping (or only the unmapped / conflicted shows)
+    /// Mappings, ignored shows and conflicts: filtered, searched, sorted, a page at a time
     List {
         #[command(flatten)]
         config: ConfigArg,
-        /// Only shows that are ignored (not synced)
-        #[arg(long, conflicts_with = "conflicts")]
-        unmapped: bool,
+        /// Only shows that are ignored (their plays are held)
+        #[arg(long, alias = "unmapped", conflicts_with_all = ["conflicts", "mapped"])]
+        ignored: bool,
         /// Only shows waiting in a conflict
-        #[arg(long)]
+        #[arg(long, conflicts_with = "mapped")]
         conflicts: bool,
+        /// Only shows mapped to a tracker show
+        #[arg(long)]
+        mapped: bool,
+        /// Only shows whose Plex or tracker title contains this (any case or accents)
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
+        /// Order: title, updated (newest first) or plays (most first)
+        #[arg(long, default_value = "title", value_parser = ["title", "updated", "plays"])]
+        sort: String,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        page: u32,
+        /// Rows per page (1 to 500)
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+        per_page: u16,
         #[arg(long)]
         json: bool,
     },
-    /// Change a mapping: remap it to another tracker show, or switch its sync off or on
+    /// Change a mapping: remap it to another tracker show, or switch its sync off or on.
+    /// Mapping an ignored show sends its held plays; so does switching sync back on
     #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["show", "disable", "enable"])))]
     Set {
-        /// The mapping: its id, the Plex ratingKey or the Plex title (as `mappings list` shows)
+        /// The show: its id, the Plex ratingKey or the Plex title, with or without its year
+        /// (as `mappings list` shows; a conflict is decided by --show)
         id: String,
-        /// Map the Plex show to this tracker show id (a manual mapping)
+        /// Map the Plex show to this tracker show id (a manual mapping; `shows search` finds it)
         #[arg(long, value_name = "SHOW_ID")]
         show: Option<String>,
         /// Stop syncing this show
@@ -301,7 +344,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Conflicts {
             cmd:
                 ConflictsCmd::Resolve {
-                    id,
+                    ids,
                     select,
                     create,
                     ignore: _,
@@ -314,23 +357,36 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 (None, true) => operate::Resolution::Create,
                 _ => operate::Resolution::Ignore,
             };
-            operate::conflicts_resolve(&admin(&config)?, &id, action, json).await
+            operate::conflicts_resolve(&admin(&config)?, &ids, action, json).await
         }
         Cmd::Mappings {
             cmd:
                 MappingsCmd::List {
                     config,
-                    unmapped,
+                    ignored,
                     conflicts,
+                    mapped,
+                    search,
+                    sort,
+                    page,
+                    per_page,
                     json,
                 },
         } => {
-            let filter = match (unmapped, conflicts) {
-                (true, _) => "unmapped",
-                (_, true) => "conflicts",
+            let status = match (ignored, conflicts, mapped) {
+                (true, _, _) => "ignored",
+                (_, true, _) => "conflict",
+                (_, _, true) => "mapped",
                 _ => "all",
             };
-            operate::mappings_list(&admin(&config)?, filter, json).await
+            let list = operate::MappingsList {
+                status,
+                search,
+                sort,
+                page: page as usize,
+                per_page: usize::from(per_page),
+            };
+            operate::mappings_list(&admin(&config)?, &list, json).await
         }
         Cmd::Mappings {
             cmd:
@@ -350,6 +406,16 @@ async fn dispatch(cli: Cli) -> Result<()> {
             };
             operate::mappings_set(&admin(&config)?, &id, show, sync, json).await
         }
+        Cmd::Shows {
+            cmd:
+                ShowsCmd::Search {
+                    query,
+                    year,
+                    limit,
+                    config,
+                    json,
+                },
+        } => operate::shows_search(&admin(&config)?, &query, year, usize::from(limit), json).await,
     }
 }
 

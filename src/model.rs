@@ -185,9 +185,13 @@ pub struct Mapping {
     pub manual: bool,
     pub sync_enabled: bool,
     pub created_at: i64,
-    /// A person chose to ignore this show: its plays are kept but never exported.
+    /// A person chose to ignore this show: its plays are kept (journaled as ignored, held)
+    /// and sent if the show is mapped later.
     #[serde(default)]
     pub ignored: bool,
+    /// When a person last changed it (remap, sync on/off); unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
 }
 
 /// A show that needs a person's decision, with the plays it holds.

@@ -8,7 +8,6 @@ pub mod operate;
 pub mod report;
 pub mod settings;
 pub mod setup;
-#[allow(dead_code)] // the tables move onto it in the next commits (issue 12)
 pub mod table;
 
 use std::path::Path;

@@ -155,6 +155,7 @@ async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<String, u3
                     sync_enabled: true,
                     created_at: now_secs(),
                     ignored: false,
+                    updated_at: None,
                 }),
             }
         }
@@ -178,6 +179,7 @@ async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<String, u3
                             sync_enabled: true,
                             created_at: now_secs(),
                             ignored: false,
+                            updated_at: None,
                         }),
                     }
                 }
@@ -214,7 +216,12 @@ fn conflict(
 ) -> Resolution {
     Resolution::Conflict(Conflict {
         key,
-        plex: play.show.clone(),
+        // A webhook names the show without its year (Metadata.year is the episode's); the
+        // query has it from Plex's show metadata, and a person deciding needs it.
+        plex: crate::model::PlexShow {
+            year: query.year.or(play.show.year),
+            ..play.show.clone()
+        },
         query,
         candidates,
         held: Vec::new(),

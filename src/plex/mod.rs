@@ -84,6 +84,9 @@ pub struct ShowMeta {
     pub guid: Option<String>,
     /// The show's `<Guid id=…>` children: SHOW-level external ids.
     pub guids: Vec<String>,
+    /// The library section's title (`librarySectionTitle`), for people deciding a conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<String>,
 }
 
 #[derive(Clone)]
@@ -276,6 +279,11 @@ pub fn parse_show_meta(root: &xml::Element, rating_key: &str) -> Option<ShowMeta
             .filter(|g| !g.is_empty())
             .map(str::to_string)
             .collect(),
+        library: item
+            .attr("librarySectionTitle")
+            .or_else(|| root.attr("librarySectionTitle"))
+            .filter(|t| !t.trim().is_empty())
+            .map(str::to_string),
     })
 }
 
@@ -368,6 +376,10 @@ mod tests {
             vec!["imdb://tt0386676", "tmdb://2316", "tvdb://73244"]
         );
         assert_eq!(m.year, Some(2005));
+        assert_eq!(m.library, None);
+        let x = r#"<MediaContainer size="1" librarySectionTitle="TV Shows"><Directory ratingKey="5" type="show" title="The Office" year="2005"/></MediaContainer>"#;
+        let m = parse_show_meta(&xml::parse(x).unwrap(), "5").unwrap();
+        assert_eq!(m.library.as_deref(), Some("TV Shows"));
         assert!(parse_show_meta(&xml::parse("<MediaContainer/>").unwrap(), "5").is_none());
     }
 

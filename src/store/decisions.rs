@@ -41,6 +41,33 @@ pub enum Applied {
     Stale,
 }
 
+/// How many plays and when the first and last were viewed (unix seconds).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlayTimes {
+    pub count: usize,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+}
+
+impl PlayTimes {
+    fn add(&mut self, at: i64) {
+        self.count += 1;
+        self.first = Some(self.first.map_or(at, |f| f.min(at)));
+        self.last = Some(self.last.map_or(at, |l| l.max(at)));
+    }
+}
+
+/// What [`Store::update_mapping`] did.
+#[derive(Debug, Clone)]
+pub struct MappingUpdate {
+    /// The mapping as stored.
+    pub mapping: Mapping,
+    /// Held plays (ignored, or recorded while sync was off) now counted for the show.
+    pub plays_released: usize,
+    /// Episodes of them queued for the tracker.
+    pub episodes_queued: usize,
+}
+
 /// What a person decided for a conflict.
 #[derive(Debug, Clone)]
 pub enum ConflictDecision {
@@ -103,6 +130,61 @@ impl Store {
         self.read(|txn| all_json(&txn.open_table(MAPPINGS)?))
     }
 
+    /// Every mapping with the show key it is stored under (which the listing's ids name; a
+    /// mapping's own `plex.key()` may differ once the year was filled in from Plex).
+    pub fn mapping_entries(&self) -> Result<Vec<(String, Mapping)>> {
+        self.read(|txn| {
+            let t = txn.open_table(MAPPINGS)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_string(), decode(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    /// First and last viewing time among these plays (a conflict's held plays).
+    pub fn play_times(&self, ids: &[u64]) -> Result<PlayTimes> {
+        self.read(|txn| {
+            let j = txn.open_table(JOURNAL)?;
+            let mut out = PlayTimes::default();
+            for id in ids {
+                if let Some(v) = j.get(*id)? {
+                    out.add(decode::<JournalEntry>(v.value())?.play.viewed_at);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The plays held (journaled as ignored) per show key, for the given keys: one pass over
+    /// the journal, so callers ask only when some show is ignored.
+    pub fn ignored_plays(
+        &self,
+        keys: &std::collections::HashSet<String>,
+    ) -> Result<std::collections::HashMap<String, PlayTimes>> {
+        let mut out = std::collections::HashMap::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        self.read(|txn| {
+            for row in txn.open_table(JOURNAL)?.iter()? {
+                let e: JournalEntry = decode(row?.1.value())?;
+                if e.state != PlayState::Ignored {
+                    continue;
+                }
+                let k = e.play.show.key();
+                if keys.contains(&k) {
+                    out.entry(k)
+                        .or_insert_with(PlayTimes::default)
+                        .add(e.play.viewed_at);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Apply many decisions in one transaction. A play that is gone or no longer pending is
     /// `Stale`; it does not spoil the others.
     pub async fn apply_resolutions(&self, items: Vec<(u64, Resolution)>) -> Result<Vec<Applied>> {
@@ -156,6 +238,7 @@ impl Store {
                 sync_enabled: !ignored,
                 created_at: now_secs(),
                 ignored,
+                updated_at: Some(now_secs()),
             };
             txn.open_table(MAPPINGS)?
                 .insert(key.as_str(), encode(&mapping)?.as_slice())?;
@@ -189,32 +272,145 @@ impl Store {
     }
 
     /// Point a mapping at another tracker show (a person's choice) or turn its sync on/off.
-    /// Returns the mapping as stored.
+    ///
+    /// No decision a person can undo drops a play: mapping an ignored show turns its sync on
+    /// (unless `sync_enabled` says otherwise) and releases every play journaled as ignored —
+    /// from before and after the ignore — into `watched` + `outbox`; turning sync back on
+    /// queues the episodes recorded while it was off. Both in this one transaction, and
+    /// episodes already exported or already on their way are not sent again.
     pub async fn update_mapping(
         &self,
         key: String,
         show_id: Option<String>,
         sync_enabled: Option<bool>,
-    ) -> Result<Mapping> {
+    ) -> Result<MappingUpdate> {
         self.write(move |txn| {
             let mut t = txn.open_table(MAPPINGS)?;
             let mut m: Mapping = get_json(&t, &key)?
                 .ok_or_else(|| StoreError::NotFound(format!("no mapping {key:?}")))?;
+            let was_ignored = m.ignored;
+            let was_syncing = m.sync_enabled && !m.ignored;
             if let Some(id) = show_id {
                 m.show_id = id;
                 m.method = "manual".into();
                 m.confidence = 1.0;
                 m.manual = true;
-                m.ignored = false;
+                if m.ignored {
+                    m.ignored = false;
+                    m.sync_enabled = true;
+                }
             }
             if let Some(on) = sync_enabled {
                 m.sync_enabled = on;
             }
+            m.updated_at = Some(now_secs());
             t.insert(key.as_str(), encode(&m)?.as_slice())?;
-            Ok(m)
+            drop(t);
+            let (mut released, mut queued) = (0, 0);
+            let decided = !m.ignored && !m.show_id.is_empty();
+            if decided && (was_ignored || (!was_syncing && m.sync_enabled)) {
+                (released, queued) = release_plays(txn, &key, &m.show_id, m.sync_enabled)?;
+            }
+            Ok(MappingUpdate {
+                mapping: m,
+                plays_released: released,
+                episodes_queued: queued,
+            })
         })
         .await
     }
+}
+
+/// The plays of show `key` a person's earlier decision held back, now that it maps to
+/// `show_id`: those journaled as ignored become resolved (counted in `watched`), and with
+/// `sync` every episode of the show not yet exported nor waiting in the outbox, a batch or
+/// the dead letter is queued. Returns (plays released, episodes queued).
+fn release_plays(
+    txn: &WriteTransaction,
+    key: &str,
+    show_id: &str,
+    sync: bool,
+) -> Result<(usize, usize)> {
+    // The journal is scanned rather than a list kept on the mapping: it is the one record
+    // of every play (stores of earlier releases included), and a decision is rare.
+    let mut held: Vec<JournalEntry> = Vec::new();
+    for row in txn.open_table(JOURNAL)?.iter()? {
+        let e: JournalEntry = decode(row?.1.value())?;
+        let ours = match &e.state {
+            PlayState::Ignored => true,
+            PlayState::Resolved { show_id: s } => sync && s == show_id,
+            _ => false,
+        };
+        if ours && e.play.show.key() == key {
+            held.push(e);
+        }
+    }
+    // The first viewing of an episode is the one its watched date comes from.
+    held.sort_by_key(|e| (e.play.viewed_at, e.play.id));
+    let mut covered = if sync {
+        on_its_way(txn, show_id)?
+    } else {
+        std::collections::HashSet::new()
+    };
+    let (mut released, mut queued) = (0, 0);
+    for mut e in held {
+        let episode = (e.play.season, e.play.episode);
+        if e.state == PlayState::Ignored {
+            released += 1;
+            if record_watched(txn, &e.play, show_id, sync)? == Applied::Queued {
+                covered.insert(episode);
+                queued += 1;
+            }
+            e.state = PlayState::Resolved {
+                show_id: show_id.to_string(),
+            };
+            txn.open_table(JOURNAL)?
+                .insert(e.play.id, encode(&e)?.as_slice())?;
+        }
+        if !sync || covered.contains(&episode) {
+            continue;
+        }
+        let k = watched_key(show_id, e.play.season, e.play.episode);
+        let w: Option<Watched> = get_json(&txn.open_table(WATCHED)?, &k)?;
+        match w {
+            Some(w) if w.exported_at.is_some() => {}
+            Some(_) => {
+                queue_export(txn, &e.play, show_id)?;
+                queued += 1;
+            }
+            None => {
+                if record_watched(txn, &e.play, show_id, true)? == Applied::Queued {
+                    queued += 1;
+                }
+            }
+        }
+        covered.insert(episode);
+    }
+    Ok((released, queued))
+}
+
+/// Episodes of `show_id` already waiting for export: in the outbox, a batch or the dead
+/// letter (whose retry is a person's `outbox retry`).
+fn on_its_way(
+    txn: &WriteTransaction,
+    show_id: &str,
+) -> Result<std::collections::HashSet<(u32, u32)>> {
+    let mut out = std::collections::HashSet::new();
+    for row in txn.open_table(OUTBOX)?.iter()? {
+        let i: OutboxItem = decode(row?.1.value())?;
+        if i.show_id == show_id {
+            out.insert((i.season, i.episode));
+        }
+    }
+    for table in [BATCHES, DEAD] {
+        for row in txn.open_table(table)?.iter()? {
+            let b: crate::model::Batch = decode(row?.1.value())?;
+            if b.show_id == show_id {
+                out.extend(b.items.iter().map(|i| (i.season, i.episode)));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn apply_in(txn: &WriteTransaction, play_id: u64, r: Resolution) -> Result<Applied> {
@@ -308,20 +504,26 @@ fn record_watched(
             if !sync {
                 return Ok(Applied::AlreadyWatched);
             }
-            let id = next_seq(txn, "outbox")?;
-            let item = OutboxItem {
-                play_id: play.id,
-                show_id: show_id.to_string(),
-                season: play.season,
-                episode: play.episode,
-                watched_at: play.viewed_at,
-                queued_at: now_secs(),
-            };
-            txn.open_table(OUTBOX)?
-                .insert(id, encode(&item)?.as_slice())?;
+            queue_export(txn, play, show_id)?;
             Ok(Applied::Queued)
         }
     }
+}
+
+/// Put the play's episode in the outbox for `show_id`.
+fn queue_export(txn: &WriteTransaction, play: &Play, show_id: &str) -> Result<()> {
+    let id = next_seq(txn, "outbox")?;
+    let item = OutboxItem {
+        play_id: play.id,
+        show_id: show_id.to_string(),
+        season: play.season,
+        episode: play.episode,
+        watched_at: play.viewed_at,
+        queued_at: now_secs(),
+    };
+    txn.open_table(OUTBOX)?
+        .insert(id, encode(&item)?.as_slice())?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -383,7 +585,123 @@ mod tests {
         let m = s
             .update_mapping("srv/10".into(), None, Some(false))
             .await
-            .unwrap();
+            .unwrap()
+            .mapping;
         assert!(!m.sync_enabled);
+    }
+
+    fn conflict(held: Vec<u64>) -> Conflict {
+        Conflict {
+            key: "srv/10".into(),
+            plex: play(0).show,
+            query: Default::default(),
+            candidates: vec![],
+            held,
+            created_at: 0,
+            updated_at: 0,
+            reason: "test".into(),
+        }
+    }
+
+    fn episode(viewed_at: i64, e: u32) -> crate::model::Play {
+        let mut p = play(viewed_at);
+        p.episode = e;
+        p
+    }
+
+    #[tokio::test]
+    async fn mapping_an_ignored_show_releases_every_held_play() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.ingest_play(episode(1000, 1), act(), 300).await.unwrap();
+        s.apply_resolution(1, Resolution::Conflict(conflict(vec![])))
+            .await
+            .unwrap();
+        let (released, _) = s
+            .resolve_conflict("srv/10".into(), ConflictDecision::Ignore)
+            .await
+            .unwrap();
+        assert_eq!(released, 1);
+        // Plays after the ignore are journaled and held too.
+        s.ingest_play(episode(2000, 2), act(), 300).await.unwrap();
+        s.ingest_play(episode(3000, 1), act(), 300).await.unwrap();
+        for id in [2, 3] {
+            assert_eq!(
+                s.apply_resolution(id, Resolution::Ignored).await.unwrap(),
+                Applied::Ignored
+            );
+        }
+        let held = s
+            .ignored_plays(&["srv/10".to_string()].into_iter().collect())
+            .unwrap();
+        assert_eq!(held["srv/10"].count, 3);
+        assert_eq!(held["srv/10"].first, Some(1000));
+        assert_eq!(held["srv/10"].last, Some(3000));
+
+        let u = s
+            .update_mapping("srv/10".into(), Some("42".into()), None)
+            .await
+            .unwrap();
+        assert!(u.mapping.sync_enabled && !u.mapping.ignored);
+        // Three plays, two episodes: E1 (twice) and E2 go out once each.
+        assert_eq!((u.plays_released, u.episodes_queued), (3, 2));
+        assert!(
+            s.ignored_plays(&["srv/10".to_string()].into_iter().collect())
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.watched("42", 1, 1).unwrap().unwrap().first_watched_at,
+            1000
+        );
+        assert_eq!(s.watched("42", 1, 1).unwrap().unwrap().plays, 2);
+        assert_eq!(s.form_batches(100).await.unwrap(), 1);
+        // Doing it again releases nothing and queues nothing twice.
+        let u = s
+            .update_mapping("srv/10".into(), Some("42".into()), Some(true))
+            .await
+            .unwrap();
+        assert_eq!((u.plays_released, u.episodes_queued), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn turning_sync_back_on_sends_what_was_watched_while_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mapping = Mapping {
+            plex: play(0).show,
+            show_id: "42".into(),
+            method: "title".into(),
+            confidence: 1.0,
+            manual: false,
+            sync_enabled: true,
+            created_at: 0,
+            ignored: false,
+            updated_at: None,
+        };
+        s.ingest_play(episode(1000, 1), act(), 300).await.unwrap();
+        let mapped = |m: Option<Mapping>| Resolution::Mapped {
+            show_id: "42".into(),
+            mapping: m,
+        };
+        assert_eq!(
+            s.apply_resolution(1, mapped(Some(mapping))).await.unwrap(),
+            Applied::Queued
+        );
+        s.update_mapping("srv/10".into(), None, Some(false))
+            .await
+            .unwrap();
+        s.ingest_play(episode(2000, 2), act(), 300).await.unwrap();
+        s.ingest_play(episode(2500, 2), act(), 300).await.unwrap();
+        s.apply_resolution(2, mapped(None)).await.unwrap();
+        s.apply_resolution(3, mapped(None)).await.unwrap();
+        assert!(s.watched("42", 1, 2).unwrap().is_some());
+        let u = s
+            .update_mapping("srv/10".into(), None, Some(true))
+            .await
+            .unwrap();
+        // E1 is already in the outbox; only E2 (watched while off) is queued, once.
+        assert_eq!((u.plays_released, u.episodes_queued), (0, 1));
+        assert_eq!(s.counts().unwrap().outbox_items, 2);
     }
 }

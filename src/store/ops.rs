@@ -8,7 +8,7 @@
 //! they share: JSON rows (`get_json`, `all_json`), activity rows and watched-episode keys.
 //! The table definitions, `encode`/`decode` and `next_seq` are in the store's `mod.rs`.
 
-pub use super::decisions::{Applied, ConflictDecision, Resolution};
+pub use super::decisions::{Applied, ConflictDecision, MappingUpdate, PlayTimes, Resolution};
 pub use super::ingest::{BatchCounts, Cursor, Ingested};
 pub use super::outbox::BatchOutcome;
 pub use super::views::{Counts, DayStats, ShowSync};

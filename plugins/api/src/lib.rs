@@ -290,6 +290,16 @@ pub trait Matcher: Send + Sync {
     fn probe(&self) -> BoxFuture<'_, Result<(), PluginError>> {
         Box::pin(async { Ok(()) })
     }
+    /// Search the catalogue for a person picking a show by hand (a search box, `plexsync
+    /// shows search`): the shows whose names resemble `text`, best first, at most `limit`,
+    /// with `year` (when given) favouring shows of that year. Unlike [`Matcher::match_show`]
+    /// nothing is decided from the answer, so it ranks loosely. Synchronous: it must answer
+    /// from what the plugin holds in memory (its index of the last catalogue), never from
+    /// the outside world. Default: this matcher cannot search (empty).
+    fn search(&self, text: &str, year: Option<i32>, limit: usize) -> Vec<Candidate> {
+        let _ = (text, year, limit);
+        Vec::new()
+    }
 }
 
 /// One episode in an export batch.

@@ -318,6 +318,38 @@ impl TitleIndex {
         }
     }
 
+    /// Keys whose whole normalised name equals the query's.
+    pub fn exact(&self, q: &Query) -> &[u32] {
+        self.by_words
+            .get(q.norm.words.as_str())
+            .map_or(&[][..], Vec::as_slice)
+    }
+
+    /// Call `f(key, share)` for every key holding at least `min_share` of the query's
+    /// (spaced) trigrams: how much of what a person typed the name contains, whatever else
+    /// it holds ("lucky" in "Lucky Man"). Walks every posting list of the query: meant for
+    /// a person's search, not for the matcher's hot path.
+    pub fn containing(&self, q: &Query, min_share: f32, mut f: impl FnMut(&KeyEntry, f32)) {
+        if q.words.is_empty() {
+            return;
+        }
+        let mut hits: HashMap<u32, u32> = HashMap::new();
+        for &t in &q.words {
+            for &k in self.words.get(t) {
+                *hits.entry(k).or_insert(0) += 1;
+            }
+        }
+        let total = q.words.len() as f32;
+        for (k, n) in hits {
+            let share = n as f32 / total;
+            if share >= min_share {
+                if let Some(key) = self.keys.get(k as usize) {
+                    f(key, share);
+                }
+            }
+        }
+    }
+
     /// Call `f(key)` for every name whose word initials spell the query, when the query is a
     /// single short word (`TBBT` → The Big Bang Theory).
     pub fn initials_of(&self, q: &Query, mut f: impl FnMut(&KeyEntry)) {

@@ -43,6 +43,20 @@ const CONTAINED_PER_COVER: f32 = 0.39;
 /// Score of a name whose initials spell the query: a lead for a person, never a mapping.
 const INITIALS_BASE: f32 = 0.45;
 
+/// The `method` of [`Matcher::search`] answers.
+pub const SEARCH_METHOD: &str = "title_search";
+/// Search: the least title similarity listed (pg_trgm's default `similarity_threshold`).
+const SEARCH_MIN_SIM: f32 = 0.3;
+/// Search: the least share of the typed text's trigrams a name must hold to be listed, and
+/// what a name holding all of them scores (below an identical title, above most near ones).
+const SEARCH_MIN_SHARE: f32 = 0.6;
+const SEARCH_CONTAINED: f32 = 0.85;
+/// Search: an identical normalised name, before the year bonus.
+const SEARCH_EXACT: f32 = 0.95;
+/// Search: bonus for the year asked for (exact, one year off).
+const SEARCH_YEAR_EXACT: f32 = 0.05;
+const SEARCH_YEAR_NEAR: f32 = 0.02;
+
 /// Confidence lost per scoring rule (see README.md for the rationale of each).
 mod penalty {
     /// Applied to a similarity below 1: keeps it strictly under the 0.90 auto-map level.
@@ -229,6 +243,64 @@ impl TitleMatcher {
         }
     }
 
+    /// A person's search (see [`Matcher::search`]): identical normalised names first, then by
+    /// score — the better of the title similarity and the share of the typed text a name
+    /// contains — with a bonus for the year asked for (or written in the text, "Lucky Man
+    /// (2016)"). One entry per show; ties go to catalogue order.
+    pub fn search_titles(&self, text: &str, year: Option<i32>, limit: usize) -> Vec<Candidate> {
+        let Some(index) = self.current_index() else {
+            return Vec::new();
+        };
+        let q = Query::new(text);
+        if q.is_empty() || limit == 0 {
+            return Vec::new();
+        }
+        let year = year.or_else(|| q.norm.years.first().copied());
+        // show → (identical name, best title score)
+        let mut best: std::collections::HashMap<u32, (bool, f32)> =
+            std::collections::HashMap::new();
+        let mut note = |show: u32, exact: bool, score: f32| {
+            let e = best.entry(show).or_insert((false, 0.0));
+            e.0 |= exact;
+            e.1 = e.1.max(score);
+        };
+        for &k in index.exact(&q) {
+            if let Some(key) = index.keys.get(k as usize) {
+                note(key.show, true, SEARCH_EXACT);
+            }
+        }
+        index.lookup(&q, SEARCH_MIN_SIM, |key, sim| {
+            note(key.show, false, sim.min(SEARCH_EXACT))
+        });
+        index.containing(&q, SEARCH_MIN_SHARE, |key, share| {
+            note(key.show, false, share * SEARCH_CONTAINED)
+        });
+        let mut ranked: Vec<(u32, bool, f32)> = best
+            .into_iter()
+            .map(|(show, (exact, score))| {
+                let show_year = index.shows.get(show as usize).and_then(|s| s.year);
+                let bonus = match (year, show_year) {
+                    (Some(a), Some(b)) if a == b => SEARCH_YEAR_EXACT,
+                    (Some(a), Some(b)) if (a - b).abs() == 1 => SEARCH_YEAR_NEAR,
+                    _ => 0.0,
+                };
+                (show, exact, score + bonus)
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
+        ranked
+            .into_iter()
+            .take(limit)
+            .filter_map(|(show, _, score)| {
+                Some(Candidate {
+                    show_id: index.shows.get(show as usize)?.id.clone(),
+                    score: score.clamp(0.0, 1.0),
+                    method: SEARCH_METHOD.to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// How well the query names this catalogue name of a show: the title similarity less the
     /// year, number, sequel-mark and qualifier penalties.
     fn strength(
@@ -321,6 +393,10 @@ impl Matcher for TitleMatcher {
     ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>> {
         let result = self.match_query(query);
         Box::pin(std::future::ready(result))
+    }
+
+    fn search(&self, text: &str, year: Option<i32>, limit: usize) -> Vec<Candidate> {
+        self.search_titles(text, year, limit)
     }
 }
 

@@ -336,3 +336,48 @@ fn initials_offer_candidates_but_never_map() {
     );
     assert_eq!(crate::index::initials("Lost"), None);
 }
+
+fn search(m: &TitleMatcher, text: &str, year: Option<i32>) -> Vec<String> {
+    Matcher::search(m, text, year, 5)
+        .into_iter()
+        .map(|c| c.show_id)
+        .collect()
+}
+
+#[test]
+fn search_ranks_identical_names_first_and_the_year_breaks_ties() {
+    let m = matcher_with(TitleConfig::default());
+    // Identical normalised names first; the year asked for (or written in the text) orders
+    // remakes of one name.
+    assert_eq!(
+        &search(&m, "kanon", Some(2006))[..2],
+        ["kanon06", "kanon02"]
+    );
+    assert_eq!(
+        &search(&m, "Kanon (2002)", None)[..2],
+        ["kanon02", "kanon06"]
+    );
+    assert_eq!(search(&m, "The Office", None)[0], "office");
+    // A part of a name finds it ("voice" → both Voice shows, the identical one first).
+    assert_eq!(&search(&m, "voice", None)[..2], ["voice", "voiceuk"]);
+    assert_eq!(search(&m, "Shippuden", None), ["naruto"]);
+    // Aliases and original titles are names too; scores stay within 0..=1, best first.
+    assert_eq!(search(&m, "tbbt", None)[0], "tbbt");
+    let all = Matcher::search(&m, "Emiya", None, 10);
+    assert_eq!(all[0].show_id, "emiya");
+    assert!(all.windows(2).all(|w| w[0].score >= w[1].score));
+    assert!(all.iter().all(|c| (0.0..=1.0).contains(&c.score)));
+    assert!(search(&m, "zzqx", None).is_empty());
+    assert!(search(&m, "  ", None).is_empty());
+    assert_eq!(Matcher::search(&m, "kanon", None, 1).len(), 1);
+}
+
+#[test]
+fn search_without_a_catalogue_is_empty_and_leaves_matching_alone() {
+    let m = TitleMatcher::new(TitleConfig::default());
+    assert!(Matcher::search(&m, "kanon", None, 5).is_empty());
+    let m = matcher_with(TitleConfig::default());
+    let before = ask(&m, "Kanon", Some(2006));
+    let _ = search(&m, "kanon", None);
+    assert_eq!(ask(&m, "Kanon", Some(2006)), before);
+}

@@ -1,0 +1,364 @@
+//! A person's decisions, undone without losing a play (issue 12): conflict cards carry the
+//! facts from Plex's metadata, short ids, several conflicts ignored at once, plays of an
+//! ignored show held (from before and after the ignore) and all sent when the show is mapped
+//! later — online and offline — and the tracker's catalogue searched the same both ways.
+//! The daemon runs in process (support/inproc.rs); the CLI is the real binary.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::inproc::InProc;
+use support::plex::{FakePlex, FakeShow, TOKEN};
+use support::tracker::FakeTracker;
+use support::{daemon, eventually, multipart, sample_json, samples};
+use unicode_width::UnicodeWidthStr;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn run(config: PathBuf, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        daemon::cli(&config, &refs, None)
+    })
+    .await
+    .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json_out(o: &Output) -> Value {
+    let s = ok(o);
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// A real scrobble capture, re-aimed at another show and episode.
+async fn scrobble(url: &str, rk: &str, title: &str, episode: u32, viewed_at: i64) {
+    let mut p = sample_json(support::NEW_AGENT_SCROBBLE);
+    let m = &mut p["Metadata"];
+    m["grandparentRatingKey"] = json!(rk);
+    m["grandparentKey"] = json!(format!("/library/metadata/{rk}"));
+    m["grandparentGuid"] = json!(format!("plex://show/{rk:0>24}"));
+    m["grandparentTitle"] = json!(title);
+    m["ratingKey"] = json!(format!("{rk}{episode:03}"));
+    m["guid"] = json!(format!("plex://episode/{rk}{episode:021}"));
+    m["index"] = json!(episode);
+    m["parentIndex"] = json!(1);
+    m["lastViewedAt"] = json!(viewed_at);
+    let (ct, body) = multipart(&p, None);
+    let status = reqwest::Client::new()
+        .post(url)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .expect("the daemon answers")
+        .status();
+    assert_eq!(status, 200);
+}
+
+fn by_title<'a>(items: &'a Value, title: &str) -> &'a Value {
+    items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["plex"]["title"] == title)
+        .unwrap_or_else(|| panic!("no {title} in {items}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_plays_are_held_and_sent_when_mapped_later_online_and_offline() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let _plex = FakePlex::start(vec![
+        FakeShow {
+            rating_key: "40275".into(),
+            guid: format!("plex://show/{:0>24}", "40275"),
+            title: "The Office".into(),
+            year: 2003,
+            // An id the tracker's shows do not carry: no id matcher can decide it.
+            guids: vec!["tvdb://73244".into()],
+        },
+        FakeShow {
+            rating_key: "50001".into(),
+            guid: format!("plex://show/{:0>24}", "50001"),
+            title: "Lucky Man".into(),
+            year: 2016,
+            guids: vec![],
+        },
+    ])
+    .await;
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "office-uk", "title": "The Office", "year": 2001, "tmdb_id": 2996}),
+        json!({"id": "office-us", "title": "The Office", "year": 2005, "tmdb_id": 2316, "imdb_id": "tt0386676"}),
+        json!({"id": "luckyman", "title": "Lucky Man (UK)", "year": 2016}),
+        json!({"id": "lucky7", "title": "Lucky Seven", "year": 2003}),
+    ])
+    .await;
+    let text = daemon::config(
+        &_plex.url(),
+        &tracker.url(),
+        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
+    );
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let mut d = InProc::start(dir.path(), &text).await;
+    // The Office's webhook names it 范马刃牙 (the capture's title); Plex's metadata knows
+    // its year, library and ids.
+    scrobble(&d.webhook_url, "40275", "范马刃牙", 1, 1_700_000_000).await;
+    scrobble(&d.webhook_url, "50001", "Lucky Man", 1, 1_700_000_100).await;
+    let mut listed = Value::Null;
+    for _ in 0..400 {
+        listed = json_out(&run(cfg.clone(), &["conflicts", "list", "--json"]).await);
+        if listed["total"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed["total"], 2, "{listed}\n{}", d.log());
+
+    // The card has the facts: year and library from Plex, ids parsed from its guids, when
+    // the held play was viewed, and each candidate's title, year and ids.
+    let office = by_title(&listed, "范马刃牙");
+    let office_id = office["id"].as_str().unwrap().to_string();
+    assert!(office_id.len() <= 12, "short id: {office_id}");
+    assert_eq!(office["plex"]["year"], 2003, "{office}");
+    assert_eq!(office["plex"]["library"], "TV Shows", "{office}");
+    assert_eq!(office["plex"]["tvdb_id"], 73244, "{office}");
+    assert_eq!(office["first_play_at"], 1_700_000_000, "{office}");
+    assert_eq!(office["last_play_at"], 1_700_000_000, "{office}");
+    let us = office["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["show_id"] == "office-us")
+        .unwrap_or_else(|| panic!("{office}"));
+    assert_eq!(us["title"], "The Office");
+    assert_eq!(us["year"], 2005);
+    assert_eq!(us["tmdb_id"], 2316);
+    let lucky_id = by_title(&listed, "Lucky Man")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(lucky_id.len() <= 12);
+
+    // Wide characters keep the columns: every row of the table is as wide as its header.
+    let table = ok(&run(cfg.clone(), &["mappings", "list"]).await);
+    let rows: Vec<&str> = table.lines().filter(|l| !l.contains("row(s)")).collect();
+    assert!(rows.len() >= 3, "{table}");
+    assert!(
+        table.contains("范马刃牙 (2003)"),
+        "no doubled or missing year: {table}"
+    );
+    let widths: Vec<usize> = rows.iter().map(|l| l.width()).collect();
+    assert!(
+        widths.iter().all(|w| *w == widths[0]),
+        "{widths:?}\n{table}"
+    );
+
+    // Ignore both at once: by id and by title (any case, with its year).
+    let said = ok(&run(
+        cfg.clone(),
+        &[
+            "conflicts",
+            "resolve",
+            &office_id,
+            "lucky man (2016)",
+            "--ignore",
+        ],
+    )
+    .await);
+    assert!(said.contains("1 play(s) released"), "{said}");
+    assert_eq!(d.api("GET", "/api/conflicts").await["total"], 0);
+    // Plays after the ignore are journaled and held as well.
+    scrobble(&d.webhook_url, "40275", "范马刃牙", 2, 1_700_000_200).await;
+    scrobble(&d.webhook_url, "50001", "Lucky Man", 2, 1_700_000_300).await;
+    let mut ignored = Value::Null;
+    for _ in 0..400 {
+        ignored = json_out(&run(cfg.clone(), &["mappings", "list", "--ignored", "--json"]).await);
+        let held = |t| by_title(&ignored, t)["held_plays"].clone();
+        if ignored["total"] == 2 && held("范马刃牙") == 2 && held("Lucky Man") == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        by_title(&ignored, "Lucky Man")["held_plays"],
+        2,
+        "{ignored}"
+    );
+    assert_eq!(by_title(&ignored, "范马刃牙")["held_plays"], 2, "{ignored}");
+    assert_eq!(by_title(&ignored, "Lucky Man")["sync_enabled"], false);
+    assert!(tracker.watched().is_empty(), "nothing sent while ignored");
+
+    // The catalogue search a person picks the show with.
+    let search_on = json_out(&run(cfg.clone(), &["shows", "search", "lucky", "--json"]).await);
+    assert_eq!(search_on["items"][0]["id"], "luckyman", "{search_on}");
+    let office_on = json_out(
+        &run(
+            cfg.clone(),
+            &["shows", "search", "the office", "--year", "2005", "--json"],
+        )
+        .await,
+    );
+    assert_eq!(office_on["items"][0]["id"], "office-us", "{office_on}");
+    let o = run(cfg.clone(), &["shows", "search", " ", "--json"]).await;
+    assert!(!o.status.success(), "an empty search is refused");
+
+    // Map Lucky Man while the daemon runs, by the title `mappings list` shows: every held
+    // play (before and after the ignore) reaches the tracker, and sync is on.
+    let said = ok(&run(
+        cfg.clone(),
+        &["mappings", "set", "Lucky Man", "--show", "luckyman"],
+    )
+    .await);
+    assert!(
+        said.contains("sync on") && said.contains("2 held play(s) released, 2 episode(s) queued"),
+        "{said}"
+    );
+    eventually("Lucky Man's held plays reach the tracker", WAIT, || {
+        let w = tracker.watched();
+        (w.contains_key(&("luckyman".to_string(), 1, 1))
+            && w.contains_key(&("luckyman".to_string(), 1, 2)))
+        .then_some(())
+    })
+    .await;
+    let m = by_title(
+        &d.api("GET", "/api/mappings?status=mapped").await,
+        "Lucky Man",
+    )
+    .clone();
+    assert_eq!(m["sync_enabled"], true, "{m}");
+    assert_eq!(m["id"], lucky_id.as_str());
+
+    // With the daemon stopped: the same search answer, and mapping The Office offline by
+    // its short id releases its held plays, which go out once the daemon runs again.
+    assert_eq!(d.stop().await, Some(0));
+    let search_off = json_out(&run(cfg.clone(), &["shows", "search", "lucky", "--json"]).await);
+    assert_eq!(search_off, search_on);
+    let said = ok(&run(
+        cfg.clone(),
+        &[
+            "mappings",
+            "set",
+            &office_id,
+            "--show",
+            "office-us",
+            "--json",
+        ],
+    )
+    .await);
+    let v: Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(v["plays_released"], 2, "{v}");
+    assert_eq!(v["episodes_queued"], 2, "{v}");
+    assert_eq!(v["sync_enabled"], true, "{v}");
+    d.restart().await;
+    eventually("The Office's held plays reach the tracker", WAIT, || {
+        let w = tracker.watched();
+        (w.contains_key(&("office-us".to_string(), 1, 1))
+            && w.contains_key(&("office-us".to_string(), 1, 2)))
+        .then_some(())
+    })
+    .await;
+    // Nothing was sent twice, and a backfill has nothing left to export.
+    assert_eq!(tracker.watched().len(), 4, "{:?}", tracker.watched());
+    let all = d.api("GET", "/api/mappings?status=ignored").await;
+    assert_eq!(all["total"], 0, "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_switched_off_and_on_again_sends_what_was_watched_meanwhile() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![FakeShow {
+        rating_key: "50001".into(),
+        guid: format!("plex://show/{:0>24}", "50001"),
+        title: "Lucky Man".into(),
+        year: 2016,
+        guids: vec![],
+    }])
+    .await;
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "lm", "title": "Lucky Man", "year": 2016}),
+    ])
+    .await;
+    let text = daemon::config(
+        &plex.url(),
+        &tracker.url(),
+        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
+    );
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = InProc::start(dir.path(), &text).await;
+    scrobble(&d.webhook_url, "50001", "Lucky Man", 1, 1_700_000_000).await;
+    eventually("E1 at the tracker", WAIT, || {
+        tracker
+            .watched()
+            .contains_key(&("lm".to_string(), 1, 1))
+            .then_some(())
+    })
+    .await;
+    ok(&run(cfg.clone(), &["mappings", "set", "lucky man", "--disable"]).await);
+    scrobble(&d.webhook_url, "50001", "Lucky Man", 2, 1_700_000_100).await;
+    eventually("E2 journaled and resolved", WAIT, || {
+        let c = &d.status_blocking_counts();
+        (c.0 >= 2 && c.1 == 0).then_some(())
+    })
+    .await;
+    assert!(!tracker.watched().contains_key(&("lm".to_string(), 1, 2)));
+    let said = ok(&run(cfg.clone(), &["mappings", "set", "lucky man", "--enable"]).await);
+    assert!(said.contains("1 episode(s) queued"), "{said}");
+    eventually("E2 at the tracker once sync is on again", WAIT, || {
+        tracker
+            .watched()
+            .contains_key(&("lm".to_string(), 1, 2))
+            .then_some(())
+    })
+    .await;
+}
+
+trait Counts {
+    /// (journaled plays, plays waiting for the resolver), read from the store's status.
+    fn status_blocking_counts(&self) -> (u64, u64);
+}
+
+impl Counts for InProc {
+    fn status_blocking_counts(&self) -> (u64, u64) {
+        let out = self.cli(&["status", "--json"], None);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            v["counts"]["journal"].as_u64().unwrap_or(0),
+            v["counts"]["pending_resolution"]
+                .as_u64()
+                .unwrap_or(u64::MAX),
+        )
+    }
+}
