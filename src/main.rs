@@ -238,6 +238,8 @@ fn main() -> ExitCode {
     };
     match rt.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `status` printed its answer; something is at error level (README: exit codes).
+        Err(e) if e.downcast_ref::<report::Unhealthy>().is_some() => ExitCode::from(2),
         Err(e) => {
             eprintln!("plexsync: {e:#}");
             ExitCode::FAILURE
