@@ -560,7 +560,11 @@ mod tests {
         };
         let c = healthy_counts();
         let got = evaluate(&inputs(&r, &c));
-        assert_eq!(keys(&got), vec!["plex.token_rejected"], "no second Plex item");
+        assert_eq!(
+            keys(&got),
+            vec!["plex.token_rejected"],
+            "no second Plex item"
+        );
         assert_eq!(got[0].item.since, NOW - 100);
         assert_eq!(got[0].item.hint.as_deref(), Some(PLEX_TOKEN_HINT));
     }

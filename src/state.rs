@@ -482,7 +482,9 @@ impl Shared {
         // rejection is forgotten (the poll says at once if this one is refused too).
         if name == "plex-token" {
             self.with_status(|s| {
-                if s.plex_token_rejected || s.plex_error_kind == Some(crate::model::PollFailure::TokenRejected) {
+                if s.plex_token_rejected
+                    || s.plex_error_kind == Some(crate::model::PollFailure::TokenRejected)
+                {
                     s.plex_token_rejected = false;
                     s.plex_error = None;
                     s.plex_error_kind = None;

@@ -158,11 +158,21 @@ async fn healthy_exits_0_without_null_and_a_stopped_daemon_exits_2() {
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["running"], false);
     let h = &st["health"][0];
-    assert_eq!((&h["component"], &h["severity"]), (&json!("daemon"), &json!("error")));
+    assert_eq!(
+        (&h["component"], &h["severity"]),
+        (&json!("daemon"), &json!("error"))
+    );
 
     // A command that cannot run at all is 1, not 2.
     let out = daemon::cli(&w.daemon.dir.join("missing.toml"), &["status"], None);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let out = w.daemon.cli(&["status", "--bogus"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bad arguments: {}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +204,10 @@ async fn a_tracker_401_names_the_key_in_health_activity_and_status() {
     let out = w.status_cli();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("ERROR") && stdout.contains("tracker"), "{stdout}");
+    assert!(
+        stdout.contains("ERROR") && stdout.contains("tracker"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("plexsync secret set tracker-key"),
         "{stdout}"
@@ -205,7 +218,8 @@ async fn a_tracker_401_names_the_key_in_health_activity_and_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_refused_with_401_reads_as_what_to_do() {
     let w = world(TOKEN, Some(TRACKER_KEY), "200ms").await;
-    w.until("the catalogue", |s| s["catalogue_shows"] == 1).await;
+    w.until("the catalogue", |s| s["catalogue_shows"] == 1)
+        .await;
     // The tracker's key changes under us: exports are refused with 401.
     w.tracker.state.lock().unwrap().expected_key = Some("another-key-entirely".into());
     w.plex.push_history(row(1, 1, now()));
@@ -215,10 +229,20 @@ async fn an_export_refused_with_401_reads_as_what_to_do() {
         .await;
     let t = item(&st, "tracker").unwrap();
     assert_eq!(t["severity"], "error", "{st}");
-    assert!(t["hint"].as_str().unwrap().contains("plexsync secret set tracker-key"));
+    assert!(
+        t["hint"]
+            .as_str()
+            .unwrap()
+            .contains("plexsync secret set tracker-key")
+    );
     let dead = item(&st, "exports").unwrap();
     assert_eq!(dead["severity"], "error", "{st}");
-    assert!(dead["hint"].as_str().unwrap().contains("plexsync outbox retry"));
+    assert!(
+        dead["hint"]
+            .as_str()
+            .unwrap()
+            .contains("plexsync outbox retry")
+    );
     let act = w.daemon.activity().await;
     let failed: Vec<&Value> = act.iter().filter(|a| a["status"] == "failed").collect();
     assert!(!failed.is_empty(), "{act:#?}");
@@ -246,12 +270,23 @@ async fn a_fixed_plex_token_polls_at_once_and_clears_health() {
         .await;
     let h = item(&st, "plex").unwrap();
     assert_eq!(h["severity"], "error");
-    assert!(h["hint"].as_str().unwrap().contains("plexsync secret set plex-token"));
-    assert!(st["plex_last_ok_at"].is_null(), "/identity alone is not ok: {st}");
+    assert!(
+        h["hint"]
+            .as_str()
+            .unwrap()
+            .contains("plexsync secret set plex-token")
+    );
+    assert!(
+        st["plex_last_ok_at"].is_null(),
+        "/identity alone is not ok: {st}"
+    );
     let out = w.status_cli();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}");
-    assert!(!stdout.contains("plex last ok"), "no success happened: {stdout}");
+    assert!(
+        !stdout.contains("plex last ok"),
+        "no success happened: {stdout}"
+    );
     assert_eq!(stdout.matches("rejects the token").count(), 1, "{stdout}");
 
     // `POST /api/poll` inside the pause polls (and is refused again).
@@ -264,9 +299,7 @@ async fn a_fixed_plex_token_polls_at_once_and_clears_health() {
 
     // The right token: a poll happens within seconds and health clears.
     w.plex.push_history(row(1, 1, now()));
-    let out = w
-        .daemon
-        .cli(&["secret", "set", "plex-token"], Some(TOKEN));
+    let out = w.daemon.cli(&["secret", "set", "plex-token"], Some(TOKEN));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let st = w
         .until("a successful poll with the new token", |s| {

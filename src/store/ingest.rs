@@ -282,14 +282,18 @@ mod tests {
         assert_eq!(s.counts().unwrap().webhook_loss, 0);
         assert_eq!(s.first_started_at().unwrap(), None);
         assert_eq!(s.note_first_start(1000).await.unwrap(), 1000);
-        assert_eq!(s.note_first_start(5000).await.unwrap(), 1000, "written once");
+        assert_eq!(
+            s.note_first_start(5000).await.unwrap(),
+            1000,
+            "written once"
+        );
         assert_eq!(s.first_started_at().unwrap(), Some(1000));
         for (i, (viewed_at, source, hk)) in [
-            (999, PlaySource::Poll, None),               // before the first start
-            (2000, PlaySource::Backfill, None),          // a backfill
+            (999, PlaySource::Poll, None),      // before the first start
+            (2000, PlaySource::Backfill, None), // a backfill
             (2000, PlaySource::Poll, Some("library:7:2000")), // a hand-set mark
-            (2000, PlaySource::Webhook, None),           // a webhook
-            (1000, PlaySource::Poll, Some("/h/1")),      // counts
+            (2000, PlaySource::Webhook, None),  // a webhook
+            (1000, PlaySource::Poll, Some("/h/1")), // counts
         ]
         .into_iter()
         .enumerate()
