@@ -125,26 +125,6 @@ impl<D: Driver> World<D> {
         panic!("{what} did not happen:\n{}", self.daemon.log());
     }
 
-    /// Ask for polls until one succeeds: requests made during a pause or backoff are
-    /// skipped, so ask again until the daemon polls.
-    async fn poll_until_ok(&self) -> Value {
-        for _ in 0..200 {
-            let before = self.daemon.status().await["polls"].as_u64().unwrap_or(0);
-            self.daemon.api("POST", "/api/poll").await;
-            for _ in 0..10 {
-                let st = self.daemon.status().await;
-                if st["polls"].as_u64().unwrap_or(0) > before {
-                    if st["last_poll"]["error"].is_null() {
-                        return st;
-                    }
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-        }
-        panic!("no poll succeeded:\n{}", self.daemon.log());
-    }
-
     /// Ask for a poll and wait until one has finished after the request.
     async fn poll(&self) -> Value {
         let before = self.daemon.status().await["polls"].as_u64().unwrap_or(0);
