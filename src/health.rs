@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use plexsync_plugin_api::{ErrorClass, PluginError};
+use plexsync_plugin_api::PluginError;
 use serde::{Deserialize, Serialize};
 
 use crate::model::PollFailure;
@@ -52,39 +52,11 @@ pub struct HealthItem {
     pub hint: Option<String>,
 }
 
-/// Why the tracker failed, as far as health needs to tell: a refused key is a person's job,
-/// an outage is not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrackerErrorKind {
-    /// HTTP 401: the key is missing or wrong.
-    Unauthorized,
-    /// HTTP 403: the key is not allowed to do this.
-    Forbidden,
-    /// Connection refused, timeout, 5xx, 429: it retries on its own.
-    Unreachable,
-    /// Any other refusal (4xx, an answer it cannot read).
-    Refused,
-    /// The plugin's configuration is wrong.
-    Config,
-}
+pub use crate::model::TrackerErrorKind;
 
-/// Classify a tracker plugin's error. The plugin API has no status field, so 401/403 are
-/// recognised by the `HTTP 401` / `HTTP 403` that exporters put in their messages (the
-/// tracker plugin does: `tracker: export: HTTP 401 Unauthorized: …`).
+/// Classify a tracker plugin's error (see [`TrackerErrorKind::of`]).
 pub fn classify_tracker(e: &PluginError) -> TrackerErrorKind {
-    let has = |code: &str| {
-        e.message
-            .match_indices("HTTP ")
-            .any(|(i, m)| e.message[i + m.len()..].starts_with(code))
-    };
-    match e.class {
-        ErrorClass::Transient => TrackerErrorKind::Unreachable,
-        ErrorClass::Config => TrackerErrorKind::Config,
-        ErrorClass::Permanent if has("401") => TrackerErrorKind::Unauthorized,
-        ErrorClass::Permanent if has("403") => TrackerErrorKind::Forbidden,
-        ErrorClass::Permanent => TrackerErrorKind::Refused,
-    }
+    TrackerErrorKind::of(e)
 }
 
 pub const TRACKER_KEY_HINT: &str = "store the key: plexsync secret set tracker-key";
@@ -429,13 +401,14 @@ fn age(secs: i64) -> String {
     }
 }
 
-/// When each condition was first seen (kept in the status board).
-#[derive(Debug, Default)]
-pub struct Clock {
-    first_seen: HashMap<&'static str, i64>,
+/// When each condition was first seen, by condition key (kept in the status board as
+/// `HealthClock`; a plain map so the state needs nothing of this module).
+#[derive(Debug)]
+pub struct Clock<'a> {
+    pub first_seen: &'a mut HashMap<&'static str, i64>,
 }
 
-impl Clock {
+impl Clock<'_> {
     /// Date the conditions and sort them worst first. A condition's `since` is when it began
     /// if the inputs know, else when this clock first saw it; conditions that no longer hold
     /// are forgotten, so one that comes back starts anew.
@@ -477,10 +450,14 @@ pub fn compute(shared: &Shared, counts: Result<&Counts, String>) -> Vec<HealthIt
         export_max_backoff: cfg.outbox.max_backoff,
     };
     let conditions = evaluate(&inputs);
-    match shared.board.health.lock() {
-        Ok(mut clock) => clock.stamp(conditions, now),
-        Err(p) => p.into_inner().stamp(conditions, now),
+    let mut map = match shared.board.health.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    Clock {
+        first_seen: &mut map,
     }
+    .stamp(conditions, now)
 }
 
 /// Whether any item is at error level (`plexsync status` exits 2).
@@ -742,7 +719,10 @@ mod tests {
 
     #[test]
     fn the_clock_keeps_first_sightings_and_sorts_worst_first() {
-        let mut clock = Clock::default();
+        let mut map = HashMap::new();
+        let mut clock = Clock {
+            first_seen: &mut map,
+        };
         let c = Counts {
             conflicts: 1,
             dead_letters: 1,

@@ -69,7 +69,7 @@ pub struct RuntimeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plex_error_since: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tracker_error_kind: Option<crate::health::TrackerErrorKind>,
+    pub tracker_error_kind: Option<crate::model::TrackerErrorKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracker_error_since: Option<i64>,
     /// Plex's `friendlyName` (from `GET /`), for headers and status.
@@ -79,6 +79,9 @@ pub struct RuntimeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plex_machine_id: Option<String>,
 }
+
+/// Health condition key → when it was first seen (unix s), for the health module.
+pub type HealthClock = HashMap<&'static str, i64>;
 
 /// Counters since start, for `/metrics`.
 #[derive(Debug, Default)]
@@ -183,8 +186,8 @@ pub struct Board {
     /// Set once the HTTP server serves this state (false for the CLI's in-process state).
     serving: std::sync::atomic::AtomicBool,
     pub started: Instant,
-    /// When each health condition was first seen ([`crate::health::compute`]).
-    pub health: Mutex<crate::health::Clock>,
+    /// When each health condition was first seen (the health module keeps it).
+    pub health: Mutex<HealthClock>,
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.
@@ -431,7 +434,7 @@ impl Shared {
     /// The tracker plugin failed: the error and its kind (a refused key or an outage), for
     /// health. The run of failures keeps its start while the kind stays the same.
     pub fn note_tracker_error(&self, e: &plexsync_plugin_api::PluginError) {
-        let kind = crate::health::classify_tracker(e);
+        let kind = crate::model::TrackerErrorKind::of(e);
         let now = now_secs();
         self.with_status(|s| {
             if s.tracker_error.is_none() || s.tracker_error_kind != Some(kind) {
@@ -792,7 +795,7 @@ pub async fn open_shared(
             live_tasks: AtomicUsize::new(0),
             serving: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
-            health: Mutex::new(crate::health::Clock::default()),
+            health: Mutex::new(HealthClock::new()),
         },
         key,
         webhook_secret,
