@@ -19,12 +19,16 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 use crate::api::{ActivityPage, BackfillRequest, OutboxView, PublicUrl, Requeued};
 pub use crate::api::{CursorView, Status};
 
+/// `GET /api/status`. An unreadable store does not fail the answer: it is a health item
+/// (with zero counts), so the page and `plexsync status` still say what is wrong.
 pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
     let cfg = shared.config();
     let (webhook_url, webhook_url_note) = match shared.webhook_url() {
         Ok(b) => (Some(b.url), b.note),
         Err(e) => (None, Some(e.to_string())),
     };
+    let counts = shared.store.counts().map_err(|e| e.to_string());
+    let health = crate::health::compute(shared, counts.as_ref().map_err(Clone::clone));
     Ok(Status {
         running: shared.serving(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -36,10 +40,11 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
         plex_token_set: shared.secret("plex-token").is_some(),
         tracker_key_set: shared.secret("tracker-key").is_some(),
         runtime: shared.status(),
-        counts: shared.store.counts()?,
+        counts: counts.unwrap_or_default(),
         cursors: shared
             .store
-            .cursors()?
+            .cursors()
+            .unwrap_or_default()
             .into_iter()
             .map(|(key, c)| CursorView {
                 key,
@@ -47,6 +52,8 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
                 updated_at: c.updated_at,
             })
             .collect(),
+        health,
+        first_started_at: shared.store.first_started_at().ok().flatten(),
     })
 }
 
@@ -382,8 +389,9 @@ pub async fn handle(
             }
         }
         (Method::POST, ["poll"]) => {
-            // A wake-up for the poller task; it runs one poll at a time.
-            shared.wake.poll.notify_one();
+            // A wake-up for the poller task (one poll at a time); a person asking beats any
+            // back-off pause.
+            shared.request_poll();
             json(StatusCode::ACCEPTED, &json!({ "poll": "requested" }))
         }
         (Method::GET, ["backfill"]) => {

@@ -31,7 +31,16 @@ pub struct Status {
     pub counts: Counts,
     /// Poll cursors: per (server, account), history up to `viewed_at` is journaled.
     pub cursors: Vec<CursorView>,
+    // -- health (issue 12) --
+    /// What needs attention, worst first; empty: all good ([`crate::health`]).
+    #[serde(default)]
+    pub health: Vec<HealthItem>,
+    /// When a daemon first started on this store: `webhook_loss` counts plays viewed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_started_at: Option<i64>,
 }
+
+pub use crate::health::{Component, HealthItem, Severity};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CursorView {

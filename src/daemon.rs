@@ -126,6 +126,11 @@ pub async fn run_with(
     // Only here (and in `plexsync check`) are plugins probed: an exec matcher's program is
     // started and checked now, so a broken one refuses the start.
     shared.probe_plugins().await?;
+    // The first start on this store, kept forever: webhook loss counts plays viewed since.
+    shared
+        .store
+        .note_first_start(crate::model::now_secs())
+        .await?;
 
     let unix = match &socket_path {
         Some(p) => Some(

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod hostaddr;
 pub mod http;
 pub mod logging;

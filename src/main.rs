@@ -274,7 +274,18 @@ enum OutboxCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // Bad arguments exit 1, not clap's 2: 2 is `status`'s "something is at error level".
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -288,6 +299,8 @@ fn main() -> ExitCode {
     };
     match rt.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `status` printed its answer; something is at error level (README: exit codes).
+        Err(e) if e.downcast_ref::<report::Unhealthy>().is_some() => ExitCode::from(2),
         Err(e) => {
             eprintln!("plexsync: {e:#}");
             ExitCode::FAILURE

@@ -256,6 +256,44 @@ pub enum PollFailure {
     Store,
 }
 
+/// Why the tracker failed, as far as health needs to tell: a refused key is a person's job,
+/// an outage is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackerErrorKind {
+    /// HTTP 401: the key is missing or wrong.
+    Unauthorized,
+    /// HTTP 403: the key is not allowed to do this.
+    Forbidden,
+    /// Connection refused, timeout, 5xx, 429: it retries on its own.
+    Unreachable,
+    /// Any other refusal (4xx, an answer it cannot read).
+    Refused,
+    /// The plugin's configuration is wrong.
+    Config,
+}
+
+impl TrackerErrorKind {
+    /// Classify a tracker plugin's error. The plugin API has no status field, so 401/403 are
+    /// recognised by the `HTTP 401` / `HTTP 403` that exporters put in their messages (the
+    /// tracker plugin does: `tracker: export: HTTP 401 Unauthorized: …`).
+    pub fn of(e: &plexsync_plugin_api::PluginError) -> Self {
+        use plexsync_plugin_api::ErrorClass;
+        let has = |code: &str| {
+            e.message
+                .match_indices("HTTP ")
+                .any(|(i, m)| e.message[i + m.len()..].starts_with(code))
+        };
+        match e.class {
+            ErrorClass::Transient => Self::Unreachable,
+            ErrorClass::Config => Self::Config,
+            ErrorClass::Permanent if has("401") => Self::Unauthorized,
+            ErrorClass::Permanent if has("403") => Self::Forbidden,
+            ErrorClass::Permanent => Self::Refused,
+        }
+    }
+}
+
 /// What one poll (or backfill) did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PollReport {

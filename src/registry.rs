@@ -57,6 +57,14 @@ const EXPORTERS: &[Kind<ExporterCtor>] = &[Kind {
     ctor: |ctx| Ok(Arc::new(plexsync_plugin_tracker::build(ctx)?)),
 }];
 
+/// The secrets the configured exporter may use (for health: is its key stored?).
+pub fn exporter_secrets(cfg: &Config) -> &'static [&'static str] {
+    EXPORTERS
+        .iter()
+        .find(|k| k.name == cfg.tracker.plugin.kind)
+        .map_or(&[], |k| k.secrets)
+}
+
 /// The built plugins, swapped as a whole on reload.
 pub struct Plugins {
     pub matchers: Vec<Arc<dyn Matcher>>,

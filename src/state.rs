@@ -61,7 +61,27 @@ pub struct RuntimeStatus {
     /// The last configuration reload (SIGHUP): when, and why it was refused if it was.
     pub config_reloaded_at: Option<i64>,
     pub config_reload_error: Option<String>,
+    /// Health inputs (issue 12): when the current run of failures began, and what kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_reload_failed_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plex_error_kind: Option<crate::model::PollFailure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plex_error_since: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracker_error_kind: Option<crate::model::TrackerErrorKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracker_error_since: Option<i64>,
+    /// Plex's `friendlyName` (from `GET /`), for headers and status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plex_server_name: Option<String>,
+    /// Plex's `machineIdentifier` (`/identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plex_machine_id: Option<String>,
 }
+
+/// Health condition key → when it was first seen (unix s), for the health module.
+pub type HealthClock = HashMap<&'static str, i64>;
 
 /// Counters since start, for `/metrics`.
 #[derive(Debug, Default)]
@@ -166,6 +186,8 @@ pub struct Board {
     /// Set once the HTTP server serves this state (false for the CLI's in-process state).
     serving: std::sync::atomic::AtomicBool,
     pub started: Instant,
+    /// When each health condition was first seen (the health module keeps it).
+    pub health: Mutex<HealthClock>,
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.
@@ -173,8 +195,11 @@ pub struct Board {
 pub struct Wakeups {
     /// New pending plays (webhook, poll, released conflict): the resolver.
     pub resolve: Notify,
-    /// A poll was asked for (API, new Plex token): the poller.
+    /// A poll was asked for (API, new Plex token, cron tick): the poller.
     pub poll: Notify,
+    /// Set with `poll` by an explicit request ([`Shared::request_poll`]): poll even inside a
+    /// back-off pause (a cron tick alone waits the pause out).
+    pub poll_now: std::sync::atomic::AtomicBool,
     /// New outbox items or a changed exporter: the exporter.
     pub export: Notify,
     /// The tracker changed (reload, a created show): the catalogue task.
@@ -316,42 +341,107 @@ impl Shared {
         self.with_status(|s| {
             s.plex_token_rejected = rejected;
             if let Some(e) = &report.error {
+                if s.plex_error.is_none() || s.plex_error_kind != report.failure {
+                    s.plex_error_since = Some(report.finished_at);
+                }
                 s.plex_error = Some(e.clone());
                 s.plex_error_at = Some(report.finished_at);
+                s.plex_error_kind = report.failure;
             }
             s.last_poll = Some(report);
             s.polls += 1;
         });
+    }
+
+    /// Poll now, even inside a back-off pause: a person asked (`POST /api/poll`), or the
+    /// Plex token changed.
+    pub fn request_poll(&self) {
+        self.wake.poll_now.store(true, Ordering::SeqCst);
+        self.wake.poll.notify_one();
     }
     pub fn note_plex_identity(&self, id: &crate::plex::history::Identity) {
         let text = match &id.version {
             Some(v) => format!("{} (PMS {v})", id.machine_identifier),
             None => id.machine_identifier.clone(),
         };
-        self.with_status(|s| s.plex_server = Some(text));
+        self.with_status(|s| {
+            if s.plex_machine_id.as_deref() != Some(id.machine_identifier.as_str()) {
+                // Another server: its name is asked again.
+                s.plex_server_name = None;
+            }
+            s.plex_machine_id = Some(id.machine_identifier.clone());
+            s.plex_server = Some(text);
+        });
+    }
+    /// The server's `friendlyName`, once known; None while it is not.
+    pub fn plex_server_name(&self) -> Option<String> {
+        self.status().plex_server_name
+    }
+    pub fn note_plex_server_name(&self, name: String) {
+        self.with_status(|s| s.plex_server_name = Some(name));
     }
     pub fn note_webhook(&self) {
         self.with_status(|s| s.last_webhook_at = Some(now_secs()));
     }
+    /// A request that needs the token succeeded: Plex is fine and takes the token.
     pub fn note_plex_ok(&self) {
         self.with_status(|s| {
             s.plex_last_ok_at = Some(now_secs());
             s.plex_error = None;
+            s.plex_error_kind = None;
+            s.plex_error_since = None;
+            s.plex_token_rejected = false;
         });
     }
     pub fn note_plex_error(&self, e: &PlexError) {
+        use crate::model::PollFailure;
+        let kind = match e {
+            PlexError::Unauthorized { .. } => PollFailure::TokenRejected,
+            PlexError::Malformed { .. } => PollFailure::Malformed,
+            _ => PollFailure::Unreachable,
+        };
+        let now = now_secs();
         self.with_status(|s| {
+            if s.plex_error.is_none() || s.plex_error_kind != Some(kind) {
+                s.plex_error_since = Some(now);
+            }
             s.plex_error = Some(e.to_string());
-            s.plex_error_at = Some(now_secs());
+            s.plex_error_at = Some(now);
+            s.plex_error_kind = Some(kind);
+            if kind == PollFailure::TokenRejected {
+                s.plex_token_rejected = true;
+            }
         });
     }
+    /// The tracker answered (`None`) or failed with a text only; see [`Self::note_tracker_error`].
     pub fn note_tracker(&self, error: Option<String>) {
+        let now = now_secs();
         self.with_status(|s| match error {
             None => {
-                s.tracker_last_ok_at = Some(now_secs());
+                s.tracker_last_ok_at = Some(now);
                 s.tracker_error = None;
+                s.tracker_error_kind = None;
+                s.tracker_error_since = None;
             }
-            Some(e) => s.tracker_error = Some(e),
+            Some(e) => {
+                if s.tracker_error.is_none() {
+                    s.tracker_error_since = Some(now);
+                }
+                s.tracker_error = Some(e);
+            }
+        });
+    }
+    /// The tracker plugin failed: the error and its kind (a refused key or an outage), for
+    /// health. The run of failures keeps its start while the kind stays the same.
+    pub fn note_tracker_error(&self, e: &plexsync_plugin_api::PluginError) {
+        let kind = crate::model::TrackerErrorKind::of(e);
+        let now = now_secs();
+        self.with_status(|s| {
+            if s.tracker_error.is_none() || s.tracker_error_kind != Some(kind) {
+                s.tracker_error_since = Some(now);
+            }
+            s.tracker_error = Some(e.to_string());
+            s.tracker_error_kind = Some(kind);
         });
     }
 
@@ -391,9 +481,20 @@ impl Shared {
         write(&self.live.plex, Arc::new(plex));
         self.wake.resolve.notify_one();
         self.wake.export.notify_one();
-        // A new Plex token should be tried now, not after the rest of a 401 pause.
+        // A new Plex token is tried now, not after the rest of a 401 pause; the old token's
+        // rejection is forgotten (the poll says at once if this one is refused too).
         if name == "plex-token" {
-            self.wake.poll.notify_one();
+            self.with_status(|s| {
+                if s.plex_token_rejected
+                    || s.plex_error_kind == Some(crate::model::PollFailure::TokenRejected)
+                {
+                    s.plex_token_rejected = false;
+                    s.plex_error = None;
+                    s.plex_error_kind = None;
+                    s.plex_error_since = None;
+                }
+            });
+            self.request_poll();
         }
         tracing::info!(secret = name, "secret updated");
         Ok(())
@@ -417,7 +518,10 @@ impl Shared {
         let (new, plugins, plex) = match result {
             Ok(built) => built,
             Err(e) => {
-                self.with_status(|s| s.config_reload_error = Some(e.to_string()));
+                self.with_status(|s| {
+                    s.config_reload_error = Some(e.to_string());
+                    s.config_reload_failed_at = Some(now_secs());
+                });
                 return Err(e);
             }
         };
@@ -451,6 +555,7 @@ impl Shared {
         self.with_status(|s| {
             s.config_reloaded_at = Some(now_secs());
             s.config_reload_error = None;
+            s.config_reload_failed_at = None;
         });
         if tracker_changed {
             self.wake.catalogue.notify_one();
@@ -690,6 +795,7 @@ pub async fn open_shared(
             live_tasks: AtomicUsize::new(0),
             serving: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
+            health: Mutex::new(HealthClock::new()),
         },
         key,
         webhook_secret,

@@ -401,7 +401,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_play_and_applies_each_o
     assert_eq!(d.stop(), Some(0));
     let out = d.cli(&["status", "--json"], None);
     assert!(
-        out.status.success(),
+        matches!(out.status.code(), Some(0 | 2)), // 2: health has an error (not running)
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -125,26 +125,6 @@ impl<D: Driver> World<D> {
         panic!("{what} did not happen:\n{}", self.daemon.log());
     }
 
-    /// Ask for polls until one succeeds: requests made during a pause or backoff are
-    /// skipped, so ask again until the daemon polls.
-    async fn poll_until_ok(&self) -> Value {
-        for _ in 0..200 {
-            let before = self.daemon.status().await["polls"].as_u64().unwrap_or(0);
-            self.daemon.api("POST", "/api/poll").await;
-            for _ in 0..10 {
-                let st = self.daemon.status().await;
-                if st["polls"].as_u64().unwrap_or(0) > before {
-                    if st["last_poll"]["error"].is_null() {
-                        return st;
-                    }
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-        }
-        panic!("no poll succeeded:\n{}", self.daemon.log());
-    }
-
     /// Ask for a poll and wait until one has finished after the request.
     async fn poll(&self) -> Value {
         let before = self.daemon.status().await["polls"].as_u64().unwrap_or(0);
@@ -295,13 +275,15 @@ async fn a_webhook_and_the_history_row_of_the_same_viewing_are_one_play() {
     assert_eq!(w.webhook(&new).await, 200);
     w.plex.push_history(row(1, 1, 14, VIEWED + 20, 1));
     w.plex.push_history(row(2, 1, 15, VIEWED + 3600 + 40, 1));
-    // A play only history knows: counted as a webhook loss.
+    // A play only history knows (viewed before the first start: see below).
     w.plex.push_history(row(3, 1, 16, VIEWED + 7200, 1));
     let st = w.poll().await;
     assert_eq!(st["last_poll"]["duplicates"], 2, "{st}");
     assert_eq!(st["last_poll"]["plays_new"], 1);
     assert_eq!(st["counts"]["journal"], 3);
-    assert_eq!(st["counts"]["webhook_loss"], 1);
+    // Viewed in 2020, before the daemon's first start: not a webhook loss (issue 12;
+    // tests/health.rs counts one viewed since).
+    assert_eq!(st["counts"]["webhook_loss"], 0);
     w.wait_watched(3).await;
     assert_exported_once(&w.tracker);
     let act = w.daemon.activity().await;
@@ -341,19 +323,9 @@ async fn plex_faults_hold_the_cursor_and_cause_no_retry_storm() {
     );
     assert_eq!(st["plex_token_rejected"], true);
     assert_eq!(st["counts"]["journal"], 0);
-    // Ticks during the pause are skipped: asking three times more adds no request.
-    let before = w.plex.state.lock().unwrap().requests.len();
-    for _ in 0..3 {
-        w.daemon.api("POST", "/api/poll").await;
-    }
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(
-        w.plex.state.lock().unwrap().requests.len(),
-        before,
-        "no storm while paused"
-    );
-    // The pause ends (800 ms first time) and the next poll works.
-    let st = w.poll_until_ok().await;
+    // Ticks during the pause are skipped, but a person asking (POST /api/poll) beats the
+    // pause: it polls at once, and works (issue 12).
+    let st = w.poll().await;
     assert!(st["last_poll"]["error"].is_null(), "{st}");
     assert_eq!(st["plex_token_rejected"], false);
     assert_eq!(st["counts"]["journal"], 1);

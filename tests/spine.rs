@@ -482,7 +482,8 @@ async fn cli_works_while_the_daemon_runs() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown secret name"));
     let out = w.daemon.cli(&["status"], None);
-    assert!(out.status.success());
+    // 2: answered, with an error in health (this test leaves failures behind).
+    assert!(matches!(out.status.code(), Some(0 | 2)));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("running") && text.contains("token set"),

@@ -6,11 +6,53 @@ use hyper::Method;
 use super::{Admin, print_json, when};
 use plexsync::api::{ActivityPage, OutboxView, Requeued, Status};
 
+/// `plexsync status` found something at error level: it printed the answer and exits 2.
+#[derive(Debug)]
+pub struct Unhealthy;
+
+impl std::fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("something needs attention (see health)")
+    }
+}
+
+impl std::error::Error for Unhealthy {}
+
+/// `plexsync status`: the answer (text or `--json`), then the exit code: Ok (0) when nothing
+/// is at error level, [`Unhealthy`] (2) otherwise — a stopped daemon included.
 pub async fn status(a: &Admin, as_json: bool) -> Result<()> {
     let s: Status = a.get("status").await?;
     if as_json {
-        return print_json(&s);
+        print_json(&s)?;
+    } else {
+        print_status(&s);
     }
+    if plexsync::health::any_error(&s.health) {
+        return Err(Unhealthy.into());
+    }
+    Ok(())
+}
+
+/// "5 min ago"-style age of a unix time, for people.
+fn ago(ts: i64) -> String {
+    let s = (plexsync::model::now_secs() - ts).max(0);
+    match s {
+        0..120 => format!("{s} s ago"),
+        120..7_200 => format!("{} min ago", s / 60),
+        7_200..172_800 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86_400),
+    }
+}
+
+/// A time that may be unknown: "2025-… (5 min ago)", or `none`.
+fn at(ts: Option<i64>, none: &str) -> String {
+    match ts {
+        Some(t) => format!("{} ({})", when(Some(t), false), ago(t)),
+        None => none.to_string(),
+    }
+}
+
+fn print_status(s: &Status) {
     let r = &s.runtime;
     if s.running {
         println!(
@@ -25,50 +67,50 @@ pub async fn status(a: &Admin, as_json: bool) -> Result<()> {
         (None, Some(why)) => println!("webhook URL:       none: {why}"),
         (None, None) => println!("webhook URL:       -"),
     }
+    let server = match (&r.plex_server_name, &r.plex_server) {
+        (Some(name), Some(id)) => format!(", server \"{name}\" ({id})"),
+        (Some(name), None) => format!(", server \"{name}\""),
+        (None, Some(id)) => format!(", server {id}"),
+        (None, None) => String::new(),
+    };
     println!(
-        "plex:              {} (token {}), last ok {}",
+        "plex:              {}{server} (token {})",
         s.plex_url,
         if s.plex_token_set { "set" } else { "NOT set" },
-        when(r.plex_last_ok_at, false)
     );
-    if let Some(e) = &r.plex_error {
-        println!("plex error:        {e}");
+    // Only a request that needed the token counts as "ok"; a rejection shows once, in health.
+    if let Some(t) = r.plex_last_ok_at {
+        println!("plex last ok:      {}", at(Some(t), ""));
     }
     println!(
-        "tracker:           last ok {}, catalogue {} shows",
-        when(r.tracker_last_ok_at, false),
-        r.catalogue_shows
+        "tracker:           {}, catalogue {} shows (key {})",
+        match r.tracker_last_ok_at {
+            Some(t) => format!("last ok {}", at(Some(t), "")),
+            None => "no answer yet".into(),
+        },
+        r.catalogue_shows,
+        if s.tracker_key_set { "set" } else { "NOT set" },
     );
-    if let Some(e) = &r.tracker_error {
-        println!("tracker error:     {e}");
-    }
-    println!("last webhook:      {}", when(r.last_webhook_at, false));
+    println!("last webhook:      {}", at(r.last_webhook_at, "never"));
     match &r.last_poll {
         None => println!("last poll:         never"),
-        Some(lp) => match &lp.error {
-            Some(e) => println!(
-                "last poll:         {} FAILED: {e}",
-                when(Some(lp.finished_at), false)
-            ),
-            None => println!(
-                "last poll:         {}: {} rows, {} new plays, {} duplicates",
-                when(Some(lp.finished_at), false),
-                lp.rows_read,
-                lp.plays_new,
-                lp.duplicates
-            ),
-        },
+        Some(lp) if lp.error.is_some() => println!(
+            "last poll:         {} failed (see health)",
+            at(Some(lp.finished_at), "")
+        ),
+        Some(lp) => println!(
+            "last poll:         {}: {} rows, {} new plays, {} duplicates",
+            at(Some(lp.finished_at), ""),
+            lp.rows_read,
+            lp.plays_new,
+            lp.duplicates
+        ),
     }
     for c in &s.cursors {
         println!(
             "poll cursor:       {} up to {}",
             c.key,
             when(Some(c.viewed_at), false)
-        );
-    }
-    if r.plex_token_rejected {
-        println!(
-            "                   Plex token rejected: polling is paused; `plexsync secret set plex-token`"
         );
     }
     let c = &s.counts;
@@ -79,7 +121,7 @@ pub async fn status(a: &Admin, as_json: bool) -> Result<()> {
         c.outbox_items,
         c.batches,
         match c.oldest_pending_secs {
-            Some(age) => format!(", oldest {age} s"),
+            Some(age) => format!(", oldest queued {}", ago(plexsync::model::now_secs() - age)),
             None => String::new(),
         }
     );
@@ -87,10 +129,37 @@ pub async fn status(a: &Admin, as_json: bool) -> Result<()> {
     println!("open conflicts:    {}", c.conflicts);
     println!("mappings:          {}", c.mappings);
     println!(
-        "webhook loss:      {} play(s) found by polling that no webhook delivered",
-        c.webhook_loss
+        "webhook loss:      {} play(s) viewed since {} that polling found and no webhook delivered",
+        c.webhook_loss,
+        match s.first_started_at {
+            Some(t) => format!("first start {}", when(Some(t), false)),
+            None => "the first start (none yet)".into(),
+        }
     );
-    Ok(())
+    if s.health.is_empty() {
+        println!("health:            all good");
+        return;
+    }
+    println!("health:");
+    for h in &s.health {
+        let severity = match h.severity {
+            plexsync::api::Severity::Error => "ERROR",
+            plexsync::api::Severity::Warning => "WARNING",
+            plexsync::api::Severity::Info => "INFO",
+        };
+        let component = serde_json::to_value(h.component)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        println!(
+            "  {severity:<8} {component:<10} {} (since {})",
+            h.message,
+            at(Some(h.since), "")
+        );
+        if let Some(hint) = &h.hint {
+            println!("  {:<8} {:<10} → {hint}", "", "");
+        }
+    }
 }
 
 pub async fn activity(a: &Admin, status: Option<&str>, page: usize, as_json: bool) -> Result<()> {

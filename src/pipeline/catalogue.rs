@@ -39,7 +39,7 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
             }
             Err(e) => {
                 failures += 1;
-                shared.note_tracker(Some(e.to_string()));
+                shared.note_tracker_error(&e);
                 let d = backoff(failures, Duration::from_secs(2), Duration::from_secs(300));
                 tracing::warn!(error = %e, retry_in_s = d.as_secs(), "cannot fetch the tracker catalogue");
                 d

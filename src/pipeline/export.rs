@@ -69,7 +69,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                     }
                 }
                 Err(e) if e.is_transient() => {
-                    shared.note_tracker(Some(e.to_string()));
+                    shared.note_tracker_error(&e);
                     if let Some(ra) = e.retry_after {
                         hold_until = Some(Instant::now() + ra);
                     }
@@ -84,12 +84,12 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                     }
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     BatchOutcome::Transient {
-                        error: e.to_string(),
+                        error: failure_text(&e),
                         retry_at_ms: now_millis() + d.as_millis() as i64,
                     }
                 }
                 Err(e) => {
-                    shared.note_tracker(Some(e.to_string()));
+                    shared.note_tracker_error(&e);
                     tracing::error!(show_id = %b.show_id, error = %e, "export refused; moved to the dead letter");
                     shared
                         .board
@@ -97,7 +97,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                         .exports_dead
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     BatchOutcome::Permanent {
-                        error: e.to_string(),
+                        error: failure_text(&e),
                     }
                 }
             };
@@ -126,4 +126,10 @@ pub async fn exporter_task(shared: Arc<Shared>) {
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// An export failure as the activity row and the dead letter show it: a refused key says
+/// what to do (`plexsync secret set tracker-key`) instead of the tracker's raw answer.
+fn failure_text(e: &plexsync_plugin_api::PluginError) -> String {
+    crate::health::tracker_error_text(e)
 }

@@ -1,5 +1,5 @@
-//! Who the server is and who is on it: `GET /identity` and `GET /accounts`
-//! (PLEX_PROTOCOL §5). Parsers are pure functions over the element tree; the client methods
+//! Who the server is and who is on it: `GET /identity`, the root `GET /` (the server's
+//! `friendlyName`) and `GET /accounts` (PLEX_PROTOCOL §5). Parsers are pure functions over the element tree; the client methods
 //! map transport and shape errors to [`PlexError`].
 
 use super::xml::Element;
@@ -45,6 +45,15 @@ pub fn parse_identity(root: &Element) -> Option<Identity> {
     })
 }
 
+/// The server's name in the root (`GET /`) container: `friendlyName`, the name people gave
+/// the server (the webhook's `Server.title`). None when absent or blank.
+pub fn parse_friendly_name(root: &Element) -> Option<String> {
+    root.attr_nonempty("friendlyName")
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+}
+
 /// The accounts in an `/accounts` container; `<Account>` elements without a usable `id` are
 /// left out.
 pub fn parse_accounts(root: &Element) -> Vec<PlexAccount> {
@@ -67,6 +76,12 @@ impl PlexClient {
             endpoint: endpoint.into(),
             message: "no machineIdentifier on MediaContainer".into(),
         })
+    }
+
+    /// `GET /` (needs the token): the server's `friendlyName`, None if it has none.
+    pub async fn friendly_name(&self) -> Result<Option<String>, PlexError> {
+        let root = self.get_container("/", &[], None).await?;
+        Ok(parse_friendly_name(&root))
     }
 
     /// `GET /accounts`, including the system account `0` (see [`PlexAccount`]).
@@ -131,6 +146,21 @@ mod tests {
             ]
         );
         assert_eq!(a.iter().filter(|a| !a.is_system()).count(), 2);
+    }
+
+    #[test]
+    fn friendly_name_of_the_root_container() {
+        let x = r#"<MediaContainer size="25" friendlyName=" Living room " machineIdentifier="ab" version="1.40"><Directory count="1" key="library" title="library"/></MediaContainer>"#;
+        assert_eq!(
+            parse_friendly_name(&parse(x).unwrap()).as_deref(),
+            Some("Living room")
+        );
+        let x = r#"<MediaContainer size="0" friendlyName="  " machineIdentifier="ab"/>"#;
+        assert_eq!(parse_friendly_name(&parse(x).unwrap()), None);
+        assert_eq!(
+            parse_friendly_name(&parse("<MediaContainer/>").unwrap()),
+            None
+        );
     }
 
     #[test]

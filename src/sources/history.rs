@@ -294,11 +294,21 @@ pub async fn poll_once(shared: &Shared) -> PollReport {
 async fn poll_inner(shared: &Shared, report: &mut PollReport) -> Result<(), PollError> {
     let client = shared.plex();
     let cfg = shared.config();
+    // `/identity` needs no token, so its answer says nothing about the token: Plex counts as
+    // fine only once `/accounts` (which needs it) answered.
     let identity = client.identity().await?;
-    shared.note_plex_ok();
     shared.note_plex_identity(&identity);
     let server = identity.machine_identifier;
     let accounts = refresh_accounts(shared, &client).await?;
+    shared.note_plex_ok();
+    if shared.plex_server_name().is_none() {
+        // The name is for people only: a server that does not give one is no failure.
+        match client.friendly_name().await {
+            Ok(Some(name)) => shared.note_plex_server_name(name),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read the Plex server's name"),
+        }
+    }
     let (ids, unknown) = accounts.resolve(&cfg.plex.accounts);
     for name in unknown {
         tracing::warn!(account = %name, "[plex] accounts names an account the server does not have");
@@ -365,8 +375,13 @@ pub async fn poller_task(shared: Arc<Shared>) {
         if *shutdown.borrow() {
             break;
         }
+        // A person asked (POST /api/poll) or the token changed: poll now, pause or not.
+        let explicit = shared
+            .wake
+            .poll_now
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
         if let Some(t) = resume_at {
-            if tokio::time::Instant::now() < t {
+            if tokio::time::Instant::now() < t && !explicit {
                 // A tick during a back-off pause: skipped, so a failing Plex sees no storm.
                 continue;
             }

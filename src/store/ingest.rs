@@ -102,6 +102,34 @@ impl Store {
         .await
     }
 
+    /// Remember when a daemon first started on this store (written once, kept forever);
+    /// returns the stored time. `webhook_loss` counts only plays viewed since then.
+    pub async fn note_first_start(&self, at: i64) -> Result<i64> {
+        self.write(move |txn| {
+            let mut meta = txn.open_table(META)?;
+            let stored = match meta.get(FIRST_START)? {
+                Some(v) => Some(decode::<i64>(v.value())?),
+                None => None,
+            };
+            match stored {
+                Some(t) => Ok(t),
+                None => {
+                    meta.insert(FIRST_START, encode(&at)?.as_slice())?;
+                    Ok(at)
+                }
+            }
+        })
+        .await
+    }
+
+    /// When a daemon first started on this store; None before the first start.
+    pub fn first_started_at(&self) -> Result<Option<i64>> {
+        self.read(|txn| match txn.open_table(META)?.get(FIRST_START)? {
+            Some(v) => Ok(Some(decode::<i64>(v.value())?)),
+            None => Ok(None),
+        })
+    }
+
     pub fn cursor(&self, key: &str) -> Result<Option<Cursor>> {
         self.read(|txn| get_json(&txn.open_table(CURSORS)?, key))
     }
@@ -174,8 +202,7 @@ fn ingest_in(
         .as_slice(),
     )?;
     drop((dedupe, hkeys));
-    if play.source != PlaySource::Webhook {
-        // Found by polling and not (yet) by any webhook: the webhook-loss signal.
+    if counts_as_webhook_loss(txn, &play)? {
         bump_counter(txn, "webhook_loss", 1)?;
     }
     let source = play.source;
@@ -196,6 +223,29 @@ fn ingest_in(
     Ok(Ingested::New(id))
 }
 
+/// The `meta` key of the first start's time.
+const FIRST_START: &str = "first_started_at";
+
+/// A play found by polling and not (yet) by any webhook is the webhook-loss signal — but only
+/// if a webhook could have reported it: viewed after the daemon first started (history from
+/// before the install is not loss), read from history (a backfill never counts; a watched
+/// mark set by hand in the library sends no webhook at all).
+fn counts_as_webhook_loss(txn: &WriteTransaction, play: &Play) -> Result<bool> {
+    if play.source != PlaySource::Poll
+        || play
+            .history_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("library:"))
+    {
+        return Ok(false);
+    }
+    let first_start = match txn.open_table(META)?.get(FIRST_START)? {
+        Some(v) => decode::<i64>(v.value())?,
+        None => return Ok(false),
+    };
+    Ok(play.viewed_at >= first_start)
+}
+
 fn bump_counter(txn: &WriteTransaction, name: &str, by: u64) -> Result<u64> {
     let mut meta = txn.open_table(META)?;
     let key = format!("counter.{name}");
@@ -213,6 +263,46 @@ mod tests {
     use super::*;
     use crate::store::ops::fixtures::{act, play};
     use crate::store::ops::{Applied, BatchOutcome, Resolution};
+
+    #[tokio::test]
+    async fn webhook_loss_counts_only_polled_plays_viewed_since_the_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let polled = |viewed_at: i64, episode: u32, source: PlaySource, hk: Option<&str>| {
+            let mut p = play(viewed_at);
+            p.source = source;
+            p.episode = episode;
+            p.history_key = hk.map(str::to_string);
+            p
+        };
+        // Before any start: nothing counts.
+        s.ingest_play(polled(500, 1, PlaySource::Poll, None), act(), 0)
+            .await
+            .unwrap();
+        assert_eq!(s.counts().unwrap().webhook_loss, 0);
+        assert_eq!(s.first_started_at().unwrap(), None);
+        assert_eq!(s.note_first_start(1000).await.unwrap(), 1000);
+        assert_eq!(
+            s.note_first_start(5000).await.unwrap(),
+            1000,
+            "written once"
+        );
+        assert_eq!(s.first_started_at().unwrap(), Some(1000));
+        for (i, (viewed_at, source, hk)) in [
+            (999, PlaySource::Poll, None),      // before the first start
+            (2000, PlaySource::Backfill, None), // a backfill
+            (2000, PlaySource::Poll, Some("library:7:2000")), // a hand-set mark
+            (2000, PlaySource::Webhook, None),  // a webhook
+            (1000, PlaySource::Poll, Some("/h/1")), // counts
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = polled(viewed_at, 10 + i as u32, source, hk);
+            s.ingest_play(p, act(), 0).await.unwrap();
+        }
+        assert_eq!(s.counts().unwrap().webhook_loss, 1);
+    }
 
     #[tokio::test]
     async fn dedupe_window_and_rewatch() {

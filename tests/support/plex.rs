@@ -283,6 +283,8 @@ pub struct PlexState {
     pub machine_identifier: String,
     pub version: String,
     pub claimed: bool,
+    /// The root `/` container's `friendlyName` (needs the token, as on PMS).
+    pub friendly_name: String,
 }
 
 impl Default for PlexState {
@@ -305,6 +307,7 @@ impl Default for PlexState {
             machine_identifier: "fakeplexmachine0000000000000000000000000".into(),
             version: "1.40.0.0000-000000000".into(),
             claimed: true,
+            friendly_name: "Fake Plex".into(),
         }
     }
 }
@@ -522,6 +525,17 @@ fn handle(st: &Mutex<PlexState>, seen: Seen) -> Resp {
     }
     match seen.path.as_str() {
         "/accounts" => return accounts(&s),
+        "/" => {
+            return xml_page(
+                format!(
+                    "{DECL}<MediaContainer size=\"1\" friendlyName=\"{}\" machineIdentifier=\"{}\" version=\"{}\">\n<Directory count=\"1\" key=\"library\" title=\"library\" />\n</MediaContainer>\n",
+                    esc(&s.friendly_name),
+                    esc(&s.machine_identifier),
+                    esc(&s.version)
+                ),
+                None,
+            );
+        }
         "/status/sessions/history/all" => {
             if s.malformed_history > 0 && s.malformed_history_skip > 0 {
                 s.malformed_history_skip -= 1;

@@ -1,0 +1,773 @@
+//! Health: the one place that decides what needs a person's attention. [`evaluate`] is a pure
+//! function of what the daemon knows (the status board's [`RuntimeStatus`], the store's
+//! counts, which secrets are set, a few settings) and lists the conditions that hold now;
+//! [`Clock`] (kept in the status board) remembers when each condition was first seen, so
+//! `since` does not move on every poll; [`compute`] puts both together for `/api/status`.
+//! The page's banner, its dot and `plexsync status` (and its exit code) all read this list.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use plexsync_plugin_api::PluginError;
+use serde::{Deserialize, Serialize};
+
+use crate::model::PollFailure;
+use crate::state::{RuntimeStatus, Shared};
+use crate::store::ops::Counts;
+
+/// How bad a condition is. Ordered worst first (`Error < Warning < Info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Plays stop flowing (or the daemon is down): `plexsync status` exits 2.
+    Error,
+    /// Something degrades or waits for a person, but plays are not lost.
+    Warning,
+    Info,
+}
+
+/// What a condition is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    Daemon,
+    Plex,
+    Tracker,
+    Exports,
+    Conflicts,
+    Store,
+    Config,
+}
+
+/// One entry of `/api/status`'s `health` list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthItem {
+    pub component: Component,
+    pub severity: Severity,
+    pub message: String,
+    /// When the condition began (unix seconds).
+    pub since: i64,
+    /// What to do about it, often a command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+pub use crate::model::TrackerErrorKind;
+
+/// Classify a tracker plugin's error (see [`TrackerErrorKind::of`]).
+pub fn classify_tracker(e: &PluginError) -> TrackerErrorKind {
+    TrackerErrorKind::of(e)
+}
+
+pub const TRACKER_KEY_HINT: &str = "store the key: plexsync secret set tracker-key";
+pub const PLEX_TOKEN_HINT: &str = "store a valid token: plexsync secret set plex-token";
+
+/// A tracker error in words a person can act on (activity rows, dead letters).
+pub fn tracker_error_text(e: &PluginError) -> String {
+    match classify_tracker(e) {
+        TrackerErrorKind::Unauthorized => {
+            "the tracker refused the key (401): store one with `plexsync secret set tracker-key`"
+                .into()
+        }
+        TrackerErrorKind::Forbidden => {
+            "the tracker refused the key (403): it may not do this; store another with `plexsync secret set tracker-key`"
+                .into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Everything [`evaluate`] looks at.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    pub now: i64,
+    /// A daemon serves this state (false: the CLI answered from the store).
+    pub running: bool,
+    pub uptime_secs: u64,
+    pub runtime: &'a RuntimeStatus,
+    /// The store's counts, or why they could not be read.
+    pub counts: Result<&'a Counts, String>,
+    pub plex_token_set: bool,
+    /// Whether the configured exporter may use a `tracker-key`.
+    pub tracker_key_wanted: bool,
+    pub tracker_key_set: bool,
+    pub catalogue_refresh: Duration,
+    /// The longest an export retry waits ([outbox] max_backoff).
+    pub export_max_backoff: Duration,
+}
+
+/// A condition that holds now: a stable key (for [`Clock`]), the item, and when it began if
+/// the inputs know (else the clock's first sighting stands).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub key: &'static str,
+    pub item: HealthItem,
+    pub began: Option<i64>,
+}
+
+/// How long after start a missing catalogue is worth a warning (the first fetch is running).
+const CATALOGUE_GRACE_SECS: u64 = 120;
+/// A catalogue older than this many refresh intervals is stale (fetches keep failing).
+const CATALOGUE_STALE_INTERVALS: u32 = 3;
+
+/// The conditions that hold, in no particular order ([`Clock::stamp`] sorts them).
+pub fn evaluate(i: &Inputs) -> Vec<Condition> {
+    let mut out = Vec::new();
+    let mut add = |key: &'static str,
+                   component: Component,
+                   severity: Severity,
+                   message: String,
+                   hint: Option<&str>,
+                   began: Option<i64>| {
+        out.push(Condition {
+            key,
+            item: HealthItem {
+                component,
+                severity,
+                message,
+                since: began.unwrap_or(i.now),
+                hint: hint.map(str::to_string),
+            },
+            began,
+        })
+    };
+    let r = i.runtime;
+    use Component::*;
+    use Severity::*;
+
+    if !i.running {
+        add(
+            "daemon.down",
+            Daemon,
+            Error,
+            "the daemon is not running (this answer comes from the store)".into(),
+            Some("start it: systemctl start plexsync (or plexsync run)"),
+            None,
+        );
+    }
+
+    // Plex.
+    if r.plex_token_rejected {
+        let message = if i.plex_token_set {
+            "Plex rejects the token (401): polling is paused"
+        } else {
+            "Plex rejects requests without a token (401) and none is stored: polling is paused"
+        };
+        add(
+            "plex.token_rejected",
+            Plex,
+            Error,
+            message.into(),
+            Some(PLEX_TOKEN_HINT),
+            r.plex_error_since.or(r.plex_error_at),
+        );
+    } else {
+        if !i.plex_token_set {
+            add(
+                "plex.no_token",
+                Plex,
+                Warning,
+                "no Plex token is stored: most servers refuse history polling and show look-ups without one".into(),
+                Some(PLEX_TOKEN_HINT),
+                None,
+            );
+        }
+        if let Some(e) = &r.plex_error {
+            let began = r.plex_error_since.or(r.plex_error_at);
+            match r.plex_error_kind {
+                Some(PollFailure::Store) => {} // reported under the store below
+                Some(PollFailure::Malformed) => add(
+                    "plex.malformed",
+                    Plex,
+                    Warning,
+                    format!("Plex answered with something unusable: {e}"),
+                    None,
+                    began,
+                ),
+                _ => add(
+                    "plex.unreachable",
+                    Plex,
+                    Error,
+                    format!("Plex is unreachable or failing: {e}"),
+                    Some("check [plex] url and that the server runs; polling retries on its own"),
+                    began,
+                ),
+            }
+        }
+    }
+
+    // The tracker.
+    let key_refused = matches!(
+        r.tracker_error_kind,
+        Some(TrackerErrorKind::Unauthorized | TrackerErrorKind::Forbidden)
+    );
+    if let Some(e) = &r.tracker_error {
+        let began = r.tracker_error_since;
+        match r.tracker_error_kind {
+            Some(TrackerErrorKind::Unauthorized) => add(
+                "tracker.unauthorized",
+                Tracker,
+                Error,
+                if i.tracker_key_set {
+                    "the tracker refuses the key (401): exports and catalogue updates stop".into()
+                } else {
+                    "the tracker wants a key (401) and none is stored: exports and catalogue updates stop".into()
+                },
+                Some(TRACKER_KEY_HINT),
+                began,
+            ),
+            Some(TrackerErrorKind::Forbidden) => add(
+                "tracker.forbidden",
+                Tracker,
+                Error,
+                "the tracker refuses the key (403): it may not do this".into(),
+                Some(TRACKER_KEY_HINT),
+                began,
+            ),
+            Some(TrackerErrorKind::Refused) => add(
+                "tracker.refused",
+                Tracker,
+                Warning,
+                format!("the tracker refused a request: {e}"),
+                None,
+                began,
+            ),
+            Some(TrackerErrorKind::Config) => add(
+                "tracker.config",
+                Tracker,
+                Error,
+                format!("the tracker plugin's settings are refused: {e}"),
+                Some("fix [tracker] in the config, then systemctl reload plexsync"),
+                began,
+            ),
+            Some(TrackerErrorKind::Unreachable) | None => add(
+                "tracker.unreachable",
+                Tracker,
+                Error,
+                format!("the tracker is unreachable or failing: {e}"),
+                Some("exports wait and retry on their own; check [tracker] url and that it runs"),
+                began,
+            ),
+        }
+    }
+    if i.tracker_key_wanted && !i.tracker_key_set && !key_refused {
+        add(
+            "tracker.no_key",
+            Tracker,
+            Warning,
+            "no tracker key is stored".into(),
+            Some(TRACKER_KEY_HINT),
+            None,
+        );
+    }
+    if i.running {
+        match r.catalogue_loaded_at {
+            None if i.uptime_secs >= CATALOGUE_GRACE_SECS => add(
+                "tracker.no_catalogue",
+                Tracker,
+                Warning,
+                "no tracker catalogue is loaded yet: matching waits for it".into(),
+                None,
+                None,
+            ),
+            None => {}
+            Some(at) => {
+                let stale = (i.catalogue_refresh * CATALOGUE_STALE_INTERVALS).as_secs() as i64;
+                if i.now - at > stale {
+                    add(
+                        "tracker.catalogue_stale",
+                        Tracker,
+                        Warning,
+                        format!(
+                            "the tracker catalogue is {} old: refreshing it fails",
+                            age(i.now - at)
+                        ),
+                        None,
+                        Some(at + stale),
+                    );
+                }
+                if r.catalogue_shows == 0 {
+                    add(
+                        "tracker.catalogue_empty",
+                        Tracker,
+                        Warning,
+                        "the tracker's catalogue is empty: no show can match".into(),
+                        None,
+                        Some(at),
+                    );
+                }
+            }
+        }
+    }
+
+    // The store, exports, conflicts.
+    match &i.counts {
+        Err(e) => add(
+            "store.unreadable",
+            Store,
+            Error,
+            format!("the store cannot be read: {e}"),
+            None,
+            None,
+        ),
+        Ok(c) => {
+            if c.dead_letters > 0 {
+                add(
+                    "exports.dead",
+                    Exports,
+                    Error,
+                    format!(
+                        "{} export batch(es) failed for good (dead letters): those plays did not reach the tracker",
+                        c.dead_letters
+                    ),
+                    Some("fix the cause, then: plexsync outbox retry"),
+                    None,
+                );
+            }
+            let too_old = export_too_old(i.export_max_backoff).as_secs() as i64;
+            if let Some(oldest) = c.oldest_pending_secs.filter(|&s| s > too_old) {
+                add(
+                    "exports.old",
+                    Exports,
+                    Warning,
+                    format!(
+                        "the oldest pending export has waited {} ({} episode(s) pending)",
+                        age(oldest),
+                        c.outbox_items
+                    ),
+                    Some("see the tracker's health; plexsync outbox list"),
+                    Some(i.now - oldest + too_old),
+                );
+            }
+            if c.conflicts > 0 {
+                add(
+                    "conflicts.open",
+                    Conflicts,
+                    Warning,
+                    format!(
+                        "{} show(s) need a decision: their plays are held until then",
+                        c.conflicts
+                    ),
+                    Some("plexsync conflicts list"),
+                    None,
+                );
+            }
+        }
+    }
+    if let Some(lp) = &r.last_poll {
+        if lp.failure == Some(PollFailure::Store) {
+            add(
+                "store.poll",
+                Store,
+                Error,
+                format!(
+                    "the store could not commit a poll: {}",
+                    lp.error.as_deref().unwrap_or("")
+                ),
+                Some("check the disk (space, permissions) of [store] path"),
+                Some(lp.finished_at),
+            );
+        }
+    }
+
+    // The configuration.
+    if let Some(e) = &r.config_reload_error {
+        add(
+            "config.reload",
+            Config,
+            Error,
+            format!("the configuration reload was refused; the running configuration stays: {e}"),
+            Some("fix the file (plexsync check), then systemctl reload plexsync"),
+            r.config_reload_failed_at,
+        );
+    }
+    out
+}
+
+/// An export waiting longer than this is worth a warning: past every retry's backoff, with
+/// an hour's slack.
+pub fn export_too_old(max_backoff: Duration) -> Duration {
+    (max_backoff * 3).max(Duration::from_secs(3600))
+}
+
+/// `90 s`, `12 min`, `5 h`, `3 d`.
+fn age(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..120 => format!("{s} s"),
+        120..7_200 => format!("{} min", s / 60),
+        7_200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+/// When each condition was first seen, by condition key (kept in the status board as
+/// `HealthClock`; a plain map so the state needs nothing of this module).
+#[derive(Debug)]
+pub struct Clock<'a> {
+    pub first_seen: &'a mut HashMap<&'static str, i64>,
+}
+
+impl Clock<'_> {
+    /// Date the conditions and sort them worst first. A condition's `since` is when it began
+    /// if the inputs know, else when this clock first saw it; conditions that no longer hold
+    /// are forgotten, so one that comes back starts anew.
+    pub fn stamp(&mut self, conditions: Vec<Condition>, now: i64) -> Vec<HealthItem> {
+        self.first_seen
+            .retain(|k, _| conditions.iter().any(|c| c.key == *k));
+        let mut items: Vec<HealthItem> = conditions
+            .into_iter()
+            .map(|c| {
+                let seen = *self.first_seen.entry(c.key).or_insert(now);
+                HealthItem {
+                    since: c.began.unwrap_or(seen),
+                    ..c.item
+                }
+            })
+            .collect();
+        items.sort_by(|a, b| {
+            (a.severity, a.component, a.since).cmp(&(b.severity, b.component, b.since))
+        });
+        items
+    }
+}
+
+/// The health list of this state, for `/api/status`.
+pub fn compute(shared: &Shared, counts: Result<&Counts, String>) -> Vec<HealthItem> {
+    let cfg = shared.config();
+    let runtime = shared.status();
+    let now = crate::model::now_secs();
+    let inputs = Inputs {
+        now,
+        running: shared.serving(),
+        uptime_secs: shared.board.started.elapsed().as_secs(),
+        runtime: &runtime,
+        counts,
+        plex_token_set: shared.secret("plex-token").is_some(),
+        tracker_key_wanted: crate::registry::exporter_secrets(&cfg).contains(&"tracker-key"),
+        tracker_key_set: shared.secret("tracker-key").is_some(),
+        catalogue_refresh: cfg.tracker.catalogue_refresh,
+        export_max_backoff: cfg.outbox.max_backoff,
+    };
+    let conditions = evaluate(&inputs);
+    let mut map = match shared.board.health.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    Clock {
+        first_seen: &mut map,
+    }
+    .stamp(conditions, now)
+}
+
+/// Whether any item is at error level (`plexsync status` exits 2).
+pub fn any_error(items: &[HealthItem]) -> bool {
+    items.iter().any(|h| h.severity == Severity::Error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PollReport;
+
+    const NOW: i64 = 1_765_000_000;
+
+    fn healthy_counts() -> Counts {
+        Counts::default()
+    }
+
+    fn inputs<'a>(r: &'a RuntimeStatus, c: &'a Counts) -> Inputs<'a> {
+        Inputs {
+            now: NOW,
+            running: true,
+            uptime_secs: 600,
+            runtime: r,
+            counts: Ok(c),
+            plex_token_set: true,
+            tracker_key_wanted: true,
+            tracker_key_set: true,
+            catalogue_refresh: Duration::from_secs(3600),
+            export_max_backoff: Duration::from_secs(1800),
+        }
+    }
+
+    fn fine() -> RuntimeStatus {
+        RuntimeStatus {
+            catalogue_shows: 10,
+            catalogue_loaded_at: Some(NOW - 60),
+            plex_last_ok_at: Some(NOW - 5),
+            tracker_last_ok_at: Some(NOW - 5),
+            ..Default::default()
+        }
+    }
+
+    fn keys(c: &[Condition]) -> Vec<&'static str> {
+        let mut k: Vec<_> = c.iter().map(|c| c.key).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn all_good_is_an_empty_list() {
+        let (r, c) = (fine(), healthy_counts());
+        assert!(evaluate(&inputs(&r, &c)).is_empty());
+    }
+
+    #[test]
+    fn a_stopped_daemon_is_an_error_and_skips_runtime_checks() {
+        let r = RuntimeStatus::default();
+        let c = healthy_counts();
+        let mut i = inputs(&r, &c);
+        i.running = false;
+        let got = evaluate(&i);
+        assert_eq!(keys(&got), vec!["daemon.down"]);
+        assert_eq!(got[0].item.severity, Severity::Error);
+        assert!(got[0].item.message.contains("not running"));
+    }
+
+    #[test]
+    fn plex_token_rejected_once_with_the_hint_and_its_start() {
+        let r = RuntimeStatus {
+            plex_token_rejected: true,
+            plex_error: Some("Plex token rejected".into()),
+            plex_error_kind: Some(PollFailure::TokenRejected),
+            plex_error_since: Some(NOW - 100),
+            plex_error_at: Some(NOW - 3),
+            ..fine()
+        };
+        let c = healthy_counts();
+        let got = evaluate(&inputs(&r, &c));
+        assert_eq!(
+            keys(&got),
+            vec!["plex.token_rejected"],
+            "no second Plex item"
+        );
+        assert_eq!(got[0].item.since, NOW - 100);
+        assert_eq!(got[0].item.hint.as_deref(), Some(PLEX_TOKEN_HINT));
+    }
+
+    #[test]
+    fn plex_unreachable_and_malformed() {
+        let mut r = RuntimeStatus {
+            plex_error: Some("connection refused".into()),
+            plex_error_kind: Some(PollFailure::Unreachable),
+            plex_error_at: Some(NOW - 7),
+            ..fine()
+        };
+        let c = healthy_counts();
+        let got = evaluate(&inputs(&r, &c));
+        assert_eq!(keys(&got), vec!["plex.unreachable"]);
+        assert_eq!(got[0].item.severity, Severity::Error);
+        assert_eq!(got[0].item.since, NOW - 7);
+        r.plex_error_kind = Some(PollFailure::Malformed);
+        let got = evaluate(&inputs(&r, &c));
+        assert_eq!(got[0].item.severity, Severity::Warning);
+    }
+
+    #[test]
+    fn missing_secrets_are_warnings() {
+        let (r, c) = (fine(), healthy_counts());
+        let mut i = inputs(&r, &c);
+        i.plex_token_set = false;
+        i.tracker_key_set = false;
+        let got = evaluate(&i);
+        assert_eq!(keys(&got), vec!["plex.no_token", "tracker.no_key"]);
+        assert!(got.iter().all(|c| c.item.severity == Severity::Warning));
+        // An exporter that uses no key: nothing to say.
+        i.tracker_key_wanted = false;
+        assert_eq!(keys(&evaluate(&i)), vec!["plex.no_token"]);
+    }
+
+    #[test]
+    fn tracker_401_403_and_outage_are_told_apart() {
+        let c = healthy_counts();
+        // Without a stored key: a refused key is one item (no separate "no key" warning).
+        for (kind, key, hint) in [
+            (
+                TrackerErrorKind::Unauthorized,
+                vec!["tracker.unauthorized"],
+                Some(TRACKER_KEY_HINT),
+            ),
+            (
+                TrackerErrorKind::Forbidden,
+                vec!["tracker.forbidden"],
+                Some(TRACKER_KEY_HINT),
+            ),
+            (
+                TrackerErrorKind::Unreachable,
+                vec!["tracker.no_key", "tracker.unreachable"],
+                None,
+            ),
+        ] {
+            let r = RuntimeStatus {
+                tracker_error: Some("tracker: export: HTTP 401 Unauthorized".into()),
+                tracker_error_kind: Some(kind),
+                tracker_error_since: Some(NOW - 50),
+                ..fine()
+            };
+            let mut i = inputs(&r, &c);
+            i.tracker_key_set = false;
+            let got = evaluate(&i);
+            assert_eq!(keys(&got), key, "{kind:?}");
+            let main = got.iter().find(|c| c.key != "tracker.no_key").unwrap();
+            assert_eq!(main.item.severity, Severity::Error);
+            assert_eq!(main.item.since, NOW - 50);
+            if let Some(h) = hint {
+                assert_eq!(main.item.hint.as_deref(), Some(h));
+            }
+        }
+    }
+
+    #[test]
+    fn classify_plugin_errors() {
+        let e = PluginError::permanent(
+            "tracker: export: HTTP 401 Unauthorized: {\"error\": \"unauthorized\"}",
+        );
+        assert_eq!(classify_tracker(&e), TrackerErrorKind::Unauthorized);
+        assert!(tracker_error_text(&e).contains("plexsync secret set tracker-key"));
+        assert!(!tracker_error_text(&e).contains("{\"error\""));
+        let e = PluginError::permanent("tracker: catalogue: HTTP 403 Forbidden: no");
+        assert_eq!(classify_tracker(&e), TrackerErrorKind::Forbidden);
+        let e = PluginError::permanent("tracker: export: HTTP 404 Not Found: show 401");
+        assert_eq!(classify_tracker(&e), TrackerErrorKind::Refused);
+        assert_eq!(tracker_error_text(&e), e.to_string());
+        let e = PluginError::transient("tracker: export: HTTP 503 Service Unavailable");
+        assert_eq!(classify_tracker(&e), TrackerErrorKind::Unreachable);
+    }
+
+    #[test]
+    fn catalogue_missing_stale_and_empty() {
+        let c = healthy_counts();
+        let r = RuntimeStatus {
+            catalogue_loaded_at: None,
+            ..fine()
+        };
+        let mut i = inputs(&r, &c);
+        assert_eq!(keys(&evaluate(&i)), vec!["tracker.no_catalogue"]);
+        i.uptime_secs = 5;
+        assert!(evaluate(&i).is_empty(), "the first fetch gets its time");
+        let r = RuntimeStatus {
+            catalogue_loaded_at: Some(NOW - 4 * 3600),
+            catalogue_shows: 0,
+            ..fine()
+        };
+        let got = evaluate(&inputs(&r, &c));
+        assert_eq!(
+            keys(&got),
+            vec!["tracker.catalogue_empty", "tracker.catalogue_stale"]
+        );
+        let stale = got
+            .iter()
+            .find(|c| c.key == "tracker.catalogue_stale")
+            .unwrap();
+        assert_eq!(stale.item.since, NOW - 4 * 3600 + 3 * 3600);
+        assert!(stale.item.message.contains("4 h"), "{}", stale.item.message);
+    }
+
+    #[test]
+    fn exports_conflicts_store_config() {
+        let r = RuntimeStatus {
+            config_reload_error: Some("file:3: key `poll.schedule`: bad".into()),
+            config_reload_failed_at: Some(NOW - 9),
+            last_poll: Some(PollReport {
+                finished_at: NOW - 2,
+                error: Some("disk full".into()),
+                failure: Some(PollFailure::Store),
+                ..Default::default()
+            }),
+            plex_error: Some("disk full".into()),
+            plex_error_kind: Some(PollFailure::Store),
+            ..fine()
+        };
+        let c = Counts {
+            dead_letters: 2,
+            conflicts: 3,
+            outbox_items: 4,
+            oldest_pending_secs: Some(3 * 86_400),
+            ..Default::default()
+        };
+        let got = evaluate(&inputs(&r, &c));
+        assert_eq!(
+            keys(&got),
+            vec![
+                "config.reload",
+                "conflicts.open",
+                "exports.dead",
+                "exports.old",
+                "store.poll"
+            ]
+        );
+        let by = |k: &str| &got.iter().find(|c| c.key == k).unwrap().item;
+        assert_eq!(
+            by("exports.dead").hint.as_deref(),
+            Some("fix the cause, then: plexsync outbox retry")
+        );
+        assert_eq!(by("exports.old").severity, Severity::Warning);
+        assert_eq!(by("exports.old").since, NOW - 3 * 86_400 + 5400);
+        assert!(by("conflicts.open").message.starts_with("3 show(s)"));
+        assert_eq!(
+            by("conflicts.open").hint.as_deref(),
+            Some("plexsync conflicts list")
+        );
+        assert!(by("config.reload").message.contains("poll.schedule"));
+        assert_eq!(by("config.reload").since, NOW - 9);
+        // An unreadable store.
+        let mut i = inputs(&r, &c);
+        i.counts = Err("io".into());
+        assert!(keys(&evaluate(&i)).contains(&"store.unreadable"));
+    }
+
+    #[test]
+    fn the_clock_keeps_first_sightings_and_sorts_worst_first() {
+        let mut map = HashMap::new();
+        let mut clock = Clock {
+            first_seen: &mut map,
+        };
+        let c = Counts {
+            conflicts: 1,
+            dead_letters: 1,
+            ..Default::default()
+        };
+        let r = fine();
+        let got = clock.stamp(evaluate(&inputs(&r, &c)), NOW);
+        assert_eq!(got[0].severity, Severity::Error, "{got:?}");
+        assert_eq!(got[0].component, Component::Exports);
+        assert_eq!(got[1].component, Component::Conflicts);
+        assert!(got.iter().all(|h| h.since == NOW));
+        // A later look: same since.
+        let got = clock.stamp(evaluate(&inputs(&r, &c)), NOW + 30);
+        assert!(got.iter().all(|h| h.since == NOW), "{got:?}");
+        // Cleared, then back: a new since.
+        let none = Counts {
+            conflicts: 1,
+            ..Default::default()
+        };
+        clock.stamp(evaluate(&inputs(&r, &none)), NOW + 60);
+        let got = clock.stamp(evaluate(&inputs(&r, &c)), NOW + 90);
+        let dead = got
+            .iter()
+            .find(|h| h.component == Component::Exports)
+            .unwrap();
+        assert_eq!(dead.since, NOW + 90);
+        let conflicts = got
+            .iter()
+            .find(|h| h.component == Component::Conflicts)
+            .unwrap();
+        assert_eq!(conflicts.since, NOW, "held the whole time");
+    }
+
+    #[test]
+    fn items_serialise_as_the_contract_says() {
+        let h = HealthItem {
+            component: Component::Tracker,
+            severity: Severity::Error,
+            message: "m".into(),
+            since: 5,
+            hint: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&h).unwrap(),
+            serde_json::json!({"component": "tracker", "severity": "error", "message": "m", "since": 5})
+        );
+    }
+}
