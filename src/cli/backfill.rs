@@ -36,37 +36,37 @@ fn print_backfill(st: &plexsync::sources::history::BackfillStatus, as_json: bool
         eprintln!();
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(st)?);
+        crate::cli::outln!("{}", serde_json::to_string_pretty(st)?);
     } else if st.dry_run {
         for w in &st.would_export {
-            println!(
+            crate::cli::outln!(
                 "would export  {} (tracker show {})  S{:02}E{:02}",
                 w.show, w.show_id, w.season, w.episode
             );
         }
         for s in &st.unmatched_shows {
-            println!("no match      {s} (would become a conflict)");
+            crate::cli::outln!("no match      {s} (would become a conflict)");
         }
-        println!(
+        crate::cli::outln!(
             "dry run: {} rows read, {} episode(s) would be exported, {} show(s) without a match; nothing was stored",
             st.rows_read,
             st.would_export.len(),
             st.unmatched_shows.len()
         );
     } else {
-        println!("rows read:    {}", st.rows_read);
-        println!("plays new:    {}", st.plays_new);
-        println!(
+        crate::cli::outln!("rows read:    {}", st.rows_read);
+        crate::cli::outln!("plays new:    {}", st.plays_new);
+        crate::cli::outln!(
             "duplicates:   {} (+{} already imported)",
             st.duplicates, st.already_imported
         );
-        println!("matched:      {}", st.matched);
-        println!(
+        crate::cli::outln!("matched:      {}", st.matched);
+        crate::cli::outln!(
             "parked:       {} (in conflicts: `plexsync status`)",
             st.parked
         );
         if st.waiting > 0 {
-            println!("still matching: {} (the daemon finishes them)", st.waiting);
+            crate::cli::outln!("still matching: {} (the daemon finishes them)", st.waiting);
         }
     }
     if let Some(e) = &st.error {

@@ -5,6 +5,7 @@
 
 pub mod backfill;
 pub mod operate;
+pub mod out;
 pub mod report;
 pub mod setup;
 #[allow(dead_code)] // the tables move onto it in the next commits (issue 12)
@@ -22,6 +23,9 @@ use plexsync::admin;
 use plexsync::client::{self, ClientError};
 use plexsync::config::Config;
 use plexsync::daemon::Shared;
+
+#[allow(unused_imports)]
+pub(crate) use out::{out, outln};
 
 pub fn load(path: &Path) -> Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
@@ -44,7 +48,7 @@ pub fn when(ts: Option<i64>, millis: bool) -> String {
 
 /// Print a value as the API's JSON.
 pub fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 

@@ -101,7 +101,7 @@ pub async fn activity(a: &Admin, status: Option<&str>, page: usize, as_json: boo
     if as_json {
         return print_json(&v);
     }
-    println!(
+    crate::cli::outln!(
         "{:<20} {:<9} {:<10} {:<16} {:<30} {:>8}  action / error",
         "time (UTC)", "status", "source", "event", "show", "ms"
     );
@@ -115,7 +115,7 @@ pub async fn activity(a: &Admin, status: Option<&str>, page: usize, as_json: boo
             None => row.action.clone(),
         };
         let status = serde_json::to_value(row.status)?;
-        println!(
+        crate::cli::outln!(
             "{:<20} {:<9} {:<10} {:<16} {:<30} {:>8.1}  {}",
             when(Some(row.at), true).trim_end_matches('Z'),
             status.as_str().unwrap_or(""),
@@ -126,7 +126,7 @@ pub async fn activity(a: &Admin, status: Option<&str>, page: usize, as_json: boo
             what
         );
     }
-    println!("page {}, {} row(s) in all", v.page, v.total);
+    crate::cli::outln!("page {}, {} row(s) in all", v.page, v.total);
     Ok(())
 }
 
@@ -136,12 +136,12 @@ pub async fn outbox_list(a: &Admin, as_json: bool) -> Result<()> {
         return print_json(&v);
     }
     let c = &v.counts;
-    println!(
+    crate::cli::outln!(
         "pending: {} episode(s) in {} batch(es); dead letters: {}",
         c.outbox_items, c.batches, c.dead_letters
     );
     for b in &v.dead_letters {
-        println!(
+        crate::cli::outln!(
             "  dead batch {} show {} — {} episode(s), {} attempt(s): {}",
             b.id,
             b.show_id,
@@ -155,6 +155,6 @@ pub async fn outbox_list(a: &Admin, as_json: bool) -> Result<()> {
 
 pub async fn outbox_retry(a: &Admin) -> Result<()> {
     let v: Requeued = a.call(Method::POST, "outbox/retry", None::<&()>).await?;
-    println!("requeued {} dead-lettered batch(es)", v.requeued_batches);
+    crate::cli::outln!("requeued {} dead-lettered batch(es)", v.requeued_batches);
     Ok(())
 }
