@@ -41,7 +41,10 @@ fn print_backfill(st: &plexsync::sources::history::BackfillStatus, as_json: bool
         for w in &st.would_export {
             crate::cli::outln!(
                 "would export  {} (tracker show {})  S{:02}E{:02}",
-                w.show, w.show_id, w.season, w.episode
+                w.show,
+                w.show_id,
+                w.season,
+                w.episode
             );
         }
         for s in &st.unmatched_shows {
@@ -58,7 +61,8 @@ fn print_backfill(st: &plexsync::sources::history::BackfillStatus, as_json: bool
         crate::cli::outln!("plays new:    {}", st.plays_new);
         crate::cli::outln!(
             "duplicates:   {} (+{} already imported)",
-            st.duplicates, st.already_imported
+            st.duplicates,
+            st.already_imported
         );
         crate::cli::outln!("matched:      {}", st.matched);
         crate::cli::outln!(

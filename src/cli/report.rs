@@ -103,7 +103,12 @@ pub async fn activity(a: &Admin, status: Option<&str>, page: usize, as_json: boo
     }
     crate::cli::outln!(
         "{:<20} {:<9} {:<10} {:<16} {:<30} {:>8}  action / error",
-        "time (UTC)", "status", "source", "event", "show", "ms"
+        "time (UTC)",
+        "status",
+        "source",
+        "event",
+        "show",
+        "ms"
     );
     for row in &v.items {
         let mut show = row.show.clone().unwrap_or_default();
@@ -138,7 +143,9 @@ pub async fn outbox_list(a: &Admin, as_json: bool) -> Result<()> {
     let c = &v.counts;
     crate::cli::outln!(
         "pending: {} episode(s) in {} batch(es); dead letters: {}",
-        c.outbox_items, c.batches, c.dead_letters
+        c.outbox_items,
+        c.batches,
+        c.dead_letters
     );
     for b in &v.dead_letters {
         crate::cli::outln!(
