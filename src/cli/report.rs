@@ -5,7 +5,7 @@ use hyper::Method;
 
 use super::table::{cell, cell_right, fit};
 use super::{Admin, outln, print_json, when};
-use plexsync::api::{ActivityPage, ActivityQuery, Items, OutboxView, Requeued, Status};
+use plexsync::api::{ActivityPage, ActivityQuery, OutboxView, Requeued, Status};
 use plexsync::model::Activity;
 
 pub async fn status(a: &Admin, as_json: bool) -> Result<()> {
@@ -109,7 +109,7 @@ pub async fn activity(a: &Admin, query: &ActivityQuery, as_json: bool) -> Result
         cell("source", 8),
         cell("event", 14),
         cell("account", 12),
-        cell("show", 34),
+        cell("show", 44),
         cell_right("tries", 5),
     );
     for row in &v.items {
@@ -130,7 +130,7 @@ fn activity_line(row: &Activity) -> String {
         (None, None) => row.show.clone().unwrap_or_default(),
     };
     if let (Some(s), Some(e)) = (row.season, row.episode) {
-        show = format!("{} S{s:02}E{e:02}", fit(&show, 27));
+        show = format!("{} S{s:02}E{e:02}", fit(&show, 37));
     }
     let what = match &row.error {
         Some(e) if row.action.is_empty() => e.clone(),
@@ -150,7 +150,7 @@ fn activity_line(row: &Activity) -> String {
         cell(&row.source, 8),
         cell(event, 14),
         cell(row.account.as_deref().unwrap_or("-"), 12),
-        cell(&show, 34),
+        cell(&show, 44),
         cell_right(&row.attempts.map(|n| n.to_string()).unwrap_or_default(), 5),
         fit(&what, 200)
     )
@@ -159,12 +159,8 @@ fn activity_line(row: &Activity) -> String {
 pub async fn outbox_list(a: &Admin, as_json: bool) -> Result<()> {
     let v: OutboxView = a.get("outbox").await?;
     if as_json {
-        // The listing itself, shaped like every other listing's `--json`.
-        let total = v.batches.len();
-        return print_json(&Items {
-            items: v.batches,
-            total,
-        });
+        // The API's answer: `batches` is the listing; `counts` and `dead_letters` as before.
+        return print_json(&v);
     }
     let c = &v.counts;
     outln!(
