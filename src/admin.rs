@@ -18,6 +18,8 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 use crate::api::{ActivityPage, BackfillRequest, OutboxView, PublicUrl, Requeued};
 pub use crate::api::{CursorView, Status};
+// issue 12, activity and outbox
+use crate::api::{ActivityQuery, EpisodeRef, OutboxBatchView};
 
 /// `GET /api/status`. An unreadable store does not fail the answer: it is a health item
 /// (with zero counts), so the page and `plexsync status` still say what is wrong.
@@ -282,6 +284,87 @@ pub fn metrics(shared: &Shared) -> String {
     o
 }
 
+/// `GET /api/activity`: the typed [`ActivityQuery`]; an unknown status or source is a 400
+/// naming the choices.
+fn activity(shared: &Shared, q: &HashMap<String, String>) -> Resp {
+    // `parse_query` leaves values percent-encoded, so joining them again gives back the
+    // query string the typed parser decodes (the same one the CLI serialised).
+    let raw = q
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let query = match ActivityQuery::from_query_string(&raw) {
+        Ok(query) => query,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match shared
+        .store
+        .activity(&query.filter(), query.page, query.per_page)
+    {
+        Ok((items, total)) => json(
+            StatusCode::OK,
+            &ActivityPage {
+                items,
+                total,
+                page: query.page,
+            },
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// `GET /api/outbox`: counts, every batch (pending, then dead) with its show's titles.
+fn outbox(shared: &Shared) -> Resp {
+    let (counts, list, dead) = match (
+        shared.store.counts(),
+        shared.store.outbox_batches(),
+        shared.store.dead_letters(),
+    ) {
+        (Ok(c), Ok(l), Ok(d)) => (c, l, d),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e);
+        }
+    };
+    let catalogue = shared.catalogue();
+    let batches = list
+        .into_iter()
+        .map(|i| {
+            let b = i.batch;
+            let tracker = catalogue
+                .as_ref()
+                .and_then(|c| c.get(&b.show_id))
+                .map(|s| s.title.clone());
+            OutboxBatchView {
+                id: b.id,
+                show_title: tracker.or_else(|| i.title.clone()),
+                title: i.title,
+                show_id: b.show_id,
+                episodes: b
+                    .items
+                    .iter()
+                    .map(|it| EpisodeRef {
+                        season: it.season,
+                        episode: it.episode,
+                    })
+                    .collect(),
+                attempts: b.attempts,
+                next_attempt_at_ms: (!i.dead).then_some(b.next_attempt_at),
+                last_error: b.last_error,
+                dead: i.dead,
+            }
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &OutboxView {
+            counts,
+            batches,
+            dead_letters: dead,
+        },
+    )
+}
+
 /// Route an admin request that arrived over HTTP (TCP or the unix socket).
 pub async fn route(shared: &Shared, path: &str, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
@@ -321,42 +404,8 @@ pub async fn handle(
                 Err(e) => error(StatusCode::BAD_REQUEST, e),
             }
         }
-        (Method::GET, ["activity"]) => {
-            let page = q
-                .get("page")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(1usize)
-                .max(1);
-            let per_page = q
-                .get("per_page")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(50usize);
-            let status = q
-                .get("status")
-                .filter(|s| !s.is_empty() && s.as_str() != "all");
-            let source = q
-                .get("source")
-                .filter(|s| !s.is_empty() && s.as_str() != "all");
-            match shared.store.activity(
-                status.map(|s| s.as_str()),
-                source.map(|s| s.as_str()),
-                page,
-                per_page,
-            ) {
-                Ok((items, total)) => json(StatusCode::OK, &ActivityPage { items, total, page }),
-                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-            }
-        }
-        (Method::GET, ["outbox"]) => match (shared.store.counts(), shared.store.dead_letters()) {
-            (Ok(c), Ok(dead)) => json(
-                StatusCode::OK,
-                &OutboxView {
-                    counts: c,
-                    dead_letters: dead,
-                },
-            ),
-            (Err(e), _) | (_, Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        },
+        (Method::GET, ["activity"]) => activity(shared, q),
+        (Method::GET, ["outbox"]) => outbox(shared),
         (Method::POST, ["outbox", "retry"]) => match shared.store.retry_dead().await {
             Ok(n) => {
                 shared.wake.export.notify_one();
@@ -447,7 +496,8 @@ pub enum OfflineError {
     NoStore(String),
     #[error("{0}")]
     Daemon(#[from] crate::state::DaemonError),
-    #[error("daemon answered {status}: {body}")]
+    /// The API refused the request; `body` is its error text (what was wrong).
+    #[error("{body}")]
     Http { status: u16, body: String },
 }
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::BackfillStatus;
-use crate::model::{Activity, Batch};
+use crate::model::{Activity, ActivitySource, ActivityStatus, Batch};
 use crate::state::RuntimeStatus;
 use crate::store::ops::Counts;
 
@@ -57,12 +57,169 @@ pub struct ActivityPage {
     pub page: usize,
 }
 
+// ---- issue 12, activity and outbox (helper ACTIVITY) ----
+
+/// `GET /api/activity?status=&source=&account=&q=&page=&per_page=`: the one request type
+/// the CLI serialises into the query string and the handler parses, online and offline.
+/// `status` / `source` absent (or `all`, or empty) = any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityQuery {
+    pub status: Option<ActivityStatus>,
+    pub source: Option<ActivitySource>,
+    pub account: Option<String>,
+    pub q: Option<String>,
+    pub page: usize,
+    pub per_page: usize,
+}
+
+impl Default for ActivityQuery {
+    fn default() -> Self {
+        Self {
+            status: None,
+            source: None,
+            account: None,
+            q: None,
+            page: 1,
+            per_page: 50,
+        }
+    }
+}
+
+/// The query string's shape: what travels, before the enumerations are checked.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ActivityQueryWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    q: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    page: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    per_page: Option<String>,
+}
+
+/// `all` plus every status: the choices `--status` and `?status=` accept.
+pub const ACTIVITY_STATUS_CHOICES: [&str; 5] = ["all", "success", "failed", "ignored", "duplicate"];
+/// `all` plus every source: the choices `--source` and `?source=` accept.
+pub const ACTIVITY_SOURCE_CHOICES: [&str; 5] = ["all", "webhook", "poll", "backfill", "export"];
+
+impl ActivityQuery {
+    /// `status` as the CLI and the API name it; `all` (or empty) = any.
+    pub fn parse_status(s: &str) -> Result<Option<ActivityStatus>, String> {
+        match s {
+            "" | "all" => Ok(None),
+            s => ActivityStatus::parse(s).map(Some).ok_or_else(|| {
+                format!(
+                    "status: unknown value {s:?}; choose one of {}",
+                    ACTIVITY_STATUS_CHOICES.join(", ")
+                )
+            }),
+        }
+    }
+
+    /// `source` as the CLI and the API name it; `all` (or empty) = any.
+    pub fn parse_source(s: &str) -> Result<Option<ActivitySource>, String> {
+        match s {
+            "" | "all" => Ok(None),
+            s => ActivitySource::parse(s).map(Some).ok_or_else(|| {
+                format!(
+                    "source: unknown value {s:?}; choose one of {}",
+                    ACTIVITY_SOURCE_CHOICES.join(", ")
+                )
+            }),
+        }
+    }
+
+    /// The query string (percent-encoded, without `?`).
+    pub fn to_query_string(&self) -> String {
+        let wire = ActivityQueryWire {
+            status: self.status.map(|s| s.as_str().to_string()),
+            source: self.source.map(|s| s.as_str().to_string()),
+            account: self.account.clone().filter(|a| !a.is_empty()),
+            q: self.q.clone().filter(|q| !q.is_empty()),
+            page: Some(self.page.to_string()),
+            per_page: Some(self.per_page.to_string()),
+        };
+        serde_urlencoded::to_string(&wire).unwrap_or_default()
+    }
+
+    /// Parse a query string (percent-encoded, without `?`); the error names what was wrong
+    /// and, for an enumeration, the choices.
+    pub fn from_query_string(raw: &str) -> Result<Self, String> {
+        let w: ActivityQueryWire =
+            serde_urlencoded::from_str(raw).map_err(|e| format!("query: {e}"))?;
+        let number = |name: &str, v: Option<String>, default: usize| -> Result<usize, String> {
+            match v.as_deref().map(str::trim) {
+                None | Some("") => Ok(default),
+                Some(t) => t
+                    .parse::<usize>()
+                    .map_err(|_| format!("{name}: {t:?} is not a whole number")),
+            }
+        };
+        Ok(Self {
+            status: Self::parse_status(w.status.as_deref().unwrap_or(""))?,
+            source: Self::parse_source(w.source.as_deref().unwrap_or(""))?,
+            account: w.account.filter(|a| !a.trim().is_empty()),
+            q: w.q.filter(|q| !q.trim().is_empty()),
+            page: number("page", w.page, 1)?.max(1),
+            per_page: number("per_page", w.per_page, 50)?.clamp(1, 500),
+        })
+    }
+
+    /// What the store filters on.
+    pub fn filter(&self) -> crate::store::ops::ActivityFilter {
+        crate::store::ops::ActivityFilter {
+            status: self.status,
+            source: self.source,
+            account: self.account.clone(),
+            q: self.q.clone(),
+        }
+    }
+}
+
+/// One episode of an outbox batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpisodeRef {
+    pub season: u32,
+    pub episode: u32,
+}
+
+/// `GET /api/outbox` `batches` item: a pending or dead-lettered export batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxBatchView {
+    pub id: u64,
+    pub show_id: String,
+    /// The tracker show's title when the catalogue knows it, else the Plex show's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_title: Option<String>,
+    /// The Plex show's title, when the journal still has the plays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub episodes: Vec<EpisodeRef>,
+    pub attempts: u32,
+    /// Pending batches: when the next attempt is due (unix ms). Absent for dead letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub dead: bool,
+}
+
 /// `GET /api/outbox`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboxView {
     pub counts: Counts,
+    /// Pending batches (by next attempt), then dead letters.
+    #[serde(default)]
+    pub batches: Vec<OutboxBatchView>,
     pub dead_letters: Vec<Batch>,
 }
+
+// ---- end of issue 12, activity and outbox ----
 
 /// `POST /api/outbox/retry`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

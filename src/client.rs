@@ -13,7 +13,9 @@ use hyper_util::rt::TokioIo;
 pub enum ClientError {
     #[error("no daemon is listening on {0}")]
     NotRunning(String),
-    #[error("daemon answered {status}: {body}")]
+    /// The API refused the request; `body` is its error text (what was wrong), the same
+    /// words the in-process call gives.
+    #[error("{body}")]
     Http { status: u16, body: String },
     #[error("talking to the daemon failed: {0}")]
     Io(String),

@@ -122,7 +122,7 @@ pub async fn run_with(
         .local_addr()
         .map_err(|e| DaemonError::Io(e.to_string()))?;
     let socket_path = config.socket_path();
-    let shared = open_shared(config, listen_addr).await?;
+    let shared = open_shared_patiently(config, listen_addr).await?;
     // Only here (and in `plexsync check`) are plugins probed: an exec matcher's program is
     // started and checked now, so a broken one refuses the start.
     shared.probe_plugins().await?;
@@ -205,4 +205,23 @@ pub async fn run_with(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// [`open_shared`], waiting up to 10 s while the store is locked: a CLI command started just
+/// before the admin socket existed serves itself in process and holds the store for a moment.
+async fn open_shared_patiently(
+    config: Config,
+    listen: std::net::SocketAddr,
+) -> Result<Arc<Shared>, DaemonError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match open_shared(config.clone(), listen).await {
+            Err(DaemonError::Store(crate::store::StoreError::Locked))
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
+    }
 }

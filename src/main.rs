@@ -56,15 +56,26 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Recent activity (webhooks, exports)
+    /// Recent activity (webhooks, polls, exports), newest first
     Activity {
         #[command(flatten)]
         config: ConfigArg,
-        /// success, failed, ignored or duplicate
-        #[arg(long)]
+        /// Only rows with this outcome
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(plexsync::api::ACTIVITY_STATUS_CHOICES))]
         status: Option<String>,
+        /// Only rows from this source
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(plexsync::api::ACTIVITY_SOURCE_CHOICES))]
+        source: Option<String>,
+        /// Only rows of this Plex account (its name)
+        #[arg(long)]
+        account: Option<String>,
+        /// Text to find in show titles, actions and errors (any case)
+        #[arg(long, short = 'q', visible_alias = "q")]
+        search: Option<String>,
         #[arg(long, default_value_t = 1)]
         page: usize,
+        #[arg(long, default_value_t = 50)]
+        per_page: usize,
         #[arg(long)]
         json: bool,
     },
@@ -270,6 +281,8 @@ enum OutboxCmd {
     Retry {
         #[command(flatten)]
         config: ConfigArg,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -326,9 +339,25 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Activity {
             config,
             status,
+            source,
+            account,
+            search,
             page,
+            per_page,
             json,
-        } => report::activity(&admin(&config)?, status.as_deref(), page, json).await,
+        } => {
+            let query = plexsync::api::ActivityQuery {
+                status: plexsync::api::ActivityQuery::parse_status(status.as_deref().unwrap_or(""))
+                    .map_err(anyhow::Error::msg)?,
+                source: plexsync::api::ActivityQuery::parse_source(source.as_deref().unwrap_or(""))
+                    .map_err(anyhow::Error::msg)?,
+                account,
+                q: search,
+                page,
+                per_page,
+            };
+            report::activity(&admin(&config)?, &query, json).await
+        }
         Cmd::Backfill {
             config,
             since,
@@ -345,8 +374,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             cmd: OutboxCmd::List { config, json },
         } => report::outbox_list(&admin(&config)?, json).await,
         Cmd::Outbox {
-            cmd: OutboxCmd::Retry { config },
-        } => report::outbox_retry(&admin(&config)?).await,
+            cmd: OutboxCmd::Retry { config, json },
+        } => report::outbox_retry(&admin(&config)?, json).await,
         Cmd::Key {
             cmd: KeyCmd::Generate { file },
         } => setup::key_generate(&file),

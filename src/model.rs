@@ -140,12 +140,58 @@ pub enum ActivityStatus {
 }
 
 impl ActivityStatus {
+    /// Every status, in the order people read them (the API's and the CLI's choices).
+    pub const ALL: [ActivityStatus; 4] = [
+        ActivityStatus::Success,
+        ActivityStatus::Failed,
+        ActivityStatus::Ignored,
+        ActivityStatus::Duplicate,
+    ];
+
+    /// The status named `s` (as [`as_str`](Self::as_str) spells it).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ActivityStatus::Success => "success",
             ActivityStatus::Failed => "failed",
             ActivityStatus::Ignored => "ignored",
             ActivityStatus::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Where an activity row comes from (its `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivitySource {
+    Webhook,
+    Poll,
+    Backfill,
+    Export,
+}
+
+impl ActivitySource {
+    /// Every source (the API's and the CLI's choices).
+    pub const ALL: [ActivitySource; 4] = [
+        ActivitySource::Webhook,
+        ActivitySource::Poll,
+        ActivitySource::Backfill,
+        ActivitySource::Export,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivitySource::Webhook => "webhook",
+            ActivitySource::Poll => "poll",
+            ActivitySource::Backfill => "backfill",
+            ActivitySource::Export => "export",
         }
     }
 }
@@ -172,6 +218,18 @@ pub struct Activity {
     /// The HTTP client's address (webhook rows), after `[server] trusted_proxies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// The Plex show's title, when known (`show` may be a tracker id on older export rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Export rows: the tracker show's title, when the catalogue knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracker_title: Option<String>,
+    /// Export rows: attempts so far. One row per batch, updated on every attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Export rows: the outbox batch this row follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<u64>,
 }
 
 /// A decided Plex show → tracker show link.
@@ -240,6 +298,9 @@ pub struct Batch {
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
     pub created_at: i64,
+    /// The activity row that follows this batch's attempts (one row per batch, not per try).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_id: Option<u64>,
 }
 
 /// Why a poll failed, as a kind the daemon decides on (the message is for people).
@@ -317,8 +378,12 @@ pub struct PollReport {
 /// One episode a dry-run backfill would send.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WouldExport {
+    /// The Plex show's title.
     pub show: String,
     pub show_id: String,
+    /// The tracker show's title, when the catalogue knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracker_title: Option<String>,
     pub season: u32,
     pub episode: u32,
     pub watched_at: i64,
@@ -330,8 +395,16 @@ pub struct BackfillStatus {
     pub running: bool,
     pub since: i64,
     pub dry_run: bool,
+    /// History rows read so far, over every account.
     pub rows_read: u64,
+    /// Rows in all, over every account; None until it is known (Plex gives one account's
+    /// total at a time, so it is known once the last account's first page is read).
     pub total: Option<u64>,
+    /// Which account is being read (1-based) and how many there are.
+    #[serde(default)]
+    pub account: u32,
+    #[serde(default)]
+    pub accounts: u32,
     pub plays_new: u64,
     pub duplicates: u64,
     pub already_imported: u64,
@@ -339,7 +412,7 @@ pub struct BackfillStatus {
     pub matched: u64,
     pub parked: u64,
     pub waiting: u64,
-    /// Shows a dry run could not map (they would become conflicts).
+    /// Titles of the shows a dry run could not map (they would become conflicts).
     pub unmatched_shows: Vec<String>,
     pub would_export: Vec<WouldExport>,
     pub error: Option<String>,

@@ -13,9 +13,11 @@ fn progress_line(st: &plexsync::sources::history::BackfillStatus) {
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return;
     }
+    // Several accounts: Plex totals one at a time, so the bar appears only once the total
+    // over all of them is known (on the last account); before that, a plain count.
     let bar = match st.total {
-        Some(t) if t > 0 => {
-            let filled = ((st.rows_read.min(t) * 30) / t) as usize;
+        Some(t) if t > 0 && st.rows_read <= t => {
+            let filled = ((st.rows_read * 30) / t) as usize;
             format!(
                 "[{}{}] {}/{} rows",
                 "#".repeat(filled),
@@ -24,6 +26,10 @@ fn progress_line(st: &plexsync::sources::history::BackfillStatus) {
                 t
             )
         }
+        _ if st.accounts > 1 => format!(
+            "{} rows (account {} of {})",
+            st.rows_read, st.account, st.accounts
+        ),
         _ => format!("{} rows", st.rows_read),
     };
     let mut e = std::io::stderr();
@@ -36,37 +42,44 @@ fn print_backfill(st: &plexsync::sources::history::BackfillStatus, as_json: bool
         eprintln!();
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(st)?);
+        super::print_json(st)?;
     } else if st.dry_run {
         for w in &st.would_export {
-            println!(
-                "would export  {} (tracker show {})  S{:02}E{:02}",
-                w.show, w.show_id, w.season, w.episode
+            let tracker = match &w.tracker_title {
+                Some(t) => format!("{t} (tracker show {})", w.show_id),
+                None => format!("tracker show {}", w.show_id),
+            };
+            crate::cli::outln!(
+                "would export  {} S{:02}E{:02} → {tracker}",
+                w.show,
+                w.season,
+                w.episode
             );
         }
         for s in &st.unmatched_shows {
-            println!("no match      {s} (would become a conflict)");
+            crate::cli::outln!("no match      {s} (would become a conflict)");
         }
-        println!(
+        crate::cli::outln!(
             "dry run: {} rows read, {} episode(s) would be exported, {} show(s) without a match; nothing was stored",
             st.rows_read,
             st.would_export.len(),
             st.unmatched_shows.len()
         );
     } else {
-        println!("rows read:    {}", st.rows_read);
-        println!("plays new:    {}", st.plays_new);
-        println!(
+        crate::cli::outln!("rows read:    {}", st.rows_read);
+        crate::cli::outln!("plays new:    {}", st.plays_new);
+        crate::cli::outln!(
             "duplicates:   {} (+{} already imported)",
-            st.duplicates, st.already_imported
+            st.duplicates,
+            st.already_imported
         );
-        println!("matched:      {}", st.matched);
-        println!(
+        crate::cli::outln!("matched:      {}", st.matched);
+        crate::cli::outln!(
             "parked:       {} (in conflicts: `plexsync status`)",
             st.parked
         );
         if st.waiting > 0 {
-            println!("still matching: {} (the daemon finishes them)", st.waiting);
+            crate::cli::outln!("still matching: {} (the daemon finishes them)", st.waiting);
         }
     }
     if let Some(e) = &st.error {

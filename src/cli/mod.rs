@@ -5,6 +5,7 @@
 
 pub mod backfill;
 pub mod operate;
+pub mod out;
 pub mod report;
 pub mod settings;
 pub mod setup;
@@ -22,6 +23,9 @@ use plexsync::admin;
 use plexsync::client::{self, ClientError};
 use plexsync::config::Config;
 use plexsync::daemon::Shared;
+
+#[allow(unused_imports)]
+pub(crate) use out::{out, outln};
 
 pub fn load(path: &Path) -> Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
@@ -44,8 +48,19 @@ pub fn when(ts: Option<i64>, millis: bool) -> String {
 
 /// Print a value as the API's JSON.
 pub fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// How long a command waits for the socket of a daemon that holds the store but does not
+/// answer yet (it is starting).
+const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why the store could not be opened in process.
+enum Offline {
+    /// A running (or starting) daemon holds it.
+    Locked,
+    Other(anyhow::Error),
 }
 
 /// Where the CLI's admin calls go: the running daemon, or the store opened in process.
@@ -87,6 +102,10 @@ impl Admin {
     }
 
     /// One admin call: the daemon if it runs, else the store. `path` follows `/api/`.
+    ///
+    /// A daemon that is starting holds the store before its socket answers: then the socket
+    /// is asked again for up to [`STARTING_WAIT`] (the store too, in case the daemon stopped)
+    /// instead of failing at once.
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -94,24 +113,45 @@ impl Admin {
         body: Option<&impl Serialize>,
     ) -> Result<T> {
         let body = body.map(serde_json::to_vec).transpose()?;
+        let parse_online = |bytes: Vec<u8>| -> Result<T> {
+            serde_json::from_slice(&bytes).context("the daemon sent an unexpected answer")
+        };
         if let Some(bytes) = self.online(method.clone(), path, body.clone()).await? {
-            return serde_json::from_slice(&bytes).context("the daemon sent an unexpected answer");
+            return parse_online(bytes);
         }
-        let shared = self
-            .offline
+        let deadline = std::time::Instant::now() + STARTING_WAIT;
+        let shared = loop {
+            match self.offline_shared().await {
+                Ok(s) => break s,
+                Err(Offline::Locked) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    if let Some(bytes) = self.online(method.clone(), path, body.clone()).await? {
+                        return parse_online(bytes);
+                    }
+                }
+                Err(Offline::Locked) => anyhow::bail!(
+                    "the store {} is in use by a running daemon, but its admin socket did not answer within {} s (is [admin] socket disabled?)",
+                    self.cfg.store_path().display(),
+                    STARTING_WAIT.as_secs()
+                ),
+                Err(Offline::Other(e)) => return Err(e),
+            }
+        };
+        let bytes = admin::call(shared, method, path, body.unwrap_or_default()).await?;
+        serde_json::from_slice(&bytes).context("the admin API sent an unexpected answer")
+    }
+
+    /// The store opened in process (once per process).
+    async fn offline_shared(&self) -> Result<&Arc<Shared>, Offline> {
+        self.offline
             .get_or_try_init(|| admin::open_offline(self.cfg.clone()))
             .await
             .map_err(|e| match e {
                 admin::OfflineError::Daemon(plexsync::daemon::DaemonError::Store(
                     plexsync::store::StoreError::Locked,
-                )) => anyhow::anyhow!(
-                    "the store {} is in use by a running daemon, but its admin socket does not answer (is [admin] socket disabled?)",
-                    self.cfg.store_path().display()
-                ),
-                e => e.into(),
-            })?;
-        let bytes = admin::call(shared, method, path, body.unwrap_or_default()).await?;
-        serde_json::from_slice(&bytes).context("the admin API sent an unexpected answer")
+                )) => Offline::Locked,
+                e => Offline::Other(e.into()),
+            })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

@@ -3,8 +3,10 @@
 use anyhow::Result;
 use hyper::Method;
 
-use super::{Admin, print_json, when};
-use plexsync::api::{ActivityPage, OutboxView, Requeued, Status};
+use super::table::{cell, cell_right, fit};
+use super::{Admin, outln, print_json, when};
+use plexsync::api::{ActivityPage, ActivityQuery, OutboxView, Requeued, Status};
+use plexsync::model::Activity;
 
 /// `plexsync status` found something at error level: it printed the answer and exits 2.
 #[derive(Debug)]
@@ -162,68 +164,129 @@ fn print_status(s: &Status) {
     }
 }
 
-pub async fn activity(a: &Admin, status: Option<&str>, page: usize, as_json: bool) -> Result<()> {
-    let status = status.unwrap_or("");
+pub async fn activity(a: &Admin, query: &ActivityQuery, as_json: bool) -> Result<()> {
     let v: ActivityPage = a
-        .get(&format!("activity?page={page}&status={status}"))
+        .get(&format!("activity?{}", query.to_query_string()))
         .await?;
     if as_json {
         return print_json(&v);
     }
-    println!(
-        "{:<20} {:<9} {:<10} {:<16} {:<30} {:>8}  action / error",
-        "time (UTC)", "status", "source", "event", "show", "ms"
+    outln!(
+        "{} {} {} {} {} {} {}  action / error",
+        cell("time (UTC)", 19),
+        cell("status", 9),
+        cell("source", 8),
+        cell("event", 14),
+        cell("account", 12),
+        cell("show", 44),
+        cell_right("tries", 5),
     );
     for row in &v.items {
-        let mut show = row.show.clone().unwrap_or_default();
-        if let (Some(s), Some(e)) = (row.season, row.episode) {
-            show = format!("{show} S{s:02}E{e:02}");
-        }
-        let what = match &row.error {
-            Some(e) => format!("{} — {e}", row.action),
-            None => row.action.clone(),
-        };
-        let status = serde_json::to_value(row.status)?;
-        println!(
-            "{:<20} {:<9} {:<10} {:<16} {:<30} {:>8.1}  {}",
-            when(Some(row.at), true).trim_end_matches('Z'),
-            status.as_str().unwrap_or(""),
-            row.source,
-            row.event.as_deref().unwrap_or(""),
-            show.chars().take(30).collect::<String>(),
-            row.duration_ms,
-            what
-        );
+        outln!("{}", activity_line(row));
     }
-    println!("page {}, {} row(s) in all", v.page, v.total);
+    let pages = v.total.div_ceil(query.per_page.max(1)).max(1);
+    outln!("page {} of {pages}, {} row(s) in all", v.page, v.total);
     Ok(())
+}
+
+/// One activity row as a table line, columns by display width.
+fn activity_line(row: &Activity) -> String {
+    // Export rows carry both titles; older rows only `show` (for exports a tracker id).
+    let mut show = match (&row.title, &row.tracker_title) {
+        (Some(t), Some(tt)) if t != tt => format!("{t} → {tt}"),
+        (Some(t), _) => t.clone(),
+        (None, Some(tt)) => tt.clone(),
+        (None, None) => row.show.clone().unwrap_or_default(),
+    };
+    if let (Some(s), Some(e)) = (row.season, row.episode) {
+        show = format!("{} S{s:02}E{e:02}", fit(&show, 37));
+    }
+    let what = match &row.error {
+        Some(e) if row.action.is_empty() => e.clone(),
+        Some(e) => format!("{} — {e}", row.action),
+        None => row.action.clone(),
+    };
+    // The event says more than the source only when it differs ("export · export" did not).
+    let event = row
+        .event
+        .as_deref()
+        .filter(|e| *e != row.source)
+        .unwrap_or("");
+    format!(
+        "{} {} {} {} {} {} {}  {}",
+        cell(when(Some(row.at), true).trim_end_matches('Z'), 19),
+        cell(row.status.as_str(), 9),
+        cell(&row.source, 8),
+        cell(event, 14),
+        cell(row.account.as_deref().unwrap_or("-"), 12),
+        cell(&show, 44),
+        cell_right(&row.attempts.map(|n| n.to_string()).unwrap_or_default(), 5),
+        fit(&what, 200)
+    )
 }
 
 pub async fn outbox_list(a: &Admin, as_json: bool) -> Result<()> {
     let v: OutboxView = a.get("outbox").await?;
     if as_json {
+        // The API's answer: `batches` is the listing; `counts` and `dead_letters` as before.
         return print_json(&v);
     }
     let c = &v.counts;
-    println!(
+    outln!(
         "pending: {} episode(s) in {} batch(es); dead letters: {}",
-        c.outbox_items, c.batches, c.dead_letters
+        c.outbox_items,
+        c.batches,
+        c.dead_letters
     );
-    for b in &v.dead_letters {
-        println!(
-            "  dead batch {} show {} — {} episode(s), {} attempt(s): {}",
-            b.id,
-            b.show_id,
-            b.items.len(),
-            b.attempts,
-            b.last_error.as_deref().unwrap_or("")
+    if v.batches.is_empty() {
+        return Ok(());
+    }
+    outln!(
+        "{} {} {} {} {}  last error",
+        cell_right("batch", 6),
+        cell("show", 30),
+        cell("episodes", 22),
+        cell_right("tries", 5),
+        cell("next try (UTC)", 19),
+    );
+    for b in &v.batches {
+        let show = b
+            .show_title
+            .clone()
+            .unwrap_or_else(|| format!("tracker show {}", b.show_id));
+        let eps: Vec<String> = b
+            .episodes
+            .iter()
+            .map(|e| format!("S{:02}E{:02}", e.season, e.episode))
+            .collect();
+        let next = if b.dead {
+            "dead letter".to_string()
+        } else {
+            when(b.next_attempt_at_ms, true)
+                .trim_end_matches('Z')
+                .to_string()
+        };
+        outln!(
+            "{} {} {} {} {}  {}",
+            cell_right(&b.id.to_string(), 6),
+            cell(&show, 30),
+            cell(&eps.join(", "), 22),
+            cell_right(&b.attempts.to_string(), 5),
+            cell(&next, 19),
+            fit(b.last_error.as_deref().unwrap_or(""), 200)
         );
+    }
+    if c.dead_letters > 0 {
+        outln!("`plexsync outbox retry` sends the dead letters again");
     }
     Ok(())
 }
 
-pub async fn outbox_retry(a: &Admin) -> Result<()> {
+pub async fn outbox_retry(a: &Admin, as_json: bool) -> Result<()> {
     let v: Requeued = a.call(Method::POST, "outbox/retry", None::<&()>).await?;
-    println!("requeued {} dead-lettered batch(es)", v.requeued_batches);
+    if as_json {
+        return print_json(&v);
+    }
+    outln!("requeued {} dead-lettered batch(es)", v.requeued_batches);
     Ok(())
 }

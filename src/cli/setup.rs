@@ -46,7 +46,7 @@ pub async fn secret_set(path: &Path, name: &str) -> Result<()> {
         .await?
         .is_some()
     {
-        println!("stored {name} (the running daemon uses it now)");
+        crate::cli::outln!("stored {name} (the running daemon uses it now)");
         return Ok(());
     }
     let cfg = admin.config();
@@ -64,7 +64,7 @@ pub async fn secret_set(path: &Path, name: &str) -> Result<()> {
     store
         .put_secret(name.to_string(), key.seal(name, value)?)
         .await?;
-    println!("stored {name}");
+    crate::cli::outln!("stored {name}");
     Ok(())
 }
 
@@ -86,12 +86,12 @@ pub async fn rekey(path: &Path, new_key: &Path) -> Result<()> {
         other => other?,
     };
     let n = plexsync::daemon::rekey(&store, &old, &new).await?;
-    println!(
+    crate::cli::outln!(
         "re-encrypted {n} secret(s) under key {} (was {}).",
         new.id(),
         old.id()
     );
-    println!(
+    crate::cli::outln!(
         "Now make {} the key: point [secrets] key_file at it (or replace {} with it, or the systemd credential), then start the daemon.",
         new_key.display(),
         cfg.key_path().display()
@@ -101,7 +101,7 @@ pub async fn rekey(path: &Path, new_key: &Path) -> Result<()> {
 
 /// Print a URL for people (stdout) and, when it was guessed, which address it uses (stderr).
 fn print_url(url: &str, note: Option<&str>) {
-    println!("{url}");
+    crate::cli::outln!("{url}");
     if let Some(n) = note {
         eprintln!("plexsync: note: {n}");
     }
@@ -156,7 +156,7 @@ pub async fn check(path: &Path) -> Result<()> {
                 anyhow::anyhow!("{}: {msg}", path.display())
             }
         })?;
-    println!(
+    crate::cli::outln!(
         "{}: OK ({} stored secret(s) checked)",
         path.display(),
         secrets.len()
@@ -166,7 +166,7 @@ pub async fn check(path: &Path) -> Result<()> {
 
 pub fn key_generate(file: &Path) -> Result<()> {
     let key = plexsync::secrets::generate_key_file(file)?;
-    println!(
+    crate::cli::outln!(
         "wrote a new key to {} (mode 0600), key id {}",
         file.display(),
         key.id()
@@ -185,7 +185,7 @@ pub async fn match_file(path: &Path, catalog: &Path, queries: &Path, as_json: bo
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     if as_json {
-        println!("{}", serde_json::to_string(&summary)?);
+        crate::cli::outln!("{}", serde_json::to_string(&summary)?);
     } else {
         eprint!("{}", summary.human());
     }

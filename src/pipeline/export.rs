@@ -101,9 +101,13 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                     }
                 }
             };
+            // The activity row names the tracker show as well as the Plex one.
+            let tracker_title = shared
+                .catalogue()
+                .and_then(|c| c.get(&b.show_id).map(|s| s.title.clone()));
             if let Err(e) = shared
                 .store
-                .finish_batch(b.id, outcome, outbox.max_attempts, ms)
+                .finish_batch_titled(b.id, outcome, outbox.max_attempts, ms, tracker_title)
                 .await
             {
                 tracing::error!(error = %e, "cannot record export result");

@@ -64,6 +64,10 @@ fn activity_for(play: &Play) -> Option<Activity> {
         duration_ms: 0.0,
         play_id: None,
         client: None,
+        title: Some(play.show.title.clone()),
+        tracker_title: None,
+        attempts: None,
+        batch_id: None,
     })
 }
 
@@ -572,6 +576,10 @@ pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillSta
             duration_ms: 0.0,
             play_id: None,
             client: None,
+            title: None,
+            tracker_title: None,
+            attempts: None,
+            batch_id: None,
         };
         if let Err(e) = shared.store.record_activity(row).await {
             tracing::warn!(error = %e, "cannot record the backfill summary");
@@ -594,11 +602,18 @@ async fn backfill_real(shared: &Shared, since: i64) -> Result<(), PollError> {
     let client = shared.plex();
     let (server, accounts, ids) = server_and_accounts(shared, &client).await?;
     let mut report = PollReport::default();
-    for id in ids {
-        let progress = |rows: u64, total: Option<u64>| {
+    let accounts_n = ids.len() as u32;
+    for (i, id) in ids.into_iter().enumerate() {
+        // Plex totals one account at a time: the sum is known only on the last account
+        // (rows read before it + its total); until then the bar must not claim a total.
+        let before = report.rows_read;
+        let last = i as u32 + 1 == accounts_n;
+        let progress = move |rows: u64, total: Option<u64>| {
             set_progress(shared, |st| {
                 st.rows_read = rows;
-                st.total = total;
+                st.total = total.filter(|_| last).map(|t| before + t);
+                st.account = i as u32 + 1;
+                st.accounts = accounts_n;
             });
         };
         ingest_history(
@@ -648,11 +663,16 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
     let (server, accounts, ids) = server_and_accounts(shared, &client).await?;
     let size = shared.config().poll.page_size;
     let threshold = shared.config().matching.auto_map_threshold;
-    let mut shows: std::collections::HashMap<String, Option<String>> = Default::default();
+    // Per show key: its Plex title (what people recognise) and the tracker show, if mapped.
+    let mut shows: std::collections::HashMap<String, (String, Option<String>)> = Default::default();
     let mut would: Vec<WouldExport> = Vec::new();
     let mut seen_eps = std::collections::HashSet::new();
     let mut rows_read = 0u64;
-    for id in ids {
+    let accounts_n = ids.len() as u32;
+    let catalogue = shared.catalogue();
+    for (i, id) in ids.into_iter().enumerate() {
+        let before = rows_read;
+        let last = i as u32 + 1 == accounts_n;
         let query = HistoryQuery {
             account_id: Some(id),
             viewed_since: since,
@@ -687,9 +707,9 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
                             Err(_) => None,
                         },
                     };
-                    shows.insert(key.clone(), show_id);
+                    shows.insert(key.clone(), (play.show.title.clone(), show_id));
                 }
-                let Some(Some(show_id)) = shows.get(&key) else {
+                let Some((_, Some(show_id))) = shows.get(&key) else {
                     continue;
                 };
                 let ep = (show_id.clone(), play.season, play.episode);
@@ -702,6 +722,10 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
                     would.push(WouldExport {
                         show: play.show.title.clone(),
                         show_id: show_id.clone(),
+                        tracker_title: catalogue
+                            .as_ref()
+                            .and_then(|c| c.get(show_id))
+                            .map(|s| s.title.clone()),
                         season: play.season,
                         episode: play.episode,
                         watched_at: play.viewed_at,
@@ -710,7 +734,9 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
             }
             set_progress(shared, |st| {
                 st.rows_read = rows_read;
-                st.total = page.total;
+                st.total = page.total.filter(|_| last).map(|t| before + t);
+                st.account = i as u32 + 1;
+                st.accounts = accounts_n;
             });
             if page.total.is_some_and(|t| start >= t) {
                 break;
@@ -718,11 +744,12 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
         }
     }
     let mut unmatched: Vec<String> = shows
-        .iter()
+        .into_values()
         .filter(|(_, v)| v.is_none())
-        .map(|(k, _)| k.clone())
+        .map(|(title, _)| title)
         .collect();
     unmatched.sort();
+    unmatched.dedup();
     set_progress(shared, |st| {
         st.would_export = would;
         st.unmatched_shows = unmatched;

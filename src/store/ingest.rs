@@ -317,7 +317,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(c, Ingested::New(2));
-        let (rows, total) = s.activity(None, None, 1, 50).unwrap();
+        let (rows, total) = s.activity(&Default::default(), 1, 50).unwrap();
         assert_eq!(total, 3);
         assert_eq!(rows[0].play_id, Some(2));
         assert_eq!(rows[1].status, ActivityStatus::Duplicate);

@@ -10,8 +10,8 @@
 
 pub use super::decisions::{Applied, ConflictDecision, MappingUpdate, PlayTimes, Resolution};
 pub use super::ingest::{BatchCounts, Cursor, Ingested};
-pub use super::outbox::BatchOutcome;
-pub use super::views::{Counts, DayStats, ShowSync};
+pub use super::outbox::{BatchInfo, BatchOutcome};
+pub use super::views::{ActivityFilter, Counts, DayStats, ShowSync};
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -96,6 +96,10 @@ pub(super) mod fixtures {
             duration_ms: 0.0,
             play_id: None,
             client: None,
+            title: None,
+            tracker_title: None,
+            attempts: None,
+            batch_id: None,
         }
     }
 }

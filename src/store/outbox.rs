@@ -9,7 +9,9 @@ use redb::ReadableTable;
 
 use super::ops::{get_json, put_activity, watched_key};
 use super::*;
-use crate::model::{Activity, ActivityStatus, Batch, OutboxItem, Watched, now_millis, now_secs};
+use crate::model::{
+    Activity, ActivityStatus, Batch, JournalEntry, OutboxItem, Watched, now_millis, now_secs,
+};
 
 /// How a finished export attempt went.
 #[derive(Debug, Clone)]
@@ -58,6 +60,7 @@ impl Store {
                         next_attempt_at: now,
                         last_error: None,
                         created_at: now_secs(),
+                        activity_id: None,
                     };
                     txn.open_table(BATCHES)?
                         .insert(id, encode(&b)?.as_slice())?;
@@ -111,18 +114,44 @@ impl Store {
         max_attempts: u32,
         duration_ms: f64,
     ) -> Result<()> {
+        self.finish_batch_titled(batch_id, outcome, max_attempts, duration_ms, None)
+            .await
+    }
+
+    /// [`finish_batch`](Self::finish_batch), naming the tracker show on the activity row.
+    /// A batch has ONE activity row, replaced on every attempt (moved to the newest id so the
+    /// log stays in time order) and carrying the attempt count: retries do not pile up rows.
+    pub async fn finish_batch_titled(
+        &self,
+        batch_id: u64,
+        outcome: BatchOutcome,
+        max_attempts: u32,
+        duration_ms: f64,
+        tracker_title: Option<String>,
+    ) -> Result<()> {
         self.write(move |txn| {
             let mut batches = txn.open_table(BATCHES)?;
             let mut b: Batch = match batches.get(batch_id)? {
                 Some(v) => decode(v.value())?,
                 None => return Ok(()),
             };
+            batches.remove(batch_id)?;
+            drop(batches);
             b.attempts += 1;
-            let n = b.items.len() as u32;
-            let (status, action, error) = match outcome {
+            let n = b.items.len();
+            let eps = if n == 1 {
+                "1 episode".to_string()
+            } else {
+                format!("{n} episodes")
+            };
+            // Where the batch goes after this attempt: None = delivered (gone).
+            enum Next {
+                Gone,
+                Retry,
+                Dead,
+            }
+            let (status, event, action, error, next) = match outcome {
                 BatchOutcome::Delivered { marked, already } => {
-                    batches.remove(batch_id)?;
-                    drop(batches);
                     let mut watched = txn.open_table(WATCHED)?;
                     let now = now_secs();
                     for it in &b.items {
@@ -132,62 +161,90 @@ impl Store {
                             watched.insert(k.as_str(), encode(&w)?.as_slice())?;
                         }
                     }
+                    let tries = if b.attempts > 1 {
+                        format!(" on attempt {}", b.attempts)
+                    } else {
+                        String::new()
+                    };
                     (
                         ActivityStatus::Success,
+                        "delivered",
                         format!(
-                            "exported {n} episode(s): {marked} marked, {already} already watched"
+                            "exported {eps}{tries}: {marked} marked watched, {already} already watched"
                         ),
                         None,
+                        Next::Gone,
                     )
                 }
                 BatchOutcome::Transient { error, retry_at_ms } if b.attempts < max_attempts => {
                     b.next_attempt_at = retry_at_ms;
                     b.last_error = Some(error.clone());
-                    batches.insert(batch_id, encode(&b)?.as_slice())?;
+                    let secs = ((retry_at_ms - now_millis()).max(0) + 999) / 1000;
                     (
                         ActivityStatus::Failed,
+                        "retrying",
                         format!(
-                            "export attempt {} of {n} episode(s) failed; retrying",
+                            "export of {eps} failed (attempt {} of {max_attempts}); next try in {secs} s",
                             b.attempts
                         ),
                         Some(error),
+                        Next::Retry,
                     )
                 }
                 BatchOutcome::Transient { error, .. } | BatchOutcome::Permanent { error } => {
-                    batches.remove(batch_id)?;
-                    drop(batches);
                     b.last_error = Some(error.clone());
-                    txn.open_table(DEAD)?
-                        .insert(batch_id, encode(&b)?.as_slice())?;
                     (
                         ActivityStatus::Failed,
+                        "dead_letter",
                         format!(
-                            "{n} episode(s) moved to the dead letter after {} attempt(s)",
+                            "export of {eps} gave up after {} attempt(s): dead letter (`plexsync outbox retry` sends it again)",
                             b.attempts
                         ),
                         Some(error),
+                        Next::Dead,
                     )
                 }
             };
-            put_activity(
+            let (title, account) = batch_names(txn, &b)?;
+            if let Some(old) = b.activity_id.take() {
+                txn.open_table(ACTIVITY)?.remove(old)?;
+            }
+            let single = (n == 1).then(|| &b.items[0]);
+            let row_id = put_activity(
                 txn,
                 Activity {
                     id: 0,
                     at: now_millis(),
                     source: "export".into(),
-                    event: Some("export".into()),
-                    account: None,
+                    event: Some(event.into()),
+                    account,
                     show: Some(b.show_id.clone()),
-                    season: None,
-                    episode: None,
+                    season: single.map(|i| i.season),
+                    episode: single.map(|i| i.episode),
                     status,
                     action,
                     error,
                     duration_ms,
-                    play_id: None,
+                    play_id: single.map(|i| i.play_id),
                     client: None,
+                    title,
+                    tracker_title,
+                    attempts: Some(b.attempts),
+                    batch_id: Some(b.id),
                 },
             )?;
+            b.activity_id = Some(row_id);
+            match next {
+                Next::Gone => {}
+                Next::Retry => {
+                    txn.open_table(BATCHES)?
+                        .insert(batch_id, encode(&b)?.as_slice())?;
+                }
+                Next::Dead => {
+                    txn.open_table(DEAD)?
+                        .insert(batch_id, encode(&b)?.as_slice())?;
+                }
+            }
             Ok(())
         })
         .await
@@ -207,6 +264,9 @@ impl Store {
             for (id, mut b) in moved.iter().cloned() {
                 b.attempts = 0;
                 b.next_attempt_at = now;
+                // A person's retry starts a new round: its attempts get a row of their own,
+                // the old row keeps saying how the first round ended.
+                b.activity_id = None;
                 // A new key: the tracker may have cached its refusal under the old one.
                 b.idempotency_key = crate::secrets::hex(
                     &crate::secrets::random_bytes::<16>()
@@ -228,5 +288,187 @@ impl Store {
             }
             Ok(out)
         })
+    }
+}
+
+/// A batch as `outbox list` shows it: pending or dead, with the Plex show's title.
+#[derive(Debug, Clone)]
+pub struct BatchInfo {
+    pub batch: Batch,
+    pub dead: bool,
+    /// The Plex title of the batch's plays (from the journal), when known.
+    pub title: Option<String>,
+}
+
+impl Store {
+    /// Every batch, pending first (by next attempt) then dead letters, with show titles.
+    pub fn outbox_batches(&self) -> Result<Vec<BatchInfo>> {
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for (table, dead) in [(BATCHES, false), (DEAD, true)] {
+                let t = txn.open_table(table)?;
+                let mut part = Vec::new();
+                for row in t.iter()? {
+                    let b: Batch = decode(row?.1.value())?;
+                    let title = first_play_title(txn, &b)?;
+                    part.push(BatchInfo {
+                        batch: b,
+                        dead,
+                        title,
+                    });
+                }
+                if !dead {
+                    part.sort_by_key(|i| (i.batch.next_attempt_at, i.batch.id));
+                }
+                out.extend(part);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// The Plex title of a batch's first play that the journal still has.
+fn first_play_title(txn: &redb::ReadTransaction, b: &Batch) -> Result<Option<String>> {
+    let j = txn.open_table(JOURNAL)?;
+    for it in &b.items {
+        if let Some(v) = j.get(it.play_id)? {
+            let e: JournalEntry = decode(v.value())?;
+            return Ok(Some(e.play.show.title));
+        }
+    }
+    Ok(None)
+}
+
+/// The Plex title and the account(s) of a batch's plays, for its activity row.
+fn batch_names(txn: &WriteTransaction, b: &Batch) -> Result<(Option<String>, Option<String>)> {
+    let j = txn.open_table(JOURNAL)?;
+    let mut title = None;
+    let mut accounts: Vec<String> = Vec::new();
+    for it in &b.items {
+        if let Some(v) = j.get(it.play_id)? {
+            let e: JournalEntry = decode(v.value())?;
+            title.get_or_insert(e.play.show.title);
+            let who = e.play.account_name.unwrap_or(e.play.account_id);
+            if !accounts.contains(&who) {
+                accounts.push(who);
+            }
+        }
+    }
+    let account = (!accounts.is_empty()).then(|| accounts.join(", "));
+    Ok((title, account))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ops::fixtures::{act, play};
+    use crate::store::ops::{ActivityFilter, Resolution};
+
+    #[tokio::test]
+    async fn retries_of_a_batch_are_one_activity_row_with_its_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut p = play(1000);
+        p.account_name = Some("alice".into());
+        s.ingest_play(p, act(), 300).await.unwrap();
+        let m = Resolution::Mapped {
+            show_id: "42".into(),
+            mapping: None,
+        };
+        s.apply_resolution(1, m).await.unwrap();
+        s.form_batches(100).await.unwrap();
+        let export = ActivityFilter {
+            source: Some(crate::model::ActivitySource::Export),
+            ..Default::default()
+        };
+        for attempt in 1..=3u32 {
+            let b = s.due_batches(i64::MAX, 10).unwrap().remove(0);
+            s.finish_batch_titled(
+                b.id,
+                BatchOutcome::Transient {
+                    error: "tracker answered 503".into(),
+                    retry_at_ms: 0,
+                },
+                5,
+                1.0,
+                Some("The Show".into()),
+            )
+            .await
+            .unwrap();
+            let (rows, total) = s.activity(&export, 1, 50).unwrap();
+            assert_eq!(total, 1, "attempt {attempt}: one row per batch");
+            assert_eq!(rows[0].attempts, Some(attempt));
+            assert_eq!(rows[0].status, ActivityStatus::Failed);
+            assert!(
+                rows[0].action.contains(&format!("attempt {attempt} of 5")),
+                "{}",
+                rows[0].action
+            );
+        }
+        let b = s.due_batches(i64::MAX, 10).unwrap().remove(0);
+        s.finish_batch_titled(
+            b.id,
+            BatchOutcome::Delivered {
+                marked: 1,
+                already: 0,
+            },
+            5,
+            1.0,
+            Some("The Show".into()),
+        )
+        .await
+        .unwrap();
+        let (rows, total) = s.activity(&export, 1, 50).unwrap();
+        assert_eq!(total, 1);
+        let r = &rows[0];
+        assert_eq!(r.status, ActivityStatus::Success);
+        assert_eq!(r.attempts, Some(4));
+        assert_eq!(r.title.as_deref(), Some("Show"));
+        assert_eq!(r.tracker_title.as_deref(), Some("The Show"));
+        assert_eq!(r.account.as_deref(), Some("alice"));
+        assert_eq!((r.season, r.episode), (Some(1), Some(2)));
+        assert_eq!(r.event.as_deref(), Some("delivered"));
+        assert!(
+            r.action.starts_with("exported 1 episode on attempt 4"),
+            "{}",
+            r.action
+        );
+        // The row moved to the newest id: the log stays in time order.
+        let (all, _) = s.activity(&ActivityFilter::default(), 1, 50).unwrap();
+        assert_eq!(all[0].id, r.id);
+        assert!(s.outbox_batches().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn outbox_batches_lists_pending_and_dead_with_titles() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.ingest_play(play(1000), act(), 300).await.unwrap();
+        let m = Resolution::Mapped {
+            show_id: "42".into(),
+            mapping: None,
+        };
+        s.apply_resolution(1, m).await.unwrap();
+        s.form_batches(100).await.unwrap();
+        let list = s.outbox_batches().unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(!list[0].dead);
+        assert_eq!(list[0].title.as_deref(), Some("Show"));
+        let id = list[0].batch.id;
+        s.finish_batch(
+            id,
+            BatchOutcome::Permanent {
+                error: "422".into(),
+            },
+            5,
+            1.0,
+        )
+        .await
+        .unwrap();
+        let list = s.outbox_batches().unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(list[0].dead);
+        assert_eq!(list[0].batch.attempts, 1);
+        assert_eq!(list[0].batch.last_error.as_deref(), Some("422"));
     }
 }

@@ -54,6 +54,10 @@ impl WebhookLog {
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             play_id: None,
             client: self.client.map(|c| c.to_string()),
+            title: self.show.clone(),
+            tracker_title: None,
+            attempts: None,
+            batch_id: None,
         }
     }
 }
