@@ -241,14 +241,14 @@ async fn activity_outbox_and_errors_online_and_offline() {
     })
     .await;
 
-    // 4. Invalid enumeration values: refused (clap, exit 2) with the choices listed.
+    // 4. Invalid enumeration values: refused (clap; exit 1, the usage-error code) with the choices listed.
     for (flag, bad, choice) in [
         ("--status", "fail", "failed"),
         ("--status", "bogus", "duplicate"),
         ("--source", "bogus", "export"),
     ] {
         let o = d.cli(&["activity", flag, bad], None);
-        assert_eq!(o.status.code(), Some(2), "{flag} {bad}: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(1), "{flag} {bad}: {}", stderr(&o));
         let e = stderr(&o);
         assert!(e.contains(bad) && e.contains(choice), "{flag} {bad}: {e}");
         assert!(o.stdout.is_empty());

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use hyper::Method;
 
 use super::table::{cell, cell_right, fit};
-use super::{Admin, print_json, when};
+use super::{Admin, outln, print_json, when};
 use plexsync::admin::fold;
 use plexsync::api::{
     BulkResolveRequest, BulkResolved, ConflictView, Items, MAX_PER_PAGE, MappingChange,
@@ -150,13 +150,13 @@ pub async fn conflicts_list(a: &Admin, as_json: bool) -> Result<()> {
         return print_json(&v);
     }
     if v.items.is_empty() {
-        println!("no open conflicts");
+        outln!("no open conflicts");
         return Ok(());
     }
     for c in &v.items {
         let p = &c.plex;
-        println!("{}  [id {}]", plex_label(p), c.id);
-        println!(
+        outln!("{}  [id {}]", plex_label(p), c.id);
+        outln!(
             "  plex:    ratingKey {} · library {} · {}",
             p.rating_key.as_deref().unwrap_or("-"),
             p.library.as_deref().unwrap_or("-"),
@@ -173,17 +173,17 @@ pub async fn conflicts_list(a: &Admin, as_json: bool) -> Result<()> {
             (Some(f), _) => format!(", {}", when(Some(f), false)),
             _ => String::new(),
         };
-        println!("  held:    {} play(s){span}", c.held_plays);
+        outln!("  held:    {} play(s){span}", c.held_plays);
         if !c.reason.is_empty() {
-            println!("  why:     {}", fit(&c.reason, 100));
+            outln!("  why:     {}", fit(&c.reason, 100));
         }
         if c.candidates.is_empty() {
-            println!(
+            outln!(
                 "  no candidates: `plexsync shows search` finds a show for --select; --create adds it, --ignore holds its plays"
             );
         }
         for k in &c.candidates {
-            println!(
+            outln!(
                 "  {} {} {} {} [{}]",
                 cell_right(&format!("{:.0}%", f64::from(k.score) * 100.0), 4),
                 cell(&k.show_id, 12),
@@ -193,7 +193,7 @@ pub async fn conflicts_list(a: &Admin, as_json: bool) -> Result<()> {
             );
         }
     }
-    println!(
+    outln!(
         "{} open conflict(s). Decide with `plexsync conflicts resolve ID|ratingKey|title --select SHOW_ID | --create | --ignore` (several ids: --create or --ignore)",
         v.items.len()
     );
@@ -247,13 +247,15 @@ pub async fn conflicts_resolve(
         }
         let show = plex_label(&conflict.plex);
         match action {
-            Resolution::Ignore => println!(
+            Resolution::Ignore => outln!(
                 "{show}: ignored; its {} held play(s) stay journaled and are sent if you map it later (`plexsync mappings set {} --show SHOW_ID`)",
-                v.plays_released, conflict.id
+                v.plays_released,
+                conflict.id
             ),
-            _ => println!(
+            _ => outln!(
                 "{show}: mapped; {} held play(s) released, {} episode(s) queued for the tracker",
-                v.plays_released, v.episodes_queued
+                v.plays_released,
+                v.episodes_queued
             ),
         }
         return Ok(());
@@ -286,14 +288,14 @@ pub async fn conflicts_resolve(
                 .find(|c| c.id == i.id)
                 .map_or_else(|| i.id.clone(), |c| plex_label(&c.plex));
             match &i.error {
-                None => println!(
+                None => outln!(
                     "{}  {}: {} play(s) released, {} episode(s) queued",
                     cell(&i.id, 12),
                     show,
                     i.plays_released,
                     i.episodes_queued
                 ),
-                Some(e) => println!("{}  {}: failed: {e}", cell(&i.id, 12), show),
+                Some(e) => outln!("{}  {}: failed: {e}", cell(&i.id, 12), show),
             }
         }
     }
@@ -327,7 +329,7 @@ pub async fn mappings_list(a: &Admin, l: &MappingsList, as_json: bool) -> Result
     if as_json {
         return print_json(&v);
     }
-    println!(
+    outln!(
         "{} {} {} {} {} {} {}",
         cell("id", 12),
         cell("ratingKey", 9),
@@ -350,7 +352,7 @@ pub async fn mappings_list(a: &Admin, l: &MappingsList, as_json: bool) -> Result
             Some(h) => format!("{h} held"),
             None => m.plays_synced.to_string(),
         };
-        println!(
+        outln!(
             "{} {} {} {} {} {} {}",
             cell(&m.id, 12),
             cell(m.plex.rating_key.as_deref().unwrap_or("-"), 9),
@@ -368,7 +370,7 @@ pub async fn mappings_list(a: &Admin, l: &MappingsList, as_json: bool) -> Result
         );
     }
     let pages = v.total.div_ceil(l.per_page.max(1)).max(1);
-    println!("{} row(s) · page {} of {pages}", v.total, v.page);
+    outln!("{} row(s) · page {} of {pages}", v.total, v.page);
     Ok(())
 }
 
@@ -427,7 +429,7 @@ pub async fn mappings_set(
     } else {
         String::new()
     };
-    println!(
+    outln!(
         "{} → tracker show {} ({}), sync {}{released}",
         plex_label(&mapping.plex),
         v.show_id,
@@ -453,10 +455,10 @@ pub async fn shows_search(
         return print_json(&v);
     }
     if v.items.is_empty() {
-        println!("no tracker show resembles {query:?}");
+        outln!("no tracker show resembles {query:?}");
         return Ok(());
     }
-    println!(
+    outln!(
         "{} {} {} {}",
         cell("show id", 12),
         cell("title", 40),
@@ -464,7 +466,7 @@ pub async fn shows_search(
         cell_right("score", 5)
     );
     for s in &v.items {
-        println!(
+        outln!(
             "{} {} {} {}",
             cell(&s.id, 12),
             cell(&label(&s.title, s.year), 40),
@@ -472,7 +474,7 @@ pub async fn shows_search(
             cell_right(&format!("{:.0}%", f64::from(s.score) * 100.0), 5)
         );
     }
-    println!(
+    outln!(
         "{} show(s). Map with `plexsync conflicts resolve ID --select SHOW_ID` or `plexsync mappings set ID --show SHOW_ID`",
         v.items.len()
     );

@@ -57,17 +57,19 @@ fn at(ts: Option<i64>, none: &str) -> String {
 fn print_status(s: &Status) {
     let r = &s.runtime;
     if s.running {
-        println!(
+        outln!(
             "daemon:            running {} (up {} s), listening on {}",
-            s.version, s.uptime_secs, s.listen
+            s.version,
+            s.uptime_secs,
+            s.listen
         );
     } else {
-        println!("daemon:            not running (answered from the store)");
+        outln!("daemon:            not running (answered from the store)");
     }
     match (&s.webhook_url, &s.webhook_url_note) {
-        (Some(u), _) => println!("webhook URL:       {u}"),
-        (None, Some(why)) => println!("webhook URL:       none: {why}"),
-        (None, None) => println!("webhook URL:       -"),
+        (Some(u), _) => outln!("webhook URL:       {u}"),
+        (None, Some(why)) => outln!("webhook URL:       none: {why}"),
+        (None, None) => outln!("webhook URL:       -"),
     }
     let server = match (&r.plex_server_name, &r.plex_server) {
         (Some(name), Some(id)) => format!(", server \"{name}\" ({id})"),
@@ -75,16 +77,16 @@ fn print_status(s: &Status) {
         (None, Some(id)) => format!(", server {id}"),
         (None, None) => String::new(),
     };
-    println!(
+    outln!(
         "plex:              {}{server} (token {})",
         s.plex_url,
         if s.plex_token_set { "set" } else { "NOT set" },
     );
     // Only a request that needed the token counts as "ok"; a rejection shows once, in health.
     if let Some(t) = r.plex_last_ok_at {
-        println!("plex last ok:      {}", at(Some(t), ""));
+        outln!("plex last ok:      {}", at(Some(t), ""));
     }
-    println!(
+    outln!(
         "tracker:           {}, catalogue {} shows (key {})",
         match r.tracker_last_ok_at {
             Some(t) => format!("last ok {}", at(Some(t), "")),
@@ -93,14 +95,14 @@ fn print_status(s: &Status) {
         r.catalogue_shows,
         if s.tracker_key_set { "set" } else { "NOT set" },
     );
-    println!("last webhook:      {}", at(r.last_webhook_at, "never"));
+    outln!("last webhook:      {}", at(r.last_webhook_at, "never"));
     match &r.last_poll {
-        None => println!("last poll:         never"),
-        Some(lp) if lp.error.is_some() => println!(
+        None => outln!("last poll:         never"),
+        Some(lp) if lp.error.is_some() => outln!(
             "last poll:         {} failed (see health)",
             at(Some(lp.finished_at), "")
         ),
-        Some(lp) => println!(
+        Some(lp) => outln!(
             "last poll:         {}: {} rows, {} new plays, {} duplicates",
             at(Some(lp.finished_at), ""),
             lp.rows_read,
@@ -109,16 +111,16 @@ fn print_status(s: &Status) {
         ),
     }
     for c in &s.cursors {
-        println!(
+        outln!(
             "poll cursor:       {} up to {}",
             c.key,
             when(Some(c.viewed_at), false)
         );
     }
     let c = &s.counts;
-    println!("plays journaled:   {}", c.journal);
-    println!("awaiting match:    {}", c.pending_resolution);
-    println!(
+    outln!("plays journaled:   {}", c.journal);
+    outln!("awaiting match:    {}", c.pending_resolution);
+    outln!(
         "outbox:            {} episode(s) in {} batch(es){}",
         c.outbox_items,
         c.batches,
@@ -127,10 +129,10 @@ fn print_status(s: &Status) {
             None => String::new(),
         }
     );
-    println!("dead letters:      {}", c.dead_letters);
-    println!("open conflicts:    {}", c.conflicts);
-    println!("mappings:          {}", c.mappings);
-    println!(
+    outln!("dead letters:      {}", c.dead_letters);
+    outln!("open conflicts:    {}", c.conflicts);
+    outln!("mappings:          {}", c.mappings);
+    outln!(
         "webhook loss:      {} play(s) viewed since {} that polling found and no webhook delivered",
         c.webhook_loss,
         match s.first_started_at {
@@ -139,10 +141,10 @@ fn print_status(s: &Status) {
         }
     );
     if s.health.is_empty() {
-        println!("health:            all good");
+        outln!("health:            all good");
         return;
     }
-    println!("health:");
+    outln!("health:");
     for h in &s.health {
         let severity = match h.severity {
             plexsync::api::Severity::Error => "ERROR",
@@ -153,13 +155,13 @@ fn print_status(s: &Status) {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        println!(
+        outln!(
             "  {severity:<8} {component:<10} {} (since {})",
             h.message,
             at(Some(h.since), "")
         );
         if let Some(hint) = &h.hint {
-            println!("  {:<8} {:<10} → {hint}", "", "");
+            outln!("  {:<8} {:<10} → {hint}", "", "");
         }
     }
 }

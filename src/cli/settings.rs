@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::table::cell;
-use super::{Admin, print_json};
+use super::{Admin, outln, print_json};
 use plexsync::api::{SettingSource, SettingsView};
 
 pub async fn settings(a: &Admin, as_json: bool) -> Result<()> {
@@ -12,8 +12,8 @@ pub async fn settings(a: &Admin, as_json: bool) -> Result<()> {
     if as_json {
         return print_json(&s);
     }
-    println!("config file: {}", s.config_file);
-    println!();
+    outln!("config file: {}", s.config_file);
+    outln!();
     let width = s
         .settings
         .iter()
@@ -34,20 +34,20 @@ pub async fn settings(a: &Admin, as_json: bool) -> Result<()> {
             SettingSource::Default => "  (default)",
             SettingSource::File => "",
         };
-        println!("{} {value}{from}", cell(&v.key, width));
+        outln!("{} {value}{from}", cell(&v.key, width));
     }
-    println!();
-    println!("secrets (values are never shown):");
+    outln!();
+    outln!("secrets (values are never shown):");
     for sec in &s.secrets {
-        println!(
+        outln!(
             "{} {} {}",
             cell(&sec.name, 15),
             cell(if sec.set { "set" } else { "NOT set" }, 8),
             sec.command
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "Settings change in {} (then `systemctl reload plexsync`, or restart the daemon).",
         s.config_file
     );
