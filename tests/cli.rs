@@ -440,8 +440,10 @@ async fn a_command_right_after_start_succeeds() {
         let o = daemon::cli(&w.cfg, &["status", "--json"], None);
         let log_text =
             || std::fs::read_to_string(dir.join(format!("start-{round}.log"))).unwrap_or_default();
+        // 0 or 2 (status's "something needs attention", e.g. answered from the store an
+        // instant before the daemon took it); 1 would be the command failing.
         assert!(
-            o.status.success(),
+            matches!(o.status.code(), Some(0 | 2)),
             "round {round}: {}\ndaemon:\n{}",
             stderr(&o),
             log_text()

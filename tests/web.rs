@@ -1119,7 +1119,7 @@ async fn tag(driver: &Driver, css: &str, needle: &str, id: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_merge_search_and_select_on_a_conflict_without_candidates() {
+async fn search_and_select_on_a_conflict_without_candidates() {
     let Some(driver) = browser().await else {
         return;
     };
@@ -1187,7 +1187,7 @@ async fn after_merge_search_and_select_on_a_conflict_without_candidates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_merge_remap_from_mappings() {
+async fn remap_from_mappings() {
     let Some(driver) = browser().await else {
         return;
     };
@@ -1253,19 +1253,20 @@ async fn after_merge_remap_from_mappings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_merge_health_banner_with_the_tracker_stopped() {
+async fn health_banner_with_the_tracker_stopped() {
     let Some(driver) = browser().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let (d, _plex, tracker) = busy_daemon(dir.path()).await;
     login(&driver, &d).await;
-    // The daemon reports health: the dot is known (conflicts wait: not red).
+    // The daemon reports health: the dot is known (conflicts wait, and no tracker key is
+    // stored for the fake tracker: warnings, not red) and the tracker has no error.
     driver
         .until(
             "a known health",
             WAIT,
-            "const c = document.querySelector('#conn').classList; return (c.contains('ok') || c.contains('warning')) && !document.querySelector('#health [data-component=tracker]')",
+            "const c = document.querySelector('#conn').classList; return (c.contains('ok') || c.contains('warning')) && !document.querySelector('#health [data-component=tracker][data-severity=error]')",
         )
         .await;
     tracker.server.go_down_hard();
@@ -1281,17 +1282,19 @@ async fn after_merge_health_banner_with_the_tracker_stopped() {
         .until(
             "the tracker banner",
             Duration::from_secs(60),
-            "const b = document.querySelector('#health .banner[data-component=tracker]'); const c = document.querySelector('#conn'); return !!b && (c.classList.contains('error') || c.classList.contains('warning')) && !c.getAttribute('aria-label').includes('unknown')",
+            "const b = document.querySelector('#health .banner[data-component=tracker][data-severity=error]'); const c = document.querySelector('#conn'); return !!b && c.classList.contains('error') && !c.getAttribute('aria-label').includes('unknown')",
         )
         .await;
-    let banner = driver.text("#health .banner[data-component=tracker]").await;
+    let banner = driver
+        .text("#health .banner[data-component=tracker][data-severity=error]")
+        .await;
     assert!(banner.contains("since"), "{banner}");
     tracker.server.come_back().await;
     driver
         .until(
             "the tracker banner clears",
             Duration::from_secs(60),
-            "return !document.querySelector('#health .banner[data-component=tracker]')",
+            "return !document.querySelector('#health .banner[data-component=tracker][data-severity=error]')",
         )
         .await;
     eventually("the held export arrives", WAIT, || {
@@ -1305,7 +1308,7 @@ async fn after_merge_health_banner_with_the_tracker_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_merge_ignore_then_map_later_sends_every_held_play() {
+async fn ignore_then_map_later_sends_every_held_play() {
     let Some(driver) = browser().await else {
         return;
     };
