@@ -1215,6 +1215,14 @@ async fn remap_from_mappings() {
     driver
         .click_css("tr.remap button.do-remap:not([disabled])")
         .await;
+    // The outcome says "Working…" until the PATCH answers; read it once it has.
+    driver
+        .until(
+            "the remap answered",
+            WAIT,
+            "const o = document.querySelector('tr.remap .outcome'); return !!o && o.textContent !== '' && !o.textContent.startsWith('Working')",
+        )
+        .await;
     let out = driver.text("tr.remap .outcome").await;
     assert!(out.contains("Now mapped to"), "{out}");
     let maps = eventually_api(&d, "the remap", "/api/mappings?q=extraordinarily", |v| {
@@ -1358,6 +1366,14 @@ async fn ignore_then_map_later_sends_every_held_play() {
     driver.click(&pick).await;
     driver
         .click_css("tr.remap button.do-remap:not([disabled])")
+        .await;
+    // The outcome says "Working…" until the PATCH answers; read it once it has.
+    driver
+        .until(
+            "the remap answered",
+            WAIT,
+            "const o = document.querySelector('tr.remap .outcome'); return !!o && o.textContent !== '' && !o.textContent.startsWith('Working')",
+        )
         .await;
     let out = driver.text("tr.remap .outcome").await;
     assert!(
