@@ -293,7 +293,11 @@ pub fn ws_url(plex_url: &str) -> Result<String, String> {
     let ws = match scheme.to_ascii_lowercase().as_str() {
         "http" => "ws",
         "https" => "wss",
-        other => return Err(format!("the Plex URL's scheme {other:?} is not http or https")),
+        other => {
+            return Err(format!(
+                "the Plex URL's scheme {other:?} is not http or https"
+            ));
+        }
     };
     Ok(format!("{ws}://{rest}{PATH}"))
 }
@@ -317,9 +321,8 @@ fn jitter() -> f64 {
 
 // ---- the connection ----
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[derive(Debug, thiserror::Error)]
 enum ConnectError {
@@ -372,12 +375,8 @@ async fn connect(shared: &Shared) -> Result<Ws, ConnectError> {
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let timeout = cfg.plex.timeout.min(Duration::from_secs(10));
-    let attempt = tokio_tungstenite::connect_async_tls_with_config(
-        req,
-        Some(ws_cfg),
-        true,
-        Some(connector),
-    );
+    let attempt =
+        tokio_tungstenite::connect_async_tls_with_config(req, Some(ws_cfg), true, Some(connector));
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Err(ConnectError::Other(format!(
             "no websocket within {}",
@@ -499,7 +498,11 @@ pub async fn live_task(shared: Arc<Shared>) {
             cfg.live.reconnect_max,
             jitter(),
         );
-        tracing::debug!(delay_ms = d.as_millis() as u64, attempt, "live: reconnecting");
+        tracing::debug!(
+            delay_ms = d.as_millis() as u64,
+            attempt,
+            "live: reconnecting"
+        );
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
             // New settings or a new token: try now.
@@ -992,11 +995,17 @@ mod tests {
         );
         // EPG entries, deletions, other states and other types are not.
         for (from, to) in [
-            ("com.plexapp.plugins.library", "tv.plex.providers.epg.onconnect:14"),
+            (
+                "com.plexapp.plugins.library",
+                "tv.plex.providers.epg.onconnect:14",
+            ),
             ("\"state\":5", "\"state\":9"),
             ("\"type\":4", "\"type\":1"),
         ] {
-            assert!(checks(&parse(&t.replace(from, to)).unwrap()).is_empty(), "{to}");
+            assert!(
+                checks(&parse(&t.replace(from, to)).unwrap()).is_empty(),
+                "{to}"
+            );
         }
         let a = r#"{"NotificationContainer":{"type":"activity","size":1,"ActivityNotification":[{"event":"ended","uuid":"u","Activity":{"uuid":"u","type":"library.refresh.items","cancellable":false,"userID":1,"title":"Refreshing","subtitle":"","progress":100,"Context":{"key":"/library/metadata/513"}}}]}}"#;
         assert_eq!(
@@ -1038,8 +1047,8 @@ mod tests {
             eprintln!("NOTICE: {} not found; skipping this test", dir.display());
             return;
         }
-        let lines = std::fs::read_to_string(dir.join("notifications_tautulli-issue-logs.jsonl"))
-            .unwrap();
+        let lines =
+            std::fs::read_to_string(dir.join("notifications_tautulli-issue-logs.jsonl")).unwrap();
         let parsed: Vec<Notification> = lines
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -1123,13 +1132,15 @@ mod tests {
             }
         }
         // Jitter spreads the delay: r = 0 is half of r = 1 (above the floor).
-        assert_eq!(
-            reconnect_delay(5, min, max, 0.0),
-            Duration::from_secs(8)
-        );
+        assert_eq!(reconnect_delay(5, min, max, 0.0), Duration::from_secs(8));
         // Never below the minimum, even when max < 2·min rounds down.
         assert_eq!(
-            reconnect_delay(1, Duration::from_millis(100), Duration::from_millis(100), 0.0),
+            reconnect_delay(
+                1,
+                Duration::from_millis(100),
+                Duration::from_millis(100),
+                0.0
+            ),
             Duration::from_millis(100)
         );
         // Huge attempt numbers do not overflow.

@@ -4,5 +4,5 @@
 //! and the library's watched state. Everything after the journal is [`crate::pipeline`].
 
 pub mod history;
-pub mod webhook;
 pub mod live;
+pub mod webhook;
