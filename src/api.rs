@@ -599,25 +599,5 @@ pub struct SecretView {
 
 // ---- issue 13, the live source (helper LIVE) ----
 
-/// `/api/status` → `live`: the connection to Plex's notification websocket
-/// ([`crate::sources::live`]). Times are unix seconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LiveStatus {
-    /// `[live] enabled`.
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default)]
-    pub connected: bool,
-    /// When the current connection was made (None while disconnected).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connected_since: Option<i64>,
-    /// When the last message (any notification) arrived.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_message_at: Option<i64>,
-    /// Connections made after the first one since the daemon started.
-    #[serde(default)]
-    pub reconnects: u64,
-    /// Why the last attempt failed or the last connection ended (never a token).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-}
+/// `/api/status` → `live` (the type lives with the status board it is kept on).
+pub use crate::state::LiveStatus;

@@ -80,6 +80,29 @@ pub struct RuntimeStatus {
     pub plex_machine_id: Option<String>,
 }
 
+/// `/api/status` → `live`: the connection to Plex's notification websocket
+/// ([`crate::sources::live`]), served in `/api/status` as `live`. Times are unix seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct LiveStatus {
+    /// `[live] enabled`.
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub connected: bool,
+    /// When the current connection was made (None while disconnected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_since: Option<i64>,
+    /// When the last message (any notification) arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message_at: Option<i64>,
+    /// Connections made after the first one since the daemon started.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Why the last attempt failed or the last connection ended (never a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
 /// Health condition key → when it was first seen (unix s), for the health module.
 pub type HealthClock = HashMap<&'static str, i64>;
 
@@ -194,7 +217,7 @@ pub struct Board {
     /// When each health condition was first seen (the health module keeps it).
     pub health: Mutex<HealthClock>,
     /// The live source's connection (issue 13), for `/api/status` and `/metrics`.
-    pub live: Mutex<crate::api::LiveStatus>,
+    pub live: Mutex<LiveStatus>,
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.
@@ -281,7 +304,7 @@ impl Shared {
         &self.plex_client_id
     }
     /// The live source's connection as it stands (`enabled` as configured now).
-    pub fn live_status(&self) -> crate::api::LiveStatus {
+    pub fn live_status(&self) -> LiveStatus {
         let mut s = self
             .board
             .live
@@ -292,7 +315,7 @@ impl Shared {
         s
     }
     /// Change the live source's connection status (the live source only).
-    pub fn with_live_status(&self, f: impl FnOnce(&mut crate::api::LiveStatus)) {
+    pub fn with_live_status(&self, f: impl FnOnce(&mut LiveStatus)) {
         if let Ok(mut g) = self.board.live.lock() {
             f(&mut g);
         }
@@ -833,7 +856,7 @@ pub async fn open_shared(
             serving: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
             health: Mutex::new(HealthClock::new()),
-            live: Mutex::new(crate::api::LiveStatus::default()),
+            live: Mutex::new(LiveStatus::default()),
         },
         key,
         webhook_secret,

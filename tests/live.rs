@@ -186,7 +186,7 @@ async fn a_finished_episode_is_exported_within_seconds_and_once_with_its_history
     assert!(st["live"]["enabled"] == true, "{st:#}");
     assert!(st["live"]["connected_since"].as_i64().is_some(), "{st:#}");
     // The token went in the header, never in the URL.
-    let up = w.plex.requests_to(support::plex_ws::PATH);
+    let up = w.plex.ws.requests();
     assert!(!up.is_empty());
     for r in &up {
         assert_eq!(r.header("x-plex-token"), Some(TOKEN));
@@ -290,6 +290,7 @@ async fn a_401_on_the_upgrade_is_token_rejected_and_a_new_token_connects_at_once
         "{st:#}"
     );
     assert_eq!(w.plex.ws.accepted(), 0);
+    assert!(!w.plex.ws.requests().is_empty());
     assert_eq!(w.plex.count("/status/sessions/history"), 0, "polls are off");
     assert!(
         !w.daemon.log().contains("not-the-token"),
@@ -320,7 +321,7 @@ async fn disabled_opens_no_connection_until_a_reload_enables_it() {
     assert_eq!(st["live"]["enabled"], false, "{st:#}");
     // Another full poll round later, still nothing asked the websocket.
     w.poll().await;
-    assert_eq!(w.plex.count(support::plex_ws::PATH), 0);
+    assert_eq!(w.plex.ws.requests().len(), 0);
     assert_eq!(w.plex.ws.accepted(), 0);
     let out = w.daemon.cli(&["status"], None);
     let text = String::from_utf8_lossy(&out.stdout);

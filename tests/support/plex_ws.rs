@@ -30,6 +30,9 @@ pub struct Notifications {
     /// Sockets open now.
     open: Arc<AtomicUsize>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Every request to the websocket path (kept apart from [`super::plex::PlexState`]'s
+    /// `requests`, which other tests read as "what the HTTP client asked").
+    seen: Mutex<Vec<Seen>>,
 }
 
 impl Default for Notifications {
@@ -39,6 +42,7 @@ impl Default for Notifications {
             accepted: AtomicUsize::new(0),
             open: Arc::new(AtomicUsize::new(0)),
             tasks: Mutex::new(Vec::new()),
+            seen: Mutex::new(Vec::new()),
         }
     }
 }
@@ -63,6 +67,11 @@ impl Notifications {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
         }
+    }
+
+    /// The upgrade requests seen (answered or refused), oldest first.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
     }
 
     pub fn accepted(&self) -> usize {
@@ -134,15 +143,15 @@ impl Notifications {
     }
 }
 
-/// The websocket route of the fake Plex: recorded like every request, `fail_with` and a
-/// wrong token answered as PMS does (401, HTML), else the upgrade.
+/// The websocket route of the fake Plex: recorded ([`Notifications::requests`]), `fail_with`
+/// and a wrong token answered as PMS does (401, HTML), else the upgrade.
 pub fn route(
     st: &Mutex<super::plex::PlexState>,
     ws: &Arc<Notifications>,
     seen: Seen,
 ) -> hyper::Response<Full<Bytes>> {
-    let mut s = st.lock().unwrap();
-    s.requests.push(seen.clone());
+    ws.seen.lock().unwrap().push(seen.clone());
+    let s = st.lock().unwrap();
     let status = match s.fail_with {
         Some(code) => Some(code),
         None if seen.header("x-plex-token") != Some(super::plex::TOKEN) => Some(401),
