@@ -56,6 +56,7 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
             .collect(),
         health,
         first_started_at: shared.store.first_started_at().ok().flatten(),
+        live: shared.live_status(),
     })
 }
 
@@ -230,7 +231,7 @@ pub fn metrics(shared: &Shared) -> String {
         "plays_total",
         "counter",
         "New plays journaled, by source.",
-        &["webhook", "poll", "backfill"]
+        &["webhook", "poll", "backfill", "live"]
             .iter()
             .zip(&m.plays)
             .map(|(s, c)| (l("source", s), c.load(Relaxed)))
@@ -245,6 +246,29 @@ pub fn metrics(shared: &Shared) -> String {
             (l("result", "retry"), m.exports_retried.load(Relaxed)),
             (l("result", "dead_letter"), m.exports_dead.load(Relaxed)),
         ],
+    );
+    // issue 13: the live source.
+    family(
+        "live_messages_total",
+        "counter",
+        "Notifications read from Plex's websocket, by type.",
+        &["playing", "timeline", "activity", "other"]
+            .iter()
+            .zip(&m.live_messages)
+            .map(|(s, c)| (l("type", s), c.load(Relaxed)))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        "live_reconnects_total",
+        "counter",
+        "Connections to Plex's websocket made after the first.",
+        &[(String::new(), m.live_reconnects.load(Relaxed))],
+    );
+    family(
+        "live_connected",
+        "gauge",
+        "Whether the websocket to Plex is open (0/1).",
+        &[(String::new(), u64::from(shared.live_status().connected))],
     );
     if let Ok(c) = shared.store.counts() {
         family(

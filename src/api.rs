@@ -38,6 +38,10 @@ pub struct Status {
     /// When a daemon first started on this store: `webhook_loss` counts plays viewed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_started_at: Option<i64>,
+    // -- issue 13, the live source --
+    /// Plex's notification websocket ([`LiveStatus`]).
+    #[serde(default)]
+    pub live: LiveStatus,
 }
 
 pub use crate::health::{Component, HealthItem, Severity};
@@ -592,3 +596,8 @@ pub struct SecretView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
+
+// ---- issue 13, the live source (helper LIVE) ----
+
+/// `/api/status` → `live` (the type lives with the status board it is kept on).
+pub use crate::state::LiveStatus;

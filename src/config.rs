@@ -259,6 +259,34 @@ impl Default for PollConfig {
     }
 }
 
+/// `[live]`: the connection to Plex's notification websocket ([`crate::sources::live`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Keep the connection at all.
+    pub enabled: bool,
+    /// First delay before a reconnect; doubles (with jitter) up to `reconnect_max`.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub reconnect_min: Duration,
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub reconnect_max: Duration,
+    /// A session that stops or pauses past this share of the item's duration is checked at
+    /// once (Plex's own "watched" mark is at 90 %).
+    #[serde(serialize_with = "ser_f32")]
+    pub watched_threshold: f32,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(300),
+            watched_threshold: 0.9,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActivityConfig {
@@ -331,6 +359,8 @@ struct RawConfig {
     #[serde(default)]
     poll: PollConfig,
     #[serde(default)]
+    live: LiveConfig,
+    #[serde(default)]
     activity: ActivityConfig,
     #[serde(default)]
     log: LogConfig,
@@ -353,6 +383,7 @@ pub struct Config {
     pub matchers: Vec<PluginTable>,
     pub outbox: OutboxConfig,
     pub poll: PollConfig,
+    pub live: LiveConfig,
     pub activity: ActivityConfig,
     pub log: LogConfig,
 }
@@ -441,6 +472,7 @@ impl Config {
             matchers,
             outbox: raw.outbox,
             poll: raw.poll,
+            live: raw.live,
             activity: raw.activity,
             log: raw.log,
         };
@@ -548,6 +580,21 @@ impl Config {
         if self.poll.page_size == 0 || self.poll.page_size > 5000 {
             return e("poll.page_size", "must be between 1 and 5000");
         }
+        if self.live.reconnect_min < Duration::from_millis(10) {
+            return e("live.reconnect_min", "must be at least 10ms");
+        }
+        if self.live.reconnect_max < self.live.reconnect_min {
+            return e(
+                "live.reconnect_max",
+                "must be at least reconnect_min (the first delay)",
+            );
+        }
+        if !(self.live.watched_threshold > 0.0 && self.live.watched_threshold <= 1.0) {
+            return e(
+                "live.watched_threshold",
+                "must be greater than 0 and at most 1",
+            );
+        }
         // EnvFilter takes any word as a target name, so "verbose" would pass it and then
         // match nothing: the daemon would log nothing at all.
         if let Err(why) = crate::logging::check_level(&self.log.level) {
@@ -624,7 +671,7 @@ const EXAMPLE: &str = "/usr/share/doc/plexsync/plexsync.toml.example";
 /// The sections of plexsync.toml, for the message about an unknown one.
 const SECTIONS: &[&str] = &[
     "server", "store", "secrets", "admin", "plex", "tracker", "matching", "matchers", "outbox",
-    "poll", "activity", "log",
+    "poll", "live", "activity", "log",
 ];
 
 /// Durations are written as config values are (`"5m"`), so the effective settings read back
@@ -793,12 +840,13 @@ fn expected_for(key: &str) -> Option<&'static str> {
         "outbox.batch_size" => "a whole number of episodes from 1 to 10000",
         "poll.page_size" => "a whole number of rows from 1 to 5000",
         "poll.schedule" => "a cron schedule of six fields, e.g. \"0 */5 * * * *\"",
+        "live.watched_threshold" => "a number greater than 0 and at most 1, e.g. 0.9",
         "log.level" => crate::logging::LEVEL_HINT,
         "tracker" => "the [tracker] table",
         "matchers" => "a list of [[matchers]] tables",
         "matchers[]" => "a [[matchers]] table",
         "server" | "store" | "secrets" | "admin" | "plex" | "matching" | "outbox" | "poll"
-        | "activity" | "log" => "a table (a [section] with its keys)",
+        | "live" | "activity" | "log" => "a table (a [section] with its keys)",
         _ => return None,
     })
 }
@@ -1014,6 +1062,39 @@ mod tests {
         }
         let c = parse(&format!("{MIN}[plex]\naccounts = [\"Kids\", 1]\n")).unwrap();
         assert_eq!(c.plex.accounts.len(), 2);
+    }
+
+    #[test]
+    fn live_keys_have_defaults_and_are_checked_with_file_line_key() {
+        let c = parse(MIN).unwrap();
+        assert!(c.live.enabled);
+        assert_eq!(c.live.reconnect_min, Duration::from_secs(1));
+        assert_eq!(c.live.reconnect_max, Duration::from_secs(300));
+        assert_eq!(c.live.watched_threshold, 0.9);
+        let c = parse(&format!(
+            "{MIN}[live]\nenabled = false\nreconnect_min = \"250ms\"\nreconnect_max = \"1m\"\nwatched_threshold = 0.8\n"
+        ))
+        .unwrap();
+        assert!(!c.live.enabled);
+        assert_eq!(c.live.reconnect_min, Duration::from_millis(250));
+        assert_eq!(c.live.reconnect_max, Duration::from_secs(60));
+        for (body, key, line) in [
+            ("watched_threshold = 1.5", "live.watched_threshold", 7),
+            ("watched_threshold = 0", "live.watched_threshold", 7),
+            ("watched_threshold = \"high\"", "live.watched_threshold", 7),
+            ("reconnect_min = \"0s\"", "live.reconnect_min", 7),
+            ("reconnect_min = \"10m\"", "live.reconnect_max", 6),
+            ("reconnect_max = \"soon\"", "live.reconnect_max", 7),
+            ("enabled = \"yes\"", "live.enabled", 7),
+            ("ping = 1", "live.ping", 7),
+        ] {
+            let e = parse(&format!("{MIN}[live]\n{body}\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{body}: {e}");
+            assert_eq!(e.line, Some(line), "{body}: {e}");
+            let shown = e.to_string();
+            assert!(shown.starts_with("test.toml:"), "{shown}");
+            assert!(rust_words(&shown, key).is_empty(), "{shown}");
+        }
     }
 
     /// Rust's words that must never reach a person reading a config error.

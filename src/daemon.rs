@@ -150,6 +150,9 @@ pub async fn run_with(
         g4,
         crate::sources::history::poller_task(shared.clone()),
     ));
+    // The live source is optional (`[live] enabled`), so it is not one of the TASKS the
+    // watchdog counts; it idles while disabled and a reload switches it on or off.
+    tasks.spawn(crate::sources::live::live_task(shared.clone()));
     tasks.spawn(retention_task(shared.clone()));
     tasks.spawn(reload_task(shared.clone(), reload));
     shared.mark_serving();

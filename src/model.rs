@@ -171,15 +171,17 @@ pub enum ActivitySource {
     Poll,
     Backfill,
     Export,
+    Live,
 }
 
 impl ActivitySource {
     /// Every source (the API's and the CLI's choices).
-    pub const ALL: [ActivitySource; 4] = [
+    pub const ALL: [ActivitySource; 5] = [
         ActivitySource::Webhook,
         ActivitySource::Poll,
         ActivitySource::Backfill,
         ActivitySource::Export,
+        ActivitySource::Live,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -192,6 +194,7 @@ impl ActivitySource {
             ActivitySource::Poll => "poll",
             ActivitySource::Backfill => "backfill",
             ActivitySource::Export => "export",
+            ActivitySource::Live => "live",
         }
     }
 }

@@ -80,6 +80,29 @@ pub struct RuntimeStatus {
     pub plex_machine_id: Option<String>,
 }
 
+/// `/api/status` → `live`: the connection to Plex's notification websocket
+/// ([`crate::sources::live`]), served in `/api/status` as `live`. Times are unix seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct LiveStatus {
+    /// `[live] enabled`.
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub connected: bool,
+    /// When the current connection was made (None while disconnected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_since: Option<i64>,
+    /// When the last message (any notification) arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message_at: Option<i64>,
+    /// Connections made after the first one since the daemon started.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Why the last attempt failed or the last connection ended (never a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
 /// Health condition key → when it was first seen (unix s), for the health module.
 pub type HealthClock = HashMap<&'static str, i64>;
 
@@ -90,11 +113,15 @@ pub struct Metrics {
     pub webhooks: [AtomicU64; 4],
     pub polls_ok: AtomicU64,
     pub polls_failed: AtomicU64,
-    /// New plays by source: webhook, poll, backfill.
-    pub plays: [AtomicU64; 3],
+    /// New plays by source: webhook, poll, backfill, live.
+    pub plays: [AtomicU64; 4],
     pub exports_delivered: AtomicU64,
     pub exports_retried: AtomicU64,
     pub exports_dead: AtomicU64,
+    /// Live source (issue 13): websocket messages by type (playing, timeline, activity,
+    /// other) and connections made after the first.
+    pub live_messages: [AtomicU64; 4],
+    pub live_reconnects: AtomicU64,
 }
 
 impl Metrics {
@@ -114,6 +141,7 @@ impl Metrics {
             Webhook => 0,
             Poll => 1,
             Backfill => 2,
+            Live => 3,
         };
         self.plays[i].fetch_add(n, Ordering::Relaxed);
     }
@@ -188,6 +216,8 @@ pub struct Board {
     pub started: Instant,
     /// When each health condition was first seen (the health module keeps it).
     pub health: Mutex<HealthClock>,
+    /// The live source's connection (issue 13), for `/api/status` and `/metrics`.
+    pub live: Mutex<LiveStatus>,
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.
@@ -208,6 +238,9 @@ pub struct Wakeups {
     pub schedule: Notify,
     /// Signalled once the poller has set up its schedule: the last step before READY=1.
     pub poll_scheduled: Notify,
+    /// The live source's connection settings changed (`[live]`, the Plex URL, a new Plex
+    /// token): it drops its connection and connects again at once (or stops).
+    pub live: Notify,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -265,6 +298,27 @@ impl Shared {
     }
     pub fn webhook_secret(&self) -> &Secret {
         &self.webhook_secret
+    }
+    /// The `X-Plex-Client-Identifier` this daemon sends (the live source sends it too).
+    pub fn plex_client_id(&self) -> &str {
+        &self.plex_client_id
+    }
+    /// The live source's connection as it stands (`enabled` as configured now).
+    pub fn live_status(&self) -> LiveStatus {
+        let mut s = self
+            .board
+            .live
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        s.enabled = self.config().live.enabled;
+        s
+    }
+    /// Change the live source's connection status (the live source only).
+    pub fn with_live_status(&self, f: impl FnOnce(&mut LiveStatus)) {
+        if let Ok(mut g) = self.board.live.lock() {
+            f(&mut g);
+        }
     }
     /// Whether a daemon serves this state (the CLI's offline answers say `running: false`).
     pub fn serving(&self) -> bool {
@@ -495,6 +549,8 @@ impl Shared {
                 }
             });
             self.request_poll();
+            // The websocket was opened with the old token: open it again with this one.
+            self.wake.live.notify_one();
         }
         tracing::info!(secret = name, "secret updated");
         Ok(())
@@ -541,6 +597,7 @@ impl Shared {
         if new.log.level != old.log.level {
             restart.push("log.level");
         }
+        let live_changed = new.live != old.live || new.plex.url != old.plex.url;
         let tracker_changed = new.tracker.plugin.kind != old.tracker.plugin.kind
             || table_to_json(&new.tracker.plugin.settings)
                 != table_to_json(&old.tracker.plugin.settings);
@@ -563,6 +620,9 @@ impl Shared {
         self.wake.schedule.notify_one();
         self.wake.resolve.notify_one();
         self.wake.export.notify_one();
+        if live_changed {
+            self.wake.live.notify_one();
+        }
         Ok(restart)
     }
 }
@@ -796,6 +856,7 @@ pub async fn open_shared(
             serving: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
             health: Mutex::new(HealthClock::new()),
+            live: Mutex::new(LiveStatus::default()),
         },
         key,
         webhook_secret,

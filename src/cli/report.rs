@@ -110,6 +110,7 @@ fn print_status(s: &Status) {
             lp.duplicates
         ),
     }
+    outln!("live:              {}", live_line(&s.live, s.running));
     for c in &s.cursors {
         outln!(
             "poll cursor:       {} up to {}",
@@ -291,4 +292,28 @@ pub async fn outbox_retry(a: &Admin, as_json: bool) -> Result<()> {
     }
     outln!("requeued {} dead-lettered batch(es)", v.requeued_batches);
     Ok(())
+}
+
+/// The live source's line of `plexsync status` (issue 13).
+fn live_line(l: &plexsync::api::LiveStatus, running: bool) -> String {
+    if !l.enabled {
+        return "off ([live] enabled = false)".into();
+    }
+    if !running {
+        return "on (connects when the daemon runs)".into();
+    }
+    let mut out = if l.connected {
+        format!("connected since {}", at(l.connected_since, "?"))
+    } else {
+        match &l.last_error {
+            Some(e) => format!("NOT connected ({e})"),
+            None => "connecting".into(),
+        }
+    };
+    out += &format!(
+        ", last message {}, {} reconnect(s)",
+        at(l.last_message_at, "never"),
+        l.reconnects
+    );
+    out
 }

@@ -4,4 +4,5 @@
 //! and the library's watched state. Everything after the journal is [`crate::pipeline`].
 
 pub mod history;
+pub mod live;
 pub mod webhook;

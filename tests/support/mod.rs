@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod inproc;
 pub mod plex;
+pub mod plex_ws;
 pub mod tracker;
 
 /// A real new-agent `media.scrobble` capture (of a shared user) in ../shared/plex-samples.
@@ -84,6 +85,25 @@ pub struct Seen {
     /// measures gaps between requests reads the time and the request from one list under one
     /// lock; a separately sampled copy of the times can lag the list and disagree with it.
     pub at: Instant,
+    /// The connection's upgrade (a websocket request), for the handler to take.
+    pub upgrade: Upgrade,
+}
+
+/// The HTTP upgrade of a request ([`hyper::upgrade::on`]), taken at most once by a handler
+/// that answers 101 (the fake Plex's notification websocket, see [`plex_ws`]).
+#[derive(Clone, Default)]
+pub struct Upgrade(Arc<Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+
+impl Upgrade {
+    pub fn take(&self) -> Option<hyper::upgrade::OnUpgrade> {
+        self.0.lock().unwrap().take()
+    }
+}
+
+impl std::fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upgrade")
+    }
 }
 
 impl Seen {
@@ -137,9 +157,11 @@ impl FakeServer {
                 };
                 let h = handler.clone();
                 let conn = tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
+                    let svc = service_fn(move |mut req: Request<Incoming>| {
                         let h = h.clone();
                         async move {
+                            let upgrade =
+                                Upgrade(Arc::new(Mutex::new(Some(hyper::upgrade::on(&mut req)))));
                             let (parts, body) = req.into_parts();
                             let body = body
                                 .collect()
@@ -159,12 +181,14 @@ impl FakeServer {
                                     .collect(),
                                 body,
                                 at: Instant::now(),
+                                upgrade,
                             };
                             Ok::<_, Infallible>(h(seen).await)
                         }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
                 let mut open = conns.lock().unwrap();

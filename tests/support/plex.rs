@@ -315,6 +315,8 @@ impl Default for PlexState {
 pub struct FakePlex {
     pub server: Arc<FakeServer>,
     pub state: Arc<Mutex<PlexState>>,
+    /// The notification websocket (issue 13, see support/plex_ws.rs).
+    pub ws: Arc<super::plex_ws::Notifications>,
 }
 
 fn esc(s: &str) -> String {
@@ -334,9 +336,15 @@ impl FakePlex {
             ..Default::default()
         }));
         let st = state.clone();
+        let ws = Arc::new(super::plex_ws::Notifications::default());
+        let ws2 = ws.clone();
         let server = FakeServer::start(Arc::new(move |seen: Seen| {
             let st = st.clone();
+            let ws = ws2.clone();
             Box::pin(async move {
+                if seen.path == super::plex_ws::PATH {
+                    return super::plex_ws::route(&st, &ws, seen);
+                }
                 let delay = st.lock().unwrap().history_delay;
                 if seen.path == "/status/sessions/history/all" && !delay.is_zero() {
                     tokio::time::sleep(delay).await;
@@ -345,7 +353,7 @@ impl FakePlex {
             })
         }))
         .await;
-        FakePlex { server, state }
+        FakePlex { server, state, ws }
     }
 
     pub fn url(&self) -> String {

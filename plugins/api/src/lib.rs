@@ -116,6 +116,8 @@ pub enum PlaySource {
     Webhook,
     Poll,
     Backfill,
+    /// Plex's notification websocket (the host's live source).
+    Live,
 }
 
 impl fmt::Display for PlaySource {
@@ -124,6 +126,7 @@ impl fmt::Display for PlaySource {
             PlaySource::Webhook => "webhook",
             PlaySource::Poll => "poll",
             PlaySource::Backfill => "backfill",
+            PlaySource::Live => "live",
         })
     }
 }

@@ -1,0 +1,412 @@
+//! The live source (issue 13): the daemon (in process) keeps a connection to the fake Plex's
+//! notification websocket (support/plex_ws.rs) and checks an item at once when a session
+//! stops, so a finished episode reaches the tracker in seconds although `[poll] schedule` is
+//! hourly. Also: reconnects after Plex drops the socket, one export for a live play and its
+//! history row, a 401 on the upgrade is "token rejected" (and a new token reconnects at once),
+//! `[live] enabled = false` opens no connection (and a reload switches it on), and the real
+//! captures replayed over the socket are counted by type.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::inproc::InProc;
+use support::plex::{FakePlex, FakeShow, HistoryFixture, TOKEN};
+use support::tracker::FakeTracker;
+use support::{daemon, eventually, samples};
+
+const WAIT: Duration = Duration::from_secs(20);
+/// The issue's bound: a finished episode at the tracker within 15 s.
+const LIVE_BOUND: Duration = Duration::from_secs(15);
+
+struct World {
+    _dir: tempfile::TempDir,
+    plex: FakePlex,
+    tracker: FakeTracker,
+    daemon: InProc,
+}
+
+fn scooby() -> FakeShow {
+    FakeShow {
+        rating_key: "56850".into(),
+        guid: "com.plexapp.agents.thetvdb://301376?lang=en".into(),
+        title: "Be Cool, Scooby-Doo!".into(),
+        year: 2015,
+        guids: vec![],
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// History row `n`: episode S01E`n` (ratingKey 60000+n) of the owner, viewed just now.
+fn row(n: u32) -> HistoryFixture {
+    HistoryFixture {
+        history_key: format!("/status/sessions/history/{n}"),
+        rating_key: Some(format!("{}", 60_000 + n)),
+        show_rating_key: Some("56850".into()),
+        grandparent_title: "Be Cool, Scooby-Doo!".into(),
+        season: 1,
+        episode: n,
+        viewed_at: now(),
+        account_id: 1,
+    }
+}
+
+/// A `playing` notification in the shape of the Tautulli capture (newer PMS adds
+/// `clientIdentifier`).
+fn playing(session: &str, rating_key: &str, offset_ms: u64, state: &str) -> String {
+    json!({"NotificationContainer": {"type": "playing", "size": 1,
+        "PlaySessionStateNotification": [{
+            "sessionKey": session, "clientIdentifier": "fakeplayer01", "guid": "",
+            "ratingKey": rating_key, "url": "", "key": format!("/library/metadata/{rating_key}"),
+            "viewOffset": offset_ms, "playQueueItemID": 82147, "state": state}]}})
+    .to_string()
+}
+
+/// Watch episode `n` through the websocket: progress, then the stop at 95 % of 22 minutes,
+/// with the history row Plex writes for it.
+fn watch(plex: &FakePlex, n: u32) {
+    let rk = format!("{}", 60_000 + n);
+    let session = format!("{}", 30 + n);
+    plex.ws.push(&playing(&session, &rk, 5_001, "playing"));
+    plex.ws.push(&playing(&session, &rk, 1_250_000, "playing"));
+    plex.push_history(row(n));
+    plex.ws.push(&playing(&session, &rk, 1_254_000, "stopped"));
+}
+
+/// Quick reconnects for the tests.
+const FAST: &str = "reconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n";
+
+/// `poll` and `live` are the keys of the `[poll]` and `[live]` tables beyond the defaults.
+async fn world(poll: &str, live: &str, token: &str) -> World {
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![scooby()]).await;
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tvdb_id": 301376}),
+    ])
+    .await;
+    // Hourly polls: only the live source can be quick.
+    let extra = format!(
+        "[poll]\nschedule = \"0 0 * * * *\"\nlibrary_scan = false\nretry_backoff = \"200ms\"\n{poll}\n[live]\n{live}"
+    );
+    let cfg_text = daemon::config(&plex.url(), &tracker.url(), &extra);
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(token));
+    assert!(out.status.success(), "{out:?}");
+    let daemon = InProc::start(dir.path(), &cfg_text).await;
+    World {
+        _dir: dir,
+        plex,
+        tracker,
+        daemon,
+    }
+}
+
+impl World {
+    async fn status_until(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let st = self.daemon.status().await;
+            if ok(&st) {
+                return st;
+            }
+            if Instant::now() > deadline {
+                panic!("{what} did not happen: {st:#}\n{}", self.daemon.log());
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+
+    /// Connected (the daemon says so and the fake holds the socket) after the start-up poll.
+    async fn connected(&self) -> Value {
+        let st = self
+            .status_until("start-up poll and live connection", |st| {
+                st["polls"].as_u64().unwrap_or(0) > 0 && st["live"]["connected"] == true
+            })
+            .await;
+        eventually("the fake holds a socket", WAIT, || {
+            (self.plex.ws.open() > 0).then_some(())
+        })
+        .await;
+        st
+    }
+
+    async fn poll(&self) -> Value {
+        let before = self.daemon.status().await["polls"].as_u64().unwrap_or(0);
+        self.daemon.api("POST", "/api/poll").await;
+        self.status_until("a poll after the request", |st| {
+            st["polls"].as_u64().unwrap_or(0) > before
+        })
+        .await
+    }
+
+    async fn wait_watched(&self, n: usize, within: Duration) {
+        eventually(
+            &format!("{n} watched episode(s) at the tracker"),
+            within,
+            || (self.tracker.watched().len() >= n).then_some(()),
+        )
+        .await;
+    }
+
+    async fn metrics(&self) -> String {
+        let token = self.daemon.admin_token().await;
+        reqwest::Client::new()
+            .get(format!("http://{}/metrics", self.daemon.addr))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn metric(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_episode_is_exported_within_seconds_and_once_with_its_history_row() {
+    let w = world("", FAST, TOKEN).await;
+    let st = w.connected().await;
+    assert!(st["live"]["enabled"] == true, "{st:#}");
+    assert!(st["live"]["connected_since"].as_i64().is_some(), "{st:#}");
+    // The token went in the header, never in the URL.
+    let up = w.plex.ws.requests();
+    assert!(!up.is_empty());
+    for r in &up {
+        assert_eq!(r.header("x-plex-token"), Some(TOKEN));
+        assert!(!r.query.contains(TOKEN), "token in the URL: {}", r.query);
+    }
+    assert!(!w.daemon.log().contains(TOKEN), "token in the log");
+
+    let t0 = Instant::now();
+    watch(&w.plex, 1);
+    w.wait_watched(1, LIVE_BOUND).await;
+    eprintln!("live play at the tracker after {:?}", t0.elapsed());
+    assert_eq!(w.tracker.posts().len(), 1);
+
+    // Journaled with source `live`, through the activity log like every source.
+    let act = w.daemon.activity().await;
+    assert!(
+        act.iter()
+            .any(|a| a["source"] == "live" && a["episode"] == 1 && a["status"] == "success"),
+        "{act:#?}"
+    );
+    let st = w.daemon.status().await;
+    assert!(st["live"]["last_message_at"].as_i64().is_some(), "{st:#}");
+    let m = w.metrics().await;
+    assert!(
+        metric(&m, "plexsync_live_messages_total{type=\"playing\"}") >= 3,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "plexsync_live_connected"), 1, "{m}");
+    assert_eq!(
+        metric(&m, "plexsync_plays_total{source=\"live\"}"),
+        1,
+        "{m}"
+    );
+
+    // The next poll reads the same history row: no new play, no second export.
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st:#}");
+    assert_eq!(st["last_poll"]["plays_new"], 0, "{st:#}");
+    // And a repeated stop notification (a player resending) checks nothing twice.
+    w.plex
+        .ws
+        .push(&playing("31", "60001", 1_254_000, "stopped"));
+    let st = w.poll().await;
+    assert_eq!(st["counts"]["journal"], 1, "{st:#}");
+    w.status_until("the outbox drained", |st| st["counts"]["outbox_items"] == 0)
+        .await;
+    assert_eq!(w.tracker.posts().len(), 1, "one viewing, one export");
+    assert_eq!(w.tracker.watched().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_websocket_reconnects_and_live_plays_flow_again() {
+    let w = world("", FAST, TOKEN).await;
+    w.connected().await;
+    watch(&w.plex, 1);
+    w.wait_watched(1, LIVE_BOUND).await;
+
+    // Plex restarts: every socket closes without a close frame.
+    w.plex.ws.drop_all();
+    let st = w
+        .status_until("reconnected", |st| {
+            st["live"]["reconnects"].as_u64().unwrap_or(0) >= 1 && st["live"]["connected"] == true
+        })
+        .await;
+    assert!(w.plex.ws.accepted() >= 2, "{st:#}");
+    eventually("the fake holds the new socket", WAIT, || {
+        (w.plex.ws.open() > 0).then_some(())
+    })
+    .await;
+    let t0 = Instant::now();
+    watch(&w.plex, 2);
+    w.wait_watched(2, LIVE_BOUND).await;
+    eprintln!(
+        "live play after a reconnect at the tracker after {:?}",
+        t0.elapsed()
+    );
+    let m = w.metrics().await;
+    assert!(metric(&m, "plexsync_live_reconnects_total") >= 1, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_on_the_upgrade_is_token_rejected_and_a_new_token_connects_at_once() {
+    // No polls: only the live source can notice the token. A long backoff: only the new
+    // token's wake-up can reconnect within the test's wait.
+    let w = world(
+        "enabled = false\n",
+        "reconnect_min = \"1m\"\nreconnect_max = \"5m\"\n",
+        "not-the-token",
+    )
+    .await;
+    let st = w
+        .status_until("token rejected by the upgrade", |st| {
+            st["plex_token_rejected"] == true
+        })
+        .await;
+    assert_eq!(st["live"]["connected"], false, "{st:#}");
+    assert!(
+        st["live"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("401")),
+        "{st:#}"
+    );
+    assert_eq!(w.plex.ws.accepted(), 0);
+    assert!(!w.plex.ws.requests().is_empty());
+    assert_eq!(w.plex.count("/status/sessions/history"), 0, "polls are off");
+    assert!(
+        !w.daemon.log().contains("not-the-token"),
+        "token in the log"
+    );
+    let health = st["health"].to_string();
+    assert!(health.to_lowercase().contains("token"), "{health}");
+
+    // A stored new token: the live source connects at once, not after its minute of backoff.
+    let t0 = Instant::now();
+    let out = w.daemon.cli(&["secret", "set", "plex-token"], Some(TOKEN));
+    assert!(out.status.success(), "{out:?}");
+    let st = w
+        .status_until("connected with the new token", |st| {
+            st["live"]["connected"] == true
+        })
+        .await;
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    assert_eq!(st["plex_token_rejected"], false, "{st:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_opens_no_connection_until_a_reload_enables_it() {
+    let w = world("", &format!("{FAST}enabled = false\n"), TOKEN).await;
+    let st = w
+        .status_until("start-up poll", |st| st["polls"].as_u64().unwrap_or(0) > 0)
+        .await;
+    assert_eq!(st["live"]["enabled"], false, "{st:#}");
+    // Another full poll round later, still nothing asked the websocket.
+    w.poll().await;
+    assert_eq!(w.plex.ws.requests().len(), 0);
+    assert_eq!(w.plex.ws.accepted(), 0);
+    let out = w.daemon.cli(&["status"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("live:") && text.contains("off"), "{text}");
+
+    // A reload with [live] enabled connects.
+    let cfg = w._dir.path().join("plexsync.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("enabled = false\n", "enabled = true\n");
+    std::fs::write(&cfg, text).unwrap();
+    w.daemon.reload();
+    w.status_until("connected after the reload", |st| {
+        st["live"]["connected"] == true && st["live"]["enabled"] == true
+    })
+    .await;
+    assert_eq!(w.plex.ws.accepted(), 1);
+    let out = w.daemon.cli(&["status"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("connected since"), "{text}");
+}
+
+/// The real captures (../shared/plex-samples/websocket, read in place) sent over the socket:
+/// counted by type, nothing breaks, the connection stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_captures_replayed_over_the_socket_are_counted_by_type() {
+    let Some(dir) = samples() else { return };
+    let w = world("", FAST, TOKEN).await;
+    w.connected().await;
+    let lines =
+        std::fs::read_to_string(dir.join("websocket/notifications_tautulli-issue-logs.jsonl"))
+            .unwrap();
+    let mut sent = 0;
+    for l in lines.lines().filter(|l| !l.trim().is_empty()) {
+        assert_eq!(w.plex.ws.push(l), 1);
+        sent += 1;
+    }
+    // The PlexTraktSync sequence holds bare containers: wrapped as PMS sends them.
+    let seq: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            dir.join("websocket/activity-sequence_library.refresh.items_plextraktsync.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for c in seq.as_array().unwrap() {
+        w.plex
+            .ws
+            .push(&json!({"NotificationContainer": c}).to_string());
+        sent += 1;
+    }
+    let total = |m: &str| -> u64 {
+        ["playing", "timeline", "activity", "other"]
+            .iter()
+            .map(|t| metric(m, &format!("plexsync_live_messages_total{{type=\"{t}\"}}")))
+            .sum()
+    };
+    let deadline = Instant::now() + WAIT;
+    let m = loop {
+        let m = w.metrics().await;
+        if total(&m) >= sent {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "not all counted: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        metric(&m, "plexsync_live_messages_total{type=\"playing\"}"),
+        4
+    );
+    assert_eq!(
+        metric(&m, "plexsync_live_messages_total{type=\"timeline\"}"),
+        2
+    );
+    assert_eq!(
+        metric(&m, "plexsync_live_messages_total{type=\"activity\"}"),
+        4 + 5
+    );
+    assert_eq!(
+        metric(&m, "plexsync_live_messages_total{type=\"other\"}"),
+        1
+    );
+    let st = w.daemon.status().await;
+    assert_eq!(st["live"]["connected"], true, "{st:#}");
+    assert_eq!(st["live"]["reconnects"], 0, "{st:#}");
+    // Nothing in them is a play of this library.
+    assert_eq!(st["counts"]["journal"], 0, "{st:#}");
+}
