@@ -116,6 +116,10 @@ pub enum PlaySource {
     Webhook,
     Poll,
     Backfill,
+    /// Plex's library watched state (`plexsync sync`, the poller's library scan).
+    Library,
+    /// Plex's notification websocket.
+    Live,
 }
 
 impl fmt::Display for PlaySource {
@@ -124,6 +128,8 @@ impl fmt::Display for PlaySource {
             PlaySource::Webhook => "webhook",
             PlaySource::Poll => "poll",
             PlaySource::Backfill => "backfill",
+            PlaySource::Library => "library",
+            PlaySource::Live => "live",
         })
     }
 }
