@@ -150,10 +150,7 @@ pub(crate) async fn scan_libraries(
             report.plays_new += counts.new;
             report.duplicates += counts.duplicates;
             report.already_seen += counts.already_seen;
-            shared
-                .board
-                .metrics
-                .plays(PlaySource::Library, counts.new);
+            shared.board.metrics.plays(PlaySource::Library, counts.new);
         }
     }
     Ok(())
@@ -169,7 +166,12 @@ fn set_progress(shared: &Shared, f: impl FnOnce(&mut SyncStatus)) {
 
 /// The last published status (the running sync's, or the last one's).
 pub fn progress(shared: &Shared) -> Option<SyncStatus> {
-    shared.board.sync_progress.lock().ok().and_then(|g| g.clone())
+    shared
+        .board
+        .sync_progress
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
 }
 
 /// Publish a fresh "running" status (before the job starts, so a client asking at once sees
@@ -362,7 +364,9 @@ async fn find_shows(
     for s in sections {
         let mut pager = Pager::new(page_size);
         while !pager.is_done() {
-            let page = client.show_page(&s.key, pager.start(), pager.size()).await?;
+            let page = client
+                .show_page(&s.key, pager.start(), pager.size())
+                .await?;
             let first = page.rows.first().map(|r| r.rating_key.clone());
             pager
                 .record(page.size, first.as_deref(), page.total)
@@ -474,7 +478,11 @@ impl Walk<'_> {
                         .is_some(),
                     None => false,
                 };
-                if has { known.push(play) } else { fresh.push(play) }
+                if has {
+                    known.push(play)
+                } else {
+                    fresh.push(play)
+                }
             }
             let mut already = 0;
             let mut new = 0;
@@ -498,10 +506,7 @@ impl Walk<'_> {
                 self.new_ids.extend(c.new_ids);
             }
             if new > 0 {
-                self.shared
-                    .board
-                    .metrics
-                    .plays(PlaySource::Library, new);
+                self.shared.board.metrics.plays(PlaySource::Library, new);
                 // The resolver starts on them while the walk goes on.
                 self.shared.wake.resolve.notify_one();
             }
@@ -623,11 +628,19 @@ mod tests {
 
     #[test]
     fn a_library_play_is_the_owners_with_plexs_date() {
-        let p = episode_to_play(&ep(1, Some(1_600_000_000)), None, "srv", &AccountMap::default())
-            .unwrap();
+        let p = episode_to_play(
+            &ep(1, Some(1_600_000_000)),
+            None,
+            "srv",
+            &AccountMap::default(),
+        )
+        .unwrap();
         assert_eq!(p.source, PlaySource::Library);
         assert_eq!(p.viewed_at, 1_600_000_000, "lastViewedAt, not now");
-        assert_eq!((p.account_key.as_str(), p.season, p.episode), ("pms:1", 1, 2));
+        assert_eq!(
+            (p.account_key.as_str(), p.season, p.episode),
+            ("pms:1", 1, 2)
+        );
         assert_eq!(p.show.key(), "srv/5");
         assert_eq!(p.history_key.as_deref(), Some("library:101:1600000000"));
         // The walked show's identity wins over the episode's attributes.
@@ -638,8 +651,8 @@ mod tests {
             guid: Some("plex://show/def".into()),
             section: None,
         };
-        let p = episode_to_play(&ep(1, Some(1)), Some(&show), "srv", &AccountMap::default())
-            .unwrap();
+        let p =
+            episode_to_play(&ep(1, Some(1)), Some(&show), "srv", &AccountMap::default()).unwrap();
         assert_eq!(p.show.title, "Walked");
         assert_eq!(p.show.guid.as_deref(), Some("plex://show/def"));
         assert!(episode_to_play(&ep(1, None), None, "srv", &AccountMap::default()).is_none());
@@ -647,8 +660,13 @@ mod tests {
 
     #[test]
     fn the_same_viewing_from_history_has_the_same_dedupe_key() {
-        let lib = episode_to_play(&ep(1, Some(1_600_000_000)), None, "srv", &AccountMap::default())
-            .unwrap();
+        let lib = episode_to_play(
+            &ep(1, Some(1_600_000_000)),
+            None,
+            "srv",
+            &AccountMap::default(),
+        )
+        .unwrap();
         let row = crate::plex::history::HistoryRow {
             history_key: Some("/status/sessions/history/9".into()),
             rating_key: Some("101".into()),
@@ -666,9 +684,13 @@ mod tests {
             library_section_id: None,
             originally_available_at: None,
         };
-        let hist =
-            super::super::history::row_to_play(&row, "srv", &AccountMap::default(), PlaySource::Poll)
-                .unwrap();
+        let hist = super::super::history::row_to_play(
+            &row,
+            "srv",
+            &AccountMap::default(),
+            PlaySource::Poll,
+        )
+        .unwrap();
         assert_eq!(lib.dedupe_key(), hist.dedupe_key());
     }
 }

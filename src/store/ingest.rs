@@ -180,8 +180,8 @@ fn ingest_in(
             } else {
                 None
             };
-            let seen: Vec<String> = seen
-                .unwrap_or_else(|| prev.sources.iter().map(|s| s.to_string()).collect());
+            let seen: Vec<String> =
+                seen.unwrap_or_else(|| prev.sources.iter().map(|s| s.to_string()).collect());
             if let Some(mut a) = activity {
                 a.status = ActivityStatus::Duplicate;
                 a.action = format!(
@@ -241,7 +241,11 @@ fn ingest_in(
 /// Record that `source` saw the viewing journaled as `play_id`: on its journal entry and on
 /// the entry's activity row (when the row is still kept). Returns the sources now known, or
 /// None when the play is not in the journal any more.
-fn add_source(txn: &WriteTransaction, play_id: u64, source: PlaySource) -> Result<Option<Vec<String>>> {
+fn add_source(
+    txn: &WriteTransaction,
+    play_id: u64,
+    source: PlaySource,
+) -> Result<Option<Vec<String>>> {
     let mut journal = txn.open_table(JOURNAL)?;
     let mut entry: JournalEntry = match journal.get(play_id)? {
         Some(v) => decode(v.value())?,
