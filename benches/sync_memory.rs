@@ -12,7 +12,7 @@
 //! Run: `cargo bench --bench sync_memory` (env: BENCH_EPISODES).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod support;
 
 use std::process::{Command, Stdio};
