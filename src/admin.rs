@@ -158,6 +158,33 @@ async fn start_backfill(shared: &Shared, since: i64, dry_run: bool) -> Result<()
     Ok(())
 }
 
+/// Start a watched-state sync in the background; refused while one runs (issue 13).
+async fn start_sync(shared: &Shared, req: crate::api::SyncRequest) -> Result<(), &'static str> {
+    let Some(me) = shared.self_ref() else {
+        return Err("the daemon is shutting down");
+    };
+    let guard = match me.sync.clone().try_lock_owned() {
+        Ok(g) => g,
+        Err(_) => {
+            // As for backfill: a job that published its summary is letting go of the lock.
+            let finishing = crate::sources::library::progress(shared).is_some_and(|st| !st.running);
+            if !finishing {
+                return Err("a sync is running");
+            }
+            tokio::time::timeout(Duration::from_secs(5), me.sync.clone().lock_owned())
+                .await
+                .map_err(|_| "a sync is running")?
+        }
+    };
+    // Publish "running" before answering, so a client polling right away sees it.
+    crate::sources::library::mark_started(shared, req.dry_run);
+    tokio::spawn(async move {
+        let _guard = guard;
+        crate::sources::library::sync(&me, &req).await;
+    });
+    Ok(())
+}
+
 /// The decisions' handlers: conflicts, mappings, show search (issue 12).
 mod decisions;
 pub use decisions::{
@@ -231,7 +258,7 @@ pub fn metrics(shared: &Shared) -> String {
         "plays_total",
         "counter",
         "New plays journaled, by source.",
-        &["webhook", "poll", "backfill", "live"]
+        &["webhook", "poll", "backfill", "library", "live"]
             .iter()
             .zip(&m.plays)
             .map(|(s, c)| (l("source", s), c.load(Relaxed)))
@@ -476,6 +503,22 @@ pub async fn handle(
                 .and_then(|g| g.clone());
             json(StatusCode::OK, &st)
         }
+        // issue 13: the watched-state sync
+        (Method::POST, ["sync"]) => {
+            let r: crate::api::SyncRequest = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+            };
+            match start_sync(shared, r).await {
+                Ok(()) => json(StatusCode::ACCEPTED, &json!({ "started": true })),
+                Err(e) => error(StatusCode::CONFLICT, e),
+            }
+        }
+        (Method::GET, ["sync"]) => json(
+            StatusCode::OK,
+            &(crate::sources::library::progress(shared) as crate::api::SyncView),
+        ),
+        (_, ["sync"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (Method::GET, ["conflicts"]) => decisions::conflicts(shared),
         (Method::POST, ["conflicts", "resolve"]) => decisions::resolve_many(shared, &body).await,
         (Method::POST, ["conflicts", id, "resolve"]) => decisions::resolve(shared, id, &body).await,

@@ -109,7 +109,9 @@ struct ActivityQueryWire {
 /// `all` plus every status: the choices `--status` and `?status=` accept.
 pub const ACTIVITY_STATUS_CHOICES: [&str; 5] = ["all", "success", "failed", "ignored", "duplicate"];
 /// `all` plus every source: the choices `--source` and `?source=` accept.
-pub const ACTIVITY_SOURCE_CHOICES: [&str; 5] = ["all", "webhook", "poll", "backfill", "export"];
+pub const ACTIVITY_SOURCE_CHOICES: [&str; 7] = [
+    "all", "webhook", "poll", "backfill", "export", "library", "live",
+];
 
 impl ActivityQuery {
     /// `status` as the CLI and the API name it; `all` (or empty) = any.
@@ -601,3 +603,21 @@ pub struct SecretView {
 
 /// `/api/status` → `live` (the type lives with the status board it is kept on).
 pub use crate::state::LiveStatus;
+
+// issue 13, watched-state sync (helper SYNC)
+
+/// `POST /api/sync` body: everything (default), one show, or one section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// A show's ratingKey, or its title as Plex lists it (any case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show: Option<String>,
+    /// A library section id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `GET /api/sync` (null before the first sync).
+pub type SyncView = Option<crate::model::SyncStatus>;

@@ -92,6 +92,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Bring the tracker to Plex's watched state: every episode Plex lists as watched
+    Sync {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this show: its ratingKey or its title as Plex lists it
+        #[arg(long)]
+        show: Option<String>,
+        /// Only this library section (its id)
+        #[arg(long)]
+        section: Option<String>,
+        /// Store nothing; print what would be exported and the shows that need a person
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Offline dry run of the matcher chain on JSON-lines queries against a catalogue file
     Match {
         #[command(flatten)]
@@ -364,6 +380,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
             dry_run,
             json,
         } => cli::backfill::backfill(&config.config, &since, dry_run, json).await,
+        Cmd::Sync {
+            config,
+            show,
+            section,
+            dry_run,
+            json,
+        } => cli::sync::sync(&config.config, show, section, dry_run, json).await,
         Cmd::Match {
             config,
             catalog,

@@ -128,6 +128,14 @@ pub enum PlayState {
 pub struct JournalEntry {
     pub play: Play,
     pub state: PlayState,
+    /// Every source that reported this viewing, the play's own first; a duplicate from
+    /// another source adds its name here (one viewing, one play). Empty on entries written
+    /// before issue 13: then only `play.source` saw it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<PlaySource>,
+    /// The activity row journaling this play, so a later duplicate can add its source there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,16 +179,18 @@ pub enum ActivitySource {
     Poll,
     Backfill,
     Export,
+    Library,
     Live,
 }
 
 impl ActivitySource {
     /// Every source (the API's and the CLI's choices).
-    pub const ALL: [ActivitySource; 5] = [
+    pub const ALL: [ActivitySource; 6] = [
         ActivitySource::Webhook,
         ActivitySource::Poll,
         ActivitySource::Backfill,
         ActivitySource::Export,
+        ActivitySource::Library,
         ActivitySource::Live,
     ];
 
@@ -194,6 +204,7 @@ impl ActivitySource {
             ActivitySource::Poll => "poll",
             ActivitySource::Backfill => "backfill",
             ActivitySource::Export => "export",
+            ActivitySource::Library => "library",
             ActivitySource::Live => "live",
         }
     }
@@ -233,6 +244,10 @@ pub struct Activity {
     /// Export rows: the outbox batch this row follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<u64>,
+    /// The row of a journaled play: every source that saw this viewing (`webhook`, `poll`,
+    /// `library`, `live`…), in the order they reported it. Empty on other rows.
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 /// A decided Plex show → tracker show link.
@@ -418,5 +433,54 @@ pub struct BackfillStatus {
     /// Titles of the shows a dry run could not map (they would become conflicts).
     pub unmatched_shows: Vec<String>,
     pub would_export: Vec<WouldExport>,
+    pub error: Option<String>,
+}
+
+/// `POST /api/sync` / `plexsync sync`: one entry of a dry run's list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncWould {
+    /// The Plex show's title.
+    pub show: String,
+    pub season: u32,
+    pub episode: u32,
+    /// The tracker show's title, when the show is mapped and the catalogue knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracker_title: Option<String>,
+}
+
+/// Progress and result of a watched-state sync (`GET /api/sync`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub running: bool,
+    pub dry_run: bool,
+    /// Unix seconds.
+    pub started_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    /// TV sections to walk / walked.
+    pub sections_total: u64,
+    pub sections_done: u64,
+    pub shows_walked: u64,
+    /// Shows in all, once Plex told every section's total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shows_total: Option<u64>,
+    /// Episodes listed, watched or not.
+    pub episodes_seen: u64,
+    /// Of those, Plex reports watched (`viewCount` >= 1).
+    pub episodes_watched: u64,
+    /// Plays this sync journaled (viewings no source had reported).
+    pub plays_new: u64,
+    /// Watched episodes that needed nothing: the viewing was journaled before, or the tracker
+    /// already has the episode.
+    pub already_exported: u64,
+    /// Of the new plays, held in a conflict until a person maps their show.
+    pub parked_in_conflicts: u64,
+    /// Dry run: the episodes that would be exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_export: Option<Vec<SyncWould>>,
+    /// Dry run: the shows that would need a person (no match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_need_a_person: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -113,8 +113,8 @@ pub struct Metrics {
     pub webhooks: [AtomicU64; 4],
     pub polls_ok: AtomicU64,
     pub polls_failed: AtomicU64,
-    /// New plays by source: webhook, poll, backfill, live.
-    pub plays: [AtomicU64; 4],
+    /// New plays by source: webhook, poll, backfill, library, live.
+    pub plays: [AtomicU64; 5],
     pub exports_delivered: AtomicU64,
     pub exports_retried: AtomicU64,
     pub exports_dead: AtomicU64,
@@ -141,7 +141,8 @@ impl Metrics {
             Webhook => 0,
             Poll => 1,
             Backfill => 2,
-            Live => 3,
+            Library => 3,
+            Live => 4,
         };
         self.plays[i].fetch_add(n, Ordering::Relaxed);
     }
@@ -183,6 +184,8 @@ pub struct Shared {
     pub listen_addr: SocketAddr,
     /// Held while a backfill runs: one at a time.
     pub backfill: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a watched-state sync runs: one at a time.
+    pub sync: Arc<tokio::sync::Mutex<()>>,
     /// A weak handle to this state, for work spawned from a request.
     me: std::sync::Weak<Shared>,
     key: MasterKey,
@@ -209,6 +212,8 @@ pub struct Board {
     pub metrics: Metrics,
     /// Progress of the running (or last) backfill, for the admin API.
     pub backfill_progress: Mutex<Option<crate::model::BackfillStatus>>,
+    /// Progress of the running (or last) watched-state sync, for the admin API.
+    pub sync_progress: Mutex<Option<crate::model::SyncStatus>>,
     /// Pipeline tasks currently running (see [`LiveGuard`]).
     pub live_tasks: AtomicUsize,
     /// Set once the HTTP server serves this state (false for the CLI's in-process state).
@@ -852,6 +857,7 @@ pub async fn open_shared(
             status: Mutex::new(RuntimeStatus::default()),
             metrics: Metrics::default(),
             backfill_progress: Mutex::new(None),
+            sync_progress: Mutex::new(None),
             live_tasks: AtomicUsize::new(0),
             serving: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
@@ -865,6 +871,7 @@ pub async fn open_shared(
         shutdown: shutdown_tx,
         listen_addr,
         backfill: Arc::new(tokio::sync::Mutex::new(())),
+        sync: Arc::new(tokio::sync::Mutex::new(())),
         secret_lock: tokio::sync::Mutex::new(()),
     }))
 }

@@ -9,6 +9,7 @@ pub mod out;
 pub mod report;
 pub mod settings;
 pub mod setup;
+pub mod sync;
 pub mod table;
 
 use std::path::Path;
@@ -152,6 +153,19 @@ impl Admin {
                 )) => Offline::Locked,
                 e => Offline::Other(e.into()),
             })
+    }
+
+    /// The store opened in process, for a command that runs its job here when no daemon
+    /// answers (`sync`); its admin calls then go in process too.
+    pub async fn offline_state(&self) -> Result<Arc<Shared>> {
+        match self.offline_shared().await {
+            Ok(s) => Ok(s.clone()),
+            Err(Offline::Locked) => anyhow::bail!(
+                "the store {} is in use by a running daemon whose admin socket does not answer",
+                self.cfg.store_path().display()
+            ),
+            Err(Offline::Other(e)) => Err(e),
+        }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

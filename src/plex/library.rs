@@ -1,5 +1,8 @@
 //! Library scans: the server's sections (`GET /library/sections`) and the watched episodes of a
-//! show section (`GET /library/sections/{id}/all?type=4…`), paged like history.
+//! show section (`GET /library/sections/{id}/all?type=4…`), paged like history; for the full
+//! watched-state sync, a section's shows (`…/all?type=2`) and a show's episodes
+//! (`GET /library/metadata/{id}/allLeaves`), one page at a time so a walk never holds the
+//! library.
 //!
 //! Why the scan exists: a manual "mark as watched" is reported to write no history row (and
 //! to fire no webhook) — PLEX_PROTOCOL §1.3 and §3.2 mark this **[open]**; the brief for this
@@ -186,6 +189,65 @@ fn section_path(section: &str) -> String {
     format!("/library/sections/{}/all", encode_segment(section))
 }
 
+/// One show of a section listing (`/library/sections/{id}/all?type=2`) or of its metadata.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LibraryShow {
+    pub rating_key: String,
+    pub title: String,
+    pub year: Option<i32>,
+    /// The show's own guid (`plex://show/…` or a legacy agent guid).
+    pub guid: Option<String>,
+    /// `librarySectionID` (element or container), when given.
+    pub section: Option<String>,
+}
+
+/// One page of a section's show listing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShowPage {
+    pub rows: Vec<LibraryShow>,
+    pub total: Option<u64>,
+    /// Items served on the page (shows or not).
+    pub size: u64,
+}
+
+/// One element as a show (`type="show"` with a ratingKey and a title); None otherwise.
+pub fn parse_show(e: &Element, root: &Element) -> Option<LibraryShow> {
+    if e.attr("type").map(str::trim) != Some("show") {
+        return None;
+    }
+    Some(LibraryShow {
+        rating_key: e.attr_nonempty("ratingKey")?.to_string(),
+        title: e.attr_nonempty("title")?.to_string(),
+        year: e.attr_num("year"),
+        guid: e.attr_nonempty("guid").map(str::to_string),
+        section: e
+            .attr_nonempty("librarySectionID")
+            .or_else(|| root.attr_nonempty("librarySectionID"))
+            .map(str::to_string),
+    })
+}
+
+/// A show listing container.
+pub fn parse_shows(root: &Element) -> ShowPage {
+    ShowPage {
+        rows: root
+            .children
+            .iter()
+            .filter_map(|e| parse_show(e, root))
+            .collect(),
+        total: container_total(root),
+        size: root.children.len() as u64,
+    }
+}
+
+/// A section's shows (`type=2`), in title order so pages are stable.
+pub fn shows_query() -> Vec<(&'static str, String)> {
+    vec![
+        ("type", "2".to_string()),
+        ("sort", "titleSort:asc".to_string()),
+    ]
+}
+
 impl PlexClient {
     /// Every section of the server (`GET /library/sections`).
     pub async fn sections(&self) -> Result<Vec<Section>, PlexError> {
@@ -226,6 +288,41 @@ impl PlexClient {
             section: section.to_string(),
             since,
             pager: Pager::new(page_size),
+        }
+    }
+
+    /// One page of a TV section's shows.
+    pub async fn show_page(
+        &self,
+        section: &str,
+        start: u64,
+        size: u64,
+    ) -> Result<ShowPage, PlexError> {
+        let root = self
+            .get_container(&section_path(section), &shows_query(), Some((start, size)))
+            .await?;
+        Ok(parse_shows(&root))
+    }
+
+    /// One page of a show's episodes, watched or not (`/library/metadata/{id}/allLeaves`).
+    pub async fn show_episodes(
+        &self,
+        show: &str,
+        start: u64,
+        size: u64,
+    ) -> Result<EpisodePage, PlexError> {
+        let path = format!("/library/metadata/{}/allLeaves", encode_segment(show));
+        let root = self.get_container(&path, &[], Some((start, size))).await?;
+        Ok(parse_episodes(&root))
+    }
+
+    /// The show with this ratingKey; None when Plex has no such item or it is not a show.
+    pub async fn library_show(&self, rating_key: &str) -> Result<Option<LibraryShow>, PlexError> {
+        let path = format!("/library/metadata/{}", encode_segment(rating_key));
+        match self.get_container(&path, &[], None).await {
+            Ok(root) => Ok(root.children.iter().find_map(|e| parse_show(e, &root))),
+            Err(PlexError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Plex history polling: the fallback that catches what webhooks miss, and the only path for
-//! users without Plex Pass. Also the engine of `plexsync backfill`.
+//! users without Plex Pass. Also the engine of `plexsync backfill`; the library side (the
+//! incremental watched-state scan, `plexsync sync`) is [`super::library`].
 //!
 //! One task runs polls; the cron schedule (tokio-cron-scheduler, UTC) only wakes it through a
 //! `Notify`, which holds at most one permit — so two polls never run at once and a slow poll
@@ -16,7 +17,6 @@ use plexsync_plugin_api::PlaySource;
 use crate::accounts::{Account, AccountMap, OWNER_ID, pms_key};
 use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
 use crate::plex::history::{HistoryQuery, HistoryRow};
-use crate::plex::library::LibraryEpisode;
 use crate::plex::{PlexClient, PlexError};
 use crate::state::Shared;
 use crate::store::StoreError;
@@ -44,7 +44,7 @@ impl PollError {
 /// Progress callback: (rows read so far, total if known).
 pub type Progress<'a> = &'a (dyn Fn(u64, Option<u64>) + Send + Sync);
 
-fn activity_for(play: &Play) -> Option<Activity> {
+pub(crate) fn activity_for(play: &Play) -> Option<Activity> {
     // Backfills can import years of history: they log a summary, not a row per play.
     if play.source == PlaySource::Backfill {
         return None;
@@ -53,7 +53,14 @@ fn activity_for(play: &Play) -> Option<Activity> {
         id: 0,
         at: now_millis(),
         source: play.source.to_string(),
-        event: Some("history".into()),
+        event: Some(
+            match play.source {
+                PlaySource::Library => "library",
+                PlaySource::Live => "live",
+                _ => "history",
+            }
+            .into(),
+        ),
         account: play.account_name.clone(),
         show: Some(play.show.title.clone()),
         season: Some(play.season),
@@ -68,6 +75,7 @@ fn activity_for(play: &Play) -> Option<Activity> {
         tracker_title: None,
         attempts: None,
         batch_id: None,
+        sources: Vec::new(),
     })
 }
 
@@ -108,32 +116,6 @@ pub fn row_to_play(
         viewed_at: row.viewed_at,
         received_at: now_secs(),
         history_key: row.history_key.clone(),
-    })
-}
-
-fn library_to_play(ep: &LibraryEpisode, server: &str, accounts: &AccountMap) -> Option<Play> {
-    let viewed_at = ep.last_viewed_at?;
-    Some(Play {
-        id: 0,
-        source: PlaySource::Poll,
-        account_id: OWNER_ID.to_string(),
-        account_key: pms_key(OWNER_ID),
-        account_name: accounts.name_of(OWNER_ID).map(str::to_string),
-        show: PlexShow {
-            server: Some(server.to_string()),
-            rating_key: ep.show_rating_key.clone(),
-            title: ep.grandparent_title.clone()?,
-            year: None,
-            guid: ep.grandparent_guid.clone(),
-            episode_guid: None,
-        },
-        season: ep.season?,
-        episode: ep.episode?,
-        episode_rating_key: Some(ep.rating_key.clone()),
-        viewed_at,
-        received_at: now_secs(),
-        // A manual mark has no history row; its rating key and time identify it.
-        history_key: Some(format!("library:{}:{viewed_at}", ep.rating_key)),
     })
 }
 
@@ -226,60 +208,6 @@ pub async fn ingest_history(
     Ok(())
 }
 
-/// Scan show libraries for episodes marked watched by hand (PMS writes no history row).
-async fn scan_libraries(
-    shared: &Shared,
-    client: &PlexClient,
-    server: &str,
-    accounts: &AccountMap,
-    report: &mut PollReport,
-) -> Result<(), PollError> {
-    let cfg = shared.config();
-    let window = cfg.matching.dedupe_window.as_secs() as i64;
-    let overlap = cfg.poll.overlap.as_secs() as i64;
-    for section in client.show_sections().await? {
-        let key = format!("{server}/library/{}", section.key);
-        let since = match shared.store.cursor(&key)? {
-            Some(c) => c.viewed_at - overlap,
-            None => now_secs() - cfg.poll.initial_lookback.as_secs() as i64,
-        };
-        let mut start = 0u64;
-        loop {
-            let page = client
-                .watched_episodes(&section.key, since, start, cfg.poll.page_size)
-                .await?;
-            if page.rows.is_empty() {
-                break;
-            }
-            let n = page.rows.len() as u64;
-            report.rows_read += n;
-            let mut newest = since;
-            let mut plays = Vec::new();
-            for ep in &page.rows {
-                if let Some(t) = ep.last_viewed_at {
-                    newest = newest.max(t);
-                }
-                match library_to_play(ep, server, accounts) {
-                    Some(p) => plays.push(p),
-                    None => report.skipped += 1,
-                }
-            }
-            let counts = shared
-                .store
-                .ingest_batch(plays, Some((key.clone(), newest)), window, activity_for)
-                .await?;
-            report.plays_new += counts.new;
-            report.duplicates += counts.duplicates;
-            report.already_seen += counts.already_seen;
-            start += n;
-            if page.total.is_some_and(|t| start >= t) {
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// One poll: identity, accounts, then each synced account's history from its cursor.
 pub async fn poll_once(shared: &Shared) -> PollReport {
     let mut report = PollReport {
@@ -339,7 +267,7 @@ async fn poll_inner(shared: &Shared, report: &mut PollReport) -> Result<(), Poll
         .await?;
     }
     if cfg.poll.library_scan && accounts.resolve(&cfg.plex.accounts).0.contains(&OWNER_ID) {
-        scan_libraries(shared, &client, &server, &accounts, report).await?;
+        super::library::scan_libraries(shared, &client, &server, &accounts, report).await?;
     }
     Ok(())
 }
@@ -580,6 +508,7 @@ pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillSta
             tracker_title: None,
             attempts: None,
             batch_id: None,
+            sources: Vec::new(),
         };
         if let Err(e) = shared.store.record_activity(row).await {
             tracing::warn!(error = %e, "cannot record the backfill summary");

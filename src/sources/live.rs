@@ -35,7 +35,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
 use crate::accounts::{OWNER_ID, pms_key};
-use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
+use crate::model::{Activity, Play, PlexShow, now_secs};
 use crate::plex::history::HistoryQuery;
 use crate::plex::{PlexClient, PlexError, encode_segment};
 use crate::state::Shared;
@@ -750,27 +750,13 @@ async fn server_id(shared: &Shared, client: &PlexClient) -> Result<String, PlexE
     Ok(identity.machine_identifier)
 }
 
-fn live_activity(play: &Play, event: &str) -> Activity {
-    Activity {
-        id: 0,
-        at: now_millis(),
-        source: PlaySource::Live.to_string(),
-        event: Some(event.into()),
-        account: play.account_name.clone(),
-        show: Some(play.show.title.clone()),
-        season: Some(play.season),
-        episode: Some(play.episode),
-        status: ActivityStatus::Success,
-        action: String::new(),
-        error: None,
-        duration_ms: 0.0,
-        play_id: None,
-        client: None,
-        title: Some(play.show.title.clone()),
-        tracker_title: None,
-        attempts: None,
-        batch_id: None,
-    }
+/// The activity row of a live play: the history source's row (one shape for every source),
+/// with the notification that found it as the event.
+fn live_activity(play: &Play, event: &str) -> Option<Activity> {
+    crate::sources::history::activity_for(play).map(|mut a| {
+        a.event = Some(event.into());
+        a
+    })
 }
 
 /// A session stopped or paused at `view_offset`: past the threshold (or when the duration is
@@ -869,9 +855,7 @@ async fn history_check(
     let window = cfg.matching.dedupe_window.as_secs() as i64;
     let counts = shared
         .store
-        .ingest_batch(plays, None, window, |p| {
-            Some(live_activity(p, "playing stopped"))
-        })
+        .ingest_batch(plays, None, window, |p| live_activity(p, "playing stopped"))
         .await?;
     note_new(shared, counts.new);
     Ok((true, counts.new))
@@ -937,7 +921,7 @@ async fn library_item(shared: &Arc<Shared>, rating_key: &str) -> Result<u64, Che
     let counts = shared
         .store
         .ingest_batch(vec![play], None, window, |p| {
-            Some(live_activity(p, "library change"))
+            live_activity(p, "library change")
         })
         .await?;
     note_new(shared, counts.new);

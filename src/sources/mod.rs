@@ -1,8 +1,11 @@
 //! Where plays come from. Each source turns what Plex says into [`crate::model::Play`]s and
 //! journals them through the one ingest path of the store (`ingest_play`, `ingest_batch`):
-//! webhooks (parsed here, received by [`crate::http`]), the watch-history poll and backfill,
-//! and the library's watched state. Everything after the journal is [`crate::pipeline`].
+//! webhooks (parsed here, received by [`crate::http`]), the watch-history poll and backfill
+//! ([`history`]), and the library's watched state (the poller's scan and `plexsync sync`,
+//! [`library`]), and Plex's notification websocket ([`live`]). Everything after the journal is
+//! [`crate::pipeline`].
 
 pub mod history;
+pub mod library;
 pub mod live;
 pub mod webhook;

@@ -173,15 +173,24 @@ fn ingest_in(
                 hkeys.insert(hk.as_str(), prev.play_id)?;
             }
             drop((dedupe, hkeys));
+            // One viewing, one play: the original play (and its activity row) learns that
+            // this source saw it too; nothing is queued again.
+            let seen = if new_source {
+                add_source(txn, prev.play_id, play.source)?
+            } else {
+                None
+            };
+            let seen: Vec<String> =
+                seen.unwrap_or_else(|| prev.sources.iter().map(|s| s.to_string()).collect());
             if let Some(mut a) = activity {
                 a.status = ActivityStatus::Duplicate;
-                let seen: Vec<String> = prev.sources.iter().map(|s| s.to_string()).collect();
                 a.action = format!(
                     "same viewing as play #{} (seen by {})",
                     prev.play_id,
                     seen.join(", ")
                 );
                 a.play_id = Some(prev.play_id);
+                a.sources = seen;
                 put_activity(txn, a)?;
             }
             return Ok(Ingested::Duplicate(prev.play_id));
@@ -206,21 +215,64 @@ fn ingest_in(
         bump_counter(txn, "webhook_loss", 1)?;
     }
     let source = play.source;
+    let activity_id = match activity {
+        Some(mut a) => {
+            a.play_id = Some(id);
+            if a.action.is_empty() {
+                a.action = format!("journaled as play #{id} ({source})");
+            }
+            a.sources = vec![source.to_string()];
+            Some(put_activity(txn, a)?)
+        }
+        None => None,
+    };
     let entry = JournalEntry {
         play,
         state: PlayState::Pending,
+        sources: vec![source],
+        activity_id,
     };
     txn.open_table(JOURNAL)?
         .insert(id, encode(&entry)?.as_slice())?;
     txn.open_table(PENDING)?.insert(id, 0i64)?;
-    if let Some(mut a) = activity {
-        a.play_id = Some(id);
-        if a.action.is_empty() {
-            a.action = format!("journaled as play #{id} ({source})");
-        }
-        put_activity(txn, a)?;
-    }
     Ok(Ingested::New(id))
+}
+
+/// Record that `source` saw the viewing journaled as `play_id`: on its journal entry and on
+/// the entry's activity row (when the row is still kept). Returns the sources now known, or
+/// None when the play is not in the journal any more.
+fn add_source(
+    txn: &WriteTransaction,
+    play_id: u64,
+    source: PlaySource,
+) -> Result<Option<Vec<String>>> {
+    let mut journal = txn.open_table(JOURNAL)?;
+    let mut entry: JournalEntry = match journal.get(play_id)? {
+        Some(v) => decode(v.value())?,
+        None => return Ok(None),
+    };
+    if entry.sources.is_empty() {
+        // Written before sources were kept: its own source saw it first.
+        entry.sources.push(entry.play.source);
+    }
+    if !entry.sources.contains(&source) {
+        entry.sources.push(source);
+    }
+    journal.insert(play_id, encode(&entry)?.as_slice())?;
+    drop(journal);
+    let names: Vec<String> = entry.sources.iter().map(|s| s.to_string()).collect();
+    if let Some(aid) = entry.activity_id {
+        let mut t = txn.open_table(ACTIVITY)?;
+        let row: Option<Activity> = match t.get(aid)? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        if let Some(mut row) = row {
+            row.sources = names.clone();
+            t.insert(aid, encode(&row)?.as_slice())?;
+        }
+    }
+    Ok(Some(names))
 }
 
 /// The `meta` key of the first start's time.

@@ -100,6 +100,7 @@ pub(super) mod fixtures {
             tracker_title: None,
             attempts: None,
             batch_id: None,
+            sources: Vec::new(),
         }
     }
 }

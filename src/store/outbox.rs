@@ -231,6 +231,7 @@ impl Store {
                     tracker_title,
                     attempts: Some(b.attempts),
                     batch_id: Some(b.id),
+                    sources: Vec::new(),
                 },
             )?;
             b.activity_id = Some(row_id);

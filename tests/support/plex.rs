@@ -8,6 +8,9 @@
 //!   `sort=viewedAt:asc|desc` and `X-Plex-Container-Start/Size` (headers or query args), with
 //!   a page size the server enforces ([`PlexState::max_page`], 50 by default). Without paging
 //!   headers the answer is unpaged (only `size`, as in the capture);
+//! - the library walk of `plexsync sync`: `/library/sections/<id>/all?type=2` (the shows that
+//!   have episodes in [`PlexState::watched`]), `/library/metadata/<show>/allLeaves` (all their
+//!   episodes, watched or not, paged) and `/library/metadata/<episode>`;
 //! - `/accounts` ([`PlexState::accounts`]), `/identity` (no token needed, as on PMS),
 //!   `/library/sections` ([`PlexState::sections`], one show section by default) and
 //!   `/library/sections/<id>/all?type=4…` (the watched-episode list,
@@ -273,6 +276,8 @@ pub struct PlexState {
     /// Serve this many history requests normally before `malformed_history` applies (a
     /// page in the middle of a run breaks).
     pub malformed_history_skip: usize,
+    /// Delay before each `/library/metadata/<show>/allLeaves` answer (a sync that takes time).
+    pub library_delay: std::time::Duration,
     /// Serve every paged list from item 0 whatever X-Plex-Container-Start says.
     pub ignore_container_start: bool,
     /// `/library/sections`. Default: one show section, key 2.
@@ -302,6 +307,7 @@ impl Default for PlexState {
             malformed_history: 0,
             malformed_history_skip: 0,
             ignore_container_start: false,
+            library_delay: std::time::Duration::ZERO,
             sections: vec![SectionFixture::shows("2", "TV Shows")],
             watched: Vec::new(),
             machine_identifier: "fakeplexmachine0000000000000000000000000".into(),
@@ -345,9 +351,15 @@ impl FakePlex {
                 if seen.path == super::plex_ws::PATH {
                     return super::plex_ws::route(&st, &ws, seen);
                 }
-                let delay = st.lock().unwrap().history_delay;
+                let (delay, library_delay) = {
+                    let s = st.lock().unwrap();
+                    (s.history_delay, s.library_delay)
+                };
                 if seen.path == "/status/sessions/history/all" && !delay.is_zero() {
                     tokio::time::sleep(delay).await;
+                }
+                if seen.path.ends_with("/allLeaves") && !library_delay.is_zero() {
+                    tokio::time::sleep(library_delay).await;
                 }
                 handle(&st, seen)
             })
@@ -529,6 +541,10 @@ fn handle(st: &Mutex<PlexState>, seen: Seen) -> Resp {
         return error_page(401);
     }
     if let Some(rk) = seen.path.strip_prefix("/library/metadata/") {
+        // Library walk (issue 13): a show's episodes, an episode, a show known by its episodes.
+        if let Some(r) = library_metadata(&s, rk, &seen, &q) {
+            return r;
+        }
         return metadata(&s, rk);
     }
     match seen.path.as_str() {
@@ -785,6 +801,12 @@ fn section_all(s: &PlexState, section: &str, seen: &Seen, q: &[(String, String)]
     let Some(sec) = s.sections.iter().find(|d| d.key == section) else {
         return error_page(404);
     };
+    if param(q, "type") == Some("2") {
+        return match paging(seen, q, s) {
+            Ok(page) => show_listing(s, sec, page),
+            Err(()) => error_page(400),
+        };
+    }
     let (Ok(min_views), Ok(since), Ok(desc), Ok(page)) = (
         at_least(q, "viewCount"),
         at_least(q, "lastViewedAt"),
@@ -794,7 +816,7 @@ fn section_all(s: &PlexState, section: &str, seen: &Seen, q: &[(String, String)]
         return error_page(400);
     };
     if param(q, "type") != Some("4") {
-        // Only the episode listing is modelled.
+        // Only the show and episode listings are modelled.
         return error_page(400);
     }
     let with_guids = param(q, "includeGuids") == Some("1");
@@ -830,6 +852,137 @@ fn section_all(s: &PlexState, section: &str, seen: &Seen, q: &[(String, String)]
         ),
         page.map(|(start, _)| (start, total)),
     )
+}
+
+/// The shows of the library, as a walk sees them (issue 13): every show with an episode in
+/// [`PlexState::watched`] (watched or not), ordered by title, with the guid and year of the
+/// matching [`FakeShow`] when there is one.
+fn library_shows<'a>(
+    s: &'a PlexState,
+    section: Option<&str>,
+) -> Vec<(&'a WatchedEpisodeFixture, Option<&'a FakeShow>)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<_> = s
+        .watched
+        .iter()
+        .filter(|e| section.is_none_or(|k| e.section == k))
+        .filter(|e| seen.insert(e.show_rating_key.as_str()))
+        .map(|e| (e, s.shows.get(&e.show_rating_key)))
+        .collect();
+    out.sort_by(|a, b| {
+        a.0.grandparent_title
+            .cmp(&b.0.grandparent_title)
+            .then(a.0.show_rating_key.cmp(&b.0.show_rating_key))
+    });
+    out
+}
+
+fn show_item(e: &WatchedEpisodeFixture, show: Option<&FakeShow>) -> String {
+    let rk = esc(&e.show_rating_key);
+    let guid = show.map_or(e.grandparent_guid.as_str(), |s| s.guid.as_str());
+    let year = show.map_or(String::new(), |s| format!(" year=\"{}\"", s.year));
+    format!(
+        "<Directory ratingKey=\"{rk}\" key=\"/library/metadata/{rk}/children\" guid=\"{}\" type=\"show\" title=\"{}\" librarySectionID=\"{}\"{year} leafCount=\"1\" childCount=\"1\" />\n",
+        esc(guid),
+        esc(&e.grandparent_title),
+        esc(&e.section),
+    )
+}
+
+/// `/library/sections/<id>/all?type=2`: the section's shows, paged.
+fn show_listing(s: &PlexState, sec: &SectionFixture, page: Option<(usize, usize)>) -> Resp {
+    let shows = library_shows(s, Some(&sec.key));
+    let total = shows.len();
+    let (start, take) = page.unwrap_or((0, total));
+    let items: String = shows
+        .iter()
+        .skip(start)
+        .take(take)
+        .map(|(e, f)| show_item(e, *f))
+        .collect();
+    let served = total.saturating_sub(start).min(take);
+    let attrs = match page {
+        Some(_) => format!("size=\"{served}\" totalSize=\"{total}\" offset=\"{start}\""),
+        None => format!("size=\"{total}\""),
+    };
+    xml_page(
+        format!(
+            "{DECL}<MediaContainer {attrs} allowSync=\"1\" identifier=\"com.plexapp.plugins.library\" librarySectionID=\"{}\" librarySectionTitle=\"{}\" title1=\"{}\" viewGroup=\"show\">\n{items}</MediaContainer>\n",
+            esc(&sec.key),
+            esc(&sec.title),
+            esc(&sec.title),
+        ),
+        page.map(|(start, _)| (start, total)),
+    )
+}
+
+/// `/library/metadata/<show>/allLeaves` (every episode of a show, paged), an episode's
+/// `/library/metadata/<episode>`, and a show known only by its episodes. None: not a library
+/// item of [`PlexState::watched`] (the [`FakeShow`] answer applies).
+fn library_metadata(
+    s: &PlexState,
+    rest: &str,
+    seen: &Seen,
+    q: &[(String, String)],
+) -> Option<Resp> {
+    if let Some(show) = rest.strip_suffix("/allLeaves") {
+        let Ok(page) = paging(seen, q, s) else {
+            return Some(error_page(400));
+        };
+        let eps: Vec<&WatchedEpisodeFixture> = s
+            .watched
+            .iter()
+            .filter(|e| e.show_rating_key == show)
+            .collect();
+        if eps.is_empty() {
+            return Some(error_page(404));
+        }
+        let total = eps.len();
+        let (start, take) = page.unwrap_or((0, total));
+        let items: String = eps
+            .iter()
+            .skip(start)
+            .take(take)
+            .map(|e| episode_item(e, false))
+            .collect();
+        let served = total.saturating_sub(start).min(take);
+        let attrs = match page {
+            Some(_) => format!("size=\"{served}\" totalSize=\"{total}\" offset=\"{start}\""),
+            None => format!("size=\"{total}\""),
+        };
+        let e = eps[0];
+        return Some(xml_page(
+            format!(
+                "{DECL}<MediaContainer {attrs} allowSync=\"1\" identifier=\"com.plexapp.plugins.library\" key=\"{}\" librarySectionID=\"{}\" mixedParents=\"1\" title1=\"{}\" title2=\"All episodes\" viewGroup=\"episode\">\n{items}</MediaContainer>\n",
+                esc(&e.show_rating_key),
+                esc(&e.section),
+                esc(&e.grandparent_title),
+            ),
+            page.map(|(start, _)| (start, total)),
+        ));
+    }
+    if let Some(e) = s.watched.iter().find(|e| e.rating_key == rest) {
+        return Some(xml_page(
+            format!(
+                "{DECL}<MediaContainer size=\"1\" allowSync=\"1\" identifier=\"com.plexapp.plugins.library\" librarySectionID=\"{}\">\n{}</MediaContainer>\n",
+                esc(&e.section),
+                episode_item(e, true)
+            ),
+            None,
+        ));
+    }
+    if s.shows.contains_key(rest) {
+        return None;
+    }
+    let e = s.watched.iter().find(|e| e.show_rating_key == rest)?;
+    Some(xml_page(
+        format!(
+            "{DECL}<MediaContainer size=\"1\" allowSync=\"1\" identifier=\"com.plexapp.plugins.library\" librarySectionID=\"{}\" librarySectionTitle=\"TV Shows\">\n{}</MediaContainer>\n",
+            esc(&e.section),
+            show_item(e, None)
+        ),
+        None,
+    ))
 }
 
 /// One episode in the shape of the Plexopedia season-children capture.

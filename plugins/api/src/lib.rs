@@ -116,7 +116,9 @@ pub enum PlaySource {
     Webhook,
     Poll,
     Backfill,
-    /// Plex's notification websocket (the host's live source).
+    /// Plex's library watched state (`plexsync sync`, the poller's library scan).
+    Library,
+    /// Plex's notification websocket.
     Live,
 }
 
@@ -126,6 +128,7 @@ impl fmt::Display for PlaySource {
             PlaySource::Webhook => "webhook",
             PlaySource::Poll => "poll",
             PlaySource::Backfill => "backfill",
+            PlaySource::Library => "library",
             PlaySource::Live => "live",
         })
     }

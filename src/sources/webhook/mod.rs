@@ -58,6 +58,7 @@ impl WebhookLog {
             tracker_title: None,
             attempts: None,
             batch_id: None,
+            sources: Vec::new(),
         }
     }
 }
