@@ -250,6 +250,37 @@ pub struct Activity {
     pub sources: Vec<String>,
 }
 
+impl Activity {
+    /// The summary row of a job (backfill, sync): no play, show or account of its own.
+    pub fn summary(source: &str, event: &str, action: String, error: Option<String>) -> Activity {
+        Activity {
+            id: 0,
+            at: now_millis(),
+            source: source.into(),
+            event: Some(event.into()),
+            account: None,
+            show: None,
+            season: None,
+            episode: None,
+            status: if error.is_some() {
+                ActivityStatus::Failed
+            } else {
+                ActivityStatus::Success
+            },
+            action,
+            error,
+            duration_ms: 0.0,
+            play_id: None,
+            client: None,
+            title: None,
+            tracker_title: None,
+            attempts: None,
+            batch_id: None,
+            sources: Vec::new(),
+        }
+    }
+}
+
 /// A decided Plex show → tracker show link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mapping {

@@ -482,34 +482,15 @@ pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillSta
         "backfill finished"
     );
     if !dry_run {
-        let row = Activity {
-            id: 0,
-            at: now_millis(),
-            source: "backfill".into(),
-            event: Some("backfill".into()),
-            account: None,
-            show: None,
-            season: None,
-            episode: None,
-            status: if out.error.is_some() {
-                ActivityStatus::Failed
-            } else {
-                ActivityStatus::Success
-            },
-            action: format!(
+        let row = Activity::summary(
+            "backfill",
+            "backfill",
+            format!(
                 "backfill: {} rows, {} new plays, {} duplicates, {} matched, {} parked",
                 out.rows_read, out.plays_new, out.duplicates, out.matched, out.parked
             ),
-            error: out.error.clone(),
-            duration_ms: 0.0,
-            play_id: None,
-            client: None,
-            title: None,
-            tracker_title: None,
-            attempts: None,
-            batch_id: None,
-            sources: Vec::new(),
-        };
+            out.error.clone(),
+        );
         if let Err(e) = shared.store.record_activity(row).await {
             tracing::warn!(error = %e, "cannot record the backfill summary");
         }

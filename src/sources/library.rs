@@ -27,10 +27,7 @@ use plexsync_plugin_api::PlaySource;
 use super::history::{PollError, activity_for, refresh_accounts};
 use crate::accounts::{AccountMap, OWNER_ID, pms_key};
 use crate::api::SyncRequest;
-use crate::model::{
-    Activity, ActivityStatus, Play, PlexShow, PollReport, SyncStatus, SyncWould, now_millis,
-    now_secs,
-};
+use crate::model::{Activity, Play, PlexShow, PollReport, SyncStatus, SyncWould, now_secs};
 use crate::plex::library::{LibraryEpisode, LibraryShow, Section};
 use crate::plex::paging::Pager;
 use crate::plex::{PlexClient, PlexError};
@@ -217,21 +214,10 @@ pub async fn sync(shared: &Shared, req: &SyncRequest) -> SyncStatus {
         "watched-state sync finished"
     );
     if !req.dry_run {
-        let row = Activity {
-            id: 0,
-            at: now_millis(),
-            source: PlaySource::Library.to_string(),
-            event: Some("sync".into()),
-            account: None,
-            show: None,
-            season: None,
-            episode: None,
-            status: if out.error.is_some() {
-                ActivityStatus::Failed
-            } else {
-                ActivityStatus::Success
-            },
-            action: format!(
+        let row = Activity::summary(
+            &PlaySource::Library.to_string(),
+            "sync",
+            format!(
                 "sync: {} shows, {} watched episodes, {} new plays, {} already exported, {} parked",
                 out.shows_walked,
                 out.episodes_watched,
@@ -239,16 +225,8 @@ pub async fn sync(shared: &Shared, req: &SyncRequest) -> SyncStatus {
                 out.already_exported,
                 out.parked_in_conflicts
             ),
-            error: out.error.clone(),
-            duration_ms: 0.0,
-            play_id: None,
-            client: None,
-            title: None,
-            tracker_title: None,
-            attempts: None,
-            batch_id: None,
-            sources: Vec::new(),
-        };
+            out.error.clone(),
+        );
         if let Err(e) = shared.store.record_activity(row).await {
             tracing::warn!(error = %e, "cannot record the sync summary");
         }
