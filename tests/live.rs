@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::inproc::InProc;
-use support::plex::{FakePlex, FakeShow, HistoryFixture, TOKEN};
+use support::plex::{FakePlex, FakeShow, HistoryFixture, TOKEN, WatchedEpisodeFixture};
 use support::tracker::FakeTracker;
 use support::{daemon, eventually, samples};
 
@@ -235,6 +235,38 @@ async fn a_finished_episode_is_exported_within_seconds_and_once_with_its_history
         .await;
     assert_eq!(w.tracker.posts().len(), 1, "one viewing, one export");
     assert_eq!(w.tracker.watched().len(), 1);
+}
+
+/// A stop short of `watched_threshold` of the episode's duration (from its metadata) is not a
+/// viewing: nothing is checked or journaled for it, while a full viewing right after it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_short_of_the_threshold_is_not_a_play() {
+    let w = world("", FAST, TOKEN).await;
+    w.connected().await;
+    // Episode 2's metadata gives its duration (1,681,271 ms); a history row for it exists, so
+    // a check would journal it.
+    let mut e = WatchedEpisodeFixture::new("60002", "56850", "Be Cool, Scooby-Doo!", 1, 2, now());
+    e.view_count = 0;
+    e.last_viewed_at = None;
+    w.plex.push_watched(e);
+    w.plex.push_history(row(2));
+    w.plex.ws.push(&playing("52", "60002", 500_000, "stopped"));
+    eventually("episode 2's duration read", WAIT, || {
+        (w.plex.count("/library/metadata/60002") >= 1).then_some(())
+    })
+    .await;
+    // A full viewing of episode 1 after it goes all the way to the tracker; by then episode 2's
+    // stop was long decided.
+    watch(&w.plex, 1);
+    w.wait_watched(1, LIVE_BOUND).await;
+    let st = w.daemon.status().await;
+    assert_eq!(st["counts"]["journal"], 1, "{st:#}");
+    assert!(
+        !w.tracker
+            .watched()
+            .contains_key(&("scooby".to_string(), 1, 2)),
+        "a 30 % stop was exported"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
