@@ -150,10 +150,6 @@ impl Summary {
                 self.no_candidate_with_answer
             ));
             s.push_str(&format!(
-                "{:<22} {:>4} {:>8} {:>6} {:>9} {:>5}\n",
-                "kind", "n", "correct", "wrong", "conflict", "none"
-            ));
-            s.push_str(&format!(
                 "recall for a person: right show first in {} of {} in-catalogue conflicts ({:.1}%), in the top 5 in {} of {} ({:.1}%), counting conflicts without candidates\n",
                 self.person_answer_top1,
                 self.person_with_answer,
@@ -161,6 +157,10 @@ impl Summary {
                 self.person_answer_top5,
                 self.person_with_answer,
                 pct(self.person_answer_top5, self.person_with_answer),
+            ));
+            s.push_str(&format!(
+                "{:<22} {:>4} {:>8} {:>6} {:>9} {:>5}\n",
+                "kind", "n", "correct", "wrong", "conflict", "none"
             ));
             for (k, v) in &self.per_kind {
                 s.push_str(&format!(
@@ -325,10 +325,7 @@ fn evaluate(s: &mut Summary, kind: &str, q: &QueryLine, line: &MatchLine) {
         s.in_catalogue += 1;
         if line.decision != "auto" {
             s.person_with_answer += 1;
-            let rank = line
-                .candidates
-                .iter()
-                .position(|c| &c.show_id == expected);
+            let rank = line.candidates.iter().position(|c| &c.show_id == expected);
             if rank == Some(0) {
                 s.person_answer_top1 += 1;
             }
@@ -387,8 +384,18 @@ mod tests {
     #[test]
     fn recall_counts_conflicts_without_candidates_as_misses() {
         let mut s = Summary::default();
-        evaluate(&mut s, "k", &query(Some("1")), &line("conflict", &["1", "2"]));
-        evaluate(&mut s, "k", &query(Some("1")), &line("conflict", &["2", "3", "1"]));
+        evaluate(
+            &mut s,
+            "k",
+            &query(Some("1")),
+            &line("conflict", &["1", "2"]),
+        );
+        evaluate(
+            &mut s,
+            "k",
+            &query(Some("1")),
+            &line("conflict", &["2", "3", "1"]),
+        );
         evaluate(
             &mut s,
             "k",
@@ -401,8 +408,15 @@ mod tests {
         assert_eq!(s.person_with_answer, 4);
         assert_eq!(s.person_answer_top1, 1);
         assert_eq!(s.person_answer_top5, 2);
-        assert_eq!((s.conflicts_with_answer, s.conflicts_answer_in_top5), (3, 2));
+        assert_eq!(
+            (s.conflicts_with_answer, s.conflicts_answer_in_top5),
+            (3, 2)
+        );
         assert_eq!(s.no_candidate_with_answer, 1);
-        assert!(s.human().contains("in the top 5 in 2 of 4 (50.0%)"), "{}", s.human());
+        assert!(
+            s.human().contains("in the top 5 in 2 of 4 (50.0%)"),
+            "{}",
+            s.human()
+        );
     }
 }

@@ -294,7 +294,10 @@ fn tmdb_converts_ids_in_the_chain_and_is_skipped_without_a_key() {
         .filter(|s| s.path == "/3/search/tv")
         .map(|s| s.param("first_air_date_year").map(str::to_string))
         .collect();
-    assert_eq!(searched, [Some("1990".to_string()), Some("2005".to_string())]);
+    assert_eq!(
+        searched,
+        [Some("1990".to_string()), Some("2005".to_string())]
+    );
     assert!(
         fake.requests()
             .iter()
@@ -355,7 +358,10 @@ fn dev_set_with_the_tmdb_matcher_in_the_chain() {
     // has no titles, so TMDB's search finds nothing here: this is the title matcher's share.
     let base = s["person_with_answer"].as_f64().unwrap();
     assert!(base > 0.0, "{s}");
-    assert!(s["person_answer_top5"].as_f64().unwrap() / base >= 0.85, "{s}");
+    assert!(
+        s["person_answer_top5"].as_f64().unwrap() / base >= 0.85,
+        "{s}"
+    );
 }
 
 /// The shipped plexsync.toml lists the tmdb matcher; with no key stored it must still pass

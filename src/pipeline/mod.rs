@@ -112,7 +112,10 @@ pub async fn run_chain(
     if candidates.is_empty() {
         candidates = fallback_candidates(matchers, query, threshold).await;
         if !candidates.is_empty() {
-            reasons.push(format!("{} candidate(s) from a fallback search", candidates.len()));
+            reasons.push(format!(
+                "{} candidate(s) from a fallback search",
+                candidates.len()
+            ));
         }
     }
     ChainResult::Conflict {
@@ -298,7 +301,10 @@ mod tests {
     }
 
     /// A matcher whose fallback answers: asked only when the chain found nothing.
-    struct Falls(Result<MatchOutcome, PluginError>, Result<MatchOutcome, PluginError>);
+    struct Falls(
+        Result<MatchOutcome, PluginError>,
+        Result<MatchOutcome, PluginError>,
+    );
     impl Matcher for Falls {
         fn kind(&self) -> &str {
             "falls"
@@ -323,7 +329,12 @@ mod tests {
     #[tokio::test]
     async fn fallback_gives_candidates_only_when_nothing_else_did() {
         let run = |m: Falls| async move {
-            run_chain(&[Arc::new(m) as Arc<dyn Matcher>], &ShowQuery::default(), 0.9).await
+            run_chain(
+                &[Arc::new(m) as Arc<dyn Matcher>],
+                &ShowQuery::default(),
+                0.9,
+            )
+            .await
         };
         // Even a confident fallback answer is only a candidate, below the threshold.
         let r = run(Falls(Ok(MatchOutcome::NoMatch), def("7", 0.99))).await;
@@ -333,14 +344,20 @@ mod tests {
         );
         // Not asked when the chain already has candidates.
         let r = run(Falls(cands(&["1"]), def("7", 0.5))).await;
-        assert!(matches!(&r, ChainResult::Conflict { candidates, .. } if candidates.len() == 1 && candidates[0].show_id == "1"), "{r:?}");
+        assert!(
+            matches!(&r, ChainResult::Conflict { candidates, .. } if candidates.len() == 1 && candidates[0].show_id == "1"),
+            "{r:?}"
+        );
         // A failing fallback costs only the lead.
         let r = run(Falls(
             Ok(MatchOutcome::NoMatch),
             Err(PluginError::transient("down")),
         ))
         .await;
-        assert!(matches!(&r, ChainResult::Conflict { candidates, .. } if candidates.is_empty()), "{r:?}");
+        assert!(
+            matches!(&r, ChainResult::Conflict { candidates, .. } if candidates.is_empty()),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -267,7 +267,12 @@ impl TitleIndex {
                 if seen.iter().any(|s| s.0 == v.words) {
                     continue;
                 }
-                seen.push((v.words.clone(), v.country, v.marks.clone(), v.generic_suffix));
+                seen.push((
+                    v.words.clone(),
+                    v.country,
+                    v.marks.clone(),
+                    v.generic_suffix,
+                ));
                 idx.add_key(show_no, "", v, true, &mut words, &mut compact);
             }
         }
@@ -415,15 +420,32 @@ impl TitleIndex {
 
     /// Call `f(key, similarity)` for every key whose similarity to the query (the better of
     /// the spaced and the compact form) is at least `min_sim`.
-    pub fn lookup(&self, q: &Query, min_sim: f32, mut f: impl FnMut(&KeyEntry, f32)) {
+    pub fn lookup(&self, q: &Query, min_sim: f32, f: impl FnMut(&KeyEntry, f32)) {
+        self.lookup_forms(q, min_sim, true, f);
+    }
+
+    /// [`TitleIndex::lookup`] on the spaced form alone: for a query's extra forms, whose
+    /// matches are near-identical names, the compact form's spacing forgiveness is not worth
+    /// a second walk.
+    pub fn lookup_words(&self, q: &Query, min_sim: f32, f: impl FnMut(&KeyEntry, f32)) {
+        self.lookup_forms(q, min_sim, false, f);
+    }
+
+    fn lookup_forms(
+        &self,
+        q: &Query,
+        min_sim: f32,
+        compact: bool,
+        mut f: impl FnMut(&KeyEntry, f32),
+    ) {
         SCRATCH.with(|cell| {
             let Ok(mut guard) = cell.try_borrow_mut() else {
                 // Re-entered from `f` on this thread: fall back to a private scratch.
                 let mut own = Scratch::default();
-                self.lookup_with(&mut own, q, min_sim, &mut f);
+                self.lookup_with(&mut own, q, min_sim, compact, &mut f);
                 return;
             };
-            self.lookup_with(&mut guard, q, min_sim, &mut f);
+            self.lookup_with(&mut guard, q, min_sim, compact, &mut f);
         });
     }
 
@@ -432,6 +454,7 @@ impl TitleIndex {
         s: &mut Scratch,
         q: &Query,
         min_sim: f32,
+        with_compact: bool,
         f: &mut impl FnMut(&KeyEntry, f32),
     ) {
         let n = self.keys.len();
@@ -460,8 +483,10 @@ impl TitleIndex {
             }
         }
         let compact_min = min_sim.max(COMPACT_MIN_SIM);
+        let empty: [u32; 0] = [];
+        let q_compact: &[u32] = if with_compact { &q.compact } else { &empty };
         let walk = probe_plan(
-            &q.compact,
+            q_compact,
             &self.compact,
             compact_min,
             &mut s.order,
@@ -478,7 +503,7 @@ impl TitleIndex {
             }
         }
 
-        let (qw, qc) = (q.words.len(), q.compact.len());
+        let (qw, qc) = (q.words.len(), q_compact.len());
         for &k in &s.touched {
             let ku = k as usize;
             let Some(h) = s.hits.get_mut(ku) else {

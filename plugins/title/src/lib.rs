@@ -49,7 +49,7 @@ const DERIVED_CAP: f32 = 0.85;
 /// Least title similarity an extra key's match needs: these keys are there to find a show
 /// whose full name shares too little with the query, not to add more weak neighbours (and a
 /// higher bound lets the lookup skip more of the common trigrams).
-const DERIVED_MIN_SIM: f32 = 0.5;
+const DERIVED_MIN_SIM: f32 = 0.6;
 
 /// The `method` of [`Matcher::search`] answers.
 pub const SEARCH_METHOD: &str = "title_search";
@@ -165,7 +165,7 @@ impl TitleMatcher {
 
         let mut scored: Vec<Scored> = Vec::new();
         let min_sim = self.config.min_candidate_score;
-        let mut note = |q: &Query, key: &KeyEntry, sim: f32, via_variant: bool| {
+        let score = |q: &Query, key: &KeyEntry, sim: f32, via_variant: bool| {
             let year = index.shows.get(key.show as usize).and_then(|s| s.year);
             let strength = self.strength(q, &query_years, key, year, sim);
             let derived = via_variant || key.derived;
@@ -173,20 +173,17 @@ impl TitleMatcher {
             if derived {
                 confidence = (strength * penalty::NOT_IDENTICAL_SCALE).min(DERIVED_CAP);
             }
-            scored.push(Scored {
+            Scored {
                 show: key.show,
                 confidence,
                 strength,
                 similarity: sim,
                 derived,
-            });
+            }
         };
-        index.lookup(&q, min_sim, |key, sim| note(&q, key, sim, false));
-        // The query's main title and romanised spellings, against every key.
-        let derived_min = min_sim.max(DERIVED_MIN_SIM);
-        for v in &q.variants {
-            index.lookup(v, derived_min, |key, sim| note(v, key, sim, true));
-        }
+        index.lookup(&q, min_sim, |key, sim| {
+            scored.push(score(&q, key, sim, false))
+        });
         // A catalogue name found verbatim inside a longer Plex title ("Air Crash
         // Investigation - Mayday") is worth offering, but never enough for a mapping: its
         // base score stays below 0.80 whatever the share of the title it covers.
@@ -213,10 +210,6 @@ impl TitleMatcher {
                 derived: false,
             });
         });
-        if scored.is_empty() {
-            return MatchOutcome::NoMatch;
-        }
-
         // The mapping rule sees only what the names as spelled say, exactly as without the
         // extra keys: they cannot map (capped below the threshold) and, since they are there
         // to raise recall, must not take a mapping away either (a show's own shortened name
@@ -236,6 +229,17 @@ impl TitleMatcher {
                     };
                 }
             }
+        }
+        // The query's main title and romanised spellings, against every key: only for a
+        // show the names as spelled did not settle, since they cannot change a mapping.
+        let derived_min = min_sim.max(DERIVED_MIN_SIM);
+        for v in &q.variants {
+            index.lookup_words(v, derived_min, |key, sim| {
+                scored.push(score(v, key, sim, true))
+            });
+        }
+        if scored.is_empty() {
+            return MatchOutcome::NoMatch;
         }
         rank(&mut scored);
 

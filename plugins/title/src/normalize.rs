@@ -325,7 +325,9 @@ impl NormTitle {
     pub fn variants(&self, title: &str) -> Vec<NormTitle> {
         let mut out: Vec<NormTitle> = Vec::new();
         let push = |v: NormTitle, out: &mut Vec<NormTitle>| {
-            if !v.words.is_empty() && v.words != self.words && out.iter().all(|o| o.words != v.words)
+            if !v.words.is_empty()
+                && v.words != self.words
+                && out.iter().all(|o| o.words != v.words)
             {
                 out.push(v);
             }
@@ -603,7 +605,10 @@ mod tests {
             main_title("Kaguya-sama ～Love is War～").as_deref(),
             Some("Kaguya-sama")
         );
-        assert_eq!(main_title("Doctor Who (2005)").as_deref(), Some("Doctor Who"));
+        assert_eq!(
+            main_title("Doctor Who (2005)").as_deref(),
+            Some("Doctor Who")
+        );
         assert_eq!(main_title("Spider-Man"), None);
         assert_eq!(main_title("Re:Zero"), None);
         assert_eq!(main_title("Mayday"), None);
@@ -613,7 +618,10 @@ mod tests {
     fn romanisation_variants() {
         assert_eq!(romanise("kyousougiga").as_deref(), Some("kyosogiga"));
         assert_eq!(romanise("ookami kodomo").as_deref(), Some("okami kodomo"));
-        assert_eq!(romanise("yuu yuu hakusho").as_deref(), Some("yu yu hakusho"));
+        assert_eq!(
+            romanise("yuu yuu hakusho").as_deref(),
+            Some("yu yu hakusho")
+        );
         assert_eq!(
             romanise("sekai ha kimi wo matte").as_deref(),
             Some("sekai wa kimi o matte")

@@ -384,7 +384,11 @@ fn search_without_a_catalogue_is_empty_and_leaves_matching_alone() {
 
 fn recall_catalogue() -> Arc<Catalogue> {
     Arc::new(Catalogue::new(vec![
-        show("ibo", "Mobile Suit Gundam: Iron-Blooded Orphans", Some(2015)),
+        show(
+            "ibo",
+            "Mobile Suit Gundam: Iron-Blooded Orphans",
+            Some(2015),
+        ),
         show("gundam", "Mobile Suit Gundam", Some(1979)),
         show("kyo", "Kyousougiga", Some(2013)),
         show("mayday", "Mayday", Some(2003)),

@@ -412,7 +412,11 @@ mod tests {
         };
         let ids: Vec<&str> = candidates.iter().map(|x| x.show_id.as_str()).collect();
         assert_eq!(ids, ["got", "bb"]);
-        assert!(candidates.iter().all(|x| x.method == SEARCH_METHOD && x.score < 0.9));
+        assert!(
+            candidates
+                .iter()
+                .all(|x| x.method == SEARCH_METHOD && x.score < 0.9)
+        );
         assert!(candidates[0].score > candidates[1].score);
         assert_eq!(search_candidates(&c, &[999]), MatchOutcome::NoMatch);
     }

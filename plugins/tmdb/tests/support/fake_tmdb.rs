@@ -277,7 +277,9 @@ async fn handle(state: &State, req: Request<hyper::body::Incoming>) -> Response<
     }
     if seen.path == "/3/search/tv" && req.method() == hyper::Method::GET {
         let q = seen.param("query").unwrap_or("").to_lowercase();
-        let year: Option<i32> = seen.param("first_air_date_year").and_then(|y| y.parse().ok());
+        let year: Option<i32> = seen
+            .param("first_air_date_year")
+            .and_then(|y| y.parse().ok());
         let results: Vec<serde_json::Value> = state
             .rows
             .iter()
