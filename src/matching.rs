@@ -97,6 +97,13 @@ pub struct Summary {
     pub conflicts_answer_in_top5: usize,
     /// In-catalogue items no matcher offered any candidate for (a conflict without choices).
     pub no_candidate_with_answer: usize,
+    /// In-catalogue items that went to a person, with or without candidates
+    /// (`conflicts_with_answer + no_candidate_with_answer`): the base of the recall figures.
+    pub person_with_answer: usize,
+    /// Of those, how many have the right show first, and among the first five: a conflict
+    /// without candidates counts as a miss, since the person gets no right choice.
+    pub person_answer_top1: usize,
+    pub person_answer_top5: usize,
     pub per_kind: BTreeMap<String, KindSummary>,
     pub wrong: Vec<String>,
     pub lookup_p50_us: f64,
@@ -141,6 +148,15 @@ impl Summary {
                 self.conflicts_with_answer,
                 pct(self.conflicts_answer_in_top5, self.conflicts_with_answer),
                 self.no_candidate_with_answer
+            ));
+            s.push_str(&format!(
+                "recall for a person: right show first in {} of {} in-catalogue conflicts ({:.1}%), in the top 5 in {} of {} ({:.1}%), counting conflicts without candidates\n",
+                self.person_answer_top1,
+                self.person_with_answer,
+                pct(self.person_answer_top1, self.person_with_answer),
+                self.person_answer_top5,
+                self.person_with_answer,
+                pct(self.person_answer_top5, self.person_with_answer),
             ));
             s.push_str(&format!(
                 "{:<22} {:>4} {:>8} {:>6} {:>9} {:>5}\n",
@@ -307,6 +323,16 @@ fn evaluate(s: &mut Summary, kind: &str, q: &QueryLine, line: &MatchLine) {
     }
     if let Some(expected) = &q.expected {
         s.in_catalogue += 1;
+        if line.decision != "auto" {
+            s.person_with_answer += 1;
+            let rank = line.candidates.iter().position(|c| &c.show_id == expected);
+            if rank == Some(0) {
+                s.person_answer_top1 += 1;
+            }
+            if rank.is_some_and(|r| r < 5) {
+                s.person_answer_top5 += 1;
+            }
+        }
         if line.decision == "none" {
             s.no_candidate_with_answer += 1;
         } else if line.decision == "conflict" {
@@ -320,5 +346,77 @@ fn evaluate(s: &mut Summary, kind: &str, q: &QueryLine, line: &MatchLine) {
                 s.conflicts_answer_in_top5 += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(expected: Option<&str>) -> QueryLine {
+        QueryLine {
+            qid: "q".into(),
+            title: "T".into(),
+            year: None,
+            guids: Vec::new(),
+            expected: expected.map(str::to_string),
+            kind: Some("k".into()),
+        }
+    }
+
+    fn line(decision: &'static str, ids: &[&str]) -> MatchLine {
+        MatchLine {
+            qid: "q".into(),
+            decision,
+            show_id: None,
+            confidence: None,
+            method: None,
+            candidates: ids
+                .iter()
+                .map(|id| CandidateOut {
+                    show_id: id.to_string(),
+                    score: 0.5,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn recall_counts_conflicts_without_candidates_as_misses() {
+        let mut s = Summary::default();
+        evaluate(
+            &mut s,
+            "k",
+            &query(Some("1")),
+            &line("conflict", &["1", "2"]),
+        );
+        evaluate(
+            &mut s,
+            "k",
+            &query(Some("1")),
+            &line("conflict", &["2", "3", "1"]),
+        );
+        evaluate(
+            &mut s,
+            "k",
+            &query(Some("1")),
+            &line("conflict", &["2", "3", "4", "5", "6", "1"]),
+        );
+        evaluate(&mut s, "k", &query(Some("1")), &line("none", &[]));
+        // Not in the catalogue: no part of recall.
+        evaluate(&mut s, "k", &query(None), &line("none", &[]));
+        assert_eq!(s.person_with_answer, 4);
+        assert_eq!(s.person_answer_top1, 1);
+        assert_eq!(s.person_answer_top5, 2);
+        assert_eq!(
+            (s.conflicts_with_answer, s.conflicts_answer_in_top5),
+            (3, 2)
+        );
+        assert_eq!(s.no_candidate_with_answer, 1);
+        assert!(
+            s.human().contains("in the top 5 in 2 of 4 (50.0%)"),
+            "{}",
+            s.human()
+        );
     }
 }

@@ -224,6 +224,8 @@ fn tmdb_converts_ids_in_the_chain_and_is_skipped_without_a_key() {
         vec![
             fake_tmdb::Row::new(1396, Some(81189), Some("tt0903747")),
             fake_tmdb::Row::new(2316, Some(73244), Some("tt0386676")),
+            fake_tmdb::Row::new(777, None, None)
+                .named(&["Harbour Lights", "Hafenlichter"], Some(2005)),
         ],
         TMDB_KEY,
         None,
@@ -235,6 +237,7 @@ fn tmdb_converts_ids_in_the_chain_and_is_skipped_without_a_key() {
         [
             r#"{"id": 1, "title": "Breaking Bad", "year": 2008, "tmdb_id": 1396}"#,
             r#"{"id": 2, "title": "The Office", "year": 2005, "tmdb_id": 2316}"#,
+            r#"{"id": 3, "title": "Harbour Lights", "year": 2005, "tmdb_id": 777}"#,
         ]
         .join("\n"),
     )
@@ -250,6 +253,9 @@ fn tmdb_converts_ids_in_the_chain_and_is_skipped_without_a_key() {
             r#"{"qid": "tmdb", "title": "x", "year": 2008, "guids": ["tmdb://1396"]}"#,
             // TMDB does not know it.
             r#"{"qid": "unknown", "title": "Zzyzx Qwerty", "year": 1990, "guids": ["tvdb://999"]}"#,
+            // A translated title sharing nothing with the catalogue's: TMDB's search finds
+            // it, as a candidate for a person only.
+            r#"{"qid": "translated", "title": "Hafenlichter", "year": 2005, "guids": []}"#,
         ]
         .join("\n"),
     )
@@ -267,8 +273,31 @@ fn tmdb_converts_ids_in_the_chain_and_is_skipped_without_a_key() {
     }
     assert_eq!(by["tmdb"]["method"], "tmdb_id");
     assert_eq!(by["unknown"]["decision"], "none");
+    assert_eq!(by["translated"]["decision"], "conflict");
+    assert_eq!(by["translated"]["candidates"][0]["show_id"], "3");
+    assert!(by["translated"]["candidates"][0]["score"].as_f64().unwrap() < 0.9);
     let asked: Vec<String> = fake.requests().iter().map(|s| s.path.clone()).collect();
-    assert_eq!(asked, ["/3/find/81189", "/3/find/tt0386676", "/3/find/999"]);
+    // Only shows without any candidate are searched for.
+    assert_eq!(
+        asked,
+        [
+            "/3/find/81189",
+            "/3/find/tt0386676",
+            "/3/find/999",
+            "/3/search/tv",
+            "/3/search/tv"
+        ]
+    );
+    let searched: Vec<Option<String>> = fake
+        .requests()
+        .iter()
+        .filter(|s| s.path == "/3/search/tv")
+        .map(|s| s.param("first_air_date_year").map(str::to_string))
+        .collect();
+    assert_eq!(
+        searched,
+        [Some("1990".to_string()), Some("2005".to_string())]
+    );
     assert!(
         fake.requests()
             .iter()
@@ -279,7 +308,7 @@ fn tmdb_converts_ids_in_the_chain_and_is_skipped_without_a_key() {
     let (lines, _, _) = run_with_key(&cfg, &catalog, &queries, None);
     let tvdb = lines.iter().find(|l| l["qid"] == "tvdb").unwrap();
     assert_ne!(tvdb["method"], "tmdb_id");
-    assert_eq!(fake.count(), 3);
+    assert_eq!(fake.count(), 5);
 }
 
 /// The DEV set through guid → tmdb → title, TMDB faked from the real crosswalk: zero wrong
@@ -325,6 +354,14 @@ fn dev_set_with_the_tmdb_matcher_in_the_chain() {
     }
     assert_eq!(converted, 34);
     assert!(fake.count() > 0);
+    // Recall for a person, conflicts without candidates counted as misses. The crosswalk
+    // has no titles, so TMDB's search finds nothing here: this is the title matcher's share.
+    let base = s["person_with_answer"].as_f64().unwrap();
+    assert!(base > 0.0, "{s}");
+    assert!(
+        s["person_answer_top5"].as_f64().unwrap() / base >= 0.85,
+        "{s}"
+    );
 }
 
 /// The shipped plexsync.toml lists the tmdb matcher; with no key stored it must still pass

@@ -109,6 +109,15 @@ pub async fn run_chain(
     if let Some(t) = transient {
         return ChainResult::Retry(t);
     }
+    if candidates.is_empty() {
+        candidates = fallback_candidates(matchers, query, threshold).await;
+        if !candidates.is_empty() {
+            reasons.push(format!(
+                "{} candidate(s) from a fallback search",
+                candidates.len()
+            ));
+        }
+    }
     ChainResult::Conflict {
         candidates: merge_candidates(candidates),
         reason: if reasons.is_empty() {
@@ -117,6 +126,45 @@ pub async fn run_chain(
             reasons.join("; ")
         },
     }
+}
+
+/// A conflict without any candidate: each matcher's [`Matcher::fallback`] in chain order,
+/// as candidates only — an answer reached this way is a lead for a person, so it is kept
+/// below the auto-map threshold whatever it claims. A failure here only costs the lead
+/// (the show is a conflict either way), so it is logged, not retried.
+///
+/// [`Matcher::fallback`]: plexsync_plugin_api::Matcher::fallback
+async fn fallback_candidates(
+    matchers: &[Arc<dyn plexsync_plugin_api::Matcher>],
+    query: &ShowQuery,
+    threshold: f32,
+) -> Vec<Candidate> {
+    let below = (threshold - 0.01).max(0.0);
+    let mut out = Vec::new();
+    for m in matchers {
+        match m.fallback(query).await {
+            Ok(MatchOutcome::Definite {
+                show_id,
+                confidence,
+                method,
+            }) => out.push(Candidate {
+                show_id,
+                score: confidence.min(below),
+                method,
+            }),
+            Ok(MatchOutcome::Candidates { candidates }) => {
+                out.extend(candidates.into_iter().map(|mut c| {
+                    c.score = c.score.min(below);
+                    c
+                }));
+            }
+            Ok(MatchOutcome::NoMatch) => {}
+            Err(e) => {
+                tracing::warn!(matcher = m.kind(), error = %e, "fallback search failed");
+            }
+        }
+    }
+    out
 }
 
 /// One entry per show (its best score), best first.
@@ -249,6 +297,66 @@ mod tests {
         // Nothing at all: an honest conflict.
         assert!(
             matches!(chain(vec![Fixed("a", Ok(MatchOutcome::NoMatch))]).await, ChainResult::Conflict { candidates, .. } if candidates.is_empty())
+        );
+    }
+
+    /// A matcher whose fallback answers: asked only when the chain found nothing.
+    struct Falls(
+        Result<MatchOutcome, PluginError>,
+        Result<MatchOutcome, PluginError>,
+    );
+    impl Matcher for Falls {
+        fn kind(&self) -> &str {
+            "falls"
+        }
+        fn set_catalogue(&self, _: Arc<Catalogue>) {}
+        fn match_show<'a>(
+            &'a self,
+            _: &'a ShowQuery,
+        ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>> {
+            let r = self.0.clone();
+            Box::pin(async move { r })
+        }
+        fn fallback<'a>(
+            &'a self,
+            _: &'a ShowQuery,
+        ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>> {
+            let r = self.1.clone();
+            Box::pin(async move { r })
+        }
+    }
+
+    #[tokio::test]
+    async fn fallback_gives_candidates_only_when_nothing_else_did() {
+        let run = |m: Falls| async move {
+            run_chain(
+                &[Arc::new(m) as Arc<dyn Matcher>],
+                &ShowQuery::default(),
+                0.9,
+            )
+            .await
+        };
+        // Even a confident fallback answer is only a candidate, below the threshold.
+        let r = run(Falls(Ok(MatchOutcome::NoMatch), def("7", 0.99))).await;
+        assert!(
+            matches!(&r, ChainResult::Conflict { candidates, .. } if candidates.len() == 1 && candidates[0].show_id == "7" && candidates[0].score < 0.9),
+            "{r:?}"
+        );
+        // Not asked when the chain already has candidates.
+        let r = run(Falls(cands(&["1"]), def("7", 0.5))).await;
+        assert!(
+            matches!(&r, ChainResult::Conflict { candidates, .. } if candidates.len() == 1 && candidates[0].show_id == "1"),
+            "{r:?}"
+        );
+        // A failing fallback costs only the lead.
+        let r = run(Falls(
+            Ok(MatchOutcome::NoMatch),
+            Err(PluginError::transient("down")),
+        ))
+        .await;
+        assert!(
+            matches!(&r, ChainResult::Conflict { candidates, .. } if candidates.is_empty()),
+            "{r:?}"
         );
     }
 

@@ -296,6 +296,17 @@ pub trait Matcher: Send + Sync {
     fn probe(&self) -> BoxFuture<'_, Result<(), PluginError>> {
         Box::pin(async { Ok(()) })
     }
+    /// A last try for a show the whole chain found no candidate for (every matcher answered
+    /// without a definite answer or any candidate): a costlier or looser lookup (an outside
+    /// search by title) that gives a person choices. The host takes what it answers as
+    /// candidates only, never as a mapping, whatever the confidence. Default: nothing.
+    fn fallback<'a>(
+        &'a self,
+        query: &'a ShowQuery,
+    ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>> {
+        let _ = query;
+        Box::pin(async { Ok(MatchOutcome::NoMatch) })
+    }
     /// Search the catalogue for a person picking a show by hand (a search box, `plexsync
     /// shows search`): the shows whose names resemble `text`, best first, at most `limit`,
     /// with `year` (when given) favouring shows of that year. Unlike [`Matcher::match_show`]

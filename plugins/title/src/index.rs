@@ -94,6 +94,9 @@ pub(crate) struct KeyEntry {
     pub country: Option<Country>,
     pub marks: String,
     pub generic_suffix: bool,
+    /// An extra key (main title, romanised spelling) rather than a name as the tracker
+    /// spells it: it may find a show, never map one.
+    pub derived: bool,
 }
 
 /// The index built from one catalogue.
@@ -132,18 +135,34 @@ pub(crate) struct Query {
     pub norm: NormTitle,
     words: Vec<u32>,
     compact: Vec<u32>,
+    /// The query's extra forms ([`NormTitle::variants`]: main title, romanised spellings),
+    /// looked up too; what they find is a candidate, never a mapping.
+    pub variants: Vec<Query>,
 }
 
 impl Query {
     pub fn new(title: &str) -> Query {
         let title: String = title.chars().take(MAX_TITLE_CHARS).collect();
         let norm = normalize(&title);
+        let variants = norm
+            .variants(&title)
+            .into_iter()
+            .map(Query::from_norm)
+            .collect();
+        Query {
+            variants,
+            ..Query::from_norm(norm)
+        }
+    }
+
+    fn from_norm(norm: NormTitle) -> Query {
         let words = trigrams(&norm.words).into_iter().map(pack).collect();
         let compact = trigrams(&norm.compact).into_iter().map(pack).collect();
         Query {
             norm,
             words,
             compact,
+            variants: Vec::new(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -225,6 +244,7 @@ impl TitleIndex {
                 .chain(show.original_title.as_deref())
                 .chain(show.aliases.iter().map(String::as_str));
             let mut seen: Vec<(String, Option<Country>, String, bool)> = Vec::new();
+            let mut extra: Vec<NormTitle> = Vec::new();
             for name in names {
                 let name: String = name.chars().take(MAX_TITLE_CHARS).collect();
                 let norm = normalize(&name);
@@ -238,50 +258,84 @@ impl TitleIndex {
                     continue;
                 }
                 seen.push(identity);
-                let key_no = idx.keys.len() as u32;
-                let w: Vec<u32> = trigrams(&norm.words).into_iter().map(pack).collect();
-                let c: Vec<u32> = trigrams(&norm.compact).into_iter().map(pack).collect();
-                for &t in &w {
-                    words.entry(t).or_default().push(key_no);
+                extra.extend(norm.variants(&name));
+                idx.add_key(show_no, &name, norm, false, &mut words, &mut compact);
+            }
+            // Extra keys after the show's own names, and only for words none of its names
+            // (or earlier extra keys) already spell.
+            for v in extra {
+                if seen.iter().any(|s| s.0 == v.words) {
+                    continue;
                 }
-                for &t in &c {
-                    compact.entry(t).or_default().push(key_no);
-                }
-                idx.words_len
-                    .push(u16::try_from(w.len()).unwrap_or(u16::MAX));
-                idx.compact_len
-                    .push(u16::try_from(c.len()).unwrap_or(u16::MAX));
-                let wr = (idx.words_trgms.len() as u32, w.len() as u32);
-                idx.words_trgms.extend_from_slice(&w);
-                let cr = (idx.compact_trgms.len() as u32, c.len() as u32);
-                idx.compact_trgms.extend_from_slice(&c);
-                idx.by_words
-                    .entry(norm.words.clone())
-                    .or_default()
-                    .push(key_no);
-                for form in [initials(&name), initials(&norm.words)]
-                    .into_iter()
-                    .flatten()
-                {
-                    let list = idx.by_initials.entry(form).or_default();
-                    if !list.contains(&key_no) {
-                        list.push(key_no);
-                    }
-                }
-                idx.keys.push(KeyEntry {
-                    show: show_no,
-                    words: wr,
-                    compact: cr,
-                    numbers: norm.numbers,
-                    country: norm.country,
-                    marks: norm.marks,
-                    generic_suffix: norm.generic_suffix,
-                });
+                seen.push((
+                    v.words.clone(),
+                    v.country,
+                    v.marks.clone(),
+                    v.generic_suffix,
+                ));
+                idx.add_key(show_no, "", v, true, &mut words, &mut compact);
             }
         }
         idx.words = Postings::build(words);
         idx.compact = Postings::build(compact);
         idx
+    }
+
+    /// Add one key of show `show_no`: its trigram sets, postings and (for a name as the
+    /// tracker spells it) the whole-name and initials maps.
+    fn add_key(
+        &mut self,
+        show_no: u32,
+        name: &str,
+        norm: NormTitle,
+        derived: bool,
+        words: &mut TrgmMap<Vec<u32>>,
+        compact: &mut TrgmMap<Vec<u32>>,
+    ) {
+        let key_no = self.keys.len() as u32;
+        let w: Vec<u32> = trigrams(&norm.words).into_iter().map(pack).collect();
+        let c: Vec<u32> = trigrams(&norm.compact).into_iter().map(pack).collect();
+        for &t in &w {
+            words.entry(t).or_default().push(key_no);
+        }
+        for &t in &c {
+            compact.entry(t).or_default().push(key_no);
+        }
+        self.words_len
+            .push(u16::try_from(w.len()).unwrap_or(u16::MAX));
+        self.compact_len
+            .push(u16::try_from(c.len()).unwrap_or(u16::MAX));
+        let wr = (self.words_trgms.len() as u32, w.len() as u32);
+        self.words_trgms.extend_from_slice(&w);
+        let cr = (self.compact_trgms.len() as u32, c.len() as u32);
+        self.compact_trgms.extend_from_slice(&c);
+        // Extra keys stay out of the whole-name and initials maps: a shortened or respelled
+        // name found inside a query, or spelled by its initials, says too little.
+        if !derived {
+            self.by_words
+                .entry(norm.words.clone())
+                .or_default()
+                .push(key_no);
+            for form in [initials(name), initials(&norm.words)]
+                .into_iter()
+                .flatten()
+            {
+                let list = self.by_initials.entry(form).or_default();
+                if !list.contains(&key_no) {
+                    list.push(key_no);
+                }
+            }
+        }
+        self.keys.push(KeyEntry {
+            show: show_no,
+            words: wr,
+            compact: cr,
+            numbers: norm.numbers,
+            country: norm.country,
+            marks: norm.marks,
+            generic_suffix: norm.generic_suffix,
+            derived,
+        });
     }
 
     fn key_set(flat: &[u32], range: (u32, u32)) -> &[u32] {
@@ -366,15 +420,32 @@ impl TitleIndex {
 
     /// Call `f(key, similarity)` for every key whose similarity to the query (the better of
     /// the spaced and the compact form) is at least `min_sim`.
-    pub fn lookup(&self, q: &Query, min_sim: f32, mut f: impl FnMut(&KeyEntry, f32)) {
+    pub fn lookup(&self, q: &Query, min_sim: f32, f: impl FnMut(&KeyEntry, f32)) {
+        self.lookup_forms(q, min_sim, true, f);
+    }
+
+    /// [`TitleIndex::lookup`] on the spaced form alone: for a query's extra forms, whose
+    /// matches are near-identical names, the compact form's spacing forgiveness is not worth
+    /// a second walk.
+    pub fn lookup_words(&self, q: &Query, min_sim: f32, f: impl FnMut(&KeyEntry, f32)) {
+        self.lookup_forms(q, min_sim, false, f);
+    }
+
+    fn lookup_forms(
+        &self,
+        q: &Query,
+        min_sim: f32,
+        compact: bool,
+        mut f: impl FnMut(&KeyEntry, f32),
+    ) {
         SCRATCH.with(|cell| {
             let Ok(mut guard) = cell.try_borrow_mut() else {
                 // Re-entered from `f` on this thread: fall back to a private scratch.
                 let mut own = Scratch::default();
-                self.lookup_with(&mut own, q, min_sim, &mut f);
+                self.lookup_with(&mut own, q, min_sim, compact, &mut f);
                 return;
             };
-            self.lookup_with(&mut guard, q, min_sim, &mut f);
+            self.lookup_with(&mut guard, q, min_sim, compact, &mut f);
         });
     }
 
@@ -383,6 +454,7 @@ impl TitleIndex {
         s: &mut Scratch,
         q: &Query,
         min_sim: f32,
+        with_compact: bool,
         f: &mut impl FnMut(&KeyEntry, f32),
     ) {
         let n = self.keys.len();
@@ -411,8 +483,10 @@ impl TitleIndex {
             }
         }
         let compact_min = min_sim.max(COMPACT_MIN_SIM);
+        let empty: [u32; 0] = [];
+        let q_compact: &[u32] = if with_compact { &q.compact } else { &empty };
         let walk = probe_plan(
-            &q.compact,
+            q_compact,
             &self.compact,
             compact_min,
             &mut s.order,
@@ -429,7 +503,7 @@ impl TitleIndex {
             }
         }
 
-        let (qw, qc) = (q.words.len(), q.compact.len());
+        let (qw, qc) = (q.words.len(), q_compact.len());
         for &k in &s.touched {
             let ku = k as usize;
             let Some(h) = s.hits.get_mut(ku) else {

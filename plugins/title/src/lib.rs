@@ -42,6 +42,14 @@ const CONTAINED_BASE: f32 = 0.40;
 const CONTAINED_PER_COVER: f32 = 0.39;
 /// Score of a name whose initials spell the query: a lead for a person, never a mapping.
 const INITIALS_BASE: f32 = 0.45;
+/// Highest confidence of a match through an extra key (a main title, a romanised spelling):
+/// high enough that a main title in the same year leads the near misses, below anything
+/// that could map.
+const DERIVED_CAP: f32 = 0.85;
+/// Least title similarity an extra key's match needs: these keys are there to find a show
+/// whose full name shares too little with the query, not to add more weak neighbours (and a
+/// higher bound lets the lookup skip more of the common trigrams).
+const DERIVED_MIN_SIM: f32 = 0.6;
 
 /// The `method` of [`Matcher::search`] answers.
 pub const SEARCH_METHOD: &str = "title_search";
@@ -91,6 +99,9 @@ struct Scored {
     strength: f32,
     /// Raw title similarity (of the normalised names).
     similarity: f32,
+    /// Found through an extra key or a query variant: listed, never counted against the
+    /// margin of a mapping, never mapped.
+    derived: bool,
 }
 
 /// The title matcher. Build it with [`TitleMatcher::build`] or [`TitleMatcher::new`]; until
@@ -154,15 +165,24 @@ impl TitleMatcher {
 
         let mut scored: Vec<Scored> = Vec::new();
         let min_sim = self.config.min_candidate_score;
-        index.lookup(&q, min_sim, |key, sim| {
+        let score = |q: &Query, key: &KeyEntry, sim: f32, via_variant: bool| {
             let year = index.shows.get(key.show as usize).and_then(|s| s.year);
-            let strength = self.strength(&q, &query_years, key, year, sim);
-            scored.push(Scored {
+            let strength = self.strength(q, &query_years, key, year, sim);
+            let derived = via_variant || key.derived;
+            let mut confidence = Self::confidence_of(strength, sim);
+            if derived {
+                confidence = (strength * penalty::NOT_IDENTICAL_SCALE).min(DERIVED_CAP);
+            }
+            Scored {
                 show: key.show,
-                confidence: Self::confidence_of(strength, sim),
+                confidence,
                 strength,
                 similarity: sim,
-            });
+                derived,
+            }
+        };
+        index.lookup(&q, min_sim, |key, sim| {
+            scored.push(score(&q, key, sim, false))
         });
         // A catalogue name found verbatim inside a longer Plex title ("Air Crash
         // Investigation - Mayday") is worth offering, but never enough for a mapping: its
@@ -176,6 +196,7 @@ impl TitleMatcher {
                 confidence: Self::confidence_of(strength, base),
                 strength,
                 similarity: base,
+                derived: false,
             });
         });
         index.initials_of(&q, |key| {
@@ -186,42 +207,41 @@ impl TitleMatcher {
                 confidence: Self::confidence_of(strength, INITIALS_BASE),
                 strength,
                 similarity: INITIALS_BASE,
+                derived: false,
             });
         });
+        // The mapping rule sees only what the names as spelled say, exactly as without the
+        // extra keys: they cannot map (capped below the threshold) and, since they are there
+        // to raise recall, must not take a mapping away either (a show's own shortened name
+        // would stand as its runner-up).
+        let mut spelled: Vec<Scored> = scored.iter().filter(|s| !s.derived).copied().collect();
+        rank(&mut spelled);
+        if let Some(&best) = spelled.first() {
+            let runner_up = spelled.get(1).map_or(0.0, |s| s.confidence);
+            if best.confidence >= self.config.definite_threshold
+                && best.confidence - runner_up >= self.config.min_margin
+            {
+                if let Some(show) = index.shows.get(best.show as usize) {
+                    return MatchOutcome::Definite {
+                        show_id: show.id.clone(),
+                        confidence: best.confidence.min(1.0),
+                        method: METHOD.to_string(),
+                    };
+                }
+            }
+        }
+        // The query's main title and romanised spellings, against every key: only for a
+        // show the names as spelled did not settle, since they cannot change a mapping.
+        let derived_min = min_sim.max(DERIVED_MIN_SIM);
+        for v in &q.variants {
+            index.lookup_words(v, derived_min, |key, sim| {
+                scored.push(score(v, key, sim, true))
+            });
+        }
         if scored.is_empty() {
             return MatchOutcome::NoMatch;
         }
-
-        // One entry per show (its best name), best first; ties go to the better raw title
-        // similarity, then to catalogue order, so answers are deterministic.
-        scored.sort_by(|a, b| {
-            a.show.cmp(&b.show).then(
-                b.confidence
-                    .total_cmp(&a.confidence)
-                    .then(b.similarity.total_cmp(&a.similarity)),
-            )
-        });
-        scored.dedup_by_key(|s| s.show);
-        scored.sort_by(|a, b| {
-            b.confidence
-                .total_cmp(&a.confidence)
-                .then(b.similarity.total_cmp(&a.similarity))
-                .then(a.show.cmp(&b.show))
-        });
-
-        let best = scored[0];
-        let runner_up = scored.get(1).map_or(0.0, |s| s.confidence);
-        if best.confidence >= self.config.definite_threshold
-            && best.confidence - runner_up >= self.config.min_margin
-        {
-            if let Some(show) = index.shows.get(best.show as usize) {
-                return MatchOutcome::Definite {
-                    show_id: show.id.clone(),
-                    confidence: best.confidence.min(1.0),
-                    method: METHOD.to_string(),
-                };
-            }
-        }
+        rank(&mut scored);
 
         let candidates: Vec<Candidate> = scored
             .iter()
@@ -372,6 +392,25 @@ impl TitleMatcher {
             strength * penalty::NOT_IDENTICAL_SCALE
         }
     }
+}
+
+/// One entry per show (its best name), best first; ties go to the better raw title
+/// similarity, then to catalogue order, so answers are deterministic.
+fn rank(scored: &mut Vec<Scored>) {
+    scored.sort_by(|a, b| {
+        a.show.cmp(&b.show).then(
+            b.confidence
+                .total_cmp(&a.confidence)
+                .then(b.similarity.total_cmp(&a.similarity)),
+        )
+    });
+    scored.dedup_by_key(|s| s.show);
+    scored.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then(b.similarity.total_cmp(&a.similarity))
+            .then(a.show.cmp(&b.show))
+    });
 }
 
 impl Matcher for TitleMatcher {

@@ -17,7 +17,16 @@
 //!   the sequel marks after its last word (`Working!!` / `Working'!!`).
 //!
 //! Both sides go through the same function, so anything stripped here is stripped
-//! symmetrically.
+//! symmetrically. The first step is Unicode NFKC ([`compat`]): super- and subscript digits
+//! (`²`, `₂`), full-width forms, ligatures and other compatibility characters become their
+//! plain forms, so `Mob Psycho 100 Ⅱ`-style typography compares like typed text.
+//!
+//! Two more derived forms feed the index as *extra keys* (candidates, never mappings):
+//!
+//! - [`main_title`]: the part before a subtitle separator (`:`, ` - `, `~`, `(`), so a short
+//!   Plex title finds the long catalogue title and the reverse;
+//! - [`romanise`]: one spelling for the common variants of romanised Japanese (long vowels
+//!   `ou`/`oo`/`uu`, the particles `wo`/`o` and `ha`/`wa`).
 
 /// A country edition named by a title qualifier, as an ISO 3166 alpha-2 code.
 pub type Country = &'static str;
@@ -237,9 +246,115 @@ const GENERIC_SUFFIXES: &[&[&str]] = &[
     &["the", "series"],
 ];
 
+/// Unicode NFKC (compatibility composition): `²`→`2`, `₂`→`2`, `Ｈ`→`H`, `ﬁ`→`fi`, `Ⅱ`→`II`.
+/// Every name and every query goes through it first, so both sides always agree. ASCII is
+/// already in NFKC and is passed through without a copy's worth of work.
+pub fn compat(title: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
+    if title.is_ascii() || is_nfkc_quick(title.chars()) == IsNormalized::Yes {
+        std::borrow::Cow::Borrowed(title)
+    } else {
+        std::borrow::Cow::Owned(title.nfkc().collect())
+    }
+}
+
+/// Separators after which a title carries a subtitle: `Title: Subtitle`, `Title - Subtitle`,
+/// `Title ~Subtitle~`, `Title (Subtitle)`. Checked on NFKC text, so `～` is `~` by then.
+const SUBTITLE_SEPARATORS: &[&str] = &[":", " - ", " – ", " — ", "~", "〜", "("];
+
+/// The main title: the part before the first subtitle separator, when there is one and the
+/// part is a name on its own (at least 4 letters or digits). `None` for a title without a
+/// subtitle. Trailing year / country qualifiers are lifted by [`normalize`] anyway.
+pub fn main_title(title: &str) -> Option<String> {
+    let title = compat(title);
+    let cut = SUBTITLE_SEPARATORS
+        .iter()
+        .filter_map(|sep| title.find(sep))
+        .min()?;
+    let head = title.get(..cut)?.trim();
+    let alnum = head.chars().filter(|c| c.is_alphanumeric()).count();
+    (alnum >= 4).then(|| head.to_string())
+}
+
+/// One spelling of romanised Japanese for normalised words: long vowels `ou`, `oo` → `o` and
+/// `uu` → `u` (Hepburn with macrons is already folded to the short vowel), the particle `wo`
+/// → `o` and `ha` → `wa` (whole words only). `None` when nothing changes. Used only for extra
+/// keys, so an English word caught by it (`house` → `hose`) costs at most a weak candidate.
+pub fn romanise(words: &str) -> Option<String> {
+    let mut out = String::with_capacity(words.len());
+    for (i, w) in words.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        match w {
+            "wo" => out.push('o'),
+            "ha" => out.push_str("wa"),
+            _ => {
+                let mut prev: Option<char> = None;
+                for c in w.chars() {
+                    let long = matches!((prev, c), (Some('o'), 'u' | 'o') | (Some('u'), 'u'));
+                    if long {
+                        // The second vowel of a long vowel; the next one starts afresh, so
+                        // "ooo" is "oo" + "o" rather than one vowel.
+                        prev = None;
+                        continue;
+                    }
+                    out.push(c);
+                    prev = Some(c);
+                }
+            }
+        }
+    }
+    (out != words).then_some(out)
+}
+
+impl NormTitle {
+    /// The same facts under other words (a romanised spelling): the compact form follows.
+    pub fn with_words(&self, words: String) -> NormTitle {
+        NormTitle {
+            compact: words.split(' ').collect(),
+            words,
+            ..self.clone()
+        }
+    }
+
+    /// The extra forms of a title beyond its own normalisation, for recall only: its main
+    /// title (with the full title's year and country evidence, which sit at its end) and the
+    /// romanised spellings of both. Each differs in its words from the title and from the
+    /// others.
+    pub fn variants(&self, title: &str) -> Vec<NormTitle> {
+        let mut out: Vec<NormTitle> = Vec::new();
+        let push = |v: NormTitle, out: &mut Vec<NormTitle>| {
+            if !v.words.is_empty()
+                && v.words != self.words
+                && out.iter().all(|o| o.words != v.words)
+            {
+                out.push(v);
+            }
+        };
+        if let Some(main) = main_title(title) {
+            let mut m = normalize(&main);
+            m.years.clone_from(&self.years);
+            m.country = m.country.or(self.country);
+            push(m, &mut out);
+        }
+        let mut roman = Vec::new();
+        for v in std::iter::once(self).chain(out.iter()) {
+            if let Some(r) = romanise(&v.words) {
+                roman.push(v.with_words(r));
+            }
+        }
+        for r in roman {
+            push(r, &mut out);
+        }
+        out
+    }
+}
+
 /// Normalise a title (see the module docs).
 pub fn normalize(title: &str) -> NormTitle {
     let mut out = NormTitle::default();
+    let title = compat(title);
     let mut rest = title.trim();
 
     // Trailing "( … )" qualifiers, possibly several: "Heartland (2007) (Canada)".
@@ -462,6 +577,64 @@ mod tests {
         assert!(!marks_agree("!", "!?"));
         assert!(marks_agree("?", ""));
         assert_eq!(normalize("Negima!?").marks, "!?");
+    }
+
+    #[test]
+    fn compatibility_forms_fold_alike() {
+        assert_eq!(normalize("Mob Psycho 100 Ⅱ").numbers, vec![2, 100]);
+        assert_eq!(words("Ｔｏｒａｄｏｒａ！"), words("Toradora!"));
+        assert_eq!(normalize("Ｔｏｒａｄｏｒａ！").marks, "!");
+        assert_eq!(normalize("Kaguya² Love"), normalize("Kaguya2 Love"));
+        assert_eq!(normalize("H₂O: Footprints"), normalize("H2O: Footprints"));
+        assert_eq!(words("ﬁnal"), "final");
+        // Decomposed input composes before folding.
+        assert_eq!(words("Pokémon"), words("Poke\u{301}mon"));
+    }
+
+    #[test]
+    fn main_titles() {
+        assert_eq!(
+            main_title("Mobile Suit Gundam: Iron-Blooded Orphans").as_deref(),
+            Some("Mobile Suit Gundam")
+        );
+        assert_eq!(
+            main_title("Air Crash Investigation - Mayday").as_deref(),
+            Some("Air Crash Investigation")
+        );
+        assert_eq!(
+            main_title("Kaguya-sama ～Love is War～").as_deref(),
+            Some("Kaguya-sama")
+        );
+        assert_eq!(
+            main_title("Doctor Who (2005)").as_deref(),
+            Some("Doctor Who")
+        );
+        assert_eq!(main_title("Spider-Man"), None);
+        assert_eq!(main_title("Re:Zero"), None);
+        assert_eq!(main_title("Mayday"), None);
+    }
+
+    #[test]
+    fn romanisation_variants() {
+        assert_eq!(romanise("kyousougiga").as_deref(), Some("kyosogiga"));
+        assert_eq!(romanise("ookami kodomo").as_deref(), Some("okami kodomo"));
+        assert_eq!(
+            romanise("yuu yuu hakusho").as_deref(),
+            Some("yu yu hakusho")
+        );
+        assert_eq!(
+            romanise("sekai ha kimi wo matte").as_deref(),
+            Some("sekai wa kimi o matte")
+        );
+        assert_eq!(romanise("naruto"), None);
+        assert_eq!(romanise("tooo").as_deref(), Some("too"));
+        // Every spelling of one title meets in the same form.
+        let one = |t: &str| {
+            let w = normalize(t).words;
+            romanise(&w).unwrap_or(w)
+        };
+        assert_eq!(one("Shōjo Shūmatsu Ryokō"), one("Shoujo Shuumatsu Ryokou"));
+        assert_eq!(one("Shōjo Shūmatsu Ryokō"), one("Shoujo Shumatsu Ryokoo"));
     }
 
     #[test]

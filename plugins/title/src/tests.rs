@@ -381,3 +381,62 @@ fn search_without_a_catalogue_is_empty_and_leaves_matching_alone() {
     let _ = search(&m, "kanon", None);
     assert_eq!(ask(&m, "Kanon", Some(2006)), before);
 }
+
+fn recall_catalogue() -> Arc<Catalogue> {
+    Arc::new(Catalogue::new(vec![
+        show(
+            "ibo",
+            "Mobile Suit Gundam: Iron-Blooded Orphans",
+            Some(2015),
+        ),
+        show("gundam", "Mobile Suit Gundam", Some(1979)),
+        show("kyo", "Kyousougiga", Some(2013)),
+        show("mayday", "Mayday", Some(2003)),
+        show("kaguya", "Kaguya-sama: Love is War", Some(2019)),
+        show("mob2", "Mob Psycho 100 II", Some(2019)),
+    ]))
+}
+
+fn ids(out: &MatchOutcome) -> Vec<String> {
+    match out {
+        MatchOutcome::Candidates { candidates } => {
+            for c in candidates {
+                assert!(c.score < 0.90, "{out:?}");
+            }
+            candidates.iter().map(|c| c.show_id.clone()).collect()
+        }
+        other => panic!("expected candidates, got {other:?}"),
+    }
+}
+
+#[test]
+fn main_titles_find_shows_both_ways_but_never_map() {
+    let m = TitleMatcher::new(TitleConfig::default());
+    m.set_catalogue(recall_catalogue());
+    // A short Plex title finds the long catalogue title, same year first.
+    let out = ask(&m, "Kaguya-sama", Some(2019));
+    assert_eq!(ids(&out).first().map(String::as_str), Some("kaguya"));
+    // A long Plex title finds the catalogue's main title.
+    let out = ask(&m, "Kyousougiga: Tokyo Gi", Some(2013));
+    assert_eq!(ids(&out).first().map(String::as_str), Some("kyo"));
+    // The same year decides which main-title match leads.
+    let out = ask(&m, "Mobile Suit Gundam", Some(2015));
+    assert!(ids(&out).contains(&"ibo".to_string()), "{out:?}");
+    // A name as spelled still maps, its own shortened forms do not stand in its way.
+    assert_definite(&ask(&m, "Mobile Suit Gundam", Some(1979)), "gundam");
+    assert_definite(
+        &ask(&m, "Mobile Suit Gundam: Iron-Blooded Orphans", Some(2015)),
+        "ibo",
+    );
+}
+
+#[test]
+fn romanised_spellings_and_compatibility_forms_find_the_show() {
+    let m = TitleMatcher::new(TitleConfig::default());
+    m.set_catalogue(recall_catalogue());
+    let out = ask(&m, "Kyosogiga", Some(2013));
+    assert_eq!(ids(&out).first().map(String::as_str), Some("kyo"));
+    // NFKC is part of the normalisation of both sides, so it can map.
+    assert_definite(&ask(&m, "Mob Psycho 100 Ⅱ", Some(2019)), "mob2");
+    assert_definite(&ask(&m, "Ｍａｙｄａｙ", Some(2003)), "mayday");
+}

@@ -35,6 +35,17 @@ impl Source {
     }
 }
 
+/// Series ids in the order given, each once.
+fn unique_ids(results: Vec<TvResult>) -> Vec<u64> {
+    let mut ids: Vec<u64> = Vec::new();
+    for r in results {
+        if !ids.contains(&r.id) {
+            ids.push(r.id);
+        }
+    }
+    ids
+}
+
 /// 429s waited out in place for one lookup before giving up with a transient error.
 const MAX_429_WAITS: u32 = 2;
 
@@ -64,6 +75,13 @@ struct FindResponse {
 #[derive(Debug, Deserialize)]
 struct TvResult {
     id: u64,
+}
+
+/// The part of a `/search/tv` answer we read: the series ids, best first (TMDB's order).
+#[derive(Debug, Deserialize)]
+struct SearchResponse {
+    #[serde(default)]
+    results: Vec<TvResult>,
 }
 
 pub(crate) struct TmdbClient {
@@ -149,10 +167,59 @@ impl TmdbClient {
 
     /// The TMDB series ids TMDB lists for an external id (empty: TMDB knows none).
     pub(crate) async fn find(&self, source: Source, id: &str) -> Result<Vec<u64>, PluginError> {
+        let what = format!("TMDB /find/{id} ({})", source.param());
+        let body = self
+            .get(&["find", id], &[("external_source", source.param())], &what)
+            .await?;
+        let parsed: FindResponse = self.parse(&what, "/find's", &body)?;
+        Ok(unique_ids(parsed.tv_results))
+    }
+
+    /// The TMDB series ids of a `/search/tv` for a title (with its first-air year when
+    /// known), best first; only the first page, which is what a person would look at.
+    pub(crate) async fn search_tv(
+        &self,
+        title: &str,
+        year: Option<i32>,
+    ) -> Result<Vec<u64>, PluginError> {
+        let what = "TMDB /search/tv".to_string();
+        let year = year.map(|y| y.to_string());
+        let mut params = vec![("query", title), ("include_adult", "false")];
+        if let Some(y) = &year {
+            params.push(("first_air_date_year", y.as_str()));
+        }
+        let body = self.get(&["search", "tv"], &params, &what).await?;
+        let parsed: SearchResponse = self.parse(&what, "/search/tv's", &body)?;
+        Ok(unique_ids(parsed.results))
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        shape: &str,
+        body: &[u8],
+    ) -> Result<T, PluginError> {
+        serde_json::from_slice(body).map_err(|e| {
+            PluginError::permanent(format!(
+                "{what}: HTTP 200 but the answer is not {shape} JSON ({}): {}",
+                self.snippet(e.to_string().as_bytes()),
+                self.snippet(body)
+            ))
+        })
+    }
+
+    /// One GET under the API base, rate-limited, waiting out short 429s; the body of a
+    /// success, or the classified error.
+    async fn get(
+        &self,
+        segments: &[&str],
+        params: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Vec<u8>, PluginError> {
         let mut url = self.base.clone();
         match url.path_segments_mut() {
             Ok(mut path) => {
-                path.pop_if_empty().extend(["find", id]);
+                path.pop_if_empty().extend(segments);
             }
             // Unreachable after config validation; an error rather than a panic.
             Err(()) => {
@@ -161,20 +228,16 @@ impl TmdbClient {
                 ));
             }
         }
-        let what = format!("TMDB /find/{id} ({})", source.param());
         let mut waits = 0;
         loop {
             self.limiter.acquire().await;
-            let mut request = self
-                .http
-                .get(url.clone())
-                .query(&[("external_source", source.param())]);
+            let mut request = self.http.get(url.clone()).query(params);
             if let Auth::Query(key) = &self.auth {
                 request = request.query(&[("api_key", key.expose())]);
             }
             let response = match request.send().await {
                 Ok(r) => r,
-                Err(e) => return Err(self.transport(&what, e)),
+                Err(e) => return Err(self.transport(what, e)),
             };
             let status = response.status();
             if status == StatusCode::TOO_MANY_REQUESTS {
@@ -202,7 +265,7 @@ impl TmdbClient {
                     }
                 }
             }
-            return self.answer(&what, status, response).await;
+            return self.answer(what, status, response).await;
         }
     }
 
@@ -211,7 +274,7 @@ impl TmdbClient {
         what: &str,
         status: StatusCode,
         mut response: reqwest::Response,
-    ) -> Result<Vec<u64>, PluginError> {
+    ) -> Result<Vec<u8>, PluginError> {
         let headers = response.headers().clone();
         let body = match read_limited(&mut response, BODY_LIMIT).await {
             Ok(b) => b,
@@ -221,20 +284,7 @@ impl TmdbClient {
         };
         if status.is_success() {
             self.rejected.store(false, Ordering::Relaxed);
-            let parsed: FindResponse = serde_json::from_slice(&body).map_err(|e| {
-                PluginError::permanent(format!(
-                    "{what}: HTTP {status} but the answer is not /find's JSON ({}): {}",
-                    self.snippet(e.to_string().as_bytes()),
-                    self.snippet(&body)
-                ))
-            })?;
-            let mut ids: Vec<u64> = Vec::new();
-            for r in parsed.tv_results {
-                if !ids.contains(&r.id) {
-                    ids.push(r.id);
-                }
-            }
-            return Ok(ids);
+            return Ok(body);
         }
         let snippet = self.snippet(&body);
         match status.as_u16() {

@@ -50,6 +50,16 @@ pub const CONFIDENCE: f32 = 0.95;
 /// The `method` of its answers.
 pub const METHOD: &str = "tmdb_id";
 
+/// The `method` of a fallback search's candidates.
+pub const SEARCH_METHOD: &str = "tmdb_search";
+
+/// Score of the first search result in the catalogue, and what each later rank loses: a lead
+/// for a person, far below the auto-map threshold (the host caps fallback answers anyway).
+const SEARCH_SCORE: f32 = 0.80;
+const SEARCH_SCORE_PER_RANK: f32 = 0.02;
+/// Search results looked at (TMDB's first page is 20).
+const SEARCH_RESULTS: usize = 10;
+
 /// Converts TVDB / IMDb ids to TMDB ids and matches those exactly.
 pub struct TmdbMatcher {
     config: TmdbConfig,
@@ -142,6 +152,50 @@ impl TmdbMatcher {
         Ok(decide(&catalogue, &converted))
     }
 
+    /// The fallback for a show the chain found nothing for: TMDB `/search/tv` with the title
+    /// and year, and the results whose TMDB id a catalogue show carries, in TMDB's order, as
+    /// candidates (`tmdb_search`). Answers are cached like conversions.
+    pub async fn search(&self, query: &ShowQuery) -> Result<MatchOutcome, PluginError> {
+        let Some(client) = &self.client else {
+            return Ok(MatchOutcome::NoMatch);
+        };
+        let catalogue = self.current_catalogue();
+        let title = query.title.trim();
+        if catalogue.is_empty() || title.is_empty() {
+            return Ok(MatchOutcome::NoMatch);
+        }
+        let key = format!(
+            "search:{}:{}",
+            query.year.map_or_else(String::new, |y| y.to_string()),
+            title.to_lowercase()
+        );
+        let cached = self
+            .cache
+            .get(&key)
+            .and_then(|bytes| serde_json::from_slice::<Vec<u64>>(&bytes).ok());
+        let ids = match cached {
+            Some(ids) => ids,
+            None => {
+                let ids = client.search_tv(title, query.year).await?;
+                let ttl = if ids.is_empty() {
+                    self.config.negative_cache_ttl
+                } else {
+                    self.config.cache_ttl
+                };
+                match serde_json::to_vec(&ids) {
+                    Ok(bytes) => self.cache.put(&key, &bytes, Some(ttl)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot encode a TMDB search for the cache")
+                    }
+                }
+                ids
+            }
+        };
+        let outcome = search_candidates(&catalogue, &ids);
+        tracing::debug!(title, year = ?query.year, tmdb_ids = ?ids, outcome = ?outcome, "TMDB search fallback");
+        Ok(outcome)
+    }
+
     /// One conversion, through the cache.
     async fn convert(
         &self,
@@ -169,6 +223,30 @@ impl TmdbMatcher {
             Err(e) => tracing::warn!(error = %e, "cannot encode a TMDB conversion for the cache"),
         }
         Ok(ids)
+    }
+}
+
+/// The candidates of a search: catalogue shows carrying a result's TMDB id, in result order,
+/// one entry per show.
+fn search_candidates(catalogue: &Catalogue, ids: &[u64]) -> MatchOutcome {
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for &id in ids.iter().take(SEARCH_RESULTS) {
+        for show in catalogue.by_tmdb(id) {
+            if candidates.iter().any(|c| c.show_id == show.id) {
+                continue;
+            }
+            let rank = candidates.len() as f32;
+            candidates.push(Candidate {
+                show_id: show.id.clone(),
+                score: (SEARCH_SCORE - SEARCH_SCORE_PER_RANK * rank).max(0.0),
+                method: SEARCH_METHOD.to_string(),
+            });
+        }
+    }
+    if candidates.is_empty() {
+        MatchOutcome::NoMatch
+    } else {
+        MatchOutcome::Candidates { candidates }
     }
 }
 
@@ -236,6 +314,13 @@ impl Matcher for TmdbMatcher {
         query: &'a ShowQuery,
     ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>> {
         Box::pin(self.resolve(query))
+    }
+
+    fn fallback<'a>(
+        &'a self,
+        query: &'a ShowQuery,
+    ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>> {
+        Box::pin(self.search(query))
     }
 }
 
@@ -314,6 +399,26 @@ mod tests {
             ids(decide(&catalogue(), &[vec![1396, 1399]])),
             ["bb", "got"]
         );
+    }
+
+    #[test]
+    fn search_results_in_the_catalogue_become_ranked_candidates() {
+        let c = catalogue();
+        // 999 is not in the catalogue; the rest keep TMDB's order, each show once.
+        let MatchOutcome::Candidates { candidates } =
+            search_candidates(&c, &[999, 1399, 1396, 1399])
+        else {
+            panic!("expected candidates");
+        };
+        let ids: Vec<&str> = candidates.iter().map(|x| x.show_id.as_str()).collect();
+        assert_eq!(ids, ["got", "bb"]);
+        assert!(
+            candidates
+                .iter()
+                .all(|x| x.method == SEARCH_METHOD && x.score < 0.9)
+        );
+        assert!(candidates[0].score > candidates[1].score);
+        assert_eq!(search_candidates(&c, &[999]), MatchOutcome::NoMatch);
     }
 
     #[test]

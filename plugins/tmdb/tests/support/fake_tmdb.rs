@@ -3,7 +3,9 @@
 //! (`{"tmdb_id", "tvdb_id", "imdb_id"}`, the shape of `shared/matching/tmdb_crosswalk.jsonl`)
 //! in TMDB's answer shape, checks the key (v3 `api_key` parameter or v4 `Authorization:
 //! Bearer`) like TMDB does (401 with TMDB's error body), records every request, and can be
-//! scripted to fail.
+//! scripted to fail. `GET …/search/tv?query=…[&first_air_date_year=…]` answers from the
+//! names a test gives rows ([`Row::named`]); crosswalk rows have none, so a search of the
+//! crosswalk finds nothing (TMDB's answer for an unknown title).
 //!
 //! Also compiled into the host's tests/matching.rs (by `#[path]`), so it uses only crates the
 //! host has too.
@@ -28,6 +30,9 @@ pub struct Row {
     pub tmdb: u64,
     pub tvdb: Option<u64>,
     pub imdb: Option<String>,
+    /// Names `/search/tv` finds the row by (any case, whole or part), and its first-air year.
+    pub names: Vec<String>,
+    pub year: Option<i32>,
 }
 
 impl Row {
@@ -36,7 +41,16 @@ impl Row {
             tmdb,
             tvdb,
             imdb: imdb.map(str::to_string),
+            names: Vec::new(),
+            year: None,
         }
+    }
+
+    /// The row found by `/search/tv` under these names and year.
+    pub fn named(mut self, names: &[&str], year: Option<i32>) -> Row {
+        self.names = names.iter().map(|n| n.to_string()).collect();
+        self.year = year;
+        self
     }
 }
 
@@ -57,6 +71,8 @@ pub fn read_crosswalk(path: &Path) -> Result<Vec<Row>, String> {
             tmdb,
             tvdb: v["tvdb_id"].as_u64(),
             imdb: v["imdb_id"].as_str().map(str::to_ascii_lowercase),
+            names: Vec::new(),
+            year: None,
         });
     }
     Ok(rows)
@@ -257,6 +273,25 @@ async fn handle(state: &State, req: Request<hyper::body::Incoming>) -> Response<
         return json(
             401,
             r#"{"status_code":7,"status_message":"Invalid API key: You must be granted a valid key.","success":false}"#.into(),
+        );
+    }
+    if seen.path == "/3/search/tv" && req.method() == hyper::Method::GET {
+        let q = seen.param("query").unwrap_or("").to_lowercase();
+        let year: Option<i32> = seen
+            .param("first_air_date_year")
+            .and_then(|y| y.parse().ok());
+        let results: Vec<serde_json::Value> = state
+            .rows
+            .iter()
+            .filter(|r| !q.is_empty() && r.names.iter().any(|n| n.to_lowercase().contains(&q)))
+            .filter(|r| year.is_none() || r.year.is_none() || r.year == year)
+            .map(|r| serde_json::json!({"id": r.tmdb, "name": r.names.first(), "media_type": "tv"}))
+            .collect();
+        let n = results.len();
+        return json(
+            200,
+            serde_json::json!({"page": 1, "results": results, "total_pages": 1, "total_results": n})
+                .to_string(),
         );
     }
     let id = seen.path.strip_prefix("/3/find/").unwrap_or("");
