@@ -56,6 +56,9 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
             .collect(),
         health,
         first_started_at: shared.store.first_started_at().ok().flatten(),
+        export_budget: shared
+            .serving()
+            .then(|| crate::pipeline::export::budget_status(shared)),
     })
 }
 
@@ -281,6 +284,8 @@ pub fn metrics(shared: &Shared) -> String {
             &[(String::new(), c.webhook_loss)],
         );
     }
+    // Issue 15: export request latency (histogram), requests in flight, budget waits.
+    shared.board.export.render_metrics(&mut o);
     o
 }
 

@@ -188,6 +188,8 @@ pub struct Board {
     pub started: Instant,
     /// When each health condition was first seen (the health module keeps it).
     pub health: Mutex<HealthClock>,
+    /// The exporter's figures: requests in flight, their latency, the request budget.
+    pub export: crate::pipeline::export::ExportBoard,
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.
@@ -792,6 +794,7 @@ pub async fn open_shared(
             status: Mutex::new(RuntimeStatus::default()),
             metrics: Metrics::default(),
             backfill_progress: Mutex::new(None),
+            export: Default::default(),
             live_tasks: AtomicUsize::new(0),
             serving: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
