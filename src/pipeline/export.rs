@@ -66,7 +66,8 @@ pub async fn exporter_task(shared: Arc<Shared>) {
             tracing::error!(error = %e, "cannot read the outbox");
             OutboxProbe::default()
         });
-        let backfill = shared.backfill.try_lock().is_err();
+        let backfill = shared.backfill.try_lock().is_err()
+            || shared.board.export.bulk_imports.load(Relaxed) > 0;
         let window = ex.aimd.widen(cfg.coalesce);
         let cap = if backfill {
             BACKFILL_HOLD.max(cfg.coalesce_max)
@@ -568,7 +569,28 @@ pub struct ExportBoard {
     pub latency: LatencyHistogram,
     /// Times an export waited because the request budget was used up.
     pub budget_waits: AtomicU64,
+    /// Bulk imports running besides a backfill (see [`ExportBoard::bulk_import`]).
+    bulk_imports: AtomicU64,
     view: Mutex<BudgetView>,
+}
+
+/// Held while a bulk import produces plays; see [`ExportBoard::bulk_import`].
+pub struct BulkImport<'a>(&'a AtomicU64);
+
+impl Drop for BulkImport<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+impl ExportBoard {
+    /// A bulk import (a library sync, say) other than the backfill, which the exporter sees by
+    /// its lock: while the guard lives, part-full batches wait for the import's end (at most
+    /// [`BACKFILL_HOLD`]) instead of going out once per page.
+    pub fn bulk_import(&self) -> BulkImport<'_> {
+        self.bulk_imports.fetch_add(1, Relaxed);
+        BulkImport(&self.bulk_imports)
+    }
 }
 
 #[derive(Debug, Default, Clone)]
