@@ -233,7 +233,7 @@ impl Default for OutboxConfig {
             max_backoff: Duration::from_secs(30 * 60),
             batch_size: 100,
             coalesce: Duration::from_millis(20),
-            coalesce_max: Duration::from_secs(2),
+            coalesce_max: Duration::from_secs(5),
             max_in_flight: 2,
             max_requests_per_minute: 0,
             max_requests_per_hour: 0,

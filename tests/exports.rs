@@ -178,11 +178,16 @@ async fn a_burst_over_200_shows_arrives_once_in_few_requests_in_order_and_within
     if samples().is_none() {
         return;
     }
-    let w = Arc::new(world(200, "").await);
+    // The cap on waiting is for endless streams; a debug build on a busy machine may take
+    // longer than its 5 s default to post the burst.
+    let w = Arc::new(world(200, "coalesce_max = \"60s\"").await);
     // A tracker taking a few ms an answer, so requests can overlap.
     w.tracker.set_sticky(Some(Fault::Hang(Duration::from_millis(3))));
+    let t0 = std::time::Instant::now();
     w.burst(200, 5, 16).await;
+    let took = t0.elapsed();
     w.arrived(1000).await;
+    eprintln!("burst posted in {took:?}, all at the tracker {:?} later", t0.elapsed() - took);
     // Nothing more is coming: let any stray request land before counting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let watched = w.tracker.watched();

@@ -16,7 +16,7 @@
 //!
 //! Batches stay fixed once formed (the idempotency key of every attempt is the batch's).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +35,10 @@ use super::backoff;
 /// While a backfill runs its plays are history, not news: part-full batches wait for its end
 /// (every show gets one fuller request instead of one per page), at most this long.
 pub const BACKFILL_HOLD: Duration = Duration::from_secs(600);
+/// While plays keep arriving, the outbox is searched for full batches at most this often.
+const FULL_SCAN_EVERY: Duration = Duration::from_millis(100);
+/// How often a running backfill is checked for its end.
+const HOLD_POLL: Duration = Duration::from_millis(100);
 /// Due batches read per round beyond those already in flight.
 const DUE_READ: usize = 64;
 /// In-flight requests still running at shutdown get this long to finish; an abandoned one is
@@ -51,10 +55,8 @@ pub async fn exporter_task(shared: Arc<Shared>) {
             break;
         }
         let cfg = shared.config().outbox.clone();
-        while let Some(done) = flights.try_join_next() {
-            if let Ok(f) = done {
-                finish(&shared, &mut ex, f, &cfg).await;
-            }
+        while let Some(done) = flights.try_join_next_with_id() {
+            landed(&shared, &mut ex, done, &cfg).await;
         }
         let now = Instant::now();
         ex.budget.set_limits(cfg.max_requests_per_minute, cfg.max_requests_per_hour);
@@ -78,6 +80,27 @@ pub async fn exporter_task(shared: Arc<Shared>) {
             .coalesce
             .observe(now, probe, window, cap, backfill && !cfg.coalesce.is_zero());
         let slots = ex.budget.available(now);
+        // Looking for full batches reads the whole outbox: not while a backfill holds
+        // everything anyway, and otherwise only once a batch's worth has arrived and at most
+        // every FULL_SCAN_EVERY, so a large burst is not read over and over.
+        let scan_full = form == Form::FullOnly
+            && !backfill
+            && probe.items >= cfg.batch_size as u64
+            && ex.full_scan.is_none_or(|(at, newest)| {
+                now - at >= FULL_SCAN_EVERY
+                    && probe.newest_id.unwrap_or(0) >= newest + cfg.batch_size as u64
+            });
+        if scan_full {
+            ex.full_scan = Some((now, probe.newest_id.unwrap_or(0)));
+        }
+        if form == Form::All {
+            ex.full_scan = None;
+        }
+        let form = if form == Form::FullOnly && !scan_full {
+            Form::Nothing
+        } else {
+            form
+        };
         if probe.items > 0 && form != Form::Nothing && held.is_none() && slots > 0 {
             // Under a budget or backpressure, form no more than can go now: the rest keep
             // gathering episodes in the outbox.
@@ -122,7 +145,8 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                 ex.shows.insert(b.show_id.clone());
                 shared.board.export.in_flight.fetch_add(1, Relaxed);
                 let exporter = shared.plugins().exporter.clone();
-                flights.spawn(async move {
+                let (id, show) = (b.id, b.show_id.clone());
+                let task = flights.spawn(async move {
                     let batch = export_batch(&b);
                     let started = Instant::now();
                     let result = exporter.export(&batch).await;
@@ -132,6 +156,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                         elapsed: started.elapsed(),
                     }
                 });
+                ex.tasks.insert(task.id(), (id, show));
             }
         }
         // Waiting for the budget: a due batch could not go, or episodes wait to be batched.
@@ -160,10 +185,8 @@ pub async fn exporter_task(shared: Arc<Shared>) {
             }
         }
         tokio::select! {
-            Some(done) = flights.join_next(), if !flights.is_empty() => {
-                if let Ok(f) = done {
-                    finish(&shared, &mut ex, f, &cfg).await;
-                }
+            Some(done) = flights.join_next_with_id(), if !flights.is_empty() => {
+                landed(&shared, &mut ex, done, &cfg).await;
             }
             _ = shared.wake.export.notified() => {}
             _ = tokio::time::sleep(wait) => {}
@@ -174,9 +197,8 @@ pub async fn exporter_task(shared: Arc<Shared>) {
     let cfg = shared.config().outbox.clone();
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     while !flights.is_empty() {
-        match tokio::time::timeout_at(deadline, flights.join_next()).await {
-            Ok(Some(Ok(f))) => finish(&shared, &mut ex, f, &cfg).await,
-            Ok(Some(Err(_))) => {}
+        match tokio::time::timeout_at(deadline, flights.join_next_with_id()).await {
+            Ok(Some(done)) => landed(&shared, &mut ex, done, &cfg).await,
             Ok(None) | Err(_) => break,
         }
     }
@@ -204,6 +226,30 @@ fn export_batch(b: &Batch) -> ExportBatch {
                 watched_at: i.watched_at,
             })
             .collect(),
+    }
+}
+
+/// A request's task ended: record its outcome, or free its show if the task failed (the
+/// batch stays due and goes again with its key).
+async fn landed(
+    shared: &Shared,
+    ex: &mut Planner,
+    done: Result<(tokio::task::Id, Flight), tokio::task::JoinError>,
+    outbox: &OutboxConfig,
+) {
+    match done {
+        Ok((id, f)) => {
+            ex.tasks.remove(&id);
+            finish(shared, ex, f, outbox).await;
+        }
+        Err(e) => {
+            if let Some((batch, show)) = ex.tasks.remove(&e.id()) {
+                ex.flying.remove(&batch);
+                ex.shows.remove(&show);
+                shared.board.export.in_flight.fetch_sub(1, Relaxed);
+                tracing::error!(show_id = %show, error = %e, "export request task failed; the batch goes again");
+            }
+        }
     }
 }
 
@@ -288,9 +334,13 @@ struct Planner {
     aimd: Aimd,
     /// No request before this (a Retry-After).
     hold_until: Option<Instant>,
-    /// Batches and shows with a request in flight.
+    /// Batches and shows with a request in flight, and which task carries which batch (so a
+    /// task that panicked still frees its show).
     flying: HashSet<u64>,
     shows: HashSet<String>,
+    tasks: HashMap<tokio::task::Id, (u64, String)>,
+    /// The last search for full batches: when, and the newest outbox id then.
+    full_scan: Option<(Instant, u64)>,
 }
 
 impl Planner {
@@ -345,6 +395,8 @@ struct Coalescer {
     last_growth: Option<Instant>,
     /// Set while plays keep arriving: when part-full batches started waiting.
     busy_since: Option<Instant>,
+    /// A backfill runs: part-full batches wait for its end.
+    holding: bool,
 }
 
 impl Coalescer {
@@ -358,6 +410,7 @@ impl Coalescer {
         cap: Duration,
         hold: bool,
     ) -> Form {
+        self.holding = hold;
         if probe.newest_id > self.newest {
             self.newest = probe.newest_id;
             // Arrivals within a window of each other are one burst; the first play after a
@@ -395,6 +448,10 @@ impl Coalescer {
     /// When to look again while part-full batches wait.
     fn next_check(&self, now: Instant, window: Duration, cap: Duration) -> Option<Duration> {
         let since = self.busy_since?;
+        if self.holding {
+            // A backfill's end has no wake-up of its own: look now and then.
+            return Some((since + cap).saturating_duration_since(now).min(HOLD_POLL));
+        }
         let last = self.last_growth.unwrap_or(since);
         let at = (last + window).min(since + cap).max(now);
         // Never spin: a window of a few ms is checked at most every millisecond.
