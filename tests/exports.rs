@@ -43,7 +43,10 @@ fn scrobble(show: usize, episode: u32) -> Value {
         "com.plexapp.agents.thetvdb://{}/1/{episode}?lang=en",
         tvdb(show)
     ));
-    m["grandparentGuid"] = json!(format!("com.plexapp.agents.thetvdb://{}?lang=en", tvdb(show)));
+    m["grandparentGuid"] = json!(format!(
+        "com.plexapp.agents.thetvdb://{}?lang=en",
+        tvdb(show)
+    ));
     p
 }
 
@@ -88,7 +91,11 @@ async fn world(shows: usize, outbox: &str) -> World {
         &["secret", "set", "plex-token"],
         Some(TOKEN),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let daemon = InProc::start(dir.path(), &cfg_text).await;
     let w = World {
         _dir: dir,
@@ -160,7 +167,13 @@ impl World {
 fn per_show(t: &FakeTracker) -> BTreeMap<String, Vec<Vec<u32>>> {
     let mut out: BTreeMap<String, Vec<Vec<u32>>> = BTreeMap::new();
     for p in t.posts() {
-        let show = p.path.trim_end_matches("/watched").rsplit('/').next().unwrap().to_string();
+        let show = p
+            .path
+            .trim_end_matches("/watched")
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
         let v: Value = serde_json::from_slice(&p.body).unwrap();
         let eps = v["episodes"]
             .as_array()
@@ -182,12 +195,16 @@ async fn a_burst_over_200_shows_arrives_once_in_few_requests_in_order_and_within
     // longer than its 5 s default to post the burst.
     let w = Arc::new(world(200, "coalesce_max = \"60s\"").await);
     // A tracker taking a few ms an answer, so requests can overlap.
-    w.tracker.set_sticky(Some(Fault::Hang(Duration::from_millis(3))));
+    w.tracker
+        .set_sticky(Some(Fault::Hang(Duration::from_millis(3))));
     let t0 = std::time::Instant::now();
     w.burst(200, 5, 16).await;
     let took = t0.elapsed();
     w.arrived(1000).await;
-    eprintln!("burst posted in {took:?}, all at the tracker {:?} later", t0.elapsed() - took);
+    eprintln!(
+        "burst posted in {took:?}, all at the tracker {:?} later",
+        t0.elapsed() - took
+    );
     // Nothing more is coming: let any stray request land before counting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let watched = w.tracker.watched();
@@ -199,7 +216,11 @@ async fn a_burst_over_200_shows_arrives_once_in_few_requests_in_order_and_within
     }
     let posts = w.tracker.posts();
     eprintln!("burst: {} requests for 1,000 plays", posts.len());
-    assert!(posts.len() <= 400, "{} requests for 1,000 plays", posts.len());
+    assert!(
+        posts.len() <= 400,
+        "{} requests for 1,000 plays",
+        posts.len()
+    );
     // Every play once: the episodes sent add up to the plays (no batch sent twice).
     let sent: usize = per_show(&w.tracker).values().flatten().map(Vec::len).sum();
     assert_eq!(sent, 1000);
@@ -213,7 +234,10 @@ async fn a_burst_over_200_shows_arrives_once_in_few_requests_in_order_and_within
         assert_eq!(flat, (1..=5).collect::<Vec<_>>(), "{show}: {reqs:?}");
     }
     let m = w.metrics().await;
-    assert!(m.contains("# TYPE plexsync_export_request_duration_seconds histogram"), "{m}");
+    assert!(
+        m.contains("# TYPE plexsync_export_request_duration_seconds histogram"),
+        "{m}"
+    );
     assert!(
         m.contains(&format!(
             "plexsync_export_request_duration_seconds_count {}",
@@ -256,13 +280,17 @@ async fn a_budget_of_10_a_minute_sends_a_backlog_in_few_full_batches_and_status_
     // A backlog: episodes 1–20 of 13 shows (episode 1 of the first ten is already there).
     w.burst(13, 20, 3).await;
     let st = status_where(&w.daemon, "the wait for the budget", |s| {
-        s["export_budget"]["waiting_for"] == json!("budget") && s["counts"]["pending_resolution"] == json!(0)
+        s["export_budget"]["waiting_for"] == json!("budget")
+            && s["counts"]["pending_resolution"] == json!(0)
     })
     .await;
     let b = &st["export_budget"];
     assert_eq!(b["limited"], json!(true), "{st}");
     assert_eq!(b["per_minute"], json!(10), "{st}");
-    assert!(b["waiting_until"].as_i64().unwrap() > plexsync::model::now_secs(), "{st}");
+    assert!(
+        b["waiting_until"].as_i64().unwrap() > plexsync::model::now_secs(),
+        "{st}"
+    );
     // 10 shows with 19 more episodes + 3 with 20: 2 requests each.
     assert_eq!(b["backlog_requests"], json!(26), "{st}");
     assert!(b["backlog_eta_secs"].as_u64().unwrap() >= 60, "{st}");
@@ -276,9 +304,11 @@ async fn a_budget_of_10_a_minute_sends_a_backlog_in_few_full_batches_and_status_
     // The next minute: full batches first (10 episodes each), none part-full while full
     // ones wait.
     let t = &w.tracker;
-    eventually("the next minute's requests", Duration::from_secs(90), || {
-        (t.posts().len() >= 20).then_some(())
-    })
+    eventually(
+        "the next minute's requests",
+        Duration::from_secs(90),
+        || (t.posts().len() >= 20).then_some(()),
+    )
     .await;
     let posts = t.posts();
     for p in &posts[10..20] {
@@ -295,7 +325,10 @@ async fn status_where(d: &InProc, what: &str, ok: impl Fn(&Value) -> bool) -> Va
         if ok(&st) {
             return st;
         }
-        assert!(tokio::time::Instant::now() < deadline, "status never showed {what}: {st}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never showed {what}: {st}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

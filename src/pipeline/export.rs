@@ -59,7 +59,8 @@ pub async fn exporter_task(shared: Arc<Shared>) {
             landed(&shared, &mut ex, done, &cfg).await;
         }
         let now = Instant::now();
-        ex.budget.set_limits(cfg.max_requests_per_minute, cfg.max_requests_per_hour);
+        ex.budget
+            .set_limits(cfg.max_requests_per_minute, cfg.max_requests_per_hour);
         ex.aimd.max = cfg.max_in_flight.max(1);
         let held = ex.held(now);
 
@@ -76,9 +77,9 @@ pub async fn exporter_task(shared: Arc<Shared>) {
         } else {
             cfg.coalesce_max
         };
-        let form = ex
-            .coalesce
-            .observe(now, probe, window, cap, backfill && !cfg.coalesce.is_zero());
+        let form =
+            ex.coalesce
+                .observe(now, probe, window, cap, backfill && !cfg.coalesce.is_zero());
         let slots = ex.budget.available(now);
         // Looking for full batches reads the whole outbox: not while a backfill holds
         // everything anyway, and otherwise only once a batch's worth has arrived and at most
@@ -132,10 +133,10 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                 if flights.len() >= ex.aimd.limit() {
                     break;
                 }
+                // A show's batches go in order: a later one never overtakes one in flight.
                 if ex.flying.contains(&b.id) || ex.shows.contains(&b.show_id) {
                     continue;
                 }
-                // A show's batches go in order: a later one never overtakes one in flight.
                 if !ex.budget.take(Instant::now()) {
                     budget_blocked = true;
                     shared.board.export.budget_waits.fetch_add(1, Relaxed);
@@ -175,7 +176,15 @@ pub async fn exporter_task(shared: Arc<Shared>) {
         } else if budget_blocked || (probe.items > 0 && slots == 0) {
             wait = wait.min(ex.budget.next_slot(now));
         }
-        if let Ok(Some(t)) = shared.store.next_batch_at() {
+        // With requests in flight their answers wake the loop; the scan of every batch for
+        // the next retry is for when none is (a drain of thousands would read them all on
+        // every answer otherwise).
+        let next_retry = if flights.is_empty() {
+            shared.store.next_batch_at()
+        } else {
+            Ok(None)
+        };
+        if let Ok(Some(t)) = next_retry {
             let d = t - now_millis();
             // A batch due now but not sent waits for a flight to finish (or the budget, above).
             if d > 0 {
@@ -609,7 +618,10 @@ impl Aimd {
 
     fn cut(&mut self, now: Instant) {
         // Answers to requests sent before the last cut say nothing new about it.
-        if self.last_cut.is_some_and(|t| now - t < Duration::from_secs(1)) {
+        if self
+            .last_cut
+            .is_some_and(|t| now - t < Duration::from_secs(1))
+        {
             return;
         }
         self.last_cut = Some(now);
@@ -797,11 +809,20 @@ mod tests {
         let t = Instant::now();
         assert_eq!(c.observe(t, probe(1, 1), W, CAP, false), Form::All);
         let ms = Duration::from_millis;
-        assert_eq!(c.observe(t + ms(5), probe(3, 4), W, CAP, false), Form::FullOnly);
-        assert_eq!(c.observe(t + ms(15), probe(9, 10), W, CAP, false), Form::FullOnly);
+        assert_eq!(
+            c.observe(t + ms(5), probe(3, 4), W, CAP, false),
+            Form::FullOnly
+        );
+        assert_eq!(
+            c.observe(t + ms(15), probe(9, 10), W, CAP, false),
+            Form::FullOnly
+        );
         assert_eq!(c.next_check(t + ms(15), W, CAP), Some(ms(20)));
         // Nothing new for a window: part-full batches go.
-        assert_eq!(c.observe(t + ms(36), probe(9, 10), W, CAP, false), Form::All);
+        assert_eq!(
+            c.observe(t + ms(36), probe(9, 10), W, CAP, false),
+            Form::All
+        );
         assert_eq!(c.next_check(t + ms(36), W, CAP), None);
     }
 
@@ -812,7 +833,13 @@ mod tests {
         c.observe(t, probe(1, 1), W, CAP, false);
         let mut sent_all = 0;
         for i in 1..=300u64 {
-            let f = c.observe(t + Duration::from_millis(10 * i), probe(i, i + 1), W, CAP, false);
+            let f = c.observe(
+                t + Duration::from_millis(10 * i),
+                probe(i, i + 1),
+                W,
+                CAP,
+                false,
+            );
             if f == Form::All {
                 sent_all += 1;
             }
@@ -825,10 +852,16 @@ mod tests {
     fn a_backfill_holds_part_full_batches_until_it_ends() {
         let mut c = Coalescer::default();
         let t = Instant::now();
-        assert_eq!(c.observe(t, probe(5, 5), W, BACKFILL_HOLD, true), Form::FullOnly);
+        assert_eq!(
+            c.observe(t, probe(5, 5), W, BACKFILL_HOLD, true),
+            Form::FullOnly
+        );
         // A pause between pages is no reason to send while the backfill runs.
         let later = t + Duration::from_millis(200);
-        assert_eq!(c.observe(later, probe(5, 5), W, BACKFILL_HOLD, true), Form::FullOnly);
+        assert_eq!(
+            c.observe(later, probe(5, 5), W, BACKFILL_HOLD, true),
+            Form::FullOnly
+        );
         // It ended: settled after a window.
         let end = later + Duration::from_millis(30);
         assert_eq!(c.observe(end, probe(5, 5), W, CAP, false), Form::All);
@@ -839,9 +872,15 @@ mod tests {
         let mut c = Coalescer::default();
         let t = Instant::now();
         for i in 1..5 {
-            assert_eq!(c.observe(t, probe(i, i), Duration::ZERO, CAP, false), Form::All);
+            assert_eq!(
+                c.observe(t, probe(i, i), Duration::ZERO, CAP, false),
+                Form::All
+            );
         }
-        assert_eq!(c.observe(t, probe(0, 4), Duration::ZERO, CAP, false), Form::Nothing);
+        assert_eq!(
+            c.observe(t, probe(0, 4), Duration::ZERO, CAP, false),
+            Form::Nothing
+        );
     }
 
     #[test]

@@ -57,7 +57,12 @@ struct InFlight {
 
 impl InFlight {
     fn enter(st: &Arc<Mutex<TrackerState>>, path: &str) -> InFlight {
-        let show = path.trim_end_matches("/watched").rsplit('/').next().unwrap_or("").to_string();
+        let show = path
+            .trim_end_matches("/watched")
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
         let mut s = st.lock().unwrap();
         s.in_flight += 1;
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
@@ -66,7 +71,10 @@ impl InFlight {
         if *n > 1 {
             s.same_show_overlaps += 1;
         }
-        InFlight { st: st.clone(), show }
+        InFlight {
+            st: st.clone(),
+            show,
+        }
     }
 }
 
