@@ -224,10 +224,12 @@ async fn a_burst_over_200_shows_arrives_once_in_few_requests_in_order_and_within
     // Every play once: the episodes sent add up to the plays (no batch sent twice).
     let sent: usize = per_show(&w.tracker).values().flatten().map(Vec::len).sum();
     assert_eq!(sent, 1000);
-    let st = w.tracker.state.lock().unwrap();
-    assert!(st.max_in_flight <= 2, "{} in flight", st.max_in_flight);
-    assert_eq!(st.same_show_overlaps, 0);
-    drop(st);
+    let (max_in_flight, overlaps) = {
+        let st = w.tracker.state.lock().unwrap();
+        (st.max_in_flight, st.same_show_overlaps)
+    };
+    assert!(max_in_flight <= 2, "{max_in_flight} in flight");
+    assert_eq!(overlaps, 0);
     // Each show's episodes arrive in the order they were acknowledged.
     for (show, reqs) in per_show(&w.tracker) {
         let flat: Vec<u32> = reqs.concat();
