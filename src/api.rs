@@ -45,33 +45,7 @@ pub struct Status {
 
 // ---- issue 15, exports (helper EXPORTS) ----
 
-/// `export_budget` of `GET /api/status`: whether exports are limited (a configured
-/// `[outbox] max_requests_per_*`, or the tracker asked to wait), until when they wait, and
-/// roughly how long the backlog will take at that pace.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ExportBudget {
-    /// A request budget is configured, or the tracker answered 429 and exports wait.
-    pub limited: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_minute: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_hour: Option<u32>,
-    /// Unix seconds: no export request goes before then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waiting_until: Option<i64>,
-    /// Why: `budget` (the configured limit is used up) or `tracker` (its Retry-After).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waiting_for: Option<String>,
-    /// Requests the backlog needs at least (formed batches + each show's waiting episodes).
-    #[serde(default)]
-    pub backlog_requests: u64,
-    /// Roughly how long until the backlog is at the tracker at the allowed pace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backlog_eta_secs: Option<u64>,
-    /// Requests allowed in flight right now (lower while the tracker is slow or pushes back).
-    #[serde(default)]
-    pub in_flight_limit: usize,
-}
+pub use crate::export_board::ExportBudget;
 
 pub use crate::health::{Component, HealthItem, Severity};
 

@@ -189,7 +189,7 @@ pub struct Board {
     /// When each health condition was first seen (the health module keeps it).
     pub health: Mutex<HealthClock>,
     /// The exporter's figures: requests in flight, their latency, the request budget.
-    pub export: crate::pipeline::export::ExportBoard,
+    pub export: crate::export_board::ExportBoard,
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.

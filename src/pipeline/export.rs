@@ -17,15 +17,15 @@
 //! Batches stay fixed once formed (the idempotency key of every attempt is the batch's).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use plexsync_plugin_api::{ExportBatch, ExportEpisode, ExportReceipt, PluginError};
 use tokio::task::JoinSet;
 
-use crate::api::ExportBudget;
 use crate::config::OutboxConfig;
+use crate::export_board::{BudgetView, ExportBudget};
 use crate::model::{Batch, now_millis, now_secs};
 use crate::state::Shared;
 use crate::store::ops::{BatchOutcome, FormPlan, OutboxProbe};
@@ -421,10 +421,14 @@ impl Coalescer {
     ) -> Form {
         self.holding = hold;
         if probe.newest_id > self.newest {
+            // Several new at one look is a burst too, however late this look came (a busy
+            // machine can leave the exporter asleep past the window).
+            let several = self.newest.is_some()
+                && probe.newest_id.unwrap_or(0) > self.newest.unwrap_or(0) + 1;
             self.newest = probe.newest_id;
             // Arrivals within a window of each other are one burst; the first play after a
             // quiet window goes at once (a lone play is not kept waiting).
-            let streak = self.last_growth.is_some_and(|t| now - t < window);
+            let streak = several || self.last_growth.is_some_and(|t| now - t < window);
             self.last_growth = Some(now);
             if streak || hold {
                 self.busy_since.get_or_insert(now);
@@ -442,7 +446,9 @@ impl Coalescer {
         }
         match (self.busy_since, self.last_growth) {
             (Some(since), Some(last)) => {
-                let settled = !hold && now - last >= window;
+                // Still at rest after a window, and nothing left to resolve: a resolver slowed
+                // by a busy machine is not the end of the burst (the cap still bounds it).
+                let settled = !hold && now - last >= window && probe.resolving == 0;
                 if settled || now - since >= cap {
                     self.busy_since = None;
                     Form::All
@@ -629,103 +635,6 @@ impl Aimd {
     }
 }
 
-/// The exporter's figures on the status board: `/metrics` and `status` read them.
-#[derive(Debug, Default)]
-pub struct ExportBoard {
-    /// Tracker requests in flight now.
-    pub in_flight: AtomicU64,
-    /// Tracker request durations.
-    pub latency: LatencyHistogram,
-    /// Times an export waited because the request budget was used up.
-    pub budget_waits: AtomicU64,
-    /// Bulk imports running besides a backfill (see [`ExportBoard::bulk_import`]).
-    bulk_imports: AtomicU64,
-    view: Mutex<BudgetView>,
-}
-
-/// Held while a bulk import produces plays; see [`ExportBoard::bulk_import`].
-pub struct BulkImport<'a>(&'a AtomicU64);
-
-impl Drop for BulkImport<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
-impl ExportBoard {
-    /// A bulk import (a library sync, say) other than the backfill, which the exporter sees by
-    /// its lock: while the guard lives, part-full batches wait for the import's end (at most
-    /// [`BACKFILL_HOLD`]) instead of going out once per page.
-    pub fn bulk_import(&self) -> BulkImport<'_> {
-        self.bulk_imports.fetch_add(1, Relaxed);
-        BulkImport(&self.bulk_imports)
-    }
-}
-
-#[derive(Debug, Default, Clone)]
-struct BudgetView {
-    waiting_until: Option<i64>,
-    waiting_for: Option<&'static str>,
-    available_now: u64,
-    in_flight_limit: usize,
-}
-
-/// Upper bounds (seconds) of the latency histogram's buckets.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// A Prometheus histogram of request durations (cumulative when rendered).
-#[derive(Debug, Default)]
-pub struct LatencyHistogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl LatencyHistogram {
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
-    }
-}
-
-impl ExportBoard {
-    /// The exporter's `/metrics` families, in the text exposition format.
-    pub fn render_metrics(&self, o: &mut String) {
-        use std::fmt::Write as _;
-        let name = "plexsync_export_request_duration_seconds";
-        let _ = writeln!(
-            o,
-            "# HELP {name} Tracker export request durations.\n# TYPE {name} histogram"
-        );
-        let mut cum = 0;
-        for (b, c) in BUCKETS.iter().zip(&self.latency.buckets) {
-            cum += c.load(Relaxed);
-            let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {cum}");
-        }
-        let count = self.latency.count.load(Relaxed);
-        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.latency.sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(o, "{name}_sum {sum}\n{name}_count {count}");
-        let _ = writeln!(
-            o,
-            "# HELP plexsync_export_requests_in_flight Tracker export requests in flight.\n# TYPE plexsync_export_requests_in_flight gauge\nplexsync_export_requests_in_flight {}",
-            self.in_flight.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP plexsync_export_budget_waits_total Times exports waited for the request budget.\n# TYPE plexsync_export_budget_waits_total counter\nplexsync_export_budget_waits_total {}",
-            self.budget_waits.load(Relaxed)
-        );
-    }
-}
-
 /// `export_budget` for `/api/status`: limits, the wait, and the backlog at the allowed pace.
 pub fn budget_status(shared: &Shared) -> ExportBudget {
     let view = shared
@@ -786,7 +695,27 @@ mod tests {
         OutboxProbe {
             items,
             newest_id: Some(newest),
+            resolving: 0,
         }
+    }
+
+    #[test]
+    fn a_late_look_at_many_new_items_or_plays_still_resolving_is_still_a_burst() {
+        let mut c = Coalescer::default();
+        let t = Instant::now();
+        assert_eq!(c.observe(t, probe(1, 1), W, CAP, false), Form::All);
+        // Asleep well past the window, then 30 new items at once: a burst, not a lone play.
+        let late = t + Duration::from_millis(500);
+        assert_eq!(
+            c.observe(late, probe(30, 31), W, CAP, false),
+            Form::FullOnly
+        );
+        // Quiet outbox, but plays still wait for the resolver: keep waiting.
+        let mut p = probe(30, 31);
+        p.resolving = 5;
+        assert_eq!(c.observe(late + W * 2, p, W, CAP, false), Form::FullOnly);
+        p.resolving = 0;
+        assert_eq!(c.observe(late + W * 3, p, W, CAP, false), Form::All);
     }
 
     const W: Duration = Duration::from_millis(20);
@@ -933,23 +862,5 @@ mod tests {
         // A very slow answer against the usual 5 ms: back off.
         a.on_answer(Duration::from_millis(900), t + Duration::from_secs(3));
         assert_eq!(a.limit(), 2);
-    }
-
-    #[test]
-    fn histogram_renders_cumulative_buckets() {
-        let b = ExportBoard::default();
-        b.latency.observe(Duration::from_millis(3));
-        b.latency.observe(Duration::from_millis(30));
-        b.latency.observe(Duration::from_secs(30));
-        b.in_flight.store(2, Relaxed);
-        let mut o = String::new();
-        b.render_metrics(&mut o);
-        assert!(o.contains("# TYPE plexsync_export_request_duration_seconds histogram"));
-        assert!(o.contains("plexsync_export_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
-        assert!(o.contains("plexsync_export_request_duration_seconds_bucket{le=\"0.05\"} 2\n"));
-        assert!(o.contains("plexsync_export_request_duration_seconds_bucket{le=\"10\"} 2\n"));
-        assert!(o.contains("plexsync_export_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
-        assert!(o.contains("plexsync_export_request_duration_seconds_count 3\n"));
-        assert!(o.contains("plexsync_export_requests_in_flight 2\n"));
     }
 }

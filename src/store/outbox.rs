@@ -42,6 +42,8 @@ impl FormPlan {
 pub struct OutboxProbe {
     pub items: u64,
     pub newest_id: Option<u64>,
+    /// Plays still waiting for resolution: more may be about to arrive.
+    pub resolving: u64,
 }
 
 impl Store {
@@ -125,6 +127,7 @@ impl Store {
             Ok(OutboxProbe {
                 items: t.len()?,
                 newest_id: t.last()?.map(|(k, _)| k.value()),
+                resolving: txn.open_table(PENDING)?.len()?,
             })
         })
     }
