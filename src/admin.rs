@@ -57,6 +57,9 @@ pub fn status(shared: &Shared) -> Result<Status, crate::store::StoreError> {
         health,
         first_started_at: shared.store.first_started_at().ok().flatten(),
         live: shared.live_status(),
+        export_budget: shared
+            .serving()
+            .then(|| crate::pipeline::export::budget_status(shared)),
     })
 }
 
@@ -332,6 +335,8 @@ pub fn metrics(shared: &Shared) -> String {
             &[(String::new(), c.webhook_loss)],
         );
     }
+    // Issue 15: export request latency (histogram), requests in flight, budget waits.
+    shared.board.export.render_metrics(&mut o);
     o
 }
 

@@ -42,7 +42,14 @@ pub struct Status {
     /// Plex's notification websocket ([`LiveStatus`]).
     #[serde(default)]
     pub live: LiveStatus,
+    /// Issue 15: how exports stand against the tracker's request budget (daemon only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_budget: Option<ExportBudget>,
 }
+
+// ---- issue 15, exports (helper EXPORTS) ----
+
+pub use crate::export_board::ExportBudget;
 
 pub use crate::health::{Component, HealthItem, Severity};
 

@@ -208,6 +208,21 @@ pub struct OutboxConfig {
     pub max_backoff: Duration,
     /// Episodes per export request.
     pub batch_size: usize,
+    // -- issue 15 (helper EXPORTS): coalescing, request budget, requests in flight --
+    /// How long the outbox must stay still before part-full batches go: while plays keep
+    /// arriving (a burst, a backfill), each show's episodes gather into fuller requests.
+    /// A lone play still goes at once (nothing arrived in the window before it). 0 = off.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub coalesce: Duration,
+    /// The longest a part-full batch waits for the outbox to settle while plays keep
+    /// arriving (a running backfill waits for its end, up to an hour).
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub coalesce_max: Duration,
+    /// Tracker requests at most in flight at once (never two of the same show).
+    pub max_in_flight: usize,
+    /// Export requests per minute / per hour the tracker allows; 0 = no limit.
+    pub max_requests_per_minute: u32,
+    pub max_requests_per_hour: u32,
 }
 
 impl Default for OutboxConfig {
@@ -217,6 +232,11 @@ impl Default for OutboxConfig {
             initial_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30 * 60),
             batch_size: 100,
+            coalesce: Duration::from_millis(20),
+            coalesce_max: Duration::from_secs(5),
+            max_in_flight: 2,
+            max_requests_per_minute: 0,
+            max_requests_per_hour: 0,
         }
     }
 }
@@ -574,6 +594,12 @@ impl Config {
                 "initial_backoff must be > 0 and max_backoff ≥ initial_backoff",
             );
         }
+        if self.outbox.max_in_flight == 0 || self.outbox.max_in_flight > 64 {
+            return e("outbox.max_in_flight", "must be between 1 and 64");
+        }
+        if self.outbox.coalesce_max < self.outbox.coalesce {
+            return e("outbox.coalesce_max", "must be at least outbox.coalesce");
+        }
         if let Err(why) = check_schedule(&self.poll.schedule) {
             return Err(("poll.schedule".into(), why));
         }
@@ -838,6 +864,10 @@ fn expected_for(key: &str) -> Option<&'static str> {
         "matching.auto_map_threshold" => "a number greater than 0 and at most 1, e.g. 0.9",
         "outbox.max_attempts" => "a whole number of attempts, e.g. 10",
         "outbox.batch_size" => "a whole number of episodes from 1 to 10000",
+        "outbox.max_in_flight" => "a whole number of requests from 1 to 64",
+        "outbox.max_requests_per_minute" | "outbox.max_requests_per_hour" => {
+            "a whole number of requests (0 turns the limit off)"
+        }
         "poll.page_size" => "a whole number of rows from 1 to 5000",
         "poll.schedule" => "a cron schedule of six fields, e.g. \"0 */5 * * * *\"",
         "live.watched_threshold" => "a number greater than 0 and at most 1, e.g. 0.9",

@@ -9,6 +9,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod export_board;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

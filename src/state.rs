@@ -223,6 +223,8 @@ pub struct Board {
     pub health: Mutex<HealthClock>,
     /// The live source's connection (issue 13), for `/api/status` and `/metrics`.
     pub live: Mutex<LiveStatus>,
+    /// The exporter's figures: requests in flight, their latency, the request budget.
+    pub export: crate::export_board::ExportBoard,
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.
@@ -858,6 +860,7 @@ pub async fn open_shared(
             metrics: Metrics::default(),
             backfill_progress: Mutex::new(None),
             sync_progress: Mutex::new(None),
+            export: Default::default(),
             live_tasks: AtomicUsize::new(0),
             serving: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),

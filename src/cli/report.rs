@@ -54,6 +54,42 @@ fn at(ts: Option<i64>, none: &str) -> String {
     }
 }
 
+/// Issue 15: the request budget in words: the limits, the wait and the backlog's time.
+fn export_budget_line(b: &plexsync::api::ExportBudget) -> String {
+    let mut limits = Vec::new();
+    if let Some(n) = b.per_minute {
+        limits.push(format!("{n}/min"));
+    }
+    if let Some(n) = b.per_hour {
+        limits.push(format!("{n}/h"));
+    }
+    let mut out = if limits.is_empty() {
+        "no budget set".to_string()
+    } else {
+        format!("budget {}", limits.join(", "))
+    };
+    if let Some(t) = b.waiting_until {
+        let why = match b.waiting_for.as_deref() {
+            Some("tracker") => "the tracker asked to wait (429)",
+            _ => "the budget is used up",
+        };
+        let left = (t - plexsync::model::now_secs()).max(0);
+        out.push_str(&format!("; waiting {left} s ({why})"));
+    }
+    if b.backlog_requests > 0 {
+        out.push_str(&format!(
+            "; backlog {} request(s), about {}",
+            b.backlog_requests,
+            match b.backlog_eta_secs {
+                Some(s) if s >= 120 => format!("{} min", s.div_ceil(60)),
+                Some(s) => format!("{s} s"),
+                None => "now".into(),
+            }
+        ));
+    }
+    out
+}
+
 fn print_status(s: &Status) {
     let r = &s.runtime;
     if s.running {
@@ -130,6 +166,9 @@ fn print_status(s: &Status) {
             None => String::new(),
         }
     );
+    if let Some(b) = s.export_budget.as_ref().filter(|b| b.limited) {
+        outln!("exports:           {}", export_budget_line(b));
+    }
     outln!("dead letters:      {}", c.dead_letters);
     outln!("open conflicts:    {}", c.conflicts);
     outln!("mappings:          {}", c.mappings);

@@ -1,139 +1,866 @@
-//! The exporter task: outbox batches to the exporter plugin, with backoff, jitter,
-//! Retry-After and a dead letter after `max_attempts`.
+//! The exporter task: outbox items into batches, batches to the exporter plugin, with backoff,
+//! jitter, Retry-After and a dead letter after `max_attempts` — and kind to the tracker
+//! (issue 15), whose API keys are often rate-limited and which is often a small web app:
+//!
+//! - **Coalescing.** A batch is formed at the last moment. While plays keep arriving (the
+//!   unbatched outbox grew within `[outbox] coalesce`), only full batches are formed; part-full
+//!   ones wait for the outbox to settle, at most `coalesce_max` (a running backfill: until it
+//!   ends, at most [`BACKFILL_HOLD`]). A play arriving after a quiet window goes at once, so a
+//!   lone play is not delayed.
+//! - **Request budget.** `max_requests_per_minute` / `_per_hour` (sliding windows): only as
+//!   many batches are formed as may be sent now, the fullest first, so the rest keep gathering
+//!   episodes. A 429's Retry-After holds every export. `status` shows the wait and the backlog.
+//! - **In flight.** At most `max_in_flight` requests at once, never two of the same show (a
+//!   show's batches go in order). An AIMD window shrinks on failures and slow answers and grows
+//!   back one step per fast answer; while it is small, part-full batches wait longer.
+//!
+//! Batches stay fixed once formed (the idempotency key of every attempt is the batch's).
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use plexsync_plugin_api::{ExportBatch, ExportEpisode};
+use plexsync_plugin_api::{ExportBatch, ExportEpisode, ExportReceipt, PluginError};
+use tokio::task::JoinSet;
 
-use crate::model::now_millis;
+use crate::config::OutboxConfig;
+use crate::export_board::{BudgetView, ExportBudget};
+use crate::model::{Batch, now_millis, now_secs};
 use crate::state::Shared;
-use crate::store::ops::BatchOutcome;
+use crate::store::ops::{BatchOutcome, FormPlan, OutboxProbe};
 
 use super::backoff;
+
+/// While a backfill runs its plays are history, not news: part-full batches wait for its end
+/// (every show gets one fuller request instead of one per page), at most this long.
+pub const BACKFILL_HOLD: Duration = Duration::from_secs(600);
+/// While plays keep arriving, the outbox is searched for full batches at most this often.
+const FULL_SCAN_EVERY: Duration = Duration::from_millis(100);
+/// How often a running backfill is checked for its end.
+const HOLD_POLL: Duration = Duration::from_millis(100);
+/// Due batches read per round beyond those already in flight.
+const DUE_READ: usize = 64;
+/// In-flight requests still running at shutdown get this long to finish; an abandoned one is
+/// sent again (same idempotency key) after the restart.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Deliver outbox batches forever (until shutdown).
 pub async fn exporter_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
-    // A Retry-After is the tracker asking for quiet, not a verdict on one batch: until it
-    // passes, no batch at all is sent (else a 429 is followed by every other due batch).
-    let mut hold_until: Option<Instant> = None;
+    let mut ex = Planner::default();
+    let mut flights: JoinSet<Flight> = JoinSet::new();
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let outbox = shared.config().outbox.clone();
-        if let Err(e) = shared.store.form_batches(outbox.batch_size).await {
-            tracing::error!(error = %e, "cannot form export batches");
+        let cfg = shared.config().outbox.clone();
+        while let Some(done) = flights.try_join_next_with_id() {
+            landed(&shared, &mut ex, done, &cfg).await;
         }
-        let due = shared
-            .store
-            .due_batches(now_millis(), 64)
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read export batches");
-                Vec::new()
+        let now = Instant::now();
+        ex.budget
+            .set_limits(cfg.max_requests_per_minute, cfg.max_requests_per_hour);
+        ex.aimd.max = cfg.max_in_flight.max(1);
+        let held = ex.held(now);
+
+        // 1. Form batches: only as the coalescing and the budget allow.
+        let probe = shared.store.outbox_probe().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the outbox");
+            OutboxProbe::default()
+        });
+        let backfill = shared.backfill.try_lock().is_err()
+            || shared.board.export.bulk_imports.load(Relaxed) > 0;
+        let window = ex.aimd.widen(cfg.coalesce);
+        let cap = if backfill {
+            BACKFILL_HOLD.max(cfg.coalesce_max)
+        } else {
+            cfg.coalesce_max
+        };
+        let form =
+            ex.coalesce
+                .observe(now, probe, window, cap, backfill && !cfg.coalesce.is_zero());
+        let slots = ex.budget.available(now);
+        // Looking for full batches reads the whole outbox: not while a backfill holds
+        // everything anyway, and otherwise only once a batch's worth has arrived and at most
+        // every FULL_SCAN_EVERY, so a large burst is not read over and over.
+        let scan_full = form == Form::FullOnly
+            && !backfill
+            && probe.items >= cfg.batch_size as u64
+            && ex.full_scan.is_none_or(|(at, newest)| {
+                now - at >= FULL_SCAN_EVERY
+                    && probe.newest_id.unwrap_or(0) >= newest + cfg.batch_size as u64
             });
-        for b in &due {
-            if *shutdown.borrow() || hold_until.is_some_and(|t| Instant::now() < t) {
-                break;
+        if scan_full {
+            ex.full_scan = Some((now, probe.newest_id.unwrap_or(0)));
+        }
+        if form == Form::All {
+            ex.full_scan = None;
+        }
+        let form = if form == Form::FullOnly && !scan_full {
+            Form::Nothing
+        } else {
+            form
+        };
+        if probe.items > 0 && form != Form::Nothing && held.is_none() && slots > 0 {
+            // Under a budget or backpressure, form no more than can go now: the rest keep
+            // gathering episodes in the outbox.
+            let tight = ex.budget.limited() || ex.aimd.backing_off();
+            let plan = FormPlan {
+                full_only: form == Form::FullOnly,
+                max_batches: if tight {
+                    slots.min(ex.aimd.limit().saturating_sub(flights.len()).max(1))
+                } else {
+                    usize::MAX
+                },
+            };
+            if let Err(e) = shared.store.form_batches_with(cfg.batch_size, plan).await {
+                tracing::error!(error = %e, "cannot form export batches");
             }
-            let exporter = shared.plugins().exporter.clone();
-            let batch = ExportBatch {
-                show_id: b.show_id.clone(),
-                idempotency_key: b.idempotency_key.clone(),
-                episodes: b
-                    .items
-                    .iter()
-                    .map(|i| ExportEpisode {
-                        season: i.season,
-                        episode: i.episode,
-                        watched_at: i.watched_at,
-                    })
-                    .collect(),
-            };
-            let started = Instant::now();
-            let result = exporter.export(&batch).await;
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            let outcome = match result {
-                Ok(r) => {
-                    shared.note_tracker(None);
-                    tracing::info!(show_id = %b.show_id, episodes = b.items.len(), marked = r.marked, already_watched = r.already_watched, unknown = r.unknown.len(), "exported");
-                    shared
-                        .board
-                        .metrics
-                        .exports_delivered
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    BatchOutcome::Delivered {
-                        marked: r.marked,
-                        already: r.already_watched,
-                    }
-                }
-                Err(e) if e.is_transient() => {
-                    shared.note_tracker_error(&e);
-                    if let Some(ra) = e.retry_after {
-                        hold_until = Some(Instant::now() + ra);
-                    }
-                    let d = backoff(b.attempts + 1, outbox.initial_backoff, outbox.max_backoff)
-                        .max(e.retry_after.unwrap_or_default());
-                    tracing::warn!(show_id = %b.show_id, attempt = b.attempts + 1, retry_in_s = d.as_secs(), error = %e, "export failed; will retry");
-                    let m = &shared.board.metrics;
-                    if b.attempts + 1 >= outbox.max_attempts {
-                        &m.exports_dead
-                    } else {
-                        &m.exports_retried
-                    }
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    BatchOutcome::Transient {
-                        error: failure_text(&e),
-                        retry_at_ms: now_millis() + d.as_millis() as i64,
-                    }
-                }
-                Err(e) => {
-                    shared.note_tracker_error(&e);
-                    tracing::error!(show_id = %b.show_id, error = %e, "export refused; moved to the dead letter");
-                    shared
-                        .board
-                        .metrics
-                        .exports_dead
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    BatchOutcome::Permanent {
-                        error: failure_text(&e),
-                    }
-                }
-            };
-            // The activity row names the tracker show as well as the Plex one.
-            let tracker_title = shared
-                .catalogue()
-                .and_then(|c| c.get(&b.show_id).map(|s| s.title.clone()));
-            if let Err(e) = shared
+        }
+
+        // 2. Send due batches, up to the in-flight window, one per show at a time.
+        let mut budget_blocked = false;
+        if held.is_none() && flights.len() < ex.aimd.limit() {
+            let due = shared
                 .store
-                .finish_batch_titled(b.id, outcome, outbox.max_attempts, ms, tracker_title)
-                .await
-            {
-                tracing::error!(error = %e, "cannot record export result");
+                .due_batches(now_millis(), DUE_READ + ex.flying.len())
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot read export batches");
+                    Vec::new()
+                });
+            for b in due {
+                if flights.len() >= ex.aimd.limit() {
+                    break;
+                }
+                // A show's batches go in order: a later one never overtakes one in flight.
+                if ex.flying.contains(&b.id) || ex.shows.contains(&b.show_id) {
+                    continue;
+                }
+                if !ex.budget.take(Instant::now()) {
+                    budget_blocked = true;
+                    shared.board.export.budget_waits.fetch_add(1, Relaxed);
+                    break;
+                }
+                ex.flying.insert(b.id);
+                ex.shows.insert(b.show_id.clone());
+                shared.board.export.in_flight.fetch_add(1, Relaxed);
+                let exporter = shared.plugins().exporter.clone();
+                let (id, show) = (b.id, b.show_id.clone());
+                let task = flights.spawn(async move {
+                    let batch = export_batch(&b);
+                    let started = Instant::now();
+                    let result = exporter.export(&batch).await;
+                    Flight {
+                        batch: b,
+                        result,
+                        elapsed: started.elapsed(),
+                    }
+                });
+                ex.tasks.insert(task.id(), (id, show));
             }
         }
-        let held = hold_until
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or_default();
-        if due.len() >= 64 && held.is_zero() {
-            continue;
+        // Waiting for the budget: a due batch could not go, or episodes wait to be batched.
+        let budget_short = budget_blocked || (probe.items > 0 && ex.budget.limited());
+        ex.publish(&shared, Instant::now(), budget_short);
+
+        // 3. Sleep until something can change: a request finishes, new work, a retry or the
+        //    budget comes due, the outbox may have settled, or shutdown.
+        let now = Instant::now();
+        let mut wait = Duration::from_secs(60);
+        if let Some(t) = ex.coalesce.next_check(now, window, cap) {
+            wait = wait.min(t);
         }
-        let wait = match shared.store.next_batch_at() {
-            Ok(Some(t)) => Duration::from_millis((t - now_millis()).clamp(0, 60_000) as u64),
-            _ => Duration::from_secs(60),
+        if let Some(h) = ex.held(now) {
+            wait = wait.min(h);
+        } else if budget_blocked || (probe.items > 0 && slots == 0) {
+            wait = wait.min(ex.budget.next_slot(now));
         }
-        .max(held);
+        // With requests in flight their answers wake the loop; the scan of every batch for
+        // the next retry is for when none is (a drain of thousands would read them all on
+        // every answer otherwise).
+        let next_retry = if flights.is_empty() {
+            shared.store.next_batch_at()
+        } else {
+            Ok(None)
+        };
+        if let Ok(Some(t)) = next_retry {
+            let d = t - now_millis();
+            // A batch due now but not sent waits for a flight to finish (or the budget, above).
+            if d > 0 {
+                wait = wait.min(Duration::from_millis(d as u64));
+            } else if flights.is_empty() && !budget_blocked && ex.held(now).is_none() {
+                wait = wait.min(Duration::from_millis(1));
+            }
+        }
         tokio::select! {
+            Some(done) = flights.join_next_with_id(), if !flights.is_empty() => {
+                landed(&shared, &mut ex, done, &cfg).await;
+            }
             _ = shared.wake.export.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }
     }
+    // Let requests already sent be answered and recorded; what is left is sent again later.
+    let cfg = shared.config().outbox.clone();
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while !flights.is_empty() {
+        match tokio::time::timeout_at(deadline, flights.join_next_with_id()).await {
+            Ok(Some(done)) => landed(&shared, &mut ex, done, &cfg).await,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    flights.abort_all();
+    shared.board.export.in_flight.store(0, Relaxed);
+}
+
+/// One request's outcome, back from its task.
+struct Flight {
+    batch: Batch,
+    result: Result<ExportReceipt, PluginError>,
+    elapsed: Duration,
+}
+
+fn export_batch(b: &Batch) -> ExportBatch {
+    ExportBatch {
+        show_id: b.show_id.clone(),
+        idempotency_key: b.idempotency_key.clone(),
+        episodes: b
+            .items
+            .iter()
+            .map(|i| ExportEpisode {
+                season: i.season,
+                episode: i.episode,
+                watched_at: i.watched_at,
+            })
+            .collect(),
+    }
+}
+
+/// A request's task ended: record its outcome, or free its show if the task failed (the
+/// batch stays due and goes again with its key).
+async fn landed(
+    shared: &Shared,
+    ex: &mut Planner,
+    done: Result<(tokio::task::Id, Flight), tokio::task::JoinError>,
+    outbox: &OutboxConfig,
+) {
+    match done {
+        Ok((id, f)) => {
+            ex.tasks.remove(&id);
+            finish(shared, ex, f, outbox).await;
+        }
+        Err(e) => {
+            if let Some((batch, show)) = ex.tasks.remove(&e.id()) {
+                ex.flying.remove(&batch);
+                ex.shows.remove(&show);
+                shared.board.export.in_flight.fetch_sub(1, Relaxed);
+                tracing::error!(show_id = %show, error = %e, "export request task failed; the batch goes again");
+            }
+        }
+    }
+}
+
+/// Record how a request went: the store, metrics, the in-flight window and holds.
+async fn finish(shared: &Shared, ex: &mut Planner, f: Flight, outbox: &OutboxConfig) {
+    let b = &f.batch;
+    ex.flying.remove(&b.id);
+    ex.shows.remove(&b.show_id);
+    let board = &shared.board.export;
+    board.in_flight.fetch_sub(1, Relaxed);
+    board.latency.observe(f.elapsed);
+    let ms = f.elapsed.as_secs_f64() * 1000.0;
+    let outcome = match f.result {
+        Ok(r) => {
+            ex.aimd.on_answer(f.elapsed, Instant::now());
+            shared.note_tracker(None);
+            tracing::info!(show_id = %b.show_id, episodes = b.items.len(), marked = r.marked, already_watched = r.already_watched, unknown = r.unknown.len(), ms, "exported");
+            shared.board.metrics.exports_delivered.fetch_add(1, Relaxed);
+            BatchOutcome::Delivered {
+                marked: r.marked,
+                already: r.already_watched,
+            }
+        }
+        Err(e) if e.is_transient() => {
+            // A failing or refusing tracker: fewer requests at once, wider batches.
+            ex.aimd.on_pushback(Instant::now());
+            shared.note_tracker_error(&e);
+            if let Some(ra) = e.retry_after {
+                // A Retry-After is the tracker asking for quiet, not a verdict on one batch:
+                // until it passes no batch at all is sent.
+                let until = Instant::now() + ra;
+                ex.hold_until = Some(ex.hold_until.map_or(until, |h| h.max(until)));
+            }
+            let d = backoff(b.attempts + 1, outbox.initial_backoff, outbox.max_backoff)
+                .max(e.retry_after.unwrap_or_default());
+            tracing::warn!(show_id = %b.show_id, attempt = b.attempts + 1, retry_in_s = d.as_secs(), error = %e, "export failed; will retry");
+            let m = &shared.board.metrics;
+            if b.attempts + 1 >= outbox.max_attempts {
+                &m.exports_dead
+            } else {
+                &m.exports_retried
+            }
+            .fetch_add(1, Relaxed);
+            BatchOutcome::Transient {
+                error: failure_text(&e),
+                retry_at_ms: now_millis() + d.as_millis() as i64,
+            }
+        }
+        Err(e) => {
+            shared.note_tracker_error(&e);
+            tracing::error!(show_id = %b.show_id, error = %e, "export refused; moved to the dead letter");
+            shared.board.metrics.exports_dead.fetch_add(1, Relaxed);
+            BatchOutcome::Permanent {
+                error: failure_text(&e),
+            }
+        }
+    };
+    // The activity row names the tracker show as well as the Plex one.
+    let tracker_title = shared
+        .catalogue()
+        .and_then(|c| c.get(&b.show_id).map(|s| s.title.clone()));
+    if let Err(e) = shared
+        .store
+        .finish_batch_titled(b.id, outcome, outbox.max_attempts, ms, tracker_title)
+        .await
+    {
+        tracing::error!(show_id = %b.show_id, error = %e, "cannot record export result");
+    }
 }
 
 /// An export failure as the activity row and the dead letter show it: a refused key says
 /// what to do (`plexsync secret set tracker-key`) instead of the tracker's raw answer.
-fn failure_text(e: &plexsync_plugin_api::PluginError) -> String {
+fn failure_text(e: &PluginError) -> String {
     crate::health::tracker_error_text(e)
+}
+
+/// The exporter's working state between rounds.
+#[derive(Default)]
+struct Planner {
+    coalesce: Coalescer,
+    budget: Budget,
+    aimd: Aimd,
+    /// No request before this (a Retry-After).
+    hold_until: Option<Instant>,
+    /// Batches and shows with a request in flight, and which task carries which batch (so a
+    /// task that panicked still frees its show).
+    flying: HashSet<u64>,
+    shows: HashSet<String>,
+    tasks: HashMap<tokio::task::Id, (u64, String)>,
+    /// The last search for full batches: when, and the newest outbox id then.
+    full_scan: Option<(Instant, u64)>,
+}
+
+impl Planner {
+    /// How long exports are still held by a Retry-After.
+    fn held(&mut self, now: Instant) -> Option<Duration> {
+        match self.hold_until {
+            Some(t) if t > now => Some(t - now),
+            _ => {
+                self.hold_until = None;
+                None
+            }
+        }
+    }
+
+    /// Show the budget state on the board for `status`.
+    fn publish(&mut self, shared: &Shared, now: Instant, backlog: bool) {
+        let unix_in = |d: Duration| now_secs() + d.as_secs_f64().ceil() as i64;
+        let (waiting_until, waiting_for) = match self.held(now) {
+            Some(d) => (Some(unix_in(d)), Some("tracker")),
+            None if backlog && self.budget.available(now) == 0 => {
+                (Some(unix_in(self.budget.next_slot(now))), Some("budget"))
+            }
+            None => (None, None),
+        };
+        let view = BudgetView {
+            waiting_until,
+            waiting_for,
+            available_now: self.budget.available(now).min(u32::MAX as usize) as u64,
+            in_flight_limit: self.aimd.limit(),
+        };
+        if let Ok(mut g) = shared.board.export.view.lock() {
+            *g = view;
+        }
+    }
+}
+
+/// What the coalescing allows to be formed this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Everything waiting, part-full batches too.
+    All,
+    /// Only full batches: more of the same shows is still arriving.
+    FullOnly,
+    Nothing,
+}
+
+/// Tells a burst (or a backfill) from a lone play by watching the unbatched outbox grow.
+#[derive(Debug, Default)]
+struct Coalescer {
+    /// The newest outbox id seen (ids only grow).
+    newest: Option<u64>,
+    last_growth: Option<Instant>,
+    /// Set while plays keep arriving: when part-full batches started waiting.
+    busy_since: Option<Instant>,
+    /// A backfill runs: part-full batches wait for its end.
+    holding: bool,
+}
+
+impl Coalescer {
+    /// Look at the outbox and decide. `window` zero turns coalescing off; `hold` (a backfill
+    /// runs) keeps part-full batches waiting from its first play on.
+    fn observe(
+        &mut self,
+        now: Instant,
+        probe: OutboxProbe,
+        window: Duration,
+        cap: Duration,
+        hold: bool,
+    ) -> Form {
+        self.holding = hold;
+        if probe.newest_id > self.newest {
+            // Several new at one look is a burst too, however late this look came (a busy
+            // machine can leave the exporter asleep past the window).
+            let several = self.newest.is_some()
+                && probe.newest_id.unwrap_or(0) > self.newest.unwrap_or(0) + 1;
+            self.newest = probe.newest_id;
+            // Arrivals within a window of each other are one burst; the first play after a
+            // quiet window goes at once (a lone play is not kept waiting).
+            let streak = several || self.last_growth.is_some_and(|t| now - t < window);
+            self.last_growth = Some(now);
+            if streak || hold {
+                self.busy_since.get_or_insert(now);
+            } else {
+                self.busy_since = None;
+            }
+        }
+        if probe.items == 0 {
+            self.busy_since = None;
+            return Form::Nothing;
+        }
+        if window.is_zero() {
+            self.busy_since = None;
+            return Form::All;
+        }
+        match (self.busy_since, self.last_growth) {
+            (Some(since), Some(last)) => {
+                // Still at rest after a window, and nothing left to resolve: a resolver slowed
+                // by a busy machine is not the end of the burst (the cap still bounds it).
+                let settled = !hold && now - last >= window && probe.resolving == 0;
+                if settled || now - since >= cap {
+                    self.busy_since = None;
+                    Form::All
+                } else {
+                    Form::FullOnly
+                }
+            }
+            _ => Form::All,
+        }
+    }
+
+    /// When to look again while part-full batches wait.
+    fn next_check(&self, now: Instant, window: Duration, cap: Duration) -> Option<Duration> {
+        let since = self.busy_since?;
+        if self.holding {
+            // A backfill's end has no wake-up of its own: look now and then.
+            return Some((since + cap).saturating_duration_since(now).min(HOLD_POLL));
+        }
+        let last = self.last_growth.unwrap_or(since);
+        let at = (last + window).min(since + cap).max(now);
+        // Never spin: a window of a few ms is checked at most every millisecond.
+        Some((at - now).max(Duration::from_millis(1)))
+    }
+}
+
+/// Sliding-window request budget (per minute and per hour); limits of 0 are off.
+#[derive(Debug, Default)]
+struct Budget {
+    per_minute: u32,
+    per_hour: u32,
+    /// Send times within the longest window in use.
+    sent: VecDeque<Instant>,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl Budget {
+    fn set_limits(&mut self, per_minute: u32, per_hour: u32) {
+        self.per_minute = per_minute;
+        self.per_hour = per_hour;
+    }
+
+    fn limited(&self) -> bool {
+        self.per_minute > 0 || self.per_hour > 0
+    }
+
+    fn prune(&mut self, now: Instant) {
+        let keep = if self.per_hour > 0 { HOUR } else { MINUTE };
+        while self.sent.front().is_some_and(|t| now - *t >= keep) {
+            self.sent.pop_front();
+        }
+    }
+
+    fn in_last(&self, now: Instant, w: Duration) -> usize {
+        self.sent.iter().rev().take_while(|t| now - **t < w).count()
+    }
+
+    /// Requests that may go now.
+    fn available(&mut self, now: Instant) -> usize {
+        self.prune(now);
+        let mut n = usize::MAX;
+        if self.per_minute > 0 {
+            n = n.min((self.per_minute as usize).saturating_sub(self.in_last(now, MINUTE)));
+        }
+        if self.per_hour > 0 {
+            n = n.min((self.per_hour as usize).saturating_sub(self.in_last(now, HOUR)));
+        }
+        n
+    }
+
+    /// Use one request of the budget, if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        if self.available(now) == 0 {
+            return false;
+        }
+        if self.limited() {
+            self.sent.push_back(now);
+        }
+        true
+    }
+
+    /// How long until a request may go again.
+    fn next_slot(&mut self, now: Instant) -> Duration {
+        if self.available(now) > 0 {
+            return Duration::ZERO;
+        }
+        let mut wait = Duration::ZERO;
+        for (limit, w) in [(self.per_minute, MINUTE), (self.per_hour, HOUR)] {
+            let n = self.in_last(now, w);
+            if limit > 0 && n >= limit as usize {
+                // The window frees a slot when its oldest request in it ages out.
+                let i = self.sent.len() - n + (n - limit as usize);
+                if let Some(t) = self.sent.get(i) {
+                    wait = wait.max((*t + w).saturating_duration_since(now));
+                }
+            }
+        }
+        wait.max(Duration::from_millis(1))
+    }
+}
+
+/// The in-flight window: additive increase on fast answers, halved on a failure or an answer
+/// much slower than usual (at most once a second), between 1 and `max`.
+#[derive(Debug)]
+struct Aimd {
+    window: f64,
+    max: usize,
+    /// Recent answer times (ms) of successful requests: the usual latency.
+    recent: VecDeque<f64>,
+    last_cut: Option<Instant>,
+}
+
+impl Default for Aimd {
+    fn default() -> Self {
+        Aimd {
+            window: 2.0,
+            max: 2,
+            recent: VecDeque::new(),
+            last_cut: None,
+        }
+    }
+}
+
+/// An answer this much slower than the usual (median) one counts as the tracker struggling,
+/// with an absolute floor so a fast tracker's jitter (2 ms → 9 ms) is not mistaken for it.
+const SLOW_FACTOR: f64 = 4.0;
+const SLOW_FLOOR_MS: f64 = 250.0;
+const RECENT: usize = 32;
+
+impl Aimd {
+    fn limit(&self) -> usize {
+        (self.window.floor() as usize).clamp(1, self.max.max(1))
+    }
+
+    fn backing_off(&self) -> bool {
+        self.limit() < self.max
+    }
+
+    /// The coalescing window while backing off: wider the fewer requests may fly.
+    fn widen(&self, window: Duration) -> Duration {
+        window.mul_f64(self.max.max(1) as f64 / self.limit() as f64)
+    }
+
+    fn usual_ms(&self) -> Option<f64> {
+        if self.recent.len() < 8 {
+            return None;
+        }
+        let mut v: Vec<f64> = self.recent.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    }
+
+    fn on_answer(&mut self, took: Duration, now: Instant) {
+        let ms = took.as_secs_f64() * 1000.0;
+        let slow = self
+            .usual_ms()
+            .is_some_and(|u| ms > (u * SLOW_FACTOR).max(u + SLOW_FLOOR_MS));
+        if slow {
+            self.cut(now);
+        } else {
+            self.window = (self.window + 1.0 / self.window.max(1.0)).min(self.max as f64);
+        }
+        self.recent.push_back(ms);
+        if self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+    }
+
+    fn on_pushback(&mut self, now: Instant) {
+        self.cut(now);
+    }
+
+    fn cut(&mut self, now: Instant) {
+        // Answers to requests sent before the last cut say nothing new about it.
+        if self
+            .last_cut
+            .is_some_and(|t| now - t < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_cut = Some(now);
+        self.window = (self.window.min(self.max as f64) / 2.0).max(1.0);
+    }
+}
+
+/// `export_budget` for `/api/status`: limits, the wait, and the backlog at the allowed pace.
+pub fn budget_status(shared: &Shared) -> ExportBudget {
+    let view = shared
+        .board
+        .export
+        .view
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
+    let cfg = shared.config().outbox.clone();
+    let configured = cfg.max_requests_per_minute > 0 || cfg.max_requests_per_hour > 0;
+    let limited = configured || view.waiting_until.is_some();
+    let backlog = if limited {
+        shared.store.backlog_requests(cfg.batch_size).unwrap_or(0)
+    } else {
+        0
+    };
+    let wait_left = view
+        .waiting_until
+        .map(|t| (t - now_secs()).max(0) as u64)
+        .unwrap_or(0);
+    let eta = limited.then(|| {
+        let nonzero = |n: u32| (n > 0).then_some(n);
+        let pace = [
+            nonzero(cfg.max_requests_per_minute).map(|n| f64::from(n) / 60.0),
+            nonzero(cfg.max_requests_per_hour).map(|n| f64::from(n) / 3600.0),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(f64::min);
+        let beyond = backlog.saturating_sub(view.available_now);
+        match pace {
+            Some(per_s) if beyond > 0 => wait_left.max((beyond as f64 / per_s).ceil() as u64),
+            _ => wait_left,
+        }
+    });
+    ExportBudget {
+        limited,
+        per_minute: (cfg.max_requests_per_minute > 0).then_some(cfg.max_requests_per_minute),
+        per_hour: (cfg.max_requests_per_hour > 0).then_some(cfg.max_requests_per_hour),
+        waiting_until: view.waiting_until,
+        waiting_for: view.waiting_for.map(str::to_string),
+        backlog_requests: backlog,
+        backlog_eta_secs: eta.filter(|_| backlog > 0),
+        in_flight_limit: if view.in_flight_limit == 0 {
+            cfg.max_in_flight
+        } else {
+            view.in_flight_limit
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(items: u64, newest: u64) -> OutboxProbe {
+        OutboxProbe {
+            items,
+            newest_id: Some(newest),
+            resolving: 0,
+        }
+    }
+
+    #[test]
+    fn a_late_look_at_many_new_items_or_plays_still_resolving_is_still_a_burst() {
+        let mut c = Coalescer::default();
+        let t = Instant::now();
+        assert_eq!(c.observe(t, probe(1, 1), W, CAP, false), Form::All);
+        // Asleep well past the window, then 30 new items at once: a burst, not a lone play.
+        let late = t + Duration::from_millis(500);
+        assert_eq!(
+            c.observe(late, probe(30, 31), W, CAP, false),
+            Form::FullOnly
+        );
+        // Quiet outbox, but plays still wait for the resolver: keep waiting.
+        let mut p = probe(30, 31);
+        p.resolving = 5;
+        assert_eq!(c.observe(late + W * 2, p, W, CAP, false), Form::FullOnly);
+        p.resolving = 0;
+        assert_eq!(c.observe(late + W * 3, p, W, CAP, false), Form::All);
+    }
+
+    const W: Duration = Duration::from_millis(20);
+    const CAP: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn a_lone_play_goes_at_once() {
+        let mut c = Coalescer::default();
+        let t = Instant::now();
+        assert_eq!(c.observe(t, probe(1, 1), W, CAP, false), Form::All);
+        assert_eq!(c.next_check(t, W, CAP), None);
+        // Much later, another lone play: at once again.
+        let t2 = t + Duration::from_secs(5);
+        assert_eq!(c.observe(t2, probe(1, 2), W, CAP, false), Form::All);
+    }
+
+    #[test]
+    fn a_burst_waits_for_the_outbox_to_settle_then_sends_everything() {
+        let mut c = Coalescer::default();
+        let t = Instant::now();
+        assert_eq!(c.observe(t, probe(1, 1), W, CAP, false), Form::All);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            c.observe(t + ms(5), probe(3, 4), W, CAP, false),
+            Form::FullOnly
+        );
+        assert_eq!(
+            c.observe(t + ms(15), probe(9, 10), W, CAP, false),
+            Form::FullOnly
+        );
+        assert_eq!(c.next_check(t + ms(15), W, CAP), Some(ms(20)));
+        // Nothing new for a window: part-full batches go.
+        assert_eq!(
+            c.observe(t + ms(36), probe(9, 10), W, CAP, false),
+            Form::All
+        );
+        assert_eq!(c.next_check(t + ms(36), W, CAP), None);
+    }
+
+    #[test]
+    fn a_stream_that_never_settles_is_capped() {
+        let mut c = Coalescer::default();
+        let t = Instant::now();
+        c.observe(t, probe(1, 1), W, CAP, false);
+        let mut sent_all = 0;
+        for i in 1..=300u64 {
+            let f = c.observe(
+                t + Duration::from_millis(10 * i),
+                probe(i, i + 1),
+                W,
+                CAP,
+                false,
+            );
+            if f == Form::All {
+                sent_all += 1;
+            }
+        }
+        // 3 s of arrivals every 10 ms: the 2 s cap lets part-full batches go once.
+        assert_eq!(sent_all, 1);
+    }
+
+    #[test]
+    fn a_backfill_holds_part_full_batches_until_it_ends() {
+        let mut c = Coalescer::default();
+        let t = Instant::now();
+        assert_eq!(
+            c.observe(t, probe(5, 5), W, BACKFILL_HOLD, true),
+            Form::FullOnly
+        );
+        // A pause between pages is no reason to send while the backfill runs.
+        let later = t + Duration::from_millis(200);
+        assert_eq!(
+            c.observe(later, probe(5, 5), W, BACKFILL_HOLD, true),
+            Form::FullOnly
+        );
+        // It ended: settled after a window.
+        let end = later + Duration::from_millis(30);
+        assert_eq!(c.observe(end, probe(5, 5), W, CAP, false), Form::All);
+    }
+
+    #[test]
+    fn zero_window_sends_everything_at_once() {
+        let mut c = Coalescer::default();
+        let t = Instant::now();
+        for i in 1..5 {
+            assert_eq!(
+                c.observe(t, probe(i, i), Duration::ZERO, CAP, false),
+                Form::All
+            );
+        }
+        assert_eq!(
+            c.observe(t, probe(0, 4), Duration::ZERO, CAP, false),
+            Form::Nothing
+        );
+    }
+
+    #[test]
+    fn budget_counts_sliding_windows() {
+        let mut b = Budget::default();
+        let t = Instant::now();
+        assert!(!b.limited());
+        assert_eq!(b.available(t), usize::MAX);
+        b.set_limits(10, 0);
+        for _ in 0..10 {
+            assert!(b.take(t));
+        }
+        assert!(!b.take(t));
+        assert_eq!(b.next_slot(t), MINUTE);
+        let later = t + MINUTE;
+        assert_eq!(b.available(later), 10);
+        // Per hour as well: the tighter one wins.
+        let mut b = Budget::default();
+        b.set_limits(10, 12);
+        for _ in 0..10 {
+            assert!(b.take(t));
+        }
+        assert_eq!(b.available(t + MINUTE), 2);
+        for _ in 0..2 {
+            assert!(b.take(t + MINUTE));
+        }
+        assert_eq!(b.available(t + MINUTE * 2), 0);
+        assert_eq!(b.next_slot(t + MINUTE * 2), HOUR - MINUTE * 2);
+    }
+
+    #[test]
+    fn aimd_halves_on_pushback_and_grows_back() {
+        let mut a = Aimd {
+            window: 4.0,
+            max: 4,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        a.on_pushback(t);
+        assert_eq!(a.limit(), 2);
+        // A second failure of the same moment does not cut again.
+        a.on_pushback(t + Duration::from_millis(10));
+        assert_eq!(a.limit(), 2);
+        assert!(a.backing_off());
+        assert_eq!(a.widen(W), W * 2);
+        for i in 0..20 {
+            a.on_answer(Duration::from_millis(5), t + Duration::from_millis(20 + i));
+        }
+        assert_eq!(a.limit(), 4);
+        // A very slow answer against the usual 5 ms: back off.
+        a.on_answer(Duration::from_millis(900), t + Duration::from_secs(3));
+        assert_eq!(a.limit(), 2);
+    }
 }

@@ -7,7 +7,7 @@
 //! same transaction that records where it went — a crash at any point leaves it pending.
 
 mod catalogue;
-mod export;
+pub mod export;
 mod resolve;
 
 pub use catalogue::catalogue_task;

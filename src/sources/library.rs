@@ -193,7 +193,12 @@ pub async fn sync(shared: &Shared, req: &SyncRequest) -> SyncStatus {
     if progress(shared).is_none_or(|st| !st.running) {
         mark_started(shared, req.dry_run);
     }
-    let result = run(shared, req).await;
+    // While the walk produces plays, the exporter holds part-full batches for fuller ones
+    // (one request per show instead of one per page).
+    let result = {
+        let _bulk = (!req.dry_run).then(|| shared.board.export.bulk_import());
+        run(shared, req).await
+    };
     set_progress(shared, |st| {
         st.running = false;
         st.finished_at = Some(now_secs());

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::ops::{get_json, put_activity, watched_key};
 use super::*;
@@ -21,55 +21,130 @@ pub enum BatchOutcome {
     Permanent { error: String },
 }
 
+/// Which waiting outbox items [`Store::form_batches_with`] turns into batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormPlan {
+    /// Only batches of exactly `batch_size` episodes; part-full ones stay in the outbox.
+    pub full_only: bool,
+    /// At most this many batches (the fullest first).
+    pub max_batches: usize,
+}
+
+impl FormPlan {
+    pub const ALL: FormPlan = FormPlan {
+        full_only: false,
+        max_batches: usize::MAX,
+    };
+}
+
+/// See [`Store::outbox_probe`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxProbe {
+    pub items: u64,
+    pub newest_id: Option<u64>,
+    /// Plays still waiting for resolution: more may be about to arrive.
+    pub resolving: u64,
+}
+
 impl Store {
     /// Move waiting outbox items into batches of at most `batch_size` episodes per show, each
     /// with a fresh idempotency key that every attempt of that batch will reuse.
     pub async fn form_batches(&self, batch_size: usize) -> Result<usize> {
+        self.form_batches_with(batch_size, FormPlan::ALL).await
+    }
+
+    /// [`form_batches`](Self::form_batches) as the exporter plans it: only full batches while
+    /// plays keep arriving (`full_only`; the rest of a show waits in the outbox for more), and
+    /// at most `max_batches` (the fullest first, then the oldest) when the request budget is
+    /// short. A show's items always go in queue order: its first chunk is at least as full
+    /// and older than the next, so a later chunk is never taken without the earlier one.
+    /// Items not taken stay in the outbox, unbatched: a batch, once formed, never changes.
+    pub async fn form_batches_with(&self, batch_size: usize, plan: FormPlan) -> Result<usize> {
+        let size = batch_size.max(1);
         self.write(move |txn| {
             let mut outbox = txn.open_table(OUTBOX)?;
-            let mut by_show: BTreeMap<String, Vec<OutboxItem>> = BTreeMap::new();
-            let mut ids = Vec::new();
+            let mut by_show: BTreeMap<String, Vec<(u64, OutboxItem)>> = BTreeMap::new();
             for row in outbox.iter()? {
                 let (id, v) = row?;
                 let item: OutboxItem = decode(v.value())?;
-                ids.push(id.value());
-                by_show.entry(item.show_id.clone()).or_default().push(item);
+                by_show
+                    .entry(item.show_id.clone())
+                    .or_default()
+                    .push((id.value(), item));
             }
-            if ids.is_empty() {
+            let mut chunks: Vec<&[(u64, OutboxItem)]> = Vec::new();
+            for items in by_show.values() {
+                chunks.extend(
+                    items
+                        .chunks(size)
+                        .filter(|c| !plan.full_only || c.len() == size),
+                );
+            }
+            chunks.sort_by_key(|c| (std::cmp::Reverse(c.len()), c[0].0));
+            chunks.truncate(plan.max_batches);
+            if chunks.is_empty() {
                 return Ok(0);
             }
-            for id in ids {
-                outbox.remove(id)?;
-            }
-            drop(outbox);
-            let now = now_millis();
-            let mut formed = 0;
-            for (show_id, items) in by_show {
-                for chunk in items.chunks(batch_size.max(1)) {
-                    let id = next_seq(txn, "batch")?;
-                    let key = crate::secrets::hex(
-                        &crate::secrets::random_bytes::<16>()
-                            .map_err(|e| StoreError::Storage(e.to_string()))?,
-                    );
-                    let b = Batch {
-                        id,
-                        show_id: show_id.clone(),
-                        idempotency_key: key,
-                        items: chunk.to_vec(),
-                        attempts: 0,
-                        next_attempt_at: now,
-                        last_error: None,
-                        created_at: now_secs(),
-                        activity_id: None,
-                    };
-                    txn.open_table(BATCHES)?
-                        .insert(id, encode(&b)?.as_slice())?;
-                    formed += 1;
+            for c in &chunks {
+                for (id, _) in c.iter() {
+                    outbox.remove(*id)?;
                 }
             }
-            Ok(formed)
+            drop(outbox);
+            // Batch ids follow queue order, so a show's batches are sent oldest first.
+            chunks.sort_by_key(|c| c[0].0);
+            let now = now_millis();
+            let mut batches = txn.open_table(BATCHES)?;
+            for chunk in &chunks {
+                let id = next_seq(txn, "batch")?;
+                let key = crate::secrets::hex(
+                    &crate::secrets::random_bytes::<16>()
+                        .map_err(|e| StoreError::Storage(e.to_string()))?,
+                );
+                let b = Batch {
+                    id,
+                    show_id: chunk[0].1.show_id.clone(),
+                    idempotency_key: key,
+                    items: chunk.iter().map(|(_, i)| i.clone()).collect(),
+                    attempts: 0,
+                    next_attempt_at: now,
+                    last_error: None,
+                    created_at: now_secs(),
+                    activity_id: None,
+                };
+                batches.insert(id, encode(&b)?.as_slice())?;
+            }
+            Ok(chunks.len())
         })
         .await
+    }
+
+    /// A cheap look at the unbatched outbox for the exporter's coalescing: how many items wait
+    /// and the newest item's id (ids only grow, so a larger one means more arrived).
+    pub fn outbox_probe(&self) -> Result<OutboxProbe> {
+        self.read(|txn| {
+            let t = txn.open_table(OUTBOX)?;
+            Ok(OutboxProbe {
+                items: t.len()?,
+                newest_id: t.last()?.map(|(k, _)| k.value()),
+                resolving: txn.open_table(PENDING)?.len()?,
+            })
+        })
+    }
+
+    /// Requests the backlog needs at least: every formed batch, plus each show's unbatched
+    /// items in batches of `batch_size` (for the budget's time estimate).
+    pub fn backlog_requests(&self, batch_size: usize) -> Result<u64> {
+        self.read(|txn| {
+            let mut per_show: BTreeMap<String, u64> = BTreeMap::new();
+            for row in txn.open_table(OUTBOX)?.iter()? {
+                let item: OutboxItem = decode(row?.1.value())?;
+                *per_show.entry(item.show_id).or_default() += 1;
+            }
+            let size = batch_size.max(1) as u64;
+            let unbatched: u64 = per_show.values().map(|n| n.div_ceil(size)).sum();
+            Ok(txn.open_table(BATCHES)?.len()? + unbatched)
+        })
     }
 
     /// Batches whose next attempt is due.
@@ -471,5 +546,65 @@ mod tests {
         assert!(list[0].dead);
         assert_eq!(list[0].batch.attempts, 1);
         assert_eq!(list[0].batch.last_error.as_deref(), Some("422"));
+    }
+
+    #[tokio::test]
+    async fn planned_forming_keeps_show_order_and_leaves_the_rest_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        // Show "a": 5 episodes, show "b": 2, queued interleaved.
+        let mut id = 0;
+        for (show, n) in [("a", 5u32), ("b", 2)] {
+            for e in 0..n {
+                id += 1;
+                let mut p = play(1000 + id as i64);
+                p.episode = e + 1;
+                p.show.rating_key = Some(format!("rk-{show}"));
+                s.ingest_play(p, act(), 300).await.unwrap();
+                let m = Resolution::Mapped {
+                    show_id: show.into(),
+                    mapping: None,
+                };
+                s.apply_resolution(id, m).await.unwrap();
+            }
+        }
+        assert_eq!(s.outbox_probe().unwrap().items, 7);
+        assert_eq!(s.backlog_requests(2).unwrap(), 3 + 1);
+        // Only full batches of 2: a gets two, b one; a's fifth episode waits.
+        let full = FormPlan {
+            full_only: true,
+            max_batches: usize::MAX,
+        };
+        assert_eq!(s.form_batches_with(2, full).await.unwrap(), 3);
+        let probe = s.outbox_probe().unwrap();
+        assert_eq!(probe.items, 1);
+        let batches = s.due_batches(i64::MAX, 10).unwrap();
+        let eps = |show: &str| -> Vec<Vec<u32>> {
+            batches
+                .iter()
+                .filter(|b| b.show_id == show)
+                .map(|b| b.items.iter().map(|i| i.episode).collect())
+                .collect()
+        };
+        assert_eq!(eps("a"), vec![vec![1, 2], vec![3, 4]]);
+        assert_eq!(eps("b"), vec![vec![1, 2]]);
+        // A limited plan takes the fullest first; the lone leftover goes last.
+        assert_eq!(
+            s.form_batches_with(
+                2,
+                FormPlan {
+                    full_only: false,
+                    max_batches: 1
+                }
+            )
+            .await
+            .unwrap(),
+            1
+        );
+        assert_eq!(s.outbox_probe().unwrap().items, 0);
+        assert_eq!(s.form_batches(2).await.unwrap(), 0);
+        let last = s.due_batches(i64::MAX, 10).unwrap().pop().unwrap();
+        assert_eq!((last.show_id.as_str(), last.items.len()), ("a", 1));
+        assert_eq!(last.items[0].episode, 5);
     }
 }

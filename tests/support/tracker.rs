@@ -41,6 +41,51 @@ pub struct TrackerState {
     pub requests: usize,
     pub next_id: u64,
     pub expected_key: Option<String>,
+    /// Watched POSTs being answered right now, the most at once, and how often two of the
+    /// same show overlapped (issue 15: bounded in flight, one request per show at a time).
+    pub in_flight: usize,
+    pub max_in_flight: usize,
+    pub shows_in_flight: HashMap<String, usize>,
+    pub same_show_overlaps: usize,
+}
+
+/// Counts a watched POST as in flight until its answer is made (every return path).
+struct InFlight {
+    st: Arc<Mutex<TrackerState>>,
+    show: String,
+}
+
+impl InFlight {
+    fn enter(st: &Arc<Mutex<TrackerState>>, path: &str) -> InFlight {
+        let show = path
+            .trim_end_matches("/watched")
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let mut s = st.lock().unwrap();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        let n = s.shows_in_flight.entry(show.clone()).or_default();
+        *n += 1;
+        if *n > 1 {
+            s.same_show_overlaps += 1;
+        }
+        InFlight {
+            st: st.clone(),
+            show,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.st.lock().unwrap_or_else(|p| p.into_inner());
+        s.in_flight -= 1;
+        if let Some(n) = s.shows_in_flight.get_mut(&self.show) {
+            *n -= 1;
+        }
+    }
 }
 
 pub struct FakeTracker {
@@ -94,6 +139,8 @@ async fn handle(
     st: Arc<Mutex<TrackerState>>,
     seen: Seen,
 ) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let _in_flight = (seen.method == "POST" && seen.path.ends_with("/watched"))
+        .then(|| InFlight::enter(&st, &seen.path));
     let fault = {
         let mut s = st.lock().unwrap();
         s.requests += 1;
