@@ -220,9 +220,6 @@ pub struct OutboxConfig {
     pub coalesce_max: Duration,
     /// Tracker requests at most in flight at once (never two of the same show).
     pub max_in_flight: usize,
-    /// Export requests per minute / per hour the tracker allows; 0 = no limit.
-    pub max_requests_per_minute: u32,
-    pub max_requests_per_hour: u32,
 }
 
 impl Default for OutboxConfig {
@@ -235,8 +232,6 @@ impl Default for OutboxConfig {
             coalesce: Duration::from_millis(20),
             coalesce_max: Duration::from_secs(5),
             max_in_flight: 2,
-            max_requests_per_minute: 0,
-            max_requests_per_hour: 0,
         }
     }
 }
@@ -354,6 +349,10 @@ pub struct TrackerConfig {
     pub plugin: PluginTable,
     /// How often the catalogue is fetched again.
     pub catalogue_refresh: Duration,
+    /// Export requests per minute / per hour the tracker allows (its API key's budget);
+    /// 0 = no limit. Host keys: the exporter plans within them, whatever the plugin.
+    pub max_requests_per_minute: u32,
+    pub max_requests_per_hour: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -468,9 +467,30 @@ impl Config {
                         ));
                     }
                 };
+                let mut budget = |name: &str| -> Result<u32, ConfigError> {
+                    let key = format!("tracker.{name}");
+                    match t.remove(name) {
+                        None => Ok(0),
+                        Some(toml::Value::Integer(n)) if (0..=i64::from(u32::MAX)).contains(&n) => {
+                            Ok(n as u32)
+                        }
+                        Some(v) => Err(err(
+                            &key,
+                            format!(
+                                "expected {}, got {}",
+                                expected_for(&key).unwrap_or("a whole number"),
+                                describe_toml(&v)
+                            ),
+                        )),
+                    }
+                };
+                let max_requests_per_minute = budget("max_requests_per_minute")?;
+                let max_requests_per_hour = budget("max_requests_per_hour")?;
                 TrackerConfig {
                     plugin: plugin_table(t, "tracker", "tracker", &err)?,
                     catalogue_refresh: refresh,
+                    max_requests_per_minute,
+                    max_requests_per_hour,
                 }
             }
         };
@@ -865,7 +885,7 @@ fn expected_for(key: &str) -> Option<&'static str> {
         "outbox.max_attempts" => "a whole number of attempts, e.g. 10",
         "outbox.batch_size" => "a whole number of episodes from 1 to 10000",
         "outbox.max_in_flight" => "a whole number of requests from 1 to 64",
-        "outbox.max_requests_per_minute" | "outbox.max_requests_per_hour" => {
+        "tracker.max_requests_per_minute" | "tracker.max_requests_per_hour" => {
             "a whole number of requests (0 turns the limit off)"
         }
         "poll.page_size" => "a whole number of rows from 1 to 5000",
@@ -1165,7 +1185,11 @@ mod tests {
         let keys: Vec<_> = crate::settings::settings(&base)
             .into_iter()
             .filter(|s| !s.key.starts_with("matchers[") && s.key != "tracker.kind")
-            .filter(|s| !s.key.starts_with("tracker.") || s.key == "tracker.catalogue_refresh")
+            .filter(|s| {
+                !s.key.starts_with("tracker.")
+                    || s.key == "tracker.catalogue_refresh"
+                    || s.key.starts_with("tracker.max_requests_per_")
+            })
             .collect();
         assert!(keys.len() > 35, "{}", keys.len());
         let wrong: &[(&str, &str)] = &[

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// `export_budget` of `GET /api/status`: whether exports are limited (a configured
-/// `[outbox] max_requests_per_*`, or the tracker asked to wait), until when they wait, and
+/// `[tracker] max_requests_per_*`, or the tracker asked to wait), until when they wait, and
 /// roughly how long the backlog will take at that pace.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExportBudget {
@@ -26,6 +26,9 @@ pub struct ExportBudget {
     /// Why: `budget` (the configured limit is used up) or `tracker` (its Retry-After).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// What the tracker announced of its own budget with its last answer (rate-limit headers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracker: Option<TrackerBudget>,
     /// Requests the backlog needs at least (formed batches + each show's waiting episodes).
     #[serde(default)]
     pub backlog_requests: u64,
@@ -35,6 +38,17 @@ pub struct ExportBudget {
     /// Requests allowed in flight right now (lower while the tracker is slow or pushes back).
     #[serde(default)]
     pub in_flight_limit: usize,
+}
+
+/// The tracker's budget as stated by its `RateLimit-*` / `X-RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerBudget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Requests left (less those sent since it said so).
+    pub remaining: u64,
+    /// Unix seconds: when its window resets.
+    pub reset_at: i64,
 }
 
 /// The exporter's figures on the status board: `/metrics` and `status` read them.
@@ -72,6 +86,7 @@ impl ExportBoard {
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct BudgetView {
+    pub(crate) tracker: Option<TrackerBudget>,
     pub(crate) waiting_until: Option<i64>,
     pub(crate) waiting_for: Option<&'static str>,
     pub(crate) available_now: u64,

@@ -77,6 +77,27 @@ pub fn settings(cfg: &Config) -> Vec<SettingView> {
         },
         hidden: false,
     });
+    for (key, n) in [
+        (
+            "tracker.max_requests_per_minute",
+            cfg.tracker.max_requests_per_minute,
+        ),
+        (
+            "tracker.max_requests_per_hour",
+            cfg.tracker.max_requests_per_hour,
+        ),
+    ] {
+        out.push(SettingView {
+            key: key.into(),
+            value: Value::from(n),
+            source: if in_file(key) {
+                SettingSource::File
+            } else {
+                SettingSource::Default
+            },
+            hidden: false,
+        });
+    }
     plugin(
         &mut out,
         "tracker",

@@ -61,6 +61,11 @@ struct World {
 /// `shows` shows in Plex and the tracker (tracker id `s<n>`), the daemon with `outbox` lines
 /// in its `[outbox]` table.
 async fn world(shows: usize, outbox: &str) -> World {
+    world_with(shows, outbox, "").await
+}
+
+/// [`world`], with keys for the `[tracker]` table too.
+async fn world_with(shows: usize, outbox: &str, tracker_keys: &str) -> World {
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
     let plex = FakePlex::start(
@@ -84,6 +89,7 @@ async fn world(shows: usize, outbox: &str) -> World {
     let cfg_text = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n")
         .replace("[server]\n", "[server]\nwebhook_rate_limit = 0\n")
         .replace("[outbox]\n", &format!("[outbox]\n{outbox}\n"))
+        .replace("[tracker]\n", &format!("[tracker]\n{tracker_keys}\n"))
         .replace("level = \"debug\"", "level = \"info\"");
     std::fs::write(dir.path().join("plexsync.toml"), &cfg_text).unwrap();
     let out = daemon::cli(
@@ -274,7 +280,7 @@ async fn a_budget_of_10_a_minute_sends_a_backlog_in_few_full_batches_and_status_
     if samples().is_none() {
         return;
     }
-    let w = Arc::new(world(13, "batch_size = 10\nmax_requests_per_minute = 10").await);
+    let w = Arc::new(world_with(13, "batch_size = 10", "max_requests_per_minute = 10").await);
     // Ten lone plays use up the minute's budget.
     for s in 0..10 {
         w.post(s, 1).await;
@@ -373,4 +379,35 @@ async fn a_429_with_retry_after_holds_every_export_then_delivery_recovers() {
     let st = w.daemon.status().await;
     assert!(st["export_budget"]["waiting_until"].is_null(), "{st}");
     assert_eq!(st["export_budget"]["limited"], json!(false), "{st}");
+}
+
+/// A tracker whose API key allows 4 requests per 3 s window and says so in `X-RateLimit-*`
+/// headers, with no budget configured here: the exporter learns the budget from the answers,
+/// waits for the window's reset instead of running into 429s, and status shows it waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_that_announces_its_budget_is_never_overrun() {
+    if samples().is_none() {
+        return;
+    }
+    let w = Arc::new(world(12, "").await);
+    w.tracker.set_budget(4, Duration::from_secs(3));
+    // Twelve shows at once: twelve batches, three windows' worth.
+    w.burst(12, 1, 3).await;
+    let st = status_where(&w.daemon, "the wait for the tracker's budget", |s| {
+        s["export_budget"]["tracker"]["remaining"] == json!(0)
+            && s["export_budget"]["waiting_for"] == json!("budget")
+    })
+    .await;
+    assert_eq!(st["export_budget"]["limited"], json!(true), "{st}");
+    assert_eq!(st["export_budget"]["tracker"]["limit"], json!(4), "{st}");
+    assert!(
+        st["export_budget"]["backlog_eta_secs"].as_u64().is_some(),
+        "{st}"
+    );
+    let out = w.daemon.cli(&["status"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the tracker allows 0 of 4 more"), "{text}");
+    w.arrived(12).await;
+    assert_eq!(w.tracker.over_budget(), 0, "requests past the budget");
+    assert_eq!(w.tracker.posts().len(), 12);
 }

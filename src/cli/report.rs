@@ -68,6 +68,19 @@ fn export_budget_line(b: &plexsync::api::ExportBudget) -> String {
     } else {
         format!("budget {}", limits.join(", "))
     };
+    if let Some(t) = b.tracker {
+        let reset = (t.reset_at - plexsync::model::now_secs()).max(0);
+        let of = t.limit.map(|l| format!(" of {l}")).unwrap_or_default();
+        out.push_str(&format!(
+            "; the tracker allows {}{of} more, reset in {}",
+            t.remaining,
+            if reset >= 120 {
+                format!("{} min", (reset + 59) / 60)
+            } else {
+                format!("{reset} s")
+            }
+        ));
+    }
     if let Some(t) = b.waiting_until {
         let why = match b.waiting_for.as_deref() {
             Some("tracker") => "the tracker asked to wait (429)",

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use plexsync_plugin_api::{ExportBatch, ExportEpisode, ExportReceipt, PluginError};
+use plexsync_plugin_api::{ExportBatch, ExportEpisode, ExportReceipt, PluginError, RateLimit};
 use tokio::task::JoinSet;
 
 use crate::config::OutboxConfig;
@@ -54,13 +54,16 @@ pub async fn exporter_task(shared: Arc<Shared>) {
         if *shutdown.borrow() {
             break;
         }
-        let cfg = shared.config().outbox.clone();
+        let config = shared.config();
+        let cfg = config.outbox.clone();
         while let Some(done) = flights.try_join_next_with_id() {
             landed(&shared, &mut ex, done, &cfg).await;
         }
         let now = Instant::now();
-        ex.budget
-            .set_limits(cfg.max_requests_per_minute, cfg.max_requests_per_hour);
+        ex.budget.set_limits(
+            config.tracker.max_requests_per_minute,
+            config.tracker.max_requests_per_hour,
+        );
         ex.aimd.max = cfg.max_in_flight.max(1);
         let held = ex.held(now);
 
@@ -271,6 +274,13 @@ async fn finish(shared: &Shared, ex: &mut Planner, f: Flight, outbox: &OutboxCon
     board.in_flight.fetch_sub(1, Relaxed);
     board.latency.observe(f.elapsed);
     let ms = f.elapsed.as_secs_f64() * 1000.0;
+    let stated = match &f.result {
+        Ok(r) => r.rate_limit,
+        Err(e) => e.rate_limit,
+    };
+    if let Some(rl) = stated {
+        ex.budget.learn(&rl, ex.flying.len(), Instant::now());
+    }
     let outcome = match f.result {
         Ok(r) => {
             ex.aimd.on_answer(f.elapsed, Instant::now());
@@ -374,7 +384,16 @@ impl Planner {
             }
             None => (None, None),
         };
+        let unix_at = |t: Instant| now_secs() + t.saturating_duration_since(now).as_secs() as i64;
         let view = BudgetView {
+            tracker: self
+                .budget
+                .learned(now)
+                .map(|l| crate::export_board::TrackerBudget {
+                    limit: l.limit,
+                    remaining: l.remaining,
+                    reset_at: unix_at(l.reset_at),
+                }),
             waiting_until,
             waiting_for,
             available_now: self.budget.available(now).min(u32::MAX as usize) as u64,
@@ -474,14 +493,28 @@ impl Coalescer {
     }
 }
 
-/// Sliding-window request budget (per minute and per hour); limits of 0 are off.
+/// Sliding-window request budget (per minute and per hour; limits of 0 are off), and what
+/// the tracker itself announced with its last answer (rate-limit headers).
 #[derive(Debug, Default)]
 struct Budget {
     per_minute: u32,
     per_hour: u32,
     /// Send times within the longest window in use.
     sent: VecDeque<Instant>,
+    learned: Option<Learned>,
 }
+
+/// The tracker's own budget as its last answer stated it: requests left until a reset.
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    limit: Option<u64>,
+    remaining: u64,
+    reset_at: Instant,
+}
+
+/// A tracker that says how many requests are left but not when they come back: assume a
+/// minute, the shortest window rate limiters use, rather than stopping for good.
+const UNSTATED_RESET: Duration = Duration::from_secs(60);
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -493,7 +526,36 @@ impl Budget {
     }
 
     fn limited(&self) -> bool {
-        self.per_minute > 0 || self.per_hour > 0
+        self.per_minute > 0 || self.per_hour > 0 || self.learned.is_some()
+    }
+
+    /// Take in what the tracker said of its budget with an answer. Requests still in flight
+    /// were sent after the tracker counted, so they come off what it says is left.
+    fn learn(&mut self, rl: &RateLimit, in_flight: usize, now: Instant) {
+        let Some(remaining) = rl.remaining else {
+            return;
+        };
+        let mut said = Learned {
+            limit: rl.limit,
+            remaining: remaining.saturating_sub(in_flight as u64),
+            reset_at: now + rl.reset_after.unwrap_or(UNSTATED_RESET),
+        };
+        // Answers land out of order: within a window that has not reset here, an older answer
+        // (more left) must not undo what later answers and our own sends counted down.
+        if let Some(known) = self.learned(now) {
+            said.remaining = said.remaining.min(known.remaining);
+            said.reset_at = said.reset_at.max(known.reset_at);
+        }
+        self.learned = Some(said);
+    }
+
+    /// The tracker's stated budget while its window lasts (afterwards it is full again until
+    /// the next answer says otherwise).
+    fn learned(&mut self, now: Instant) -> Option<Learned> {
+        if self.learned.is_some_and(|l| l.reset_at <= now) {
+            self.learned = None;
+        }
+        self.learned
     }
 
     fn prune(&mut self, now: Instant) {
@@ -517,6 +579,9 @@ impl Budget {
         if self.per_hour > 0 {
             n = n.min((self.per_hour as usize).saturating_sub(self.in_last(now, HOUR)));
         }
+        if let Some(l) = self.learned(now) {
+            n = n.min(usize::try_from(l.remaining).unwrap_or(usize::MAX));
+        }
         n
     }
 
@@ -525,8 +590,11 @@ impl Budget {
         if self.available(now) == 0 {
             return false;
         }
-        if self.limited() {
+        if self.per_minute > 0 || self.per_hour > 0 {
             self.sent.push_back(now);
+        }
+        if let Some(l) = self.learned.as_mut() {
+            l.remaining = l.remaining.saturating_sub(1);
         }
         true
     }
@@ -546,6 +614,9 @@ impl Budget {
                     wait = wait.max((*t + w).saturating_duration_since(now));
                 }
             }
+        }
+        if let Some(l) = self.learned(now).filter(|l| l.remaining == 0) {
+            wait = wait.max(l.reset_at.saturating_duration_since(now));
         }
         wait.max(Duration::from_millis(1))
     }
@@ -644,9 +715,14 @@ pub fn budget_status(shared: &Shared) -> ExportBudget {
         .lock()
         .map(|g| g.clone())
         .unwrap_or_default();
-    let cfg = shared.config().outbox.clone();
-    let configured = cfg.max_requests_per_minute > 0 || cfg.max_requests_per_hour > 0;
-    let limited = configured || view.waiting_until.is_some();
+    let config = shared.config();
+    let cfg = &config.outbox;
+    let (per_minute, per_hour) = (
+        config.tracker.max_requests_per_minute,
+        config.tracker.max_requests_per_hour,
+    );
+    let configured = per_minute > 0 || per_hour > 0;
+    let limited = configured || view.waiting_until.is_some() || view.tracker.is_some();
     let backlog = if limited {
         shared.store.backlog_requests(cfg.batch_size).unwrap_or(0)
     } else {
@@ -659,24 +735,31 @@ pub fn budget_status(shared: &Shared) -> ExportBudget {
     let eta = limited.then(|| {
         let nonzero = |n: u32| (n > 0).then_some(n);
         let pace = [
-            nonzero(cfg.max_requests_per_minute).map(|n| f64::from(n) / 60.0),
-            nonzero(cfg.max_requests_per_hour).map(|n| f64::from(n) / 3600.0),
+            nonzero(per_minute).map(|n| f64::from(n) / 60.0),
+            nonzero(per_hour).map(|n| f64::from(n) / 3600.0),
         ]
         .into_iter()
         .flatten()
         .reduce(f64::min);
         let beyond = backlog.saturating_sub(view.available_now);
-        match pace {
+        let ours = match pace {
             Some(per_s) if beyond > 0 => wait_left.max((beyond as f64 / per_s).ceil() as u64),
             _ => wait_left,
-        }
+        };
+        // More than the tracker has left waits for its window to reset at least.
+        let theirs = view
+            .tracker
+            .filter(|t| backlog > t.remaining)
+            .map_or(0, |t| (t.reset_at - now_secs()).max(0) as u64);
+        ours.max(theirs)
     });
     ExportBudget {
         limited,
-        per_minute: (cfg.max_requests_per_minute > 0).then_some(cfg.max_requests_per_minute),
-        per_hour: (cfg.max_requests_per_hour > 0).then_some(cfg.max_requests_per_hour),
+        per_minute: (per_minute > 0).then_some(per_minute),
+        per_hour: (per_hour > 0).then_some(per_hour),
         waiting_until: view.waiting_until,
         waiting_for: view.waiting_for.map(str::to_string),
+        tracker: view.tracker,
         backlog_requests: backlog,
         backlog_eta_secs: eta.filter(|_| backlog > 0),
         in_flight_limit: if view.in_flight_limit == 0 {
@@ -810,6 +893,40 @@ mod tests {
             c.observe(t, probe(0, 4), Duration::ZERO, CAP, false),
             Form::Nothing
         );
+    }
+
+    #[test]
+    fn the_trackers_stated_budget_is_spent_and_waited_for_and_not_undone_by_a_late_answer() {
+        let now = Instant::now();
+        let mut b = Budget::default();
+        assert!(!b.limited());
+        let said = |remaining, reset| RateLimit {
+            limit: Some(4),
+            remaining: Some(remaining),
+            reset_after: Some(Duration::from_secs(reset)),
+        };
+        // The later answer first (1 left, another request in flight): nothing may go.
+        b.learn(&said(2, 3), 1, now);
+        assert!(b.limited());
+        assert!(b.take(now));
+        assert_eq!(b.available(now), 0);
+        // The earlier answer (3 left) lands late: still nothing, until the reset.
+        b.learn(&said(3, 3), 0, now);
+        assert_eq!(b.available(now), 0);
+        assert!(b.next_slot(now) >= Duration::from_millis(2900));
+        let after = now + Duration::from_secs(3);
+        assert_eq!(b.available(after), usize::MAX, "full again after the reset");
+        assert!(!b.limited());
+        // Only a count without a reset: a minute.
+        b.learn(
+            &RateLimit {
+                remaining: Some(0),
+                ..Default::default()
+            },
+            0,
+            after,
+        );
+        assert_eq!(b.next_slot(after), UNSTATED_RESET);
     }
 
     #[test]

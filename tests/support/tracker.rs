@@ -47,6 +47,20 @@ pub struct TrackerState {
     pub max_in_flight: usize,
     pub shows_in_flight: HashMap<String, usize>,
     pub same_show_overlaps: usize,
+    /// A rate limiter like a real tracker's API keys have (see [`FakeTracker::set_budget`]).
+    pub budget: Option<FakeBudget>,
+    /// Watched POSTs refused by that limiter.
+    pub over_budget: usize,
+}
+
+/// A fixed-window limit on watched POSTs, announced with `X-RateLimit-*` on every answer;
+/// past it a 429 that says when the window resets but has no `Retry-After`.
+#[derive(Debug, Clone)]
+pub struct FakeBudget {
+    pub limit: u64,
+    pub window: Duration,
+    used: u64,
+    started: Option<std::time::Instant>,
 }
 
 /// Counts a watched POST as in flight until its answer is made (every return path).
@@ -133,9 +147,72 @@ impl FakeTracker {
     pub fn set_sticky(&self, f: Option<Fault>) {
         self.state.lock().unwrap().sticky = f;
     }
+
+    /// Allow `limit` watched POSTs per `window` (fixed windows from the first request).
+    pub fn set_budget(&self, limit: u64, window: Duration) {
+        self.state.lock().unwrap().budget = Some(FakeBudget {
+            limit,
+            window,
+            used: 0,
+            started: None,
+        });
+    }
+
+    pub fn over_budget(&self) -> usize {
+        self.state.lock().unwrap().over_budget
+    }
+}
+
+/// Count a watched POST against the budget: `Some((allowed, remaining, reset secs))`.
+fn spend(st: &Arc<Mutex<TrackerState>>) -> Option<(bool, u64, u64, u64)> {
+    let mut s = st.lock().unwrap();
+    let b = s.budget.as_mut()?;
+    let now = std::time::Instant::now();
+    let started = *b.started.get_or_insert(now);
+    let started = if now - started >= b.window {
+        b.used = 0;
+        b.started = Some(now);
+        now
+    } else {
+        started
+    };
+    let allowed = b.used < b.limit;
+    if allowed {
+        b.used += 1;
+    }
+    let reset = (started + b.window - now).as_secs_f64().ceil() as u64;
+    let out = (allowed, b.limit, b.limit - b.used, reset);
+    if !allowed {
+        s.over_budget += 1;
+    }
+    Some(out)
 }
 
 async fn handle(
+    st: Arc<Mutex<TrackerState>>,
+    seen: Seen,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let watched = seen.method == "POST" && seen.path.ends_with("/watched");
+    let budget = if watched { spend(&st) } else { None };
+    let mut r = match budget {
+        Some((false, ..)) => {
+            let mut s = st.lock().unwrap();
+            s.requests += 1;
+            s.watched_posts.push(seen.clone());
+            respond(429, "application/json", "{\"error\":\"rate limited\"}")
+        }
+        _ => handle_inner(st, seen).await,
+    };
+    if let Some((_, limit, remaining, reset)) = budget {
+        let h = r.headers_mut();
+        h.insert("x-ratelimit-limit", limit.into());
+        h.insert("x-ratelimit-remaining", remaining.into());
+        h.insert("x-ratelimit-reset", reset.into());
+    }
+    r
+}
+
+async fn handle_inner(
     st: Arc<Mutex<TrackerState>>,
     seen: Seen,
 ) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {

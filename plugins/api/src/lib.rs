@@ -41,7 +41,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Version of this contract; bumped on any breaking change so the host can refuse a plugin
 /// built against another one.
 /// 2: `probe` on the traits; config errors carry their key path in [`PluginError::key`] only.
-pub const API_VERSION: u32 = 2;
+/// 3: [`RateLimit`] on [`ExportReceipt::rate_limit`] and [`PluginError::rate_limit`].
+pub const API_VERSION: u32 = 3;
 
 /// What a failure means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +69,8 @@ pub struct PluginError {
     /// point at its line. Unset: the error is about the table as a whole (or a secret).
     /// [`PluginContext::parse_config`] sets it from the deserializer's path.
     pub key: Option<String>,
+    /// What the remote said of its request budget on this (refused) answer, if anything.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl PluginError {
@@ -77,6 +80,7 @@ impl PluginError {
             message: message.into(),
             retry_after: None,
             key: None,
+            rate_limit: None,
         }
     }
     pub fn permanent(message: impl Into<String>) -> Self {
@@ -85,6 +89,7 @@ impl PluginError {
             message: message.into(),
             retry_after: None,
             key: None,
+            rate_limit: None,
         }
     }
     pub fn config(message: impl Into<String>) -> Self {
@@ -93,6 +98,7 @@ impl PluginError {
             message: message.into(),
             retry_after: None,
             key: None,
+            rate_limit: None,
         }
     }
     /// Name the config key at fault.
@@ -102,6 +108,10 @@ impl PluginError {
     }
     pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
         self.retry_after = after;
+        self
+    }
+    pub fn with_rate_limit(mut self, rate_limit: Option<RateLimit>) -> Self {
+        self.rate_limit = rate_limit;
         self
     }
     pub fn is_transient(&self) -> bool {
@@ -344,6 +354,44 @@ pub struct ExportReceipt {
     pub already_watched: u64,
     /// Episodes the tracker does not know (season, episode).
     pub unknown: Vec<(u32, u32)>,
+    /// What the tracker said of its request budget with this answer (rate-limit headers), so
+    /// the host plans the next requests within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A remote's request budget as it announced it (`RateLimit-*` / `X-RateLimit-*` headers,
+/// read by [`values::parse_rate_limit`]): every field is optional because servers send any
+/// subset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Requests allowed in the current window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Requests left in the current window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// Until the window resets (and `remaining` is back to `limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub reset_after: Option<Duration>,
+}
+
+/// `Option<Duration>` as whole seconds on the wire (the exec plugin's JSON lines).
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_secs))
+    }
 }
 
 /// A show to create in the tracker.

@@ -330,6 +330,55 @@ pub fn parse_retry_after(value: &str, now: SystemTime, max: Duration) -> Option<
     Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(max))
 }
 
+/// A remote's announced request budget from its response headers, by `header(name)` (any
+/// case): the IETF draft's `RateLimit-Limit` / `RateLimit-Remaining` / `RateLimit-Reset`
+/// (reset in seconds), its newer combined `RateLimit: limit=100, remaining=7, reset=30`, and
+/// the widespread `X-RateLimit-*` (whose reset is seconds, or a Unix time when it is one —
+/// GitHub's form). Resets are clamped to `max`; None when no header says anything usable.
+pub fn parse_rate_limit<'h>(
+    header: impl Fn(&str) -> Option<&'h str>,
+    now: SystemTime,
+    max: Duration,
+) -> Option<crate::RateLimit> {
+    let num = |v: &str| -> Option<u64> {
+        // A list (`100, 100;w=3600`) names the tightest window first.
+        let first = v.split([',', ';']).next()?.trim();
+        first.parse::<u64>().ok()
+    };
+    let reset = |v: &str| -> Option<Duration> {
+        let n = num(v)?;
+        // Seconds until reset, unless it can only be a Unix time (past 2001-09-09).
+        let secs = if n >= 1_000_000_000 {
+            let unix = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+            n.saturating_sub(unix)
+        } else {
+            n
+        };
+        Some(Duration::from_secs(secs).min(max))
+    };
+    let mut rl = crate::RateLimit::default();
+    if let Some(v) = header("ratelimit") {
+        for item in v.split([',', ';']) {
+            let Some((k, val)) = item.split_once('=') else {
+                continue;
+            };
+            match k.trim().to_ascii_lowercase().as_str() {
+                "limit" => rl.limit = num(val),
+                "remaining" | "r" => rl.remaining = num(val),
+                "reset" | "t" => rl.reset_after = reset(val),
+                _ => {}
+            }
+        }
+    }
+    for prefix in ["ratelimit-", "x-ratelimit-"] {
+        let h = |name: &str| header(&format!("{prefix}{name}"));
+        rl.limit = rl.limit.or_else(|| h("limit").and_then(num));
+        rl.remaining = rl.remaining.or_else(|| h("remaining").and_then(num));
+        rl.reset_after = rl.reset_after.or_else(|| h("reset").and_then(reset));
+    }
+    (rl != crate::RateLimit::default()).then_some(rl)
+}
+
 /// An HTTP-date for `at` (tests and fakes that send `Retry-After`).
 pub fn fmt_http_date(at: SystemTime) -> String {
     httpdate::fmt_http_date(at)
@@ -568,5 +617,67 @@ mod tests {
             parse_base_url("http://user:hunter2@tracker.example/", "tracker-key").unwrap_err();
         assert!(!why.contains("hunter2"), "{why}");
         assert!(why.contains("plexsync secret set tracker-key"), "{why}");
+    }
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use std::collections::HashMap;
+    use std::time::{Duration, SystemTime};
+
+    use super::parse_rate_limit;
+    use crate::RateLimit;
+
+    fn parse(headers: &[(&str, &str)]) -> Option<RateLimit> {
+        let h: HashMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        parse_rate_limit(
+            |n| h.get(n).map(String::as_str),
+            now,
+            Duration::from_secs(86_400),
+        )
+    }
+
+    #[test]
+    fn every_header_form() {
+        let want = Some(RateLimit {
+            limit: Some(100),
+            remaining: Some(7),
+            reset_after: Some(Duration::from_secs(30)),
+        });
+        let ietf = [
+            ("RateLimit-Limit", "100"),
+            ("RateLimit-Remaining", "7"),
+            ("RateLimit-Reset", "30"),
+        ];
+        assert_eq!(parse(&ietf), want);
+        assert_eq!(
+            parse(&[("RateLimit", "limit=100, remaining=7, reset=30")]),
+            want
+        );
+        let x = [
+            ("X-RateLimit-Limit", "100"),
+            ("X-RateLimit-Remaining", "7"),
+            ("X-RateLimit-Reset", "1800000030"),
+        ];
+        assert_eq!(parse(&x), want, "a Unix-time reset");
+        let policy = [
+            ("RateLimit-Limit", "100, 100;w=3600"),
+            ("RateLimit-Remaining", "7"),
+        ];
+        assert_eq!(parse(&policy).unwrap().limit, Some(100));
+    }
+
+    #[test]
+    fn nothing_usable_is_none_and_resets_are_clamped() {
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&[("X-RateLimit-Remaining", "many")]), None);
+        let far = parse(&[("X-RateLimit-Reset", "999999999")]).unwrap();
+        assert_eq!(far.reset_after, Some(Duration::from_secs(86_400)));
+        let past = parse(&[("X-RateLimit-Reset", "1700000000")]).unwrap();
+        assert_eq!(past.reset_after, Some(Duration::ZERO));
     }
 }

@@ -7,7 +7,8 @@
 use std::error::Error as _;
 use std::time::{Duration, SystemTime};
 
-use plexsync_plugin_api::values::parse_retry_after;
+use plexsync_plugin_api::RateLimit;
+use plexsync_plugin_api::values::{parse_rate_limit, parse_retry_after};
 use plexsync_plugin_api::{ErrorClass, PluginError, Secret};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -37,6 +38,16 @@ pub(crate) fn status_class(status: StatusCode) -> ErrorClass {
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
     parse_retry_after(value, now, MAX_RETRY_AFTER)
+}
+
+/// What the tracker announced of its request budget (`RateLimit-*`, `X-RateLimit-*`), by
+/// the plugin API's one parser; resets clamped like a Retry-After.
+pub(crate) fn rate_limit(headers: &HeaderMap, now: SystemTime) -> Option<RateLimit> {
+    parse_rate_limit(
+        |name| headers.get(name).and_then(|v| v.to_str().ok()),
+        now,
+        MAX_RETRY_AFTER,
+    )
 }
 
 /// Removes the tracker key from text that leaves the plugin. A tracker (or a proxy in front

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use plexsync_plugin_api::{
     BoxFuture, CatalogShow, ErrorClass, ExportBatch, ExportReceipt, Exporter, NewShow,
-    PluginContext, PluginError,
+    PluginContext, PluginError, RateLimit,
 };
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
@@ -159,6 +159,18 @@ impl TrackerExporter {
         call: &Call,
         request: RequestBuilder,
     ) -> Result<(StatusCode, Vec<u8>), PluginError> {
+        self.send_limited(call, request)
+            .await
+            .map(|(status, body, _)| (status, body))
+    }
+
+    /// [`Self::send`], with what the tracker said of its request budget (on a refusal it
+    /// rides on the error).
+    async fn send_limited(
+        &self,
+        call: &Call,
+        request: RequestBuilder,
+    ) -> Result<(StatusCode, Vec<u8>, Option<RateLimit>), PluginError> {
         let mut response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -167,10 +179,11 @@ impl TrackerExporter {
             }
         };
         let status = response.status();
+        let rate_limit = error::rate_limit(response.headers(), SystemTime::now());
 
         if status.is_success() {
             return match read_limited(&mut response, SUCCESS_BODY_LIMIT).await {
-                Ok((body, false)) => Ok((status, body)),
+                Ok((body, false)) => Ok((status, body, rate_limit)),
                 Ok((_, true)) => Err(self.fail(
                     ErrorClass::Permanent,
                     format!(
@@ -216,7 +229,10 @@ impl TrackerExporter {
             ),
             None => format!("{}: HTTP {status}: {snippet}", call.label),
         };
-        Err(self.fail(class, message).with_retry_after(retry_after))
+        Err(self
+            .fail(class, message)
+            .with_retry_after(retry_after)
+            .with_rate_limit(rate_limit))
     }
 
     /// Decode a 2xx body; a body that is not the endpoint's JSON is permanent (retrying
@@ -301,9 +317,12 @@ impl TrackerExporter {
             .post(call.url.clone())
             .header(IDEMPOTENCY_KEY, idempotency)
             .json(&wire::WatchedRequest { episodes });
-        let (status, body) = self.send(&call, request).await?;
+        let (status, body, rate_limit) = self.send_limited(&call, request).await?;
         let answer: wire::WatchedResponse = self.decode(&call, status, &body)?;
-        Ok(answer.into())
+        Ok(ExportReceipt {
+            rate_limit,
+            ..answer.into()
+        })
     }
 
     async fn create_show_impl(&self, show: &NewShow) -> Result<String, PluginError> {

@@ -51,6 +51,7 @@ impl From<WatchedResponse> for ExportReceipt {
                 .into_iter()
                 .map(|e| (e.season, e.episode))
                 .collect(),
+            rate_limit: None,
         }
     }
 }

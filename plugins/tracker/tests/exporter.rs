@@ -204,6 +204,7 @@ async fn export_sends_headers_and_the_exact_body_and_parses_the_receipt() {
             marked: 1,
             already_watched: 1,
             unknown: vec![(0, 1)],
+            rate_limit: None,
         }
     );
 
@@ -427,6 +428,38 @@ async fn status_408_and_500_are_transient() {
             .unwrap_err();
         assert_eq!(err.class, ErrorClass::Transient, "{status}: {err}");
     }
+}
+
+#[tokio::test]
+async fn rate_limit_headers_ride_on_the_receipt_and_on_a_refusal() {
+    let tracker = fake(|_| {
+        Reply::json(200, receipt_json())
+            .header("x-ratelimit-limit", "100")
+            .header("x-ratelimit-remaining", "41")
+            .header("x-ratelimit-reset", "1200")
+    })
+    .await;
+    let exp = exporter(&tracker.url, Some(KEY));
+    let receipt = exp.export(&batch("42")).await.unwrap();
+    assert_eq!(
+        receipt.rate_limit,
+        Some(plexsync_plugin_api::RateLimit {
+            limit: Some(100),
+            remaining: Some(41),
+            reset_after: Some(Duration::from_secs(1200)),
+        })
+    );
+    let tracker = fake(|_| {
+        Reply::text(429, "slow down")
+            .header("ratelimit-remaining", "0")
+            .header("ratelimit-reset", "90")
+    })
+    .await;
+    let exp = exporter(&tracker.url, Some(KEY));
+    let err = exp.export(&batch("42")).await.unwrap_err();
+    let rl = err.rate_limit.expect("the refusal's budget");
+    assert_eq!(rl.remaining, Some(0));
+    assert_eq!(rl.reset_after, Some(Duration::from_secs(90)));
 }
 
 #[tokio::test]
