@@ -411,3 +411,43 @@ async fn a_tracker_that_announces_its_budget_is_never_overrun() {
     assert_eq!(w.tracker.over_budget(), 0, "requests past the budget");
     assert_eq!(w.tracker.posts().len(), 12);
 }
+
+/// Backpressure: a tracker whose answers turn slow (or 503) gets fewer requests at once, and
+/// as many as configured again once it is fast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowing_tracker_gets_fewer_requests_at_once_then_more_again() {
+    if samples().is_none() {
+        return;
+    }
+    let w = Arc::new(world(40, "max_in_flight = 4").await);
+    let limit = |st: &Value| st["export_budget"]["in_flight_limit"].as_u64();
+    // Usual latency first: ten fast answers.
+    for s in 0..10 {
+        w.post(s, 1).await;
+        w.arrived(s + 1).await;
+    }
+    assert_eq!(limit(&w.daemon.status().await), Some(4));
+    // Slow answers (and a 503): the window narrows.
+    w.tracker
+        .set_sticky(Some(Fault::Hang(Duration::from_millis(700))));
+    w.tracker.push_fault(Fault::Status(503, None));
+    w.burst(30, 1, 2).await;
+    let st = status_where(&w.daemon, "a narrower in-flight window", |s| {
+        limit(s).is_some_and(|n| n < 4)
+    })
+    .await;
+    assert!(limit(&st).unwrap() >= 1, "{st}");
+    // Fast again: everything arrives and the window grows back to the configured 4.
+    w.tracker.set_sticky(None);
+    w.arrived(30).await;
+    for e in 2..=4 {
+        w.burst(40, e, 4).await;
+        if limit(&w.daemon.status().await) == Some(4) {
+            break;
+        }
+    }
+    status_where(&w.daemon, "the window back at 4", |s| limit(s) == Some(4)).await;
+    let t = w.tracker.state.lock().unwrap();
+    assert_eq!(t.same_show_overlaps, 0);
+    assert!(t.max_in_flight <= 4, "{}", t.max_in_flight);
+}
