@@ -3,13 +3,13 @@
 # scratch worktree, then runs each benchmark alternately against the old binary
 # (BENCH_BIN=…) and this checkout's, ROUNDS times, so both see the same machine load.
 #
-#   benches/side_by_side.sh OLD_REV [bench …]        (default benches: burst webhook_ingest
+#   scripts/side-by-side.sh OLD_REV [bench …]        (default benches: burst webhook_ingest
 #                                                      footprint backfill export)
 # env: ROUNDS (2), OUT (side_by_side.log), plus each bench's own BENCH_* variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ]; then
-  echo "usage: benches/side_by_side.sh OLD_REV [bench …]" >&2
+  echo "usage: scripts/side-by-side.sh OLD_REV [bench …]" >&2
   exit 1
 fi
 old_rev=$1
