@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use support::{BIN, Daemon, cores, env_usize, load_average, mb, ms};
+use support::{bin, Daemon, cores, env_usize, load_average, mb, ms};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -29,7 +29,7 @@ async fn main() {
     let cfg_text = support::config(&fake, "", "enabled = false");
     std::fs::write(&cfg, &cfg_text).unwrap();
 
-    let seed = Command::new(BIN)
+    let seed = Command::new(bin())
         .args(["backfill", "--since", "2000-01-01", "--json", "--config"])
         .arg(&cfg)
         .env_remove("RUST_LOG")
@@ -38,7 +38,7 @@ async fn main() {
         .output()
         .unwrap();
     let seeded: serde_json::Value = serde_json::from_slice(&seed.stdout).unwrap_or_default();
-    let status = Command::new(BIN)
+    let status = Command::new(bin())
         .args(["status", "--json", "--config"])
         .arg(&cfg)
         .output()

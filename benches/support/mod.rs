@@ -24,6 +24,13 @@ use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_plexsync");
 
+/// The daemon binary under test: this build's, or `BENCH_BIN` (an older release's, for
+/// scripts/side-by-side.sh).
+pub fn bin() -> &'static str {
+    static B: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    B.get_or_init(|| std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.to_string()))
+}
+
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -331,7 +338,7 @@ impl Daemon {
         let _ = std::fs::remove_file(&notify_path);
         let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
         let spawned = Instant::now();
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&cfg_path)
             .env_remove("RUST_LOG")
