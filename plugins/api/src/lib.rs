@@ -317,6 +317,26 @@ pub trait Matcher: Send + Sync {
         let _ = (text, year, limit);
         Vec::new()
     }
+    /// More names for catalogue shows this plugin can name other ways (an outside source's
+    /// alternative titles and translations): `(show id, names)` for some of `shows`, any
+    /// order, shows without new names left out. The host asks every matcher in the
+    /// background after each catalogue load or refresh (and after a reload), in slices of
+    /// the catalogue, merges the names into [`CatalogShow::alt_titles`] and hands the
+    /// enriched catalogue to every matcher with [`Matcher::set_catalogue`]. Such names find
+    /// candidates, never mappings.
+    ///
+    /// It may be slow (rate-limited outside calls) and should cache what it learns, so a
+    /// second pass over the same shows costs no request. An error ends the host's pass (it
+    /// keeps what earlier slices answered and asks again after the next refresh or reload),
+    /// so a plugin should skip a show it cannot name rather than fail the whole slice.
+    /// Default: nothing to add.
+    fn alt_titles<'a>(
+        &'a self,
+        shows: &'a [CatalogShow],
+    ) -> BoxFuture<'a, Result<Vec<(String, Vec<String>)>, PluginError>> {
+        let _ = shows;
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// One episode in an export batch.

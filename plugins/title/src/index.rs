@@ -275,6 +275,22 @@ impl TitleIndex {
                 ));
                 idx.add_key(show_no, "", v, true, &mut words, &mut compact);
             }
+            // Names from outside sources (TMDB alternative titles, translations): extra keys
+            // like the ones above, so they find the show and never map it.
+            for name in &show.alt_titles {
+                let name: String = name.chars().take(MAX_TITLE_CHARS).collect();
+                let v = normalize(&name);
+                if v.words.is_empty() || seen.iter().any(|s| s.0 == v.words) {
+                    continue;
+                }
+                seen.push((
+                    v.words.clone(),
+                    v.country,
+                    v.marks.clone(),
+                    v.generic_suffix,
+                ));
+                idx.add_key(show_no, "", v, true, &mut words, &mut compact);
+            }
         }
         idx.words = Postings::build(words);
         idx.compact = Postings::build(compact);
