@@ -27,7 +27,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use plexsync_plugin_api::guid::{ExternalId, parse_show_guids};
 use plexsync_plugin_api::{
-    BoxFuture, CatalogShow, Candidate, Catalogue, KvCache, MatchOutcome, Matcher, PluginContext,
+    BoxFuture, Candidate, CatalogShow, Catalogue, KvCache, MatchOutcome, Matcher, PluginContext,
     PluginError, ShowQuery,
 };
 

@@ -158,7 +158,12 @@ mod tests {
         );
         assert_eq!(
             names,
-            ["Night Harbour", "Port de Nuit", "Nachthafen", "Ночная гавань"]
+            [
+                "Night Harbour",
+                "Port de Nuit",
+                "Nachthafen",
+                "Ночная гавань"
+            ]
         );
     }
 
