@@ -261,26 +261,18 @@ impl TitleIndex {
                 extra.extend(norm.variants(&name));
                 idx.add_key(show_no, &name, norm, false, &mut words, &mut compact);
             }
+            // Names from outside sources (TMDB alternative titles, translations) are extra
+            // keys too: they find the show, never map it.
+            extra.extend(
+                show.alt_titles
+                    .iter()
+                    .map(|n| normalize(&n.chars().take(MAX_TITLE_CHARS).collect::<String>()))
+                    .filter(|v| !v.words.is_empty()),
+            );
             // Extra keys after the show's own names, and only for words none of its names
             // (or earlier extra keys) already spell.
             for v in extra {
                 if seen.iter().any(|s| s.0 == v.words) {
-                    continue;
-                }
-                seen.push((
-                    v.words.clone(),
-                    v.country,
-                    v.marks.clone(),
-                    v.generic_suffix,
-                ));
-                idx.add_key(show_no, "", v, true, &mut words, &mut compact);
-            }
-            // Names from outside sources (TMDB alternative titles, translations): extra keys
-            // like the ones above, so they find the show and never map it.
-            for name in &show.alt_titles {
-                let name: String = name.chars().take(MAX_TITLE_CHARS).collect();
-                let v = normalize(&name);
-                if v.words.is_empty() || seen.iter().any(|s| s.0 == v.words) {
                     continue;
                 }
                 seen.push((
