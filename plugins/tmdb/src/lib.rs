@@ -15,6 +15,9 @@
 //!   id that could not be converted might point elsewhere.
 //! - Conversions are cached through the host's [`KvCache`]: found ones for `cache_ttl`,
 //!   "TMDB knows no such show" for `negative_cache_ttl`. Failures are never cached.
+//! - It names catalogue shows more ways for the host ([`Matcher::alt_titles`]): TMDB's
+//!   alternative titles and translations of shows with a `tmdb_id` (`/tv/{id}`, cached like
+//!   conversions; parsing and bounds in `names`). They only ever raise candidates.
 //! - Without a `tmdb-key` secret it still builds (the shipped config names it), logs one
 //!   warning and answers `NoMatch`.
 
