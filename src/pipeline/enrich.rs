@@ -238,7 +238,7 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plexsync_plugin_api::{BoxFuture, MatchOutcome, ShowQuery};
+    use plexsync_plugin_api::{BoxFuture, MatchOutcome, ShowNames, ShowQuery};
     use std::sync::Mutex;
 
     /// Names every show `n-<title>`, records slice sizes, can fail at a slice.
@@ -261,7 +261,7 @@ mod tests {
         fn alt_titles<'a>(
             &'a self,
             shows: &'a [CatalogShow],
-        ) -> BoxFuture<'a, Result<Vec<(String, Vec<String>)>, PluginError>> {
+        ) -> BoxFuture<'a, Result<Vec<ShowNames>, PluginError>> {
             Box::pin(async move {
                 let n = {
                     let mut s = self.slices.lock().unwrap();

@@ -278,6 +278,9 @@ impl KvCache for MemoryCache {
     }
 }
 
+/// A catalogue show's id and more names for it ([`Matcher::alt_titles`]).
+pub type ShowNames = (String, Vec<String>);
+
 /// Maps a Plex show to a tracker show.
 pub trait Matcher: Send + Sync {
     /// The `kind` name it was built under, for logs and the `method` fallbacks.
@@ -333,7 +336,7 @@ pub trait Matcher: Send + Sync {
     fn alt_titles<'a>(
         &'a self,
         shows: &'a [CatalogShow],
-    ) -> BoxFuture<'a, Result<Vec<(String, Vec<String>)>, PluginError>> {
+    ) -> BoxFuture<'a, Result<Vec<ShowNames>, PluginError>> {
         let _ = shows;
         Box::pin(async { Ok(Vec::new()) })
     }

@@ -31,7 +31,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use plexsync_plugin_api::guid::{ExternalId, parse_show_guids};
 use plexsync_plugin_api::{
     BoxFuture, Candidate, CatalogShow, Catalogue, KvCache, MatchOutcome, Matcher, PluginContext,
-    PluginError, ShowQuery,
+    PluginError, ShowNames, ShowQuery,
 };
 
 use crate::client::{Source, TmdbClient};
@@ -211,10 +211,7 @@ impl TmdbMatcher {
     /// long 429) ends the slice: the names found before it are answered, or the error when
     /// there are none, so a pass over a catalogue stops after one failed request instead of
     /// waiting out a timeout per show.
-    pub async fn names(
-        &self,
-        shows: &[CatalogShow],
-    ) -> Result<Vec<(String, Vec<String>)>, PluginError> {
+    pub async fn names(&self, shows: &[CatalogShow]) -> Result<Vec<ShowNames>, PluginError> {
         let Some(client) = &self.client else {
             return Ok(Vec::new());
         };
@@ -394,7 +391,7 @@ impl Matcher for TmdbMatcher {
     fn alt_titles<'a>(
         &'a self,
         shows: &'a [CatalogShow],
-    ) -> BoxFuture<'a, Result<Vec<(String, Vec<String>)>, PluginError>> {
+    ) -> BoxFuture<'a, Result<Vec<ShowNames>, PluginError>> {
         Box::pin(self.names(shows))
     }
 }
