@@ -108,6 +108,10 @@ pub struct Summary {
     pub wrong: Vec<String>,
     pub lookup_p50_us: f64,
     pub lookup_p99_us: f64,
+    /// Catalogue shows that got more names from the matchers before matching (TMDB
+    /// alternative titles and translations), and how many names.
+    pub alt_title_shows: usize,
+    pub alt_titles: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -130,6 +134,12 @@ impl Summary {
             self.lookup_p50_us,
             self.lookup_p99_us
         );
+        if self.alt_title_shows > 0 {
+            s.push_str(&format!(
+                "catalogue: {} shows got {} more names (alternative titles, translations) before matching\n",
+                self.alt_title_shows, self.alt_titles
+            ));
+        }
         if self.evaluated > 0 {
             let pct = |a: usize, b: usize| {
                 if b == 0 {
@@ -222,9 +232,23 @@ pub async fn run_file(
     for m in &plugins.matchers {
         m.set_catalogue(catalogue.clone());
     }
+    // The daemon's background enrichment, run to its end before the first query, so the
+    // figures are those of a daemon whose catalogue has all its names.
+    let pass = crate::pipeline::enrich::enrich(&plugins.matchers, &catalogue, |c| {
+        for m in &plugins.matchers {
+            m.set_catalogue(c.clone());
+        }
+        true
+    })
+    .await;
+    if let Some(e) = &pass.error {
+        tracing::warn!(error = %e, "plexsync match: the catalogue's extra names are incomplete");
+    }
     let threshold = cfg.matching.auto_map_threshold;
     let mut summary = Summary {
         queries: queries.len(),
+        alt_title_shows: pass.shows_named,
+        alt_titles: pass.names,
         ..Default::default()
     };
     let mut times = Vec::with_capacity(queries.len());

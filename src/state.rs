@@ -248,6 +248,9 @@ pub struct Wakeups {
     /// The live source's connection settings changed (`[live]`, the Plex URL, a new Plex
     /// token): it drops its connection and connects again at once (or stops).
     pub live: Notify,
+    /// The matchers changed (reload, a new secret): the catalogue enrichment asks them for
+    /// names again (pipeline/enrich.rs).
+    pub enrich: Notify,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -378,6 +381,15 @@ impl Shared {
             s.catalogue_shows = c.len();
             s.catalogue_loaded_at = Some(now_secs());
         });
+        write(&self.live.catalogue, Some(c));
+    }
+
+    /// Hand every matcher the same catalogue with more names (pipeline/enrich.rs): unlike
+    /// [`Shared::set_catalogue`] it is no new load, so the status's load time stays.
+    pub fn publish_catalogue(&self, c: Arc<Catalogue>) {
+        for m in &self.plugins().matchers {
+            m.set_catalogue(c.clone());
+        }
         write(&self.live.catalogue, Some(c));
     }
 
@@ -542,6 +554,7 @@ impl Shared {
         write(&self.live.plex, Arc::new(plex));
         self.wake.resolve.notify_one();
         self.wake.export.notify_one();
+        self.wake.enrich.notify_one();
         // A new Plex token is tried now, not after the rest of a 401 pause; the old token's
         // rejection is forgotten (the poll says at once if this one is refused too).
         if name == "plex-token" {
@@ -627,6 +640,7 @@ impl Shared {
         self.wake.schedule.notify_one();
         self.wake.resolve.notify_one();
         self.wake.export.notify_one();
+        self.wake.enrich.notify_one();
         if live_changed {
             self.wake.live.notify_one();
         }

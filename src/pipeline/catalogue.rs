@@ -14,10 +14,14 @@ use super::backoff;
 /// schedule (retrying with backoff while the tracker is down).
 pub async fn catalogue_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
+    // More names for the shows, in the background, after each load or refresh.
+    let mut enricher = super::enrich::Enricher::default();
     match shared.store.load_catalogue() {
         Ok(Some(shows)) => {
             tracing::info!(shows = shows.len(), "loaded the cached tracker catalogue");
-            shared.set_catalogue(Arc::new(Catalogue::new(shows)));
+            let c = Arc::new(Catalogue::new(shows));
+            shared.set_catalogue(c.clone());
+            enricher.start(&shared, c);
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the cached catalogue"),
@@ -33,7 +37,10 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
                 if let Err(e) = shared.store.save_catalogue(shows.clone()).await {
                     tracing::warn!(error = %e, "cannot cache the catalogue");
                 }
-                shared.set_catalogue(Arc::new(Catalogue::new(shows)));
+                enricher.stop();
+                let c = Arc::new(Catalogue::new(shows));
+                shared.set_catalogue(c.clone());
+                enricher.start(&shared, c);
                 shared.wake.resolve.notify_one();
                 shared.config().tracker.catalogue_refresh
             }

@@ -7,6 +7,7 @@
 //! same transaction that records where it went — a crash at any point leaves it pending.
 
 mod catalogue;
+pub mod enrich;
 pub mod export;
 mod resolve;
 

@@ -25,6 +25,12 @@ pub struct CatalogShow {
     pub original_title: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Looser names from outside sources (TMDB's alternative titles and translations),
+    /// merged in by the host from [`crate::Matcher::alt_titles`]; never from the tracker.
+    /// They raise candidates only: a match on one never maps a show by itself. Not in the
+    /// tracker's answer nor in a catalogue cached by an earlier release, hence the default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alt_titles: Vec<String>,
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

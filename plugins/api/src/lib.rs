@@ -288,6 +288,9 @@ impl KvCache for MemoryCache {
     }
 }
 
+/// A catalogue show's id and more names for it ([`Matcher::alt_titles`]).
+pub type ShowNames = (String, Vec<String>);
+
 /// Maps a Plex show to a tracker show.
 pub trait Matcher: Send + Sync {
     /// The `kind` name it was built under, for logs and the `method` fallbacks.
@@ -326,6 +329,26 @@ pub trait Matcher: Send + Sync {
     fn search(&self, text: &str, year: Option<i32>, limit: usize) -> Vec<Candidate> {
         let _ = (text, year, limit);
         Vec::new()
+    }
+    /// More names for catalogue shows this plugin can name other ways (an outside source's
+    /// alternative titles and translations): `(show id, names)` for some of `shows`, any
+    /// order, shows without new names left out. The host asks every matcher in the
+    /// background after each catalogue load or refresh (and after a reload), in slices of
+    /// the catalogue, merges the names into [`CatalogShow::alt_titles`] and hands the
+    /// enriched catalogue to every matcher with [`Matcher::set_catalogue`]. Such names find
+    /// candidates, never mappings.
+    ///
+    /// It may be slow (rate-limited outside calls) and should cache what it learns, so a
+    /// second pass over the same shows costs no request. An error ends the host's pass (it
+    /// keeps what earlier slices answered and asks again after the next refresh or reload),
+    /// so a plugin should skip a show it cannot name rather than fail the whole slice.
+    /// Default: nothing to add.
+    fn alt_titles<'a>(
+        &'a self,
+        shows: &'a [CatalogShow],
+    ) -> BoxFuture<'a, Result<Vec<ShowNames>, PluginError>> {
+        let _ = shows;
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 

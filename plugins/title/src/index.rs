@@ -261,6 +261,14 @@ impl TitleIndex {
                 extra.extend(norm.variants(&name));
                 idx.add_key(show_no, &name, norm, false, &mut words, &mut compact);
             }
+            // Names from outside sources (TMDB alternative titles, translations) are extra
+            // keys too: they find the show, never map it.
+            extra.extend(
+                show.alt_titles
+                    .iter()
+                    .map(|n| normalize(&n.chars().take(MAX_TITLE_CHARS).collect::<String>()))
+                    .filter(|v| !v.words.is_empty()),
+            );
             // Extra keys after the show's own names, and only for words none of its names
             // (or earlier extra keys) already spell.
             for v in extra {

@@ -250,12 +250,13 @@ const GENERIC_SUFFIXES: &[&[&str]] = &[
 /// Every name and every query goes through it first, so both sides always agree. ASCII is
 /// already in NFKC and is passed through without a copy's worth of work.
 pub fn compat(title: &str) -> std::borrow::Cow<'_, str> {
-    use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
-    if title.is_ascii() || is_nfkc_quick(title.chars()) == IsNormalized::Yes {
-        std::borrow::Cow::Borrowed(title)
-    } else {
-        std::borrow::Cow::Owned(title.nfkc().collect())
+    if title.is_ascii() {
+        return std::borrow::Cow::Borrowed(title);
     }
+    // icu_normalizer (ICU4X) is the workspace's one Unicode normaliser: url/idna already
+    // pull it in and the host folds search text with it, so index, query and host agree on
+    // one Unicode version. It borrows when the text is already normalised.
+    icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(title)
 }
 
 /// Separators after which a title carries a subtitle: `Title: Subtitle`, `Title - Subtitle`,

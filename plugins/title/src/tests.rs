@@ -440,3 +440,39 @@ fn romanised_spellings_and_compatibility_forms_find_the_show() {
     assert_definite(&ask(&m, "Mob Psycho 100 Ⅱ", Some(2019)), "mob2");
     assert_definite(&ask(&m, "Ｍａｙｄａｙ", Some(2003)), "mayday");
 }
+
+/// Alternative titles (TMDB's, merged in by the host) find their show as a candidate only:
+/// an exact match on one, in the right year, stays below the auto-map threshold, and it
+/// changes nothing for a query the show's own names settle.
+#[test]
+fn alternative_titles_find_the_show_but_never_map_it() {
+    let mut harbour = show("harbour", "Night Harbour", Some(2014));
+    harbour.alt_titles = vec![
+        "Port de Nuit".into(),
+        "Nachthafen".into(),
+        "night harbour".into(),
+    ];
+    let m = TitleMatcher::new(TitleConfig::default());
+    m.set_catalogue(Arc::new(Catalogue::new(vec![
+        harbour,
+        show("office", "The Office", Some(2005)),
+    ])));
+    for title in ["Port de Nuit", "Nachthafen", "PORT DE NUIT"] {
+        match ask(&m, title, Some(2014)) {
+            MatchOutcome::Candidates { candidates } => {
+                assert_eq!(candidates[0].show_id, "harbour", "{title}");
+                assert!(candidates[0].score <= DERIVED_CAP, "{candidates:?}");
+            }
+            other => panic!("{title}: {other:?}"),
+        }
+    }
+    assert_definite(&ask(&m, "Night Harbour", Some(2014)), "harbour");
+    // Without the alternative titles the translation finds nothing.
+    let bare = TitleMatcher::new(TitleConfig::default());
+    bare.set_catalogue(Arc::new(Catalogue::new(vec![show(
+        "harbour",
+        "Night Harbour",
+        Some(2014),
+    )])));
+    assert_eq!(ask(&bare, "Nachthafen", Some(2014)), MatchOutcome::NoMatch);
+}

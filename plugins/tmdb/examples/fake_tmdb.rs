@@ -7,7 +7,8 @@
 //! ```
 //!
 //! It answers `GET /3/find/{id}?external_source=tvdb_id|imdb_id` in TMDB's shape for the key
-//! given (as `api_key` or `Authorization: Bearer`), until interrupted. The crosswalk is read
+//! given (as `api_key` or `Authorization: Bearer`), until interrupted; `/tv/{id}` answers
+//! the crosswalk's series without names (the crosswalk holds ids only) and 404 for others. The crosswalk is read
 //! in place (one `{"tmdb_id", "tvdb_id", "imdb_id"}` per line).
 
 #[path = "../tests/support/fake_tmdb.rs"]

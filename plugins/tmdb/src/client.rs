@@ -1,4 +1,5 @@
-//! The TMDB HTTP client: one call, `GET {api_url}/find/{id}?external_source=…`, with the key
+//! The TMDB HTTP client: `GET {api_url}/find/{id}?external_source=…`, `/search/tv` and
+//! `/tv/{id}` (names, for the catalogue enrichment), with the key
 //! attached (v3 key as the `api_key` query parameter, v4 read token as `Authorization:
 //! Bearer`), the rate limiter, 429 handling, and the classification of every failure into a
 //! [`PluginError`] (transient: TMDB down, 5xx, 429, timeouts; permanent: 401, other 4xx,
@@ -193,6 +194,31 @@ impl TmdbClient {
         Ok(unique_ids(parsed.results))
     }
 
+    /// The names of series `id` (`/tv/{id}` with its alternative titles and translations,
+    /// in one request), cleaned and bounded; None when TMDB knows no such series (404).
+    pub(crate) async fn tv_names(&self, id: u64) -> Result<Option<Vec<String>>, PluginError> {
+        let what = format!("TMDB /tv/{id}");
+        let segment = id.to_string();
+        let body = self
+            .get_or_missing(
+                &["tv", &segment],
+                &[("append_to_response", "alternative_titles,translations")],
+                &what,
+            )
+            .await?;
+        let Some(body) = body else {
+            return Ok(None);
+        };
+        let parsed: crate::names::TvDetails = self.parse(&what, "/tv's", &body)?;
+        Ok(Some(parsed.names()))
+    }
+
+    /// Whether TMDB rejected the key (HTTP 401) since the last successful call: every
+    /// further request would be rejected too.
+    pub(crate) fn key_rejected(&self) -> bool {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
     fn parse<T: serde::de::DeserializeOwned>(
         &self,
         what: &str,
@@ -216,6 +242,29 @@ impl TmdbClient {
         params: &[(&str, &str)],
         what: &str,
     ) -> Result<Vec<u8>, PluginError> {
+        self.request(segments, params, what, false)
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// As [`Self::get`], but a 404 is an answer (None: no such resource) rather than an
+    /// error: under `/tv/{id}` it means TMDB knows no series with that id.
+    async fn get_or_missing(
+        &self,
+        segments: &[&str],
+        params: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
+        self.request(segments, params, what, true).await
+    }
+
+    async fn request(
+        &self,
+        segments: &[&str],
+        params: &[(&str, &str)],
+        what: &str,
+        missing_ok: bool,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
         let mut url = self.base.clone();
         match url.path_segments_mut() {
             Ok(mut path) => {
@@ -265,7 +314,11 @@ impl TmdbClient {
                     }
                 }
             }
-            return self.answer(what, status, response).await;
+            if missing_ok && status == StatusCode::NOT_FOUND {
+                self.rejected.store(false, Ordering::Relaxed);
+                return Ok(None);
+            }
+            return self.answer(what, status, response).await.map(Some);
         }
     }
 

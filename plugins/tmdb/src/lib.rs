@@ -15,19 +15,23 @@
 //!   id that could not be converted might point elsewhere.
 //! - Conversions are cached through the host's [`KvCache`]: found ones for `cache_ttl`,
 //!   "TMDB knows no such show" for `negative_cache_ttl`. Failures are never cached.
+//! - It names catalogue shows more ways for the host ([`Matcher::alt_titles`]): TMDB's
+//!   alternative titles and translations of shows with a `tmdb_id` (`/tv/{id}`, cached like
+//!   conversions; parsing and bounds in `names`). They only ever raise candidates.
 //! - Without a `tmdb-key` secret it still builds (the shipped config names it), logs one
 //!   warning and answers `NoMatch`.
 
 mod client;
 pub mod config;
 mod limiter;
+mod names;
 
 use std::sync::{Arc, PoisonError, RwLock};
 
 use plexsync_plugin_api::guid::{ExternalId, parse_show_guids};
 use plexsync_plugin_api::{
-    BoxFuture, Candidate, Catalogue, KvCache, MatchOutcome, Matcher, PluginContext, PluginError,
-    ShowQuery,
+    BoxFuture, Candidate, CatalogShow, Catalogue, KvCache, MatchOutcome, Matcher, PluginContext,
+    PluginError, ShowNames, ShowQuery,
 };
 
 use crate::client::{Source, TmdbClient};
@@ -196,6 +200,67 @@ impl TmdbMatcher {
         Ok(outcome)
     }
 
+    /// More names for catalogue shows with a TMDB id (see [`Matcher::alt_titles`]): TMDB's
+    /// name, original name, alternative titles and translations, less the names the show
+    /// already carries. One `/tv/{id}` request per show not in the cache, through the rate
+    /// limiter; found names are cached for `cache_ttl`, "no such series" (404) for
+    /// `negative_cache_ttl`.
+    ///
+    /// A show TMDB answers oddly for (a malformed answer, another 4xx) is skipped. A
+    /// rejected key fails the call at once. A transient failure (TMDB down, a timeout, a
+    /// long 429) ends the slice: the names found before it are answered, or the error when
+    /// there are none, so a pass over a catalogue stops after one failed request instead of
+    /// waiting out a timeout per show.
+    pub async fn names(&self, shows: &[CatalogShow]) -> Result<Vec<ShowNames>, PluginError> {
+        let Some(client) = &self.client else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for show in shows {
+            let Some(tmdb) = show.tmdb_id else { continue };
+            let found = match self.tv_names(client, tmdb).await {
+                Ok(found) => found,
+                Err(e) if client.key_rejected() => return Err(e),
+                Err(e) if e.is_transient() => {
+                    if out.is_empty() {
+                        return Err(e);
+                    }
+                    tracing::info!(tmdb_id = tmdb, error = %e, named = out.len(), "TMDB names: stopping this slice early");
+                    return Ok(out);
+                }
+                Err(e) => {
+                    tracing::debug!(tmdb_id = tmdb, show_id = %show.id, error = %e, "TMDB names: show skipped");
+                    continue;
+                }
+            };
+            let new = names::new_to(show, &found);
+            if !new.is_empty() {
+                out.push((show.id.clone(), new));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of one series, through the cache.
+    async fn tv_names(&self, client: &TmdbClient, id: u64) -> Result<Vec<String>, PluginError> {
+        let key = format!("tv:{id}");
+        if let Some(bytes) = self.cache.get(&key) {
+            if let Ok(names) = serde_json::from_slice::<Vec<String>>(&bytes) {
+                return Ok(names);
+            }
+        }
+        let (names, ttl) = match client.tv_names(id).await? {
+            Some(names) => (names, self.config.cache_ttl),
+            None => (Vec::new(), self.config.negative_cache_ttl),
+        };
+        tracing::debug!(tmdb_id = id, names = names.len(), "TMDB names");
+        match serde_json::to_vec(&names) {
+            Ok(bytes) => self.cache.put(&key, &bytes, Some(ttl)),
+            Err(e) => tracing::warn!(error = %e, "cannot encode TMDB names for the cache"),
+        }
+        Ok(names)
+    }
+
     /// One conversion, through the cache.
     async fn convert(
         &self,
@@ -322,6 +387,13 @@ impl Matcher for TmdbMatcher {
     ) -> BoxFuture<'a, Result<MatchOutcome, PluginError>> {
         Box::pin(self.search(query))
     }
+
+    fn alt_titles<'a>(
+        &'a self,
+        shows: &'a [CatalogShow],
+    ) -> BoxFuture<'a, Result<Vec<ShowNames>, PluginError>> {
+        Box::pin(self.names(shows))
+    }
 }
 
 #[cfg(test)]
@@ -329,7 +401,7 @@ mod tests {
     use std::collections::HashMap;
     use std::path::PathBuf;
 
-    use plexsync_plugin_api::{CatalogShow, MemoryCache};
+    use plexsync_plugin_api::MemoryCache;
 
     use super::*;
 

@@ -6,6 +6,10 @@
 //! scripted to fail. `GET …/search/tv?query=…[&first_air_date_year=…]` answers from the
 //! names a test gives rows ([`Row::named`]); crosswalk rows have none, so a search of the
 //! crosswalk finds nothing (TMDB's answer for an unknown title).
+//! `GET …/tv/{id}?append_to_response=alternative_titles,translations` answers a row's names
+//! in TMDB's shape (`name`/`original_name` from [`Row::named`], [`Row::alternative`]'s
+//! alternative titles and translations); an id no row has is TMDB's 404. Crosswalk rows know
+//! no names, so their answer carries none.
 //!
 //! Also compiled into the host's tests/matching.rs (by `#[path]`), so it uses only crates the
 //! host has too.
@@ -33,6 +37,10 @@ pub struct Row {
     /// Names `/search/tv` finds the row by (any case, whole or part), and its first-air year.
     pub names: Vec<String>,
     pub year: Option<i32>,
+    /// `/tv/{id}`'s `alternative_titles.results[].title` and
+    /// `translations.translations[].data.name`.
+    pub alternative_titles: Vec<String>,
+    pub translations: Vec<String>,
 }
 
 impl Row {
@@ -43,7 +51,16 @@ impl Row {
             imdb: imdb.map(str::to_string),
             names: Vec::new(),
             year: None,
+            alternative_titles: Vec::new(),
+            translations: Vec::new(),
         }
+    }
+
+    /// The row's alternative titles and translated names, as `/tv/{id}` lists them.
+    pub fn alternative(mut self, titles: &[&str], translations: &[&str]) -> Row {
+        self.alternative_titles = titles.iter().map(|n| n.to_string()).collect();
+        self.translations = translations.iter().map(|n| n.to_string()).collect();
+        self
     }
 
     /// The row found by `/search/tv` under these names and year.
@@ -73,6 +90,8 @@ pub fn read_crosswalk(path: &Path) -> Result<Vec<Row>, String> {
             imdb: v["imdb_id"].as_str().map(str::to_ascii_lowercase),
             names: Vec::new(),
             year: None,
+            alternative_titles: Vec::new(),
+            translations: Vec::new(),
         });
     }
     Ok(rows)
@@ -293,6 +312,40 @@ async fn handle(state: &State, req: Request<hyper::body::Incoming>) -> Response<
             serde_json::json!({"page": 1, "results": results, "total_pages": 1, "total_results": n})
                 .to_string(),
         );
+    }
+    if let Some(id) = seen.path.strip_prefix("/3/tv/") {
+        let row = id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| state.rows.iter().find(|r| r.tmdb == id));
+        let Some(row) = row.filter(|_| req.method() == hyper::Method::GET) else {
+            return json(
+                404,
+                r#"{"status_code":34,"status_message":"The resource you requested could not be found.","success":false}"#.into(),
+            );
+        };
+        let mut body = serde_json::json!({"id": row.tmdb, "overview": "", "seasons": []});
+        if let Some(name) = row.names.first() {
+            body["name"] = name.as_str().into();
+            body["original_name"] = row.names.get(1).unwrap_or(name).as_str().into();
+        }
+        let appended = seen.param("append_to_response").unwrap_or("");
+        if appended.split(',').any(|a| a == "alternative_titles") {
+            body["alternative_titles"] = serde_json::json!({"results": row
+                .alternative_titles
+                .iter()
+                .map(|t| serde_json::json!({"iso_3166_1": "XX", "title": t, "type": ""}))
+                .collect::<Vec<_>>()});
+        }
+        if appended.split(',').any(|a| a == "translations") {
+            body["translations"] = serde_json::json!({"translations": row
+                .translations
+                .iter()
+                .map(|n| serde_json::json!({"iso_639_1": "xx", "iso_3166_1": "XX",
+                    "data": {"name": n, "overview": "", "homepage": "", "tagline": ""}}))
+                .collect::<Vec<_>>()});
+        }
+        return json(200, body.to_string());
     }
     let id = seen.path.strip_prefix("/3/find/").unwrap_or("");
     if req.method() != hyper::Method::GET || id.is_empty() || id.contains('/') {
