@@ -87,6 +87,58 @@ fn body_for(sample: &Value, i: usize) -> Bytes {
     Bytes::from(out)
 }
 
+/// CPU seconds a process has used, split into its store writer thread and the rest.
+#[derive(Default)]
+struct Cpu {
+    store: f64,
+    other: f64,
+}
+
+impl Cpu {
+    fn total(&self) -> f64 {
+        self.store + self.other
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            store: self.store - before.store,
+            other: self.other - before.other,
+        }
+    }
+}
+
+/// utime + stime of every thread of `pid` (`/proc/<pid>/task/*/stat`), by thread name. Threads
+/// that ended in between are missed, so it is a lower bound; the daemon's threads live on.
+fn thread_cpu(pid: u32) -> Cpu {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut cpu = Cpu::default();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return cpu;
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: comm may hold spaces, so split after the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // After the comm: state is field 3, utime 14, stime 15 (1-based in proc(5)).
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        if comm == "plexsync-store" {
+            cpu.store += ticks / tick;
+        } else {
+            cpu.other += ticks / tick;
+        }
+    }
+    cpu
+}
+
 fn print_run(name: &str, r: &LoadResult) {
     println!(
         "  {name:<19} {} requests, {} errors, {:.2} s: {}",
@@ -126,7 +178,9 @@ async fn bench() {
     let idle_rss = daemon.rss();
 
     let bodies = Arc::new((0..n).map(|i| body_for(&sample, i)).collect::<Vec<_>>());
+    let cpu_before = thread_cpu(daemon.pid);
     let ingest = load(&url, CONTENT_TYPE, bodies.clone(), conc).await;
+    let cpu = thread_cpu(daemon.pid).since(&cpu_before);
     let after_rss = daemon.rss();
     let peak_rss = daemon.hwm();
     let journaled = daemon.status().await["counts"]["journal"]
@@ -146,7 +200,9 @@ async fn bench() {
         .read_line(&mut line)
         .unwrap();
     let bare_url: hyper::Uri = format!("http://{}/webhook/x", line.trim()).parse().unwrap();
+    let bare_before = thread_cpu(bare.id());
     let ceiling = load(&bare_url, CONTENT_TYPE, bodies, conc).await;
+    let bare_cpu = thread_cpu(bare.id()).since(&bare_before);
     let _ = bare.kill();
     let _ = bare.wait();
 
@@ -157,7 +213,17 @@ async fn bench() {
     println!("  load                {n} webhooks over {conc} keep-alive connections");
     print_run("plexsync", &ingest);
     println!("  durably journaled   {journaled}");
+    println!(
+        "  plexsync CPU        {:.0} µs a webhook (store writer {:.0} µs, the rest {:.0} µs)",
+        cpu.total() / n as f64 * 1e6,
+        cpu.store / n as f64 * 1e6,
+        cpu.other / n as f64 * 1e6
+    );
     print_run("bare hyper (ceiling)", &ceiling);
+    println!(
+        "  bare hyper CPU      {:.0} µs a request",
+        bare_cpu.total() / n as f64 * 1e6
+    );
     println!(
         "  plexsync / ceiling  throughput {:.0}%, p50 latency x{:.1}, p99 latency x{:.1}",
         100.0 * ingest.throughput() / ceiling.throughput(),

@@ -7,7 +7,9 @@ use plexsync_plugin_api::PlaySource;
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::ops::{get_json, put_activity};
+use tokio::sync::oneshot;
+
+use super::ops::get_json;
 use super::*;
 use crate::model::{Activity, ActivityStatus, JournalEntry, Play, PlayState, now_secs};
 
@@ -57,8 +59,7 @@ impl Store {
         activity: Activity,
         window_secs: i64,
     ) -> Result<Ingested> {
-        self.write(move |txn| ingest_in(txn, play, Some(activity), window_secs))
-            .await
+        self.ingest_queued(play, activity, window_secs).await
     }
 
     /// Journal many plays and, in the same transaction, advance a poll cursor — so the cursor
@@ -73,9 +74,10 @@ impl Store {
     ) -> Result<BatchCounts> {
         self.write(move |txn| {
             let mut counts = BatchCounts::default();
+            let mut tables = Tables::open(txn)?;
             for play in plays {
                 let a = activity(&play);
-                match ingest_in(txn, play, a, window_secs)? {
+                match ingest_in(&mut tables, play, a, window_secs)? {
                     Ingested::New(id) => {
                         counts.new += 1;
                         counts.new_ids.push(id);
@@ -84,6 +86,7 @@ impl Store {
                     Ingested::AlreadySeen(_) => counts.already_seen += 1,
                 }
             }
+            drop(tables);
             if let Some((key, viewed_at)) = cursor {
                 let mut t = txn.open_table(CURSORS)?;
                 let cur: Option<Cursor> = get_json(&t, &key)?;
@@ -147,36 +150,180 @@ impl Store {
     }
 }
 
+/// The tables an ingest writes, opened once for a whole batch of plays: redb's `open_table` is
+/// a good part of one play's cost, and every play of a burst shares the group's transaction.
+struct Tables<'t> {
+    hkeys: redb::Table<'t, &'static str, u64>,
+    dedupe: redb::Table<'t, &'static str, &'static [u8]>,
+    meta: redb::Table<'t, &'static str, &'static [u8]>,
+    journal: redb::Table<'t, u64, &'static [u8]>,
+    pending: redb::Table<'t, u64, i64>,
+    activity: redb::Table<'t, u64, &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(Tables {
+            hkeys: txn.open_table(HISTORY_KEYS)?,
+            dedupe: txn.open_table(DEDUPE)?,
+            meta: txn.open_table(META)?,
+            journal: txn.open_table(JOURNAL)?,
+            pending: txn.open_table(PENDING)?,
+            activity: txn.open_table(ACTIVITY)?,
+        })
+    }
+
+    /// [`put_activity`] on the open tables.
+    fn put_activity(&mut self, mut a: Activity) -> Result<u64> {
+        let id = next_seq_in(&mut self.meta, "activity")?;
+        a.id = id;
+        self.activity.insert(id, encode(&a)?.as_slice())?;
+        Ok(id)
+    }
+}
+
+/// One webhook play waiting in the [`IngestQueue`].
+struct Queued {
+    play: Play,
+    activity: Activity,
+    window: i64,
+    answer: oneshot::Sender<Result<Ingested>>,
+}
+
+/// Webhook plays waiting for the writer. A burst of webhooks becomes ONE store job that takes
+/// every play queued by the time it runs (not when it was queued), so the plays share one
+/// opening of the tables besides the group's one commit; each caller still gets its own answer,
+/// after that commit. `scheduled`: a drain job is queued and has not yet taken the plays.
+#[derive(Default)]
+pub(super) struct IngestQueue {
+    state: std::sync::Mutex<(Vec<Queued>, bool)>,
+}
+
+impl IngestQueue {
+    /// Plays queued and not yet taken by a drain job.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().0.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Queued>, bool)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Store {
+    /// Queue a webhook play for the next group commit; see [`IngestQueue`].
+    async fn ingest_queued(&self, play: Play, activity: Activity, window: i64) -> Result<Ingested> {
+        if self.inner.jobs.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
+        let (answer, rx) = oneshot::channel();
+        let queue = &self.inner.ingest;
+        let schedule = {
+            let mut q = queue.lock();
+            q.0.push(Queued {
+                play,
+                activity,
+                window,
+                answer,
+            });
+            !std::mem::replace(&mut q.1, true)
+        };
+        if schedule {
+            let q = queue.clone();
+            let job: Job = Box::new(move |txn: Option<&WriteTransaction>, poisoned: &mut bool| {
+                let items = {
+                    let mut g = q.lock();
+                    g.1 = false;
+                    std::mem::take(&mut g.0)
+                };
+                let answers = drain_in(txn, items, poisoned);
+                Box::new(move |committed: Result<()>| {
+                    for (tx, out) in answers {
+                        let _ = tx.send(committed.clone().and(out));
+                    }
+                })
+            });
+            if let Err(e) = self.submit_job(job) {
+                // The writer is gone: nobody will take the queue, so answer it here.
+                let items = {
+                    let mut g = queue.lock();
+                    g.1 = false;
+                    std::mem::take(&mut g.0)
+                };
+                for it in items {
+                    let _ = it.answer.send(Err(e.clone()));
+                }
+            }
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+type Answer = (oneshot::Sender<Result<Ingested>>, Result<Ingested>);
+
+/// Journal the queued plays in order on tables opened once. A storage error poisons the group
+/// (every caller gets an error, nothing is committed), as it would for separate jobs.
+fn drain_in(
+    txn: Option<&WriteTransaction>,
+    items: Vec<Queued>,
+    poisoned: &mut bool,
+) -> Vec<Answer> {
+    let mut tables = match txn.map(Tables::open) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            *poisoned = true;
+            return items
+                .into_iter()
+                .map(|it| (it.answer, Err(e.clone())))
+                .collect();
+        }
+        None => None,
+    };
+    items
+        .into_iter()
+        .map(|it| {
+            let out = match tables.as_mut() {
+                Some(t) => ingest_in(t, it.play, Some(it.activity), it.window),
+                None => Err(StoreError::Storage("no write transaction".into())),
+            };
+            if out.as_ref().is_err_and(StoreError::is_storage) {
+                *poisoned = true;
+            }
+            (it.answer, out)
+        })
+        .collect()
+}
+
 fn ingest_in(
-    txn: &WriteTransaction,
+    t: &mut Tables<'_>,
     mut play: Play,
     activity: Option<Activity>,
     window: i64,
 ) -> Result<Ingested> {
-    let mut hkeys = txn.open_table(HISTORY_KEYS)?;
     if let Some(hk) = &play.history_key {
-        if let Some(id) = hkeys.get(hk.as_str())? {
+        if let Some(id) = t.hkeys.get(hk.as_str())? {
             return Ok(Ingested::AlreadySeen(id.value()));
         }
     }
     let key = play.dedupe_key();
-    let mut dedupe = txn.open_table(DEDUPE)?;
-    let prev: Option<DedupeEntry> = get_json(&dedupe, &key)?;
+    let prev: Option<DedupeEntry> = get_json(&t.dedupe, &key)?;
     if let Some(mut prev) = prev {
         if (play.viewed_at - prev.viewed_at).abs() <= window {
             let new_source = !prev.sources.contains(&play.source);
             if new_source {
                 prev.sources.push(play.source);
-                dedupe.insert(key.as_str(), encode(&prev)?.as_slice())?;
+                t.dedupe.insert(key.as_str(), encode(&prev)?.as_slice())?;
             }
             if let Some(hk) = &play.history_key {
-                hkeys.insert(hk.as_str(), prev.play_id)?;
+                t.hkeys.insert(hk.as_str(), prev.play_id)?;
             }
-            drop((dedupe, hkeys));
             // One viewing, one play: the original play (and its activity row) learns that
             // this source saw it too; nothing is queued again.
             let seen = if new_source {
-                add_source(txn, prev.play_id, play.source)?
+                add_source(t, prev.play_id, play.source)?
             } else {
                 None
             };
@@ -191,17 +338,17 @@ fn ingest_in(
                 );
                 a.play_id = Some(prev.play_id);
                 a.sources = seen;
-                put_activity(txn, a)?;
+                t.put_activity(a)?;
             }
             return Ok(Ingested::Duplicate(prev.play_id));
         }
     }
-    let id = next_seq(txn, "journal")?;
+    let id = next_seq_in(&mut t.meta, "journal")?;
     play.id = id;
     if let Some(hk) = &play.history_key {
-        hkeys.insert(hk.as_str(), id)?;
+        t.hkeys.insert(hk.as_str(), id)?;
     }
-    dedupe.insert(
+    t.dedupe.insert(
         key.as_str(),
         encode(&DedupeEntry {
             viewed_at: play.viewed_at,
@@ -210,9 +357,8 @@ fn ingest_in(
         })?
         .as_slice(),
     )?;
-    drop((dedupe, hkeys));
-    if counts_as_webhook_loss(txn, &play)? {
-        bump_counter(txn, "webhook_loss", 1)?;
+    if counts_as_webhook_loss(&t.meta, &play)? {
+        bump_counter(&mut t.meta, "webhook_loss", 1)?;
     }
     let source = play.source;
     let activity_id = match activity {
@@ -222,7 +368,7 @@ fn ingest_in(
                 a.action = format!("journaled as play #{id} ({source})");
             }
             a.sources = vec![source.to_string()];
-            Some(put_activity(txn, a)?)
+            Some(t.put_activity(a)?)
         }
         None => None,
     };
@@ -232,22 +378,16 @@ fn ingest_in(
         sources: vec![source],
         activity_id,
     };
-    txn.open_table(JOURNAL)?
-        .insert(id, encode(&entry)?.as_slice())?;
-    txn.open_table(PENDING)?.insert(id, 0i64)?;
+    t.journal.insert(id, encode(&entry)?.as_slice())?;
+    t.pending.insert(id, 0i64)?;
     Ok(Ingested::New(id))
 }
 
 /// Record that `source` saw the viewing journaled as `play_id`: on its journal entry and on
 /// the entry's activity row (when the row is still kept). Returns the sources now known, or
 /// None when the play is not in the journal any more.
-fn add_source(
-    txn: &WriteTransaction,
-    play_id: u64,
-    source: PlaySource,
-) -> Result<Option<Vec<String>>> {
-    let mut journal = txn.open_table(JOURNAL)?;
-    let mut entry: JournalEntry = match journal.get(play_id)? {
+fn add_source(t: &mut Tables<'_>, play_id: u64, source: PlaySource) -> Result<Option<Vec<String>>> {
+    let mut entry: JournalEntry = match t.journal.get(play_id)? {
         Some(v) => decode(v.value())?,
         None => return Ok(None),
     };
@@ -258,18 +398,16 @@ fn add_source(
     if !entry.sources.contains(&source) {
         entry.sources.push(source);
     }
-    journal.insert(play_id, encode(&entry)?.as_slice())?;
-    drop(journal);
+    t.journal.insert(play_id, encode(&entry)?.as_slice())?;
     let names: Vec<String> = entry.sources.iter().map(|s| s.to_string()).collect();
     if let Some(aid) = entry.activity_id {
-        let mut t = txn.open_table(ACTIVITY)?;
-        let row: Option<Activity> = match t.get(aid)? {
+        let row: Option<Activity> = match t.activity.get(aid)? {
             Some(v) => Some(decode(v.value())?),
             None => None,
         };
         if let Some(mut row) = row {
             row.sources = names.clone();
-            t.insert(aid, encode(&row)?.as_slice())?;
+            t.activity.insert(aid, encode(&row)?.as_slice())?;
         }
     }
     Ok(Some(names))
@@ -282,7 +420,10 @@ const FIRST_START: &str = "first_started_at";
 /// if a webhook could have reported it: viewed after the daemon first started (history from
 /// before the install is not loss), read from history (a backfill never counts; a watched
 /// mark set by hand in the library sends no webhook at all).
-fn counts_as_webhook_loss(txn: &WriteTransaction, play: &Play) -> Result<bool> {
+fn counts_as_webhook_loss(
+    meta: &redb::Table<'_, &'static str, &'static [u8]>,
+    play: &Play,
+) -> Result<bool> {
     if play.source != PlaySource::Poll
         || play
             .history_key
@@ -291,15 +432,18 @@ fn counts_as_webhook_loss(txn: &WriteTransaction, play: &Play) -> Result<bool> {
     {
         return Ok(false);
     }
-    let first_start = match txn.open_table(META)?.get(FIRST_START)? {
+    let first_start = match meta.get(FIRST_START)? {
         Some(v) => decode::<i64>(v.value())?,
         None => return Ok(false),
     };
     Ok(play.viewed_at >= first_start)
 }
 
-fn bump_counter(txn: &WriteTransaction, name: &str, by: u64) -> Result<u64> {
-    let mut meta = txn.open_table(META)?;
+fn bump_counter(
+    meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    name: &str,
+    by: u64,
+) -> Result<u64> {
     let key = format!("counter.{name}");
     let cur = match meta.get(key.as_str())? {
         Some(v) => decode::<u64>(v.value())?,
@@ -354,6 +498,124 @@ mod tests {
             s.ingest_play(p, act(), 0).await.unwrap();
         }
         assert_eq!(s.counts().unwrap().webhook_loss, 1);
+    }
+
+    /// Keep the writer busy inside a group until the returned sender sends.
+    async fn hold_writer(
+        s: &Store,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let s = s.clone();
+        let blocker = tokio::spawn(async move {
+            s.write(move |_| {
+                let _ = started_tx.send(());
+                let _ = hold_rx.recv();
+                Ok(())
+            })
+            .await
+        });
+        started_rx.await.unwrap();
+        (hold_tx, blocker)
+    }
+
+    /// A burst queued while the writer is busy goes in ONE drain job and one durable commit;
+    /// every caller gets its own answer (distinct ids; the same viewing twice in one batch is
+    /// a duplicate of the first), and each answer is readable once it is given.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queued_burst_is_one_commit_with_an_answer_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        // Hold the writer inside a group until the burst is queued.
+        let (hold_tx, blocker) = hold_writer(&s).await;
+        let before = s.commits();
+        let mut calls = Vec::new();
+        for i in 0..100u32 {
+            let s2 = s.clone();
+            let mut p = play(1000);
+            // 0 and 1 are the same viewing; the rest are other episodes.
+            p.episode = if i == 1 { 0 } else { i };
+            calls.push(tokio::spawn(
+                async move { s2.ingest_play(p, act(), 300).await },
+            ));
+            // Queue in order, so play 0 is journaled before its duplicate.
+            while s.inner.ingest.len() < i as usize + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        hold_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let mut new = Vec::new();
+        let mut dups = Vec::new();
+        for c in calls {
+            match c.await.unwrap().unwrap() {
+                Ingested::New(id) => {
+                    assert!(
+                        s.journal_entry(id).unwrap().is_some(),
+                        "answered before visible"
+                    );
+                    new.push(id);
+                }
+                Ingested::Duplicate(id) => dups.push(id),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(new, (1..=99).collect::<Vec<_>>());
+        assert_eq!(dups, vec![1]);
+        assert_eq!(
+            s.commits() - before,
+            2,
+            "the held group, then the whole burst in one"
+        );
+        let (_, rows) = s.activity(&Default::default(), 1, 1).unwrap();
+        assert_eq!(rows, 100, "one activity row a webhook, in the same commit");
+    }
+
+    /// A storage error in one queued play fails every play of the group and commits none.
+    #[tokio::test]
+    async fn a_failed_drain_answers_every_caller_and_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.ingest_play(play(1000), act(), 300).await.unwrap();
+        // A corrupt dedupe row for the next play's viewing.
+        let mut bad = play(5000);
+        bad.episode = 7;
+        let key = bad.dedupe_key();
+        s.write(move |txn| {
+            txn.open_table(DEDUPE)?
+                .insert(key.as_str(), b"not json".as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let mut good = play(5000);
+        good.episode = 8;
+        let (hold_tx, blocker) = hold_writer(&s).await;
+        let (s1, s2) = (s.clone(), s.clone());
+        let a = tokio::spawn(async move { s1.ingest_play(good, act(), 300).await });
+        let b = tokio::spawn(async move { s2.ingest_play(bad, act(), 300).await });
+        while s.inner.ingest.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        hold_tx.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert!(b.is_err());
+        assert!(a.is_err(), "same group as the failed play: {a:?}");
+        assert_eq!(
+            s.counts().unwrap().journal,
+            1,
+            "nothing of the group committed"
+        );
+        let mut again = play(5000);
+        again.episode = 8;
+        assert!(matches!(
+            s.ingest_play(again, act(), 300).await.unwrap(),
+            Ingested::New(_)
+        ));
     }
 
     #[tokio::test]
