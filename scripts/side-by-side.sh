@@ -5,7 +5,8 @@
 #
 #   scripts/side-by-side.sh OLD_REV [bench …]        (default benches: burst webhook_ingest
 #                                                      footprint backfill export)
-# env: ROUNDS (2), OUT (side_by_side.log), plus each bench's own BENCH_* variables.
+# env: ROUNDS (2), OUT (side_by_side.log), OLD_BIN (an old binary already built: no build),
+# plus each bench's own BENCH_* variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ]; then
@@ -18,13 +19,18 @@ benches=("$@")
 [ ${#benches[@]} -gt 0 ] || benches=(burst webhook_ingest footprint backfill export)
 rounds=${ROUNDS:-2}
 out=${OUT:-side_by_side.log}
-old_dir=$(mktemp -d)/old
-trap 'git worktree remove --force "$old_dir" >/dev/null 2>&1 || true' EXIT
-git worktree add --detach -q "$old_dir" "$old_rev"
-old_target=$(realpath -m "${OLD_TARGET:-${CARGO_TARGET_DIR:-target}/side-by-side-old}")
-echo "building $old_rev into $old_target" >&2
-(cd "$old_dir" && CARGO_TARGET_DIR="$old_target" cargo build --release --locked --bin plexsync -q)
-old_bin="$old_target/release/plexsync"
+if [ -n "${OLD_BIN:-}" ]; then
+  # Already built (e.g. by an earlier run): OLD_REV only labels it.
+  old_bin=$(realpath "$OLD_BIN")
+else
+  old_dir=$(mktemp -d)/old
+  trap 'git worktree remove --force "$old_dir" >/dev/null 2>&1 || true' EXIT
+  git worktree add --detach -q "$old_dir" "$old_rev"
+  old_target=$(realpath -m "${OLD_TARGET:-${CARGO_TARGET_DIR:-target}/side-by-side-old}")
+  echo "building $old_rev into $old_target" >&2
+  (cd "$old_dir" && CARGO_TARGET_DIR="$old_target" cargo build --release --locked --bin plexsync -q)
+  old_bin="$old_target/release/plexsync"
+fi
 cargo build --release --locked --benches -q
 {
   echo "# side by side: old $(git rev-parse --short "$old_rev") vs new $(git rev-parse --short HEAD), $(nproc) cores, $(date -u +%FT%TZ)"
