@@ -379,6 +379,8 @@ impl Shared {
             s.catalogue_loaded_at = Some(now_secs());
         });
         write(&self.live.catalogue, Some(c));
+        // Plays that found no catalogue wait for this (see pipeline::resolve).
+        self.wake.resolve.notify_one();
     }
 
     /// Whether the pipeline tasks run and the daemon is not stopping.

@@ -1,5 +1,11 @@
 //! The catalogue task: the tracker's shows, fetched on a schedule (and on wake-up), cached in
 //! the store so matching works while the tracker is down, handed to every matcher.
+//!
+//! First start is on the request path of every play that arrives meanwhile, so it is kept
+//! cheap: the plugin parses the answer as it arrives, the indices (the catalogue's and every
+//! matcher's) are built on a blocking thread, never on a runtime worker, and the store's copy
+//! is written in one transaction once they are published. Publishing wakes the resolver
+//! ([`Shared::set_catalogue`]), which holds plays that found no catalogue until then.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +20,19 @@ use super::backoff;
 /// schedule (retrying with backoff while the tracker is down).
 pub async fn catalogue_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
-    match shared.store.load_catalogue() {
-        Ok(Some(shows)) => {
-            tracing::info!(shows = shows.len(), "loaded the cached tracker catalogue");
-            shared.set_catalogue(Arc::new(Catalogue::new(shows)));
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the cached catalogue"),
+    let cached = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || match shared.store.load_catalogue() {
+            Ok(Some(shows)) => {
+                tracing::info!(shows = shows.len(), "loaded the cached tracker catalogue");
+                publish(&shared, shows);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the cached catalogue"),
+        })
+    };
+    if let Err(e) = cached.await {
+        tracing::error!(error = %e, "loading the cached catalogue failed");
     }
     let mut failures = 0u32;
     loop {
@@ -30,11 +42,7 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
                 failures = 0;
                 shared.note_tracker(None);
                 tracing::info!(shows = shows.len(), "fetched the tracker catalogue");
-                if let Err(e) = shared.store.save_catalogue(shows.clone()).await {
-                    tracing::warn!(error = %e, "cannot cache the catalogue");
-                }
-                shared.set_catalogue(Arc::new(Catalogue::new(shows)));
-                shared.wake.resolve.notify_one();
+                refresh(&shared, shows).await;
                 shared.config().tracker.catalogue_refresh
             }
             Err(e) => {
@@ -53,5 +61,40 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
         if *shutdown.borrow() {
             break;
         }
+    }
+}
+
+/// Build the catalogue and every matcher's index from `shows` and make them current (which
+/// wakes the resolver), then give the build's garbage back to the system. CPU-bound: call it on
+/// a blocking thread.
+fn publish(shared: &Shared, shows: Vec<plexsync_plugin_api::CatalogShow>) -> Arc<Catalogue> {
+    let started = std::time::Instant::now();
+    let catalogue = Arc::new(Catalogue::new(shows));
+    shared.set_catalogue(catalogue.clone());
+    crate::footprint::release_free_memory();
+    tracing::debug!(
+        shows = catalogue.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "catalogue indexed"
+    );
+    catalogue
+}
+
+/// A fetched catalogue: indexed and published off the runtime's workers first, so plays
+/// waiting for it go as soon as the index is built; then the store's copy (one transaction).
+async fn refresh(shared: &Arc<Shared>, shows: Vec<plexsync_plugin_api::CatalogShow>) {
+    let build = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || publish(&shared, shows))
+    };
+    let catalogue = match build.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "building the catalogue failed");
+            return;
+        }
+    };
+    if let Err(e) = shared.store.save_catalogue(catalogue).await {
+        tracing::warn!(error = %e, "cannot cache the catalogue");
     }
 }
