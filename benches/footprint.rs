@@ -89,7 +89,10 @@ async fn main() {
         println!("  (no ../shared/matching/catalogue.jsonl: catalogue RSS skipped)");
     }
     for (label, bin) in support::binaries() {
-        for (what, rows) in [("no catalogue", Vec::new()), ("4,498 shows", real.clone().unwrap_or_default())] {
+        for (what, rows) in [
+            ("no catalogue", Vec::new()),
+            ("4,498 shows", real.clone().unwrap_or_default()),
+        ] {
             if what != "no catalogue" && rows.is_empty() {
                 continue;
             }
@@ -103,7 +106,7 @@ async fn main() {
                 let deadline = std::time::Instant::now() + Duration::from_secs(60);
                 loop {
                     let st = d.status().await;
-                    if st["runtime"]["catalogue_shows"].as_u64() == Some(n as u64)
+                    if st["catalogue_shows"].as_u64() == Some(n as u64)
                         || std::time::Instant::now() > deadline
                     {
                         break;

@@ -19,9 +19,7 @@ const LEGACY: &str = "webhook/episode_legacy-thetvdb_media.resume_owner-id1.json
 const HELD: Duration = Duration::from_secs(1);
 
 fn catalogue() -> Vec<Value> {
-    vec![
-        json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tvdb_id": 301376}),
-    ]
+    vec![json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tvdb_id": 301376})]
 }
 
 #[tokio::test]

@@ -185,8 +185,7 @@ pub async fn fake_with(rows: usize, shows: usize, extra: Vec<Value>) -> Fake {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let mut cat: Vec<Value> = extra;
-    cat.extend((0..shows).map(|s| json!({"id": format!("t{s}"), "title": format!("Show {s}"), "year": 2000 + (s % 20), "tvdb_id": 500_000 + s}))
-        .collect();
+    cat.extend((0..shows).map(|s| json!({"id": format!("t{s}"), "title": format!("Show {s}"), "year": 2000 + (s % 20), "tvdb_id": 500_000 + s})));
     cat.push(
         json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tvdb_id": 301376}),
     );

@@ -97,4 +97,6 @@ async fn refresh(shared: &Arc<Shared>, shows: Vec<plexsync_plugin_api::CatalogSh
     if let Err(e) = shared.store.save_catalogue(catalogue).await {
         tracing::warn!(error = %e, "cannot cache the catalogue");
     }
+    // The store's encoded copy is garbage now too.
+    crate::footprint::release_free_memory();
 }

@@ -130,7 +130,10 @@ async fn resolve(
         }));
     }
     let Some(catalogue) = shared.catalogue() else {
-        tracing::debug!(play_id = play.id, "no tracker catalogue yet; play waits for it");
+        tracing::debug!(
+            play_id = play.id,
+            "no tracker catalogue yet; play waits for it"
+        );
         return None;
     };
     Some(match_play(shared, play, attempts, key, &catalogue).await)

@@ -38,7 +38,10 @@ unsafe impl GlobalAlloc for Counting {
 static A: Counting = Counting;
 
 fn live() -> (isize, isize) {
-    (BYTES.load(Ordering::Relaxed), BLOCKS.load(Ordering::Relaxed))
+    (
+        BYTES.load(Ordering::Relaxed),
+        BLOCKS.load(Ordering::Relaxed),
+    )
 }
 
 fn report(what: &str, before: (isize, isize)) -> (isize, isize) {

@@ -77,7 +77,9 @@ impl Postings {
             return &[];
         };
         match (self.starts.get(i), self.starts.get(i + 1)) {
-            (Some(&start), Some(&end)) => self.keys.get(start as usize..end as usize).unwrap_or(&[]),
+            (Some(&start), Some(&end)) => {
+                self.keys.get(start as usize..end as usize).unwrap_or(&[])
+            }
             _ => &[],
         }
     }

@@ -173,13 +173,11 @@ impl ArrayStream {
     /// The shows, once the body has ended; an error when the array is unfinished.
     pub fn finish(mut self) -> Result<Vec<CatalogShow>, StreamError> {
         if self.state != State::Done {
-            return Err(StreamError::Shape(
-                if self.offset == 0 {
-                    "the answer is empty".to_string()
-                } else {
-                    "the answer ends before the array's closing `]`".to_string()
-                },
-            ));
+            return Err(StreamError::Shape(if self.offset == 0 {
+                "the answer is empty".to_string()
+            } else {
+                "the answer ends before the array's closing `]`".to_string()
+            }));
         }
         self.shows.shrink_to_fit();
         Ok(self.shows)
