@@ -17,12 +17,12 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{BIN, Daemon, cores, env_usize, kb, load_average, mb, ms};
+use support::{Daemon, bin, cores, env_usize, kb, load_average, mb, ms};
 
 const SINCE: &str = "2000-01-01";
 
 fn run_backfill(cfg: &std::path::Path) -> std::process::Child {
-    Command::new(BIN)
+    Command::new(bin())
         .args(["backfill", "--since", SINCE, "--json", "--config"])
         .arg(cfg)
         .env_remove("RUST_LOG")
@@ -132,7 +132,7 @@ async fn main() {
     }
     let elapsed = t0.elapsed();
     let out = child.wait_with_output().unwrap();
-    let status = Command::new(BIN)
+    let status = Command::new(bin())
         .args(["status", "--json", "--config"])
         .arg(&cfg)
         .output()

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use support::{bin, Daemon, cores, env_usize, load_average, mb, ms};
+use support::{Daemon, bin, cores, env_usize, load_average, mb, ms};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

@@ -3,7 +3,13 @@
 //! webhook secret, then restarts on that store) and its idle RSS, against a fake Plex and
 //! tracker on loopback.
 //!
-//! Run: `cargo bench --bench footprint` (env: BENCH_STARTS, restarts timed, default 10).
+//! Then idle RSS with the real 4,498-show catalogue (../shared/matching/catalogue.jsonl) served
+//! by the tracker, after its first fetch and after a restart on the cached copy, beside the
+//! same without it (one show); with `BENCH_OLD_BIN` set (an earlier release binary) the old
+//! build is measured in the same minute, old then new.
+//!
+//! Run: `cargo bench --bench footprint` (env: BENCH_STARTS, restarts timed, default 10;
+//! BENCH_OLD_BIN).
 
 mod support;
 
@@ -76,5 +82,46 @@ async fn main() {
             mb(d.hwm())
         );
         d.stop();
+    }
+
+    let real = support::real_catalogue();
+    if real.is_none() {
+        println!("  (no ../shared/matching/catalogue.jsonl: catalogue RSS skipped)");
+    }
+    for (label, bin) in support::binaries() {
+        for (what, rows) in [
+            ("no catalogue", Vec::new()),
+            ("4,498 shows", real.clone().unwrap_or_default()),
+        ] {
+            if what != "no catalogue" && rows.is_empty() {
+                continue;
+            }
+            let n = rows.len() + 1;
+            let fake = support::fake_with(0, 0, rows).await;
+            let cfg = support::config(&fake, "", "");
+            let state = tempfile::tempdir().unwrap();
+            let mut figures = Vec::new();
+            for start in ["first start", "restart"] {
+                let d = Daemon::start_bin(&bin, state.path(), &cfg).await;
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    let st = d.status().await;
+                    if st["catalogue_shows"].as_u64() == Some(n as u64)
+                        || std::time::Instant::now() > deadline
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                figures.push(format!("{start} {} (peak {})", mb(d.rss()), mb(d.hwm())));
+                d.stop();
+            }
+            println!(
+                "  RSS idle {label:<3} {what:<13} {}  (load average {})",
+                figures.join(", "),
+                load_average()
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod export_board;
+pub mod footprint;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

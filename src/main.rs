@@ -315,6 +315,7 @@ fn main() -> ExitCode {
             };
         }
     };
+    plexsync::footprint::limit_arenas();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

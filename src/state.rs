@@ -382,6 +382,8 @@ impl Shared {
             s.catalogue_loaded_at = Some(now_secs());
         });
         write(&self.live.catalogue, Some(c));
+        // Plays that found no catalogue wait for this (see pipeline::resolve).
+        self.wake.resolve.notify_one();
     }
 
     /// Hand every matcher the same catalogue with more names (pipeline/enrich.rs): unlike

@@ -169,11 +169,30 @@ impl Fake {
 /// Start the fake Plex + tracker: `rows` history rows of `shows` shows, the same `shows` (plus
 /// the webhook capture's show) in the tracker's catalogue, matched by tvdb id.
 pub async fn fake(rows: usize, shows: usize) -> Fake {
+    fake_with(rows, shows, Vec::new()).await
+}
+
+/// The real 4,498-show catalogue (../shared/matching/catalogue.jsonl) as catalogue rows, or
+/// None when the shared data is not beside the checkout.
+pub fn real_catalogue() -> Option<Vec<Value>> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/matching/catalogue.jsonl"
+    );
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// [`fake`] whose catalogue starts with `extra` rows (e.g. [`real_catalogue`]) before the
+/// synthetic shows.
+pub async fn fake_with(rows: usize, shows: usize, extra: Vec<Value>) -> Fake {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let mut cat: Vec<Value> = (0..shows)
-        .map(|s| json!({"id": format!("t{s}"), "title": format!("Show {s}"), "year": 2000 + (s % 20), "tvdb_id": 500_000 + s}))
-        .collect();
+    let mut cat: Vec<Value> = extra;
+    cat.extend((0..shows).map(|s| json!({"id": format!("t{s}"), "title": format!("Show {s}"), "year": 2000 + (s % 20), "tvdb_id": 500_000 + s})));
     cat.push(
         json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tvdb_id": 301376}),
     );
@@ -332,13 +351,18 @@ pub struct Daemon {
 impl Daemon {
     /// Write `cfg` into `dir`, start `plexsync run`, wait for `READY=1`.
     pub async fn start(dir: &Path, cfg: &str) -> Daemon {
+        Self::start_bin(bin(), dir, cfg).await
+    }
+
+    /// [`Daemon::start`] of another build of the binary (an old release, to compare).
+    pub async fn start_bin(bin: &str, dir: &Path, cfg: &str) -> Daemon {
         let cfg_path = dir.join("plexsync.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let notify_path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
         let spawned = Instant::now();
-        let child = Command::new(bin())
+        let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&cfg_path)
             .env_remove("RUST_LOG")
@@ -501,5 +525,51 @@ pub async fn load(
         errors,
         elapsed,
         latencies,
+    }
+}
+
+/// The builds to compare: `old` from `$BENCH_OLD_BIN` when set (a release binary of an
+/// earlier commit), then this checkout's `new`.
+pub fn binaries() -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Ok(old) = std::env::var("BENCH_OLD_BIN") {
+        if !old.is_empty() {
+            out.push(("old", old));
+        }
+    }
+    out.push(("new", BIN.to_string()));
+    out
+}
+
+/// Busy loops on every core until dropped: "a build running beside it".
+pub struct Busy {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Busy {
+    pub fn start(n: usize) -> Busy {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        Busy { stop, threads }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }

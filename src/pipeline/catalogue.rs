@@ -1,5 +1,11 @@
 //! The catalogue task: the tracker's shows, fetched on a schedule (and on wake-up), cached in
 //! the store so matching works while the tracker is down, handed to every matcher.
+//!
+//! First start is on the request path of every play that arrives meanwhile, so it is kept
+//! cheap: the plugin parses the answer as it arrives, the indices (the catalogue's and every
+//! matcher's) are built on a blocking thread, never on a runtime worker, and the store's copy
+//! is written in one transaction once they are published. Publishing wakes the resolver
+//! ([`Shared::set_catalogue`]), which holds plays that found no catalogue until then.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +22,24 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     // More names for the shows, in the background, after each load or refresh.
     let mut enricher = super::enrich::Enricher::default();
-    match shared.store.load_catalogue() {
-        Ok(Some(shows)) => {
-            tracing::info!(shows = shows.len(), "loaded the cached tracker catalogue");
-            let c = Arc::new(Catalogue::new(shows));
-            shared.set_catalogue(c.clone());
-            enricher.start(&shared, c);
-        }
+    let cached = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || match shared.store.load_catalogue() {
+            Ok(Some(shows)) => {
+                tracing::info!(shows = shows.len(), "loaded the cached tracker catalogue");
+                Some(publish(&shared, shows))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cached catalogue");
+                None
+            }
+        })
+    };
+    match cached.await {
+        Ok(Some(c)) => enricher.start(&shared, c),
         Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the cached catalogue"),
+        Err(e) => tracing::error!(error = %e, "loading the cached catalogue failed"),
     }
     let mut failures = 0u32;
     loop {
@@ -34,14 +49,10 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
                 failures = 0;
                 shared.note_tracker(None);
                 tracing::info!(shows = shows.len(), "fetched the tracker catalogue");
-                if let Err(e) = shared.store.save_catalogue(shows.clone()).await {
-                    tracing::warn!(error = %e, "cannot cache the catalogue");
-                }
                 enricher.stop();
-                let c = Arc::new(Catalogue::new(shows));
-                shared.set_catalogue(c.clone());
-                enricher.start(&shared, c);
-                shared.wake.resolve.notify_one();
+                if let Some(c) = refresh(&shared, shows).await {
+                    enricher.start(&shared, c);
+                }
                 shared.config().tracker.catalogue_refresh
             }
             Err(e) => {
@@ -61,4 +72,45 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
             break;
         }
     }
+}
+
+/// Build the catalogue and every matcher's index from `shows` and make them current (which
+/// wakes the resolver), then give the build's garbage back to the system. CPU-bound: call it on
+/// a blocking thread.
+fn publish(shared: &Shared, shows: Vec<plexsync_plugin_api::CatalogShow>) -> Arc<Catalogue> {
+    let started = std::time::Instant::now();
+    let catalogue = Arc::new(Catalogue::new(shows));
+    shared.set_catalogue(catalogue.clone());
+    crate::footprint::release_free_memory();
+    tracing::debug!(
+        shows = catalogue.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "catalogue indexed"
+    );
+    catalogue
+}
+
+/// A fetched catalogue: indexed and published off the runtime's workers first, so plays
+/// waiting for it go as soon as the index is built; then the store's copy (one transaction).
+async fn refresh(
+    shared: &Arc<Shared>,
+    shows: Vec<plexsync_plugin_api::CatalogShow>,
+) -> Option<Arc<Catalogue>> {
+    let build = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || publish(&shared, shows))
+    };
+    let catalogue = match build.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "building the catalogue failed");
+            return None;
+        }
+    };
+    if let Err(e) = shared.store.save_catalogue(catalogue.clone()).await {
+        tracing::warn!(error = %e, "cannot cache the catalogue");
+    }
+    // The store's encoded copy is garbage now too.
+    crate::footprint::release_free_memory();
+    Some(catalogue)
 }

@@ -37,6 +37,8 @@ pub async fn resolver_task(shared: Arc<Shared>) {
         };
         let mut per_show: HashMap<String, Resolution> = HashMap::new();
         let mut decided = Vec::with_capacity(due.len());
+        // Plays left pending because no catalogue is published yet.
+        let mut awaiting_catalogue = false;
         for play in &due {
             if *shutdown.borrow() {
                 break;
@@ -44,11 +46,16 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             let key = play.show.key();
             let r = match per_show.get(&key) {
                 Some(r) => r.clone(),
-                None => {
-                    let r = resolve(&shared, play, &mut attempts).await;
-                    per_show.insert(key.clone(), r.clone());
-                    r
-                }
+                None => match resolve(&shared, play, &mut attempts).await {
+                    Some(r) => {
+                        per_show.insert(key.clone(), r.clone());
+                        r
+                    }
+                    None => {
+                        awaiting_catalogue = true;
+                        continue;
+                    }
+                },
             };
             if !matches!(r, Resolution::Retry { .. }) {
                 attempts.remove(&key);
@@ -65,10 +72,14 @@ pub async fn resolver_task(shared: Arc<Shared>) {
                 tracing::error!(error = %e, "cannot record resolutions; the plays stay pending")
             }
         }
-        if due.len() >= RESOLVE_BATCH {
+        if due.len() >= RESOLVE_BATCH && !awaiting_catalogue {
             continue;
         }
         let wait = match shared.store.next_pending_at() {
+            // The plays due now wait for the catalogue: its publication wakes this task
+            // (`Shared::set_catalogue`), and so do new plays; the timer is only a backstop.
+            _ if awaiting_catalogue && shared.catalogue().is_none() => Duration::from_secs(60),
+            _ if awaiting_catalogue => Duration::ZERO,
             Ok(Some(t)) => Duration::from_millis((t - now_millis()).clamp(0, 60_000) as u64),
             _ => Duration::from_secs(60),
         };
@@ -89,33 +100,53 @@ fn retry_later(attempts: &mut HashMap<String, u32>, show_key: &str) -> Resolutio
     }
 }
 
-async fn resolve(shared: &Shared, play: &Play, attempts: &mut HashMap<String, u32>) -> Resolution {
+/// A play's resolution; None while there is no tracker catalogue to match against (first
+/// start): the play stays due and the resolver waits for the catalogue's publication.
+async fn resolve(
+    shared: &Shared,
+    play: &Play,
+    attempts: &mut HashMap<String, u32>,
+) -> Option<Resolution> {
     let key = play.show.key();
     match shared.store.mapping(&key) {
-        Ok(Some(m)) if m.ignored => return Resolution::Ignored,
+        Ok(Some(m)) if m.ignored => return Some(Resolution::Ignored),
         Ok(Some(m)) => {
-            return Resolution::Mapped {
+            return Some(Resolution::Mapped {
                 show_id: m.show_id,
                 mapping: None,
-            };
+            });
         }
         Ok(None) => {}
         Err(e) => {
             tracing::error!(error = %e, "cannot read mappings");
-            return retry_later(attempts, &play.show.key());
+            return Some(retry_later(attempts, &play.show.key()));
         }
     }
     // A show already waiting for a person keeps collecting its plays there.
     if let Ok(Some(c)) = shared.store.conflict(&key) {
-        return Resolution::Conflict(Conflict {
+        return Some(Resolution::Conflict(Conflict {
             updated_at: now_secs(),
             ..c
-        });
+        }));
     }
     let Some(catalogue) = shared.catalogue() else {
-        tracing::debug!(play_id = play.id, "no tracker catalogue yet; play waits");
-        return retry_later(attempts, &play.show.key());
+        tracing::debug!(
+            play_id = play.id,
+            "no tracker catalogue yet; play waits for it"
+        );
+        return None;
     };
+    Some(match_play(shared, play, attempts, key, &catalogue).await)
+}
+
+/// Match a play's show (no mapping, no conflict yet) against `catalogue`.
+async fn match_play(
+    shared: &Shared,
+    play: &Play,
+    attempts: &mut HashMap<String, u32>,
+    key: String,
+    catalogue: &plexsync_plugin_api::Catalogue,
+) -> Resolution {
     let query = match enrich(shared, play).await {
         Ok(q) => q,
         Err(e) => {

@@ -2,7 +2,9 @@
 //! also the host's remembered Plex accounts), Plex show info (`show_info`) and the tracker's
 //! show catalogue (`catalogue`).
 
-use plexsync_plugin_api::CatalogShow;
+use std::sync::Arc;
+
+use plexsync_plugin_api::{CatalogShow, Catalogue};
 use serde::{Deserialize, Serialize};
 
 use super::ops::get_json;
@@ -10,9 +12,11 @@ use super::*;
 use crate::model::{now_millis, now_secs};
 
 impl Store {
-    pub async fn save_catalogue(&self, shows: Vec<CatalogShow>) -> Result<()> {
+    /// Cache the tracker's catalogue: the shows and when they were fetched, in one
+    /// transaction. The stored shape (a JSON array under `shows`) is every release's.
+    pub async fn save_catalogue(&self, catalogue: Arc<Catalogue>) -> Result<()> {
         self.write(move |txn| {
-            let bytes = encode(&shows)?;
+            let bytes = encode(&catalogue.shows)?;
             txn.open_table(CATALOGUE)?
                 .insert("shows", bytes.as_slice())?;
             txn.open_table(CATALOGUE)?

@@ -352,7 +352,9 @@ impl TitleMatcher {
             c = c.min(CANDIDATE_SCORE_CAP);
         }
 
-        if q.norm.numbers != key.numbers || !normalize::marks_agree(&q.norm.marks, &key.marks) {
+        if q.norm.numbers[..] != key.numbers[..]
+            || !normalize::marks_agree(&q.norm.marks, &key.marks)
+        {
             c = (c - penalty::NUMBERS_DIFFER).min(penalty::NUMBERS_DIFFER_CAP);
         }
 

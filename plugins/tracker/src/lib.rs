@@ -12,6 +12,7 @@
 
 mod config;
 mod error;
+mod stream;
 mod wire;
 
 use std::fmt;
@@ -171,6 +172,45 @@ impl TrackerExporter {
         call: &Call,
         request: RequestBuilder,
     ) -> Result<(StatusCode, Vec<u8>, Option<RateLimit>), PluginError> {
+        let (status, mut response) = self.respond(call, request).await?;
+        let rate_limit = error::rate_limit(response.headers(), SystemTime::now());
+        match read_limited(&mut response, SUCCESS_BODY_LIMIT).await {
+            Ok((body, false)) => Ok((status, body, rate_limit)),
+            Ok((_, true)) => Err(self.too_large(call, status)),
+            Err(e) => Err(self.body_failed(call, status, e)),
+        }
+    }
+
+    fn too_large(&self, call: &Call, status: StatusCode) -> PluginError {
+        self.fail(
+            ErrorClass::Permanent,
+            format!(
+                "{}: HTTP {status}: answer is larger than {} MiB",
+                call.label,
+                SUCCESS_BODY_LIMIT / (1024 * 1024)
+            ),
+        )
+    }
+
+    /// The status arrived but the body did not (reset, timeout): try again.
+    fn body_failed(&self, call: &Call, status: StatusCode, e: reqwest::Error) -> PluginError {
+        let (_, why) = error::transport(e, self.timeout, &target(&call.url));
+        self.fail(
+            ErrorClass::Transient,
+            format!(
+                "{}: HTTP {status}: reading the answer failed: {why}",
+                call.label
+            ),
+        )
+    }
+
+    /// Send a request; on a 2xx answer return its status and the response with its body
+    /// unread, otherwise a classified error (see [`Self::send`]).
+    async fn respond(
+        &self,
+        call: &Call,
+        request: RequestBuilder,
+    ) -> Result<(StatusCode, Response), PluginError> {
         let mut response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -179,32 +219,10 @@ impl TrackerExporter {
             }
         };
         let status = response.status();
-        let rate_limit = error::rate_limit(response.headers(), SystemTime::now());
-
         if status.is_success() {
-            return match read_limited(&mut response, SUCCESS_BODY_LIMIT).await {
-                Ok((body, false)) => Ok((status, body, rate_limit)),
-                Ok((_, true)) => Err(self.fail(
-                    ErrorClass::Permanent,
-                    format!(
-                        "{}: HTTP {status}: answer is larger than {} MiB",
-                        call.label,
-                        SUCCESS_BODY_LIMIT / (1024 * 1024)
-                    ),
-                )),
-                Err(e) => {
-                    // The status arrived but the body did not (reset, timeout): try again.
-                    let (_, why) = error::transport(e, self.timeout, &target(&call.url));
-                    Err(self.fail(
-                        ErrorClass::Transient,
-                        format!(
-                            "{}: HTTP {status}: reading the answer failed: {why}",
-                            call.label
-                        ),
-                    ))
-                }
-            };
+            return Ok((status, response));
         }
+        let rate_limit = error::rate_limit(response.headers(), SystemTime::now());
 
         let class = error::status_class(status);
         let retry_after = match class {
@@ -257,11 +275,60 @@ impl TrackerExporter {
         })
     }
 
+    /// `GET /shows`, parsed as it arrives ([`stream`]): memory holds the shows and one
+    /// element in progress, never the whole body and its parse at once.
     async fn fetch_catalogue_impl(&self) -> Result<Vec<CatalogShow>, PluginError> {
         let call = self.call(&Method::GET, &["shows"])?;
         let request = self.client.get(call.url.clone());
-        let (status, body) = self.send(&call, request).await?;
-        self.decode(&call, status, &body)
+        let (status, mut response) = self.respond(&call, request).await?;
+        let mut parse = stream::ArrayStream::new();
+        let mut read = 0usize;
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => return Err(self.body_failed(&call, status, e)),
+            };
+            read += chunk.len();
+            if read > SUCCESS_BODY_LIMIT {
+                return Err(self.too_large(&call, status));
+            }
+            if let Err(e) = parse.feed(&chunk) {
+                return Err(self.not_a_catalogue(&call, status, parse.head(), e));
+            }
+        }
+        // `finish` consumes the parser; the head is kept for its message.
+        let head = parse.head().to_vec();
+        parse
+            .finish()
+            .map_err(|e| self.not_a_catalogue(&call, status, &head, e))
+    }
+
+    /// A 2xx catalogue answer that is not a JSON array of shows: permanent, like [`Self::decode`].
+    fn not_a_catalogue(
+        &self,
+        call: &Call,
+        status: StatusCode,
+        head: &[u8],
+        e: stream::StreamError,
+    ) -> PluginError {
+        let why = match e {
+            stream::StreamError::Shape(s) => s,
+            stream::StreamError::Element(e) => e.to_string(),
+            stream::StreamError::TooLarge => format!(
+                "a show object is larger than {} KiB",
+                stream::MAX_ELEMENT / 1024
+            ),
+        };
+        self.fail(
+            ErrorClass::Permanent,
+            format!(
+                "{}: HTTP {status} but the answer is not this endpoint's JSON ({}): {}",
+                call.label,
+                error::snippet(why.as_bytes(), &self.redactor),
+                error::snippet(head, &self.redactor)
+            ),
+        )
     }
 
     async fn export_impl(&self, batch: &ExportBatch) -> Result<ExportReceipt, PluginError> {
