@@ -328,7 +328,7 @@ async fn answer(
 /// `[poll]`.
 pub fn config(fake: &Fake, server: &str, poll: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[plex]\nurl = \"{}\"\n[tracker]\nurl = \"{}\"\n[poll]\npage_size = 1000\n{poll}\n[log]\nlevel = \"warn\"\n[[matchers]]\nkind = \"guid\"\n[[matchers]]\nkind = \"title\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[plex]\nurl = \"{}\"\n[tracker]\nurl = \"{}\"\n[poll]\npage_size = 1000\n{poll}\n[live]\nenabled = false\n[log]\nlevel = \"warn\"\n[[matchers]]\nkind = \"guid\"\n[[matchers]]\nkind = \"title\"\n",
         fake.url,
         fake.tracker_url()
     )
