@@ -190,6 +190,26 @@ async fn a_translated_title_finds_its_show_as_a_candidate_once_tmdb_names_arrive
         .collect();
     assert_eq!(asked, ["9101", "9102", "9103", "9999"]);
 
+    // The conflict opened before the names arrived is asked again: its show is a candidate
+    // now (still a conflict: a person decides).
+    let deadline = Instant::now() + WAIT;
+    let refreshed = loop {
+        let c = conflict_of(&d, "Porto di Notte").await;
+        if candidate_ids(&c).first().map(String::as_str) == Some("harbour") {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refreshed: {c}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        refreshed["candidates"][0]["score"].as_f64().unwrap() < 0.9,
+        "{refreshed}"
+    );
+
     // The translated title now finds its show: a candidate, first, and no mapping.
     scrobble(&d.webhook_url, "61002", "Le Verger de Verre").await;
     let after = conflict_of(&d, "Le Verger de Verre").await;

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plexsync_plugin_api::{CatalogShow, Catalogue, Matcher, PluginError};
+use plexsync_plugin_api::{Candidate, CatalogShow, Catalogue, Matcher, PluginError};
 
 use crate::state::Shared;
 
@@ -207,6 +207,9 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
             failed = pass.error.is_some(),
             "catalogue names: pass finished"
         );
+        if pass.shows_named > 0 {
+            refresh_conflicts(&shared, &matchers).await;
+        }
         let retry = match &pass.error {
             Some(e) if e.is_transient() => {
                 failures += 1;
@@ -235,11 +238,99 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
     }
 }
 
+/// Most candidates a refreshed conflict keeps.
+const MAX_CANDIDATES: usize = 10;
+
+/// Conflicts opened before the names arrived (the first start, a new TMDB key) asked the
+/// chain when it knew less: ask it again for each open conflict's stored query and merge what
+/// it answers into the candidates. Never a mapping: a person still decides, whatever the score.
+async fn refresh_conflicts(shared: &Shared, matchers: &[Arc<dyn Matcher>]) {
+    let conflicts = match shared.store.conflicts() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "catalogue names: cannot read the conflicts");
+            return;
+        }
+    };
+    let threshold = shared.config().matching.auto_map_threshold;
+    let mut refreshed = 0usize;
+    for c in conflicts {
+        let fresh = match super::run_chain(matchers, &c.query, threshold).await {
+            super::ChainResult::Conflict { candidates, .. } => candidates,
+            super::ChainResult::Mapped {
+                show_id,
+                method,
+                confidence,
+            } => vec![Candidate {
+                show_id,
+                score: confidence,
+                method,
+            }],
+            super::ChainResult::Retry(_) => continue,
+        };
+        let merged = merge_candidates(&c.candidates, fresh);
+        if merged == c.candidates {
+            continue;
+        }
+        match shared
+            .store
+            .set_conflict_candidates(c.key.clone(), merged)
+            .await
+        {
+            Ok(true) => refreshed += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(show_key = %c.key, error = %e, "catalogue names: cannot update a conflict");
+            }
+        }
+    }
+    if refreshed > 0 {
+        tracing::info!(
+            conflicts = refreshed,
+            "catalogue names: conflicts given new candidates"
+        );
+    }
+}
+
+/// `old` and `fresh` by show, each at its better score, best first (ties keep old first).
+fn merge_candidates(old: &[Candidate], fresh: Vec<Candidate>) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = old.to_vec();
+    for f in fresh {
+        match out.iter_mut().find(|c| c.show_id == f.show_id) {
+            Some(c) if f.score > c.score => *c = f,
+            Some(_) => {}
+            None => out.push(f),
+        }
+    }
+    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    out.truncate(MAX_CANDIDATES.max(old.len()));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use plexsync_plugin_api::{BoxFuture, MatchOutcome, ShowNames, ShowQuery};
     use std::sync::Mutex;
+
+    #[test]
+    fn merged_candidates_keep_each_show_once_at_its_better_score_best_first() {
+        let c = |id: &str, score: f32| Candidate {
+            show_id: id.into(),
+            score,
+            method: "title".into(),
+        };
+        let old = vec![c("a", 0.6), c("b", 0.5)];
+        let merged = merge_candidates(&old, vec![c("b", 0.8), c("a", 0.4), c("n", 0.7)]);
+        let got: Vec<(&str, f32)> = merged
+            .iter()
+            .map(|c| (c.show_id.as_str(), c.score))
+            .collect();
+        assert_eq!(got, [("b", 0.8), ("n", 0.7), ("a", 0.6)]);
+        assert_eq!(merge_candidates(&old, vec![c("a", 0.6)]), old);
+        let many: Vec<Candidate> = (0..20).map(|i| c(&i.to_string(), 0.1)).collect();
+        assert_eq!(merge_candidates(&[], many).len(), MAX_CANDIDATES);
+    }
 
     /// Names every show `n-<title>`, records slice sizes, can fail at a slice.
     struct Namer {

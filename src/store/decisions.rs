@@ -126,6 +126,26 @@ impl Store {
         self.read(|txn| all_json(&txn.open_table(CONFLICTS)?))
     }
 
+    /// Give an open conflict new candidates (the chain's answer once it knows more names),
+    /// unless a person decided it meanwhile. Returns whether it was still open.
+    pub async fn set_conflict_candidates(
+        &self,
+        key: String,
+        candidates: Vec<plexsync_plugin_api::Candidate>,
+    ) -> Result<bool> {
+        self.write(move |txn| {
+            let mut conflicts = txn.open_table(CONFLICTS)?;
+            let Some(mut c) = get_json::<Conflict>(&conflicts, &key)? else {
+                return Ok(false);
+            };
+            c.candidates = candidates;
+            c.updated_at = now_secs();
+            conflicts.insert(key.as_str(), encode(&c)?.as_slice())?;
+            Ok(true)
+        })
+        .await
+    }
+
     pub fn mappings(&self) -> Result<Vec<Mapping>> {
         self.read(|txn| all_json(&txn.open_table(MAPPINGS)?))
     }
