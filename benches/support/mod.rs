@@ -28,7 +28,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_plexsync");
 /// scripts/side-by-side.sh).
 pub fn bin() -> &'static str {
     static B: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    B.get_or_init(|| std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.to_string()))
+    B.get_or_init(|| {
+        std::env::var("BENCH_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| BIN.to_string())
+    })
 }
 
 pub fn env_usize(name: &str, default: usize) -> usize {
