@@ -290,11 +290,25 @@ async fn a_fixed_plex_token_polls_at_once_and_clears_health() {
     assert_eq!(stdout.matches("rejects the token").count(), 1, "{stdout}");
 
     // `POST /api/poll` inside the pause polls (and is refused again).
-    let before = polls(&st);
+    // The rejection can show before the refused poll is counted: wait until the count
+    // stands still (no poll runs inside the pause) before taking it.
+    let mut before = polls(&st);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = polls(&w.daemon.status().await);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     let accounts = w.plex.requests_to("/accounts").len();
     w.daemon.api("POST", "/api/poll").await;
-    let st = w.until("a requested poll", |s| polls(s) > before).await;
-    assert!(w.plex.requests_to("/accounts").len() > accounts);
+    // Both: the poll is counted and it asked Plex (a count alone could be an older poll's).
+    let st = w
+        .until("a requested poll", |s| {
+            polls(s) > before && w.plex.requests_to("/accounts").len() > accounts
+        })
+        .await;
     assert_eq!(st["plex_token_rejected"], true);
 
     // The right token: a poll happens within seconds and health clears.
