@@ -20,14 +20,33 @@ use super::{ChainResult, backoff, run_chain};
 /// are applied in one group commit.
 const RESOLVE_BATCH: usize = 512;
 
+/// While plays keep arriving, rounds start at most this often: a burst's plays are resolved
+/// in a few large rounds (one scan, one lookup per show, one write) instead of one round per
+/// webhook, which left the store writer — the one serial stage of ingest — doing the
+/// resolver's small writes between the webhooks' commits. A lone play (no round in the last
+/// interval) is resolved at once.
+const BUSY_ROUND_INTERVAL: Duration = Duration::from_millis(20);
+
 pub async fn resolver_task(shared: Arc<Shared>) {
     // Retry counts per show key: a show Plex cannot describe right now backs off as a whole.
     let mut attempts: HashMap<String, u32> = HashMap::new();
     let mut shutdown = shared.shutdown.subscribe();
+    let mut last_round: Option<Instant> = None;
+    let mut catching_up = false;
     loop {
         if *shutdown.borrow() {
             break;
         }
+        if let Some(wait) = last_round
+            .filter(|_| !catching_up)
+            .and_then(|t| BUSY_ROUND_INTERVAL.checked_sub(t.elapsed()))
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => continue,
+            }
+        }
+        last_round = Some(Instant::now());
         let due = match shared.store.due_pending(now_millis(), RESOLVE_BATCH) {
             Ok(d) => d,
             Err(e) => {
@@ -72,7 +91,8 @@ pub async fn resolver_task(shared: Arc<Shared>) {
                 tracing::error!(error = %e, "cannot record resolutions; the plays stay pending")
             }
         }
-        if due.len() >= RESOLVE_BATCH && !awaiting_catalogue {
+        catching_up = due.len() >= RESOLVE_BATCH && !awaiting_catalogue;
+        if catching_up {
             continue;
         }
         let wait = match shared.store.next_pending_at() {

@@ -212,21 +212,41 @@ impl Store {
             return Ok(Vec::new());
         }
         self.write(move |txn| {
+            // One opening of the tables for the whole batch: in redb `open_table` costs about
+            // as much as a play's own rows, and a burst resolves hundreds of plays at once.
+            let mut t = ApplyTables::open(txn)?;
             let mut out = Vec::with_capacity(items.len());
+            let mut failed = None;
             for (id, r) in items {
-                out.push(match apply_in(txn, id, r) {
-                    Err(StoreError::NotFound(_)) => Applied::Stale,
-                    other => other?,
-                });
+                match t.apply(id, r) {
+                    Err(StoreError::NotFound(_)) => out.push(Applied::Stale),
+                    Ok(a) => out.push(a),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
             }
-            Ok(out)
+            // Even on an error: ids handed out and used by rows already written must be
+            // recorded, or a later row would take the same id.
+            t.finish()?;
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(out),
+            }
         })
         .await
     }
 
     /// Apply the resolver's decision for one play.
     pub async fn apply_resolution(&self, play_id: u64, r: Resolution) -> Result<Applied> {
-        self.write(move |txn| apply_in(txn, play_id, r)).await
+        self.write(move |txn| {
+            let mut t = ApplyTables::open(txn)?;
+            let applied = t.apply(play_id, r);
+            t.finish()?;
+            applied
+        })
+        .await
     }
 
     /// Apply a person's decision: the conflict goes, the decision becomes a (manual) mapping
@@ -433,117 +453,176 @@ fn on_its_way(
     Ok(out)
 }
 
-fn apply_in(txn: &WriteTransaction, play_id: u64, r: Resolution) -> Result<Applied> {
-    let mut journal = txn.open_table(JOURNAL)?;
-    let mut entry: JournalEntry = match journal.get(play_id)? {
-        Some(v) => decode(v.value())?,
-        None => {
-            return Err(StoreError::NotFound(format!(
-                "play #{play_id} is not in the journal"
-            )));
-        }
-    };
-    if entry.state != PlayState::Pending {
-        return Ok(Applied::Stale);
-    }
-    let mut pending = txn.open_table(PENDING)?;
-    let applied = match r {
-        Resolution::Retry { not_before_ms } => {
-            pending.insert(play_id, not_before_ms)?;
-            return Ok(Applied::Deferred);
-        }
-        Resolution::Ignored => {
-            entry.state = PlayState::Ignored;
-            Applied::Ignored
-        }
-        Resolution::Conflict(mut c) => {
-            let mut conflicts = txn.open_table(CONFLICTS)?;
-            if let Some(existing) = get_json::<Conflict>(&conflicts, &c.key)? {
-                let mut held = existing.held;
-                held.push(play_id);
-                c.held = held;
-                c.created_at = existing.created_at;
-            } else {
-                c.held = vec![play_id];
-            }
-            conflicts.insert(c.key.as_str(), encode(&c)?.as_slice())?;
-            entry.state = PlayState::Parked { conflict: c.key };
-            Applied::Parked
-        }
-        Resolution::Mapped { show_id, mapping } => {
-            let mut mappings = txn.open_table(MAPPINGS)?;
-            let key = entry.play.show.key();
-            let current: Option<Mapping> = get_json(&mappings, &key)?;
-            let sync = match (&current, &mapping) {
-                (Some(m), _) => m.sync_enabled,
-                (None, Some(m)) => {
-                    mappings.insert(key.as_str(), encode(m)?.as_slice())?;
-                    m.sync_enabled
-                }
-                (None, None) => true,
-            };
-            drop(mappings);
-            let a = record_watched(txn, &entry.play, &show_id, sync)?;
-            entry.state = PlayState::Resolved { show_id };
-            a
-        }
-    };
-    pending.remove(play_id)?;
-    journal.insert(play_id, encode(&entry)?.as_slice())?;
-    Ok(applied)
+/// The tables a resolution writes, opened once for a batch of plays.
+struct ApplyTables<'t> {
+    journal: redb::Table<'t, u64, &'static [u8]>,
+    pending: redb::Table<'t, u64, i64>,
+    mappings: redb::Table<'t, &'static str, &'static [u8]>,
+    conflicts: redb::Table<'t, &'static str, &'static [u8]>,
+    watch: WatchTables<'t>,
 }
 
-/// Count the play against the tracker episode and queue an export when the episode was not
-/// known watched before.
+/// The tables counting a watched episode and queueing its export.
+struct WatchTables<'t> {
+    watched: redb::Table<'t, &'static str, &'static [u8]>,
+    meta: redb::Table<'t, &'static str, &'static [u8]>,
+    outbox: redb::Table<'t, u64, &'static [u8]>,
+    seqs: Seqs,
+}
+
+impl<'t> WatchTables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(WatchTables {
+            watched: txn.open_table(WATCHED)?,
+            meta: txn.open_table(META)?,
+            outbox: txn.open_table(OUTBOX)?,
+            seqs: Seqs::default(),
+        })
+    }
+
+    /// Write back the sequences advanced (before the job that opened the tables returns).
+    fn finish(mut self) -> Result<()> {
+        self.seqs.flush(&mut self.meta)
+    }
+
+    /// Count the play against the tracker episode and queue an export when the episode was
+    /// not known watched before.
+    fn record(&mut self, play: &Play, show_id: &str, sync: bool) -> Result<Applied> {
+        let k = watched_key(show_id, play.season, play.episode);
+        match get_json::<Watched>(&self.watched, &k)? {
+            Some(mut w) => {
+                w.plays += 1;
+                w.first_watched_at = w.first_watched_at.min(play.viewed_at);
+                self.watched.insert(k.as_str(), encode(&w)?.as_slice())?;
+                Ok(Applied::AlreadyWatched)
+            }
+            None => {
+                self.watched.insert(
+                    k.as_str(),
+                    encode(&Watched {
+                        first_watched_at: play.viewed_at,
+                        plays: 1,
+                        exported_at: None,
+                    })?
+                    .as_slice(),
+                )?;
+                if !sync {
+                    return Ok(Applied::AlreadyWatched);
+                }
+                self.queue_export(play, show_id)?;
+                Ok(Applied::Queued)
+            }
+        }
+    }
+
+    /// Put the play's episode in the outbox for `show_id`.
+    fn queue_export(&mut self, play: &Play, show_id: &str) -> Result<()> {
+        let id = self.seqs.next(&self.meta, "outbox")?;
+        let item = OutboxItem {
+            play_id: play.id,
+            show_id: show_id.to_string(),
+            season: play.season,
+            episode: play.episode,
+            watched_at: play.viewed_at,
+            queued_at: now_secs(),
+        };
+        self.outbox.insert(id, encode(&item)?.as_slice())?;
+        Ok(())
+    }
+}
+
+impl<'t> ApplyTables<'t> {
+    fn finish(self) -> Result<()> {
+        self.watch.finish()
+    }
+
+    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(ApplyTables {
+            journal: txn.open_table(JOURNAL)?,
+            pending: txn.open_table(PENDING)?,
+            mappings: txn.open_table(MAPPINGS)?,
+            conflicts: txn.open_table(CONFLICTS)?,
+            watch: WatchTables::open(txn)?,
+        })
+    }
+
+    /// Apply the resolver's decision for one play (`Stale` when it is no longer pending).
+    fn apply(&mut self, play_id: u64, r: Resolution) -> Result<Applied> {
+        let mut entry: JournalEntry = match self.journal.get(play_id)? {
+            Some(v) => decode(v.value())?,
+            None => {
+                return Err(StoreError::NotFound(format!(
+                    "play #{play_id} is not in the journal"
+                )));
+            }
+        };
+        if entry.state != PlayState::Pending {
+            return Ok(Applied::Stale);
+        }
+        let applied = match r {
+            Resolution::Retry { not_before_ms } => {
+                self.pending.insert(play_id, not_before_ms)?;
+                return Ok(Applied::Deferred);
+            }
+            Resolution::Ignored => {
+                entry.state = PlayState::Ignored;
+                Applied::Ignored
+            }
+            Resolution::Conflict(mut c) => {
+                if let Some(existing) = get_json::<Conflict>(&self.conflicts, &c.key)? {
+                    let mut held = existing.held;
+                    held.push(play_id);
+                    c.held = held;
+                    c.created_at = existing.created_at;
+                } else {
+                    c.held = vec![play_id];
+                }
+                self.conflicts
+                    .insert(c.key.as_str(), encode(&c)?.as_slice())?;
+                entry.state = PlayState::Parked { conflict: c.key };
+                Applied::Parked
+            }
+            Resolution::Mapped { show_id, mapping } => {
+                let key = entry.play.show.key();
+                let current: Option<Mapping> = get_json(&self.mappings, &key)?;
+                let sync = match (&current, &mapping) {
+                    (Some(m), _) => m.sync_enabled,
+                    (None, Some(m)) => {
+                        self.mappings.insert(key.as_str(), encode(m)?.as_slice())?;
+                        m.sync_enabled
+                    }
+                    (None, None) => true,
+                };
+                let a = self.watch.record(&entry.play, &show_id, sync)?;
+                entry.state = PlayState::Resolved { show_id };
+                a
+            }
+        };
+        self.pending.remove(play_id)?;
+        self.journal.insert(play_id, encode(&entry)?.as_slice())?;
+        Ok(applied)
+    }
+}
+
+/// [`WatchTables::record`] for the rare paths (a person's decision) that hold other tables.
 fn record_watched(
     txn: &WriteTransaction,
     play: &Play,
     show_id: &str,
     sync: bool,
 ) -> Result<Applied> {
-    let mut watched = txn.open_table(WATCHED)?;
-    let k = watched_key(show_id, play.season, play.episode);
-    match get_json::<Watched>(&watched, &k)? {
-        Some(mut w) => {
-            w.plays += 1;
-            w.first_watched_at = w.first_watched_at.min(play.viewed_at);
-            watched.insert(k.as_str(), encode(&w)?.as_slice())?;
-            Ok(Applied::AlreadyWatched)
-        }
-        None => {
-            watched.insert(
-                k.as_str(),
-                encode(&Watched {
-                    first_watched_at: play.viewed_at,
-                    plays: 1,
-                    exported_at: None,
-                })?
-                .as_slice(),
-            )?;
-            drop(watched);
-            if !sync {
-                return Ok(Applied::AlreadyWatched);
-            }
-            queue_export(txn, play, show_id)?;
-            Ok(Applied::Queued)
-        }
-    }
+    let mut t = WatchTables::open(txn)?;
+    let applied = t.record(play, show_id, sync);
+    t.finish()?;
+    applied
 }
 
-/// Put the play's episode in the outbox for `show_id`.
+/// [`WatchTables::queue_export`] for the rare paths.
 fn queue_export(txn: &WriteTransaction, play: &Play, show_id: &str) -> Result<()> {
-    let id = next_seq(txn, "outbox")?;
-    let item = OutboxItem {
-        play_id: play.id,
-        show_id: show_id.to_string(),
-        season: play.season,
-        episode: play.episode,
-        watched_at: play.viewed_at,
-        queued_at: now_secs(),
-    };
-    txn.open_table(OUTBOX)?
-        .insert(id, encode(&item)?.as_slice())?;
-    Ok(())
+    let mut t = WatchTables::open(txn)?;
+    let queued = t.queue_export(play, show_id);
+    t.finish()?;
+    queued
 }
 
 #[cfg(test)]

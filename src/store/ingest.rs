@@ -75,18 +75,27 @@ impl Store {
         self.write(move |txn| {
             let mut counts = BatchCounts::default();
             let mut tables = Tables::open(txn)?;
+            let mut failed = None;
             for play in plays {
                 let a = activity(&play);
-                match ingest_in(&mut tables, play, a, window_secs)? {
-                    Ingested::New(id) => {
+                match ingest_in(&mut tables, play, a, window_secs) {
+                    Ok(Ingested::New(id)) => {
                         counts.new += 1;
                         counts.new_ids.push(id);
                     }
-                    Ingested::Duplicate(_) => counts.duplicates += 1,
-                    Ingested::AlreadySeen(_) => counts.already_seen += 1,
+                    Ok(Ingested::Duplicate(_)) => counts.duplicates += 1,
+                    Ok(Ingested::AlreadySeen(_)) => counts.already_seen += 1,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             }
-            drop(tables);
+            // Even on an error: ids already used by written rows must be recorded.
+            tables.finish()?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
             if let Some((key, viewed_at)) = cursor {
                 let mut t = txn.open_table(CURSORS)?;
                 let cur: Option<Cursor> = get_json(&t, &key)?;
@@ -159,6 +168,7 @@ struct Tables<'t> {
     journal: redb::Table<'t, u64, &'static [u8]>,
     pending: redb::Table<'t, u64, i64>,
     activity: redb::Table<'t, u64, &'static [u8]>,
+    seqs: Seqs,
 }
 
 impl<'t> Tables<'t> {
@@ -170,12 +180,18 @@ impl<'t> Tables<'t> {
             journal: txn.open_table(JOURNAL)?,
             pending: txn.open_table(PENDING)?,
             activity: txn.open_table(ACTIVITY)?,
+            seqs: Seqs::default(),
         })
+    }
+
+    /// Write back the sequences advanced (before the job that opened the tables returns).
+    fn finish(mut self) -> Result<()> {
+        self.seqs.flush(&mut self.meta)
     }
 
     /// [`put_activity`] on the open tables.
     fn put_activity(&mut self, mut a: Activity) -> Result<u64> {
-        let id = next_seq_in(&mut self.meta, "activity")?;
+        let id = self.seqs.next(&self.meta, "activity")?;
         a.id = id;
         self.activity.insert(id, encode(&a)?.as_slice())?;
         Ok(id)
@@ -282,7 +298,7 @@ fn drain_in(
         }
         None => None,
     };
-    items
+    let answers: Vec<Answer> = items
         .into_iter()
         .map(|it| {
             let out = match tables.as_mut() {
@@ -294,7 +310,18 @@ fn drain_in(
             }
             (it.answer, out)
         })
-        .collect()
+        .collect();
+    match tables.map(Tables::finish) {
+        Some(Err(e)) => {
+            // The ids handed out were not recorded: nothing of the group may commit.
+            *poisoned = true;
+            answers
+                .into_iter()
+                .map(|(tx, _)| (tx, Err(e.clone())))
+                .collect()
+        }
+        _ => answers,
+    }
 }
 
 fn ingest_in(
@@ -343,7 +370,7 @@ fn ingest_in(
             return Ok(Ingested::Duplicate(prev.play_id));
         }
     }
-    let id = next_seq_in(&mut t.meta, "journal")?;
+    let id = t.seqs.next(&t.meta, "journal")?;
     play.id = id;
     if let Some(hk) = &play.history_key {
         t.hkeys.insert(hk.as_str(), id)?;

@@ -615,6 +615,52 @@ pub(crate) fn next_seq_in(
     Ok(next)
 }
 
+/// Named sequences for a batch of rows on one open `meta` table: each is read once, counted
+/// in memory and written back once by [`Seqs::flush`], instead of a read-decode-encode-write
+/// of `meta` per row (two of them per webhook). A batch that does not flush must not commit:
+/// its callers poison the group on any error, and flush before their job returns.
+#[derive(Default)]
+pub(crate) struct Seqs {
+    /// (name, last value handed out, changed since read).
+    vals: Vec<(&'static str, u64, bool)>,
+}
+
+impl Seqs {
+    pub(crate) fn next(
+        &mut self,
+        meta: &redb::Table<'_, &'static str, &'static [u8]>,
+        name: &'static str,
+    ) -> Result<u64> {
+        let i = match self.vals.iter().position(|v| v.0 == name) {
+            Some(i) => i,
+            None => {
+                let cur = match meta.get(format!("seq.{name}").as_str())? {
+                    Some(v) => decode::<u64>(v.value())?,
+                    None => 0,
+                };
+                self.vals.push((name, cur, false));
+                self.vals.len() - 1
+            }
+        };
+        let v = &mut self.vals[i];
+        v.1 += 1;
+        v.2 = true;
+        Ok(v.1)
+    }
+
+    /// Write back every sequence advanced since it was read.
+    pub(crate) fn flush(
+        &mut self,
+        meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    ) -> Result<()> {
+        for v in self.vals.iter_mut().filter(|v| v.2) {
+            meta.insert(format!("seq.{}", v.0).as_str(), encode(&v.1)?.as_slice())?;
+            v.2 = false;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -637,6 +683,32 @@ mod tests {
 
     use super::*;
     use redb::ReadableTableMetadata;
+
+    #[tokio::test]
+    async fn batched_sequences_continue_where_a_single_step_left_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let first = store.write(|txn| next_seq(txn, "x")).await.unwrap();
+        let batch = store
+            .write(|txn| {
+                let mut meta = txn.open_table(META)?;
+                let mut seqs = Seqs::default();
+                let ids = [
+                    seqs.next(&meta, "x")?,
+                    seqs.next(&meta, "y")?,
+                    seqs.next(&meta, "x")?,
+                ];
+                seqs.flush(&mut meta)?;
+                Ok(ids)
+            })
+            .await
+            .unwrap();
+        assert_eq!((first, batch), (1, [2, 1, 3]));
+        // What the batch handed out is recorded: the next step goes on from it.
+        let after = store.write(|txn| next_seq(txn, "x")).await.unwrap();
+        let y = store.write(|txn| next_seq(txn, "y")).await.unwrap();
+        assert_eq!((after, y), (4, 2));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn group_commit_answers_every_job_and_readers_see_it() {
