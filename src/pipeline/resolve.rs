@@ -27,12 +27,24 @@ const RESOLVE_BATCH: usize = 512;
 /// interval) is resolved at once.
 const BUSY_ROUND_INTERVAL: Duration = Duration::from_millis(20);
 
+/// A webhook burst: at least this many webhook plays taken into the store since the last
+/// round (≥ 20 ms ago, so ≥ ~1,600 a second). Plex waits on each webhook's answer, and the
+/// resolver's writes share the store's one writer with the acknowledgements: while a burst
+/// lasts, the resolver holds its rounds back (the plays are durable and stay pending).
+const BURST_PLAYS: u64 = 32;
+
+/// The longest a burst holds resolution back; then a round runs (and catches up in full
+/// batches) even while webhooks keep coming, so a flood delays plays, never starves them.
+const MAX_BURST_HOLD: Duration = Duration::from_secs(1);
+
 pub async fn resolver_task(shared: Arc<Shared>) {
     // Retry counts per show key: a show Plex cannot describe right now backs off as a whole.
     let mut attempts: HashMap<String, u32> = HashMap::new();
     let mut shutdown = shared.shutdown.subscribe();
     let mut last_round: Option<Instant> = None;
     let mut catching_up = false;
+    let mut last_taken = shared.store.webhooks_taken();
+    let mut held_since: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
@@ -47,6 +59,17 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             }
         }
         last_round = Some(Instant::now());
+        let taken = shared.store.webhooks_taken();
+        let burst = taken.saturating_sub(last_taken) >= BURST_PLAYS;
+        last_taken = taken;
+        if burst && !catching_up {
+            let since = *held_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < MAX_BURST_HOLD {
+                // Looked again after BUSY_ROUND_INTERVAL (the wait at the top).
+                continue;
+            }
+        }
+        held_since = None;
         let due = match shared.store.due_pending(now_millis(), RESOLVE_BATCH) {
             Ok(d) => d,
             Err(e) => {
