@@ -43,8 +43,7 @@ pub async fn resolver_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut last_round: Option<Instant> = None;
     let mut catching_up = false;
-    let mut last_taken = shared.store.webhooks_taken();
-    let mut held_since: Option<Instant> = None;
+    let mut hold = BurstHold::new(shared.store.webhooks_taken());
     loop {
         if *shutdown.borrow() {
             break;
@@ -59,17 +58,10 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             }
         }
         last_round = Some(Instant::now());
-        let taken = shared.store.webhooks_taken();
-        let burst = taken.saturating_sub(last_taken) >= BURST_PLAYS;
-        last_taken = taken;
-        if burst && !catching_up {
-            let since = *held_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < MAX_BURST_HOLD {
-                // Looked again after BUSY_ROUND_INTERVAL (the wait at the top).
-                continue;
-            }
+        if hold.holds(shared.store.webhooks_taken(), Instant::now(), catching_up) {
+            // Looked at again after BUSY_ROUND_INTERVAL (the wait at the top).
+            continue;
         }
-        held_since = None;
         let due = match shared.store.due_pending(now_millis(), RESOLVE_BATCH) {
             Ok(d) => d,
             Err(e) => {
@@ -131,6 +123,37 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+/// Whether a round waits for a webhook burst to pass; see [`BURST_PLAYS`].
+struct BurstHold {
+    /// [`crate::store::Store::webhooks_taken`] at the last look.
+    last_taken: u64,
+    /// When the current hold began.
+    since: Option<Instant>,
+}
+
+impl BurstHold {
+    fn new(taken: u64) -> Self {
+        BurstHold {
+            last_taken: taken,
+            since: None,
+        }
+    }
+
+    /// Called before each round with the store's count: true to skip this round.
+    fn holds(&mut self, taken: u64, now: Instant, catching_up: bool) -> bool {
+        let burst = taken.saturating_sub(self.last_taken) >= BURST_PLAYS;
+        self.last_taken = taken;
+        if burst && !catching_up {
+            let since = *self.since.get_or_insert(now);
+            if now.saturating_duration_since(since) < MAX_BURST_HOLD {
+                return true;
+            }
+        }
+        self.since = None;
+        false
     }
 }
 
@@ -393,4 +416,37 @@ pub(crate) async fn enrich(shared: &Shared, play: &Play) -> Result<ShowQuery, Pl
         }
     }
     Ok(query)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_play_is_never_held_and_a_burst_is_held_at_most_a_second() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut h = BurstHold::new(100);
+        // A few webhooks between rounds: resolved at once.
+        assert!(!h.holds(101, ms(0), false));
+        assert!(!h.holds(101 + BURST_PLAYS - 1, ms(20), false));
+        // A burst: held while it lasts...
+        let mut taken = 200 + BURST_PLAYS;
+        assert!(h.holds(taken, ms(40), false));
+        for i in 1..49 {
+            taken += BURST_PLAYS;
+            assert!(h.holds(taken, ms(40 + 20 * i), false), "round {i}");
+        }
+        // ...but not past MAX_BURST_HOLD, even if it goes on,
+        taken += BURST_PLAYS;
+        assert!(!h.holds(taken, ms(1040), false));
+        // ...and a round catching up in full batches is never held.
+        taken += BURST_PLAYS;
+        assert!(!h.holds(taken, ms(1060), true));
+        // The next hold starts afresh; the burst ending ends it.
+        taken += BURST_PLAYS;
+        assert!(h.holds(taken, ms(1080), false));
+        assert!(!h.holds(taken + 1, ms(1100), false));
+        assert!(h.holds(taken + 1 + BURST_PLAYS, ms(1120), false));
+    }
 }
