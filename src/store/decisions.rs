@@ -80,13 +80,23 @@ pub enum ConflictDecision {
 impl Store {
     /// Plays waiting for the resolver whose retry time has come, oldest first.
     pub fn due_pending(&self, now_ms: i64, limit: usize) -> Result<Vec<Play>> {
+        self.due_pending_except(now_ms, limit, &std::collections::HashSet::new())
+    }
+
+    /// [`Store::due_pending`] without the plays in `skip` (decided, not yet recorded).
+    pub fn due_pending_except(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        skip: &std::collections::HashSet<u64>,
+    ) -> Result<Vec<Play>> {
         self.read(|txn| {
             let pending = txn.open_table(PENDING)?;
             let journal = txn.open_table(JOURNAL)?;
             let mut out = Vec::new();
             for row in pending.iter()? {
                 let (id, not_before) = row?;
-                if not_before.value() > now_ms {
+                if not_before.value() > now_ms || skip.contains(&id.value()) {
                     continue;
                 }
                 if let Some(v) = journal.get(id.value())? {
@@ -559,6 +569,18 @@ impl<'t> ApplyTables<'t> {
         if entry.state != PlayState::Pending {
             return Ok(Applied::Stale);
         }
+        let key = entry.play.show.key();
+        let current: Option<Mapping> = get_json(&self.mappings, &key)?;
+        // A mapping stored since the decision was made (a person's, or the resolver's own for
+        // an earlier play of the show) is the newer word: the play follows it.
+        let r = match (r, &current) {
+            (r @ Resolution::Retry { .. }, _) | (r, None) => r,
+            (_, Some(m)) if m.ignored => Resolution::Ignored,
+            (_, Some(m)) => Resolution::Mapped {
+                show_id: m.show_id.clone(),
+                mapping: None,
+            },
+        };
         let applied = match r {
             Resolution::Retry { not_before_ms } => {
                 self.pending.insert(play_id, not_before_ms)?;
@@ -583,8 +605,6 @@ impl<'t> ApplyTables<'t> {
                 Applied::Parked
             }
             Resolution::Mapped { show_id, mapping } => {
-                let key = entry.play.show.key();
-                let current: Option<Mapping> = get_json(&self.mappings, &key)?;
                 let sync = match (&current, &mapping) {
                     (Some(m), _) => m.sync_enabled,
                     (None, Some(m)) => {
@@ -629,6 +649,79 @@ fn queue_export(txn: &WriteTransaction, play: &Play, show_id: &str) -> Result<()
 mod tests {
     use super::*;
     use crate::store::ops::fixtures::{act, play};
+
+    /// A decision held back (a burst) meets a mapping stored meanwhile: the mapping wins.
+    #[tokio::test]
+    async fn a_late_decision_follows_the_mapping_stored_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        for (i, at) in [1000, 5000, 9000].into_iter().enumerate() {
+            let mut p = play(at);
+            p.episode = i as u32 + 1;
+            s.ingest_play(p, act(), 300).await.unwrap();
+        }
+        let conflict = Conflict {
+            key: "srv/10".into(),
+            plex: play(0).show,
+            query: Default::default(),
+            candidates: vec![],
+            held: vec![],
+            created_at: 0,
+            updated_at: 0,
+            reason: "test".into(),
+        };
+        // The first play maps the show (the resolver's own mapping).
+        let mapping = Mapping {
+            plex: play(0).show,
+            show_id: "42".into(),
+            method: "guid".into(),
+            confidence: 1.0,
+            manual: false,
+            sync_enabled: true,
+            created_at: 0,
+            ignored: false,
+            updated_at: None,
+        };
+        let applied = s
+            .apply_resolutions(vec![
+                (
+                    1,
+                    Resolution::Mapped {
+                        show_id: "42".into(),
+                        mapping: Some(mapping),
+                    },
+                ),
+                // Decided before that mapping was stored: a conflict, and "ignored".
+                (2, Resolution::Conflict(conflict)),
+                (3, Resolution::Ignored),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(applied, vec![Applied::Queued; 3]);
+        assert!(s.conflict("srv/10").unwrap().is_none());
+        assert_eq!(s.due_pending(i64::MAX, 10).unwrap().len(), 0);
+        // A person's "ignore" since: a play decided "mapped" before it is held as ignored.
+        let mut m = s.mapping("srv/10").unwrap().unwrap();
+        m.ignored = true;
+        s.write(move |txn| {
+            txn.open_table(MAPPINGS)?
+                .insert("srv/10", encode(&m)?.as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let mut p = play(20_000);
+        p.episode = 9;
+        s.ingest_play(p, act(), 300).await.unwrap();
+        let decided = Resolution::Mapped {
+            show_id: "42".into(),
+            mapping: None,
+        };
+        assert_eq!(
+            s.apply_resolution(4, decided).await.unwrap(),
+            Applied::Ignored
+        );
+    }
 
     #[tokio::test]
     async fn resolving_a_conflict_releases_its_plays_once() {
