@@ -2,7 +2,7 @@
 //! the matcher chain ([`super::run_chain`]) to a mapping, a conflict or "retry later"; and
 //! creating a show in the tracker when a person asks for it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,27 +20,12 @@ use super::{ChainResult, backoff, run_chain};
 /// are applied in one group commit.
 const RESOLVE_BATCH: usize = 512;
 
-/// While plays keep arriving, rounds start at most this often (one scan and one lookup per
-/// show for all the plays that came meanwhile). A lone play (no round in the last interval)
-/// is resolved at once. Shorter than `[outbox] coalesce`, whose exporter counts outbox
-/// growth within it as one burst.
+/// While plays keep arriving, rounds start at most this often (one scan, one lookup per show
+/// and one write for all the plays that came meanwhile, not one round per webhook on the
+/// store's one writer). A lone play (no round in the last interval) is resolved at once.
+/// Shorter than `[outbox] coalesce`, whose exporter counts outbox growth within it as one
+/// burst.
 const BUSY_ROUND_INTERVAL: Duration = Duration::from_millis(5);
-
-/// A webhook burst: webhook plays taken into the store at this rate or faster since the last
-/// look (and at least [`BURST_MIN_PLAYS`] of them). Plex waits on each webhook's answer, and
-/// the resolver's writes share the store's one writer with the acknowledgements: while a
-/// burst lasts the resolver goes on matching (and asking Plex about new shows) but holds its
-/// writes back; the plays are durable and stay pending meanwhile.
-const BURST_PER_SECOND: f64 = 1000.0;
-const BURST_MIN_PLAYS: u64 = 8;
-
-/// The longest a burst holds the resolver's writes back; then they are made (and a backlog
-/// catches up in full batches) even while webhooks keep coming, so a flood delays plays,
-/// never starves them.
-const MAX_BURST_HOLD: Duration = Duration::from_secs(1);
-
-/// At most this many decisions wait for a burst to pass (their memory is bounded too).
-const MAX_HELD_DECISIONS: usize = 8 * RESOLVE_BATCH;
 
 pub async fn resolver_task(shared: Arc<Shared>) {
     // Retry counts per show key: a show Plex cannot describe right now backs off as a whole.
@@ -48,18 +33,8 @@ pub async fn resolver_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut last_round: Option<Instant> = None;
     let mut catching_up = false;
-    let mut hold = BurstHold::new(shared.store.webhooks_taken(), Instant::now());
-    // Decisions whose writes a burst holds back (see BURST_PLAYS), with their plays' ids: the
-    // plays stay pending in the store and are skipped by the next rounds until applied.
-    let mut unapplied: Vec<(u64, Resolution)> = Vec::new();
-    let mut unapplied_ids: HashSet<u64> = HashSet::new();
-    // One decision per show until the decisions are applied (the mapping a decision creates
-    // is in the store only then).
-    let mut per_show: HashMap<String, Resolution> = HashMap::new();
     loop {
         if *shutdown.borrow() {
-            // Decisions held back are applied, not thrown away (they would be made again).
-            apply(&shared, std::mem::take(&mut unapplied)).await;
             break;
         }
         if let Some(wait) = last_round
@@ -72,17 +47,15 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             }
         }
         last_round = Some(Instant::now());
-        let held = hold.holds(shared.store.webhooks_taken(), Instant::now(), catching_up);
-        let due = match shared
-            .store
-            .due_pending_except(now_millis(), RESOLVE_BATCH, &unapplied_ids)
-        {
+        let due = match shared.store.due_pending(now_millis(), RESOLVE_BATCH) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read pending plays");
                 Vec::new()
             }
         };
+        let mut per_show: HashMap<String, Resolution> = HashMap::new();
+        let mut decided = Vec::with_capacity(due.len());
         // Plays left pending because no catalogue is published yet.
         let mut awaiting_catalogue = false;
         for play in &due {
@@ -106,17 +79,9 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             if !matches!(r, Resolution::Retry { .. }) {
                 attempts.remove(&key);
             }
-            unapplied_ids.insert(play.id);
-            unapplied.push((play.id, r));
+            decided.push((play.id, r));
         }
-        if held && unapplied.len() < MAX_HELD_DECISIONS {
-            // Matching (and Plex lookups for new shows) goes on; only the writes wait.
-            catching_up = false;
-            continue;
-        }
-        apply(&shared, std::mem::take(&mut unapplied)).await;
-        unapplied_ids.clear();
-        per_show.clear();
+        apply(&shared, decided).await;
         catching_up = due.len() >= RESOLVE_BATCH && !awaiting_catalogue;
         if catching_up {
             continue;
@@ -137,55 +102,17 @@ pub async fn resolver_task(shared: Arc<Shared>) {
     }
 }
 
-/// Record decisions, [`RESOLVE_BATCH`] to a write (each its own group commit, so webhooks
-/// arriving meanwhile are not kept waiting behind one long write).
+/// Record a round's decisions in one write.
 async fn apply(shared: &Shared, decided: Vec<(u64, Resolution)>) {
-    let mut rest = decided.into_iter().peekable();
-    while rest.peek().is_some() {
-        let chunk: Vec<_> = rest.by_ref().take(RESOLVE_BATCH).collect();
-        match shared.store.apply_resolutions(chunk).await {
-            Ok(applied) => {
-                if applied.contains(&Applied::Queued) {
-                    shared.wake.export.notify_one();
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record resolutions; the plays stay pending")
+    match shared.store.apply_resolutions(decided).await {
+        Ok(applied) => {
+            if applied.contains(&Applied::Queued) {
+                shared.wake.export.notify_one();
             }
         }
-    }
-}
-
-/// Whether a round's writes wait for a webhook burst to pass; see [`BURST_PER_SECOND`].
-struct BurstHold {
-    /// [`crate::store::Store::webhooks_taken`] at the last look, and when.
-    last: (u64, Instant),
-    /// When the current hold began.
-    since: Option<Instant>,
-}
-
-impl BurstHold {
-    fn new(taken: u64, now: Instant) -> Self {
-        BurstHold {
-            last: (taken, now),
-            since: None,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record resolutions; the plays stay pending")
         }
-    }
-
-    /// Called before each round with the store's count: true to hold this round's writes.
-    fn holds(&mut self, taken: u64, now: Instant, catching_up: bool) -> bool {
-        let plays = taken.saturating_sub(self.last.0);
-        let secs = now.saturating_duration_since(self.last.1).as_secs_f64();
-        let burst = plays >= BURST_MIN_PLAYS && plays as f64 >= BURST_PER_SECOND * secs;
-        self.last = (taken, now);
-        if burst && !catching_up {
-            let since = *self.since.get_or_insert(now);
-            if now.saturating_duration_since(since) < MAX_BURST_HOLD {
-                return true;
-            }
-        }
-        self.since = None;
-        false
     }
 }
 
@@ -448,41 +375,4 @@ pub(crate) async fn enrich(shared: &Shared, play: &Play) -> Result<ShowQuery, Pl
         }
     }
     Ok(query)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_lone_play_is_never_held_and_a_burst_is_held_at_most_a_second() {
-        let t0 = Instant::now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut h = BurstHold::new(100, t0);
-        // A few webhooks between looks: resolved at once.
-        assert!(!h.holds(101, ms(5), false));
-        assert!(!h.holds(101 + BURST_MIN_PLAYS - 1, ms(10), false));
-        // Many, but slowly (a long round, 20 plays in 500 ms): not a burst.
-        assert!(!h.holds(128, ms(510), false));
-        // A burst (≥ 1,000 a second): held while it lasts...
-        let mut taken = 128 + 10;
-        assert!(h.holds(taken, ms(515), false));
-        let mut at = 515;
-        while at + 5 < 1515 {
-            at += 5;
-            taken += 10;
-            assert!(h.holds(taken, ms(at), false), "at {at} ms");
-        }
-        // ...but not past MAX_BURST_HOLD, even if it goes on,
-        taken += 10;
-        assert!(!h.holds(taken, ms(1515), false));
-        // ...and a round catching up in full batches is never held.
-        taken += 10;
-        assert!(!h.holds(taken, ms(1520), true));
-        // The next hold starts afresh; the burst ending ends it.
-        taken += 10;
-        assert!(h.holds(taken, ms(1525), false));
-        assert!(!h.holds(taken + 1, ms(1530), false));
-        assert!(h.holds(taken + 11, ms(1535), false));
-    }
 }

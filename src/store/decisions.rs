@@ -80,23 +80,13 @@ pub enum ConflictDecision {
 impl Store {
     /// Plays waiting for the resolver whose retry time has come, oldest first.
     pub fn due_pending(&self, now_ms: i64, limit: usize) -> Result<Vec<Play>> {
-        self.due_pending_except(now_ms, limit, &std::collections::HashSet::new())
-    }
-
-    /// [`Store::due_pending`] without the plays in `skip` (decided, not yet recorded).
-    pub fn due_pending_except(
-        &self,
-        now_ms: i64,
-        limit: usize,
-        skip: &std::collections::HashSet<u64>,
-    ) -> Result<Vec<Play>> {
         self.read(|txn| {
             let pending = txn.open_table(PENDING)?;
             let journal = txn.open_table(JOURNAL)?;
             let mut out = Vec::new();
             for row in pending.iter()? {
                 let (id, not_before) = row?;
-                if not_before.value() > now_ms || skip.contains(&id.value()) {
+                if not_before.value() > now_ms {
                     continue;
                 }
                 if let Some(v) = journal.get(id.value())? {
@@ -650,7 +640,8 @@ mod tests {
     use super::*;
     use crate::store::ops::fixtures::{act, play};
 
-    /// A decision held back (a burst) meets a mapping stored meanwhile: the mapping wins.
+    /// A decision applied after a mapping was stored for its show (a person's, or one an
+    /// earlier play of the same write created): the mapping wins.
     #[tokio::test]
     async fn a_late_decision_follows_the_mapping_stored_since() {
         let dir = tempfile::tempdir().unwrap();

@@ -213,9 +213,6 @@ struct Queued {
 #[derive(Default)]
 pub(super) struct IngestQueue {
     state: std::sync::Mutex<(Vec<Queued>, bool)>,
-    /// Webhook plays taken by drain jobs so far: how fast webhooks arrive, for the resolver
-    /// (which holds its writes back while a burst is being acknowledged).
-    taken: std::sync::atomic::AtomicU64,
 }
 
 impl IngestQueue {
@@ -233,14 +230,6 @@ impl IngestQueue {
 }
 
 impl Store {
-    /// Webhook plays taken into group commits since the store was opened (a rate, sampled).
-    pub fn webhooks_taken(&self) -> u64 {
-        self.inner
-            .ingest
-            .taken
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// Queue a webhook play for the next group commit; see [`IngestQueue`].
     async fn ingest_queued(&self, play: Play, activity: Activity, window: i64) -> Result<Ingested> {
         if self.inner.jobs.is_none() {
@@ -266,8 +255,6 @@ impl Store {
                     g.1 = false;
                     std::mem::take(&mut g.0)
                 };
-                q.taken
-                    .fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let answers = drain_in(txn, items, poisoned);
                 Box::new(move |committed: Result<()>| {
                     for (tx, out) in answers {
