@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use plexsync_plugin_api::Catalogue;
 
@@ -73,15 +74,26 @@ impl Postings {
         p
     }
     fn get(&self, t: u32) -> &[u32] {
+        let (start, end) = self.range(t);
+        self.keys.get(start as usize..end as usize).unwrap_or(&[])
+    }
+    /// `t`'s list as a range of `keys` (empty when no key holds `t`).
+    fn range(&self, t: u32) -> (u32, u32) {
         let Ok(i) = self.trgms.binary_search(&t) else {
-            return &[];
+            return (0, 0);
         };
         match (self.starts.get(i), self.starts.get(i + 1)) {
-            (Some(&start), Some(&end)) => {
-                self.keys.get(start as usize..end as usize).unwrap_or(&[])
-            }
-            _ => &[],
+            (Some(&start), Some(&end)) => (start, end),
+            _ => (0, 0),
         }
+    }
+    /// Whether key `k` holds the trigram whose list is `range`: lists are in key order (keys
+    /// are numbered as they are added), so a binary search answers it without a per-key copy
+    /// of every trigram set.
+    fn holds(&self, range: (u32, u32), k: u32) -> bool {
+        self.keys
+            .get(range.0 as usize..range.1 as usize)
+            .is_some_and(|list| list.binary_search(&k).is_ok())
     }
 }
 
@@ -137,23 +149,17 @@ impl NameMap {
     }
 }
 
-/// One show of the catalogue, as the matcher needs it.
-#[derive(Debug, Clone)]
-pub(crate) struct ShowEntry {
-    pub id: String,
-    pub year: Option<i32>,
-}
-
-/// One distinct normalised name of a show.
+/// One distinct normalised name of a show. Its numbers and marks live in the index's flat
+/// arrays ([`TitleIndex::numbers`], [`TitleIndex::marks`]): no allocation per key.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyEntry {
+    /// The show's position in the catalogue.
     pub show: u32,
-    /// This name's sorted trigram sets, as ranges into the index's flat arrays.
-    words: (u32, u32),
-    compact: (u32, u32),
-    pub numbers: Box<[u32]>,
+    numbers: u32,
+    marks: u32,
+    numbers_len: u16,
+    marks_len: u16,
     pub country: Option<Country>,
-    pub marks: Box<str>,
     pub generic_suffix: bool,
     /// An extra key (main title, romanised spelling) rather than a name as the tracker
     /// spells it: it may find a show, never map one.
@@ -163,10 +169,14 @@ pub(crate) struct KeyEntry {
 /// The index built from one catalogue.
 #[derive(Default)]
 pub(crate) struct TitleIndex {
-    pub shows: Vec<ShowEntry>,
+    /// The catalogue the index was built from: show ids and years are read from it, not
+    /// copied (the index lives exactly as long as that catalogue is current).
+    catalogue: Arc<Catalogue>,
     pub keys: Vec<KeyEntry>,
-    words_trgms: Vec<u32>,
-    compact_trgms: Vec<u32>,
+    /// Every key's numbers, one after another (`KeyEntry::numbers` and `numbers_len`).
+    numbers: Vec<u32>,
+    /// Every key's sequel marks, one after another (`KeyEntry::marks` and `marks_len`).
+    marks: String,
     /// Trigram-set sizes per key, apart from `keys` so the hot loop stays in cache.
     words_len: Vec<u16>,
     compact_len: Vec<u16>,
@@ -263,8 +273,9 @@ struct Scratch {
     hits: Vec<u32>,
     touched: Vec<u32>,
     order: Vec<(usize, u32)>,
-    words_rest: Vec<u32>,
-    compact_rest: Vec<u32>,
+    /// The posting lists of the trigrams left unwalked, as ranges (see [`probe_plan`]).
+    words_rest: Vec<(u32, u32)>,
+    compact_rest: Vec<(u32, u32)>,
 }
 
 thread_local! {
@@ -272,20 +283,20 @@ thread_local! {
 }
 
 /// Which of a form's trigrams to walk, and which to check per candidate instead. Returns
-/// the walk list in `order` (its first `n` entries, `n` returned) and the rest, sorted, in
-/// `rest`.
+/// the walk list in `order` (its first `n` entries, `n` returned) and the posting lists of
+/// the rest in `rest`.
 ///
 /// A name reaching similarity `t` shares at least `need = ceil(t * |Q|)` trigrams with the
 /// query (similarity is at most common / |Q|), so up to `need - 1` query trigrams can be
 /// left unwalked without losing it (prefix filtering). The ones skipped are the most common
-/// ("the", "ion", …), whose posting lists cost the most; they are then looked up in each
-/// surviving candidate's own small sorted set.
+/// ("the", "ion", …), whose posting lists cost the most; each surviving candidate is then
+/// looked up in those lists (binary search).
 fn probe_plan(
     query: &[u32],
     postings: &Postings,
     min_sim: f32,
     order: &mut Vec<(usize, u32)>,
-    rest: &mut Vec<u32>,
+    rest: &mut Vec<(u32, u32)>,
 ) -> usize {
     order.clear();
     rest.clear();
@@ -294,21 +305,16 @@ fn probe_plan(
     let q = query.len();
     let need = ((min_sim.clamp(0.0, 1.0) * q as f32).ceil() as usize).max(1);
     let walk = q - need.saturating_sub(1).min(MAX_SKIPPED).min(q);
-    rest.extend(order.iter().skip(walk).map(|&(_, t)| t));
-    rest.sort_unstable();
+    rest.extend(order.iter().skip(walk).map(|&(_, t)| postings.range(t)));
     walk
 }
 
 impl TitleIndex {
-    pub fn build(catalogue: &Catalogue) -> TitleIndex {
+    pub fn build(catalogue: Arc<Catalogue>) -> TitleIndex {
         let mut idx = TitleIndex::default();
         let mut b = Building::default();
-        for show in &catalogue.shows {
-            let show_no = idx.shows.len() as u32;
-            idx.shows.push(ShowEntry {
-                id: show.id.clone(),
-                year: show.year,
-            });
+        for (show_no, show) in catalogue.shows.iter().enumerate() {
+            let show_no = show_no as u32;
             let names = std::iter::once(show.title.as_str())
                 .chain(show.original_title.as_deref())
                 .chain(show.aliases.iter().map(String::as_str));
@@ -358,13 +364,39 @@ impl TitleIndex {
         idx.by_words = NameMap::build(b.by_words);
         idx.by_initials = NameMap::build(b.by_initials);
         // Built by pushing: give back the growth slack, the index lives until the next refresh.
-        idx.shows.shrink_to_fit();
         idx.keys.shrink_to_fit();
-        idx.words_trgms.shrink_to_fit();
-        idx.compact_trgms.shrink_to_fit();
+        idx.numbers.shrink_to_fit();
+        idx.marks.shrink_to_fit();
         idx.words_len.shrink_to_fit();
         idx.compact_len.shrink_to_fit();
+        idx.catalogue = catalogue;
         idx
+    }
+
+    /// The catalogue id of show `show` (a [`KeyEntry::show`]).
+    pub fn show_id(&self, show: u32) -> Option<&str> {
+        self.catalogue.shows.get(show as usize).map(|s| s.id.as_str())
+    }
+
+    /// The year of show `show`, if the catalogue has one.
+    pub fn show_year(&self, show: u32) -> Option<i32> {
+        self.catalogue.shows.get(show as usize).and_then(|s| s.year)
+    }
+
+    /// A key's numbers (digit runs and roman numerals, sorted).
+    pub fn numbers(&self, key: &KeyEntry) -> &[u32] {
+        let start = key.numbers as usize;
+        self.numbers
+            .get(start..start + usize::from(key.numbers_len))
+            .unwrap_or(&[])
+    }
+
+    /// A key's sequel marks.
+    pub fn marks(&self, key: &KeyEntry) -> &str {
+        let start = key.marks as usize;
+        self.marks
+            .get(start..start + usize::from(key.marks_len))
+            .unwrap_or("")
     }
 
     /// Add one key of show `show_no`: its trigram sets, postings and (for a name as the
@@ -390,10 +422,6 @@ impl TitleIndex {
             .push(u16::try_from(w.len()).unwrap_or(u16::MAX));
         self.compact_len
             .push(u16::try_from(c.len()).unwrap_or(u16::MAX));
-        let wr = (self.words_trgms.len() as u32, w.len() as u32);
-        self.words_trgms.extend_from_slice(&w);
-        let cr = (self.compact_trgms.len() as u32, c.len() as u32);
-        self.compact_trgms.extend_from_slice(&c);
         // Extra keys stay out of the whole-name and initials maps: a shortened or respelled
         // name found inside a query, or spelled by its initials, says too little.
         if !derived {
@@ -405,21 +433,25 @@ impl TitleIndex {
                 b.by_initials.push((form, key_no));
             }
         }
+        // A title is cut to MAX_TITLE_CHARS, so its numbers and marks fit 16-bit lengths.
+        let numbers = &norm.numbers[..norm.numbers.len().min(usize::from(u16::MAX))];
+        let marks = if norm.marks.len() <= usize::from(u16::MAX) {
+            norm.marks.as_str()
+        } else {
+            ""
+        };
         self.keys.push(KeyEntry {
             show: show_no,
-            words: wr,
-            compact: cr,
-            numbers: norm.numbers.into_boxed_slice(),
+            numbers: self.numbers.len() as u32,
+            marks: self.marks.len() as u32,
+            numbers_len: numbers.len() as u16,
+            marks_len: marks.len() as u16,
             country: norm.country,
-            marks: norm.marks.into_boxed_str(),
             generic_suffix: norm.generic_suffix,
             derived,
         });
-    }
-
-    fn key_set(flat: &[u32], range: (u32, u32)) -> &[u32] {
-        let (start, len) = (range.0 as usize, range.1 as usize);
-        flat.get(start..start + len).unwrap_or(&[])
+        self.numbers.extend_from_slice(numbers);
+        self.marks.push_str(marks);
     }
 
     /// Keys whose whole normalised name occurs as a run of whole words inside the query
@@ -589,15 +621,11 @@ impl TitleIndex {
             let (Some(&kw), Some(&kc)) = (self.words_len.get(ku), self.compact_len.get(ku)) else {
                 continue;
             };
-            let sw = form_similarity(hw, qw, &s.words_rest, min_sim, kw, || {
-                self.keys
-                    .get(ku)
-                    .map_or(&[][..], |key| Self::key_set(&self.words_trgms, key.words))
+            let sw = form_similarity(hw, qw, &s.words_rest, min_sim, kw, |r| {
+                self.words.holds(r, k)
             });
-            let sc = form_similarity(hc, qc, &s.compact_rest, compact_min, kc, || {
-                self.keys.get(ku).map_or(&[][..], |key| {
-                    Self::key_set(&self.compact_trgms, key.compact)
-                })
+            let sc = form_similarity(hc, qc, &s.compact_rest, compact_min, kc, |r| {
+                self.compact.holds(r, k)
             });
             let sim = sw.max(sc);
             if sim >= min_sim {
@@ -611,14 +639,15 @@ impl TitleIndex {
 }
 
 /// Exact similarity of one key in one form, from the hits of the walked trigrams plus a
-/// lookup of the skipped ones in the key's sorted set; 0 when it cannot reach `min_sim`.
-fn form_similarity<'a>(
+/// lookup of the key in the skipped ones' posting lists (`holds`); 0 when it cannot reach
+/// `min_sim`.
+fn form_similarity(
     hits: usize,
     q: usize,
-    rest: &[u32],
+    rest: &[(u32, u32)],
     min_sim: f32,
     key_len: u16,
-    key_set: impl FnOnce() -> &'a [u32],
+    holds: impl Fn((u32, u32)) -> bool,
 ) -> f32 {
     if hits == 0 {
         return 0.0;
@@ -632,7 +661,6 @@ fn form_similarity<'a>(
     if best < min_sim {
         return 0.0;
     }
-    let key = key_set();
-    let common = hits + rest.iter().filter(|t| key.binary_search(t).is_ok()).count();
-    crate::trgm::similarity_from_counts(common, q, key.len())
+    let common = hits + rest.iter().filter(|&&r| holds(r)).count();
+    crate::trgm::similarity_from_counts(common, q, k)
 }
