@@ -313,11 +313,11 @@ impl TitleIndex {
     pub fn build(catalogue: Arc<Catalogue>) -> TitleIndex {
         let mut idx = TitleIndex::default();
         let mut b = Building::default();
-        for (show_no, show) in catalogue.shows.iter().enumerate() {
+        for (show_no, show) in catalogue.iter().enumerate() {
             let show_no = show_no as u32;
-            let names = std::iter::once(show.title.as_str())
-                .chain(show.original_title.as_deref())
-                .chain(show.aliases.iter().map(String::as_str));
+            let names = std::iter::once(show.title)
+                .chain(show.original_title)
+                .chain(show.aliases.iter());
             let mut seen: Vec<(String, Option<Country>, String, bool)> = Vec::new();
             let mut extra: Vec<NormTitle> = Vec::new();
             for name in names {
@@ -375,12 +375,12 @@ impl TitleIndex {
 
     /// The catalogue id of show `show` (a [`KeyEntry::show`]).
     pub fn show_id(&self, show: u32) -> Option<&str> {
-        self.catalogue.shows.get(show as usize).map(|s| s.id.as_str())
+        self.catalogue.show(show).map(|s| s.id)
     }
 
     /// The year of show `show`, if the catalogue has one.
     pub fn show_year(&self, show: u32) -> Option<i32> {
-        self.catalogue.shows.get(show as usize).and_then(|s| s.year)
+        self.catalogue.show(show).and_then(|s| s.year)
     }
 
     /// A key's numbers (digit runs and roman numerals, sorted).
