@@ -22,6 +22,10 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     // More names for the shows, in the background, after each load or refresh.
     let mut enricher = super::enrich::Enricher::default();
+    // What the store's copy holds (loaded or last written): a fetch that brings the same shows
+    // is not written again. Rewriting a megabyte for nothing would also leave its pages in
+    // the store's cache beside the ones the load read.
+    let mut stored: Option<Arc<Catalogue>> = None;
     let cached = {
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || match shared.store.load_catalogue() {
@@ -37,7 +41,10 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
         })
     };
     match cached.await {
-        Ok(Some(c)) => enricher.start(&shared, c),
+        Ok(Some(c)) => {
+            stored = Some(c.clone());
+            enricher.start(&shared, c);
+        }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "loading the cached catalogue failed"),
     }
@@ -50,7 +57,7 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
                 shared.note_tracker(None);
                 tracing::info!(shows = shows.len(), "fetched the tracker catalogue");
                 enricher.stop();
-                if let Some(c) = refresh(&shared, shows).await {
+                if let Some(c) = refresh(&shared, shows, &mut stored).await {
                     enricher.start(&shared, c);
                 }
                 shared.config().tracker.catalogue_refresh
@@ -91,10 +98,12 @@ fn publish(shared: &Shared, shows: Vec<plexsync_plugin_api::CatalogShow>) -> Arc
 }
 
 /// A fetched catalogue: indexed and published off the runtime's workers first, so plays
-/// waiting for it go as soon as the index is built; then the store's copy (one transaction).
+/// waiting for it go as soon as the index is built; then the store's copy (one transaction),
+/// unless `stored` (what the store holds) has the same shows.
 async fn refresh(
     shared: &Arc<Shared>,
     shows: Vec<plexsync_plugin_api::CatalogShow>,
+    stored: &mut Option<Arc<Catalogue>>,
 ) -> Option<Arc<Catalogue>> {
     let build = {
         let shared = shared.clone();
@@ -107,8 +116,13 @@ async fn refresh(
             return None;
         }
     };
-    if let Err(e) = shared.store.save_catalogue(catalogue.clone()).await {
-        tracing::warn!(error = %e, "cannot cache the catalogue");
+    if stored.as_deref() == Some(&*catalogue) {
+        tracing::debug!("the fetched catalogue is the stored one; not written again");
+        return Some(catalogue);
+    }
+    match shared.store.save_catalogue(catalogue.clone()).await {
+        Ok(()) => *stored = Some(catalogue.clone()),
+        Err(e) => tracing::warn!(error = %e, "cannot cache the catalogue"),
     }
     // The store's encoded copy is garbage now too.
     crate::footprint::release_free_memory();

@@ -53,29 +53,77 @@ struct Postings {
     trgms: Vec<u32>,
     /// `starts[i]..starts[i + 1]` is `trgms[i]`'s list in `keys`.
     starts: Vec<u32>,
-    keys: Vec<u32>,
+    keys: KeyLists,
+}
+
+/// All posting lists, one after another: key numbers in 16 bits while they fit (up to
+/// 65,536 keys, some 30,000 shows), which halves the index's largest part.
+enum KeyLists {
+    Narrow(Box<[u16]>),
+    Wide(Box<[u32]>),
+}
+
+impl Default for KeyLists {
+    fn default() -> Self {
+        KeyLists::Narrow(Box::default())
+    }
 }
 
 impl Postings {
     fn build(lists: TrgmMap<Vec<u32>>) -> Self {
         let mut lists: Vec<(u32, Vec<u32>)> = lists.into_iter().collect();
         lists.sort_unstable_by_key(|l| l.0);
+        let total: usize = lists.iter().map(|l| l.1.len()).sum();
+        let narrow = lists
+            .iter()
+            .all(|l| l.1.iter().all(|&k| u16::try_from(k).is_ok()));
         let mut p = Postings {
             trgms: Vec::with_capacity(lists.len()),
             starts: Vec::with_capacity(lists.len() + 1),
-            keys: Vec::with_capacity(lists.iter().map(|l| l.1.len()).sum()),
+            keys: KeyLists::default(),
         };
+        let mut wide: Vec<u32> = Vec::with_capacity(if narrow { 0 } else { total });
+        let mut short: Vec<u16> = Vec::with_capacity(if narrow { total } else { 0 });
         for (t, list) in lists {
             p.trgms.push(t);
-            p.starts.push(p.keys.len() as u32);
-            p.keys.extend_from_slice(&list);
+            p.starts.push((wide.len() + short.len()) as u32);
+            if narrow {
+                short.extend(list.iter().map(|&k| k as u16));
+            } else {
+                wide.extend_from_slice(&list);
+            }
         }
-        p.starts.push(p.keys.len() as u32);
+        p.starts.push((wide.len() + short.len()) as u32);
+        p.keys = if narrow {
+            KeyLists::Narrow(short.into_boxed_slice())
+        } else {
+            KeyLists::Wide(wide.into_boxed_slice())
+        };
         p
     }
-    fn get(&self, t: u32) -> &[u32] {
+    /// How many keys hold `t`.
+    fn count(&self, t: u32) -> usize {
         let (start, end) = self.range(t);
-        self.keys.get(start as usize..end as usize).unwrap_or(&[])
+        end.saturating_sub(start) as usize
+    }
+    /// Call `f` with every key holding `t`, in key order (one dispatch per list, so the
+    /// loop over the list stays tight).
+    #[inline]
+    fn for_each(&self, t: u32, mut f: impl FnMut(u32)) {
+        let (start, end) = self.range(t);
+        let r = start as usize..end as usize;
+        match &self.keys {
+            KeyLists::Narrow(keys) => {
+                for &k in keys.get(r).unwrap_or(&[]) {
+                    f(u32::from(k));
+                }
+            }
+            KeyLists::Wide(keys) => {
+                for &k in keys.get(r).unwrap_or(&[]) {
+                    f(k);
+                }
+            }
+        }
     }
     /// `t`'s list as a range of `keys` (empty when no key holds `t`).
     fn range(&self, t: u32) -> (u32, u32) {
@@ -91,9 +139,16 @@ impl Postings {
     /// are numbered as they are added), so a binary search answers it without a per-key copy
     /// of every trigram set.
     fn holds(&self, range: (u32, u32), k: u32) -> bool {
-        self.keys
-            .get(range.0 as usize..range.1 as usize)
-            .is_some_and(|list| list.binary_search(&k).is_ok())
+        let r = range.0 as usize..range.1 as usize;
+        match &self.keys {
+            KeyLists::Narrow(keys) => u16::try_from(k).is_ok_and(|k| {
+                keys.get(r)
+                    .is_some_and(|list| list.binary_search(&k).is_ok())
+            }),
+            KeyLists::Wide(keys) => keys
+                .get(r)
+                .is_some_and(|list| list.binary_search(&k).is_ok()),
+        }
     }
 }
 
@@ -159,7 +214,8 @@ pub(crate) struct KeyEntry {
     marks: u32,
     numbers_len: u16,
     marks_len: u16,
-    pub country: Option<Country>,
+    /// 0 for none, else one more than its place in [`TitleIndex::countries`].
+    country: u8,
     pub generic_suffix: bool,
     /// An extra key (main title, romanised spelling) rather than a name as the tracker
     /// spells it: it may find a show, never map one.
@@ -177,6 +233,8 @@ pub(crate) struct TitleIndex {
     numbers: Vec<u32>,
     /// Every key's sequel marks, one after another (`KeyEntry::marks` and `marks_len`).
     marks: String,
+    /// The distinct country qualifiers of the keys (a few dozen at most).
+    countries: Vec<Country>,
     /// Trigram-set sizes per key, apart from `keys` so the hot loop stays in cache.
     words_len: Vec<u16>,
     compact_len: Vec<u16>,
@@ -300,7 +358,7 @@ fn probe_plan(
 ) -> usize {
     order.clear();
     rest.clear();
-    order.extend(query.iter().map(|&t| (postings.get(t).len(), t)));
+    order.extend(query.iter().map(|&t| (postings.count(t), t)));
     order.sort_unstable();
     let q = query.len();
     let need = ((min_sim.clamp(0.0, 1.0) * q as f32).ceil() as usize).max(1);
@@ -391,6 +449,12 @@ impl TitleIndex {
             .unwrap_or(&[])
     }
 
+    /// A key's country qualifier.
+    pub fn country(&self, key: &KeyEntry) -> Option<Country> {
+        let i = usize::from(key.country.checked_sub(1)?);
+        self.countries.get(i).copied()
+    }
+
     /// A key's sequel marks.
     pub fn marks(&self, key: &KeyEntry) -> &str {
         let start = key.marks as usize;
@@ -440,13 +504,25 @@ impl TitleIndex {
         } else {
             ""
         };
+        let country = match norm.country {
+            None => 0,
+            Some(c) => match self.countries.iter().position(|&k| k == c) {
+                Some(i) => i + 1,
+                None => {
+                    self.countries.push(c);
+                    self.countries.len()
+                }
+            },
+        };
+        // The qualifiers come from the normaliser's fixed table, far fewer than 255.
+        let country = u8::try_from(country).unwrap_or(0);
         self.keys.push(KeyEntry {
             show: show_no,
             numbers: self.numbers.len() as u32,
             marks: self.marks.len() as u32,
             numbers_len: numbers.len() as u16,
             marks_len: marks.len() as u16,
-            country: norm.country,
+            country,
             generic_suffix: norm.generic_suffix,
             derived,
         });
@@ -496,9 +572,7 @@ impl TitleIndex {
         }
         let mut hits: HashMap<u32, u32> = HashMap::new();
         for &t in &q.words {
-            for &k in self.words.get(t) {
-                *hits.entry(k).or_insert(0) += 1;
-            }
+            self.words.for_each(t, |k| *hits.entry(k).or_insert(0) += 1);
         }
         let total = q.words.len() as f32;
         for (k, n) in hits {
@@ -578,7 +652,7 @@ impl TitleIndex {
             &mut s.words_rest,
         );
         for &(_, t) in s.order.iter().take(walk) {
-            for &k in self.words.get(t) {
+            self.words.for_each(t, |k| {
                 if let Some(h) = s.hits.get_mut(k as usize) {
                     if *h == 0 {
                         s.touched.push(k);
@@ -587,7 +661,7 @@ impl TitleIndex {
                     // the title length cap keeps far below 2^16.
                     *h += 1;
                 }
-            }
+            });
         }
         let compact_min = min_sim.max(COMPACT_MIN_SIM);
         let empty: [u32; 0] = [];
@@ -600,14 +674,14 @@ impl TitleIndex {
             &mut s.compact_rest,
         );
         for &(_, t) in s.order.iter().take(walk) {
-            for &k in self.compact.get(t) {
+            self.compact.for_each(t, |k| {
                 if let Some(h) = s.hits.get_mut(k as usize) {
                     if *h == 0 {
                         s.touched.push(k);
                     }
                     *h += 1 << 16;
                 }
-            }
+            });
         }
 
         let (qw, qc) = (q.words.len(), q_compact.len());

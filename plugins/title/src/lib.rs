@@ -359,7 +359,7 @@ impl TitleMatcher {
         }
 
         let exact_year = distance == Some(0);
-        match (q.norm.country, key.country) {
+        match (q.norm.country, index.country(key)) {
             (Some(a), Some(b)) if a != b => c -= penalty::COUNTRY_CONFLICT,
             (Some(_), Some(_)) | (None, None) => {}
             // By the TVDB/TMDB naming convention an unqualified English title is the US
