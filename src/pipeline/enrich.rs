@@ -65,10 +65,9 @@ pub async fn enrich(
     'matchers: for m in matchers {
         for start in (0..base.len()).step_by(SLICE) {
             // The plugin API hands a matcher owned shows: one slice's worth at a time.
-            let slice: Vec<CatalogShow> = base
-                .iter()
-                .skip(start)
-                .take(SLICE)
+            let end = (start + SLICE).min(base.len());
+            let slice: Vec<CatalogShow> = (start..end)
+                .filter_map(|i| base.show(i as u32))
                 .map(|s| s.to_show())
                 .collect();
             let answer = match m.alt_titles(&slice).await {

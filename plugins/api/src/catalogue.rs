@@ -99,7 +99,7 @@ pub struct Catalogue {
 
 /// One show of a [`Catalogue`], borrowed from it: the fields of [`CatalogShow`], by
 /// reference. Serialises exactly as the [`CatalogShow`] it was built from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Show<'a> {
     pub id: &'a str,
     pub title: &'a str,
@@ -145,20 +145,6 @@ impl PartialEq for Names<'_> {
 impl Serialize for Names<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.iter())
-    }
-}
-
-impl PartialEq for Show<'_> {
-    fn eq(&self, o: &Self) -> bool {
-        self.id == o.id
-            && self.title == o.title
-            && self.year == o.year
-            && self.tmdb_id == o.tmdb_id
-            && self.tvdb_id == o.tvdb_id
-            && self.imdb_id == o.imdb_id
-            && self.original_title == o.original_title
-            && self.aliases == o.aliases
-            && self.alt_titles == o.alt_titles
     }
 }
 
