@@ -18,6 +18,43 @@ use std::time::Duration;
 
 use support::{BIN, Daemon, cores, env_usize, load_average, mb, ms};
 
+/// Where a process's resident pages are, from `/proc/PID/smaps`: the daemon binary's own
+/// mapped pages (code and read-only data), anonymous memory (heap, stacks) and the rest
+/// (libc, the loader, vdso). The idle figure is the sum; each half has its own lever.
+fn breakdown(pid: u32, bin: &str) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| bin.to_string());
+    let (mut own, mut other) = (0u64, 0u64);
+    let (mut own_anon, mut other_anon) = (0u64, 0u64);
+    let mut mapping_is_exe = false;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let Some(first) = f.next() else { continue };
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: "start-end perms offset dev inode [path]".
+            mapping_is_exe = f.nth(4) == Some(exe.as_str());
+            continue;
+        }
+        let value: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        match first {
+            "Rss:" if mapping_is_exe => own += value,
+            "Rss:" => other += value,
+            "Anonymous:" if mapping_is_exe => own_anon += value,
+            "Anonymous:" => other_anon += value,
+            _ => {}
+        }
+    }
+    // A mapping's Rss includes its anonymous (copied-on-write) pages: count those as anon.
+    format!(
+        "binary {}, anon {}, other {}",
+        mb(own.saturating_sub(own_anon)),
+        mb(own_anon + other_anon),
+        mb(other.saturating_sub(other_anon))
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let starts = env_usize("BENCH_STARTS", 10).max(1);
@@ -114,7 +151,12 @@ async fn main() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                figures.push(format!("{start} {} (peak {})", mb(d.rss()), mb(d.hwm())));
+                figures.push(format!(
+                    "{start} {} (peak {}; {})",
+                    mb(d.rss()),
+                    mb(d.hwm()),
+                    breakdown(d.pid, &bin)
+                ));
                 d.stop();
             }
             println!(

@@ -390,7 +390,7 @@ fn outbox(shared: &Shared) -> Resp {
             let tracker = catalogue
                 .as_ref()
                 .and_then(|c| c.get(&b.show_id))
-                .map(|s| s.title.clone());
+                .map(|s| s.title.to_string());
             OutboxBatchView {
                 id: b.id,
                 show_title: tracker.or_else(|| i.title.clone()),

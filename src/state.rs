@@ -373,6 +373,11 @@ impl Shared {
             .is_some_and(|t| crate::session::valid(&self.key, &t, cookie, now_secs()))
     }
 
+    /// The tracker's catalogue was fetched again and is the current one, unchanged.
+    pub fn note_catalogue_fresh(&self) {
+        self.with_status(|s| s.catalogue_loaded_at = Some(now_secs()));
+    }
+
     pub fn set_catalogue(&self, c: Arc<Catalogue>) {
         for m in &self.plugins().matchers {
             m.set_catalogue(c.clone());

@@ -151,7 +151,11 @@ fn plex_view(shared: &Shared, key: &str, p: &PlexShow, known: &[String]) -> Plex
 }
 
 fn tracker_show(shared: &Shared, id: &str) -> TrackerShowView {
-    match shared.catalogue().as_ref().and_then(|c| c.get(id).cloned()) {
+    match shared
+        .catalogue()
+        .as_ref()
+        .and_then(|c| c.get(id).map(|s| s.to_show()))
+    {
         Some(s) => TrackerShowView {
             id: s.id,
             title: Some(s.title),
@@ -174,11 +178,11 @@ fn conflict_view(shared: &Shared, c: &Conflict) -> ConflictView {
             let show = cat.as_ref().and_then(|cat| cat.get(&k.show_id));
             CandidateView {
                 show_id: k.show_id.clone(),
-                title: show.map(|s| s.title.clone()),
+                title: show.map(|s| s.title.to_string()),
                 year: show.and_then(|s| s.year),
                 tmdb_id: show.and_then(|s| s.tmdb_id),
                 tvdb_id: show.and_then(|s| s.tvdb_id),
-                imdb_id: show.and_then(|s| s.imdb_id.clone()),
+                imdb_id: show.and_then(|s| s.imdb_id.map(str::to_string)),
                 score: k.score,
                 method: k.method.clone(),
             }
@@ -433,11 +437,10 @@ pub fn search_shows(shared: &Shared, text: &str, year: Option<i32>, limit: usize
         let needle = fold(text);
         if !needle.is_empty() {
             found = cat
-                .shows
                 .iter()
-                .filter(|s| fold(&s.title).contains(&needle))
+                .filter(|s| fold(s.title).contains(&needle))
                 .take(limit)
-                .map(|s| (s.id.clone(), 0.5))
+                .map(|s| (s.id.to_string(), 0.5))
                 .collect();
         }
     }
@@ -446,12 +449,12 @@ pub fn search_shows(shared: &Shared, text: &str, year: Option<i32>, limit: usize
         .filter_map(|(id, score)| {
             let s = cat.get(&id)?;
             Some(ShowHit {
-                id: s.id.clone(),
-                title: s.title.clone(),
+                id: s.id.to_string(),
+                title: s.title.to_string(),
                 year: s.year,
                 tmdb_id: s.tmdb_id,
                 tvdb_id: s.tvdb_id,
-                imdb_id: s.imdb_id.clone(),
+                imdb_id: s.imdb_id.map(str::to_string),
                 score,
             })
         })

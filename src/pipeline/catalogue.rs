@@ -22,6 +22,11 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     // More names for the shows, in the background, after each load or refresh.
     let mut enricher = super::enrich::Enricher::default();
+    // The current catalogue when the store's copy holds the same shows (loaded from it, or
+    // written): a fetch that brings the same shows changes nothing, so it is neither indexed
+    // again nor rewritten. It is the enricher's base too, so holding it costs nothing; a
+    // second copy and a megabyte rewritten into the store's cache would be idle memory.
+    let mut stored: Option<Arc<Catalogue>> = None;
     let cached = {
         let shared = shared.clone();
         tokio::task::spawn_blocking(move || match shared.store.load_catalogue() {
@@ -37,7 +42,10 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
         })
     };
     match cached.await {
-        Ok(Some(c)) => enricher.start(&shared, c),
+        Ok(Some(c)) => {
+            stored = Some(c.clone());
+            enricher.start(&shared, c);
+        }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "loading the cached catalogue failed"),
     }
@@ -49,10 +57,7 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
                 failures = 0;
                 shared.note_tracker(None);
                 tracing::info!(shows = shows.len(), "fetched the tracker catalogue");
-                enricher.stop();
-                if let Some(c) = refresh(&shared, shows).await {
-                    enricher.start(&shared, c);
-                }
+                refresh(&shared, shows, &mut stored, &mut enricher).await;
                 shared.config().tracker.catalogue_refresh
             }
             Err(e) => {
@@ -78,8 +83,12 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
 /// wakes the resolver), then give the build's garbage back to the system. CPU-bound: call it on
 /// a blocking thread.
 fn publish(shared: &Shared, shows: Vec<plexsync_plugin_api::CatalogShow>) -> Arc<Catalogue> {
+    publish_built(shared, Arc::new(Catalogue::new(shows)))
+}
+
+/// [`publish`] for a catalogue already built.
+fn publish_built(shared: &Shared, catalogue: Arc<Catalogue>) -> Arc<Catalogue> {
     let started = std::time::Instant::now();
-    let catalogue = Arc::new(Catalogue::new(shows));
     shared.set_catalogue(catalogue.clone());
     crate::footprint::release_free_memory();
     tracing::debug!(
@@ -90,27 +99,51 @@ fn publish(shared: &Shared, shows: Vec<plexsync_plugin_api::CatalogShow>) -> Arc
     catalogue
 }
 
-/// A fetched catalogue: indexed and published off the runtime's workers first, so plays
-/// waiting for it go as soon as the index is built; then the store's copy (one transaction).
+/// A fetched catalogue: unless it holds the same shows as `stored`, indexed and published off
+/// the runtime's workers first (the enricher restarted on it), so plays waiting for it go as
+/// soon as the index is built; then the store's copy (one transaction).
 async fn refresh(
     shared: &Arc<Shared>,
     shows: Vec<plexsync_plugin_api::CatalogShow>,
-) -> Option<Arc<Catalogue>> {
-    let build = {
-        let shared = shared.clone();
-        tokio::task::spawn_blocking(move || publish(&shared, shows))
-    };
-    let catalogue = match build.await {
+    stored: &mut Option<Arc<Catalogue>>,
+    enricher: &mut super::enrich::Enricher,
+) {
+    // The compact catalogue is cheap to build (milliseconds); the indices are what cost.
+    let build = tokio::task::spawn_blocking(move || Arc::new(Catalogue::new(shows)));
+    let fetched = match build.await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "building the catalogue failed");
-            return None;
+            return;
         }
     };
-    if let Err(e) = shared.store.save_catalogue(catalogue.clone()).await {
-        tracing::warn!(error = %e, "cannot cache the catalogue");
+    if stored.as_deref() == Some(&*fetched) {
+        tracing::debug!("the fetched catalogue is the current, stored one");
+        shared.note_catalogue_fresh();
+        drop(fetched);
+        crate::footprint::release_free_memory();
+        return;
     }
+    enricher.stop();
+    let publish = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || publish_built(&shared, fetched))
+    };
+    let catalogue = match publish.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "building the catalogue failed");
+            return;
+        }
+    };
+    *stored = match shared.store.save_catalogue(catalogue.clone()).await {
+        Ok(()) => Some(catalogue.clone()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot cache the catalogue");
+            None
+        }
+    };
     // The store's encoded copy is garbage now too.
     crate::footprint::release_free_memory();
-    Some(catalogue)
+    enricher.start(shared, catalogue);
 }

@@ -63,8 +63,14 @@ pub async fn enrich(
     let mut dirty = false;
     let mut last_publish = Instant::now();
     'matchers: for m in matchers {
-        for slice in base.shows.chunks(SLICE) {
-            let answer = match m.alt_titles(slice).await {
+        for start in (0..base.len()).step_by(SLICE) {
+            // The plugin API hands a matcher owned shows: one slice's worth at a time.
+            let end = (start + SLICE).min(base.len());
+            let slice: Vec<CatalogShow> = (start..end)
+                .filter_map(|i| base.show(i as u32))
+                .map(|s| s.to_show())
+                .collect();
+            let answer = match m.alt_titles(&slice).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(matcher = m.kind(), error = %e, "cannot get more names for the catalogue; the pass stops here");
@@ -121,10 +127,9 @@ pub async fn enrich(
 /// `base` with the names added (after the shows' own `alt_titles`, if any).
 fn merged(base: &Catalogue, added: &HashMap<String, Vec<String>>) -> Arc<Catalogue> {
     let shows: Vec<CatalogShow> = base
-        .shows
         .iter()
         .map(|s| {
-            let mut s = s.clone();
+            let mut s = s.to_show();
             if let Some(names) = added.get(&s.id) {
                 for n in names {
                     if !s.alt_titles.contains(n) {
@@ -409,7 +414,7 @@ mod tests {
         assert!(pass.error.is_none());
         let c = &got[0];
         // The show's own title (in any case) and a second matcher's repeat are not added.
-        assert_eq!(c.get("7").unwrap().alt_titles, ["n-t7"]);
+        assert_eq!(c.get("7").unwrap().alt_titles.to_vec(), ["n-t7"]);
         assert_eq!(c.len(), 120);
     }
 
@@ -428,7 +433,7 @@ mod tests {
         .await;
         assert!(pass.error.as_ref().is_some_and(PluginError::is_transient));
         assert_eq!(pass.shows_named, 50);
-        assert_eq!(got[0].get("49").unwrap().alt_titles, ["n-t49"]);
+        assert_eq!(got[0].get("49").unwrap().alt_titles.to_vec(), ["n-t49"]);
         assert!(got[0].get("50").unwrap().alt_titles.is_empty());
     }
 

@@ -329,7 +329,7 @@ async fn finish(shared: &Shared, ex: &mut Planner, f: Flight, outbox: &OutboxCon
     // The activity row names the tracker show as well as the Plex one.
     let tracker_title = shared
         .catalogue()
-        .and_then(|c| c.get(&b.show_id).map(|s| s.title.clone()));
+        .and_then(|c| c.get(&b.show_id).map(|s| s.title.to_string()));
     if let Err(e) = shared
         .store
         .finish_batch_titled(b.id, outcome, outbox.max_attempts, ms, tracker_title)

@@ -194,7 +194,7 @@ async fn match_play(
         } => {
             let title = catalogue
                 .get(&show_id)
-                .map(|s| s.title.clone())
+                .map(|s| s.title.to_string())
                 .unwrap_or_default();
             tracing::info!(show_id = %show_id, show = %play.show.title, tracker_title = %title, method = %method, confidence, "show mapped");
             Resolution::Mapped {

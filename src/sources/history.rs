@@ -635,7 +635,7 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
                         tracker_title: catalogue
                             .as_ref()
                             .and_then(|c| c.get(show_id))
-                            .map(|s| s.title.clone()),
+                            .map(|s| s.title.to_string()),
                         season: play.season,
                         episode: play.episode,
                         watched_at: play.viewed_at,

@@ -540,7 +540,7 @@ impl Walk<'_> {
                     .catalogue()
                     .as_ref()
                     .and_then(|c| c.get(&id))
-                    .map(|s| s.title.clone());
+                    .map(|s| s.title.to_string());
                 DryShow::Exports(id, title)
             }
             None => DryShow::NeedsPerson,

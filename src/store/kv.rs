@@ -16,7 +16,7 @@ impl Store {
     /// transaction. The stored shape (a JSON array under `shows`) is every release's.
     pub async fn save_catalogue(&self, catalogue: Arc<Catalogue>) -> Result<()> {
         self.write(move |txn| {
-            let bytes = encode(&catalogue.shows)?;
+            let bytes = encode(&catalogue.shows())?;
             txn.open_table(CATALOGUE)?
                 .insert("shows", bytes.as_slice())?;
             txn.open_table(CATALOGUE)?

@@ -406,7 +406,7 @@ fn builder() -> Builder {
     let mut b = Builder::new();
     // The working set is small; redb's 1 GiB default would let the page cache grow far past
     // the idle-memory budget of a home-server daemon.
-    b.set_cache_size(8 * 1024 * 1024);
+    b.set_cache_size(1024 * 1024);
     b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
     b
 }

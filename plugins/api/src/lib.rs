@@ -32,7 +32,7 @@ pub mod guid;
 pub mod secret;
 pub mod values;
 
-pub use catalogue::{CatalogShow, Catalogue};
+pub use catalogue::{CatalogShow, Catalogue, Names, Show, Shows};
 pub use secret::Secret;
 
 /// A boxed future, so the traits stay object safe (`Box<dyn Matcher>`).
@@ -42,7 +42,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// built against another one.
 /// 2: `probe` on the traits; config errors carry their key path in [`PluginError::key`] only.
 /// 3: [`RateLimit`] on [`ExportReceipt::rate_limit`] and [`PluginError::rate_limit`].
-pub const API_VERSION: u32 = 3;
+/// 4: [`Catalogue`] is held compactly: its lookups answer with a borrowed [`Show`], no
+///    public `shows` field ([`Catalogue::iter`], [`Catalogue::shows`] for the wire).
+pub const API_VERSION: u32 = 4;
 
 /// What a failure means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

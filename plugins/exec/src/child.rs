@@ -53,7 +53,7 @@ impl CatalogueSlot {
     /// program (a large catalogue is megabytes of JSON).
     pub fn set(&self, catalogue: Arc<Catalogue>) -> bool {
         let mut g = lock(&self.inner);
-        if g.0 > 0 && (Arc::ptr_eq(&g.1, &catalogue) || g.1.shows == catalogue.shows) {
+        if g.0 > 0 && (Arc::ptr_eq(&g.1, &catalogue) || *g.1 == *catalogue) {
             return false;
         }
         g.0 += 1;

@@ -78,7 +78,7 @@ pub fn match_request(id: u64, query: &ShowQuery) -> Vec<u8> {
 pub fn catalogue_notification(catalogue: &Catalogue) -> Vec<u8> {
     #[derive(Serialize)]
     struct Params<'a> {
-        shows: &'a [plexsync_plugin_api::CatalogShow],
+        shows: plexsync_plugin_api::Shows<'a>,
     }
     #[derive(Serialize)]
     struct Note<'a> {
@@ -88,7 +88,7 @@ pub fn catalogue_notification(catalogue: &Catalogue) -> Vec<u8> {
     line(&Note {
         method: "catalogue",
         params: Params {
-            shows: &catalogue.shows,
+            shows: catalogue.shows(),
         },
     })
 }

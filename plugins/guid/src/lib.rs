@@ -140,9 +140,9 @@ fn resolve_ids(catalogue: &Catalogue, ids: &[ExternalId]) -> MatchOutcome {
             continue;
         };
         let rows: Vec<&str> = match id {
-            ExternalId::Tmdb(n) => catalogue.by_tmdb(*n).map(|s| s.id.as_str()).collect(),
-            ExternalId::Tvdb(n) => catalogue.by_tvdb(*n).map(|s| s.id.as_str()).collect(),
-            ExternalId::Imdb(s) => catalogue.by_imdb(s).map(|s| s.id.as_str()).collect(),
+            ExternalId::Tmdb(n) => catalogue.by_tmdb(*n).map(|s| s.id).collect(),
+            ExternalId::Tvdb(n) => catalogue.by_tvdb(*n).map(|s| s.id).collect(),
+            ExternalId::Imdb(s) => catalogue.by_imdb(s).map(|s| s.id).collect(),
             ExternalId::TmdbMovie(_) | ExternalId::Anidb(_) => Vec::new(),
         };
         if rows.len() > 1 {

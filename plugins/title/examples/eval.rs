@@ -188,7 +188,7 @@ fn real_main() -> Result<(), String> {
                         q.title,
                         q.year,
                         show_id,
-                        got.map(|s| s.title.as_str()).unwrap_or("?"),
+                        got.map(|s| s.title).unwrap_or("?"),
                         got.and_then(|s| s.year),
                         expected
                     ));
@@ -207,11 +207,11 @@ fn real_main() -> Result<(), String> {
                             q.kind,
                             q.title,
                             q.year,
-                            catalogue.get(exp).map(|s| s.title.as_str()),
+                            catalogue.get(exp).map(|s| s.title),
                             candidates
                                 .first()
                                 .and_then(|c| catalogue.get(&c.show_id))
-                                .map(|s| s.title.as_str())
+                                .map(|s| s.title)
                         ));
                     }
                 }
@@ -226,7 +226,7 @@ fn real_main() -> Result<(), String> {
                         q.kind,
                         q.title,
                         q.year,
-                        catalogue.get(exp).map(|s| s.title.as_str())
+                        catalogue.get(exp).map(|s| s.title)
                     ));
                 }
             }
@@ -431,7 +431,10 @@ fn self_check_run(matcher: &TitleMatcher, shows: &[CatalogShow], catalogue: &Cat
                         ..
                     }) if show_id != s.id => {
                         wrong += 1;
-                        let got = catalogue.get(&show_id).map(describe).unwrap_or_default();
+                        let got = catalogue
+                            .get(&show_id)
+                            .map(|s| describe(&s.to_show()))
+                            .unwrap_or_default();
                         println!(
                             "  {name:?} ({year:?}) of {} → {got} conf {confidence:.3}",
                             describe(s)
@@ -473,7 +476,10 @@ fn leave_one_out(shows: &[CatalogShow], step: usize) {
                 }) = m.match_query(&q)
                 {
                     wrong += 1;
-                    let got = catalogue.get(&show_id).map(describe).unwrap_or_default();
+                    let got = catalogue
+                        .get(&show_id)
+                        .map(|s| describe(&s.to_show()))
+                        .unwrap_or_default();
                     println!(
                         "  {name:?} ({:?}) of {} → {got} conf {confidence:.3}",
                         q.year,

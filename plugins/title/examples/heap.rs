@@ -68,9 +68,10 @@ fn main() {
         .map(|l| serde_json::from_str(l).expect("a show"))
         .collect();
     println!("heap held at {} shows:", shows.len());
-    let t1 = report("CatalogShow records", t0);
+    report("CatalogShow records (parsed)", t0);
+    // Catalogue::new consumes the parsed records: what is live after it is the catalogue.
     let catalogue = Arc::new(Catalogue::new(shows));
-    let t2 = report("Catalogue id indices", t1);
+    let t2 = report("Catalogue (shows, id indices)", t0);
     let m = TitleMatcher::new(TitleConfig::default());
     m.set_catalogue(catalogue.clone());
     report("title index", t2);

@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use plexsync_plugin_api::Catalogue;
 
@@ -52,35 +53,101 @@ struct Postings {
     trgms: Vec<u32>,
     /// `starts[i]..starts[i + 1]` is `trgms[i]`'s list in `keys`.
     starts: Vec<u32>,
-    keys: Vec<u32>,
+    keys: KeyLists,
+}
+
+/// All posting lists, one after another: key numbers in 16 bits while they fit (up to
+/// 65,536 keys, some 30,000 shows), which halves the index's largest part.
+enum KeyLists {
+    Narrow(Box<[u16]>),
+    Wide(Box<[u32]>),
+}
+
+impl Default for KeyLists {
+    fn default() -> Self {
+        KeyLists::Narrow(Box::default())
+    }
 }
 
 impl Postings {
     fn build(lists: TrgmMap<Vec<u32>>) -> Self {
         let mut lists: Vec<(u32, Vec<u32>)> = lists.into_iter().collect();
         lists.sort_unstable_by_key(|l| l.0);
+        let total: usize = lists.iter().map(|l| l.1.len()).sum();
+        let narrow = lists
+            .iter()
+            .all(|l| l.1.iter().all(|&k| u16::try_from(k).is_ok()));
         let mut p = Postings {
             trgms: Vec::with_capacity(lists.len()),
             starts: Vec::with_capacity(lists.len() + 1),
-            keys: Vec::with_capacity(lists.iter().map(|l| l.1.len()).sum()),
+            keys: KeyLists::default(),
         };
+        let mut wide: Vec<u32> = Vec::with_capacity(if narrow { 0 } else { total });
+        let mut short: Vec<u16> = Vec::with_capacity(if narrow { total } else { 0 });
         for (t, list) in lists {
             p.trgms.push(t);
-            p.starts.push(p.keys.len() as u32);
-            p.keys.extend_from_slice(&list);
+            p.starts.push((wide.len() + short.len()) as u32);
+            if narrow {
+                short.extend(list.iter().map(|&k| k as u16));
+            } else {
+                wide.extend_from_slice(&list);
+            }
         }
-        p.starts.push(p.keys.len() as u32);
+        p.starts.push((wide.len() + short.len()) as u32);
+        p.keys = if narrow {
+            KeyLists::Narrow(short.into_boxed_slice())
+        } else {
+            KeyLists::Wide(wide.into_boxed_slice())
+        };
         p
     }
-    fn get(&self, t: u32) -> &[u32] {
+    /// How many keys hold `t`.
+    fn count(&self, t: u32) -> usize {
+        let (start, end) = self.range(t);
+        end.saturating_sub(start) as usize
+    }
+    /// Call `f` with every key holding `t`, in key order (one dispatch per list, so the
+    /// loop over the list stays tight).
+    #[inline]
+    fn for_each(&self, t: u32, mut f: impl FnMut(u32)) {
+        let (start, end) = self.range(t);
+        let r = start as usize..end as usize;
+        match &self.keys {
+            KeyLists::Narrow(keys) => {
+                for &k in keys.get(r).unwrap_or(&[]) {
+                    f(u32::from(k));
+                }
+            }
+            KeyLists::Wide(keys) => {
+                for &k in keys.get(r).unwrap_or(&[]) {
+                    f(k);
+                }
+            }
+        }
+    }
+    /// `t`'s list as a range of `keys` (empty when no key holds `t`).
+    fn range(&self, t: u32) -> (u32, u32) {
         let Ok(i) = self.trgms.binary_search(&t) else {
-            return &[];
+            return (0, 0);
         };
         match (self.starts.get(i), self.starts.get(i + 1)) {
-            (Some(&start), Some(&end)) => {
-                self.keys.get(start as usize..end as usize).unwrap_or(&[])
-            }
-            _ => &[],
+            (Some(&start), Some(&end)) => (start, end),
+            _ => (0, 0),
+        }
+    }
+    /// Whether key `k` holds the trigram whose list is `range`: lists are in key order (keys
+    /// are numbered as they are added), so a binary search answers it without a per-key copy
+    /// of every trigram set.
+    fn holds(&self, range: (u32, u32), k: u32) -> bool {
+        let r = range.0 as usize..range.1 as usize;
+        match &self.keys {
+            KeyLists::Narrow(keys) => u16::try_from(k).is_ok_and(|k| {
+                keys.get(r)
+                    .is_some_and(|list| list.binary_search(&k).is_ok())
+            }),
+            KeyLists::Wide(keys) => keys
+                .get(r)
+                .is_some_and(|list| list.binary_search(&k).is_ok()),
         }
     }
 }
@@ -137,23 +204,18 @@ impl NameMap {
     }
 }
 
-/// One show of the catalogue, as the matcher needs it.
-#[derive(Debug, Clone)]
-pub(crate) struct ShowEntry {
-    pub id: String,
-    pub year: Option<i32>,
-}
-
-/// One distinct normalised name of a show.
+/// One distinct normalised name of a show. Its numbers and marks live in the index's flat
+/// arrays ([`TitleIndex::numbers`], [`TitleIndex::marks`]): no allocation per key.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyEntry {
+    /// The show's position in the catalogue.
     pub show: u32,
-    /// This name's sorted trigram sets, as ranges into the index's flat arrays.
-    words: (u32, u32),
-    compact: (u32, u32),
-    pub numbers: Box<[u32]>,
-    pub country: Option<Country>,
-    pub marks: Box<str>,
+    numbers: u32,
+    marks: u32,
+    numbers_len: u16,
+    marks_len: u16,
+    /// 0 for none, else one more than its place in [`TitleIndex::countries`].
+    country: u8,
     pub generic_suffix: bool,
     /// An extra key (main title, romanised spelling) rather than a name as the tracker
     /// spells it: it may find a show, never map one.
@@ -163,10 +225,16 @@ pub(crate) struct KeyEntry {
 /// The index built from one catalogue.
 #[derive(Default)]
 pub(crate) struct TitleIndex {
-    pub shows: Vec<ShowEntry>,
+    /// The catalogue the index was built from: show ids and years are read from it, not
+    /// copied (the index lives exactly as long as that catalogue is current).
+    catalogue: Arc<Catalogue>,
     pub keys: Vec<KeyEntry>,
-    words_trgms: Vec<u32>,
-    compact_trgms: Vec<u32>,
+    /// Every key's numbers, one after another (`KeyEntry::numbers` and `numbers_len`).
+    numbers: Vec<u32>,
+    /// Every key's sequel marks, one after another (`KeyEntry::marks` and `marks_len`).
+    marks: String,
+    /// The distinct country qualifiers of the keys (a few dozen at most).
+    countries: Vec<Country>,
     /// Trigram-set sizes per key, apart from `keys` so the hot loop stays in cache.
     words_len: Vec<u16>,
     compact_len: Vec<u16>,
@@ -263,8 +331,9 @@ struct Scratch {
     hits: Vec<u32>,
     touched: Vec<u32>,
     order: Vec<(usize, u32)>,
-    words_rest: Vec<u32>,
-    compact_rest: Vec<u32>,
+    /// The posting lists of the trigrams left unwalked, as ranges (see [`probe_plan`]).
+    words_rest: Vec<(u32, u32)>,
+    compact_rest: Vec<(u32, u32)>,
 }
 
 thread_local! {
@@ -272,46 +341,41 @@ thread_local! {
 }
 
 /// Which of a form's trigrams to walk, and which to check per candidate instead. Returns
-/// the walk list in `order` (its first `n` entries, `n` returned) and the rest, sorted, in
-/// `rest`.
+/// the walk list in `order` (its first `n` entries, `n` returned) and the posting lists of
+/// the rest in `rest`.
 ///
 /// A name reaching similarity `t` shares at least `need = ceil(t * |Q|)` trigrams with the
 /// query (similarity is at most common / |Q|), so up to `need - 1` query trigrams can be
 /// left unwalked without losing it (prefix filtering). The ones skipped are the most common
-/// ("the", "ion", …), whose posting lists cost the most; they are then looked up in each
-/// surviving candidate's own small sorted set.
+/// ("the", "ion", …), whose posting lists cost the most; each surviving candidate is then
+/// looked up in those lists (binary search).
 fn probe_plan(
     query: &[u32],
     postings: &Postings,
     min_sim: f32,
     order: &mut Vec<(usize, u32)>,
-    rest: &mut Vec<u32>,
+    rest: &mut Vec<(u32, u32)>,
 ) -> usize {
     order.clear();
     rest.clear();
-    order.extend(query.iter().map(|&t| (postings.get(t).len(), t)));
+    order.extend(query.iter().map(|&t| (postings.count(t), t)));
     order.sort_unstable();
     let q = query.len();
     let need = ((min_sim.clamp(0.0, 1.0) * q as f32).ceil() as usize).max(1);
     let walk = q - need.saturating_sub(1).min(MAX_SKIPPED).min(q);
-    rest.extend(order.iter().skip(walk).map(|&(_, t)| t));
-    rest.sort_unstable();
+    rest.extend(order.iter().skip(walk).map(|&(_, t)| postings.range(t)));
     walk
 }
 
 impl TitleIndex {
-    pub fn build(catalogue: &Catalogue) -> TitleIndex {
+    pub fn build(catalogue: Arc<Catalogue>) -> TitleIndex {
         let mut idx = TitleIndex::default();
         let mut b = Building::default();
-        for show in &catalogue.shows {
-            let show_no = idx.shows.len() as u32;
-            idx.shows.push(ShowEntry {
-                id: show.id.clone(),
-                year: show.year,
-            });
-            let names = std::iter::once(show.title.as_str())
-                .chain(show.original_title.as_deref())
-                .chain(show.aliases.iter().map(String::as_str));
+        for (show_no, show) in catalogue.iter().enumerate() {
+            let show_no = show_no as u32;
+            let names = std::iter::once(show.title)
+                .chain(show.original_title)
+                .chain(show.aliases.iter());
             let mut seen: Vec<(String, Option<Country>, String, bool)> = Vec::new();
             let mut extra: Vec<NormTitle> = Vec::new();
             for name in names {
@@ -358,13 +422,45 @@ impl TitleIndex {
         idx.by_words = NameMap::build(b.by_words);
         idx.by_initials = NameMap::build(b.by_initials);
         // Built by pushing: give back the growth slack, the index lives until the next refresh.
-        idx.shows.shrink_to_fit();
         idx.keys.shrink_to_fit();
-        idx.words_trgms.shrink_to_fit();
-        idx.compact_trgms.shrink_to_fit();
+        idx.numbers.shrink_to_fit();
+        idx.marks.shrink_to_fit();
         idx.words_len.shrink_to_fit();
         idx.compact_len.shrink_to_fit();
+        idx.catalogue = catalogue;
         idx
+    }
+
+    /// The catalogue id of show `show` (a [`KeyEntry::show`]).
+    pub fn show_id(&self, show: u32) -> Option<&str> {
+        self.catalogue.show(show).map(|s| s.id)
+    }
+
+    /// The year of show `show`, if the catalogue has one.
+    pub fn show_year(&self, show: u32) -> Option<i32> {
+        self.catalogue.show(show).and_then(|s| s.year)
+    }
+
+    /// A key's numbers (digit runs and roman numerals, sorted).
+    pub fn numbers(&self, key: &KeyEntry) -> &[u32] {
+        let start = key.numbers as usize;
+        self.numbers
+            .get(start..start + usize::from(key.numbers_len))
+            .unwrap_or(&[])
+    }
+
+    /// A key's country qualifier.
+    pub fn country(&self, key: &KeyEntry) -> Option<Country> {
+        let i = usize::from(key.country.checked_sub(1)?);
+        self.countries.get(i).copied()
+    }
+
+    /// A key's sequel marks.
+    pub fn marks(&self, key: &KeyEntry) -> &str {
+        let start = key.marks as usize;
+        self.marks
+            .get(start..start + usize::from(key.marks_len))
+            .unwrap_or("")
     }
 
     /// Add one key of show `show_no`: its trigram sets, postings and (for a name as the
@@ -390,10 +486,6 @@ impl TitleIndex {
             .push(u16::try_from(w.len()).unwrap_or(u16::MAX));
         self.compact_len
             .push(u16::try_from(c.len()).unwrap_or(u16::MAX));
-        let wr = (self.words_trgms.len() as u32, w.len() as u32);
-        self.words_trgms.extend_from_slice(&w);
-        let cr = (self.compact_trgms.len() as u32, c.len() as u32);
-        self.compact_trgms.extend_from_slice(&c);
         // Extra keys stay out of the whole-name and initials maps: a shortened or respelled
         // name found inside a query, or spelled by its initials, says too little.
         if !derived {
@@ -405,21 +497,37 @@ impl TitleIndex {
                 b.by_initials.push((form, key_no));
             }
         }
+        // A title is cut to MAX_TITLE_CHARS, so its numbers and marks fit 16-bit lengths.
+        let numbers = &norm.numbers[..norm.numbers.len().min(usize::from(u16::MAX))];
+        let marks = if norm.marks.len() <= usize::from(u16::MAX) {
+            norm.marks.as_str()
+        } else {
+            ""
+        };
+        let country = match norm.country {
+            None => 0,
+            Some(c) => match self.countries.iter().position(|&k| k == c) {
+                Some(i) => i + 1,
+                None => {
+                    self.countries.push(c);
+                    self.countries.len()
+                }
+            },
+        };
+        // The qualifiers come from the normaliser's fixed table, far fewer than 255.
+        let country = u8::try_from(country).unwrap_or(0);
         self.keys.push(KeyEntry {
             show: show_no,
-            words: wr,
-            compact: cr,
-            numbers: norm.numbers.into_boxed_slice(),
-            country: norm.country,
-            marks: norm.marks.into_boxed_str(),
+            numbers: self.numbers.len() as u32,
+            marks: self.marks.len() as u32,
+            numbers_len: numbers.len() as u16,
+            marks_len: marks.len() as u16,
+            country,
             generic_suffix: norm.generic_suffix,
             derived,
         });
-    }
-
-    fn key_set(flat: &[u32], range: (u32, u32)) -> &[u32] {
-        let (start, len) = (range.0 as usize, range.1 as usize);
-        flat.get(start..start + len).unwrap_or(&[])
+        self.numbers.extend_from_slice(numbers);
+        self.marks.push_str(marks);
     }
 
     /// Keys whose whole normalised name occurs as a run of whole words inside the query
@@ -464,9 +572,7 @@ impl TitleIndex {
         }
         let mut hits: HashMap<u32, u32> = HashMap::new();
         for &t in &q.words {
-            for &k in self.words.get(t) {
-                *hits.entry(k).or_insert(0) += 1;
-            }
+            self.words.for_each(t, |k| *hits.entry(k).or_insert(0) += 1);
         }
         let total = q.words.len() as f32;
         for (k, n) in hits {
@@ -546,7 +652,7 @@ impl TitleIndex {
             &mut s.words_rest,
         );
         for &(_, t) in s.order.iter().take(walk) {
-            for &k in self.words.get(t) {
+            self.words.for_each(t, |k| {
                 if let Some(h) = s.hits.get_mut(k as usize) {
                     if *h == 0 {
                         s.touched.push(k);
@@ -555,7 +661,7 @@ impl TitleIndex {
                     // the title length cap keeps far below 2^16.
                     *h += 1;
                 }
-            }
+            });
         }
         let compact_min = min_sim.max(COMPACT_MIN_SIM);
         let empty: [u32; 0] = [];
@@ -568,14 +674,14 @@ impl TitleIndex {
             &mut s.compact_rest,
         );
         for &(_, t) in s.order.iter().take(walk) {
-            for &k in self.compact.get(t) {
+            self.compact.for_each(t, |k| {
                 if let Some(h) = s.hits.get_mut(k as usize) {
                     if *h == 0 {
                         s.touched.push(k);
                     }
                     *h += 1 << 16;
                 }
-            }
+            });
         }
 
         let (qw, qc) = (q.words.len(), q_compact.len());
@@ -589,15 +695,11 @@ impl TitleIndex {
             let (Some(&kw), Some(&kc)) = (self.words_len.get(ku), self.compact_len.get(ku)) else {
                 continue;
             };
-            let sw = form_similarity(hw, qw, &s.words_rest, min_sim, kw, || {
-                self.keys
-                    .get(ku)
-                    .map_or(&[][..], |key| Self::key_set(&self.words_trgms, key.words))
+            let sw = form_similarity(hw, qw, &s.words_rest, min_sim, kw, |r| {
+                self.words.holds(r, k)
             });
-            let sc = form_similarity(hc, qc, &s.compact_rest, compact_min, kc, || {
-                self.keys.get(ku).map_or(&[][..], |key| {
-                    Self::key_set(&self.compact_trgms, key.compact)
-                })
+            let sc = form_similarity(hc, qc, &s.compact_rest, compact_min, kc, |r| {
+                self.compact.holds(r, k)
             });
             let sim = sw.max(sc);
             if sim >= min_sim {
@@ -611,14 +713,15 @@ impl TitleIndex {
 }
 
 /// Exact similarity of one key in one form, from the hits of the walked trigrams plus a
-/// lookup of the skipped ones in the key's sorted set; 0 when it cannot reach `min_sim`.
-fn form_similarity<'a>(
+/// lookup of the key in the skipped ones' posting lists (`holds`); 0 when it cannot reach
+/// `min_sim`.
+fn form_similarity(
     hits: usize,
     q: usize,
-    rest: &[u32],
+    rest: &[(u32, u32)],
     min_sim: f32,
     key_len: u16,
-    key_set: impl FnOnce() -> &'a [u32],
+    holds: impl Fn((u32, u32)) -> bool,
 ) -> f32 {
     if hits == 0 {
         return 0.0;
@@ -632,7 +735,6 @@ fn form_similarity<'a>(
     if best < min_sim {
         return 0.0;
     }
-    let key = key_set();
-    let common = hits + rest.iter().filter(|t| key.binary_search(t).is_ok()).count();
-    crate::trgm::similarity_from_counts(common, q, key.len())
+    let common = hits + rest.iter().filter(|&&r| holds(r)).count();
+    crate::trgm::similarity_from_counts(common, q, k)
 }

@@ -166,8 +166,8 @@ impl TitleMatcher {
         let mut scored: Vec<Scored> = Vec::new();
         let min_sim = self.config.min_candidate_score;
         let score = |q: &Query, key: &KeyEntry, sim: f32, via_variant: bool| {
-            let year = index.shows.get(key.show as usize).and_then(|s| s.year);
-            let strength = self.strength(q, &query_years, key, year, sim);
+            let year = index.show_year(key.show);
+            let strength = self.strength(index, q, &query_years, key, year, sim);
             let derived = via_variant || key.derived;
             let mut confidence = Self::confidence_of(strength, sim);
             if derived {
@@ -188,9 +188,9 @@ impl TitleMatcher {
         // Investigation - Mayday") is worth offering, but never enough for a mapping: its
         // base score stays below 0.80 whatever the share of the title it covers.
         index.contained_in(&q, |key, cover| {
-            let year = index.shows.get(key.show as usize).and_then(|s| s.year);
+            let year = index.show_year(key.show);
             let base = CONTAINED_BASE + CONTAINED_PER_COVER * cover.min(1.0);
-            let strength = self.strength(&q, &query_years, key, year, base);
+            let strength = self.strength(index, &q, &query_years, key, year, base);
             scored.push(Scored {
                 show: key.show,
                 confidence: Self::confidence_of(strength, base),
@@ -200,8 +200,8 @@ impl TitleMatcher {
             });
         });
         index.initials_of(&q, |key| {
-            let year = index.shows.get(key.show as usize).and_then(|s| s.year);
-            let strength = self.strength(&q, &query_years, key, year, INITIALS_BASE);
+            let year = index.show_year(key.show);
+            let strength = self.strength(index, &q, &query_years, key, year, INITIALS_BASE);
             scored.push(Scored {
                 show: key.show,
                 confidence: Self::confidence_of(strength, INITIALS_BASE),
@@ -221,9 +221,9 @@ impl TitleMatcher {
             if best.confidence >= self.config.definite_threshold
                 && best.confidence - runner_up >= self.config.min_margin
             {
-                if let Some(show) = index.shows.get(best.show as usize) {
+                if let Some(show_id) = index.show_id(best.show) {
                     return MatchOutcome::Definite {
-                        show_id: show.id.clone(),
+                        show_id: show_id.to_string(),
                         confidence: best.confidence.min(1.0),
                         method: METHOD.to_string(),
                     };
@@ -248,9 +248,8 @@ impl TitleMatcher {
             .filter(|s| s.strength >= self.config.min_candidate_score)
             .take(self.config.max_candidates)
             .filter_map(|s| {
-                let show = index.shows.get(s.show as usize)?;
                 Some(Candidate {
-                    show_id: show.id.clone(),
+                    show_id: index.show_id(s.show)?.to_string(),
                     score: s.confidence.clamp(0.0, CANDIDATE_SCORE_CAP),
                     method: METHOD.to_string(),
                 })
@@ -298,7 +297,7 @@ impl TitleMatcher {
         let mut ranked: Vec<(u32, bool, f32)> = best
             .into_iter()
             .map(|(show, (exact, score))| {
-                let show_year = index.shows.get(show as usize).and_then(|s| s.year);
+                let show_year = index.show_year(show);
                 let bonus = match (year, show_year) {
                     (Some(a), Some(b)) if a == b => SEARCH_YEAR_EXACT,
                     (Some(a), Some(b)) if (a - b).abs() == 1 => SEARCH_YEAR_NEAR,
@@ -313,7 +312,7 @@ impl TitleMatcher {
             .take(limit)
             .filter_map(|(show, _, score)| {
                 Some(Candidate {
-                    show_id: index.shows.get(show as usize)?.id.clone(),
+                    show_id: index.show_id(show)?.to_string(),
                     score: score.clamp(0.0, 1.0),
                     method: SEARCH_METHOD.to_string(),
                 })
@@ -325,6 +324,7 @@ impl TitleMatcher {
     /// year, number, sequel-mark and qualifier penalties.
     fn strength(
         &self,
+        index: &TitleIndex,
         q: &Query,
         query_years: &[i32],
         key: &KeyEntry,
@@ -352,14 +352,14 @@ impl TitleMatcher {
             c = c.min(CANDIDATE_SCORE_CAP);
         }
 
-        if q.norm.numbers[..] != key.numbers[..]
-            || !normalize::marks_agree(&q.norm.marks, &key.marks)
+        if q.norm.numbers[..] != *index.numbers(key)
+            || !normalize::marks_agree(&q.norm.marks, index.marks(key))
         {
             c = (c - penalty::NUMBERS_DIFFER).min(penalty::NUMBERS_DIFFER_CAP);
         }
 
         let exact_year = distance == Some(0);
-        match (q.norm.country, key.country) {
+        match (q.norm.country, index.country(key)) {
             (Some(a), Some(b)) if a != b => c -= penalty::COUNTRY_CONFLICT,
             (Some(_), Some(_)) | (None, None) => {}
             // By the TVDB/TMDB naming convention an unqualified English title is the US
@@ -421,7 +421,7 @@ impl Matcher for TitleMatcher {
     }
 
     fn set_catalogue(&self, catalogue: Arc<Catalogue>) {
-        let built = Arc::new(TitleIndex::build(&catalogue));
+        let built = Arc::new(TitleIndex::build(catalogue));
         match self.index.write() {
             Ok(mut g) => *g = Some(built),
             Err(poisoned) => *poisoned.into_inner() = Some(built),

@@ -302,7 +302,7 @@ fn search_candidates(catalogue: &Catalogue, ids: &[u64]) -> MatchOutcome {
             }
             let rank = candidates.len() as f32;
             candidates.push(Candidate {
-                show_id: show.id.clone(),
+                show_id: show.id.to_string(),
                 score: (SEARCH_SCORE - SEARCH_SCORE_PER_RANK * rank).max(0.0),
                 method: SEARCH_METHOD.to_string(),
             });
@@ -324,7 +324,7 @@ fn decide(catalogue: &Catalogue, converted: &[Vec<u64>]) -> MatchOutcome {
     for tmdb_ids in converted {
         let mut rows: Vec<&str> = Vec::new();
         for &t in tmdb_ids {
-            let found: Vec<&str> = catalogue.by_tmdb(t).map(|s| s.id.as_str()).collect();
+            let found: Vec<&str> = catalogue.by_tmdb(t).map(|s| s.id).collect();
             ambiguous |= found.len() > 1;
             for r in found {
                 if !rows.contains(&r) {
