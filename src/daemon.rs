@@ -123,18 +123,6 @@ pub async fn run_with(
         .map_err(|e| DaemonError::Io(e.to_string()))?;
     let socket_path = config.socket_path();
     let shared = open_shared_patiently(config, listen_addr).await?;
-    // Webhook plays are journaled after their 200; what journaling found is logged, counted
-    // and handed to the resolver here, a batch at a time. The task holds no strong handle, so
-    // it ends with the store.
-    if let Some(mut batches) = shared.store.subscribe_journaled() {
-        let weak = Arc::downgrade(&shared);
-        tokio::spawn(async move {
-            while let Some(batch) = batches.recv().await {
-                let Some(shared) = weak.upgrade() else { break };
-                crate::sources::webhook::journaled(&shared, batch);
-            }
-        });
-    }
     // Only here (and in `plexsync check`) are plugins probed: an exec matcher's program is
     // started and checked now, so a broken one refuses the start.
     shared.probe_plugins().await?;

@@ -898,5 +898,17 @@ pub async fn open_shared(
         sync: Arc::new(tokio::sync::Mutex::new(())),
         secret_lock: tokio::sync::Mutex::new(()),
     });
+    // Webhook plays are journaled after their 200; what journaling found is logged, counted
+    // and handed to the resolver here, a batch at a time. The task holds no strong handle, so
+    // it ends with the store.
+    if let Some(mut batches) = shared.store.subscribe_journaled() {
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                let Some(shared) = weak.upgrade() else { break };
+                crate::sources::webhook::journaled(&shared, batch);
+            }
+        });
+    }
     Ok(shared)
 }
