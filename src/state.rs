@@ -865,7 +865,7 @@ pub async fn open_shared(
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let shared = Arc::new_cyclic(|me| Shared {
+    Ok(Arc::new_cyclic(|me| Shared {
         me: me.clone(),
         store,
         live: Live {
@@ -897,18 +897,5 @@ pub async fn open_shared(
         backfill: Arc::new(tokio::sync::Mutex::new(())),
         sync: Arc::new(tokio::sync::Mutex::new(())),
         secret_lock: tokio::sync::Mutex::new(()),
-    });
-    // Webhook plays are journaled after their 200; what journaling found is logged, counted
-    // and handed to the resolver here, a batch at a time. The task holds no strong handle, so
-    // it ends with the store.
-    if let Some(mut batches) = shared.store.subscribe_journaled() {
-        let weak = Arc::downgrade(&shared);
-        tokio::spawn(async move {
-            while let Some(batch) = batches.recv().await {
-                let Some(shared) = weak.upgrade() else { break };
-                crate::sources::webhook::journaled(&shared, batch);
-            }
-        });
-    }
-    Ok(shared)
+    }))
 }

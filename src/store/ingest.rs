@@ -60,10 +60,8 @@ impl Store {
         activity: Activity,
         window_secs: i64,
     ) -> Result<Ingested> {
-        let intake = self.inner.intake.as_ref().ok_or(StoreError::ReadOnly)?;
-        let (_, outcome) = intake.accept(play, activity, window_secs, true).await?;
-        let outcome = outcome.ok_or(StoreError::Closed)?;
-        outcome.await.map_err(|_| StoreError::Closed)?
+        let accepted = self.accept_play(play, activity, window_secs).await?;
+        accepted.outcome.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Journal many plays and, in the same transaction, advance a poll cursor — so the cursor
@@ -364,7 +362,6 @@ mod tests {
     use super::*;
     use crate::store::ops::fixtures::{act, play};
     use crate::store::ops::{Applied, BatchOutcome, Resolution};
-    use tokio::sync::oneshot;
 
     #[tokio::test]
     async fn webhook_loss_counts_only_polled_plays_viewed_since_the_first_start() {
@@ -406,21 +403,6 @@ mod tests {
         assert_eq!(s.counts().unwrap().webhook_loss, 1);
     }
 
-    /// An accepted play: its record number and what journaling it found.
-    struct Accepted {
-        seq: u64,
-        outcome: oneshot::Receiver<Result<Ingested>>,
-    }
-
-    async fn accept(s: &Store, p: Play) -> Accepted {
-        let intake = s.inner.intake.as_ref().unwrap();
-        let (seq, outcome) = intake.accept(p, act(), 300, true).await.unwrap();
-        Accepted {
-            seq,
-            outcome: outcome.unwrap(),
-        }
-    }
-
     /// Keep the writer busy inside a group until the returned sender sends.
     async fn hold_writer(
         s: &Store,
@@ -458,7 +440,7 @@ mod tests {
             // 0 and 1 are the same viewing; the rest are other episodes.
             p.episode = if i == 1 { 0 } else { i };
             // In order, so play 0 is journaled before its duplicate.
-            accepted.push(accept(&s, p).await);
+            accepted.push(s.accept_play(p, act(), 300).await.unwrap());
         }
         let seqs: Vec<u64> = accepted.iter().map(|a| a.seq).collect();
         assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
@@ -518,11 +500,11 @@ mod tests {
         let mut good = play(5000);
         good.episode = 8;
         let (hold_tx, blocker) = hold_writer(&s).await;
-        let a = accept(&s, good).await;
-        let b = accept(&s, bad).await;
+        let a = s.accept_play(good, act(), 300).await.unwrap();
+        let b = s.accept_play(bad, act(), 300).await.unwrap();
         let mut after = play(5000);
         after.episode = 9;
-        let c = accept(&s, after).await;
+        let c = s.accept_play(after, act(), 300).await.unwrap();
         hold_tx.send(()).unwrap();
         blocker.await.unwrap().unwrap();
         assert!(matches!(a.outcome.await.unwrap(), Ok(Ingested::New(_))));

@@ -42,20 +42,13 @@ const MAX_LOG: u64 = 64 << 20;
 /// The `meta` key of the last record journaled.
 pub(super) const APPLIED: &str = "acklog.applied";
 
-/// An acknowledged play once journaled, for whoever subscribed
-/// ([`super::Store::subscribe_journaled`]): the webhook source logs and counts it and wakes
-/// the resolver, once a batch rather than once a play.
-#[derive(Debug)]
-pub struct Journaled {
+/// A play acknowledged by [`super::Store::accept_play`].
+pub struct Accepted {
     /// Its number in the acknowledgement log.
     pub seq: u64,
-    pub play: Play,
-    /// A new play, or the same viewing as an earlier one; an error when it was left out.
-    pub outcome: Result<Ingested>,
+    /// What journaling it found: a new play or the same viewing as an earlier one.
+    pub outcome: oneshot::Receiver<Result<Ingested>>,
 }
-
-/// Where journaled batches go.
-pub type JournaledTx = tokio::sync::mpsc::UnboundedSender<Vec<Journaled>>;
 
 /// A record's payload.
 #[derive(Serialize)]
@@ -104,8 +97,6 @@ pub(super) struct Intake {
     applied: watch::Sender<u64>,
     /// Why journaling fails, while it does.
     failing: Mutex<Option<String>>,
-    /// The subscriber to journaled batches, if any.
-    journaled: std::sync::OnceLock<JournaledTx>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -125,7 +116,6 @@ impl Intake {
             accepted: AtomicU64::new(applied),
             applied: watch::Sender::new(applied),
             failing: Mutex::default(),
-            journaled: std::sync::OnceLock::new(),
         });
         let (to_apply, handed) = mpsc::channel::<Vec<Item>>();
         let i = intake.clone();
@@ -146,26 +136,19 @@ impl Intake {
         }
     }
 
-    /// Queue a play for the next append; resolves with its record number once it is durable
-    /// (and, when asked for, a receiver of what journaling it found).
+    /// Queue a play for the next append; resolves with its record number once it is durable.
     pub(super) async fn accept(
         &self,
         play: Play,
         activity: Activity,
         window: i64,
-        want_outcome: bool,
-    ) -> Result<(u64, Option<oneshot::Receiver<Result<Ingested>>>)> {
+    ) -> Result<Accepted> {
         let payload = encode(&EntryRef {
             play: &play,
             activity: &activity,
             window,
         })?;
-        let (outcome_tx, outcome) = if want_outcome {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
+        let (outcome_tx, outcome) = oneshot::channel();
         let (answer, rx) = oneshot::channel();
         {
             let mut q = lock(&self.queue);
@@ -179,23 +162,14 @@ impl Intake {
                     play,
                     activity,
                     window,
-                    outcome: outcome_tx,
+                    outcome: Some(outcome_tx),
                 },
                 answer,
             });
-            // The intake thread waits only for an empty queue (or for backlog room, which the
-            // apply thread signals): one wake-up a group, not one a play.
-            if q.waiting.len() == 1 {
-                self.cv.notify_one();
-            }
         }
+        self.cv.notify_one();
         let seq = rx.await.map_err(|_| StoreError::Closed)??;
-        Ok((seq, outcome))
-    }
-
-    /// Send every journaled batch to `tx` from now on; false when someone already subscribed.
-    pub(super) fn subscribe(&self, tx: JournaledTx) -> bool {
-        self.journaled.set(tx).is_ok()
+        Ok(Accepted { seq, outcome })
     }
 
     /// Wait until every play acknowledged before the call is journaled, or `limit` passes;
@@ -367,22 +341,10 @@ fn apply_batch(intake: &Intake, mut batch: Vec<Item>, jobs: &mpsc::Sender<Job>) 
             *lock(&intake.failing) = None;
             // First, so whoever hears an outcome finds the store caught up to it.
             intake.publish_applied(last);
-            let listener = intake.journaled.get();
-            let mut events = Vec::with_capacity(if listener.is_some() { batch.len() } else { 0 });
-            for (mut item, out) in batch.into_iter().zip(done.outcomes) {
+            for (item, out) in batch.iter_mut().zip(done.outcomes) {
                 if let Some(tx) = item.outcome.take() {
-                    let _ = tx.send(out.clone());
+                    let _ = tx.send(out);
                 }
-                if listener.is_some() {
-                    events.push(Journaled {
-                        seq: item.seq,
-                        play: item.play,
-                        outcome: out,
-                    });
-                }
-            }
-            if let Some(tx) = listener {
-                let _ = tx.send(events);
             }
             return true;
         }
@@ -397,14 +359,7 @@ fn apply_batch(intake: &Intake, mut batch: Vec<Item>, jobs: &mpsc::Sender<Job>) 
             let why = err.map(|e| e.to_string()).unwrap_or_default();
             tracing::error!(seq = item.seq, show = %item.play.show.title, season = item.play.season, episode = item.play.episode, error = %why, "an acknowledged webhook play cannot be journaled: its stored rows are corrupt");
             if let Some(tx) = item.outcome.take() {
-                let _ = tx.send(Err(StoreError::Corrupt(why.clone())));
-            }
-            if let Some(tx) = intake.journaled.get() {
-                let _ = tx.send(vec![Journaled {
-                    seq: item.seq,
-                    play: item.play,
-                    outcome: Err(StoreError::Corrupt(why)),
-                }]);
+                let _ = tx.send(Err(StoreError::Corrupt(why)));
             }
             continue;
         }
@@ -645,9 +600,9 @@ mod tests {
         let s = Store::open(&path).unwrap();
         let mut p = play(1000);
         p.episode = 6;
-        assert_eq!(s.accept_play(p, act(), 300).await.unwrap(), 6);
-        assert!(s.caught_up(Duration::from_secs(5)).await);
-        assert_eq!(s.counts().unwrap().journal, 6);
+        let a = s.accept_play(p, act(), 300).await.unwrap();
+        assert_eq!(a.seq, 6);
+        assert_eq!(a.outcome.await.unwrap().unwrap(), Ingested::New(6));
     }
 
     /// The log is rewound once everything in it is journaled and it has grown past the mark,

@@ -411,26 +411,15 @@ impl Store {
     }
 
     /// Acknowledge a webhook play: when this returns it is durable (in the acknowledgement
-    /// log, as the record numbered by the answer) and on its way into the journal; a
-    /// [subscriber](Store::subscribe_journaled) hears what journaling found.
+    /// log) and on its way into the journal; `outcome` tells what journaling found.
     pub async fn accept_play(
         &self,
         play: crate::model::Play,
         activity: crate::model::Activity,
         window_secs: i64,
-    ) -> Result<u64> {
+    ) -> Result<intake::Accepted> {
         let intake = self.inner.intake.as_ref().ok_or(StoreError::ReadOnly)?;
-        Ok(intake.accept(play, activity, window_secs, false).await?.0)
-    }
-
-    /// Receive every batch of acknowledged plays once journaled. One subscriber per store
-    /// (None for a second one, or a read-only store).
-    pub fn subscribe_journaled(
-        &self,
-    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Vec<intake::Journaled>>> {
-        let intake = self.inner.intake.as_ref()?;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        intake.subscribe(tx).then_some(rx)
+        intake.accept(play, activity, window_secs).await
     }
 
     /// Wait until every webhook play acknowledged before the call is journaled (so a reader

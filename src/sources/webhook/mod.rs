@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
 use crate::state::Shared;
-use crate::store::ops::{Ingested, Journaled};
+use crate::store::StoreError;
+use crate::store::ops::Ingested;
 
 /// What one webhook request is, for its activity row; filled in as the payload is read.
 pub struct WebhookLog {
@@ -161,9 +162,18 @@ pub async fn ingest(
     }
     let row = log.row(ActivityStatus::Success, String::new(), None);
     let window = cfg.matching.dedupe_window.as_secs() as i64;
+    let show_title = ep.show_title.clone();
     Ok(match shared.store.accept_play(play, row, window).await {
-        // Journaling follows the acknowledgement by a moment; [`journaled`] logs its outcome.
-        Ok(seq) => Outcome::Accepted(seq),
+        Ok(accepted) => {
+            // Journaling follows the acknowledgement by a moment; its outcome is logged then.
+            let seq = accepted.seq;
+            if let Some(shared) = shared.self_ref() {
+                tokio::spawn(async move {
+                    journaled(&shared, accepted.outcome.await, seq, &show_title, &ep);
+                });
+            }
+            Outcome::Accepted(seq)
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot acknowledge a webhook play");
             Outcome::StoreFailed(e.to_string())
@@ -171,35 +181,33 @@ pub async fn ingest(
     })
 }
 
-/// Log and count what journaling a batch of acknowledged plays found, and wake the resolver
-/// for the new ones (the store sends each batch once journaled; see
-/// [`crate::store::Store::subscribe_journaled`]).
-pub fn journaled(shared: &Shared, batch: Vec<Journaled>) {
-    let mut new = 0;
-    for j in batch {
-        let p = &j.play;
-        let rating_key = p.show.rating_key.as_deref().unwrap_or("");
-        match j.outcome {
-            Ok(Ingested::New(id)) => {
-                new += 1;
-                tracing::info!(play_id = id, record = j.seq, show = %p.show.title, rating_key, season = p.season, episode = p.episode, "webhook play journaled");
-                shared.board.metrics.webhook(ActivityStatus::Success);
-            }
-            Ok(Ingested::Duplicate(id) | Ingested::AlreadySeen(id)) => {
-                tracing::info!(play_id = id, record = j.seq, show = %p.show.title, season = p.season, episode = p.episode, "duplicate webhook");
-                shared.board.metrics.webhook(ActivityStatus::Duplicate);
-            }
-            Err(e) => {
-                tracing::error!(record = j.seq, error = %e, show = %p.show.title, season = p.season, episode = p.episode, "an acknowledged webhook play could not be journaled");
-            }
+/// Log and count what journaling an acknowledged play found, and wake the resolver for it.
+fn journaled(
+    shared: &Shared,
+    outcome: Result<Result<Ingested, StoreError>, tokio::sync::oneshot::error::RecvError>,
+    seq: u64,
+    show_title: &str,
+    ep: &payload::EpisodePlay,
+) {
+    match outcome {
+        Ok(Ok(Ingested::New(id))) => {
+            tracing::info!(play_id = id, record = seq, show = %show_title, rating_key = ep.show_rating_key.as_deref().unwrap_or(""), season = ep.season, episode = ep.episode, "webhook play journaled");
+            shared.wake.resolve.notify_one();
+            shared.board.metrics.webhook(ActivityStatus::Success);
+            shared
+                .board
+                .metrics
+                .plays(plexsync_plugin_api::PlaySource::Webhook, 1);
         }
-    }
-    if new > 0 {
-        shared
-            .board
-            .metrics
-            .plays(plexsync_plugin_api::PlaySource::Webhook, new);
-        shared.wake.resolve.notify_one();
+        Ok(Ok(Ingested::Duplicate(id) | Ingested::AlreadySeen(id))) => {
+            tracing::info!(play_id = id, record = seq, show = %show_title, season = ep.season, episode = ep.episode, "duplicate webhook");
+            shared.board.metrics.webhook(ActivityStatus::Duplicate);
+        }
+        Ok(Err(e)) => {
+            tracing::error!(record = seq, error = %e, show = %show_title, "an acknowledged webhook play could not be journaled");
+        }
+        // The store closed first: the play stays in the acknowledgement log for the next start.
+        Err(_) => {}
     }
 }
 
