@@ -345,7 +345,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_play_and_applies_each_o
     for (&i, body) in &outcome.acked {
         let (k, s, e) = episode_of(i);
         assert!(
-            body.contains("accepted as record"),
+            body.contains("journaled as play"),
             "webhook {i}: {body} (seed {seed})"
         );
         assert!(

@@ -205,7 +205,7 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
     let mut answer = String::new();
     let _ = conn.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("accepted as record"), "{answer}");
+    assert!(answer.contains("journaled"), "{answer}");
     let code = tokio::task::spawn_blocking(move || {
         let c = d.wait_exit(WAIT);
         (c, d)

@@ -527,9 +527,8 @@ async fn receive(
             ),
         })?;
     Ok(match outcome {
-        webhook::Outcome::Accepted(seq) => {
-            text(StatusCode::OK, format!("accepted as record {seq}"))
-        }
+        webhook::Outcome::Journaled(id) => text(StatusCode::OK, format!("journaled as play {id}")),
+        webhook::Outcome::Duplicate(id) => text(StatusCode::OK, format!("duplicate of play {id}")),
         webhook::Outcome::Ignored => text(StatusCode::OK, "ignored"),
         webhook::Outcome::NotSynced => text(StatusCode::OK, "ignored: account not synced"),
         webhook::Outcome::StoreFailed(e) => {

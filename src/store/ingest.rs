@@ -7,6 +7,8 @@ use plexsync_plugin_api::PlaySource;
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use tokio::sync::oneshot;
+
 use super::ops::get_json;
 use super::*;
 use crate::model::{Activity, ActivityStatus, JournalEntry, Play, PlayState, now_secs};
@@ -51,17 +53,13 @@ impl Store {
     /// Journal a play (or recognise it as a duplicate) and record its activity row, in one
     /// durable step. `window_secs`: the same account/show/episode viewed within this many
     /// seconds is the same viewing.
-    /// Acknowledgement comes first, through the [acknowledgement log](super::intake); this
-    /// waits until the play is journaled too (tests, tools). The webhook answers earlier, with
-    /// [`Store::accept_play`].
     pub async fn ingest_play(
         &self,
         play: Play,
         activity: Activity,
         window_secs: i64,
     ) -> Result<Ingested> {
-        let accepted = self.accept_play(play, activity, window_secs).await?;
-        accepted.outcome.await.map_err(|_| StoreError::Closed)?
+        self.ingest_queued(play, activity, window_secs).await
     }
 
     /// Journal many plays and, in the same transaction, advance a poll cursor — so the cursor
@@ -163,7 +161,7 @@ impl Store {
 
 /// The tables an ingest writes, opened once for a whole batch of plays: redb's `open_table` is
 /// a good part of one play's cost, and every play of a burst shares the group's transaction.
-pub(super) struct Tables<'t> {
+struct Tables<'t> {
     hkeys: redb::Table<'t, &'static str, u64>,
     dedupe: redb::Table<'t, &'static str, &'static [u8]>,
     meta: redb::Table<'t, &'static str, &'static [u8]>,
@@ -174,7 +172,7 @@ pub(super) struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    pub(super) fn open(txn: &'t WriteTransaction) -> Result<Self> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self> {
         Ok(Tables {
             hkeys: txn.open_table(HISTORY_KEYS)?,
             dedupe: txn.open_table(DEDUPE)?,
@@ -187,7 +185,7 @@ impl<'t> Tables<'t> {
     }
 
     /// Write back the sequences advanced (before the job that opened the tables returns).
-    pub(super) fn finish(mut self) -> Result<()> {
+    fn finish(mut self) -> Result<()> {
         self.seqs.flush(&mut self.meta)
     }
 
@@ -200,7 +198,133 @@ impl<'t> Tables<'t> {
     }
 }
 
-pub(super) fn ingest_in(
+/// One webhook play waiting in the [`IngestQueue`].
+struct Queued {
+    play: Play,
+    activity: Activity,
+    window: i64,
+    answer: oneshot::Sender<Result<Ingested>>,
+}
+
+/// Webhook plays waiting for the writer. A burst of webhooks becomes ONE store job that takes
+/// every play queued by the time it runs (not when it was queued), so the plays share one
+/// opening of the tables besides the group's one commit; each caller still gets its own answer,
+/// after that commit. `scheduled`: a drain job is queued and has not yet taken the plays.
+#[derive(Default)]
+pub(super) struct IngestQueue {
+    state: std::sync::Mutex<(Vec<Queued>, bool)>,
+}
+
+impl IngestQueue {
+    /// Plays queued and not yet taken by a drain job.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().0.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Queued>, bool)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Store {
+    /// Queue a webhook play for the next group commit; see [`IngestQueue`].
+    async fn ingest_queued(&self, play: Play, activity: Activity, window: i64) -> Result<Ingested> {
+        if self.inner.jobs.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
+        let (answer, rx) = oneshot::channel();
+        let queue = &self.inner.ingest;
+        let schedule = {
+            let mut q = queue.lock();
+            q.0.push(Queued {
+                play,
+                activity,
+                window,
+                answer,
+            });
+            !std::mem::replace(&mut q.1, true)
+        };
+        if schedule {
+            let q = queue.clone();
+            let job: Job = Box::new(move |txn: Option<&WriteTransaction>, poisoned: &mut bool| {
+                let items = {
+                    let mut g = q.lock();
+                    g.1 = false;
+                    std::mem::take(&mut g.0)
+                };
+                let answers = drain_in(txn, items, poisoned);
+                Box::new(move |committed: Result<()>| {
+                    for (tx, out) in answers {
+                        let _ = tx.send(committed.clone().and(out));
+                    }
+                })
+            });
+            if let Err(e) = self.submit_job(job) {
+                // The writer is gone: nobody will take the queue, so answer it here.
+                let items = {
+                    let mut g = queue.lock();
+                    g.1 = false;
+                    std::mem::take(&mut g.0)
+                };
+                for it in items {
+                    let _ = it.answer.send(Err(e.clone()));
+                }
+            }
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+type Answer = (oneshot::Sender<Result<Ingested>>, Result<Ingested>);
+
+/// Journal the queued plays in order on tables opened once. A storage error poisons the group
+/// (every caller gets an error, nothing is committed), as it would for separate jobs.
+fn drain_in(
+    txn: Option<&WriteTransaction>,
+    items: Vec<Queued>,
+    poisoned: &mut bool,
+) -> Vec<Answer> {
+    let mut tables = match txn.map(Tables::open) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            *poisoned = true;
+            return items
+                .into_iter()
+                .map(|it| (it.answer, Err(e.clone())))
+                .collect();
+        }
+        None => None,
+    };
+    let answers: Vec<Answer> = items
+        .into_iter()
+        .map(|it| {
+            let out = match tables.as_mut() {
+                Some(t) => ingest_in(t, it.play, Some(it.activity), it.window),
+                None => Err(StoreError::Storage("no write transaction".into())),
+            };
+            if out.as_ref().is_err_and(StoreError::is_storage) {
+                *poisoned = true;
+            }
+            (it.answer, out)
+        })
+        .collect();
+    match tables.map(Tables::finish) {
+        Some(Err(e)) => {
+            // The ids handed out were not recorded: nothing of the group may commit.
+            *poisoned = true;
+            answers
+                .into_iter()
+                .map(|(tx, _)| (tx, Err(e.clone())))
+                .collect()
+        }
+        _ => answers,
+    }
+}
+
+fn ingest_in(
     t: &mut Tables<'_>,
     mut play: Play,
     activity: Option<Activity>,
@@ -425,36 +549,36 @@ mod tests {
         (hold_tx, blocker)
     }
 
-    /// A burst is acknowledged while the writer is busy (the answer waits for the
-    /// acknowledgement log, not for redb), then journaled in few commits: distinct ids, the
-    /// same viewing twice a duplicate of the first, each outcome readable once it is given.
+    /// A burst queued while the writer is busy goes in ONE drain job and one durable commit;
+    /// every caller gets its own answer (distinct ids; the same viewing twice in one batch is
+    /// a duplicate of the first), and each answer is readable once it is given.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_burst_is_acknowledged_while_the_writer_is_busy_and_journaled_in_few_commits() {
+    async fn a_queued_burst_is_one_commit_with_an_answer_each() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        // Hold the writer inside a group until the burst is queued.
         let (hold_tx, blocker) = hold_writer(&s).await;
         let before = s.commits();
-        let mut accepted = Vec::new();
+        let mut calls = Vec::new();
         for i in 0..100u32 {
+            let s2 = s.clone();
             let mut p = play(1000);
             // 0 and 1 are the same viewing; the rest are other episodes.
             p.episode = if i == 1 { 0 } else { i };
-            // In order, so play 0 is journaled before its duplicate.
-            accepted.push(s.accept_play(p, act(), 300).await.unwrap());
+            calls.push(tokio::spawn(
+                async move { s2.ingest_play(p, act(), 300).await },
+            ));
+            // Queue in order, so play 0 is journaled before its duplicate.
+            while s.inner.ingest.len() < i as usize + 1 {
+                tokio::task::yield_now().await;
+            }
         }
-        let seqs: Vec<u64> = accepted.iter().map(|a| a.seq).collect();
-        assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
-        assert_eq!(s.counts().unwrap().journal, 0, "nothing journaled yet");
-        assert!(
-            !s.caught_up(std::time::Duration::from_millis(20)).await,
-            "not caught up while the writer is held"
-        );
         hold_tx.send(()).unwrap();
         blocker.await.unwrap().unwrap();
         let mut new = Vec::new();
         let mut dups = Vec::new();
-        for a in accepted {
-            match a.outcome.await.unwrap().unwrap() {
+        for c in calls {
+            match c.await.unwrap().unwrap() {
                 Ingested::New(id) => {
                     assert!(
                         s.journal_entry(id).unwrap().is_some(),
@@ -468,21 +592,18 @@ mod tests {
         }
         assert_eq!(new, (1..=99).collect::<Vec<_>>());
         assert_eq!(dups, vec![1]);
-        // Each append hands its plays on; those handed while the writer was held share jobs.
-        let commits = s.commits() - before;
-        assert!(
-            (2..=101).contains(&commits) && commits < 50,
-            "{commits} commits"
+        assert_eq!(
+            s.commits() - before,
+            2,
+            "the held group, then the whole burst in one"
         );
-        assert!(s.caught_up(std::time::Duration::from_secs(5)).await);
         let (_, rows) = s.activity(&Default::default(), 1, 1).unwrap();
-        assert_eq!(rows, 100, "one activity row a webhook");
+        assert_eq!(rows, 100, "one activity row a webhook, in the same commit");
     }
 
-    /// A play whose stored rows are corrupt is left out (its outcome says why); it does not
-    /// hold up the plays acknowledged with it, nor later ones.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_play_with_corrupt_rows_is_left_out_and_the_rest_is_journaled() {
+    /// A storage error in one queued play fails every play of the group and commits none.
+    #[tokio::test]
+    async fn a_failed_drain_answers_every_caller_and_commits_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb")).unwrap();
         s.ingest_play(play(1000), act(), 300).await.unwrap();
@@ -500,21 +621,28 @@ mod tests {
         let mut good = play(5000);
         good.episode = 8;
         let (hold_tx, blocker) = hold_writer(&s).await;
-        let a = s.accept_play(good, act(), 300).await.unwrap();
-        let b = s.accept_play(bad, act(), 300).await.unwrap();
-        let mut after = play(5000);
-        after.episode = 9;
-        let c = s.accept_play(after, act(), 300).await.unwrap();
+        let (s1, s2) = (s.clone(), s.clone());
+        let a = tokio::spawn(async move { s1.ingest_play(good, act(), 300).await });
+        let b = tokio::spawn(async move { s2.ingest_play(bad, act(), 300).await });
+        while s.inner.ingest.len() < 2 {
+            tokio::task::yield_now().await;
+        }
         hold_tx.send(()).unwrap();
         blocker.await.unwrap().unwrap();
-        assert!(matches!(a.outcome.await.unwrap(), Ok(Ingested::New(_))));
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert!(b.is_err());
+        assert!(a.is_err(), "same group as the failed play: {a:?}");
+        assert_eq!(
+            s.counts().unwrap().journal,
+            1,
+            "nothing of the group committed"
+        );
+        let mut again = play(5000);
+        again.episode = 8;
         assert!(matches!(
-            b.outcome.await.unwrap(),
-            Err(StoreError::Corrupt(_))
+            s.ingest_play(again, act(), 300).await.unwrap(),
+            Ingested::New(_)
         ));
-        assert!(matches!(c.outcome.await.unwrap(), Ok(Ingested::New(_))));
-        assert!(s.caught_up(std::time::Duration::from_secs(5)).await);
-        assert_eq!(s.counts().unwrap().journal, 3);
     }
 
     #[tokio::test]

@@ -26,10 +26,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-mod acklog;
 mod decisions;
 mod ingest;
-mod intake;
 mod kv;
 pub mod ops;
 mod outbox;
@@ -209,11 +207,8 @@ pub struct Store {
 struct Inner {
     db: Db,
     path: PathBuf,
-    /// Webhook plays: acknowledged from the log, then journaled (see [`intake`]). None when
-    /// read-only.
-    intake: Option<Arc<intake::Intake>>,
-    /// The intake's threads, ended before the writer.
-    intake_threads: Vec<std::thread::JoinHandle<()>>,
+    /// Webhook plays waiting for the next group commit (see [`ingest::IngestQueue`]).
+    ingest: Arc<ingest::IngestQueue>,
     /// Group commits made (durable transactions), for the tests that count fsyncs per group.
     #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<std::sync::atomic::AtomicU64>,
@@ -226,14 +221,6 @@ impl Drop for Inner {
     /// handle drops here, so redb records a clean shutdown before the process exits (a file
     /// left unclean needs a repair, which a read-only open cannot do).
     fn drop(&mut self) {
-        // The intake first: it answers what is queued and journals what it acknowledged, which
-        // takes the writer.
-        if let Some(i) = &self.intake {
-            i.stop();
-        }
-        for h in self.intake_threads.drain(..) {
-            let _ = h.join();
-        }
         drop(self.jobs.take());
         if let Some(h) = self.writer.take() {
             // Not from the writer itself, nor from its answering thread (which the writer
@@ -272,15 +259,6 @@ impl Store {
             other => open_err(other.to_string()),
         })?;
         init_schema(&db).map_err(|e| open_err(e.to_string()))?;
-        let log_path = acklog::path_for(path);
-        let log_err = |e: std::io::Error| {
-            open_err(format!("acknowledgement log {}: {e}", log_path.display()))
-        };
-        let (mut log, records) = acklog::LogFile::open(&log_path).map_err(log_err)?;
-        let applied = intake::replay(&db, records).map_err(|e| open_err(e.to_string()))?;
-        // Every record in the file is journaled by a durable commit now.
-        log.continue_after(applied);
-        log.rewind();
         let db = Arc::new(RwDb {
             path: path.to_path_buf(),
             slot: RwLock::new(Some(Arc::new(db))),
@@ -293,14 +271,11 @@ impl Store {
             .name("plexsync-store".into())
             .spawn(move || writer_loop(wdb, rx, &wcommits))
             .map_err(|e| open_err(format!("cannot start writer thread: {e}")))?;
-        let (intake, intake_threads) = intake::Intake::start(log, applied, tx.clone())
-            .map_err(|e| open_err(format!("cannot start the intake threads: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db: Db::Rw(db),
                 path: path.to_path_buf(),
-                intake: Some(intake),
-                intake_threads,
+                ingest: Arc::default(),
                 commits,
                 jobs: Some(tx),
                 writer: Some(writer),
@@ -338,26 +313,11 @@ impl Store {
             }
             Err(e) => return Err(open_err(e)),
         };
-        // A daemon killed with webhook plays acknowledged and not yet journaled left them in
-        // its acknowledgement log; with no daemon holding the store, journal them first (a
-        // write open does that), so what a reader shows includes every play answered 200.
-        let db = if intake::unjournaled(&db, path)? {
-            drop(db);
-            match Store::open(path) {
-                Ok(s) => drop(s),
-                Err(StoreError::Locked) => {}
-                Err(e) => return Err(e),
-            }
-            builder().open_read_only(path).map_err(open_err)?
-        } else {
-            db
-        };
         Ok(Store {
             inner: Arc::new(Inner {
                 db: Db::Ro(db),
                 path: path.to_path_buf(),
-                intake: None,
-                intake_threads: Vec::new(),
+                ingest: Arc::default(),
                 commits: Arc::default(),
                 jobs: None,
                 writer: None,
@@ -410,25 +370,10 @@ impl Store {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Acknowledge a webhook play: when this returns it is durable (in the acknowledgement
-    /// log) and on its way into the journal; `outcome` tells what journaling found.
-    pub async fn accept_play(
-        &self,
-        play: crate::model::Play,
-        activity: crate::model::Activity,
-        window_secs: i64,
-    ) -> Result<intake::Accepted> {
-        let intake = self.inner.intake.as_ref().ok_or(StoreError::ReadOnly)?;
-        intake.accept(play, activity, window_secs).await
-    }
-
-    /// Wait until every webhook play acknowledged before the call is journaled (so a reader
-    /// sees what was answered 200), at most `limit`; false when it is still behind.
-    pub async fn caught_up(&self, limit: std::time::Duration) -> bool {
-        match &self.inner.intake {
-            Some(i) => i.caught_up(limit).await,
-            None => true,
-        }
+    /// Queue a job built by hand (one that answers several callers, like the ingest queue's).
+    fn submit_job(&self, job: Job) -> Result<()> {
+        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::ReadOnly)?;
+        jobs.send(job).map_err(|_| StoreError::Closed)
     }
 
     /// Run `f` inside the next group commit; resolves once it is durably committed.

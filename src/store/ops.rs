@@ -10,7 +10,6 @@
 
 pub use super::decisions::{Applied, ConflictDecision, MappingUpdate, PlayTimes, Resolution};
 pub use super::ingest::{BatchCounts, Cursor, Ingested};
-pub use super::intake::Accepted;
 pub use super::outbox::{BatchInfo, BatchOutcome, FormPlan, OutboxProbe};
 pub use super::views::{ActivityFilter, Counts, DayStats, ShowSync};
 

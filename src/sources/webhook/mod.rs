@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
 use crate::state::Shared;
-use crate::store::StoreError;
 use crate::store::ops::Ingested;
 
 /// What one webhook request is, for its activity row; filled in as the payload is read.
@@ -67,9 +66,10 @@ impl WebhookLog {
 /// What became of an accepted payload.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Durable in the acknowledgement log as this record; journaled (as a new play, or as the
-    /// same viewing as an earlier one) a moment later.
-    Accepted(u64),
+    /// A new play, durably journaled.
+    Journaled(u64),
+    /// The same viewing was already journaled (by a webhook or the history poll).
+    Duplicate(u64),
     /// Not a watched episode (another event or media type); logged as ignored.
     Ignored,
     /// An account `[plex] accounts` does not sync; logged as ignored.
@@ -162,53 +162,27 @@ pub async fn ingest(
     }
     let row = log.row(ActivityStatus::Success, String::new(), None);
     let window = cfg.matching.dedupe_window.as_secs() as i64;
-    let show_title = ep.show_title.clone();
-    Ok(match shared.store.accept_play(play, row, window).await {
-        Ok(accepted) => {
-            // Journaling follows the acknowledgement by a moment; its outcome is logged then.
-            let seq = accepted.seq;
-            if let Some(shared) = shared.self_ref() {
-                tokio::spawn(async move {
-                    journaled(&shared, accepted.outcome.await, seq, &show_title, &ep);
-                });
-            }
-            Outcome::Accepted(seq)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot acknowledge a webhook play");
-            Outcome::StoreFailed(e.to_string())
-        }
-    })
-}
-
-/// Log and count what journaling an acknowledged play found, and wake the resolver for it.
-fn journaled(
-    shared: &Shared,
-    outcome: Result<Result<Ingested, StoreError>, tokio::sync::oneshot::error::RecvError>,
-    seq: u64,
-    show_title: &str,
-    ep: &payload::EpisodePlay,
-) {
-    match outcome {
-        Ok(Ok(Ingested::New(id))) => {
-            tracing::info!(play_id = id, record = seq, show = %show_title, rating_key = ep.show_rating_key.as_deref().unwrap_or(""), season = ep.season, episode = ep.episode, "webhook play journaled");
+    Ok(match shared.store.ingest_play(play, row, window).await {
+        Ok(Ingested::New(id)) => {
+            tracing::info!(play_id = id, show = %ep.show_title, rating_key = ep.show_rating_key.as_deref().unwrap_or(""), season = ep.season, episode = ep.episode, "webhook play journaled");
             shared.wake.resolve.notify_one();
             shared.board.metrics.webhook(ActivityStatus::Success);
             shared
                 .board
                 .metrics
                 .plays(plexsync_plugin_api::PlaySource::Webhook, 1);
+            Outcome::Journaled(id)
         }
-        Ok(Ok(Ingested::Duplicate(id) | Ingested::AlreadySeen(id))) => {
-            tracing::info!(play_id = id, record = seq, show = %show_title, season = ep.season, episode = ep.episode, "duplicate webhook");
+        Ok(Ingested::Duplicate(id) | Ingested::AlreadySeen(id)) => {
+            tracing::info!(play_id = id, show = %ep.show_title, season = ep.season, episode = ep.episode, "duplicate webhook");
             shared.board.metrics.webhook(ActivityStatus::Duplicate);
+            Outcome::Duplicate(id)
         }
-        Ok(Err(e)) => {
-            tracing::error!(record = seq, error = %e, show = %show_title, "an acknowledged webhook play could not be journaled");
+        Err(e) => {
+            tracing::error!(error = %e, "cannot journal a webhook play");
+            Outcome::StoreFailed(e.to_string())
         }
-        // The store closed first: the play stays in the acknowledgement log for the next start.
-        Err(_) => {}
-    }
+    })
 }
 
 async fn record_ignored(shared: &Shared, row: Activity) -> Result<(), Refused> {
