@@ -269,6 +269,26 @@ fn write<T>(l: &RwLock<T>, v: T) {
 }
 
 impl Shared {
+    /// The sources' one way to journal a batch of plays ([`Store::ingest_batch`]): plays that
+    /// a stored mapping resolved and queued in that commit wake the exporter (the resolver
+    /// never sees them); the caller wakes the resolver for the rest, as it reports them.
+    pub async fn ingest_batch(
+        &self,
+        plays: Vec<crate::model::Play>,
+        cursor: Option<(String, i64)>,
+        window_secs: i64,
+        activity: fn(&crate::model::Play) -> Option<crate::model::Activity>,
+    ) -> Result<crate::store::ops::BatchCounts, StoreError> {
+        let counts = self
+            .store
+            .ingest_batch(plays, cursor, window_secs, activity)
+            .await?;
+        if counts.queued > 0 {
+            self.wake.export.notify_one();
+        }
+        Ok(counts)
+    }
+
     pub fn self_ref(&self) -> Option<Arc<Shared>> {
         self.me.upgrade()
     }

@@ -192,7 +192,6 @@ pub async fn ingest_history(
         report.skipped += page.skipped;
         let cursor = cursor_key.clone().map(|k| (k, newest));
         let counts = shared
-            .store
             .ingest_batch(plays, cursor, window, activity_for)
             .await?;
         report.plays_new += counts.new;

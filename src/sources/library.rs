@@ -141,7 +141,6 @@ pub(crate) async fn scan_libraries(
                 }
             }
             let counts = shared
-                .store
                 .ingest_batch(plays, Some((key.clone(), newest)), window, activity_for)
                 .await?;
             report.plays_new += counts.new;
@@ -473,7 +472,6 @@ impl Walk<'_> {
                 // Journaled all the same, so the viewing's sources include the library.
                 let c = self
                     .shared
-                    .store
                     .ingest_batch(known, None, self.window, |_| None)
                     .await?;
                 already += c.new + c.duplicates + c.already_seen;
@@ -481,7 +479,6 @@ impl Walk<'_> {
             if !fresh.is_empty() {
                 let c = self
                     .shared
-                    .store
                     .ingest_batch(fresh, None, self.window, |_| None)
                     .await?;
                 already += c.duplicates + c.already_seen;

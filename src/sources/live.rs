@@ -854,7 +854,6 @@ async fn history_check(
     }
     let window = cfg.matching.dedupe_window.as_secs() as i64;
     let counts = shared
-        .store
         .ingest_batch(plays, None, window, |p| live_activity(p, "playing stopped"))
         .await?;
     note_new(shared, counts.new);
@@ -919,7 +918,6 @@ async fn library_item(shared: &Arc<Shared>, rating_key: &str) -> Result<u64, Che
     };
     let window = cfg.matching.dedupe_window.as_secs() as i64;
     let counts = shared
-        .store
         .ingest_batch(vec![play], None, window, |p| {
             live_activity(p, "library change")
         })

@@ -211,14 +211,14 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(move |txn| {
+        self.write_pending(move |txn, _, delta| {
             // One opening of the tables for the whole batch: in redb `open_table` costs about
             // as much as a play's own rows, and a burst resolves hundreds of plays at once.
             let mut t = ApplyTables::open(txn)?;
             let mut out = Vec::with_capacity(items.len());
             let mut failed = None;
             for (id, r) in items {
-                match t.apply(id, r) {
+                match t.apply(id, r, delta) {
                     Err(StoreError::NotFound(_)) => out.push(Applied::Stale),
                     Ok(a) => out.push(a),
                     Err(e) => {
@@ -240,9 +240,9 @@ impl Store {
 
     /// Apply the resolver's decision for one play.
     pub async fn apply_resolution(&self, play_id: u64, r: Resolution) -> Result<Applied> {
-        self.write(move |txn| {
+        self.write_pending(move |txn, _, delta| {
             let mut t = ApplyTables::open(txn)?;
-            let applied = t.apply(play_id, r);
+            let applied = t.apply(play_id, r, delta);
             t.finish()?;
             applied
         })
@@ -462,16 +462,18 @@ struct ApplyTables<'t> {
     watch: WatchTables<'t>,
 }
 
-/// The tables counting a watched episode and queueing its export.
-struct WatchTables<'t> {
+/// The tables counting a watched episode and queueing its export. Ingest holds one too (a new
+/// play of a mapped show is resolved in its own commit), and shares its `meta` and sequences:
+/// a transaction opens a table once.
+pub(super) struct WatchTables<'t> {
     watched: redb::Table<'t, &'static str, &'static [u8]>,
-    meta: redb::Table<'t, &'static str, &'static [u8]>,
+    pub(super) meta: redb::Table<'t, &'static str, &'static [u8]>,
     outbox: redb::Table<'t, u64, &'static [u8]>,
-    seqs: Seqs,
+    pub(super) seqs: Seqs,
 }
 
 impl<'t> WatchTables<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+    pub(super) fn open(txn: &'t WriteTransaction) -> Result<Self> {
         Ok(WatchTables {
             watched: txn.open_table(WATCHED)?,
             meta: txn.open_table(META)?,
@@ -481,8 +483,28 @@ impl<'t> WatchTables<'t> {
     }
 
     /// Write back the sequences advanced (before the job that opened the tables returns).
-    fn finish(mut self) -> Result<()> {
+    pub(super) fn finish(mut self) -> Result<()> {
         self.seqs.flush(&mut self.meta)
+    }
+
+    /// A play of a show with a stored mapping goes where the mapping says: ignored, or
+    /// resolved to its tracker show (counted watched, queued unless the episode was known
+    /// watched or sync is off). The one rule for the resolver's rounds and for ingest.
+    pub(super) fn follow_mapping(
+        &mut self,
+        play: &Play,
+        m: &Mapping,
+    ) -> Result<(PlayState, Applied)> {
+        if m.ignored {
+            return Ok((PlayState::Ignored, Applied::Ignored));
+        }
+        let applied = self.record(play, &m.show_id, m.sync_enabled)?;
+        Ok((
+            PlayState::Resolved {
+                show_id: m.show_id.clone(),
+            },
+            applied,
+        ))
     }
 
     /// Count the play against the tracker episode and queue an export when the episode was
@@ -547,7 +569,7 @@ impl<'t> ApplyTables<'t> {
     }
 
     /// Apply the resolver's decision for one play (`Stale` when it is no longer pending).
-    fn apply(&mut self, play_id: u64, r: Resolution) -> Result<Applied> {
+    fn apply(&mut self, play_id: u64, r: Resolution, delta: &mut PendingDelta) -> Result<Applied> {
         let mut entry: JournalEntry = match self.journal.get(play_id)? {
             Some(v) => decode(v.value())?,
             None => {
@@ -563,24 +585,14 @@ impl<'t> ApplyTables<'t> {
         let current: Option<Mapping> = get_json(&self.mappings, &key)?;
         // A mapping stored since the decision was made (a person's, or the resolver's own for
         // an earlier play of the show) is the newer word: the play follows it.
-        let r = match (r, &current) {
-            (r @ Resolution::Retry { .. }, _) | (r, None) => r,
-            (_, Some(m)) if m.ignored => Resolution::Ignored,
-            (_, Some(m)) => Resolution::Mapped {
-                show_id: m.show_id.clone(),
-                mapping: None,
-            },
-        };
-        let applied = match r {
-            Resolution::Retry { not_before_ms } => {
+        let (state, applied) = match (r, &current) {
+            (Resolution::Retry { not_before_ms }, _) => {
                 self.pending.insert(play_id, not_before_ms)?;
                 return Ok(Applied::Deferred);
             }
-            Resolution::Ignored => {
-                entry.state = PlayState::Ignored;
-                Applied::Ignored
-            }
-            Resolution::Conflict(mut c) => {
+            (_, Some(m)) => self.watch.follow_mapping(&entry.play, m)?,
+            (Resolution::Ignored, None) => (PlayState::Ignored, Applied::Ignored),
+            (Resolution::Conflict(mut c), None) => {
                 if let Some(existing) = get_json::<Conflict>(&self.conflicts, &c.key)? {
                     let mut held = existing.held;
                     held.push(play_id);
@@ -591,24 +603,23 @@ impl<'t> ApplyTables<'t> {
                 }
                 self.conflicts
                     .insert(c.key.as_str(), encode(&c)?.as_slice())?;
-                entry.state = PlayState::Parked { conflict: c.key };
-                Applied::Parked
+                (PlayState::Parked { conflict: c.key }, Applied::Parked)
             }
-            Resolution::Mapped { show_id, mapping } => {
-                let sync = match (&current, &mapping) {
-                    (Some(m), _) => m.sync_enabled,
-                    (None, Some(m)) => {
+            (Resolution::Mapped { show_id, mapping }, None) => {
+                let sync = match &mapping {
+                    Some(m) => {
                         self.mappings.insert(key.as_str(), encode(m)?.as_slice())?;
                         m.sync_enabled
                     }
-                    (None, None) => true,
+                    None => true,
                 };
                 let a = self.watch.record(&entry.play, &show_id, sync)?;
-                entry.state = PlayState::Resolved { show_id };
-                a
+                (PlayState::Resolved { show_id }, a)
             }
         };
+        entry.state = state;
         self.pending.remove(play_id)?;
+        delta.remove(key);
         self.journal.insert(play_id, encode(&entry)?.as_slice())?;
         Ok(applied)
     }
@@ -638,6 +649,7 @@ fn queue_export(txn: &WriteTransaction, play: &Play, show_id: &str) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ops::Ingested;
     use crate::store::ops::fixtures::{act, play};
 
     /// A decision applied after a mapping was stored for its show (a person's, or one an
@@ -646,9 +658,10 @@ mod tests {
     async fn a_late_decision_follows_the_mapping_stored_since() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb")).unwrap();
-        for (i, at) in [1000, 5000, 9000].into_iter().enumerate() {
+        // Four plays pending before any mapping is stored (the last one is decided at the end).
+        for (i, at) in [1000, 5000, 9000, 20_000].into_iter().enumerate() {
             let mut p = play(at);
-            p.episode = i as u32 + 1;
+            p.episode = if i == 3 { 9 } else { i as u32 + 1 };
             s.ingest_play(p, act(), 300).await.unwrap();
         }
         let conflict = Conflict {
@@ -690,7 +703,7 @@ mod tests {
             .unwrap();
         assert_eq!(applied, vec![Applied::Queued; 3]);
         assert!(s.conflict("srv/10").unwrap().is_none());
-        assert_eq!(s.due_pending(i64::MAX, 10).unwrap().len(), 0);
+        assert_eq!(s.due_pending(i64::MAX, 10).unwrap().len(), 1);
         // A person's "ignore" since: a play decided "mapped" before it is held as ignored.
         let mut m = s.mapping("srv/10").unwrap().unwrap();
         m.ignored = true;
@@ -701,9 +714,6 @@ mod tests {
         })
         .await
         .unwrap();
-        let mut p = play(20_000);
-        p.episode = 9;
-        s.ingest_play(p, act(), 300).await.unwrap();
         let decided = Resolution::Mapped {
             show_id: "42".into(),
             mapping: None,
@@ -805,13 +815,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(released, 1);
-        // Plays after the ignore are journaled and held too.
-        s.ingest_play(episode(2000, 2), act(), 300).await.unwrap();
-        s.ingest_play(episode(3000, 1), act(), 300).await.unwrap();
-        for id in [2, 3] {
+        // Plays after the ignore are journaled and held too: the stored mapping says
+        // "ignored", so ingest resolves them in the same commit.
+        for (id, p) in [(2, episode(2000, 2)), (3, episode(3000, 1))] {
             assert_eq!(
-                s.apply_resolution(id, Resolution::Ignored).await.unwrap(),
-                Applied::Ignored
+                s.ingest_play(p, act(), 300).await.unwrap(),
+                Ingested::Resolved { id, queued: false }
+            );
+            assert_eq!(
+                s.journal_entry(id).unwrap().unwrap().state,
+                PlayState::Ignored
             );
         }
         let held = s

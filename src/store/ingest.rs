@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use tokio::sync::oneshot;
 
+use super::decisions::{Applied, WatchTables};
 use super::ops::get_json;
 use super::*;
-use crate::model::{Activity, ActivityStatus, JournalEntry, Play, PlayState, now_secs};
+use crate::model::{Activity, ActivityStatus, JournalEntry, Mapping, Play, PlayState, now_secs};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct DedupeEntry {
@@ -25,8 +27,11 @@ struct DedupeEntry {
 /// The answer to [`Store::ingest_play`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ingested {
-    /// A new play, journaled under this id.
+    /// A new play, journaled under this id and pending: the resolver decides where it goes.
     New(u64),
+    /// A new play, journaled under this id and resolved in the same commit by its show's
+    /// stored mapping; `queued`: its episode went to the outbox (the exporter has work).
+    Resolved { id: u64, queued: bool },
     /// The same viewing was already journaled as this play.
     Duplicate(u64),
     /// This exact history row was journaled before (an overlapping poll read it again).
@@ -47,6 +52,10 @@ pub struct BatchCounts {
     pub duplicates: u64,
     pub already_seen: u64,
     pub new_ids: Vec<u64>,
+    /// Of the new plays, how many were resolved in the same commit by a stored mapping.
+    pub resolved: u64,
+    /// Of those, how many put an episode in the outbox.
+    pub queued: u64,
 }
 
 impl Store {
@@ -72,16 +81,22 @@ impl Store {
         window_secs: i64,
         activity: fn(&Play) -> Option<Activity>,
     ) -> Result<BatchCounts> {
-        self.write(move |txn| {
+        self.write_pending(move |txn, ledger, delta| {
             let mut counts = BatchCounts::default();
             let mut tables = Tables::open(txn)?;
             let mut failed = None;
             for play in plays {
                 let a = activity(&play);
-                match ingest_in(&mut tables, play, a, window_secs) {
+                match ingest_in(&mut tables, ledger, delta, play, a, window_secs) {
                     Ok(Ingested::New(id)) => {
                         counts.new += 1;
                         counts.new_ids.push(id);
+                    }
+                    Ok(Ingested::Resolved { id, queued }) => {
+                        counts.new += 1;
+                        counts.new_ids.push(id);
+                        counts.resolved += 1;
+                        counts.queued += u64::from(queued);
                     }
                     Ok(Ingested::Duplicate(_)) => counts.duplicates += 1,
                     Ok(Ingested::AlreadySeen(_)) => counts.already_seen += 1,
@@ -164,11 +179,16 @@ impl Store {
 struct Tables<'t> {
     hkeys: redb::Table<'t, &'static str, u64>,
     dedupe: redb::Table<'t, &'static str, &'static [u8]>,
-    meta: redb::Table<'t, &'static str, &'static [u8]>,
     journal: redb::Table<'t, u64, &'static [u8]>,
     pending: redb::Table<'t, u64, i64>,
     activity: redb::Table<'t, u64, &'static [u8]>,
-    seqs: Seqs,
+    mappings: redb::Table<'t, &'static str, &'static [u8]>,
+    /// `watched`, `outbox`, and the `meta` table with its sequences (journal, activity,
+    /// outbox ids), shared with the resolution of plays whose show is mapped.
+    watch: WatchTables<'t>,
+    /// Mappings read in this batch, by show key (None: the show has none). Nothing else
+    /// writes `mappings` while one job holds these tables, so a batch reads each show once.
+    mapped: HashMap<String, Option<Mapping>>,
 }
 
 impl<'t> Tables<'t> {
@@ -176,25 +196,35 @@ impl<'t> Tables<'t> {
         Ok(Tables {
             hkeys: txn.open_table(HISTORY_KEYS)?,
             dedupe: txn.open_table(DEDUPE)?,
-            meta: txn.open_table(META)?,
             journal: txn.open_table(JOURNAL)?,
             pending: txn.open_table(PENDING)?,
             activity: txn.open_table(ACTIVITY)?,
-            seqs: Seqs::default(),
+            mappings: txn.open_table(MAPPINGS)?,
+            watch: WatchTables::open(txn)?,
+            mapped: HashMap::new(),
         })
     }
 
     /// Write back the sequences advanced (before the job that opened the tables returns).
-    fn finish(mut self) -> Result<()> {
-        self.seqs.flush(&mut self.meta)
+    fn finish(self) -> Result<()> {
+        self.watch.finish()
     }
 
     /// [`put_activity`] on the open tables.
     fn put_activity(&mut self, mut a: Activity) -> Result<u64> {
-        let id = self.seqs.next(&self.meta, "activity")?;
+        let id = self.watch.seqs.next(&self.watch.meta, "activity")?;
         a.id = id;
         self.activity.insert(id, encode(&a)?.as_slice())?;
         Ok(id)
+    }
+
+    /// The stored mapping of a show, read once a batch.
+    fn mapping(&mut self, show_key: &str) -> Result<Option<&Mapping>> {
+        if !self.mapped.contains_key(show_key) {
+            let m: Option<Mapping> = get_json(&self.mappings, show_key)?;
+            self.mapped.insert(show_key.to_string(), m);
+        }
+        Ok(self.mapped.get(show_key).and_then(Option::as_ref))
     }
 }
 
@@ -249,14 +279,17 @@ impl Store {
         };
         if schedule {
             let q = queue.clone();
+            let ledger = self.inner.pending_shows.clone();
             let job: Job = Box::new(move |txn: Option<&WriteTransaction>, poisoned: &mut bool| {
                 let items = {
                     let mut g = q.lock();
                     g.1 = false;
                     std::mem::take(&mut g.0)
                 };
-                let answers = drain_in(txn, items, poisoned);
+                let mut delta = PendingDelta::default();
+                let answers = drain_in(txn, items, poisoned, &ledger, &mut delta);
                 Box::new(move |committed: Result<()>| {
+                    ledger.settle(delta, committed.is_ok());
                     for (tx, out) in answers {
                         let _ = tx.send(committed.clone().and(out));
                     }
@@ -286,6 +319,8 @@ fn drain_in(
     txn: Option<&WriteTransaction>,
     items: Vec<Queued>,
     poisoned: &mut bool,
+    ledger: &PendingShows,
+    delta: &mut PendingDelta,
 ) -> Vec<Answer> {
     let mut tables = match txn.map(Tables::open) {
         Some(Ok(t)) => Some(t),
@@ -302,7 +337,7 @@ fn drain_in(
         .into_iter()
         .map(|it| {
             let out = match tables.as_mut() {
-                Some(t) => ingest_in(t, it.play, Some(it.activity), it.window),
+                Some(t) => ingest_in(t, ledger, delta, it.play, Some(it.activity), it.window),
                 None => Err(StoreError::Storage("no write transaction".into())),
             };
             if out.as_ref().is_err_and(StoreError::is_storage) {
@@ -326,6 +361,8 @@ fn drain_in(
 
 fn ingest_in(
     t: &mut Tables<'_>,
+    ledger: &PendingShows,
+    delta: &mut PendingDelta,
     mut play: Play,
     activity: Option<Activity>,
     window: i64,
@@ -370,7 +407,7 @@ fn ingest_in(
             return Ok(Ingested::Duplicate(prev.play_id));
         }
     }
-    let id = t.seqs.next(&t.meta, "journal")?;
+    let id = t.watch.seqs.next(&t.watch.meta, "journal")?;
     play.id = id;
     if let Some(hk) = &play.history_key {
         t.hkeys.insert(hk.as_str(), id)?;
@@ -384,8 +421,8 @@ fn ingest_in(
         })?
         .as_slice(),
     )?;
-    if counts_as_webhook_loss(&t.meta, &play)? {
-        bump_counter(&mut t.meta, "webhook_loss", 1)?;
+    if counts_as_webhook_loss(&t.watch.meta, &play)? {
+        bump_counter(&mut t.watch.meta, "webhook_loss", 1)?;
     }
     let source = play.source;
     let activity_id = match activity {
@@ -399,15 +436,37 @@ fn ingest_in(
         }
         None => None,
     };
+    // A show with a stored mapping needs no matcher: the play is resolved in this commit
+    // exactly as the resolver's round would resolve it (the mapping is the word), without
+    // a second commit, a `pending` row and a second write of its journal entry. Not while an
+    // earlier play of the show waits for the resolver: it would reach the tracker first.
+    let show_key = play.show.key();
+    let resolved = match t.mapping(&show_key)?.cloned() {
+        Some(m) if !ledger.has(&show_key) => Some(t.watch.follow_mapping(&play, &m)?),
+        _ => None,
+    };
+    let (state, answer) = match resolved {
+        Some((state, applied)) => (
+            state,
+            Ingested::Resolved {
+                id,
+                queued: applied == Applied::Queued,
+            },
+        ),
+        None => {
+            t.pending.insert(id, 0i64)?;
+            ledger.add(&show_key, delta);
+            (PlayState::Pending, Ingested::New(id))
+        }
+    };
     let entry = JournalEntry {
         play,
-        state: PlayState::Pending,
+        state,
         sources: vec![source],
         activity_id,
     };
     t.journal.insert(id, encode(&entry)?.as_slice())?;
-    t.pending.insert(id, 0i64)?;
-    Ok(Ingested::New(id))
+    Ok(answer)
 }
 
 /// Record that `source` saw the viewing journaled as `play_id`: on its journal entry and on
@@ -731,5 +790,260 @@ mod tests {
         );
         let c = s.counts().unwrap();
         assert_eq!((c.outbox_items, c.batches, c.dead_letters), (0, 0, 0));
+    }
+
+    /// Store `m` as the mapping of the fixture show ("srv/10").
+    async fn store_mapping(s: &Store, m: Mapping) {
+        s.write(move |txn| {
+            txn.open_table(MAPPINGS)?
+                .insert("srv/10", encode(&m)?.as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    fn mapping(show_id: &str, ignored: bool, sync_enabled: bool) -> Mapping {
+        Mapping {
+            plex: play(0).show,
+            show_id: show_id.into(),
+            method: "guid".into(),
+            confidence: 1.0,
+            manual: false,
+            sync_enabled,
+            created_at: 0,
+            ignored,
+            updated_at: None,
+        }
+    }
+
+    /// A new play of a show with a stored mapping is resolved in its own commit, as the
+    /// resolver's round would resolve it: watched, queued, never pending; the same episode
+    /// viewed again counts as a play and queues nothing. A play of an unmapped show stays
+    /// pending for the resolver.
+    #[tokio::test]
+    async fn a_play_of_a_mapped_show_is_resolved_in_its_own_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let mut unmapped = play(1000);
+        unmapped.show.rating_key = Some("11".into());
+        assert_eq!(
+            s.ingest_play(unmapped, act(), 300).await.unwrap(),
+            Ingested::New(1)
+        );
+        store_mapping(&s, mapping("42", false, true)).await;
+        let mut p = play(2000);
+        p.episode = 3;
+        let before = s.commits();
+        assert_eq!(
+            s.ingest_play(p, act(), 300).await.unwrap(),
+            Ingested::Resolved {
+                id: 2,
+                queued: true
+            }
+        );
+        assert_eq!(
+            s.commits() - before,
+            1,
+            "journaled and resolved in one commit"
+        );
+        let e = s.journal_entry(2).unwrap().unwrap();
+        assert_eq!(
+            e.state,
+            PlayState::Resolved {
+                show_id: "42".into()
+            }
+        );
+        assert_eq!(s.watched("42", 1, 3).unwrap().unwrap().plays, 1);
+        let c = s.counts().unwrap();
+        assert_eq!(
+            c.pending_resolution, 1,
+            "only the play from before the mapping"
+        );
+        assert_eq!(c.outbox_items, 1);
+        assert_eq!(
+            s.due_pending(i64::MAX, 10)
+                .unwrap()
+                .iter()
+                .map(|p| p.id)
+                .collect::<Vec<_>>(),
+            vec![1]
+        );
+        // The same episode again, outside the dedupe window: a second play, nothing queued.
+        let mut again = play(9000);
+        again.episode = 3;
+        assert_eq!(
+            s.ingest_play(again, act(), 300).await.unwrap(),
+            Ingested::Resolved {
+                id: 3,
+                queued: false
+            }
+        );
+        assert_eq!(s.watched("42", 1, 3).unwrap().unwrap().plays, 2);
+        assert_eq!(s.counts().unwrap().outbox_items, 1);
+    }
+
+    /// An ignored show's play is journaled as ignored; a show with sync off is counted
+    /// watched and sends nothing. Neither waits for the resolver.
+    #[tokio::test]
+    async fn an_ignored_or_unsynced_mapping_queues_nothing() {
+        for (ignored, sync, state) in [
+            (true, true, PlayState::Ignored),
+            (
+                false,
+                false,
+                PlayState::Resolved {
+                    show_id: "42".into(),
+                },
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = Store::open(&dir.path().join("s.redb")).unwrap();
+            store_mapping(&s, mapping("42", ignored, sync)).await;
+            assert_eq!(
+                s.ingest_play(play(1000), act(), 300).await.unwrap(),
+                Ingested::Resolved {
+                    id: 1,
+                    queued: false
+                }
+            );
+            assert_eq!(s.journal_entry(1).unwrap().unwrap().state, state);
+            let c = s.counts().unwrap();
+            assert_eq!((c.pending_resolution, c.outbox_items), (0, 0));
+            assert_eq!(s.watched("42", 1, 2).unwrap().is_some(), !ignored);
+        }
+    }
+
+    /// A batch (a history page) resolves its plays of mapped shows in the same commit and
+    /// says how many it resolved and queued; a duplicate in it is still a duplicate.
+    #[tokio::test]
+    async fn a_batch_counts_what_its_commit_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        store_mapping(&s, mapping("42", false, true)).await;
+        let mut other = play(1000);
+        other.show.rating_key = Some("11".into());
+        let mut plays = vec![other];
+        for ep in [1, 2, 2] {
+            let mut p = play(1000);
+            p.episode = ep;
+            plays.push(p);
+        }
+        let c = s.ingest_batch(plays, None, 300, |_| None).await.unwrap();
+        assert_eq!((c.new, c.duplicates, c.resolved, c.queued), (3, 1, 2, 2));
+        assert_eq!(c.new_ids, vec![1, 2, 3]);
+        assert_eq!(
+            s.counts().unwrap().pending_resolution,
+            1,
+            "the unmapped show"
+        );
+    }
+
+    /// While an earlier play of a mapped show waits for the resolver, a new play of the show
+    /// waits behind it (the tracker gets a show's episodes in acknowledgement order); once the
+    /// resolver's decision is committed, the next play is resolved in its own commit again.
+    #[tokio::test]
+    async fn a_play_waits_behind_an_earlier_pending_play_of_its_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let ep = |e: u32, at: i64| {
+            let mut p = play(at);
+            p.episode = e;
+            p
+        };
+        assert_eq!(
+            s.ingest_play(ep(1, 1000), act(), 300).await.unwrap(),
+            Ingested::New(1)
+        );
+        store_mapping(&s, mapping("42", false, true)).await;
+        assert_eq!(
+            s.ingest_play(ep(2, 2000), act(), 300).await.unwrap(),
+            Ingested::New(2)
+        );
+        // Another show is not held up by this one.
+        let mut other = ep(1, 2000);
+        other.show.rating_key = Some("11".into());
+        assert_eq!(
+            s.ingest_play(other, act(), 300).await.unwrap(),
+            Ingested::New(3)
+        );
+        let decided = |id| {
+            (
+                id,
+                Resolution::Mapped {
+                    show_id: "42".into(),
+                    mapping: None,
+                },
+            )
+        };
+        // The first alone: the second still waits, and so does the next play.
+        s.apply_resolutions(vec![decided(1)]).await.unwrap();
+        assert_eq!(
+            s.ingest_play(ep(3, 3000), act(), 300).await.unwrap(),
+            Ingested::New(4)
+        );
+        s.apply_resolutions(vec![decided(2), decided(4)])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.ingest_play(ep(4, 4000), act(), 300).await.unwrap(),
+            Ingested::Resolved {
+                id: 5,
+                queued: true
+            }
+        );
+        s.form_batches(100).await.unwrap();
+        let batches = s.due_batches(i64::MAX, 10).unwrap();
+        assert_eq!(batches.len(), 1);
+        let eps: Vec<u32> = batches[0].items.iter().map(|i| i.episode).collect();
+        assert_eq!(eps, vec![1, 2, 3, 4], "acknowledgement order");
+    }
+
+    /// A play counted as waiting in a group that did not commit is taken back: the show's next
+    /// play is resolved in its own commit.
+    #[tokio::test]
+    async fn a_failed_group_takes_back_its_waiting_plays() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        store_mapping(&s, mapping("42", false, true)).await;
+        // An unmapped show's play goes to `pending`, then a corrupt row fails the group.
+        let mut unmapped = play(1000);
+        unmapped.show.rating_key = Some("11".into());
+        let mut bad = play(5000);
+        bad.episode = 7;
+        let key = bad.dedupe_key();
+        s.write(move |txn| {
+            txn.open_table(DEDUPE)?
+                .insert(key.as_str(), b"not json".as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(
+            s.ingest_batch(vec![unmapped, bad], None, 300, |_| None)
+                .await
+                .is_err()
+        );
+        assert!(!s.inner.pending_shows.has("srv/11"), "taken back");
+        assert_eq!(s.counts().unwrap().journal, 0);
+    }
+
+    /// The ledger of waiting shows is rebuilt from `pending` when the store opens.
+    #[tokio::test]
+    async fn the_waiting_shows_are_counted_again_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let s = Store::open(&path).unwrap();
+            s.ingest_play(play(1000), act(), 300).await.unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        store_mapping(&s, mapping("42", false, true)).await;
+        let mut p = play(2000);
+        p.episode = 3;
+        assert_eq!(
+            s.ingest_play(p, act(), 300).await.unwrap(),
+            Ingested::New(2)
+        );
     }
 }

@@ -209,6 +209,8 @@ struct Inner {
     path: PathBuf,
     /// Webhook plays waiting for the next group commit (see [`ingest::IngestQueue`]).
     ingest: Arc<ingest::IngestQueue>,
+    /// Shows with plays in `pending` (see [`PendingShows`]).
+    pending_shows: Arc<PendingShows>,
     /// Group commits made (durable transactions), for the tests that count fsyncs per group.
     #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<std::sync::atomic::AtomicU64>,
@@ -259,6 +261,11 @@ impl Store {
             other => open_err(other.to_string()),
         })?;
         init_schema(&db).map_err(|e| open_err(e.to_string()))?;
+        let pending_shows = db
+            .begin_read()
+            .map_err(StoreError::from)
+            .and_then(|txn| PendingShows::load(&txn))
+            .map_err(|e| open_err(format!("cannot read the pending plays: {e}")))?;
         let db = Arc::new(RwDb {
             path: path.to_path_buf(),
             slot: RwLock::new(Some(Arc::new(db))),
@@ -276,6 +283,7 @@ impl Store {
                 db: Db::Rw(db),
                 path: path.to_path_buf(),
                 ingest: Arc::default(),
+                pending_shows: Arc::new(pending_shows),
                 commits,
                 jobs: Some(tx),
                 writer: Some(writer),
@@ -318,6 +326,7 @@ impl Store {
                 db: Db::Ro(db),
                 path: path.to_path_buf(),
                 ingest: Arc::default(),
+                pending_shows: Arc::default(),
                 commits: Arc::default(),
                 jobs: None,
                 writer: None,
@@ -382,6 +391,36 @@ impl Store {
         f: impl FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         self.submit(f)?.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::write`] for a job that adds plays to `pending` or takes them out: `f` records
+    /// what it changed in the show ledger ([`PendingShows`]), which is settled with the group's
+    /// outcome before the answer goes out.
+    pub(crate) async fn write_pending<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction, &PendingShows, &mut PendingDelta) -> Result<R>
+        + Send
+        + 'static,
+    ) -> Result<R> {
+        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::ReadOnly)?;
+        let ledger = self.inner.pending_shows.clone();
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |txn: Option<&WriteTransaction>, poisoned: &mut bool| {
+            let mut delta = PendingDelta::default();
+            let out = match txn {
+                Some(txn) => f(txn, &ledger, &mut delta),
+                None => Err(StoreError::Storage("no write transaction".into())),
+            };
+            if out.as_ref().is_err_and(StoreError::is_storage) {
+                *poisoned = true;
+            }
+            Box::new(move |committed: Result<()>| {
+                ledger.settle(delta, committed.is_ok());
+                let _ = tx.send(committed.and(out));
+            })
+        });
+        jobs.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Blocking variant of [`Store::write`] for the CLI and other non-async callers.
@@ -658,6 +697,87 @@ impl Seqs {
             v.2 = false;
         }
         Ok(())
+    }
+}
+
+/// Which shows have plays waiting in `pending`, counted in memory beside that table. An ingest
+/// may resolve a play of a mapped show in its own commit only while no earlier play of the
+/// show waits for the resolver: the tracker must get a show's episodes in the order they were
+/// acknowledged, and the resolver queues its plays in journal order.
+///
+/// Built from `pending` when the store opens; kept by the jobs that change `pending`. A count
+/// may be high for a moment (never low): an added play counts at once, before its commit (an
+/// ingest in the next group must see it), and is taken back if that commit fails; a resolved
+/// play stops counting only after its commit. A high count only sends a play the slow way.
+#[derive(Default)]
+pub(crate) struct PendingShows(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+/// What one job changed in [`PendingShows`], settled once its group's fate is known.
+#[derive(Default)]
+pub(crate) struct PendingDelta {
+    added: Vec<String>,
+    removed: Vec<String>,
+}
+
+impl PendingDelta {
+    /// A play of `show_key` left `pending` (counts until the commit, then stops).
+    pub(crate) fn remove(&mut self, show_key: String) {
+        self.removed.push(show_key);
+    }
+}
+
+impl PendingShows {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Count every play in `pending` by its show.
+    fn load(txn: &redb::ReadTransaction) -> Result<PendingShows> {
+        let pending = txn.open_table(PENDING)?;
+        let journal = txn.open_table(JOURNAL)?;
+        let mut counts = std::collections::HashMap::new();
+        for row in pending.iter()? {
+            let (id, _) = row?;
+            if let Some(v) = journal.get(id.value())? {
+                let e: crate::model::JournalEntry = decode(v.value())?;
+                *counts.entry(e.play.show.key()).or_insert(0) += 1;
+            }
+        }
+        Ok(PendingShows(std::sync::Mutex::new(counts)))
+    }
+
+    /// Does any play of `show_key` wait for the resolver?
+    pub(crate) fn has(&self, show_key: &str) -> bool {
+        self.lock().contains_key(show_key)
+    }
+
+    /// A play of `show_key` went to `pending` in the job that holds `delta`.
+    pub(crate) fn add(&self, show_key: &str, delta: &mut PendingDelta) {
+        *self.lock().entry(show_key.to_string()).or_insert(0) += 1;
+        delta.added.push(show_key.to_string());
+    }
+
+    /// The job's group committed (its removals take effect) or did not (its additions go).
+    pub(crate) fn settle(&self, delta: PendingDelta, committed: bool) {
+        let gone = if committed {
+            delta.removed
+        } else {
+            delta.added
+        };
+        if gone.is_empty() {
+            return;
+        }
+        let mut counts = self.lock();
+        for key in gone {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = counts.entry(key) {
+                *e.get_mut() = e.get().saturating_sub(1);
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
     }
 }
 

@@ -163,9 +163,13 @@ pub async fn ingest(
     let row = log.row(ActivityStatus::Success, String::new(), None);
     let window = cfg.matching.dedupe_window.as_secs() as i64;
     Ok(match shared.store.ingest_play(play, row, window).await {
-        Ok(Ingested::New(id)) => {
+        Ok(answer @ (Ingested::New(id) | Ingested::Resolved { id, .. })) => {
             tracing::info!(play_id = id, show = %ep.show_title, rating_key = ep.show_rating_key.as_deref().unwrap_or(""), season = ep.season, episode = ep.episode, "webhook play journaled");
-            shared.wake.resolve.notify_one();
+            match answer {
+                Ingested::Resolved { queued: true, .. } => shared.wake.export.notify_one(),
+                Ingested::Resolved { queued: false, .. } => {}
+                _ => shared.wake.resolve.notify_one(),
+            }
             shared.board.metrics.webhook(ActivityStatus::Success);
             shared
                 .board
