@@ -45,15 +45,33 @@ const DUE_READ: usize = 64;
 /// sent again (same idempotency key) after the restart.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// While new work keeps waking the exporter (every webhook of a mapped show queues its episode
+/// in its own commit), a round it starts for that is at most this often: one look at the
+/// outbox for all that came meanwhile, not one per webhook. A lone play (no round in the last
+/// interval) is looked at at once. Like the resolver's, shorter than `[outbox] coalesce`.
+const BUSY_ROUND_INTERVAL: Duration = Duration::from_millis(5);
+
 /// Deliver outbox batches forever (until shutdown).
 pub async fn exporter_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut ex = Planner::default();
     let mut flights: JoinSet<Flight> = JoinSet::new();
+    let mut last_round: Option<Instant> = None;
+    let mut woken_for_work = false;
     loop {
         if *shutdown.borrow() {
             break;
         }
+        if let Some(wait) = last_round
+            .filter(|_| std::mem::take(&mut woken_for_work))
+            .and_then(|t| BUSY_ROUND_INTERVAL.checked_sub(t.elapsed()))
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => continue,
+            }
+        }
+        last_round = Some(Instant::now());
         let config = shared.config();
         let cfg = config.outbox.clone();
         while let Some(done) = flights.try_join_next_with_id() {
@@ -200,7 +218,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
             Some(done) = flights.join_next_with_id(), if !flights.is_empty() => {
                 landed(&shared, &mut ex, done, &cfg).await;
             }
-            _ = shared.wake.export.notified() => {}
+            _ = shared.wake.export.notified() => woken_for_work = true,
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }

@@ -619,7 +619,7 @@ impl<'t> ApplyTables<'t> {
         };
         entry.state = state;
         self.pending.remove(play_id)?;
-        delta.remove(key);
+        delta.remove(key, play_id);
         self.journal.insert(play_id, encode(&entry)?.as_slice())?;
         Ok(applied)
     }

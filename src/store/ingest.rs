@@ -438,24 +438,26 @@ fn ingest_in(
     };
     // A show with a stored mapping needs no matcher: the play is resolved in this commit
     // exactly as the resolver's round would resolve it (the mapping is the word), without
-    // a second commit, a `pending` row and a second write of its journal entry. Not while an
-    // earlier play of the show waits for the resolver: it would reach the tracker first.
+    // a second commit, a `pending` row and a second write of its journal entry. The show's
+    // plays still waiting for the resolver go first, by the same rule, so the tracker gets
+    // the show's episodes in acknowledgement order.
     let show_key = play.show.key();
     let resolved = match t.mapping(&show_key)?.cloned() {
-        Some(m) if !ledger.has(&show_key) => Some(t.watch.follow_mapping(&play, &m)?),
-        _ => None,
+        Some(m) => {
+            let mut queued = false;
+            for earlier in ledger.waiting(&show_key) {
+                queued |= catch_up(t, delta, earlier, &show_key, &m)? == Some(Applied::Queued);
+            }
+            let (state, applied) = t.watch.follow_mapping(&play, &m)?;
+            Some((state, queued || applied == Applied::Queued))
+        }
+        None => None,
     };
     let (state, answer) = match resolved {
-        Some((state, applied)) => (
-            state,
-            Ingested::Resolved {
-                id,
-                queued: applied == Applied::Queued,
-            },
-        ),
+        Some((state, queued)) => (state, Ingested::Resolved { id, queued }),
         None => {
             t.pending.insert(id, 0i64)?;
-            ledger.add(&show_key, delta);
+            ledger.add(&show_key, id, delta);
             (PlayState::Pending, Ingested::New(id))
         }
     };
@@ -467,6 +469,33 @@ fn ingest_in(
     };
     t.journal.insert(id, encode(&entry)?.as_slice())?;
     Ok(answer)
+}
+
+/// Resolve an earlier play of a now-mapped show that still waits in `pending` (the ledger
+/// may list one that has left: None then), as the resolver's round would.
+fn catch_up(
+    t: &mut Tables<'_>,
+    delta: &mut PendingDelta,
+    play_id: u64,
+    show_key: &str,
+    m: &Mapping,
+) -> Result<Option<Applied>> {
+    if t.pending.get(play_id)?.is_none() {
+        return Ok(None);
+    }
+    let mut entry: JournalEntry = match t.journal.get(play_id)? {
+        Some(v) => decode(v.value())?,
+        None => return Ok(None),
+    };
+    if entry.state != PlayState::Pending {
+        return Ok(None);
+    }
+    let (state, applied) = t.watch.follow_mapping(&entry.play, m)?;
+    entry.state = state;
+    t.pending.remove(play_id)?;
+    t.journal.insert(play_id, encode(&entry)?.as_slice())?;
+    delta.remove(show_key.to_string(), play_id);
+    Ok(Some(applied))
 }
 
 /// Record that `source` saw the viewing journaled as `play_id`: on its journal entry and on
@@ -939,11 +968,12 @@ mod tests {
         );
     }
 
-    /// While an earlier play of a mapped show waits for the resolver, a new play of the show
-    /// waits behind it (the tracker gets a show's episodes in acknowledgement order); once the
-    /// resolver's decision is committed, the next play is resolved in its own commit again.
+    /// Plays of a show still waiting for the resolver when its mapping is stored are resolved
+    /// first, in journal order, in the commit of the show's next play: the tracker gets the
+    /// show's episodes in acknowledgement order, and the resolver's late decision for one of
+    /// them is stale.
     #[tokio::test]
-    async fn a_play_waits_behind_an_earlier_pending_play_of_its_show() {
+    async fn a_new_play_of_a_mapped_show_takes_its_waiting_plays_along_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb")).unwrap();
         let ep = |e: u32, at: i64| {
@@ -955,52 +985,56 @@ mod tests {
             s.ingest_play(ep(1, 1000), act(), 300).await.unwrap(),
             Ingested::New(1)
         );
-        store_mapping(&s, mapping("42", false, true)).await;
         assert_eq!(
             s.ingest_play(ep(2, 2000), act(), 300).await.unwrap(),
             Ingested::New(2)
         );
-        // Another show is not held up by this one.
+        // Another show's waiting play is not touched.
         let mut other = ep(1, 2000);
         other.show.rating_key = Some("11".into());
         assert_eq!(
             s.ingest_play(other, act(), 300).await.unwrap(),
             Ingested::New(3)
         );
-        let decided = |id| {
-            (
-                id,
-                Resolution::Mapped {
-                    show_id: "42".into(),
-                    mapping: None,
-                },
-            )
-        };
-        // The first alone: the second still waits, and so does the next play.
-        s.apply_resolutions(vec![decided(1)]).await.unwrap();
+        store_mapping(&s, mapping("42", false, true)).await;
+        let before = s.commits();
         assert_eq!(
             s.ingest_play(ep(3, 3000), act(), 300).await.unwrap(),
-            Ingested::New(4)
-        );
-        s.apply_resolutions(vec![decided(2), decided(4)])
-            .await
-            .unwrap();
-        assert_eq!(
-            s.ingest_play(ep(4, 4000), act(), 300).await.unwrap(),
             Ingested::Resolved {
-                id: 5,
+                id: 4,
                 queued: true
             }
+        );
+        assert_eq!(s.commits() - before, 1);
+        for id in [1, 2] {
+            assert_eq!(
+                s.journal_entry(id).unwrap().unwrap().state,
+                PlayState::Resolved {
+                    show_id: "42".into()
+                }
+            );
+        }
+        assert_eq!(
+            s.counts().unwrap().pending_resolution,
+            1,
+            "the other show's"
+        );
+        let late = Resolution::Mapped {
+            show_id: "42".into(),
+            mapping: None,
+        };
+        assert_eq!(
+            s.apply_resolutions(vec![(1, late)]).await.unwrap(),
+            vec![Applied::Stale]
         );
         s.form_batches(100).await.unwrap();
         let batches = s.due_batches(i64::MAX, 10).unwrap();
         assert_eq!(batches.len(), 1);
         let eps: Vec<u32> = batches[0].items.iter().map(|i| i.episode).collect();
-        assert_eq!(eps, vec![1, 2, 3, 4], "acknowledgement order");
+        assert_eq!(eps, vec![1, 2, 3], "acknowledgement order");
     }
 
-    /// A play counted as waiting in a group that did not commit is taken back: the show's next
-    /// play is resolved in its own commit.
+    /// A play listed as waiting in a group that did not commit is taken back.
     #[tokio::test]
     async fn a_failed_group_takes_back_its_waiting_plays() {
         let dir = tempfile::tempdir().unwrap();
@@ -1024,7 +1058,10 @@ mod tests {
                 .await
                 .is_err()
         );
-        assert!(!s.inner.pending_shows.has("srv/11"), "taken back");
+        assert!(
+            s.inner.pending_shows.waiting("srv/11").is_empty(),
+            "taken back"
+        );
         assert_eq!(s.counts().unwrap().journal, 0);
     }
 
@@ -1043,7 +1080,16 @@ mod tests {
         p.episode = 3;
         assert_eq!(
             s.ingest_play(p, act(), 300).await.unwrap(),
-            Ingested::New(2)
+            Ingested::Resolved {
+                id: 2,
+                queued: true
+            }
+        );
+        assert_eq!(s.counts().unwrap().pending_resolution, 0);
+        assert_eq!(
+            s.counts().unwrap().outbox_items,
+            2,
+            "the play from before the restart too"
         );
     }
 }

@@ -700,63 +700,81 @@ impl Seqs {
     }
 }
 
-/// Which shows have plays waiting in `pending`, counted in memory beside that table. An ingest
-/// may resolve a play of a mapped show in its own commit only while no earlier play of the
-/// show waits for the resolver: the tracker must get a show's episodes in the order they were
-/// acknowledged, and the resolver queues its plays in journal order.
+/// Which plays wait in `pending`, by show, kept in memory beside that table. A new play of a
+/// mapped show is resolved in its own commit, and the show's plays still waiting for the
+/// resolver are resolved first in that commit, in journal order: the tracker must get a
+/// show's episodes in the order they were acknowledged.
 ///
-/// Built from `pending` when the store opens; kept by the jobs that change `pending`. A count
-/// may be high for a moment (never low): an added play counts at once, before its commit (an
-/// ingest in the next group must see it), and is taken back if that commit fails; a resolved
-/// play stops counting only after its commit. A high count only sends a play the slow way.
+/// Built from `pending` when the store opens; kept by the jobs that change `pending`. It may
+/// hold a play for a moment after it left (never miss one that is there): an added play is
+/// listed at once, before its commit (an ingest in the next group must see it), and taken
+/// back if that commit fails; a resolved play leaves the list after its commit. Readers check
+/// each listed play in their own transaction.
 #[derive(Default)]
-pub(crate) struct PendingShows(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+pub(crate) struct PendingShows(
+    std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeSet<u64>>>,
+);
 
 /// What one job changed in [`PendingShows`], settled once its group's fate is known.
 #[derive(Default)]
 pub(crate) struct PendingDelta {
-    added: Vec<String>,
-    removed: Vec<String>,
+    added: Vec<(String, u64)>,
+    removed: Vec<(String, u64)>,
 }
 
 impl PendingDelta {
-    /// A play of `show_key` left `pending` (counts until the commit, then stops).
-    pub(crate) fn remove(&mut self, show_key: String) {
-        self.removed.push(show_key);
+    /// Play `id` of `show_key` left `pending` (listed until the commit).
+    pub(crate) fn remove(&mut self, show_key: String, id: u64) {
+        self.removed.push((show_key, id));
     }
 }
 
 impl PendingShows {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::collections::BTreeSet<u64>>>
+    {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Count every play in `pending` by its show.
+    /// List every play in `pending` under its show.
     fn load(txn: &redb::ReadTransaction) -> Result<PendingShows> {
         let pending = txn.open_table(PENDING)?;
         let journal = txn.open_table(JOURNAL)?;
-        let mut counts = std::collections::HashMap::new();
-        for row in pending.iter()? {
-            let (id, _) = row?;
-            if let Some(v) = journal.get(id.value())? {
-                let e: crate::model::JournalEntry = decode(v.value())?;
-                *counts.entry(e.play.show.key()).or_insert(0) += 1;
+        let ledger = PendingShows::default();
+        {
+            let mut shows = ledger.lock();
+            for row in pending.iter()? {
+                let (id, _) = row?;
+                if let Some(v) = journal.get(id.value())? {
+                    let e: crate::model::JournalEntry = decode(v.value())?;
+                    shows
+                        .entry(e.play.show.key())
+                        .or_default()
+                        .insert(id.value());
+                }
             }
         }
-        Ok(PendingShows(std::sync::Mutex::new(counts)))
+        Ok(ledger)
     }
 
-    /// Does any play of `show_key` wait for the resolver?
-    pub(crate) fn has(&self, show_key: &str) -> bool {
-        self.lock().contains_key(show_key)
+    /// The plays of `show_key` that may still wait for the resolver, oldest first.
+    pub(crate) fn waiting(&self, show_key: &str) -> Vec<u64> {
+        self.lock()
+            .get(show_key)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
     }
 
-    /// A play of `show_key` went to `pending` in the job that holds `delta`.
-    pub(crate) fn add(&self, show_key: &str, delta: &mut PendingDelta) {
-        *self.lock().entry(show_key.to_string()).or_insert(0) += 1;
-        delta.added.push(show_key.to_string());
+    /// Play `id` of `show_key` went to `pending` in the job that holds `delta`.
+    pub(crate) fn add(&self, show_key: &str, id: u64, delta: &mut PendingDelta) {
+        self.lock()
+            .entry(show_key.to_string())
+            .or_default()
+            .insert(id);
+        delta.added.push((show_key.to_string(), id));
     }
 
     /// The job's group committed (its removals take effect) or did not (its additions go).
@@ -769,11 +787,11 @@ impl PendingShows {
         if gone.is_empty() {
             return;
         }
-        let mut counts = self.lock();
-        for key in gone {
-            if let std::collections::hash_map::Entry::Occupied(mut e) = counts.entry(key) {
-                *e.get_mut() = e.get().saturating_sub(1);
-                if *e.get() == 0 {
+        let mut shows = self.lock();
+        for (key, id) in gone {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = shows.entry(key) {
+                e.get_mut().remove(&id);
+                if e.get().is_empty() {
                     e.remove();
                 }
             }
