@@ -302,11 +302,6 @@ enum OutboxCmd {
     },
 }
 
-/// mimalloc: per-thread heaps, no allocator locks between the threads a webhook passes
-/// through (plexsync::footprint says why and which of its habits are changed).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -320,7 +315,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    plexsync::footprint::configure();
+    plexsync::footprint::limit_arenas();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
