@@ -145,7 +145,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
         if held.is_none() && flights.len() < ex.aimd.limit() {
             let due = shared
                 .store
-                .due_batches(now_millis(), DUE_READ + ex.flying.len())
+                .due_batches_except(now_millis(), DUE_READ, &ex.shows)
                 .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "cannot read export batches");
                     Vec::new()

@@ -3,7 +3,7 @@
 //! exported; transient → rescheduled; permanent or out of attempts → `dead_letter`), and the
 //! dead letters and their manual retry (with a new key).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
@@ -44,6 +44,14 @@ pub struct OutboxProbe {
     pub newest_id: Option<u64>,
     /// Plays still waiting for resolution: more may be about to arrive.
     pub resolving: u64,
+}
+
+/// The fields of a `batches` row the exporter's scans look at, read without building its
+/// episodes (serde skips the rest of the row).
+#[derive(serde::Deserialize)]
+struct BatchHead {
+    show_id: String,
+    next_attempt_at: i64,
 }
 
 impl Store {
@@ -149,17 +157,30 @@ impl Store {
 
     /// Batches whose next attempt is due.
     pub fn due_batches(&self, now_ms: i64, limit: usize) -> Result<Vec<Batch>> {
+        self.due_batches_except(now_ms, limit, &HashSet::new())
+    }
+
+    /// [`Store::due_batches`] of shows not in `busy` (shows with a request in flight: their
+    /// next batch waits for it). Only the batches returned are decoded whole: a show with a
+    /// long queue of formed batches costs a look at each row's head, not its episodes.
+    pub fn due_batches_except(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        busy: &HashSet<String>,
+    ) -> Result<Vec<Batch>> {
         self.read(|txn| {
             let t = txn.open_table(BATCHES)?;
             let mut out = Vec::new();
             for row in t.iter()? {
                 let (_, v) = row?;
-                let b: Batch = decode(v.value())?;
-                if b.next_attempt_at <= now_ms {
-                    out.push(b);
-                    if out.len() >= limit {
-                        break;
-                    }
+                let head: BatchHead = decode(v.value())?;
+                if head.next_attempt_at > now_ms || busy.contains(&head.show_id) {
+                    continue;
+                }
+                out.push(decode::<Batch>(v.value())?);
+                if out.len() >= limit {
+                    break;
                 }
             }
             Ok(out)
@@ -173,7 +194,7 @@ impl Store {
             let mut min: Option<i64> = None;
             for row in t.iter()? {
                 let (_, v) = row?;
-                let b: Batch = decode(v.value())?;
+                let b: BatchHead = decode(v.value())?;
                 min = Some(min.map_or(b.next_attempt_at, |m: i64| m.min(b.next_attempt_at)));
             }
             Ok(min)
@@ -588,6 +609,19 @@ mod tests {
         };
         assert_eq!(eps("a"), vec![vec![1, 2], vec![3, 4]]);
         assert_eq!(eps("b"), vec![vec![1, 2]]);
+        // With a request of "a" in flight, only "b" can go; a limit counts what can go.
+        let busy: HashSet<String> = ["a".to_string()].into();
+        let free = s.due_batches_except(i64::MAX, 1, &busy).unwrap();
+        assert_eq!(free.len(), 1);
+        assert_eq!(free[0].show_id, "b");
+        assert_eq!(free[0].items.len(), 2);
+        assert!(
+            s.due_batches_except(0, 10, &HashSet::new())
+                .unwrap()
+                .is_empty(),
+            "none due yet at 0"
+        );
+        assert!(s.next_batch_at().unwrap().is_some());
         // A limited plan takes the fullest first; the lone leftover goes last.
         assert_eq!(
             s.form_batches_with(
