@@ -278,10 +278,11 @@ impl Shared {
         cursor: Option<(String, i64)>,
         window_secs: i64,
         activity: fn(&crate::model::Play) -> Option<crate::model::Activity>,
+        mapped: crate::store::ops::MappedPlays,
     ) -> Result<crate::store::ops::BatchCounts, StoreError> {
         let counts = self
             .store
-            .ingest_batch(plays, cursor, window_secs, activity)
+            .ingest_batch(plays, cursor, window_secs, activity, mapped)
             .await?;
         if counts.queued > 0 {
             self.wake.export.notify_one();

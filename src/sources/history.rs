@@ -20,6 +20,7 @@ use crate::plex::history::{HistoryQuery, HistoryRow};
 use crate::plex::{PlexClient, PlexError};
 use crate::state::Shared;
 use crate::store::StoreError;
+use crate::store::ops::MappedPlays;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -192,7 +193,7 @@ pub async fn ingest_history(
         report.skipped += page.skipped;
         let cursor = cursor_key.clone().map(|k| (k, newest));
         let counts = shared
-            .ingest_batch(plays, cursor, window, activity_for)
+            .ingest_batch(plays, cursor, window, activity_for, MappedPlays::ToResolver)
             .await?;
         report.plays_new += counts.new;
         report.duplicates += counts.duplicates;

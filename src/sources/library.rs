@@ -33,6 +33,7 @@ use crate::plex::paging::Pager;
 use crate::plex::{PlexClient, PlexError};
 use crate::state::Shared;
 use crate::store::StoreError;
+use crate::store::ops::MappedPlays;
 
 /// Why a sync stopped.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +142,13 @@ pub(crate) async fn scan_libraries(
                 }
             }
             let counts = shared
-                .ingest_batch(plays, Some((key.clone(), newest)), window, activity_for)
+                .ingest_batch(
+                    plays,
+                    Some((key.clone(), newest)),
+                    window,
+                    activity_for,
+                    MappedPlays::ToResolver,
+                )
                 .await?;
             report.plays_new += counts.new;
             report.duplicates += counts.duplicates;
@@ -472,14 +479,14 @@ impl Walk<'_> {
                 // Journaled all the same, so the viewing's sources include the library.
                 let c = self
                     .shared
-                    .ingest_batch(known, None, self.window, |_| None)
+                    .ingest_batch(known, None, self.window, |_| None, MappedPlays::ToResolver)
                     .await?;
                 already += c.new + c.duplicates + c.already_seen;
             }
             if !fresh.is_empty() {
                 let c = self
                     .shared
-                    .ingest_batch(fresh, None, self.window, |_| None)
+                    .ingest_batch(fresh, None, self.window, |_| None, MappedPlays::ToResolver)
                     .await?;
                 already += c.duplicates + c.already_seen;
                 new += c.new;

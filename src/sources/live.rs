@@ -39,6 +39,7 @@ use crate::model::{Activity, Play, PlexShow, now_secs};
 use crate::plex::history::HistoryQuery;
 use crate::plex::{PlexClient, PlexError, encode_segment};
 use crate::state::Shared;
+use crate::store::ops::MappedPlays;
 
 /// The notification endpoint (the plural path python-plexapi and Home Assistant use).
 pub const PATH: &str = "/:/websockets/notifications";
@@ -854,7 +855,13 @@ async fn history_check(
     }
     let window = cfg.matching.dedupe_window.as_secs() as i64;
     let counts = shared
-        .ingest_batch(plays, None, window, |p| live_activity(p, "playing stopped"))
+        .ingest_batch(
+            plays,
+            None,
+            window,
+            |p| live_activity(p, "playing stopped"),
+            MappedPlays::InCommit,
+        )
         .await?;
     note_new(shared, counts.new);
     Ok((true, counts.new))
@@ -918,9 +925,13 @@ async fn library_item(shared: &Arc<Shared>, rating_key: &str) -> Result<u64, Che
     };
     let window = cfg.matching.dedupe_window.as_secs() as i64;
     let counts = shared
-        .ingest_batch(vec![play], None, window, |p| {
-            live_activity(p, "library change")
-        })
+        .ingest_batch(
+            vec![play],
+            None,
+            window,
+            |p| live_activity(p, "library change"),
+            MappedPlays::InCommit,
+        )
         .await?;
     note_new(shared, counts.new);
     Ok(counts.new)

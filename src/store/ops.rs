@@ -9,7 +9,7 @@
 //! The table definitions, `encode`/`decode` and `next_seq` are in the store's `mod.rs`.
 
 pub use super::decisions::{Applied, ConflictDecision, MappingUpdate, PlayTimes, Resolution};
-pub use super::ingest::{BatchCounts, Cursor, Ingested};
+pub use super::ingest::{BatchCounts, Cursor, Ingested, MappedPlays};
 pub use super::outbox::{BatchInfo, BatchOutcome, FormPlan, OutboxProbe};
 pub use super::views::{ActivityFilter, Counts, DayStats, ShowSync};
 
