@@ -707,13 +707,7 @@ mod tests {
         // A person's "ignore" since: a play decided "mapped" before it is held as ignored.
         let mut m = s.mapping("srv/10").unwrap().unwrap();
         m.ignored = true;
-        s.write(move |txn| {
-            txn.open_table(MAPPINGS)?
-                .insert("srv/10", encode(&m)?.as_slice())?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+        crate::store::ops::fixtures::store_mapping(&s, m).await;
         let decided = Resolution::Mapped {
             show_id: "42".into(),
             mapping: None,

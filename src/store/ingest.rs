@@ -598,7 +598,7 @@ fn bump_counter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ops::fixtures::{act, play};
+    use crate::store::ops::fixtures::{act, corrupt_dedupe_row, play, store_mapping};
     use crate::store::ops::{Applied, BatchOutcome, Resolution};
 
     #[tokio::test]
@@ -724,14 +724,7 @@ mod tests {
         // A corrupt dedupe row for the next play's viewing.
         let mut bad = play(5000);
         bad.episode = 7;
-        let key = bad.dedupe_key();
-        s.write(move |txn| {
-            txn.open_table(DEDUPE)?
-                .insert(key.as_str(), b"not json".as_slice())?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+        corrupt_dedupe_row(&s, &bad).await;
         let mut good = play(5000);
         good.episode = 8;
         let (hold_tx, blocker) = hold_writer(&s).await;
@@ -845,17 +838,6 @@ mod tests {
         );
         let c = s.counts().unwrap();
         assert_eq!((c.outbox_items, c.batches, c.dead_letters), (0, 0, 0));
-    }
-
-    /// Store `m` as the mapping of the fixture show ("srv/10").
-    async fn store_mapping(s: &Store, m: Mapping) {
-        s.write(move |txn| {
-            txn.open_table(MAPPINGS)?
-                .insert("srv/10", encode(&m)?.as_slice())?;
-            Ok(())
-        })
-        .await
-        .unwrap();
     }
 
     fn mapping(show_id: &str, ignored: bool, sync_enabled: bool) -> Mapping {
@@ -1084,14 +1066,7 @@ mod tests {
         unmapped.show.rating_key = Some("11".into());
         let mut bad = play(5000);
         bad.episode = 7;
-        let key = bad.dedupe_key();
-        s.write(move |txn| {
-            txn.open_table(DEDUPE)?
-                .insert(key.as_str(), b"not json".as_slice())?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+        corrupt_dedupe_row(&s, &bad).await;
         assert!(
             s.ingest_batch(
                 vec![unmapped, bad],

@@ -103,4 +103,27 @@ pub(super) mod fixtures {
             sources: Vec::new(),
         }
     }
+
+    /// Store `m` as the mapping of its show, as a person's decision or the resolver would.
+    pub(crate) async fn store_mapping(s: &super::Store, m: crate::model::Mapping) {
+        s.write(move |txn| {
+            txn.open_table(super::MAPPINGS)?
+                .insert(m.plex.key().as_str(), super::encode(&m)?.as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Make the dedupe row of `p`'s viewing unreadable, so journaling `p` is a storage error.
+    pub(crate) async fn corrupt_dedupe_row(s: &super::Store, p: &Play) {
+        let key = p.dedupe_key();
+        s.write(move |txn| {
+            txn.open_table(super::DEDUPE)?
+                .insert(key.as_str(), b"not json".as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
 }
