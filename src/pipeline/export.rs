@@ -39,7 +39,7 @@ pub const BACKFILL_HOLD: Duration = Duration::from_secs(600);
 const FULL_SCAN_EVERY: Duration = Duration::from_millis(100);
 /// How often a running backfill is checked for its end.
 const HOLD_POLL: Duration = Duration::from_millis(100);
-/// Due batches read per round beyond those already in flight.
+/// At most this many due batches are read in a round (and no more than can go at once).
 const DUE_READ: usize = 64;
 /// In-flight requests still running at shutdown get this long to finish; an abandoned one is
 /// sent again (same idempotency key) after the restart.
@@ -145,7 +145,11 @@ pub async fn exporter_task(shared: Arc<Shared>) {
         if held.is_none() && flights.len() < ex.aimd.limit() {
             let due = shared
                 .store
-                .due_batches_except(now_millis(), DUE_READ, &ex.shows)
+                .next_due_batches(
+                    now_millis(),
+                    DUE_READ.min(ex.aimd.limit() - flights.len()),
+                    &ex.shows,
+                )
                 .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "cannot read export batches");
                     Vec::new()

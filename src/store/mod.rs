@@ -211,6 +211,8 @@ struct Inner {
     ingest: Arc<ingest::IngestQueue>,
     /// Shows with plays in `pending` (see [`PendingShows`]).
     pending_shows: Arc<PendingShows>,
+    /// The exporter's view of `batches` (see [`outbox::BatchIndex`]).
+    batch_index: Arc<outbox::BatchIndex>,
     /// Group commits made (durable transactions), for the tests that count fsyncs per group.
     #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<std::sync::atomic::AtomicU64>,
@@ -284,6 +286,7 @@ impl Store {
                 path: path.to_path_buf(),
                 ingest: Arc::default(),
                 pending_shows: Arc::new(pending_shows),
+                batch_index: Arc::default(),
                 commits,
                 jobs: Some(tx),
                 writer: Some(writer),
@@ -327,6 +330,7 @@ impl Store {
                 path: path.to_path_buf(),
                 ingest: Arc::default(),
                 pending_shows: Arc::default(),
+                batch_index: Arc::default(),
                 commits: Arc::default(),
                 jobs: None,
                 writer: None,
@@ -402,20 +406,37 @@ impl Store {
         + Send
         + 'static,
     ) -> Result<R> {
-        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::ReadOnly)?;
         let ledger = self.inner.pending_shows.clone();
+        let settler = ledger.clone();
+        self.write_settled(
+            move |txn, delta| f(txn, &ledger, delta),
+            move |delta, committed| settler.settle(delta, committed),
+        )
+        .await
+    }
+
+    /// [`Store::write`] for a job that also changes something kept in memory beside the
+    /// tables: `f` records the change in a `D`, and `settle` gets it with whether the group
+    /// committed, after the commit and before the answer goes out (so the caller, once
+    /// answered, sees both).
+    pub(crate) async fn write_settled<D: Default + Send + 'static, R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction, &mut D) -> Result<R> + Send + 'static,
+        settle: impl FnOnce(D, bool) + Send + 'static,
+    ) -> Result<R> {
+        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::ReadOnly)?;
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |txn: Option<&WriteTransaction>, poisoned: &mut bool| {
-            let mut delta = PendingDelta::default();
+            let mut delta = D::default();
             let out = match txn {
-                Some(txn) => f(txn, &ledger, &mut delta),
+                Some(txn) => f(txn, &mut delta),
                 None => Err(StoreError::Storage("no write transaction".into())),
             };
             if out.as_ref().is_err_and(StoreError::is_storage) {
                 *poisoned = true;
             }
             Box::new(move |committed: Result<()>| {
-                ledger.settle(delta, committed.is_ok());
+                settle(delta, committed.is_ok());
                 let _ = tx.send(committed.and(out));
             })
         });
