@@ -572,18 +572,41 @@ fn first_play_title(txn: &redb::ReadTransaction, b: &Batch) -> Result<Option<Str
     Ok(None)
 }
 
-/// The Plex title and the account(s) of a batch's plays, for its activity row.
+/// The Plex title and the account(s) of a batch's plays, for its activity row. Each play's
+/// journal entry is read for those three fields only (borrowed, nothing else built): this
+/// runs on the writer for every exported episode.
 fn batch_names(txn: &WriteTransaction, b: &Batch) -> Result<(Option<String>, Option<String>)> {
+    use std::borrow::Cow;
+    #[derive(serde::Deserialize)]
+    struct Entry<'a> {
+        #[serde(borrow)]
+        play: Names<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Names<'a> {
+        #[serde(borrow)]
+        account_id: Cow<'a, str>,
+        #[serde(borrow, default)]
+        account_name: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        show: Show<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Show<'a> {
+        #[serde(borrow)]
+        title: Cow<'a, str>,
+    }
     let j = txn.open_table(JOURNAL)?;
     let mut title = None;
     let mut accounts: Vec<String> = Vec::new();
     for it in &b.items {
         if let Some(v) = j.get(it.play_id)? {
-            let e: JournalEntry = decode(v.value())?;
-            title.get_or_insert(e.play.show.title);
+            let e: Entry<'_> = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            title.get_or_insert_with(|| e.play.show.title.into_owned());
             let who = e.play.account_name.unwrap_or(e.play.account_id);
-            if !accounts.contains(&who) {
-                accounts.push(who);
+            if !accounts.iter().any(|a| *a == who) {
+                accounts.push(who.into_owned());
             }
         }
     }
