@@ -4,8 +4,8 @@
 //! glibc gives each thread that meets contention an arena of its own (up to 8 per core), and
 //! memory freed in one is kept there for that arena's next use; a catalogue fetched, parsed and
 //! indexed on a few threads then leaves megabytes resident that nothing uses. Four arenas, one
-//! per hot thread (two runtime workers, the store writer, its answering thread), are enough; after the
-//! catalogue build the free pages are returned with `malloc_trim`. Large blocks (the
+//! per hot thread (two runtime workers, the store writer, its answering thread), are enough;
+//! after the catalogue build the free pages are returned with `malloc_trim`. Large blocks (the
 //! catalogue's encoded copy for the store, a history page) are mapped on their own from a fixed
 //! size up, so freeing one gives it back at once: glibc's default raises that threshold each
 //! time such a block is freed, until every later one lands in an arena and stays resident.
