@@ -1183,6 +1183,28 @@ async fn search_and_select_on_a_conflict_without_candidates() {
     driver
         .wait_for("article[data-conflict-id] .results input[value=\"baki-2023\"]")
         .await;
+    // The list loaded again (the tab clicked again) keeps what was typed and found. A
+    // sentinel in the list is gone once the reload has drawn it.
+    driver
+        .exec("const s = document.createElement('i'); s.id = 'sentinel'; document.getElementById('conflicts').append(s); return 0")
+        .await;
+    driver.click_css("#tab-conflicts").await;
+    driver
+        .until(
+            "the reload drew the list",
+            WAIT,
+            "return !document.getElementById('sentinel')",
+        )
+        .await;
+    assert_eq!(
+        driver
+            .exec("const i = document.querySelector('article[data-conflict-id] input.show-search'); return i.value")
+            .await,
+        CJK_TITLE
+    );
+    driver
+        .wait_for("article[data-conflict-id] .results input[value=\"baki-2023\"]")
+        .await;
     driver.call("DELETE", &driver.s(""), Value::Null).await;
 }
 
