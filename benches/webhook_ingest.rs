@@ -9,6 +9,10 @@
 //! daemon's): the ceiling this machine and this load generator allow. Both are printed with
 //! their ratio.
 //!
+//! The same load goes once more to a daemon whose store is on tmpfs (`/dev/shm`), where
+//! `fdatasync` costs nothing: what durability itself costs here, as against the rest of the
+//! pipeline. Every 200 there is still a redb commit, just not one that reaches a disk.
+//!
 //! Run: `cargo bench --bench webhook_ingest` (env: BENCH_N, BENCH_CONCURRENCY).
 
 mod support;
@@ -188,6 +192,26 @@ async fn bench() {
         .unwrap_or(0);
     daemon.stop();
 
+    // The same load with the store on tmpfs, when the machine has one.
+    let shm = std::path::Path::new("/dev/shm");
+    let on_tmpfs = if shm.is_dir() {
+        let dir = tempfile::Builder::new()
+            .prefix("plexsync-bench")
+            .tempdir_in(shm)
+            .unwrap();
+        let daemon = Daemon::start(dir.path(), &cfg).await;
+        let status = daemon.status().await;
+        let url: hyper::Uri = status["webhook_url"].as_str().unwrap().parse().unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = thread_cpu(daemon.pid);
+        let r = load(&url, CONTENT_TYPE, bodies.clone(), conc).await;
+        let cpu = thread_cpu(daemon.pid).since(&before);
+        daemon.stop();
+        Some((r, cpu))
+    } else {
+        None
+    };
+
     // The ceiling, in its own process like the daemon.
     let mut bare = Command::new(std::env::current_exe().unwrap())
         .env(BARE_ENV, "1")
@@ -219,6 +243,18 @@ async fn bench() {
         cpu.store / n as f64 * 1e6,
         cpu.other / n as f64 * 1e6
     );
+    match &on_tmpfs {
+        Some((r, cpu)) => {
+            print_run("plexsync, tmpfs", r);
+            println!(
+                "  tmpfs CPU           {:.0} µs a webhook (store writer {:.0} µs); durable / tmpfs throughput {:.0}%",
+                cpu.total() / n as f64 * 1e6,
+                cpu.store / n as f64 * 1e6,
+                100.0 * ingest.throughput() / r.throughput()
+            );
+        }
+        None => println!("  plexsync, tmpfs     not measured: no /dev/shm"),
+    }
     print_run("bare hyper (ceiling)", &ceiling);
     println!(
         "  bare hyper CPU      {:.0} µs a request",
@@ -230,6 +266,12 @@ async fn bench() {
         ingest.pct(0.5).as_secs_f64() / ceiling.pct(0.5).as_secs_f64(),
         ingest.pct(0.99).as_secs_f64() / ceiling.pct(0.99).as_secs_f64()
     );
+    if let Some((r, _)) = &on_tmpfs {
+        println!(
+            "  tmpfs / ceiling     throughput {:.0}%",
+            100.0 * r.throughput() / ceiling.throughput()
+        );
+    }
     println!("  start-up to READY   {}", ms(ready));
     println!("  RSS idle            {}", mb(idle_rss));
     println!(
