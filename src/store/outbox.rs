@@ -81,9 +81,11 @@ struct BatchSlot {
 pub(crate) struct BatchDelta(Vec<(u64, Option<BatchSlot>)>);
 
 impl BatchDelta {
-    fn put(&mut self, b: &Batch) {
+    /// The row written at key `id` (the key, not the row's `id` field: rows written before
+    /// ids were stored say 0).
+    fn put(&mut self, id: u64, b: &Batch) {
         self.0.push((
-            b.id,
+            id,
             Some(BatchSlot {
                 show: Arc::from(b.show_id.as_str()),
                 next_attempt_at: b.next_attempt_at,
@@ -121,7 +123,7 @@ impl BatchIndex {
     fn with<R>(
         &self,
         store: &Store,
-        f: impl FnOnce(&BTreeMap<u64, BatchSlot>, &redb::ReadTransaction) -> Result<R>,
+        f: impl FnOnce(&mut BTreeMap<u64, BatchSlot>, &redb::ReadTransaction) -> Result<R>,
     ) -> Result<R> {
         let mut index = self.lock();
         store.read(|txn| {
@@ -138,7 +140,13 @@ impl BatchIndex {
         let mut shows: HashSet<Arc<str>> = HashSet::new();
         for row in txn.open_table(BATCHES)?.iter()? {
             let (id, v) = row?;
-            let head: BatchHead = decode(v.value())?;
+            let head: BatchHead = match decode(v.value()) {
+                Ok(h) => h,
+                Err(e) => {
+                    unreadable(id.value(), &e);
+                    continue;
+                }
+            };
             let show = match shows.get(head.show_id.as_str()) {
                 Some(s) => s.clone(),
                 None => {
@@ -157,6 +165,16 @@ impl BatchIndex {
         }
         Ok(map)
     }
+}
+
+/// A `batches` row that does not decode stays in the store as it is (a person can look at
+/// it; nothing is deleted on a guess), and the exporter goes on with the others.
+fn unreadable(batch_id: u64, e: &StoreError) {
+    tracing::error!(
+        batch_id,
+        error = %e,
+        "an export batch in the store cannot be read; it is skipped until the next restart"
+    );
 }
 
 impl Store {
@@ -226,7 +244,7 @@ impl Store {
                     activity_id: None,
                 };
                 batches.insert(id, encode(&b)?.as_slice())?;
-                delta.put(&b);
+                delta.put(id, &b);
             }
             Ok(chunks.len())
         })
@@ -289,9 +307,9 @@ impl Store {
         busy: &HashSet<String>,
     ) -> Result<Vec<Batch>> {
         self.inner.batch_index.with(self, |index, txn| {
-            let mut shows: HashSet<&str> = HashSet::new();
             let mut ids = Vec::new();
-            for (id, slot) in index {
+            let mut shows: HashSet<&str> = HashSet::new();
+            for (id, slot) in index.iter() {
                 if ids.len() >= limit {
                     break;
                 }
@@ -302,11 +320,21 @@ impl Store {
                     ids.push(*id);
                 }
             }
+            drop(shows);
             let t = txn.open_table(BATCHES)?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(v) = t.get(id)? {
-                    let mut b: Batch = decode(v.value())?;
+                    let mut b: Batch = match decode(v.value()) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            // Out of the index until it is rebuilt: one bad row must not
+                            // hold back every show, nor wake the exporter for it every round.
+                            unreadable(id, &e);
+                            index.remove(&id);
+                            continue;
+                        }
+                    };
                     // The key is the id (rows from before ids were stored say 0).
                     b.id = id;
                     out.push(b);
@@ -363,6 +391,8 @@ impl Store {
                 Some(v) => decode(v.value())?,
                 None => return Ok(()),
             };
+            // The key is the id (rows from before ids were stored say 0).
+            b.id = batch_id;
             batches.remove(batch_id)?;
             delta.gone(batch_id);
             drop(batches);
@@ -469,7 +499,7 @@ impl Store {
                 Next::Retry => {
                     txn.open_table(BATCHES)?
                         .insert(batch_id, encode(&b)?.as_slice())?;
-                    delta.put(&b);
+                    delta.put(batch_id, &b);
                 }
                 Next::Dead => {
                     txn.open_table(DEAD)?
@@ -505,7 +535,7 @@ impl Store {
                 );
                 b.id = id;
                 batches.insert(id, encode(&b)?.as_slice())?;
-                delta.put(&b);
+                delta.put(id, &b);
             }
             Ok(moved.len())
         })
@@ -925,5 +955,113 @@ mod tests {
         let next = s.next_due_batches(i64::MAX, 64, &none).unwrap();
         assert_eq!(next.len(), 2);
         assert_eq!((next[0].id, next[1].show_id.as_str()), (first[0].id, "c"));
+    }
+
+    fn raw_batch(id: u64, show: &str, next_attempt_at: i64) -> Batch {
+        Batch {
+            id,
+            show_id: show.into(),
+            idempotency_key: format!("k{id}"),
+            items: vec![OutboxItem {
+                play_id: id,
+                show_id: show.into(),
+                season: 1,
+                episode: id as u32,
+                watched_at: 1_700_000_000,
+                queued_at: 1_700_000_000,
+            }],
+            attempts: 0,
+            next_attempt_at,
+            last_error: None,
+            created_at: 1_700_000_000,
+            activity_id: None,
+        }
+    }
+
+    /// Write `rows` into `batches` as they are (bypassing the index), then reopen the store so
+    /// its index is built from the table.
+    async fn store_with_rows(path: &std::path::Path, rows: Vec<(u64, Vec<u8>)>) -> Store {
+        {
+            let s = Store::open(path).unwrap();
+            s.write(move |txn| {
+                let mut t = txn.open_table(BATCHES)?;
+                for (k, v) in &rows {
+                    t.insert(*k, v.as_slice())?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        Store::open(path).unwrap()
+    }
+
+    /// A row whose stored `id` is 0 (or anything but its key) is known by its key: after a
+    /// failed attempt it is offered again, and its show's later batches wait behind it.
+    #[tokio::test]
+    async fn a_batch_row_without_its_id_is_known_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = vec![
+            (7, encode(&raw_batch(0, "a", 0)).unwrap()),
+            (8, encode(&raw_batch(8, "a", 0)).unwrap()),
+        ];
+        let s = store_with_rows(&dir.path().join("s.redb"), rows).await;
+        let none = HashSet::new();
+        let ids = |s: &Store| -> Vec<u64> {
+            s.next_due_batches(i64::MAX, 64, &none)
+                .unwrap()
+                .iter()
+                .map(|b| b.id)
+                .collect()
+        };
+        assert_eq!(ids(&s), vec![7]);
+        let retry = BatchOutcome::Transient {
+            error: "503".into(),
+            retry_at_ms: 0,
+        };
+        s.finish_batch(7, retry, 5, 1.0).await.unwrap();
+        assert_eq!(
+            ids(&s),
+            vec![7],
+            "retried under its key, still first of its show"
+        );
+        assert_eq!(s.next_batch_at().unwrap(), Some(0));
+        let delivered = BatchOutcome::Delivered {
+            marked: 1,
+            already: 0,
+        };
+        s.finish_batch(7, delivered, 5, 1.0).await.unwrap();
+        assert_eq!(ids(&s), vec![8]);
+    }
+
+    /// A `batches` row that does not decode stays in the table but holds back no other
+    /// batch, and does not keep the exporter waking for it.
+    #[tokio::test]
+    async fn an_unreadable_batch_row_holds_back_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = vec![
+            // Its head reads, its episodes do not.
+            (
+                1,
+                br#"{"show_id":"a","next_attempt_at":0,"items":"?"}"#.to_vec(),
+            ),
+            (2, encode(&raw_batch(2, "b", 5)).unwrap()),
+            // Nothing reads.
+            (3, b"\xff not json".to_vec()),
+            (4, encode(&raw_batch(4, "a", 5)).unwrap()),
+        ];
+        let s = store_with_rows(&dir.path().join("s.redb"), rows).await;
+        let none = HashSet::new();
+        let first = s.next_due_batches(i64::MAX, 64, &none).unwrap();
+        assert_eq!(ids_and_shows(&first), vec![(2, "b".into())]);
+        assert_eq!(
+            s.next_batch_at().unwrap(),
+            Some(5),
+            "the bad rows wake nothing"
+        );
+        let next = s.next_due_batches(i64::MAX, 64, &none).unwrap();
+        assert_eq!(ids_and_shows(&next), vec![(2, "b".into()), (4, "a".into())]);
+        let kept = s.read(|txn| Ok(txn.open_table(BATCHES)?.len()?)).unwrap();
+        assert_eq!(kept, 4, "the bad rows are left in the store");
     }
 }
