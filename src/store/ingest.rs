@@ -513,7 +513,9 @@ fn catch_up(
         Some(v) => decode(v.value())?,
         None => return Ok(None),
     };
-    if entry.state != PlayState::Pending {
+    // The ledger only ever points here; the journal says whose play it is (an id can name
+    // another show's play if the ledger ever lagged a failed group that used it first).
+    if entry.state != PlayState::Pending || entry.play.show.key() != show_key {
         return Ok(None);
     }
     let (state, applied) = t.watch.follow_mapping(&entry.play, m)?;
@@ -1083,6 +1085,82 @@ mod tests {
             "taken back"
         );
         assert_eq!(s.counts().unwrap().journal, 0);
+    }
+
+    /// A failed group is answered, and its waiting plays taken back, even while the
+    /// answering thread is still busy with an earlier group: the next group hands out the
+    /// same journal ids again, so the take-back must come first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_group_is_taken_back_before_the_next_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        store_mapping(&s, mapping("42", false, true)).await;
+        // A history page of the mapped show (left to the resolver) will fail on a corrupt row.
+        let mut bad = play(5000);
+        bad.episode = 7;
+        corrupt_dedupe_row(&s, &bad).await;
+        // The answering thread is held inside an earlier group's settle.
+        let (entered_tx, entered_rx) = oneshot::channel::<()>();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let held = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.write_settled(
+                    |_, _: &mut ()| Ok(()),
+                    move |_, _| {
+                        let _ = entered_tx.send(());
+                        let _ = gate_rx.recv();
+                    },
+                )
+                .await
+            })
+        };
+        entered_rx.await.unwrap();
+        let failed = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            s.ingest_batch(
+                vec![play(1000), bad],
+                None,
+                300,
+                |_| None,
+                MappedPlays::ToResolver,
+            ),
+        )
+        .await
+        .expect("a failed group is answered without waiting for earlier groups' answers");
+        assert!(failed.is_err());
+        assert!(s.inner.pending_shows.waiting("srv/10").is_empty());
+        let _ = gate_tx.send(());
+        held.await.unwrap().unwrap();
+    }
+
+    /// A ledger entry that names another show's play (however it got there) does not take
+    /// that play along with this show's mapping.
+    #[tokio::test]
+    async fn a_waiting_play_is_taken_along_only_for_its_own_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        store_mapping(&s, mapping("42", false, true)).await;
+        let mut other = play(1000);
+        other.show.rating_key = Some("11".into());
+        assert_eq!(
+            s.ingest_play(other, act(), 300).await.unwrap(),
+            Ingested::New(1)
+        );
+        s.inner
+            .pending_shows
+            .add("srv/10", 1, &mut PendingDelta::default());
+        let mut mine = play(2000);
+        mine.episode = 3;
+        assert!(matches!(
+            s.ingest_play(mine, act(), 300).await.unwrap(),
+            Ingested::Resolved { id: 2, .. }
+        ));
+        assert_eq!(
+            s.journal_entry(1).unwrap().unwrap().state,
+            PlayState::Pending,
+            "show 11's play waits for its own show's answer"
+        );
     }
 
     /// The ledger of waiting shows is rebuilt from `pending` when the store opens.

@@ -603,7 +603,7 @@ fn writer_loop(db: Arc<RwDb>, rx: mpsc::Receiver<Job>, commits: &std::sync::atom
                 tracing::error!(error = %err, jobs = jobs.len(), "cannot begin a write transaction");
                 let mut poisoned = true;
                 let completions = jobs.into_iter().map(|j| j(None, &mut poisoned)).collect();
-                finish(completions, Err(err));
+                answer(completions, &Err(err));
                 continue;
             }
         };
@@ -631,6 +631,12 @@ fn writer_loop(db: Arc<RwDb>, rx: mpsc::Receiver<Job>, commits: &std::sync::atom
         if let Err(e) = &result {
             tracing::error!(error = %e, jobs = completions.len(), "store commit failed");
             db.heal();
+            // A failed group's completions take back what its jobs listed in memory (the
+            // pending ledger's additions, the batch index) before the next group runs: that
+            // group hands out the same journal ids again, and a late take-back would drop
+            // its plays from the ledger, or leave the failed group's entries naming them.
+            answer(completions, &result);
+            continue;
         }
         finish(completions, result);
     }
