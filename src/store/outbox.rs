@@ -167,6 +167,17 @@ impl BatchIndex {
     }
 }
 
+/// Each show's oldest batch, oldest first: the only one of its show that may go. A batch
+/// waiting out a retry holds its show's later batches back, so the tracker gets a show's
+/// episodes in the order they were watched even across failures.
+fn heads(index: &BTreeMap<u64, BatchSlot>) -> impl Iterator<Item = (u64, &BatchSlot)> {
+    let mut shows: HashSet<&str> = HashSet::new();
+    index
+        .iter()
+        .filter(move |(_, slot)| shows.insert(&slot.show))
+        .map(|(id, slot)| (*id, slot))
+}
+
 /// A `batches` row that does not decode stays in the store as it is (a person can look at
 /// it; nothing is deleted on a guess), and the exporter goes on with the others.
 fn unreadable(batch_id: u64, e: &StoreError) {
@@ -298,8 +309,9 @@ impl Store {
     }
 
     /// What the exporter can send now: of each show not in `busy` (shows with a request in
-    /// flight, whose next batch waits for it), its oldest due batch; at most `limit`, oldest
-    /// first. Only those rows are read and decoded (see [`BatchIndex`]).
+    /// flight, whose next batch waits for it), its oldest batch when that is due (a later one
+    /// waits behind it, see [`heads`]); at most `limit`, oldest first. Only those rows are
+    /// read and decoded (see [`BatchIndex`]).
     pub fn next_due_batches(
         &self,
         now_ms: i64,
@@ -308,19 +320,14 @@ impl Store {
     ) -> Result<Vec<Batch>> {
         self.inner.batch_index.with(self, |index, txn| {
             let mut ids = Vec::new();
-            let mut shows: HashSet<&str> = HashSet::new();
-            for (id, slot) in index.iter() {
+            for (id, slot) in heads(index) {
                 if ids.len() >= limit {
                     break;
                 }
-                if slot.next_attempt_at <= now_ms
-                    && !busy.contains(&*slot.show)
-                    && shows.insert(&slot.show)
-                {
-                    ids.push(*id);
+                if slot.next_attempt_at <= now_ms && !busy.contains(&*slot.show) {
+                    ids.push(id);
                 }
             }
-            drop(shows);
             let t = txn.open_table(BATCHES)?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
@@ -344,10 +351,10 @@ impl Store {
         })
     }
 
-    /// Earliest next attempt among batches.
+    /// Earliest next attempt among the batches that may go next (each show's oldest).
     pub fn next_batch_at(&self) -> Result<Option<i64>> {
         self.inner.batch_index.with(self, |index, _| {
-            Ok(index.values().map(|s| s.next_attempt_at).min())
+            Ok(heads(index).map(|(_, s)| s.next_attempt_at).min())
         })
     }
 
@@ -857,7 +864,7 @@ mod tests {
     }
 
     /// The exporter gets each show's oldest due batch, not the show's whole queue; a
-    /// delivered batch makes room for the next, a rescheduled one lets the next go.
+    /// delivered batch makes room for the next, a rescheduled one holds its show's next back.
     #[tokio::test]
     async fn the_next_due_batch_of_each_show_and_no_more() {
         let dir = tempfile::tempdir().unwrap();
@@ -894,9 +901,38 @@ mod tests {
         let now = now_millis();
         assert_eq!(
             ids_and_shows(&s.next_due_batches(now, 64, &none).unwrap()),
-            vec![(a[1].id, "a".into()), (b[1].id, "b".into())]
+            vec![(a[1].id, "a".into())],
+            "b's next batch waits behind the one waiting to retry"
         );
         assert_eq!(s.next_batch_at().unwrap(), Some(a[1].next_attempt_at));
+        s.finish_batch(
+            a[1].id,
+            BatchOutcome::Delivered {
+                marked: 2,
+                already: 0,
+            },
+            5,
+            1.0,
+        )
+        .await
+        .unwrap();
+        s.finish_batch(
+            a[2].id,
+            BatchOutcome::Delivered {
+                marked: 2,
+                already: 0,
+            },
+            5,
+            1.0,
+        )
+        .await
+        .unwrap();
+        assert!(s.next_due_batches(now, 64, &none).unwrap().is_empty());
+        assert_eq!(
+            s.next_batch_at().unwrap(),
+            Some(later),
+            "nothing wakes the exporter before the retry"
+        );
         assert!(
             s.next_due_batches(i64::MAX, 64, &none)
                 .unwrap()
