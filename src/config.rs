@@ -1090,6 +1090,13 @@ mod tests {
         assert_eq!(e.line, Some(7), "{e}");
         let e = parse(&format!("{MIN}[outbox]\nmax_attempts = \"ten\"\n")).unwrap_err();
         assert_eq!(e.line, Some(7), "{e}");
+        // Long enough to overflow the clock arithmetic it feeds (a panic in the exporter).
+        let e = parse(&format!(
+            "{MIN}[outbox]\ncoalesce_max = \"300000000000y\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("longer than any setting takes"), "{e}");
+        assert_eq!(e.line, Some(7), "{e}");
     }
 
     #[test]

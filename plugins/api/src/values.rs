@@ -18,9 +18,20 @@ const DURATION_LIKE: &str = "a duration string like \"30s\", \"5m\", \"1h 30m\" 
 /// humantime's (`"250ms"`, `"30s"`, `"5m"`, `"1h 30m"`, `"2 days"`, `"1.5s"`), surrounding
 /// spaces ignored. Zero is a duration here; keys that need more say so ([`parse_duration_max`]).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration ({e}); {DURATION_HINT}"))
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration ({e}); {DURATION_HINT}"))?;
+    if d > LONGEST {
+        return Err(format!(
+            "{text:?} is longer than any setting takes (at most {})",
+            human(LONGEST)
+        ));
+    }
+    Ok(d)
 }
+
+/// No setting means more than a century, and every one is added to clocks and turned into
+/// milliseconds somewhere: humantime takes up to ~584 billion years, which overflows both.
+pub const LONGEST: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// [`parse_duration`], above zero and at most `max` (named in the error as config values are
 /// written).
@@ -419,6 +430,15 @@ pub fn parse_base_url(text: &str, secret: &str) -> Result<Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duration_past_a_century_is_refused() {
+        assert_eq!(parse_duration("36500d"), Ok(LONGEST));
+        for text in ["36501d", "300000000000y", "101y"] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains("at most 36500d"), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn durations() {
