@@ -148,7 +148,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                 .next_due_batches(
                     now_millis(),
                     DUE_READ.min(ex.aimd.limit() - flights.len()),
-                    &ex.shows,
+                    &ex.busy(now),
                 )
                 .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "cannot read export batches");
@@ -196,6 +196,10 @@ pub async fn exporter_task(shared: Arc<Shared>) {
         if let Some(t) = ex.coalesce.next_check(now, window, cap) {
             wait = wait.min(t);
         }
+        let rest_end = ex.next_rest_end(now);
+        if let Some(r) = rest_end {
+            wait = wait.min(r);
+        }
         if let Some(h) = ex.held(now) {
             wait = wait.min(h);
         } else if budget_blocked || (probe.items > 0 && slots == 0) {
@@ -214,7 +218,11 @@ pub async fn exporter_task(shared: Arc<Shared>) {
             // A batch due now but not sent waits for a flight to finish (or the budget, above).
             if d > 0 {
                 wait = wait.min(Duration::from_millis(d as u64));
-            } else if flights.is_empty() && !budget_blocked && ex.held(now).is_none() {
+            } else if flights.is_empty()
+                && !budget_blocked
+                && ex.held(now).is_none()
+                && rest_end.is_none()
+            {
                 wait = wait.min(Duration::from_millis(1));
             }
         }
@@ -280,8 +288,9 @@ async fn landed(
             if let Some((batch, show)) = ex.tasks.remove(&e.id()) {
                 ex.flying.remove(&batch);
                 ex.shows.remove(&show);
+                ex.rest(&show, Instant::now(), outbox);
                 shared.board.export.in_flight.fetch_sub(1, Relaxed);
-                tracing::error!(show_id = %show, error = %e, "export request task failed; the batch goes again");
+                tracing::error!(show_id = %show, error = %e, "export request task failed; the batch goes again after a rest");
             }
         }
     }
@@ -352,12 +361,18 @@ async fn finish(shared: &Shared, ex: &mut Planner, f: Flight, outbox: &OutboxCon
     let tracker_title = shared
         .catalogue()
         .and_then(|c| c.get(&b.show_id).map(|s| s.title.to_string()));
-    if let Err(e) = shared
+    match shared
         .store
         .finish_batch_titled(b.id, outcome, outbox.max_attempts, ms, tracker_title)
         .await
     {
-        tracing::error!(show_id = %b.show_id, error = %e, "cannot record export result");
+        Ok(()) => {
+            ex.resting.remove(&b.show_id);
+        }
+        Err(e) => {
+            ex.rest(&b.show_id, Instant::now(), outbox);
+            tracing::error!(show_id = %b.show_id, error = %e, "cannot record export result; the show's batch goes again after a rest");
+        }
     }
 }
 
@@ -380,11 +395,47 @@ struct Planner {
     flying: HashSet<u64>,
     shows: HashSet<String>,
     tasks: HashMap<tokio::task::Id, (u64, String)>,
+    /// Shows whose last request's outcome could not be recorded (the store refused the write,
+    /// or the request's task failed), until when they rest and how many times in a row. Their
+    /// batch is still due as stored: without a rest it would go again at once, round after
+    /// round, spending the budget without ever counting an attempt.
+    resting: HashMap<String, (Instant, u32)>,
     /// The last search for full batches: when, and the newest outbox id then.
     full_scan: Option<(Instant, u64)>,
 }
 
 impl Planner {
+    /// `show`'s last outcome was not recorded: it rests, longer each time in a row.
+    fn rest(&mut self, show: &str, now: Instant, cfg: &OutboxConfig) {
+        let n = self.resting.get(show).map_or(1, |r| r.1.saturating_add(1));
+        let until = now + super::backoff(n, cfg.initial_backoff, cfg.max_backoff);
+        self.resting.insert(show.to_string(), (until, n));
+    }
+
+    /// Shows that may not send now: a request in flight, or resting.
+    fn busy(&self, now: Instant) -> std::borrow::Cow<'_, HashSet<String>> {
+        if self.resting.values().all(|r| r.0 <= now) {
+            return std::borrow::Cow::Borrowed(&self.shows);
+        }
+        let mut busy = self.shows.clone();
+        busy.extend(
+            self.resting
+                .iter()
+                .filter(|(_, r)| r.0 > now)
+                .map(|(s, _)| s.clone()),
+        );
+        std::borrow::Cow::Owned(busy)
+    }
+
+    /// How long until the next resting show may send again.
+    fn next_rest_end(&self, now: Instant) -> Option<Duration> {
+        self.resting
+            .values()
+            .filter(|r| r.0 > now)
+            .map(|r| r.0 - now)
+            .min()
+    }
+
     /// How long exports are still held by a Retry-After.
     fn held(&mut self, now: Instant) -> Option<Duration> {
         match self.hold_until {
@@ -825,6 +876,33 @@ mod tests {
 
     const W: Duration = Duration::from_millis(20);
     const CAP: Duration = Duration::from_secs(2);
+
+    /// A show whose outcome could not be recorded rests, longer each time in a row, and is
+    /// busy for the next rounds' reads meanwhile; other shows are not.
+    #[test]
+    fn an_unrecorded_outcome_rests_its_show_and_longer_each_time() {
+        let cfg = OutboxConfig::default();
+        let mut p = Planner::default();
+        let t = Instant::now();
+        p.shows.insert("in-flight".into());
+        assert!(matches!(p.busy(t), std::borrow::Cow::Borrowed(_)));
+        p.rest("a", t, &cfg);
+        let busy = p.busy(t);
+        assert!(busy.contains("a") && busy.contains("in-flight") && !busy.contains("b"));
+        let first = p.next_rest_end(t).unwrap();
+        // The first rest is the first retry's backoff: half to all of initial_backoff.
+        assert!(first >= cfg.initial_backoff / 2 && first <= cfg.initial_backoff);
+        let after = t + first + Duration::from_millis(1);
+        assert!(!p.busy(after).contains("a"));
+        assert_eq!(p.next_rest_end(after), None);
+        p.rest("a", after, &cfg);
+        assert!(
+            p.next_rest_end(after).unwrap() >= cfg.initial_backoff,
+            "a second failure in a row rests longer"
+        );
+        p.resting.remove("a");
+        assert!(matches!(p.busy(after), std::borrow::Cow::Borrowed(_)));
+    }
 
     #[test]
     fn a_lone_play_goes_at_once() {
