@@ -590,6 +590,10 @@ struct Learned {
 const UNSTATED_RESET: Duration = Duration::from_secs(60);
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// At most this many send times are kept (16 bytes each): more than a home tracker takes in
+/// an hour, and a bound on memory whatever a tracker answers.
+const SENT_KEPT: usize = 100_000;
 const HOUR: Duration = Duration::from_secs(3600);
 
 impl Budget {
@@ -631,9 +635,10 @@ impl Budget {
         self.learned
     }
 
+    /// Keep an hour of send times whatever the limits are now: a limit set by a reload (the
+    /// usual answer to 429s) counts what was sent before it, not from zero.
     fn prune(&mut self, now: Instant) {
-        let keep = if self.per_hour > 0 { HOUR } else { MINUTE };
-        while self.sent.front().is_some_and(|t| now - *t >= keep) {
+        while self.sent.front().is_some_and(|t| now - *t >= HOUR) || self.sent.len() > SENT_KEPT {
             self.sent.pop_front();
         }
     }
@@ -663,9 +668,7 @@ impl Budget {
         if self.available(now) == 0 {
             return false;
         }
-        if self.per_minute > 0 || self.per_hour > 0 {
-            self.sent.push_back(now);
-        }
+        self.sent.push_back(now);
         if let Some(l) = self.learned.as_mut() {
             l.remaining = l.remaining.saturating_sub(1);
         }
@@ -1055,6 +1058,29 @@ mod tests {
         }
         assert_eq!(b.available(t + MINUTE * 2), 0);
         assert_eq!(b.next_slot(t + MINUTE * 2), HOUR - MINUTE * 2);
+    }
+
+    /// An hourly limit added by a reload counts the sends of the hour before it, as does one
+    /// set where there was no limit at all.
+    #[test]
+    fn a_limit_set_later_counts_the_hour_already_sent() {
+        let t = Instant::now();
+        let mut b = Budget::default();
+        b.set_limits(60, 0);
+        for _ in 0..60 {
+            assert!(b.take(t));
+        }
+        // A round between, under the old limits.
+        assert_eq!(b.available(t + MINUTE + Duration::from_secs(1)), 60);
+        b.set_limits(60, 100);
+        assert_eq!(b.available(t + MINUTE + Duration::from_secs(1)), 40);
+        let mut b = Budget::default();
+        for _ in 0..30 {
+            assert!(b.take(t));
+        }
+        b.set_limits(0, 100);
+        assert_eq!(b.available(t + MINUTE * 10), 70);
+        assert_eq!(b.available(t + HOUR), 100);
     }
 
     #[test]
