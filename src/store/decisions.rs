@@ -211,14 +211,14 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        self.write_pending(move |txn, _, delta| {
+        self.write_pending(move |txn, ledger, delta| {
             // One opening of the tables for the whole batch: in redb `open_table` costs about
             // as much as a play's own rows, and a burst resolves hundreds of plays at once.
             let mut t = ApplyTables::open(txn)?;
             let mut out = Vec::with_capacity(items.len());
             let mut failed = None;
             for (id, r) in items {
-                match t.apply(id, r, delta) {
+                match t.apply(id, r, ledger, delta) {
                     Err(StoreError::NotFound(_)) => out.push(Applied::Stale),
                     Ok(a) => out.push(a),
                     Err(e) => {
@@ -240,9 +240,9 @@ impl Store {
 
     /// Apply the resolver's decision for one play.
     pub async fn apply_resolution(&self, play_id: u64, r: Resolution) -> Result<Applied> {
-        self.write_pending(move |txn, _, delta| {
+        self.write_pending(move |txn, ledger, delta| {
             let mut t = ApplyTables::open(txn)?;
-            let applied = t.apply(play_id, r, delta);
+            let applied = t.apply(play_id, r, ledger, delta);
             t.finish()?;
             applied
         })
@@ -569,7 +569,13 @@ impl<'t> ApplyTables<'t> {
     }
 
     /// Apply the resolver's decision for one play (`Stale` when it is no longer pending).
-    fn apply(&mut self, play_id: u64, r: Resolution, delta: &mut PendingDelta) -> Result<Applied> {
+    fn apply(
+        &mut self,
+        play_id: u64,
+        r: Resolution,
+        ledger: &PendingShows,
+        delta: &mut PendingDelta,
+    ) -> Result<Applied> {
         let mut entry: JournalEntry = match self.journal.get(play_id)? {
             Some(v) => decode(v.value())?,
             None => {
@@ -583,6 +589,30 @@ impl<'t> ApplyTables<'t> {
         }
         let key = entry.play.show.key();
         let current: Option<Mapping> = get_json(&self.mappings, &key)?;
+        // The show's earlier plays still waiting (one deferred by a retry is not in this
+        // round) follow the same mapping first, in journal order.
+        let follows = match (&r, &current) {
+            (Resolution::Retry { .. }, _) => None,
+            (_, Some(m)) => Some(m),
+            (Resolution::Mapped { mapping, .. }, None) => mapping.as_ref(),
+            _ => None,
+        };
+        if let Some(m) = follows {
+            for earlier in ledger.waiting(&key) {
+                if earlier >= play_id {
+                    break;
+                }
+                take_along(
+                    &mut self.journal,
+                    &mut self.pending,
+                    &mut self.watch,
+                    delta,
+                    earlier,
+                    &key,
+                    m,
+                )?;
+            }
+        }
         // A mapping stored since the decision was made (a person's, or the resolver's own for
         // an earlier play of the show) is the newer word: the play follows it.
         let (state, applied) = match (r, &current) {
@@ -646,11 +676,100 @@ fn queue_export(txn: &WriteTransaction, play: &Play, show_id: &str) -> Result<()
     queued
 }
 
+/// Resolve an earlier play of `show_key` that still waits in `pending` by the show's mapping,
+/// as the resolver's round would (None when it is not waiting any more, or is not this show's:
+/// the ledger only points, the journal says). Ingest and the resolver both call it before a
+/// newer play of the show follows the mapping, so the show's episodes reach the outbox in
+/// the order they were acknowledged.
+pub(super) fn take_along(
+    journal: &mut redb::Table<'_, u64, &'static [u8]>,
+    pending: &mut redb::Table<'_, u64, i64>,
+    watch: &mut WatchTables<'_>,
+    delta: &mut PendingDelta,
+    play_id: u64,
+    show_key: &str,
+    m: &Mapping,
+) -> Result<Option<Applied>> {
+    if pending.get(play_id)?.is_none() {
+        return Ok(None);
+    }
+    let mut entry: JournalEntry = match journal.get(play_id)? {
+        Some(v) => decode(v.value())?,
+        None => return Ok(None),
+    };
+    if entry.state != PlayState::Pending || entry.play.show.key() != show_key {
+        return Ok(None);
+    }
+    let (state, applied) = watch.follow_mapping(&entry.play, m)?;
+    entry.state = state;
+    pending.remove(play_id)?;
+    journal.insert(play_id, encode(&entry)?.as_slice())?;
+    delta.remove(show_key.to_string(), play_id);
+    Ok(Some(applied))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::ops::Ingested;
     use crate::store::ops::fixtures::{act, play};
+
+    /// A play the resolver deferred (a retry time in the future keeps it out of the round)
+    /// still goes to the outbox before the show's later plays once the show is mapped.
+    #[tokio::test]
+    async fn a_deferred_play_goes_before_the_later_ones_when_its_show_is_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        for e in 1..=2 {
+            let mut p = play(1000 * i64::from(e));
+            p.episode = e;
+            s.ingest_play(p, act(), 300).await.unwrap();
+        }
+        let later = Resolution::Retry {
+            not_before_ms: i64::MAX,
+        };
+        assert_eq!(
+            s.apply_resolution(1, later).await.unwrap(),
+            Applied::Deferred
+        );
+        let due: Vec<u64> = s
+            .due_pending(crate::model::now_millis(), 10)
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(due, vec![2]);
+        let mapping = Mapping {
+            plex: play(0).show,
+            show_id: "42".into(),
+            method: "guid".into(),
+            confidence: 1.0,
+            manual: false,
+            sync_enabled: true,
+            created_at: 0,
+            ignored: false,
+            updated_at: None,
+        };
+        let mapped = Resolution::Mapped {
+            show_id: "42".into(),
+            mapping: Some(mapping),
+        };
+        s.apply_resolution(2, mapped).await.unwrap();
+        let mut p = play(3000);
+        p.episode = 3;
+        assert!(matches!(
+            s.ingest_play(p, act(), 300).await.unwrap(),
+            Ingested::Resolved { .. }
+        ));
+        assert_eq!(s.counts().unwrap().pending_resolution, 0);
+        s.form_batches(100).await.unwrap();
+        let batches = s.due_batches(i64::MAX, 10).unwrap();
+        let eps: Vec<u32> = batches
+            .iter()
+            .flat_map(|b| b.items.iter().map(|i| i.episode))
+            .collect();
+        assert_eq!(eps, vec![1, 2, 3], "acknowledgement order");
+    }
 
     /// A decision applied after a mapping was stored for its show (a person's, or one an
     /// earlier play of the same write created): the mapping wins.

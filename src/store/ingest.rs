@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use tokio::sync::oneshot;
 
-use super::decisions::{Applied, WatchTables};
+use super::decisions::{Applied, WatchTables, take_along};
 use super::ops::get_json;
 use super::*;
 use crate::model::{Activity, ActivityStatus, JournalEntry, Mapping, Play, PlayState, now_secs};
@@ -472,7 +472,15 @@ fn ingest_in(
         Some(m) => {
             let mut queued = false;
             for earlier in ledger.waiting(&show_key) {
-                queued |= catch_up(t, delta, earlier, &show_key, &m)? == Some(Applied::Queued);
+                queued |= take_along(
+                    &mut t.journal,
+                    &mut t.pending,
+                    &mut t.watch,
+                    delta,
+                    earlier,
+                    &show_key,
+                    &m,
+                )? == Some(Applied::Queued);
             }
             let (state, applied) = t.watch.follow_mapping(&play, &m)?;
             Some((state, queued || applied == Applied::Queued))
@@ -495,35 +503,6 @@ fn ingest_in(
     };
     t.journal.insert(id, encode(&entry)?.as_slice())?;
     Ok(answer)
-}
-
-/// Resolve an earlier play of a now-mapped show that still waits in `pending` (the ledger
-/// may list one that has left: None then), as the resolver's round would.
-fn catch_up(
-    t: &mut Tables<'_>,
-    delta: &mut PendingDelta,
-    play_id: u64,
-    show_key: &str,
-    m: &Mapping,
-) -> Result<Option<Applied>> {
-    if t.pending.get(play_id)?.is_none() {
-        return Ok(None);
-    }
-    let mut entry: JournalEntry = match t.journal.get(play_id)? {
-        Some(v) => decode(v.value())?,
-        None => return Ok(None),
-    };
-    // The ledger only ever points here; the journal says whose play it is (an id can name
-    // another show's play if the ledger ever lagged a failed group that used it first).
-    if entry.state != PlayState::Pending || entry.play.show.key() != show_key {
-        return Ok(None);
-    }
-    let (state, applied) = t.watch.follow_mapping(&entry.play, m)?;
-    entry.state = state;
-    t.pending.remove(play_id)?;
-    t.journal.insert(play_id, encode(&entry)?.as_slice())?;
-    delta.remove(show_key.to_string(), play_id);
-    Ok(Some(applied))
 }
 
 /// Record that `source` saw the viewing journaled as `play_id`: on its journal entry and on
