@@ -15,6 +15,8 @@ use super::*;
 use crate::model::{Activity, ActivityStatus, JournalEntry, Mapping, Play, PlayState, now_secs};
 use std::collections::HashMap;
 
+/// The viewings of one episode by one account, newest first: the newest in the row's own
+/// fields (the row's shape before `earlier` existed, so older rows read as they are).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct DedupeEntry {
     viewed_at: i64,
@@ -22,6 +24,49 @@ struct DedupeEntry {
     /// Every source that has reported this viewing.
     #[serde(default)]
     sources: Vec<PlaySource>,
+    /// Older viewings, newest first: a history row read late (a paused poll, a backfill)
+    /// finds its own viewing, not only the newest, so a rewatch does not make it a new play.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    earlier: Vec<Viewing>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Viewing {
+    viewed_at: i64,
+    play_id: u64,
+    #[serde(default)]
+    sources: Vec<PlaySource>,
+}
+
+/// Viewings of one episode remembered for deduplication; older ones are forgotten (a play
+/// read again that long after is a new play, as before there was a list).
+const VIEWINGS_KEPT: usize = 8;
+
+impl DedupeEntry {
+    fn into_viewings(self) -> Vec<Viewing> {
+        let mut all = Vec::with_capacity(1 + self.earlier.len());
+        all.push(Viewing {
+            viewed_at: self.viewed_at,
+            play_id: self.play_id,
+            sources: self.sources,
+        });
+        all.extend(self.earlier);
+        all
+    }
+
+    /// The row for `viewings` (not empty): newest first, at most [`VIEWINGS_KEPT`].
+    fn from_viewings(mut viewings: Vec<Viewing>) -> Option<DedupeEntry> {
+        viewings.sort_by_key(|v| std::cmp::Reverse(v.viewed_at));
+        viewings.truncate(VIEWINGS_KEPT);
+        let mut it = viewings.into_iter();
+        let head = it.next()?;
+        Some(DedupeEntry {
+            viewed_at: head.viewed_at,
+            play_id: head.play_id,
+            sources: head.sources,
+            earlier: it.collect(),
+        })
+    }
 }
 
 /// The answer to [`Store::ingest_play`].
@@ -395,54 +440,65 @@ fn ingest_in(
         }
     }
     let key = play.dedupe_key();
-    let prev: Option<DedupeEntry> = get_json(&t.dedupe, &key)?;
-    if let Some(mut prev) = prev {
-        if (play.viewed_at - prev.viewed_at).abs() <= window {
-            let new_source = !prev.sources.contains(&play.source);
-            if new_source {
-                prev.sources.push(play.source);
-                t.dedupe.insert(key.as_str(), encode(&prev)?.as_slice())?;
-            }
-            if let Some(hk) = &play.history_key {
-                t.hkeys.insert(hk.as_str(), prev.play_id)?;
-            }
-            // One viewing, one play: the original play (and its activity row) learns that
-            // this source saw it too; nothing is queued again.
-            let seen = if new_source {
-                add_source(t, prev.play_id, play.source)?
-            } else {
-                None
-            };
-            let seen: Vec<String> =
-                seen.unwrap_or_else(|| prev.sources.iter().map(|s| s.to_string()).collect());
-            if let Some(mut a) = activity {
-                a.status = ActivityStatus::Duplicate;
-                a.action = format!(
-                    "same viewing as play #{} (seen by {})",
-                    prev.play_id,
-                    seen.join(", ")
-                );
-                a.play_id = Some(prev.play_id);
-                a.sources = seen;
-                t.put_activity(a)?;
-            }
-            return Ok(Ingested::Duplicate(prev.play_id));
+    let mut viewings = get_json::<DedupeEntry>(&t.dedupe, &key)?
+        .map(DedupeEntry::into_viewings)
+        .unwrap_or_default();
+    let same = viewings
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| (play.viewed_at - v.viewed_at).abs() <= window)
+        .min_by_key(|(_, v)| (play.viewed_at - v.viewed_at).abs())
+        .map(|(i, _)| i);
+    if let Some(i) = same {
+        let prev = &mut viewings[i];
+        let play_id = prev.play_id;
+        let new_source = !prev.sources.contains(&play.source);
+        if new_source {
+            prev.sources.push(play.source);
         }
+        let known: Vec<String> = prev.sources.iter().map(|s| s.to_string()).collect();
+        if new_source {
+            if let Some(row) = DedupeEntry::from_viewings(viewings) {
+                t.dedupe.insert(key.as_str(), encode(&row)?.as_slice())?;
+            }
+        }
+        if let Some(hk) = &play.history_key {
+            t.hkeys.insert(hk.as_str(), play_id)?;
+        }
+        // One viewing, one play: the original play (and its activity row) learns that
+        // this source saw it too; nothing is queued again.
+        let seen = if new_source {
+            add_source(t, play_id, play.source)?
+        } else {
+            None
+        };
+        let seen: Vec<String> = seen.unwrap_or(known);
+        if let Some(mut a) = activity {
+            a.status = ActivityStatus::Duplicate;
+            a.action = format!(
+                "same viewing as play #{} (seen by {})",
+                play_id,
+                seen.join(", ")
+            );
+            a.play_id = Some(play_id);
+            a.sources = seen;
+            t.put_activity(a)?;
+        }
+        return Ok(Ingested::Duplicate(play_id));
     }
     let id = t.watch.seqs.next(&t.watch.meta, "journal")?;
     play.id = id;
     if let Some(hk) = &play.history_key {
         t.hkeys.insert(hk.as_str(), id)?;
     }
-    t.dedupe.insert(
-        key.as_str(),
-        encode(&DedupeEntry {
-            viewed_at: play.viewed_at,
-            play_id: id,
-            sources: vec![play.source],
-        })?
-        .as_slice(),
-    )?;
+    viewings.push(Viewing {
+        viewed_at: play.viewed_at,
+        play_id: id,
+        sources: vec![play.source],
+    });
+    if let Some(row) = DedupeEntry::from_viewings(viewings) {
+        t.dedupe.insert(key.as_str(), encode(&row)?.as_slice())?;
+    }
     if counts_as_webhook_loss(&t.watch.meta, &play)? {
         bump_counter(&mut t.watch.meta, "webhook_loss", 1)?;
     }
@@ -1140,6 +1196,49 @@ mod tests {
             PlayState::Pending,
             "show 11's play waits for its own show's answer"
         );
+    }
+
+    /// A history page read late (after a rewatch) finds each row's own viewing: two
+    /// viewings a day apart, each seen by a webhook and then by the poll, are two plays.
+    #[tokio::test]
+    async fn a_late_history_row_finds_its_own_viewing_behind_a_rewatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        let first = s.ingest_play(play(1000), act(), 300).await.unwrap();
+        let second = s.ingest_play(play(87_400), act(), 300).await.unwrap();
+        assert_eq!((first, second), (Ingested::New(1), Ingested::New(2)));
+        let polled = |at: i64, hk: &str| {
+            let mut p = play(at);
+            p.source = PlaySource::Poll;
+            p.history_key = Some(hk.into());
+            p
+        };
+        let counts = s
+            .ingest_batch(
+                vec![polled(1010, "h1"), polled(87_410, "h2")],
+                None,
+                300,
+                |_| None,
+                MappedPlays::ToResolver,
+            )
+            .await
+            .unwrap();
+        assert_eq!((counts.new, counts.duplicates), (0, 2), "{counts:?}");
+        assert_eq!(s.counts().unwrap().journal, 2);
+        // Each journal entry learned that the poll saw it too.
+        for id in [1, 2] {
+            let e = s.journal_entry(id).unwrap().unwrap();
+            assert_eq!(
+                e.sources,
+                vec![PlaySource::Webhook, PlaySource::Poll],
+                "#{id}"
+            );
+        }
+        // A third viewing much later is a new play, and the first two are still known.
+        let third = s.ingest_play(play(200_000), act(), 300).await.unwrap();
+        assert_eq!(third, Ingested::New(3));
+        let again = s.ingest_play(play(1020), act(), 300).await.unwrap();
+        assert_eq!(again, Ingested::Duplicate(1));
     }
 
     /// The ledger of waiting shows is rebuilt from `pending` when the store opens.
