@@ -189,12 +189,11 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
         let started = Instant::now();
         tracing::info!(shows = base.len(), "catalogue names: pass started");
         let pass = enrich(&matchers, &base, |c| {
-            let live = shared.catalogue();
-            let ours = live
-                .as_ref()
-                .is_some_and(|l| Arc::ptr_eq(l, &current) || Arc::ptr_eq(l, &base));
+            // Checked and published in one step: a refresh's publication cannot come between.
+            let ours = shared.publish_catalogue(c.clone(), |live| {
+                live.is_some_and(|l| Arc::ptr_eq(l, &current) || Arc::ptr_eq(l, &base))
+            });
             if ours {
-                shared.publish_catalogue(c.clone());
                 current = c;
             }
             ours
