@@ -333,6 +333,10 @@ impl TrackerExporter {
                 "a show object is larger than {} KiB",
                 stream::MAX_ELEMENT / 1024
             ),
+            stream::StreamError::TooMany => format!(
+                "more than {} shows, the most a catalogue may hold",
+                stream::MAX_SHOWS
+            ),
             stream::StreamError::NoShowFits(f) => format!(
                 "no row has a usable id and title; row {}: {}",
                 f.row, f.reason

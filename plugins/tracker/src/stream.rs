@@ -20,6 +20,13 @@ use serde_json::{Map, Value};
 /// buffer whatever the tracker sends.
 pub(crate) const MAX_ELEMENT: usize = 1024 * 1024;
 
+/// Most shows one catalogue may hold. The 64 MiB body cap alone does not bound memory: a
+/// show can be written in 20 bytes (`{"id":1,"title":""},`), which makes millions of shows
+/// and over a gigabyte at the peak (each decoded show is a ~190-byte struct before its
+/// strings, then the catalogue and every matcher's index). TMDB lists fewer than 200,000 TV
+/// shows, so no tracker's real catalogue comes near this.
+pub(crate) const MAX_SHOWS: usize = 500_000;
+
 /// Bytes of the body's start kept for error messages.
 const HEAD: usize = 512;
 
@@ -46,6 +53,8 @@ pub(crate) enum StreamError {
     Element(serde_json::Error),
     /// An element larger than [`MAX_ELEMENT`].
     TooLarge,
+    /// More shows than [`MAX_SHOWS`].
+    TooMany,
     /// Elements were there, but not one has an `id` and a `title` that fit: the tracker
     /// speaks another contract (the first row's problem).
     NoShowFits(Flaw),
@@ -247,6 +256,10 @@ impl ArrayStream {
             }
         };
         if let Some(mut show) = decoded {
+            // Refused while streaming, before the excess is held.
+            if self.shows.len() >= MAX_SHOWS {
+                return Err(StreamError::TooMany);
+            }
             compact(&mut show);
             self.shows.push(show);
         }
@@ -511,6 +524,29 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_catalogue_of_more_than_max_shows_is_refused() {
+        let row = br#"{"id":1,"title":""},"#;
+        let mut body = Vec::with_capacity(row.len() * (MAX_SHOWS + 1) + 2);
+        body.push(b'[');
+        for _ in 0..MAX_SHOWS {
+            body.extend_from_slice(row);
+        }
+        body.extend_from_slice(br#"{"id":1,"title":""}]"#);
+        let mut s = ArrayStream::new();
+        let mut refused = None;
+        for (i, chunk) in body.chunks(64 * 1024).enumerate() {
+            if let Err(e) = s.feed(chunk) {
+                refused = Some((e, i));
+                break;
+            }
+        }
+        let (e, chunk) = refused.expect("more than MAX_SHOWS shows accepted");
+        assert!(matches!(e, StreamError::TooMany), "{e:?}");
+        // Refused at the show past the cap, in the answer's last chunk.
+        assert_eq!(chunk, body.len().div_ceil(64 * 1024) - 1);
     }
 
     #[test]
