@@ -218,7 +218,7 @@ pub(crate) enum SwapPoint {
 }
 
 #[cfg(test)]
-type SwapProbe = Arc<dyn Fn(SwapPoint) + Send + Sync>;
+pub(crate) type SwapProbe = Arc<dyn Fn(SwapPoint) + Send + Sync>;
 
 /// The live configuration and what is built from it; each value is swapped as a whole.
 struct Live {
@@ -649,27 +649,17 @@ impl Shared {
         self.store.put_secret(name.to_string(), sealed).await?;
         // Built again under the swap lock from what is live now: a reload (config) or a
         // publication (catalogue) may have come during the store's write, and plugins built
-        // before it would undo theirs.
-        {
-            let _swap = self.lock_swaps();
-            let cfg = self.config();
-            let map = with_secret();
-            // Only a reload during the write can make this fail; the secret is stored and
-            // applies at the next reload or start that accepts it.
-            let plugins = registry::build(&cfg, &map, Some(&self.store)).map_err(|e| {
-                DaemonError::Refused(format!(
-                    "secret {name:?} is stored, but the configuration reloaded meanwhile refuses it: {e}"
-                ))
-            })?;
-            let plex = plex_client(&cfg, &map, &self.plex_client_id).map_err(|e| refused(&e))?;
-            if let Some(c) = self.catalogue() {
-                for m in &plugins.matchers {
-                    m.set_catalogue(c.clone());
-                }
+        // before it would undo theirs. On a blocking thread: the lock may be held for a
+        // whole index build, and the matchers index the catalogue again here.
+        let secret = Secret::new(value.to_string());
+        match self.self_ref() {
+            Some(me) => {
+                let name = name.to_string();
+                tokio::task::spawn_blocking(move || me.swap_in_secret(&name, secret))
+                    .await
+                    .map_err(|e| DaemonError::Io(format!("applying the secret failed: {e}")))??
             }
-            write(&self.live.secrets, map);
-            write(&self.live.plugins, Arc::new(plugins));
-            write(&self.live.plex, Arc::new(plex));
+            None => self.swap_in_secret(name, secret)?,
         }
         self.wake.resolve.notify_one();
         self.wake.export.notify_one();
@@ -695,11 +685,41 @@ impl Shared {
         Ok(())
     }
 
+    /// [`Shared::set_secret`]'s last step, under [`Shared::swaps`]: plugins and the Plex
+    /// client built from the live config and secrets with `secret` as `name`, handed the live
+    /// catalogue, swapped in. CPU-bound (indices): call it on a blocking thread.
+    fn swap_in_secret(&self, name: &str, secret: Secret) -> Result<(), DaemonError> {
+        let _swap = self.lock_swaps();
+        let cfg = self.config();
+        let mut map = read(&self.live.secrets);
+        map.insert(name.to_string(), secret);
+        // Only a reload during the store's write can make this fail; the secret is stored
+        // and applies at the next reload or start that accepts it.
+        let refused = |e: &dyn std::fmt::Display| {
+            DaemonError::Refused(format!(
+                "secret {name:?} is stored, but the configuration reloaded meanwhile refuses it: {e}"
+            ))
+        };
+        let plugins = registry::build(&cfg, &map, Some(&self.store)).map_err(|e| refused(&e))?;
+        let plex = plex_client(&cfg, &map, &self.plex_client_id).map_err(|e| refused(&e))?;
+        if let Some(c) = self.catalogue() {
+            for m in &plugins.matchers {
+                m.set_catalogue(c.clone());
+            }
+        }
+        write(&self.live.secrets, map);
+        write(&self.live.plugins, Arc::new(plugins));
+        write(&self.live.plex, Arc::new(plex));
+        Ok(())
+    }
+
     /// Re-read the config file (SIGHUP). A valid file takes effect at once — poll schedule
     /// and settings, matchers, tracker settings, limits, accounts — with plugins and the Plex
     /// client rebuilt from it (built, not probed: an exec matcher's program starts with its
     /// first request); an invalid one (or one whose plugins refuse it) is refused and
     /// the running configuration stays. Returns the settings that only a restart applies.
+    /// CPU-bound (every matcher indexes the catalogue) and may wait for a publication: call
+    /// it on a blocking thread.
     pub fn reload(&self) -> Result<Vec<&'static str>, DaemonError> {
         let old = self.config();
         // Held from reading the secrets and the catalogue the plugins are built with to the
@@ -1018,13 +1038,10 @@ pub async fn open_shared(
     }))
 }
 
+/// Tests: the state of a daemon in `dir` (guid and title matchers, nothing reachable, no
+/// polling), its config file written there so a reload can read it.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use plexsync_plugin_api::{CatalogShow, MatchOutcome, ShowQuery};
-    use std::sync::mpsc;
-    use std::thread::JoinHandle;
-
+pub(crate) async fn open_for_test(dir: &std::path::Path) -> Arc<Shared> {
     const CONFIG: &str = r#"[server]
 listen = "127.0.0.1:0"
 [plex]
@@ -1040,6 +1057,20 @@ kind = "guid"
 [[matchers]]
 kind = "title"
 "#;
+    let path = dir.join("plexsync.toml");
+    std::fs::write(&path, CONFIG).expect("write the test config");
+    let cfg = Config::load(&path).expect("the test config loads");
+    open_shared(cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("the test state opens")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plexsync_plugin_api::{CatalogShow, MatchOutcome, ShowQuery};
+    use std::sync::mpsc;
+    use std::thread::JoinHandle;
 
     fn show(id: &str, title: &str, tvdb: u64) -> CatalogShow {
         CatalogShow {
@@ -1065,12 +1096,7 @@ kind = "title"
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plexsync.toml");
-        std::fs::write(&path, CONFIG).unwrap();
-        let cfg = Config::load(&path).unwrap();
-        let shared = rt
-            .block_on(open_shared(cfg, "127.0.0.1:0".parse().unwrap()))
-            .unwrap();
+        let shared = rt.block_on(open_for_test(dir.path()));
         shared.set_catalogue(Arc::new(Catalogue::new(vec![show(
             "one",
             "Only In One",
