@@ -63,7 +63,20 @@ async fn reload_task(shared: Arc<Shared>, trigger: Option<Arc<tokio::sync::Notif
             _ = shutdown.changed() => break,
         }
         let path = shared.config().source.clone();
-        match shared.reload() {
+        // Off the runtime's workers: the new matchers index the catalogue, and the swap waits
+        // for a publication in progress (see `Shared::reload`).
+        let reload = {
+            let shared = shared.clone();
+            tokio::task::spawn_blocking(move || shared.reload())
+        };
+        let result = match reload.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(config = %path.display(), error = %e, "configuration reload failed");
+                continue;
+            }
+        };
+        match result {
             Ok(restart) if restart.is_empty() => {
                 tracing::info!(config = %path.display(), "configuration reloaded")
             }
@@ -226,5 +239,111 @@ async fn open_shared_patiently(
             }
             r => return r,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{SwapPoint, SwapProbe, open_for_test};
+    use plexsync_plugin_api::{CatalogShow, Catalogue};
+    use std::sync::{Mutex, mpsc};
+
+    #[derive(Clone, Copy, Debug)]
+    enum Swap {
+        Reload,
+        Secret,
+    }
+
+    /// A reload (through the reload task, as SIGHUP) or a new secret that has to wait for a
+    /// publication in progress waits on a blocking thread: the runtime, one thread here, goes
+    /// on running other tasks meanwhile.
+    fn a_swap_waiting_for_a_publication_leaves_the_runtime_free(swap: Swap) {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let shared = rt.block_on(open_for_test(dir.path()));
+        // The publication stops inside its window (holding the swap lock) until released.
+        let (indexed_tx, indexed_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let (waiting_tx, mut waiting_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let probe: SwapProbe = Arc::new(move |at| match at {
+            SwapPoint::CatalogueIndexed => {
+                let _ = indexed_tx.send(());
+                let _ = release_rx.lock().unwrap().recv();
+            }
+            SwapPoint::Waiting => {
+                let _ = waiting_tx.send(());
+            }
+        });
+        shared.set_swap_probe(Some(probe));
+        let publisher = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                shared.set_catalogue(Arc::new(Catalogue::new(vec![CatalogShow {
+                    id: "1".into(),
+                    title: "A".into(),
+                    ..Default::default()
+                }])))
+            })
+        };
+        indexed_rx.recv().unwrap();
+
+        let (alive_tx, alive_rx) = mpsc::channel::<()>();
+        let runtime = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                rt.block_on(async move {
+                    let task = match swap {
+                        Swap::Reload => {
+                            let trigger = Arc::new(tokio::sync::Notify::new());
+                            let t =
+                                tokio::spawn(reload_task(shared.clone(), Some(trigger.clone())));
+                            trigger.notify_one();
+                            t
+                        }
+                        Swap::Secret => {
+                            let shared = shared.clone();
+                            tokio::spawn(async move {
+                                shared
+                                    .set_secret("plex-token", "a-new-token")
+                                    .await
+                                    .unwrap();
+                            })
+                        }
+                    };
+                    waiting_rx.recv().await.unwrap();
+                    // Another task runs while the swap waits.
+                    tokio::spawn(async {}).await.unwrap();
+                    let _ = alive_tx.send(());
+                    // The reload task ends at shutdown, once the reload it runs is through.
+                    let _ = shared.shutdown.send(true);
+                    task.await.unwrap();
+                })
+            })
+        };
+        // Only the failing case waits this long.
+        let alive = alive_rx.recv_timeout(Duration::from_secs(20));
+        release_tx.send(()).unwrap();
+        publisher.join().unwrap();
+        runtime.join().unwrap();
+        shared.set_swap_probe(None);
+        assert!(
+            alive.is_ok(),
+            "{swap:?}: the runtime stalled while the swap waited for the publication"
+        );
+    }
+
+    #[test]
+    fn a_reload_waiting_for_a_publication_leaves_the_runtime_free() {
+        a_swap_waiting_for_a_publication_leaves_the_runtime_free(Swap::Reload);
+    }
+
+    #[test]
+    fn a_secret_change_waiting_for_a_publication_leaves_the_runtime_free() {
+        a_swap_waiting_for_a_publication_leaves_the_runtime_free(Swap::Secret);
     }
 }

@@ -238,7 +238,7 @@ pub async fn run_file(
         for m in &plugins.matchers {
             m.set_catalogue(c.clone());
         }
-        true
+        std::future::ready(true)
     })
     .await;
     if let Some(e) = &pass.error {

@@ -193,7 +193,32 @@ pub struct Shared {
     plex_client_id: String,
     /// One secret change at a time: each validates against, and replaces, the whole map.
     secret_lock: tokio::sync::Mutex<()>,
+    /// Held across every change to what the matchers hold: a catalogue publication (from
+    /// handing the matchers the catalogue, which builds their indices, to making it the live
+    /// one), a reload's and a secret change's build-and-swap of the plugins. Without it a
+    /// reload could build new plugins from the old catalogue while a publication was indexing
+    /// the new one on the plugins being replaced: the live matchers kept the old catalogue
+    /// for good (a refresh bringing the same shows is skipped). A std mutex: never held
+    /// across an `.await`.
+    swaps: Mutex<()>,
+    /// Test seam: called at the points of [`SwapPoint`], so a test can run a reload inside a
+    /// publication's window without sleeping.
+    #[cfg(test)]
+    swap_probe: Mutex<Option<SwapProbe>>,
 }
+
+/// Where [`Shared::swap_probe`] is called.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SwapPoint {
+    /// A publication gave every matcher the catalogue and has not made it live yet.
+    CatalogueIndexed,
+    /// A swap found the lock held and is about to wait for it.
+    Waiting,
+}
+
+#[cfg(test)]
+pub(crate) type SwapProbe = Arc<dyn Fn(SwapPoint) + Send + Sync>;
 
 /// The live configuration and what is built from it; each value is swapped as a whole.
 struct Live {
@@ -399,10 +424,42 @@ impl Shared {
         self.with_status(|s| s.catalogue_loaded_at = Some(now_secs()));
     }
 
+    /// Take [`Shared::swaps`] (a panic under it leaves nothing half-done worth refusing for:
+    /// each swap writes its values last).
+    fn lock_swaps(&self) -> std::sync::MutexGuard<'_, ()> {
+        #[cfg(test)]
+        match self.swaps.try_lock() {
+            Ok(g) => return g,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => self.probe(SwapPoint::Waiting),
+        }
+        self.swaps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[cfg(test)]
+    fn probe(&self, at: SwapPoint) {
+        let probe = self.swap_probe.lock().ok().and_then(|g| g.clone());
+        if let Some(f) = probe {
+            f(at);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_swap_probe(&self, f: Option<SwapProbe>) {
+        if let Ok(mut g) = self.swap_probe.lock() {
+            *g = f;
+        }
+    }
+
+    /// Make `c` the catalogue: every matcher indexes it (slow: on a blocking thread), then it
+    /// is the live one. Under [`Shared::swaps`], so plugins swapped in meanwhile get it too.
     pub fn set_catalogue(&self, c: Arc<Catalogue>) {
+        let _swap = self.lock_swaps();
         for m in &self.plugins().matchers {
             m.set_catalogue(c.clone());
         }
+        #[cfg(test)]
+        self.probe(SwapPoint::CatalogueIndexed);
         self.with_status(|s| {
             s.catalogue_shows = c.len();
             s.catalogue_loaded_at = Some(now_secs());
@@ -413,12 +470,24 @@ impl Shared {
     }
 
     /// Hand every matcher the same catalogue with more names (pipeline/enrich.rs): unlike
-    /// [`Shared::set_catalogue`] it is no new load, so the status's load time stays.
-    pub fn publish_catalogue(&self, c: Arc<Catalogue>) {
+    /// [`Shared::set_catalogue`] it is no new load, so the status's load time stays. Only
+    /// while `still_current(live catalogue)` holds, checked under [`Shared::swaps`] so a
+    /// publication of a newer catalogue cannot come between the check and the swap; returns
+    /// whether it published.
+    pub fn publish_catalogue(
+        &self,
+        c: Arc<Catalogue>,
+        still_current: impl FnOnce(Option<&Arc<Catalogue>>) -> bool,
+    ) -> bool {
+        let _swap = self.lock_swaps();
+        if !still_current(self.catalogue().as_ref()) {
+            return false;
+        }
         for m in &self.plugins().matchers {
             m.set_catalogue(c.clone());
         }
         write(&self.live.catalogue, Some(c));
+        true
     }
 
     /// Whether the pipeline tasks run and the daemon is not stopping.
@@ -563,23 +632,35 @@ impl Shared {
         secrets::check_name(name)?;
         secrets::check_value(name, value)?;
         let _one_at_a_time = self.secret_lock.lock().await;
+        let with_secret = || {
+            let mut map = read(&self.live.secrets);
+            map.insert(name.to_string(), Secret::new(value.to_string()));
+            map
+        };
+        let refused = |e: &dyn std::fmt::Display| {
+            DaemonError::Refused(format!("secret {name:?} refused: {e}"))
+        };
+        // Checked before anything is stored: what is built here is thrown away.
         let cfg = self.config();
-        let mut map = read(&self.live.secrets);
-        map.insert(name.to_string(), Secret::new(value.to_string()));
-        let plugins = registry::build(&cfg, &map, Some(&self.store))
-            .map_err(|e| DaemonError::Refused(format!("secret {name:?} refused: {e}")))?;
-        let plex = plex_client(&cfg, &map, &self.plex_client_id)
-            .map_err(|e| DaemonError::Refused(format!("secret {name:?} refused: {e}")))?;
+        let map = with_secret();
+        registry::build(&cfg, &map, Some(&self.store)).map_err(|e| refused(&e))?;
+        plex_client(&cfg, &map, &self.plex_client_id).map_err(|e| refused(&e))?;
         let sealed = self.key.seal(name, value)?;
         self.store.put_secret(name.to_string(), sealed).await?;
-        if let Some(c) = self.catalogue() {
-            for m in &plugins.matchers {
-                m.set_catalogue(c.clone());
+        // Built again under the swap lock from what is live now: a reload (config) or a
+        // publication (catalogue) may have come during the store's write, and plugins built
+        // before it would undo theirs. On a blocking thread: the lock may be held for a
+        // whole index build, and the matchers index the catalogue again here.
+        let secret = Secret::new(value.to_string());
+        match self.self_ref() {
+            Some(me) => {
+                let name = name.to_string();
+                tokio::task::spawn_blocking(move || me.swap_in_secret(&name, secret))
+                    .await
+                    .map_err(|e| DaemonError::Io(format!("applying the secret failed: {e}")))??
             }
+            None => self.swap_in_secret(name, secret)?,
         }
-        write(&self.live.secrets, map);
-        write(&self.live.plugins, Arc::new(plugins));
-        write(&self.live.plex, Arc::new(plex));
         self.wake.resolve.notify_one();
         self.wake.export.notify_one();
         self.wake.enrich.notify_one();
@@ -604,21 +685,53 @@ impl Shared {
         Ok(())
     }
 
+    /// [`Shared::set_secret`]'s last step, under [`Shared::swaps`]: plugins and the Plex
+    /// client built from the live config and secrets with `secret` as `name`, handed the live
+    /// catalogue, swapped in. CPU-bound (indices): call it on a blocking thread.
+    fn swap_in_secret(&self, name: &str, secret: Secret) -> Result<(), DaemonError> {
+        let _swap = self.lock_swaps();
+        let cfg = self.config();
+        let mut map = read(&self.live.secrets);
+        map.insert(name.to_string(), secret);
+        // Only a reload during the store's write can make this fail; the secret is stored
+        // and applies at the next reload or start that accepts it.
+        let refused = |e: &dyn std::fmt::Display| {
+            DaemonError::Refused(format!(
+                "secret {name:?} is stored, but the configuration reloaded meanwhile refuses it: {e}"
+            ))
+        };
+        let plugins = registry::build(&cfg, &map, Some(&self.store)).map_err(|e| refused(&e))?;
+        let plex = plex_client(&cfg, &map, &self.plex_client_id).map_err(|e| refused(&e))?;
+        if let Some(c) = self.catalogue() {
+            for m in &plugins.matchers {
+                m.set_catalogue(c.clone());
+            }
+        }
+        write(&self.live.secrets, map);
+        write(&self.live.plugins, Arc::new(plugins));
+        write(&self.live.plex, Arc::new(plex));
+        Ok(())
+    }
+
     /// Re-read the config file (SIGHUP). A valid file takes effect at once — poll schedule
     /// and settings, matchers, tracker settings, limits, accounts — with plugins and the Plex
     /// client rebuilt from it (built, not probed: an exec matcher's program starts with its
     /// first request); an invalid one (or one whose plugins refuse it) is refused and
     /// the running configuration stays. Returns the settings that only a restart applies.
+    /// CPU-bound (every matcher indexes the catalogue) and may wait for a publication: call
+    /// it on a blocking thread.
     pub fn reload(&self) -> Result<Vec<&'static str>, DaemonError> {
         let old = self.config();
-        let result = Config::load(&old.source)
-            .map_err(DaemonError::from)
-            .and_then(|new| {
-                let secrets = read(&self.live.secrets);
-                let plugins = registry::build(&new, &secrets, Some(&self.store))?;
-                let plex = plex_client(&new, &secrets, &self.plex_client_id)?;
-                Ok((new, plugins, plex))
-            });
+        // Held from reading the secrets and the catalogue the plugins are built with to the
+        // swap (see `swaps`); the file is read before.
+        let loaded = Config::load(&old.source);
+        let swap = self.lock_swaps();
+        let result = loaded.map_err(DaemonError::from).and_then(|new| {
+            let secrets = read(&self.live.secrets);
+            let plugins = registry::build(&new, &secrets, Some(&self.store))?;
+            let plex = plex_client(&new, &secrets, &self.plex_client_id)?;
+            Ok((new, plugins, plex))
+        });
         let (new, plugins, plex) = match result {
             Ok(built) => built,
             Err(e) => {
@@ -657,6 +770,7 @@ impl Shared {
         write(&self.live.config, Arc::new(new));
         write(&self.live.plugins, Arc::new(plugins));
         write(&self.live.plex, Arc::new(plex));
+        drop(swap);
         self.with_status(|s| {
             s.config_reloaded_at = Some(now_secs());
             s.config_reload_error = None;
@@ -918,5 +1032,146 @@ pub async fn open_shared(
         backfill: Arc::new(tokio::sync::Mutex::new(())),
         sync: Arc::new(tokio::sync::Mutex::new(())),
         secret_lock: tokio::sync::Mutex::new(()),
+        swaps: Mutex::new(()),
+        #[cfg(test)]
+        swap_probe: Mutex::new(None),
     }))
+}
+
+/// Tests: the state of a daemon in `dir` (guid and title matchers, nothing reachable, no
+/// polling), its config file written there so a reload can read it.
+#[cfg(test)]
+pub(crate) async fn open_for_test(dir: &std::path::Path) -> Arc<Shared> {
+    const CONFIG: &str = r#"[server]
+listen = "127.0.0.1:0"
+[plex]
+url = "http://127.0.0.1:9"
+[tracker]
+url = "http://127.0.0.1:9"
+[admin]
+socket = ""
+[poll]
+enabled = false
+[[matchers]]
+kind = "guid"
+[[matchers]]
+kind = "title"
+"#;
+    let path = dir.join("plexsync.toml");
+    std::fs::write(&path, CONFIG).expect("write the test config");
+    let cfg = Config::load(&path).expect("the test config loads");
+    open_shared(cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("the test state opens")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plexsync_plugin_api::{CatalogShow, MatchOutcome, ShowQuery};
+    use std::sync::mpsc;
+    use std::thread::JoinHandle;
+
+    fn show(id: &str, title: &str, tvdb: u64) -> CatalogShow {
+        CatalogShow {
+            id: id.into(),
+            title: title.into(),
+            tvdb_id: Some(tvdb),
+            ..Default::default()
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Swap {
+        Reload,
+        Secret,
+    }
+
+    /// A reload or a secret change that comes while a publication of C2 is indexing it (the
+    /// probe runs it there): afterwards every live matcher knows C2's show, and only C2's.
+    fn a_swap_inside_a_publication_keeps_the_new_catalogue(swap: Swap) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let shared = rt.block_on(open_for_test(dir.path()));
+        shared.set_catalogue(Arc::new(Catalogue::new(vec![show(
+            "one",
+            "Only In One",
+            101,
+        )])));
+        let before = shared.plugins();
+
+        // Inside C2's window: start the swap on its own thread, and let the publication go on
+        // once that swap either finished (what the swap lock prevents) or waits for the lock.
+        let (tx, rx) = mpsc::channel::<&'static str>();
+        let rx = Mutex::new(rx);
+        let other: Arc<Mutex<Option<JoinHandle<()>>>> = Arc::default();
+        let probe: SwapProbe = {
+            let (weak, other, handle) =
+                (Arc::downgrade(&shared), other.clone(), rt.handle().clone());
+            Arc::new(move |at| match at {
+                SwapPoint::Waiting => tx.send("waiting").unwrap(),
+                SwapPoint::CatalogueIndexed => {
+                    let (shared, tx, handle) =
+                        (weak.upgrade().unwrap(), tx.clone(), handle.clone());
+                    *other.lock().unwrap() = Some(std::thread::spawn(move || {
+                        match swap {
+                            Swap::Reload => drop(shared.reload().unwrap()),
+                            Swap::Secret => handle
+                                .block_on(shared.set_secret("plex-token", "a-new-token"))
+                                .unwrap(),
+                        }
+                        tx.send("done").unwrap();
+                    }));
+                    rx.lock().unwrap().recv().unwrap();
+                }
+            })
+        };
+        shared.set_swap_probe(Some(probe));
+        shared.set_catalogue(Arc::new(Catalogue::new(vec![show(
+            "two",
+            "Only In Two",
+            202,
+        )])));
+        other.lock().unwrap().take().unwrap().join().unwrap();
+        shared.set_swap_probe(None);
+
+        let live = shared.plugins();
+        assert!(!Arc::ptr_eq(&live, &before), "{swap:?} swapped no plugins");
+        assert_eq!(
+            shared.catalogue().unwrap().get("two").unwrap().title,
+            "Only In Two"
+        );
+        for (id, title, tvdb) in [("two", "Only In Two", 202), ("one", "Only In One", 101)] {
+            let q = ShowQuery {
+                title: title.into(),
+                guids: vec![format!("tvdb://{tvdb}")],
+                ..Default::default()
+            };
+            for m in &live.matchers {
+                let out = rt.block_on(m.match_show(&q));
+                let found =
+                    matches!(&out, Ok(MatchOutcome::Definite { show_id, .. }) if show_id == id);
+                assert_eq!(
+                    found,
+                    id == "two",
+                    "{swap:?}: matcher {} answered {out:?} for {title:?}",
+                    m.kind()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_reload_inside_a_publication_keeps_the_new_catalogue() {
+        a_swap_inside_a_publication_keeps_the_new_catalogue(Swap::Reload);
+    }
+
+    #[test]
+    fn a_secret_change_inside_a_publication_keeps_the_new_catalogue() {
+        a_swap_inside_a_publication_keeps_the_new_catalogue(Swap::Secret);
+    }
 }

@@ -108,6 +108,21 @@ async fn refresh(
     stored: &mut Option<Arc<Catalogue>>,
     enricher: &mut super::enrich::Enricher,
 ) {
+    // An empty answer never replaces a catalogue with shows (live and stored copy both
+    // stay): a tracker answering `[]` by mistake (an empty table during a migration, a
+    // proxy's default) would otherwise turn every unmapped show into a conflict without
+    // candidates. The status's load time stays too, so a tracker that keeps answering `[]`
+    // shows as a stale catalogue in health.
+    if shows.is_empty() {
+        if let Some(current) = shared.catalogue().filter(|c| !c.is_empty()) {
+            tracing::warn!(
+                current_shows = current.len(),
+                fetched_shows = 0,
+                "the tracker answered an empty catalogue; keeping the current one"
+            );
+            return;
+        }
+    }
     // The compact catalogue is cheap to build (milliseconds); the indices are what cost.
     let build = tokio::task::spawn_blocking(move || Arc::new(Catalogue::new(shows)));
     let fetched = match build.await {

@@ -51,12 +51,15 @@ pub struct Pass {
 /// the enriched catalogue: at most every [`PUBLISH_EVERY`] while names arrive, and at the end
 /// when anything was added. `publish` returns false when the pass is out of date (a newer
 /// catalogue took over); the pass then stops without publishing again. The first matcher
-/// error ends the pass.
-pub async fn enrich(
+/// error ends the pass. `publish` answers a future so the daemon can index off the runtime.
+pub async fn enrich<P>(
     matchers: &[Arc<dyn Matcher>],
     base: &Catalogue,
-    mut publish: impl FnMut(Arc<Catalogue>) -> bool,
-) -> Pass {
+    mut publish: impl FnMut(Arc<Catalogue>) -> P,
+) -> Pass
+where
+    P: std::future::Future<Output = bool>,
+{
     let mut pass = Pass::default();
     // show id → names added, in arrival order, compared without regard to case.
     let mut added: HashMap<String, Vec<String>> = HashMap::new();
@@ -98,7 +101,7 @@ pub async fn enrich(
                 dirty |= list.len() > before;
             }
             if dirty && last_publish.elapsed() >= PUBLISH_EVERY {
-                if !publish(merged(base, &added)) {
+                if !publish(merged(base, &added)).await {
                     pass.superseded = true;
                     return pass;
                 }
@@ -115,7 +118,7 @@ pub async fn enrich(
         }
     }
     if dirty {
-        if publish(merged(base, &added)) {
+        if publish(merged(base, &added)).await {
             pass.published += 1;
         } else {
             pass.superseded = true;
@@ -179,8 +182,9 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut failures = 0u32;
     // What this task published last: the live catalogue is either that or `base`, unless a
-    // refresh replaced it (then this task is out of date).
-    let mut current = base.clone();
+    // refresh replaced it (then this task is out of date). Shared with the publications'
+    // blocking threads, one at a time.
+    let current = Arc::new(std::sync::Mutex::new(base.clone()));
     loop {
         if *shutdown.borrow() {
             return;
@@ -189,15 +193,25 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
         let started = Instant::now();
         tracing::info!(shows = base.len(), "catalogue names: pass started");
         let pass = enrich(&matchers, &base, |c| {
-            let live = shared.catalogue();
-            let ours = live
-                .as_ref()
-                .is_some_and(|l| Arc::ptr_eq(l, &current) || Arc::ptr_eq(l, &base));
-            if ours {
-                shared.publish_catalogue(c.clone());
-                current = c;
+            let (shared, current, base) = (shared.clone(), current.clone(), base.clone());
+            // Checked and published in one step, so a refresh's publication cannot come
+            // between; on a blocking thread, as every matcher indexes the catalogue again.
+            let publish = tokio::task::spawn_blocking(move || {
+                let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
+                let ours = shared.publish_catalogue(c.clone(), |live| {
+                    live.is_some_and(|l| Arc::ptr_eq(l, &current) || Arc::ptr_eq(l, &base))
+                });
+                if ours {
+                    *current = c;
+                }
+                ours
+            });
+            async move {
+                publish.await.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "catalogue names: publishing failed");
+                    false
+                })
             }
-            ours
         })
         .await;
         if pass.superseded {
@@ -402,7 +416,7 @@ mod tests {
         let mut got = Vec::new();
         let pass = enrich(&matchers, &base(120), |c| {
             got.push(c);
-            true
+            std::future::ready(true)
         })
         .await;
         // Two matchers, 120 shows in slices of 50.
@@ -428,7 +442,7 @@ mod tests {
         let mut got = Vec::new();
         let pass = enrich(&matchers, &base(120), |c| {
             got.push(c);
-            true
+            std::future::ready(true)
         })
         .await;
         assert!(pass.error.as_ref().is_some_and(PluginError::is_transient));
@@ -440,13 +454,16 @@ mod tests {
     #[tokio::test]
     async fn nothing_new_publishes_nothing_and_superseded_stops() {
         let matchers: Vec<Arc<dyn Matcher>> = Vec::new();
-        let pass = enrich(&matchers, &base(3), |_| panic!("nothing to publish")).await;
+        let pass = enrich(&matchers, &base(3), |_| -> std::future::Ready<bool> {
+            panic!("nothing to publish")
+        })
+        .await;
         assert_eq!(pass.published, 0);
         let namer: Arc<dyn Matcher> = Arc::new(Namer {
             slices: Mutex::new(Vec::new()),
             fail_at: None,
         });
-        let pass = enrich(&[namer], &base(3), |_| false).await;
+        let pass = enrich(&[namer], &base(3), |_| std::future::ready(false)).await;
         assert!(pass.superseded);
         assert_eq!(pass.published, 0);
     }

@@ -11,7 +11,7 @@
 //! it and the set sizes, and a key that shares nothing with the query is never touched.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -367,54 +367,66 @@ fn probe_plan(
     walk
 }
 
+/// One show's keys in the order they are indexed: `(name, normalised, derived)`. Its own
+/// `names` (title, original title, aliases) once per normalised identity, then extra keys
+/// (`derived`, name ""): the variants of those names, then the outside sources' `alt_titles`,
+/// each only for words none of the keys before it already spell.
+///
+/// What was seen is kept in hash sets: a show with thousands of aliases (a tracker's data
+/// can hold anything) would make the linear scans this replaced quadratic.
+fn show_keys<'a>(
+    names: impl Iterator<Item = &'a str>,
+    alt_titles: impl Iterator<Item = &'a str>,
+) -> Vec<(String, NormTitle, bool)> {
+    let mut keys = Vec::new();
+    let mut seen: HashSet<(String, Option<Country>, String, bool)> = HashSet::new();
+    let mut seen_words: HashSet<String> = HashSet::new();
+    let mut extra: Vec<NormTitle> = Vec::new();
+    for name in names {
+        let name: String = name.chars().take(MAX_TITLE_CHARS).collect();
+        let norm = normalize(&name);
+        if norm.words.is_empty() {
+            continue;
+        }
+        let identity = (
+            norm.words.clone(),
+            norm.country,
+            norm.marks.clone(),
+            norm.generic_suffix,
+        );
+        if !seen.insert(identity) {
+            continue;
+        }
+        seen_words.insert(norm.words.clone());
+        extra.extend(norm.variants(&name));
+        keys.push((name, norm, false));
+    }
+    // Names from outside sources (TMDB alternative titles, translations) are extra keys too:
+    // they find the show, never map it.
+    extra.extend(
+        alt_titles
+            .map(|n| normalize(&n.chars().take(MAX_TITLE_CHARS).collect::<String>()))
+            .filter(|v| !v.words.is_empty()),
+    );
+    for v in extra {
+        if !seen_words.insert(v.words.clone()) {
+            continue;
+        }
+        keys.push((String::new(), v, true));
+    }
+    keys
+}
+
 impl TitleIndex {
     pub fn build(catalogue: Arc<Catalogue>) -> TitleIndex {
         let mut idx = TitleIndex::default();
         let mut b = Building::default();
         for (show_no, show) in catalogue.iter().enumerate() {
-            let show_no = show_no as u32;
             let names = std::iter::once(show.title)
                 .chain(show.original_title)
                 .chain(show.aliases.iter());
-            let mut seen: Vec<(String, Option<Country>, String, bool)> = Vec::new();
-            let mut extra: Vec<NormTitle> = Vec::new();
-            for name in names {
-                let name: String = name.chars().take(MAX_TITLE_CHARS).collect();
-                let norm = normalize(&name);
-                let identity = (
-                    norm.words.clone(),
-                    norm.country,
-                    norm.marks.clone(),
-                    norm.generic_suffix,
-                );
-                if norm.words.is_empty() || seen.contains(&identity) {
-                    continue;
-                }
-                seen.push(identity);
-                extra.extend(norm.variants(&name));
-                idx.add_key(show_no, &name, norm, false, &mut b);
-            }
-            // Names from outside sources (TMDB alternative titles, translations) are extra
-            // keys too: they find the show, never map it.
-            extra.extend(
-                show.alt_titles
-                    .iter()
-                    .map(|n| normalize(&n.chars().take(MAX_TITLE_CHARS).collect::<String>()))
-                    .filter(|v| !v.words.is_empty()),
-            );
-            // Extra keys after the show's own names, and only for words none of its names
-            // (or earlier extra keys) already spell.
-            for v in extra {
-                if seen.iter().any(|s| s.0 == v.words) {
-                    continue;
-                }
-                seen.push((
-                    v.words.clone(),
-                    v.country,
-                    v.marks.clone(),
-                    v.generic_suffix,
-                ));
-                idx.add_key(show_no, "", v, true, &mut b);
+            for (name, norm, derived) in show_keys(names, show.alt_titles.iter()) {
+                idx.add_key(show_no as u32, &name, norm, derived, &mut b);
             }
         }
         idx.words = Postings::build(b.words);
@@ -737,4 +749,108 @@ fn form_similarity(
     }
     let common = hits + rest.iter().filter(|&&r| holds(r)).count();
     crate::trgm::similarity_from_counts(common, q, k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The linear-scan selection `show_keys` replaced, kept as the reference for its output.
+    fn show_keys_by_scans<'a>(
+        names: impl Iterator<Item = &'a str>,
+        alt_titles: impl Iterator<Item = &'a str>,
+    ) -> Vec<(String, NormTitle, bool)> {
+        let mut keys = Vec::new();
+        let mut seen: Vec<(String, Option<Country>, String, bool)> = Vec::new();
+        let mut extra: Vec<NormTitle> = Vec::new();
+        for name in names {
+            let name: String = name.chars().take(MAX_TITLE_CHARS).collect();
+            let norm = normalize(&name);
+            let identity = (
+                norm.words.clone(),
+                norm.country,
+                norm.marks.clone(),
+                norm.generic_suffix,
+            );
+            if norm.words.is_empty() || seen.contains(&identity) {
+                continue;
+            }
+            seen.push(identity);
+            extra.extend(norm.variants(&name));
+            keys.push((name, norm, false));
+        }
+        extra.extend(
+            alt_titles
+                .map(|n| normalize(&n.chars().take(MAX_TITLE_CHARS).collect::<String>()))
+                .filter(|v| !v.words.is_empty()),
+        );
+        for v in extra {
+            if seen.iter().any(|s| s.0 == v.words) {
+                continue;
+            }
+            seen.push((
+                v.words.clone(),
+                v.country,
+                v.marks.clone(),
+                v.generic_suffix,
+            ));
+            keys.push((String::new(), v, true));
+        }
+        keys
+    }
+
+    fn summary(keys: &[(String, NormTitle, bool)]) -> Vec<(String, String, bool)> {
+        keys.iter()
+            .map(|(name, n, derived)| (name.clone(), n.words.clone(), *derived))
+            .collect()
+    }
+
+    #[test]
+    fn show_keys_keep_the_first_of_each_name_in_order() {
+        let names = [
+            "The Office",
+            "the office",
+            "The Office (US)",
+            "THE OFFICE",
+            "",
+            "Shingeki no Kyojin: The Final Season",
+            "Working!!",
+            "Working'!!",
+            "Working!!",
+            "The Office (US)",
+        ];
+        let alt = [
+            "Le Bureau",
+            "the office",
+            "Le Bureau",
+            "Attack on Titan",
+            "!!",
+        ];
+        let got = show_keys(names.into_iter(), alt.into_iter());
+        let want = show_keys_by_scans(names.into_iter(), alt.into_iter());
+        assert_eq!(summary(&got), summary(&want));
+        // Each own name once per identity, each extra key once per words, own names first.
+        let own: Vec<&str> = got.iter().filter(|k| !k.2).map(|k| k.0.as_str()).collect();
+        assert_eq!(
+            own,
+            [
+                "The Office",
+                "The Office (US)",
+                "Shingeki no Kyojin: The Final Season",
+                "Working!!",
+                "Working'!!"
+            ]
+        );
+        let extra: Vec<&str> = got
+            .iter()
+            .filter(|k| k.2)
+            .map(|k| k.1.words.as_str())
+            .collect();
+        let mut unique = extra.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), extra.len(), "{extra:?}");
+        assert!(got.iter().position(|k| k.2) >= Some(own.len()));
+        assert!(extra.contains(&"le bureau"), "{extra:?}");
+    }
 }

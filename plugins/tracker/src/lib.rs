@@ -299,9 +299,23 @@ impl TrackerExporter {
         }
         // `finish` consumes the parser; the head is kept for its message.
         let head = parse.head().to_vec();
-        parse
+        let parsed = parse
             .finish()
-            .map_err(|e| self.not_a_catalogue(&call, status, &head, e))
+            .map_err(|e| self.not_a_catalogue(&call, status, &head, e))?;
+        if let Some(first) = &parsed.flaws.first {
+            // Once per fetch: the tracker's data needs fixing, but the rows that fit are used.
+            tracing::warn!(
+                endpoint = %call.label,
+                shows = parsed.shows.len(),
+                rows_skipped = parsed.flaws.skipped,
+                rows_with_fields_unset = parsed.flaws.trimmed,
+                first_row = first.row,
+                first_id = first.id.as_deref().map(|id| error::snippet(id.as_bytes(), &self.redactor)),
+                first_reason = %error::snippet(first.reason.as_bytes(), &self.redactor),
+                "tracker catalogue: rows that do not fit the contract were left out or loaded without the fields that do not fit"
+            );
+        }
+        Ok(parsed.shows)
     }
 
     /// A 2xx catalogue answer that is not a JSON array of shows: permanent, like [`Self::decode`].
@@ -318,6 +332,14 @@ impl TrackerExporter {
             stream::StreamError::TooLarge => format!(
                 "a show object is larger than {} KiB",
                 stream::MAX_ELEMENT / 1024
+            ),
+            stream::StreamError::TooMany => format!(
+                "more than {} shows, the most a catalogue may hold",
+                stream::MAX_SHOWS
+            ),
+            stream::StreamError::NoShowFits(f) => format!(
+                "no row has a usable id and title; row {}: {}",
+                f.row, f.reason
             ),
         };
         self.fail(

@@ -305,6 +305,43 @@ async fn a_watched_at_outside_rfc3339_is_permanent_and_sends_nothing() {
 }
 
 #[tokio::test]
+async fn a_catalogue_over_the_show_cap_is_refused_naming_the_cap() {
+    // 500,001 shows of 20 bytes: 10 MB, well inside the body cap.
+    let mut body = String::from("[");
+    body.push_str(&r#"{"id":1,"title":""},"#.repeat(500_000));
+    body.push_str(r#"{"id":1,"title":""}]"#);
+    let body = Arc::new(body);
+    let tracker = fake(move |_| Reply::text(200, &body)).await;
+    let err = exporter(&tracker.url, None)
+        .fetch_catalogue()
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(
+        err.message
+            .contains("more than 500000 shows, the most a catalogue may hold"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn one_row_that_does_not_fit_costs_that_field_not_the_catalogue() {
+    let tracker = fake(|_| {
+        Reply::text(
+            200,
+            r#"[{"id":1,"title":"A"},{"id":2,"title":"B","year":3000000000}]"#,
+        )
+    })
+    .await;
+    let shows = exporter(&tracker.url, None)
+        .fetch_catalogue()
+        .await
+        .unwrap();
+    let got: Vec<(&str, Option<i32>)> = shows.iter().map(|s| (s.id.as_str(), s.year)).collect();
+    assert_eq!(got, [("1", None), ("2", None)]);
+}
+
+#[tokio::test]
 async fn catalogue_parses_numeric_and_string_ids() {
     let tracker = fake(|_| {
         Reply::json(
