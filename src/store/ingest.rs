@@ -1268,4 +1268,28 @@ mod tests {
             "the play from before the restart too"
         );
     }
+
+    /// A pending play whose journal entry cannot be read does not keep the store from
+    /// opening; the other waiting plays are still listed.
+    #[tokio::test]
+    async fn an_unreadable_pending_entry_does_not_keep_the_store_shut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let s = Store::open(&path).unwrap();
+            s.ingest_play(play(1000), act(), 300).await.unwrap();
+            let mut p = play(2000);
+            p.episode = 2;
+            s.ingest_play(p, act(), 300).await.unwrap();
+            s.write(|txn| {
+                txn.open_table(JOURNAL)?
+                    .insert(1, b"{not json".as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.inner.pending_shows.waiting("srv/10"), vec![2]);
+    }
 }

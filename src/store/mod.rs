@@ -776,7 +776,16 @@ impl PendingShows {
             for row in pending.iter()? {
                 let (id, _) = row?;
                 if let Some(v) = journal.get(id.value())? {
-                    let e: crate::model::JournalEntry = decode(v.value())?;
+                    // One unreadable entry must not keep the store (and every webhook) shut:
+                    // left out of the ledger, the play still waits in `pending`, where the
+                    // resolver's round reports it.
+                    let e: crate::model::JournalEntry = match decode(v.value()) {
+                        Ok(e) => e,
+                        Err(err) => {
+                            tracing::error!(play_id = id.value(), error = %err, "a pending play's journal entry cannot be read; it is left to the resolver");
+                            continue;
+                        }
+                    };
                     shows
                         .entry(e.play.show.key())
                         .or_default()
