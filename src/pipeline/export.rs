@@ -591,6 +591,10 @@ const UNSTATED_RESET: Duration = Duration::from_secs(60);
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// Two stated resets this close are the same window (trackers state them in whole seconds,
+/// and answers take time to arrive).
+const SAME_WINDOW: Duration = Duration::from_secs(2);
+
 /// At most this many send times are kept (16 bytes each): more than a home tracker takes in
 /// an hour, and a bound on memory whatever a tracker answers.
 const SENT_KEPT: usize = 100_000;
@@ -617,11 +621,19 @@ impl Budget {
             remaining: remaining.saturating_sub(in_flight as u64),
             reset_at: now + rl.reset_after.unwrap_or(UNSTATED_RESET),
         };
-        // Answers land out of order: within a window that has not reset here, an older answer
-        // (more left) must not undo what later answers and our own sends counted down.
+        // Answers land out of order. Within one window (resets that agree but for rounding)
+        // an older answer (more left) must not undo what later answers and our own sends
+        // counted down. A reset well after the known one is the tracker's next window, whose
+        // count is the new truth; one well before it is a late answer from a window gone.
         if let Some(known) = self.learned(now) {
-            said.remaining = said.remaining.min(known.remaining);
-            said.reset_at = said.reset_at.max(known.reset_at);
+            if said.reset_at > known.reset_at + SAME_WINDOW {
+                // A new window: as said.
+            } else if said.reset_at + SAME_WINDOW < known.reset_at {
+                return;
+            } else {
+                said.remaining = said.remaining.min(known.remaining);
+                said.reset_at = said.reset_at.max(known.reset_at);
+            }
         }
         self.learned = Some(said);
     }
@@ -1030,6 +1042,29 @@ mod tests {
             after,
         );
         assert_eq!(b.next_slot(after), UNSTATED_RESET);
+    }
+
+    /// An answer from the tracker's next window (its reset a window later) is taken as it
+    /// says; a late answer from a window already gone changes nothing.
+    #[test]
+    fn the_trackers_next_window_replaces_the_last_ones_count() {
+        let now = Instant::now();
+        let said = |remaining, reset| RateLimit {
+            limit: Some(100),
+            remaining: Some(remaining),
+            reset_after: Some(Duration::from_secs(reset)),
+        };
+        let mut b = Budget::default();
+        b.learn(&said(3, 1), 0, now);
+        let next = now + Duration::from_millis(500);
+        b.learn(&said(99, 60), 0, next);
+        assert_eq!(b.available(next), 99);
+        // The old window's last answer, late: still 99.
+        b.learn(&said(2, 1), 0, now);
+        assert_eq!(b.available(next), 99);
+        // The same window again, one request later: counted down.
+        b.learn(&said(98, 60), 0, next + Duration::from_millis(100));
+        assert_eq!(b.available(next + Duration::from_millis(100)), 98);
     }
 
     #[test]
