@@ -794,6 +794,19 @@ impl Aimd {
     }
 }
 
+/// Seconds until `beyond` more requests than may go now have gone under sliding limits: a
+/// window lets `limit` requests go only as the sends in it age out, so each `limit` of them
+/// takes a whole window (spreading them evenly, as a rate, said half that for a backlog
+/// within one window). The tighter limit decides; rough, and never short.
+fn windows_needed(beyond: u64, per_minute: u32, per_hour: u32) -> u64 {
+    [(per_minute, 60), (per_hour, 3600)]
+        .into_iter()
+        .filter(|&(limit, _)| limit > 0 && beyond > 0)
+        .map(|(limit, secs)| beyond.div_ceil(u64::from(limit)).saturating_mul(secs))
+        .max()
+        .unwrap_or(0)
+}
+
 /// `export_budget` for `/api/status`: limits, the wait, and the backlog at the allowed pace.
 pub fn budget_status(shared: &Shared) -> ExportBudget {
     let view = shared
@@ -821,19 +834,8 @@ pub fn budget_status(shared: &Shared) -> ExportBudget {
         .map(|t| (t - now_secs()).max(0) as u64)
         .unwrap_or(0);
     let eta = limited.then(|| {
-        let nonzero = |n: u32| (n > 0).then_some(n);
-        let pace = [
-            nonzero(per_minute).map(|n| f64::from(n) / 60.0),
-            nonzero(per_hour).map(|n| f64::from(n) / 3600.0),
-        ]
-        .into_iter()
-        .flatten()
-        .reduce(f64::min);
         let beyond = backlog.saturating_sub(view.available_now);
-        let ours = match pace {
-            Some(per_s) if beyond > 0 => wait_left.max((beyond as f64 / per_s).ceil() as u64),
-            _ => wait_left,
-        };
+        let ours = wait_left.max(windows_needed(beyond, per_minute, per_hour));
         // More than the tracker has left waits for its window to reset at least.
         let theirs = view
             .tracker
@@ -1042,6 +1044,17 @@ mod tests {
             after,
         );
         assert_eq!(b.next_slot(after), UNSTATED_RESET);
+    }
+
+    #[test]
+    fn a_backlog_past_the_budget_takes_a_window_for_each_limits_worth() {
+        // 50 past an hourly 100 (all 100 available now): the next hour, not half of it.
+        assert_eq!(windows_needed(50, 0, 100), 3600);
+        assert_eq!(windows_needed(990, 10, 0), 99 * 60);
+        // Both limits: the tighter one decides.
+        assert_eq!(windows_needed(140, 10, 100), 2 * 3600);
+        assert_eq!(windows_needed(0, 10, 100), 0);
+        assert_eq!(windows_needed(5, 0, 0), 0);
     }
 
     /// An answer from the tracker's next window (its reset a window later) is taken as it
