@@ -72,6 +72,18 @@ pub fn check_level(level: &str) -> Result<(), String> {
         .map_err(|e| format!("{l:?} is not a filter ({e}); expected {LEVEL_HINT}"))
 }
 
+/// tungstenite logs the websocket's upgrade request, Plex token header included, at trace
+/// level (`handshake::client`: "Request: …"), and no setting of its hides it. Whatever a
+/// person asks for (`RUST_LOG=trace`, `tungstenite=trace`), that one module stays at debug.
+const SECRET_TRACES: &str = "tungstenite::handshake::client=debug";
+
+fn without_secret_traces(filter: EnvFilter) -> EnvFilter {
+    match SECRET_TRACES.parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
+}
+
 /// Install the global subscriber (once; later calls change nothing).
 pub fn init(level: &str) -> Destination {
     let filter = std::env::var("RUST_LOG")
@@ -79,6 +91,7 @@ pub fn init(level: &str) -> Destination {
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_new(directives(level)).ok())
         .unwrap_or_else(|| EnvFilter::new(directives("info")));
+    let filter = without_secret_traces(filter);
     let mut journal_error = None;
     if systemd_journal_logger::connected_to_journal() {
         match systemd_journal_logger::JournalLog::new() {
@@ -123,7 +136,9 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    lines(filter, writer).with_ansi(false).finish()
+    lines(without_secret_traces(filter), writer)
+        .with_ansi(false)
+        .finish()
 }
 
 /// Whether `c` is escaped in logs: the C0 controls (newline, carriage return, tab, ESC…), DEL
@@ -645,6 +660,42 @@ mod tests {
         tracing::subscriber::with_default(subscriber, f);
         let out = buf.0.lock().unwrap().clone();
         String::from_utf8(out).unwrap()
+    }
+
+    /// The websocket library's trace of its upgrade request (Plex token included) is never
+    /// written, even when everything is asked for at trace.
+    #[test]
+    fn the_websocket_handshake_trace_is_never_logged() {
+        for asked in [
+            "trace",
+            "tungstenite=trace,info",
+            "tungstenite::handshake=trace",
+        ] {
+            let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+            #[derive(Clone)]
+            struct W(Arc<Mutex<Vec<u8>>>);
+            impl std::io::Write for W {
+                fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                    self.0.lock().unwrap().extend_from_slice(b);
+                    Ok(b.len())
+                }
+                fn flush(&mut self) -> std::io::Result<()> {
+                    Ok(())
+                }
+            }
+            let w = W(buf.clone());
+            let sub = lines_subscriber(asked, move || w.clone());
+            tracing::subscriber::with_default(sub, || {
+                tracing::trace!(target: "tungstenite::handshake::client", "Request: X-Plex-Token: s3cret");
+                tracing::trace!(target: "tungstenite::handshake::machine", "frame");
+            });
+            let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+            assert!(!out.contains("s3cret"), "{asked}: {out}");
+            assert!(
+                out.contains("frame"),
+                "{asked}: the rest still traces: {out}"
+            );
+        }
     }
 
     #[test]
