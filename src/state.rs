@@ -758,7 +758,8 @@ impl Shared {
         if new.log.level != old.log.level {
             restart.push("log.level");
         }
-        let live_changed = new.live != old.live || new.plex.url != old.plex.url;
+        let plex_moved = new.plex.url != old.plex.url;
+        let live_changed = new.live != old.live || plex_moved;
         let tracker_changed = new.tracker.plugin.kind != old.tracker.plugin.kind
             || table_to_json(&new.tracker.plugin.settings)
                 != table_to_json(&old.tracker.plugin.settings);
@@ -775,7 +776,17 @@ impl Shared {
             s.config_reloaded_at = Some(now_secs());
             s.config_reload_error = None;
             s.config_reload_failed_at = None;
+            if plex_moved {
+                // Another server, maybe: live plays must not be filed under the old one's
+                // id (one viewing would be two plays), so it is asked again.
+                s.plex_machine_id = None;
+                s.plex_server = None;
+                s.plex_server_name = None;
+            }
         });
+        if plex_moved {
+            self.request_poll();
+        }
         if tracker_changed {
             self.wake.catalogue.notify_one();
         }
@@ -1163,6 +1174,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A reload that points at another Plex URL forgets the server's id, so the live source
+    /// asks the new server instead of filing its plays under the old one.
+    #[tokio::test]
+    async fn a_reload_to_another_plex_forgets_the_servers_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = open_for_test(dir.path()).await;
+        shared.note_plex_identity(&crate::plex::server::Identity {
+            machine_identifier: "server-a".into(),
+            version: None,
+            claimed: true,
+        });
+        // Unchanged URL: the id stays.
+        shared.reload().unwrap();
+        assert_eq!(shared.status().plex_machine_id.as_deref(), Some("server-a"));
+        let path = shared.config().source.clone();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replacen(
+                "url = \"http://127.0.0.1:9\"",
+                "url = \"http://127.0.0.1:10\"",
+                1,
+            ),
+        )
+        .unwrap();
+        shared.reload().unwrap();
+        assert_eq!(shared.config().plex.url.as_str(), "http://127.0.0.1:10");
+        assert_eq!(shared.status().plex_machine_id, None);
     }
 
     #[test]

@@ -612,10 +612,36 @@ fn recently(seen: &Seen, key: &str, window: Duration) -> bool {
         .is_ok_and(|s| s.get(key).is_some_and(|t| t.elapsed() < window))
 }
 
+/// Checks remembered at most; a flood of notifications (a library scan, a hostile server)
+/// beyond it forgets the oldest instead of growing the map.
+const SEEN_KEPT: usize = 4096;
+
+/// The longest check key kept (`s:<sessionKey>:<ratingKey>`); Plex's are a few dozen bytes.
+const KEY_MAX: usize = 256;
+
 fn remember(seen: &Seen, key: String) {
+    if key.len() > KEY_MAX {
+        return;
+    }
     if let Ok(mut s) = seen.lock() {
-        if s.len() > 1024 {
-            s.retain(|_, t| t.elapsed() < SESSION_DEDUPE);
+        if s.len() >= SEEN_KEPT {
+            // Each kind of check is forgotten after its own window.
+            s.retain(|k, t| {
+                let window = if k.starts_with("l:") {
+                    LIBRARY_DEDUPE
+                } else {
+                    SESSION_DEDUPE
+                };
+                t.elapsed() < window
+            });
+        }
+        if s.len() >= SEEN_KEPT {
+            let mut by_age: Vec<(Instant, String)> =
+                s.iter().map(|(k, t)| (*t, k.clone())).collect();
+            by_age.sort_unstable();
+            for (_, k) in by_age.into_iter().take(SEEN_KEPT / 2) {
+                s.remove(&k);
+            }
         }
         s.insert(key, Instant::now());
     }
@@ -640,6 +666,13 @@ impl Checker {
             } => (format!("s:{session_key}:{rating_key}"), SESSION_DEDUPE),
             Check::LibraryItem { rating_key } => (format!("l:{rating_key}"), LIBRARY_DEDUPE),
         };
+        if key.len() > KEY_MAX {
+            tracing::debug!(
+                len = key.len(),
+                "live: a notification's keys are too long to be Plex's; skipped"
+            );
+            return;
+        }
         if recently(&self.seen, &key, window) {
             return;
         }
@@ -735,6 +768,10 @@ async fn duration_of(
     if let Ok(mut c) = cache.lock() {
         if c.len() > 512 {
             c.retain(|_, (at, _)| at.elapsed() < DURATION_TTL);
+        }
+        // Still full of fresh entries (a flood): start over rather than grow.
+        if c.len() > 2048 {
+            c.clear();
         }
         c.insert(rating_key.to_string(), (Instant::now(), d));
     }
@@ -942,6 +979,25 @@ mod tests {
     use super::*;
 
     const STOPPED: &str = r#"{"NotificationContainer":{"type":"playing","size":1,"PlaySessionStateNotification":[{"sessionKey":"7","clientIdentifier":"abc","guid":"","ratingKey":"9001","url":"","key":"/library/metadata/9001","viewOffset":1350000,"playQueueItemID":12,"state":"stopped"}]}}"#;
+
+    /// A flood of distinct checks keeps the memory of checks bounded, and what was just
+    /// checked is still remembered.
+    #[test]
+    fn the_memory_of_checks_stays_bounded_under_a_flood() {
+        let seen: Seen = std::sync::Mutex::new(HashMap::new());
+        for i in 0..20_000 {
+            remember(&seen, format!("l:{i}"));
+        }
+        let n = seen.lock().unwrap().len();
+        assert!(n <= SEEN_KEPT, "{n} checks remembered");
+        assert!(recently(&seen, "l:19999", LIBRARY_DEDUPE));
+        remember(&seen, format!("s:{}:1", "x".repeat(KEY_MAX)));
+        assert!(!recently(
+            &seen,
+            &format!("s:{}:1", "x".repeat(KEY_MAX)),
+            SESSION_DEDUPE
+        ));
+    }
 
     #[test]
     fn playing_stopped_is_a_session_end() {
