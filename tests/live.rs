@@ -237,6 +237,26 @@ async fn a_finished_episode_is_exported_within_seconds_and_once_with_its_history
     assert_eq!(w.tracker.watched().len(), 1);
 }
 
+/// Stops of items that are not episodes (here the show itself, four sessions at once: every
+/// check slot) are decided from their metadata at once, so a finished episode right after
+/// them is still checked and exported within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_of_other_items_do_not_crowd_out_an_episode() {
+    let w = world("", FAST, TOKEN).await;
+    w.connected().await;
+    for session in ["81", "82", "83", "84"] {
+        w.plex
+            .ws
+            .push(&playing(session, "56850", 600_000, "stopped"));
+    }
+    eventually("the stopped items' metadata read", WAIT, || {
+        (w.plex.count("/library/metadata/56850") >= 4).then_some(())
+    })
+    .await;
+    watch(&w.plex, 1);
+    w.wait_watched(1, LIVE_BOUND).await;
+}
+
 /// A stop short of `watched_threshold` of the episode's duration (from its metadata) is not a
 /// viewing: nothing is checked or journaled for it, while a full viewing right after it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

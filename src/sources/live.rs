@@ -745,15 +745,24 @@ async fn item_meta(
     })
 }
 
-type Durations = std::sync::Mutex<HashMap<String, (Instant, Option<u64>)>>;
+type Durations = std::sync::Mutex<HashMap<String, (Instant, Item)>>;
 
-/// The item's duration in ms: cached, else from its metadata (None: not an episode, or Plex
-/// does not say).
+/// What a stopped item's metadata says, for a session end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Item {
+    /// An episode, with its duration in ms when Plex gives one.
+    Episode(Option<u64>),
+    /// A movie, a track, a show: no play can come of its stop. (An item Plex answers 404 for
+    /// may be an episode deleted since: its history is still read.)
+    Other,
+}
+
+/// The item's kind and duration: cached, else from its metadata.
 async fn duration_of(
     client: &PlexClient,
     cache: &Durations,
     rating_key: &str,
-) -> Result<Option<u64>, PlexError> {
+) -> Result<Item, PlexError> {
     if let Ok(c) = cache.lock() {
         if let Some((at, d)) = c.get(rating_key) {
             if at.elapsed() < DURATION_TTL {
@@ -761,10 +770,13 @@ async fn duration_of(
             }
         }
     }
-    let d = item_meta(client, rating_key)
+    let d = match item_meta(client, rating_key)
         .await?
         .filter(|e| e.attr("type").map(str::trim) == Some("episode"))
-        .and_then(|e| e.attr_int::<u64>("duration"));
+    {
+        Some(e) => Item::Episode(e.attr_int::<u64>("duration")),
+        None => Item::Other,
+    };
     if let Ok(mut c) = cache.lock() {
         if c.len() > 512 {
             c.retain(|_, (at, _)| at.elapsed() < DURATION_TTL);
@@ -811,7 +823,10 @@ async fn session_end(
     let client = shared.plex();
     let cfg = shared.config();
     let duration = match duration_of(&client, durations, rating_key).await {
-        Ok(d) => d,
+        Ok(Item::Episode(d)) => d,
+        // Not an episode: reading the history (up to six times over ~15 s, holding one of
+        // the few check slots) could never find a play, and would crowd out real stops.
+        Ok(Item::Other) => return Ok(0),
         Err(e @ PlexError::Unauthorized { .. }) => return Err(e.into()),
         Err(e) => {
             tracing::debug!(error = %e, "live: no duration; reading the history anyway");
