@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use support::Driver;
 use support::daemon::{self, Daemon};
 use support::inproc::InProc;
-use support::plex::{FakePlex, FakeShow, HistoryFixture, PlexFault, TOKEN};
+use support::plex::{FakePlex, FakeShow, HistoryFixture, PlexFault, TOKEN, WatchedEpisodeFixture};
 use support::tracker::FakeTracker;
 use support::{eventually, multipart, sample_json, samples};
 
@@ -80,8 +80,14 @@ async fn setup(extra: &str) -> (tempfile::TempDir, FakePlex, FakeTracker, String
     ])
     .await;
     // Polls run when a test asks (POST /api/poll), not on the clock.
+    // The library scan is off unless a test turns it on.
+    let scan = if extra.contains("library_scan") {
+        ""
+    } else {
+        "library_scan = false\n"
+    };
     let poll = format!(
-        "[poll]\nschedule = \"0 0 0 1 1 *\"\ninitial_lookback = \"36500d\"\nretry_backoff = \"200ms\"\nlibrary_scan = false\n{extra}"
+        "[poll]\nschedule = \"0 0 0 1 1 *\"\ninitial_lookback = \"36500d\"\nretry_backoff = \"200ms\"\n{scan}{extra}"
     );
     let cfg_text = daemon::config(&plex.url(), &tracker.url(), &poll);
     let cfg = dir.path().join("plexsync.toml");
@@ -305,6 +311,67 @@ async fn a_webhook_and_the_history_row_of_the_same_viewing_are_one_play() {
         "{:?}",
         act[0]
     );
+}
+
+/// The episodes the fake tracker has marked watched, as (season, episode).
+fn watched_eps(t: &FakeTracker) -> HashSet<(u32, u32)> {
+    t.watched().keys().map(|k| (k.1, k.2)).collect()
+}
+
+#[tokio::test]
+async fn a_history_row_dated_in_the_future_does_not_stop_polling() {
+    let w = world("").await;
+    let now = plexsync::model::now_secs();
+    // Plex's clock ran a month fast, then was set right.
+    w.plex.push_history(row(1, 1, 1, now + 30 * 86_400, 1));
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(
+        st["last_poll"]["plays_new"], 1,
+        "the future row is journaled: {st}"
+    );
+    let cursor = st["cursors"][0]["viewed_at"].as_i64().unwrap();
+    assert!(
+        cursor <= plexsync::model::now_secs() + 300,
+        "the cursor stops at now + 5 min: {st}"
+    );
+    assert!(
+        w.daemon.log().contains("in the future"),
+        "warned:\n{}",
+        w.daemon.log()
+    );
+    // A viewing at the right time after it is still read.
+    w.plex.push_history(row(2, 1, 2, now, 1));
+    let st = w.poll().await;
+    assert_eq!(st["last_poll"]["plays_new"], 1, "{st}");
+    w.wait_watched(2).await;
+    assert_eq!(watched_eps(&w.tracker), HashSet::from([(1, 1), (1, 2)]));
+}
+
+#[tokio::test]
+async fn a_library_episode_dated_in_the_future_does_not_stop_the_scan() {
+    let w = world("library_scan = true\n").await;
+    let now = plexsync::model::now_secs();
+    let ep = |n: u32, at: i64| {
+        WatchedEpisodeFixture::new(
+            &format!("{}", 70_000 + n),
+            "56850",
+            "Be Cool, Scooby-Doo!",
+            1,
+            n,
+            at,
+        )
+    };
+    // 2100-01-01, a nonsense lastViewedAt.
+    w.plex.push_watched(ep(1, 4_102_444_800));
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(st["last_poll"]["plays_new"], 1, "{st}");
+    w.plex.push_watched(ep(2, now));
+    let st = w.poll().await;
+    assert_eq!(st["last_poll"]["plays_new"], 1, "{st}");
+    w.wait_watched(2).await;
+    assert_eq!(watched_eps(&w.tracker), HashSet::from([(1, 1), (1, 2)]));
 }
 
 #[tokio::test]
