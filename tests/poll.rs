@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use support::Driver;
 use support::daemon::{self, Daemon};
 use support::inproc::InProc;
-use support::plex::{FakePlex, FakeShow, HistoryFixture, PlexFault, TOKEN, WatchedEpisodeFixture};
+use support::plex::{
+    FakePlex, FakeShow, HistoryEntry, HistoryFixture, PlexFault, TOKEN, WatchedEpisodeFixture,
+};
 use support::tracker::FakeTracker;
 use support::{eventually, multipart, sample_json, samples};
 
@@ -372,6 +374,45 @@ async fn a_library_episode_dated_in_the_future_does_not_stop_the_scan() {
     assert_eq!(st["last_poll"]["plays_new"], 1, "{st}");
     w.wait_watched(2).await;
     assert_eq!(watched_eps(&w.tracker), HashSet::from([(1, 1), (1, 2)]));
+}
+
+/// A row the client must skip (no `viewedAt`); the fake serves such rows first.
+fn unusable(n: u64) -> HistoryEntry {
+    HistoryEntry::episode(n, "56850", "Be Cool, Scooby-Doo!", 9, n as u32, VIEWED, 1)
+        .without_viewed_at()
+}
+
+#[tokio::test]
+async fn a_page_of_unusable_rows_is_read_past() {
+    let w = world("").await;
+    // The fake serves 50 a page: page one holds only rows without viewedAt.
+    for n in 0..50 {
+        w.plex.push_history(unusable(1000 + n));
+    }
+    w.plex.push_history(row(1, 1, 1, VIEWED, 1));
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(st["last_poll"]["plays_new"], 1, "the row after them: {st}");
+    assert_eq!(st["last_poll"]["rows_read"], 51, "{st}");
+    assert_eq!(st["last_poll"]["skipped"], 50, "{st}");
+    w.wait_watched(1).await;
+}
+
+#[tokio::test]
+async fn unusable_rows_at_a_page_start_are_no_paging_error() {
+    let w = world("").await;
+    for n in 0..30 {
+        w.plex.push_history(unusable(1000 + n));
+    }
+    for i in 0..40u32 {
+        w.plex
+            .push_history(row(i, 1, 1 + i, VIEWED + i as i64 * 60, 1));
+    }
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(st["last_poll"]["plays_new"], 40, "{st}");
+    assert_eq!(st["counts"]["journal"], 40, "{st}");
+    w.wait_watched(40).await;
 }
 
 #[tokio::test]

@@ -219,25 +219,14 @@ pub async fn ingest_history(
         viewed_since: since,
         library_section_id: None,
     };
-    let mut start = 0u64;
-    let mut last_first: Option<String> = None;
+    // The pager advances by the rows the server served (usable or not), refuses a server that
+    // ignores X-Plex-Container-Start and bounds the walk; a page of only unusable rows is
+    // read past, not taken for the end.
+    let mut pages = client.history_pages(&query, size);
     let mut future = FutureRows::default();
-    loop {
-        let page = client.history_page(&query, start, size).await?;
-        if page.rows.is_empty() {
-            break;
-        }
-        // A server that ignores paging would hand us page one forever.
-        let first = page.rows.first().and_then(|r| r.history_key.clone());
-        if start > 0 && first.is_some() && first == last_first {
-            return Err(PollError::Plex(PlexError::Malformed {
-                endpoint: "/status/sessions/history/all".into(),
-                message: "the server ignored X-Plex-Container-Start (same page twice)".into(),
-            }));
-        }
-        last_first = first;
-        let n = page.rows.len() as u64;
-        report.rows_read += n;
+    while let Some(page) = pages.next_page().await? {
+        report.rows_read += page.size;
+        report.skipped += page.skipped;
         let mut plays = Vec::with_capacity(page.rows.len());
         let mut newest = since;
         let now = now_secs();
@@ -252,7 +241,6 @@ pub async fn ingest_history(
                 None => report.skipped += 1,
             }
         }
-        report.skipped += page.skipped;
         let cursor = cursor_key.clone().map(|k| (k, newest));
         let counts = shared
             .ingest_batch(plays, cursor, window, activity_for, MappedPlays::ToResolver)
@@ -262,10 +250,6 @@ pub async fn ingest_history(
         report.already_seen += counts.already_seen;
         report.new_ids.extend(counts.new_ids);
         progress(report.rows_read, page.total);
-        start += n;
-        if page.total.is_some_and(|t| start >= t) {
-            break;
-        }
     }
     Ok(())
 }
