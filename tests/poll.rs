@@ -557,6 +557,32 @@ async fn backfill_through_the_daemon_then_offline_and_dry_run() {
     assert_exported_once(&w.tracker);
 }
 
+// Multi-threaded: the CLI calls block the test thread while the fakes keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_backfill_fails_like_the_real_one_on_a_server_that_ignores_paging() {
+    let w = world("").await;
+    for i in 0..60u32 {
+        w.plex
+            .push_history(row(i, 1 + i / 30, 1 + i % 30, VIEWED + i as i64, 1));
+    }
+    w.plex.state.lock().unwrap().ignore_container_start = true;
+    for args in [
+        &["backfill", "--since", "2000-01-01"][..],
+        &["backfill", "--since", "2000-01-01", "--dry-run"][..],
+    ] {
+        let out = w.daemon.cli(args, None);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "{args:?}:\n{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("ignored X-Plex-Container-Start"),
+            "{args:?}:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_backfill_loses_nothing_and_exports_nothing_twice() {
     let mut w = world_bin("").await;

@@ -634,14 +634,12 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
             viewed_since: since,
             library_section_id: None,
         };
-        let mut start = 0u64;
-        loop {
-            let page = client.history_page(&query, start, size).await?;
-            if page.rows.is_empty() {
-                break;
-            }
-            start += page.rows.len() as u64;
-            rows_read += page.rows.len() as u64;
+        // The same walk as the real backfill (`ingest_history`): it advances by what the server
+        // served, refuses a server that ignores X-Plex-Container-Start and is bounded, so a
+        // dry run fails where the real one would instead of counting page one again and again.
+        let mut pages = client.history_pages(&query, size);
+        while let Some(page) = pages.next_page().await? {
+            rows_read += page.size;
             for row in &page.rows {
                 let Some(play) = row_to_play(row, &server, &accounts, PlaySource::Backfill) else {
                     continue;
@@ -694,9 +692,6 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
                 st.account = i as u32 + 1;
                 st.accounts = accounts_n;
             });
-            if page.total.is_some_and(|t| start >= t) {
-                break;
-            }
         }
     }
     let mut unmatched: Vec<String> = shows
