@@ -409,11 +409,12 @@ impl TrackerErrorKind {
 pub struct PollReport {
     pub started_at: i64,
     pub finished_at: i64,
+    /// Rows the server served, usable or not.
     pub rows_read: u64,
     pub plays_new: u64,
     pub duplicates: u64,
     pub already_seen: u64,
-    /// Rows that are not episodes or lack season/episode numbers.
+    /// Rows that are not episodes, lack season/episode numbers or a usable time.
     pub skipped: u64,
     pub error: Option<String>,
     /// What kind of failure `error` is, for decisions (backoff, the token warning).

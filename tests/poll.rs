@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use support::Driver;
 use support::daemon::{self, Daemon};
 use support::inproc::InProc;
-use support::plex::{FakePlex, FakeShow, HistoryFixture, PlexFault, TOKEN};
+use support::plex::{
+    FakePlex, FakeShow, HistoryEntry, HistoryFixture, PlexFault, TOKEN, WatchedEpisodeFixture,
+};
 use support::tracker::FakeTracker;
 use support::{eventually, multipart, sample_json, samples};
 
@@ -80,8 +82,14 @@ async fn setup(extra: &str) -> (tempfile::TempDir, FakePlex, FakeTracker, String
     ])
     .await;
     // Polls run when a test asks (POST /api/poll), not on the clock.
+    // The library scan is off unless a test turns it on.
+    let scan = if extra.contains("library_scan") {
+        ""
+    } else {
+        "library_scan = false\n"
+    };
     let poll = format!(
-        "[poll]\nschedule = \"0 0 0 1 1 *\"\ninitial_lookback = \"36500d\"\nretry_backoff = \"200ms\"\nlibrary_scan = false\n{extra}"
+        "[poll]\nschedule = \"0 0 0 1 1 *\"\ninitial_lookback = \"36500d\"\nretry_backoff = \"200ms\"\n{scan}{extra}"
     );
     let cfg_text = daemon::config(&plex.url(), &tracker.url(), &poll);
     let cfg = dir.path().join("plexsync.toml");
@@ -307,6 +315,106 @@ async fn a_webhook_and_the_history_row_of_the_same_viewing_are_one_play() {
     );
 }
 
+/// The episodes the fake tracker has marked watched, as (season, episode).
+fn watched_eps(t: &FakeTracker) -> HashSet<(u32, u32)> {
+    t.watched().keys().map(|k| (k.1, k.2)).collect()
+}
+
+#[tokio::test]
+async fn a_history_row_dated_in_the_future_does_not_stop_polling() {
+    let w = world("").await;
+    let now = plexsync::model::now_secs();
+    // Plex's clock ran a month fast, then was set right.
+    w.plex.push_history(row(1, 1, 1, now + 30 * 86_400, 1));
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(
+        st["last_poll"]["plays_new"], 1,
+        "the future row is journaled: {st}"
+    );
+    let cursor = st["cursors"][0]["viewed_at"].as_i64().unwrap();
+    assert!(
+        cursor <= plexsync::model::now_secs() + 300,
+        "the cursor stops at now + 5 min: {st}"
+    );
+    assert!(
+        w.daemon.log().contains("in the future"),
+        "warned:\n{}",
+        w.daemon.log()
+    );
+    // A viewing at the right time after it is still read.
+    w.plex.push_history(row(2, 1, 2, now, 1));
+    let st = w.poll().await;
+    assert_eq!(st["last_poll"]["plays_new"], 1, "{st}");
+    w.wait_watched(2).await;
+    assert_eq!(watched_eps(&w.tracker), HashSet::from([(1, 1), (1, 2)]));
+}
+
+#[tokio::test]
+async fn a_library_episode_dated_in_the_future_does_not_stop_the_scan() {
+    let w = world("library_scan = true\n").await;
+    let now = plexsync::model::now_secs();
+    let ep = |n: u32, at: i64| {
+        WatchedEpisodeFixture::new(
+            &format!("{}", 70_000 + n),
+            "56850",
+            "Be Cool, Scooby-Doo!",
+            1,
+            n,
+            at,
+        )
+    };
+    // 2100-01-01, a nonsense lastViewedAt.
+    w.plex.push_watched(ep(1, 4_102_444_800));
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(st["last_poll"]["plays_new"], 1, "{st}");
+    w.plex.push_watched(ep(2, now));
+    let st = w.poll().await;
+    assert_eq!(st["last_poll"]["plays_new"], 1, "{st}");
+    w.wait_watched(2).await;
+    assert_eq!(watched_eps(&w.tracker), HashSet::from([(1, 1), (1, 2)]));
+}
+
+/// A row the client must skip (no `viewedAt`); the fake serves such rows first.
+fn unusable(n: u64) -> HistoryEntry {
+    HistoryEntry::episode(n, "56850", "Be Cool, Scooby-Doo!", 9, n as u32, VIEWED, 1)
+        .without_viewed_at()
+}
+
+#[tokio::test]
+async fn a_page_of_unusable_rows_is_read_past() {
+    let w = world("").await;
+    // The fake serves 50 a page: page one holds only rows without viewedAt.
+    for n in 0..50 {
+        w.plex.push_history(unusable(1000 + n));
+    }
+    w.plex.push_history(row(1, 1, 1, VIEWED, 1));
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(st["last_poll"]["plays_new"], 1, "the row after them: {st}");
+    assert_eq!(st["last_poll"]["rows_read"], 51, "{st}");
+    assert_eq!(st["last_poll"]["skipped"], 50, "{st}");
+    w.wait_watched(1).await;
+}
+
+#[tokio::test]
+async fn unusable_rows_at_a_page_start_are_no_paging_error() {
+    let w = world("").await;
+    for n in 0..30 {
+        w.plex.push_history(unusable(1000 + n));
+    }
+    for i in 0..40u32 {
+        w.plex
+            .push_history(row(i, 1, 1 + i, VIEWED + i as i64 * 60, 1));
+    }
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert_eq!(st["last_poll"]["plays_new"], 40, "{st}");
+    assert_eq!(st["counts"]["journal"], 40, "{st}");
+    w.wait_watched(40).await;
+}
+
 #[tokio::test]
 async fn plex_faults_hold_the_cursor_and_cause_no_retry_storm() {
     let w = world("").await;
@@ -447,6 +555,32 @@ async fn backfill_through_the_daemon_then_offline_and_dry_run() {
     w.daemon.restart().await;
     w.wait_watched(40).await;
     assert_exported_once(&w.tracker);
+}
+
+// Multi-threaded: the CLI calls block the test thread while the fakes keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_backfill_fails_like_the_real_one_on_a_server_that_ignores_paging() {
+    let w = world("").await;
+    for i in 0..60u32 {
+        w.plex
+            .push_history(row(i, 1 + i / 30, 1 + i % 30, VIEWED + i as i64, 1));
+    }
+    w.plex.state.lock().unwrap().ignore_container_start = true;
+    for args in [
+        &["backfill", "--since", "2000-01-01"][..],
+        &["backfill", "--since", "2000-01-01", "--dry-run"][..],
+    ] {
+        let out = w.daemon.cli(args, None);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "{args:?}:\n{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("ignored X-Plex-Container-Start"),
+            "{args:?}:\n{stdout}\n{stderr}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

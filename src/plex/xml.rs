@@ -1,14 +1,24 @@
 //! A small, bounded XML tree for Plex responses (MediaContainer documents).
 //!
 //! Plex answers are small flat documents whose data lives in attributes; a tree of elements
-//! with their attributes is all the callers need. Depth and element count are bounded so a
-//! hostile or broken server cannot make us recurse or allocate without limit.
+//! with their attributes is all the callers need. Depth, element count and attribute counts
+//! (per element and in all) are bounded so a hostile or broken server cannot make us recurse
+//! or allocate without limit: within the 64 MiB body cap, ~5.6 million short attributes
+//! (` a1=""`) would otherwise become a tree of about a gigabyte.
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
 const MAX_DEPTH: usize = 32;
 const MAX_ELEMENTS: usize = 1_000_000;
+/// Attributes on one element. The most in the real captures (`../shared/plex-samples`) is 33
+/// (plex.tv's `<user>`); PMS metadata elements carry some 40–50. 256 leaves room for
+/// attributes Plex adds later.
+const MAX_ELEMENT_ATTRIBUTES: usize = 256;
+/// Attributes in a whole document. The largest answers we ask for are history and library
+/// pages of at most 5,000 items (`[poll] page_size`) with ~50 attributes each: 250,000.
+/// A million is four times that, and bounds the tree to some 100 MB of small strings.
+const MAX_ATTRIBUTES: usize = 1_000_000;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Element {
@@ -92,9 +102,25 @@ pub struct XmlError {
     pub message: String,
 }
 
-fn element(e: &BytesStart<'_>, pos: u64) -> Result<Element, XmlError> {
+/// The element `e` starts, its attributes counted against `total` (the document's so far).
+fn element(e: &BytesStart<'_>, pos: u64, total: &mut usize) -> Result<Element, XmlError> {
     let mut attrs = Vec::new();
     for a in e.attributes() {
+        // Counted before the attribute is read, so a refused element costs no more than
+        // the bound.
+        if attrs.len() >= MAX_ELEMENT_ATTRIBUTES {
+            return Err(XmlError {
+                position: pos,
+                message: format!("an element with more than {MAX_ELEMENT_ATTRIBUTES} attributes"),
+            });
+        }
+        *total += 1;
+        if *total > MAX_ATTRIBUTES {
+            return Err(XmlError {
+                position: pos,
+                message: format!("document with more than {MAX_ATTRIBUTES} attributes"),
+            });
+        }
         let a = a.map_err(|err| XmlError {
             position: pos,
             message: err.to_string(),
@@ -122,6 +148,7 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0usize;
+    let mut attributes = 0usize;
     loop {
         let pos = reader.buffer_position();
         let ev = reader.read_event().map_err(|e| XmlError {
@@ -142,14 +169,14 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
                 if stack.len() >= MAX_DEPTH || count > MAX_ELEMENTS {
                     return Err(err("document too deep or too large"));
                 }
-                stack.push(element(&e, pos)?);
+                stack.push(element(&e, pos, &mut attributes)?);
             }
             Event::Empty(e) => {
                 count += 1;
                 if count > MAX_ELEMENTS {
                     return Err(err("document too large"));
                 }
-                let el = element(&e, pos)?;
+                let el = element(&e, pos, &mut attributes)?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),
@@ -235,5 +262,38 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn attributes_are_bounded_per_element_and_in_all() {
+        use std::fmt::Write;
+        // Many elements each within the bound, more than a million in all.
+        let row: String = (0..100).map(|n| format!(" a{n}=\"\"")).collect();
+        let mut x = String::from("<MediaContainer>");
+        for _ in 0..10_001 {
+            let _ = write!(x, "<Video{row}/>");
+        }
+        x.push_str("</MediaContainer>");
+        let err = parse(&x).unwrap_err();
+        assert!(
+            err.message.contains("more than 1000000 attributes"),
+            "{err}"
+        );
+        // One element with 5 million attributes (~50 MiB, under the body cap).
+        let mut x = String::with_capacity(60 << 20);
+        x.push_str("<MediaContainer");
+        for n in 0..5_000_000 {
+            let _ = write!(x, " a{n}=\"\"");
+        }
+        x.push_str("/>");
+        let err = parse(&x).unwrap_err();
+        assert!(err.message.contains("more than 256 attributes"), "{err}");
+        // At the bounds: accepted.
+        let row: String = (0..256).map(|n| format!(" a{n}=\"{n}\"")).collect();
+        let ok = parse(&format!(
+            "<MediaContainer{row}><Video{row}/></MediaContainer>"
+        ))
+        .unwrap();
+        assert_eq!((ok.attrs.len(), ok.children[0].attrs.len()), (256, 256));
     }
 }

@@ -42,6 +42,62 @@ impl PollError {
     }
 }
 
+/// How far past the daemon's own clock a poll cursor may move. A cursor only moves forward and
+/// the next poll asks for rows since it, so one row dated ahead (Plex's clock ran fast and was
+/// stepped back, or a nonsense `viewedAt` such as 2100-01-01) would otherwise put every later
+/// row below `since` until that date came round: polls would keep succeeding with 0 rows.
+/// Five minutes absorbs ordinary clock skew between Plex and this host without a warning, and
+/// is below the default `[poll] overlap` (10 min), which re-reads that much before the cursor.
+pub const CURSOR_SLACK: Duration = Duration::from_secs(5 * 60);
+
+/// The furthest a poll cursor may stand at `now` (unix seconds): `now` + [`CURSOR_SLACK`].
+pub fn cursor_ceiling(now: i64) -> i64 {
+    now.saturating_add(CURSOR_SLACK.as_secs() as i64)
+}
+
+/// Where a poll from `cursor` starts reading at `now`: `overlap` before the cursor, the cursor
+/// taken no further than [`cursor_ceiling`] — a cursor a release before the clamp stored in the
+/// future would otherwise still hide every row until its date.
+pub fn poll_since(cursor: i64, now: i64, overlap: i64) -> i64 {
+    cursor.min(cursor_ceiling(now)).saturating_sub(overlap)
+}
+
+/// Rows of one cursor walk dated past [`cursor_ceiling`]: journaled like any row (their history
+/// keys make re-reads no-ops), but the cursor stops at the ceiling. The first one is logged
+/// as a warning, once per walk, so a poll does not repeat it for every such row.
+#[derive(Debug, Default)]
+pub(crate) struct FutureRows {
+    seen: u64,
+}
+
+impl FutureRows {
+    /// The time `viewed_at` may move the cursor `cursor` to at `now`, warning on the walk's
+    /// first row dated past the ceiling.
+    pub(crate) fn clamp(
+        &mut self,
+        cursor: &str,
+        rating_key: Option<&str>,
+        viewed_at: i64,
+        now: i64,
+    ) -> i64 {
+        let ceiling = cursor_ceiling(now);
+        if viewed_at <= ceiling {
+            return viewed_at;
+        }
+        if self.seen == 0 {
+            tracing::warn!(
+                cursor = %cursor,
+                rating_key = rating_key.unwrap_or(""),
+                viewed_at,
+                now,
+                "Plex dates a viewing in the future (its clock?): journaled, but the poll cursor stops at now + 5 min"
+            );
+        }
+        self.seen += 1;
+        ceiling
+    }
+}
+
 /// Progress callback: (rows read so far, total if known).
 pub type Progress<'a> = &'a (dyn Fn(u64, Option<u64>) + Send + Sync);
 
@@ -163,34 +219,28 @@ pub async fn ingest_history(
         viewed_since: since,
         library_section_id: None,
     };
-    let mut start = 0u64;
-    let mut last_first: Option<String> = None;
-    loop {
-        let page = client.history_page(&query, start, size).await?;
-        if page.rows.is_empty() {
-            break;
-        }
-        // A server that ignores paging would hand us page one forever.
-        let first = page.rows.first().and_then(|r| r.history_key.clone());
-        if start > 0 && first.is_some() && first == last_first {
-            return Err(PollError::Plex(PlexError::Malformed {
-                endpoint: "/status/sessions/history/all".into(),
-                message: "the server ignored X-Plex-Container-Start (same page twice)".into(),
-            }));
-        }
-        last_first = first;
-        let n = page.rows.len() as u64;
-        report.rows_read += n;
+    // The pager advances by the rows the server served (usable or not), refuses a server that
+    // ignores X-Plex-Container-Start and bounds the walk; a page of only unusable rows is
+    // read past, not taken for the end.
+    let mut pages = client.history_pages(&query, size);
+    let mut future = FutureRows::default();
+    while let Some(page) = pages.next_page().await? {
+        report.rows_read += page.size;
+        report.skipped += page.skipped;
         let mut plays = Vec::with_capacity(page.rows.len());
         let mut newest = since;
+        let now = now_secs();
         for row in &page.rows {
-            newest = newest.max(row.viewed_at);
+            let at = match &cursor_key {
+                Some(k) => future.clamp(k, row.rating_key.as_deref(), row.viewed_at, now),
+                None => row.viewed_at,
+            };
+            newest = newest.max(at);
             match row_to_play(row, server, accounts, source) {
                 Some(p) => plays.push(p),
                 None => report.skipped += 1,
             }
         }
-        report.skipped += page.skipped;
         let cursor = cursor_key.clone().map(|k| (k, newest));
         let counts = shared
             .ingest_batch(plays, cursor, window, activity_for, MappedPlays::ToResolver)
@@ -200,10 +250,6 @@ pub async fn ingest_history(
         report.already_seen += counts.already_seen;
         report.new_ids.extend(counts.new_ids);
         progress(report.rows_read, page.total);
-        start += n;
-        if page.total.is_some_and(|t| start >= t) {
-            break;
-        }
     }
     Ok(())
 }
@@ -249,7 +295,7 @@ async fn poll_inner(shared: &Shared, report: &mut PollReport) -> Result<(), Poll
     for id in ids {
         let key = format!("{server}/{id}");
         let since = match shared.store.cursor(&key)? {
-            Some(c) => c.viewed_at - overlap,
+            Some(c) => poll_since(c.viewed_at, now_secs(), overlap),
             None => now_secs() - cfg.poll.initial_lookback.as_secs() as i64,
         };
         ingest_history(
@@ -588,14 +634,12 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
             viewed_since: since,
             library_section_id: None,
         };
-        let mut start = 0u64;
-        loop {
-            let page = client.history_page(&query, start, size).await?;
-            if page.rows.is_empty() {
-                break;
-            }
-            start += page.rows.len() as u64;
-            rows_read += page.rows.len() as u64;
+        // The same walk as the real backfill (`ingest_history`): it advances by what the server
+        // served, refuses a server that ignores X-Plex-Container-Start and is bounded, so a
+        // dry run fails where the real one would instead of counting page one again and again.
+        let mut pages = client.history_pages(&query, size);
+        while let Some(page) = pages.next_page().await? {
+            rows_read += page.size;
             for row in &page.rows {
                 let Some(play) = row_to_play(row, &server, &accounts, PlaySource::Backfill) else {
                     continue;
@@ -648,9 +692,6 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
                 st.account = i as u32 + 1;
                 st.accounts = accounts_n;
             });
-            if page.total.is_some_and(|t| start >= t) {
-                break;
-            }
         }
     }
     let mut unmatched: Vec<String> = shows
@@ -687,6 +728,25 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn cursors_stop_at_now_plus_the_slack() {
+        let now = 1_800_000_000;
+        let slack = CURSOR_SLACK.as_secs() as i64;
+        let mut f = FutureRows::default();
+        assert_eq!(f.clamp("srv/1", None, now - 5, now), now - 5);
+        // Plex's clock a minute ahead: within the slack, taken as is, no warning.
+        assert_eq!(f.clamp("srv/1", None, now + 60, now), now + 60);
+        assert_eq!(f.seen, 0);
+        // 2100-01-01: journaled by the caller, but the cursor stops at the ceiling.
+        assert_eq!(f.clamp("srv/1", Some("9"), 4_102_444_800, now), now + slack);
+        assert_eq!(f.clamp("srv/1", Some("9"), now + 86_400, now), now + slack);
+        assert_eq!(f.seen, 2);
+        // A cursor an older release left in the future: the poll reads from the ceiling.
+        assert_eq!(poll_since(4_102_444_800, now, 600), now + slack - 600);
+        assert_eq!(poll_since(now - 100, now, 600), now - 700);
+        assert_eq!(poll_since(i64::MIN, now, 600), i64::MIN);
+    }
 
     fn row(
         kind: &str,

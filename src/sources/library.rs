@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use plexsync_plugin_api::PlaySource;
 
-use super::history::{PollError, activity_for, refresh_accounts};
+use super::history::{FutureRows, PollError, activity_for, refresh_accounts};
 use crate::accounts::{AccountMap, OWNER_ID, pms_key};
 use crate::api::SyncRequest;
 use crate::model::{Activity, Play, PlexShow, PollReport, SyncStatus, SyncWould, now_secs};
@@ -123,18 +123,20 @@ pub(crate) async fn scan_libraries(
     for section in client.show_sections().await? {
         let key = format!("{server}/library/{}", section.key);
         let since = match shared.store.cursor(&key)? {
-            Some(c) => c.viewed_at - overlap,
+            Some(c) => super::history::poll_since(c.viewed_at, now_secs(), overlap),
             None => now_secs() - cfg.poll.initial_lookback.as_secs() as i64,
         };
         let mut pages = client.watched_episode_pages(&section.key, since, cfg.poll.page_size);
+        let mut future = FutureRows::default();
         while let Some(page) = pages.next_page().await? {
             report.rows_read += page.size;
             report.skipped += page.skipped;
             let mut newest = since;
             let mut plays = Vec::with_capacity(page.rows.len());
+            let now = now_secs();
             for ep in &page.rows {
                 if let Some(t) = ep.last_viewed_at {
-                    newest = newest.max(t);
+                    newest = newest.max(future.clamp(&key, Some(&ep.rating_key), t, now));
                 }
                 match episode_to_play(ep, None, server, accounts) {
                     Some(p) if ep.view_count > 0 => plays.push(p),
