@@ -634,19 +634,28 @@ mod tests {
         }
     }
 
+    /// A log destination the test reads back.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
     /// Everything the stderr formatter writes while `f` runs (no ANSI, no timestamps).
     fn stderr_lines(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let buf = Buf::default();
         let w = buf.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -658,8 +667,7 @@ mod tests {
             .with_writer(move || w.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, f);
-        let out = buf.0.lock().unwrap().clone();
-        String::from_utf8(out).unwrap()
+        buf.text()
     }
 
     /// The websocket library's trace of its upgrade request (Plex token included) is never
@@ -671,25 +679,14 @@ mod tests {
             "tungstenite=trace,info",
             "tungstenite::handshake=trace",
         ] {
-            let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-            #[derive(Clone)]
-            struct W(Arc<Mutex<Vec<u8>>>);
-            impl std::io::Write for W {
-                fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                    self.0.lock().unwrap().extend_from_slice(b);
-                    Ok(b.len())
-                }
-                fn flush(&mut self) -> std::io::Result<()> {
-                    Ok(())
-                }
-            }
-            let w = W(buf.clone());
+            let buf = Buf::default();
+            let w = buf.clone();
             let sub = lines_subscriber(asked, move || w.clone());
             tracing::subscriber::with_default(sub, || {
                 tracing::trace!(target: "tungstenite::handshake::client", "Request: X-Plex-Token: s3cret");
                 tracing::trace!(target: "tungstenite::handshake::machine", "frame");
             });
-            let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+            let out = buf.text();
             assert!(!out.contains("s3cret"), "{asked}: {out}");
             assert!(
                 out.contains("frame"),

@@ -714,6 +714,21 @@ mod tests {
     use crate::store::ops::Ingested;
     use crate::store::ops::fixtures::{act, play};
 
+    /// The resolver's own mapping of the fixture show to tracker show 42.
+    fn resolvers_mapping() -> Mapping {
+        Mapping {
+            plex: play(0).show,
+            show_id: "42".into(),
+            method: "guid".into(),
+            confidence: 1.0,
+            manual: false,
+            sync_enabled: true,
+            created_at: 0,
+            ignored: false,
+            updated_at: None,
+        }
+    }
+
     /// A play the resolver deferred (a retry time in the future keeps it out of the round)
     /// still goes to the outbox before the show's later plays once the show is mapped.
     #[tokio::test]
@@ -739,17 +754,7 @@ mod tests {
             .map(|p| p.id)
             .collect();
         assert_eq!(due, vec![2]);
-        let mapping = Mapping {
-            plex: play(0).show,
-            show_id: "42".into(),
-            method: "guid".into(),
-            confidence: 1.0,
-            manual: false,
-            sync_enabled: true,
-            created_at: 0,
-            ignored: false,
-            updated_at: None,
-        };
+        let mapping = resolvers_mapping();
         let mapped = Resolution::Mapped {
             show_id: "42".into(),
             mapping: Some(mapping),
@@ -794,17 +799,7 @@ mod tests {
             reason: "test".into(),
         };
         // The first play maps the show (the resolver's own mapping).
-        let mapping = Mapping {
-            plex: play(0).show,
-            show_id: "42".into(),
-            method: "guid".into(),
-            confidence: 1.0,
-            manual: false,
-            sync_enabled: true,
-            created_at: 0,
-            ignored: false,
-            updated_at: None,
-        };
+        let mapping = resolvers_mapping();
         let applied = s
             .apply_resolutions(vec![
                 (

@@ -905,28 +905,13 @@ mod tests {
             "b's next batch waits behind the one waiting to retry"
         );
         assert_eq!(s.next_batch_at().unwrap(), Some(a[1].next_attempt_at));
-        s.finish_batch(
-            a[1].id,
-            BatchOutcome::Delivered {
+        for done in [a[1].id, a[2].id] {
+            let delivered = BatchOutcome::Delivered {
                 marked: 2,
                 already: 0,
-            },
-            5,
-            1.0,
-        )
-        .await
-        .unwrap();
-        s.finish_batch(
-            a[2].id,
-            BatchOutcome::Delivered {
-                marked: 2,
-                already: 0,
-            },
-            5,
-            1.0,
-        )
-        .await
-        .unwrap();
+            };
+            s.finish_batch(done, delivered, 5, 1.0).await.unwrap();
+        }
         assert!(s.next_due_batches(now, 64, &none).unwrap().is_empty());
         assert_eq!(
             s.next_batch_at().unwrap(),
