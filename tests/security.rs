@@ -334,11 +334,50 @@ async fn browser_sessions_need_the_token_once_and_same_origin_json_after() {
     }
     assert!(!set_cookie.contains(&token), "the cookie is not the token");
     let cookie = set_cookie.split(';').next().unwrap().to_string();
+    // Every other server on this host gets the cookie (browsers do not isolate cookies by
+    // port), but not the page key, which only the page's origin holds: the cookie alone
+    // opens nothing, not even a read, and another session's key does not fit it.
+    for path in ["/api/web-url", "/api/status", "/metrics"] {
+        let r = http
+            .get(format!("{base}{path}"))
+            .header("cookie", cookie.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{path} with a bare cookie");
+    }
+    let answer: Value = r.json().await.unwrap();
+    let page_key = answer["page_key"].as_str().unwrap().to_string();
+    assert!(page_key.len() >= 32, "{answer}");
+    assert!(
+        !cookie.contains(&page_key),
+        "the cookie does not carry its page key"
+    );
 
-    // Reads need only the cookie.
+    let other: Value = login(
+        Some(&base),
+        "application/json",
+        json!({ "token": token }).to_string(),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let r = http
+        .get(format!("{base}/api/web-url"))
+        .header("cookie", cookie.clone())
+        .header("x-plexsync-page-key", other["page_key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "another session's page key");
+
+    // Reads need the cookie and its page key.
     let get = |c: &str| {
         http.get(format!("{base}/api/status"))
             .header("cookie", c.to_string())
+            .header("x-plexsync-page-key", page_key.clone())
             .send()
     };
     assert_eq!(get(&cookie).await.unwrap().status().as_u16(), 200);
@@ -346,6 +385,7 @@ async fn browser_sessions_need_the_token_once_and_same_origin_json_after() {
     let r = http
         .get(format!("{base}/api/status"))
         .header("cookie", cookie.clone())
+        .header("x-plexsync-page-key", page_key.clone())
         .header("authorization", "Basic dXNlcjpwYXNz")
         .send()
         .await
@@ -356,6 +396,7 @@ async fn browser_sessions_need_the_token_once_and_same_origin_json_after() {
         let mut r = http
             .post(format!("{base}/api/conflicts/{conflict}/resolve"))
             .header("cookie", cookie.clone())
+            .header("x-plexsync-page-key", page_key.clone())
             .header("content-type", ct)
             .body(r#"{"action":"ignore"}"#);
         if let Some(o) = origin {

@@ -204,7 +204,7 @@ pub(crate) async fn handle(
 const MAX_LOGIN_BODY: usize = 8 * 1024;
 
 /// `POST /api/login` with `{"token": "<admin token>"}` (JSON, from the page's own origin):
-/// sets the session cookie.
+/// sets the session cookie and answers the page key that must come with it.
 async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) -> Resp {
     if req.method() != Method::POST {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "POST the token as JSON");
@@ -243,7 +243,7 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
         tracing::warn!(client = %Client(client), "login with a wrong admin token");
         return text(StatusCode::UNAUTHORIZED, "wrong admin token");
     }
-    let cookie = match shared.mint_session() {
+    let (cookie, page_key) = match shared.mint_session() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a session");
@@ -251,7 +251,14 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
         }
     };
     tracing::info!(client = %Client(client), "browser logged in");
-    let mut r = json(StatusCode::OK, &serde_json::json!({ "logged_in": true }));
+    // The page keeps the page key in localStorage and sends it with every request: the
+    // cookie alone reaches other servers on this host (any port) and is worth nothing there.
+    let mut r = json(
+        StatusCode::OK,
+        &serde_json::json!({ "logged_in": true, "page_key": page_key.expose() }),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let attrs = format!(
         "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         crate::session::COOKIE,
