@@ -203,6 +203,13 @@ pub(crate) async fn handle(
 /// Largest login body: `{"token": "..."}` with a token of at most 4 KiB.
 const MAX_LOGIN_BODY: usize = 8 * 1024;
 
+/// How long a login body may take to arrive. The login is the one request whose body is read
+/// before any credential is checked, and a connection with a request in progress is never
+/// closed to make room: without a deadline of its own, a few clients trickling login bodies
+/// would hold every connection slot for the whole `request_timeout` (30 s by default) without
+/// knowing anything. A real login body is under 100 bytes and arrives with its headers.
+const LOGIN_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `POST /api/login` with `{"token": "<admin token>"}` (JSON, from the page's own origin):
 /// sets the session cookie and answers the page key that must come with it.
 async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) -> Resp {
@@ -221,12 +228,21 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|o| o.starts_with("https://"));
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_LOGIN_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "login body too large"),
+    let read = http_body_util::Limited::new(req.into_body(), MAX_LOGIN_BODY).collect();
+    let body = match tokio::time::timeout(LOGIN_BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "login body too large"),
+        Err(_) => {
+            tracing::warn!(client = %Client(client), timeout_s = LOGIN_BODY_TIMEOUT.as_secs(), "login body too slow; answering 408");
+            let mut r = text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the login body took too long to arrive",
+            );
+            // The rest of the body is not read: the connection cannot carry another request.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
     };
     #[derive(serde::Deserialize)]
     struct Login {
