@@ -448,12 +448,40 @@ async fn browser_sessions_need_the_token_once_and_same_origin_json_after() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(get(&cookie).await.unwrap().status().as_u16(), 401);
-    // Logging out clears the cookie.
-    let r = http
-        .post(format!("{base}/api/logout"))
-        .send()
+    // Logging out follows the browser rules: another site's page cannot log the user out.
+    let logout = |origin: Option<&str>, ct: &str, site: Option<&str>| {
+        let mut r = http
+            .post(format!("{base}/api/logout"))
+            .header("cookie", cookie.clone())
+            .header("content-type", ct);
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        if let Some(s) = site {
+            r = r.header("sec-fetch-site", s);
+        }
+        r.send()
+    };
+    let refused: Vec<(Option<&str>, &str, Option<&str>, u16)> = vec![
+        (None, "application/json", None, 403),
+        (Some("http://evil.example"), "application/json", None, 403),
+        (Some(&base), "text/plain", None, 415),
+        (Some(&base), "application/json", Some("same-site"), 403),
+    ];
+    for (origin, ct, site, status) in refused {
+        let r = logout(origin, ct, site).await.unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            status,
+            "logout {origin:?} {ct} {site:?}"
+        );
+        assert!(r.headers().get("set-cookie").is_none(), "{origin:?}");
+    }
+    // The page's own logout clears the cookie.
+    let r = logout(Some(&base), "application/json", Some("same-origin"))
         .await
         .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     assert!(
         r.headers()["set-cookie"]
             .to_str()

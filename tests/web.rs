@@ -716,7 +716,7 @@ async fn the_page_fits_a_phone_on_every_tab() {
 
 /// The session cookie reaches every server on the host, so the daemon also wants the page key
 /// the page keeps in localStorage: a new tab of the same origin has it; a browser that lost it
-/// is asked to log in again (and can), rather than showing a broken page.
+/// is asked to log in again (and can), rather than showing a broken page; logging out works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_tab_keeps_the_session_and_a_lost_page_key_asks_to_log_in() {
     let Some(driver) = browser().await else {
@@ -751,6 +751,18 @@ async fn a_new_tab_keeps_the_session_and_a_lost_page_key_asks_to_log_in() {
     login(&driver, &d).await;
     driver.click_css("#tab-conflicts").await;
     driver.wait_for("article[data-conflict-id]").await;
+
+    // Log out passes the browser rules (the page's own Origin, JSON) and forgets the key.
+    driver.click_css("#logout").await;
+    driver.wait_for("form#auth:not([hidden])").await;
+    driver
+        .until(
+            "the page key is forgotten",
+            WAIT,
+            "return localStorage.getItem('plexsync-page-key') === null",
+        )
+        .await;
+    assert!(!d.log().contains("logout refused"), "{}", d.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,7 +168,7 @@ pub(crate) async fn handle(
             return login(&shared, client, req).await;
         }
         if path == "/api/logout" {
-            return logout(req.method());
+            return logout(&shared, client, req.method(), req.headers());
         }
         if path == "/metrics" || path.starts_with("/api/") {
             if let Err((status, why)) =
@@ -287,10 +287,21 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
     r
 }
 
-/// `POST /api/logout`: forget the session cookie (needs nothing: it only takes access away).
-fn logout(method: &Method) -> Resp {
+/// `POST /api/logout`: forget the session cookie. It needs no credential (it only takes access
+/// away), but it follows the browser rules of every state change, so another site's page cannot
+/// log the user out behind their back.
+fn logout(
+    shared: &Shared,
+    client: Option<IpAddr>,
+    method: &Method,
+    headers: &hyper::HeaderMap,
+) -> Resp {
     if method != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "POST to log out");
+    }
+    if let Err((status, why)) = access::browser_request_ok(shared, method, headers) {
+        tracing::warn!(client = %Client(client), status = status.as_u16(), reason = why, "logout refused");
+        return text(status, why);
     }
     let mut r = json(StatusCode::OK, &serde_json::json!({ "logged_in": false }));
     let attrs = format!(
