@@ -89,12 +89,18 @@ pub fn valid(key: &MasterKey, token: &Secret, cookie: &str, page_key: &str, now:
     expires > now && fp == fingerprint(token) && key_ok
 }
 
-/// The session cookie's value from a `Cookie` header, if present.
-pub fn from_header(cookie_header: &str) -> Option<&str> {
+/// Most session cookie values tried for one request: each costs a decryption, and a browser
+/// sends a handful at most.
+pub const MAX_TRIED: usize = 8;
+
+/// Every session cookie value in a `Cookie` header, in the order sent. There can be several:
+/// another server on this host (any port) may set its own `plexsync_session`, with a longer
+/// `Path` that browsers send first, so the first one alone could hide ours.
+pub fn from_header(cookie_header: &str) -> impl Iterator<Item = &str> {
     cookie_header
         .split(';')
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .filter(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v.trim_matches('"'))
 }
 
@@ -146,11 +152,14 @@ mod tests {
 
     #[test]
     fn the_cookie_is_found_among_others() {
+        let all = |h| from_header(h).collect::<Vec<_>>();
+        assert_eq!(all("a=1; plexsync_session=xyz.abc; b=2"), ["xyz.abc"]);
         assert_eq!(
-            from_header("a=1; plexsync_session=xyz.abc; b=2"),
-            Some("xyz.abc")
+            all("plexsync_session=other; a=1; plexsync_session=\"xyz.abc\""),
+            ["other", "xyz.abc"],
+            "every value, in order"
         );
-        assert_eq!(from_header("plexsync_sessionx=1"), None);
-        assert_eq!(from_header(""), None);
+        assert!(all("plexsync_sessionx=1").is_empty());
+        assert!(all("").is_empty());
     }
 }

@@ -381,6 +381,19 @@ async fn browser_sessions_need_the_token_once_and_same_origin_json_after() {
             .send()
     };
     assert_eq!(get(&cookie).await.unwrap().status().as_u16(), 200);
+    // Another server on this host may set a `plexsync_session` of its own, which the
+    // browser sends first (a longer Path): ours is still found among them.
+    let r = http
+        .get(format!("{base}/api/status"))
+        .header(
+            "cookie",
+            format!("plexsync_session=00.11; theirs=1; {cookie}"),
+        )
+        .header("x-plexsync-page-key", page_key.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the second plexsync_session");
     // A proxy's own Basic auth passed on upstream does not hide the session.
     let r = http
         .get(format!("{base}/api/status"))

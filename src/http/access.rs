@@ -68,14 +68,18 @@ pub fn authenticate(
             _ => Err((StatusCode::UNAUTHORIZED, "wrong admin token")),
         };
     }
-    let cookie = headers
+    // Every session cookie sent, not just the first: another server on this host can set a
+    // cookie of the same name that browsers send before ours. Bounded: each costs a decryption.
+    let cookies: Vec<&str> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(crate::session::from_header);
-    let Some(cookie) = cookie else {
+        .flat_map(crate::session::from_header)
+        .take(crate::session::MAX_TRIED)
+        .collect();
+    if cookies.is_empty() {
         return Err((StatusCode::UNAUTHORIZED, NO_CREDENTIAL));
-    };
+    }
     // The browser rules first: they hold for any cookie-carrying request, with or without
     // the page key, and say why another site's page is refused.
     browser_request_ok(shared, method, headers)?;
@@ -87,7 +91,7 @@ pub fn authenticate(
     let Some(page_key) = page_key else {
         return Err((StatusCode::UNAUTHORIZED, NO_PAGE_KEY));
     };
-    if !shared.session_valid(cookie, page_key) {
+    if !cookies.iter().any(|c| shared.session_valid(c, page_key)) {
         return Err((
             StatusCode::UNAUTHORIZED,
             "the session has expired, the admin token changed or the page key is not this session's: log in again",
