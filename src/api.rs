@@ -70,6 +70,10 @@ pub struct ActivityPage {
 
 // ---- issue 12, activity and outbox (helper ACTIVITY) ----
 
+/// The highest activity `page` asked for: even one row a page, no log kept for its retention
+/// comes near it, and a bound keeps the page arithmetic far from overflowing.
+pub const MAX_ACTIVITY_PAGE: usize = 1_000_000;
+
 /// `GET /api/activity?status=&source=&account=&q=&page=&per_page=`: the one request type
 /// the CLI serialises into the query string and the handler parses, online and offline.
 /// `status` / `source` absent (or `all`, or empty) = any.
@@ -178,7 +182,14 @@ impl ActivityQuery {
             source: Self::parse_source(w.source.as_deref().unwrap_or(""))?,
             account: w.account.filter(|a| !a.trim().is_empty()),
             q: w.q.filter(|q| !q.trim().is_empty()),
-            page: number("page", w.page, 1)?.max(1),
+            page: match number("page", w.page, 1)? {
+                p if p > MAX_ACTIVITY_PAGE => {
+                    return Err(format!(
+                        "page: {p} is past any page there can be (at most {MAX_ACTIVITY_PAGE})"
+                    ));
+                }
+                p => p.max(1),
+            },
             per_page: number("per_page", w.per_page, 50)?.clamp(1, 500),
         })
     }
@@ -628,3 +639,19 @@ pub struct SyncRequest {
 
 /// `GET /api/sync` (null before the first sync).
 pub type SyncView = Option<crate::model::SyncStatus>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_activity_page_past_any_there_can_be_is_refused_by_name() {
+        for raw in ["page=18446744073709551615", "page=1000001"] {
+            let e = ActivityQuery::from_query_string(raw).unwrap_err();
+            assert!(e.starts_with("page: "), "{e}");
+        }
+        let q = ActivityQuery::from_query_string("page=1000000&per_page=500").unwrap();
+        assert_eq!((q.page, q.per_page), (MAX_ACTIVITY_PAGE, 500));
+        assert_eq!(ActivityQuery::from_query_string("page=0").unwrap().page, 1);
+    }
+}

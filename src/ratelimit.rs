@@ -1,17 +1,29 @@
 //! Per-client token buckets for inbound HTTP (the webhook route and the admin API each have
 //! one limiter). Pure bookkeeping: [`crate::http`] asks, answers 429 with `Retry-After`.
 //!
-//! Memory is bounded: at most [`MAX_CLIENTS`] addresses are tracked; idle full buckets are
+//! A client is an IPv4 address or an IPv6 /64 ([`client_key`]). Memory is bounded: at most
+//! [`MAX_CLIENTS`] clients are tracked; idle full buckets are
 //! dropped first, and when every slot is busy, new addresses share one overflow bucket (so a
 //! flood from many addresses is limited as a whole instead of growing the table).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Most client addresses tracked at once.
 pub const MAX_CLIENTS: usize = 4096;
+
+/// The key a client is counted under, here and by the connection caps: an IPv4 address (an
+/// IPv4-mapped IPv6 one as its IPv4 address), or an IPv6 address's /64. One IPv6 host is
+/// routinely given a whole /64 (SLAAC, privacy addresses), so keyed by /128 a single client
+/// could take every slot of the table and escape its own limit with each new address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        v4 => v4,
+    }
+}
 
 /// A limit: `per_minute` requests a minute on average, up to `burst` at once. `per_minute`
 /// 0 means unlimited.
@@ -63,7 +75,7 @@ impl Limiter {
             // A panic elsewhere while holding the lock: fail open rather than refuse Plex.
             return Verdict::Allow;
         };
-        let mut key = Some(client);
+        let mut key = Some(client_key(client));
         if !map.contains_key(&key) && map.len() >= MAX_CLIENTS {
             // Forget clients whose bucket has refilled: they lose nothing.
             map.retain(|_, b| {
@@ -104,6 +116,7 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
 
@@ -180,5 +193,38 @@ mod tests {
         let later = t0 + Duration::from_secs(120);
         assert_eq!(l.check_at(late, rate, later), Verdict::Allow);
         assert!(l.tracked() < 10);
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client() {
+        let l = Limiter::default();
+        let rate = Rate {
+            per_minute: 1,
+            burst: 1,
+        };
+        let t0 = Instant::now();
+        let base = u128::from("2001:db8::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            l.check_at(IpAddr::V6(Ipv6Addr::from(base + 1)), rate, t0),
+            Verdict::Allow
+        );
+        for i in 2..(MAX_CLIENTS as u128 + 2) {
+            let ip = IpAddr::V6(Ipv6Addr::from(base + (i << 20) + i));
+            assert!(
+                matches!(l.check_at(ip, rate, t0), Verdict::Limit { .. }),
+                "{ip}"
+            );
+        }
+        assert_eq!(l.tracked(), 1);
+        // Another /64 and an IPv4 client are others; a mapped IPv4 address is its IPv4 one.
+        let next = IpAddr::V6(Ipv6Addr::from(base + (1u128 << 64)));
+        assert_eq!(l.check_at(next, rate, t0), Verdict::Allow);
+        assert_eq!(l.check_at(IP, rate, t0), Verdict::Allow);
+        let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
+        assert!(matches!(
+            l.check_at(mapped, rate, t0),
+            Verdict::Limit { .. }
+        ));
+        assert_eq!(l.tracked(), 3);
     }
 }

@@ -401,8 +401,9 @@ impl Shared {
         web_url(&self.config(), self.listen_addr, &token)
     }
 
-    /// A new browser session for the current admin token, valid for [`SESSION_TTL`].
-    pub fn mint_session(&self) -> Result<String, DaemonError> {
+    /// A new browser session for the current admin token, valid for [`SESSION_TTL`]: the
+    /// cookie value and the page key that must come with it ([`crate::session`]).
+    pub fn mint_session(&self) -> Result<(String, Secret), DaemonError> {
         let token = self
             .secret(ADMIN_TOKEN)
             .ok_or_else(|| DaemonError::Io("no admin token is stored".into()))?;
@@ -413,10 +414,10 @@ impl Shared {
         )?)
     }
 
-    /// Whether `cookie` is a live session of the current admin token.
-    pub fn session_valid(&self, cookie: &str) -> bool {
+    /// Whether `cookie` with `page_key` is a live session of the current admin token.
+    pub fn session_valid(&self, cookie: &str, page_key: &str) -> bool {
         self.secret(ADMIN_TOKEN)
-            .is_some_and(|t| crate::session::valid(&self.key, &t, cookie, now_secs()))
+            .is_some_and(|t| crate::session::valid(&self.key, &t, cookie, page_key, now_secs()))
     }
 
     /// The tracker's catalogue was fetched again and is the current one, unchanged.

@@ -2,8 +2,8 @@
 //! RLIMIT_NOFILE 1024): a flood of idle connections (from several loopback addresses, some
 //! keep-alive) never locks out `/healthz` or a Plex webhook; the per-client and global caps
 //! hold; thousands of unfinished 60 KB request heads keep the daemon's RSS bounded; running out
-//! of descriptors is survived (one rate-limited warning); the daemon stays healthy and stops
-//! cleanly. Every wait is for a condition, never for a fixed time.
+//! of descriptors is survived (one rate-limited warning); stalled login bodies holding every
+//! slot are cut off by their own deadline; the daemon stays healthy and stops cleanly. Every wait is for a condition, never for a fixed time.
 
 mod support;
 
@@ -467,4 +467,84 @@ async fn the_cap_follows_a_descriptor_limit_that_cannot_be_raised_or_is_lowered(
     )
     .await;
     flood.close();
+}
+
+/// A client that sends a whole login head with `Expect: 100-continue`, waits for the daemon to
+/// start reading the body (its `100 Continue`: the request is in progress from then on), sends
+/// one byte of the 8000 it declared and stalls. Returns what the daemon answered at last.
+async fn slow_login(to: SocketAddr, started: Arc<tokio::sync::Barrier>) -> String {
+    let mut s = TcpStream::connect(to).await.expect("connect");
+    let head = format!(
+        "POST /api/login HTTP/1.1\r\nHost: {to}\r\nOrigin: http://{to}\r\n\
+         Content-Type: application/json\r\nContent-Length: 8000\r\nExpect: 100-continue\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.expect("send the head");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        assert!(n > 0, "closed before 100 Continue");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    s.write_all(b"{").await.expect("send one byte");
+    started.wait().await;
+    answer.clear();
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_login_bodies_do_not_hold_every_connection() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config().replace(
+        "[server]\n",
+        "[server]\nmax_connections = 16\nmax_connections_per_client = 16\n",
+    );
+    let d = Daemon::start(dir.path(), &cfg).await;
+    let to: SocketAddr = d.addr.parse().unwrap();
+    // Every slot holds a login whose body the daemon is waiting for.
+    let started = Arc::new(tokio::sync::Barrier::new(17));
+    let tasks: Vec<JoinHandle<String>> = (0..16)
+        .map(|_| tokio::spawn(slow_login(to, started.clone())))
+        .collect();
+    started.wait().await;
+    let t = Instant::now();
+    let head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        status_of(to, head).await,
+        Some(503),
+        "every connection has a request in progress\n{}",
+        d.log()
+    );
+    // The old code held them for the whole request_timeout (30 s).
+    let within = Duration::from_secs(15);
+    loop {
+        if status_of(to, head).await == Some(200) {
+            break;
+        }
+        assert!(
+            t.elapsed() < within,
+            "/healthz still refused after {within:?}\n{}",
+            d.log()
+        );
+        // Pacing between attempts, not synchronisation.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("/healthz got through after {:?}", t.elapsed());
+    for task in tasks {
+        let answer = task.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    assert!(d.log().contains("login body too slow"), "{}", d.log());
 }

@@ -334,18 +334,71 @@ async fn browser_sessions_need_the_token_once_and_same_origin_json_after() {
     }
     assert!(!set_cookie.contains(&token), "the cookie is not the token");
     let cookie = set_cookie.split(';').next().unwrap().to_string();
+    // Every other server on this host gets the cookie (browsers do not isolate cookies by
+    // port), but not the page key, which only the page's origin holds: the cookie alone
+    // opens nothing, not even a read, and another session's key does not fit it.
+    for path in ["/api/web-url", "/api/status", "/metrics"] {
+        let r = http
+            .get(format!("{base}{path}"))
+            .header("cookie", cookie.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{path} with a bare cookie");
+    }
+    let answer: Value = r.json().await.unwrap();
+    let page_key = answer["page_key"].as_str().unwrap().to_string();
+    assert!(page_key.len() >= 32, "{answer}");
+    assert!(
+        !cookie.contains(&page_key),
+        "the cookie does not carry its page key"
+    );
 
-    // Reads need only the cookie.
+    let other: Value = login(
+        Some(&base),
+        "application/json",
+        json!({ "token": token }).to_string(),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let r = http
+        .get(format!("{base}/api/web-url"))
+        .header("cookie", cookie.clone())
+        .header("x-plexsync-page-key", other["page_key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "another session's page key");
+
+    // Reads need the cookie and its page key.
     let get = |c: &str| {
         http.get(format!("{base}/api/status"))
             .header("cookie", c.to_string())
+            .header("x-plexsync-page-key", page_key.clone())
             .send()
     };
     assert_eq!(get(&cookie).await.unwrap().status().as_u16(), 200);
+    // Another server on this host may set a `plexsync_session` of its own, which the
+    // browser sends first (a longer Path): ours is still found among them.
+    let r = http
+        .get(format!("{base}/api/status"))
+        .header(
+            "cookie",
+            format!("plexsync_session=00.11; theirs=1; {cookie}"),
+        )
+        .header("x-plexsync-page-key", page_key.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the second plexsync_session");
     // A proxy's own Basic auth passed on upstream does not hide the session.
     let r = http
         .get(format!("{base}/api/status"))
         .header("cookie", cookie.clone())
+        .header("x-plexsync-page-key", page_key.clone())
         .header("authorization", "Basic dXNlcjpwYXNz")
         .send()
         .await
@@ -356,6 +409,7 @@ async fn browser_sessions_need_the_token_once_and_same_origin_json_after() {
         let mut r = http
             .post(format!("{base}/api/conflicts/{conflict}/resolve"))
             .header("cookie", cookie.clone())
+            .header("x-plexsync-page-key", page_key.clone())
             .header("content-type", ct)
             .body(r#"{"action":"ignore"}"#);
         if let Some(o) = origin {
@@ -407,12 +461,40 @@ async fn browser_sessions_need_the_token_once_and_same_origin_json_after() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(get(&cookie).await.unwrap().status().as_u16(), 401);
-    // Logging out clears the cookie.
-    let r = http
-        .post(format!("{base}/api/logout"))
-        .send()
+    // Logging out follows the browser rules: another site's page cannot log the user out.
+    let logout = |origin: Option<&str>, ct: &str, site: Option<&str>| {
+        let mut r = http
+            .post(format!("{base}/api/logout"))
+            .header("cookie", cookie.clone())
+            .header("content-type", ct);
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        if let Some(s) = site {
+            r = r.header("sec-fetch-site", s);
+        }
+        r.send()
+    };
+    let refused: Vec<(Option<&str>, &str, Option<&str>, u16)> = vec![
+        (None, "application/json", None, 403),
+        (Some("http://evil.example"), "application/json", None, 403),
+        (Some(&base), "text/plain", None, 415),
+        (Some(&base), "application/json", Some("same-site"), 403),
+    ];
+    for (origin, ct, site, status) in refused {
+        let r = logout(origin, ct, site).await.unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            status,
+            "logout {origin:?} {ct} {site:?}"
+        );
+        assert!(r.headers().get("set-cookie").is_none(), "{origin:?}");
+    }
+    // The page's own logout clears the cookie.
+    let r = logout(Some(&base), "application/json", Some("same-origin"))
         .await
         .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     assert!(
         r.headers()["set-cookie"]
             .to_str()

@@ -714,6 +714,57 @@ async fn the_page_fits_a_phone_on_every_tab() {
     driver.call("DELETE", &driver.s(""), Value::Null).await;
 }
 
+/// The session cookie reaches every server on the host, so the daemon also wants the page key
+/// the page keeps in localStorage: a new tab of the same origin has it; a browser that lost it
+/// is asked to log in again (and can), rather than showing a broken page; logging out works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tab_keeps_the_session_and_a_lost_page_key_asks_to_log_in() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _plex, _tracker) = office_daemon(dir.path()).await;
+    login(&driver, &d).await;
+    let page = format!("http://{}/", d.addr);
+    let tab = driver
+        .call("POST", &driver.s("/window/new"), json!({ "type": "tab" }))
+        .await;
+    let handle = tab["handle"].as_str().unwrap().to_string();
+    driver
+        .call("POST", &driver.s("/window"), json!({ "handle": handle }))
+        .await;
+    driver.goto(&page).await;
+    driver.wait_for("#logout:not([hidden])").await;
+    driver.wait_for("#status dt").await;
+
+    driver.exec("localStorage.clear(); return true").await;
+    driver.goto(&format!("{page}#conflicts")).await;
+    driver.wait_for("form#auth:not([hidden])").await;
+    driver
+        .until(
+            "the page says why it asks to log in",
+            WAIT,
+            "return document.querySelector('#msg').textContent.includes('no session key')",
+        )
+        .await;
+    assert!(d.log().contains("without the page's key"), "{}", d.log());
+    login(&driver, &d).await;
+    driver.click_css("#tab-conflicts").await;
+    driver.wait_for("article[data-conflict-id]").await;
+
+    // Log out passes the browser rules (the page's own Origin, JSON) and forgets the key.
+    driver.click_css("#logout").await;
+    driver.wait_for("form#auth:not([hidden])").await;
+    driver
+        .until(
+            "the page key is forgotten",
+            WAIT,
+            "return localStorage.getItem('plexsync-page-key') === null",
+        )
+        .await;
+    assert!(!d.log().contains("logout refused"), "{}", d.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_and_forward_follow_the_tabs_and_filters() {
     let Some(driver) = browser().await else {

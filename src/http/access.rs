@@ -3,7 +3,9 @@
 //!
 //! - the admin unix socket (0600: only the daemon's user can connect) needs nothing else;
 //! - over TCP, from loopback too: `Authorization: Bearer <admin-token>`, or the page's session
-//!   cookie ([`crate::session`]); a browser request with the cookie must also look like the
+//!   cookie with its page key header ([`crate::session`]: a cookie reaches every server on the
+//!   same host, whatever its port; the page key only the page's own origin holds); a browser
+//!   request with the cookie must also look like the
 //!   page's own (same-origin `Origin` and a JSON body on every state change, no cross-site
 //!   `Sec-Fetch-Site`), since a browser attaches cookies to requests other pages make;
 //! - while the listener is on loopback, the `Host` must name loopback or the `public_url`
@@ -36,6 +38,8 @@ pub type Refusal = (StatusCode, &'static str);
 
 const NO_CREDENTIAL: &str = "the admin API needs a credential: `Authorization: Bearer <admin token>`, or log in to the page (`plexsync web-url` prints a link)";
 
+const NO_PAGE_KEY: &str = "a session cookie without the page's key (X-Plexsync-Page-Key): the page sends it; if this browser lost it, log in again (`plexsync web-url` prints a link)";
+
 /// Authenticate a request to the admin surface.
 pub fn authenticate(
     shared: &Shared,
@@ -64,21 +68,35 @@ pub fn authenticate(
             _ => Err((StatusCode::UNAUTHORIZED, "wrong admin token")),
         };
     }
-    let cookie = headers
+    // Every session cookie sent, not just the first: another server on this host can set a
+    // cookie of the same name that browsers send before ours. Bounded: each costs a decryption.
+    let cookies: Vec<&str> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(crate::session::from_header);
-    let Some(cookie) = cookie else {
+        .flat_map(crate::session::from_header)
+        .take(crate::session::MAX_TRIED)
+        .collect();
+    if cookies.is_empty() {
         return Err((StatusCode::UNAUTHORIZED, NO_CREDENTIAL));
+    }
+    // The browser rules first: they hold for any cookie-carrying request, with or without
+    // the page key, and say why another site's page is refused.
+    browser_request_ok(shared, method, headers)?;
+    let page_key = headers
+        .get(crate::session::PAGE_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let Some(page_key) = page_key else {
+        return Err((StatusCode::UNAUTHORIZED, NO_PAGE_KEY));
     };
-    if !shared.session_valid(cookie) {
+    if !cookies.iter().any(|c| shared.session_valid(c, page_key)) {
         return Err((
             StatusCode::UNAUTHORIZED,
-            "the session has expired or the admin token changed: log in again",
+            "the session has expired, the admin token changed or the page key is not this session's: log in again",
         ));
     }
-    browser_request_ok(shared, method, headers)?;
     Ok(Credential::Session)
 }
 

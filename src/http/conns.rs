@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 
+use crate::ratelimit::client_key;
+
 /// Descriptors kept free for everything that is not an inbound TCP connection: the store,
 /// listeners, the admin socket's clients, outbound HTTP (Plex, tracker, TMDB), exec matcher
 /// pipes, journald. The connection cap never eats into them.
@@ -170,6 +172,8 @@ impl Conns {
 
     /// Admit a connection from `client`, closing idle connections to stay within `caps`.
     pub fn admit(self: &Arc<Self>, client: IpAddr, caps: Caps) -> Result<Admitted, Refused> {
+        // One client is an IPv4 address or an IPv6 /64, as for the rate limits.
+        let client = client_key(client);
         let mut g = self.lock();
         let mut evicted = 0;
         // `while`, not `if`: after a reload lowered a cap, one admission may close several.
@@ -252,9 +256,9 @@ impl Conns {
         self.lock().open.len()
     }
 
-    /// Open connections from `client`.
+    /// Open connections from `client` (its IPv6 /64).
     pub fn open_from(&self, client: IpAddr) -> usize {
-        self.lock().from(client)
+        self.lock().from(client_key(client))
     }
 }
 
@@ -427,6 +431,28 @@ mod tests {
         drop(slots);
         assert_eq!(c.open(), 0);
         assert_eq!(c.open_from(ip(1)), 0);
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client() {
+        let c = Arc::new(Conns::default());
+        let base = u128::from("2001:db8::".parse::<std::net::Ipv6Addr>().unwrap());
+        let v6 = |i: u128| IpAddr::V6(std::net::Ipv6Addr::from(base + (i << 24) + i));
+        let mut slots = Vec::new();
+        let mut evicted = 0;
+        for i in 1..=4096 {
+            let a = c.admit(v6(i), caps(8192, 128)).unwrap();
+            evicted += a.evicted;
+            slots.push(a.slot);
+        }
+        assert_eq!(c.open(), 128, "one client's cap");
+        assert_eq!(evicted, 4096 - 128);
+        assert_eq!(c.open_from(v6(99_999)), 128);
+        // Another /64 is another client.
+        let other = IpAddr::V6(std::net::Ipv6Addr::from(base + (1u128 << 64)));
+        let o = c.admit(other, caps(8192, 128)).unwrap();
+        assert_eq!(o.evicted, 0);
+        assert_eq!(c.open_from(other), 1);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The client address of a TCP request: the peer, unless the peer is a configured trusted
-//! proxy (`[server] trusted_proxies`), in which case the proxy's `X-Forwarded-For` (else
-//! `Forwarded: for=`) names it. Only rate limits, activity rows and logs use this address;
+//! proxy (`[server] trusted_proxies`), in which case the proxy's `X-Forwarded-For` (only when
+//! there is none at all, `Forwarded: for=`) names it. Only rate limits, activity rows and logs use this address;
 //! access is never granted for an address.
 //!
 //! The list is read from the right: each trusted proxy appends the address it saw, so the
@@ -20,11 +20,16 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     if !is_trusted(&peer) {
         return peer;
     }
-    let mut hops: Vec<Option<IpAddr>> = joined(headers, "x-forwarded-for")
-        .map(|v| v.split(',').map(|h| parse_node(h.trim())).collect())
-        .unwrap_or_default();
-    if hops.is_empty() {
-        hops = joined(headers, "forwarded")
+    // With X-Forwarded-For present at all, our proxy spoke there: `Forwarded` is then the
+    // client's own, never read. An X-Forwarded-For we cannot read (bytes that are not visible
+    // ASCII) names nobody, so the client is the peer (the proxy).
+    let hops: Vec<Option<IpAddr>> = if headers.contains_key("x-forwarded-for") {
+        match joined(headers, "x-forwarded-for") {
+            Some(v) => v.split(',').map(|h| parse_node(h.trim())).collect(),
+            None => return peer,
+        }
+    } else {
+        joined(headers, "forwarded")
             .map(|v| {
                 v.split(',')
                     .filter_map(|elem| {
@@ -37,8 +42,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
                     })
                     .collect()
             })
-            .unwrap_or_default();
-    }
+            .unwrap_or_default()
+    };
     let start = hops.len().saturating_sub(MAX_HOPS);
     for hop in hops[start..].iter().rev() {
         match hop {
@@ -153,6 +158,34 @@ mod tests {
         assert_eq!(client_ip(ip("::1"), &hs, &t), ip("2001:db8::7"));
         let hs = h(&[("forwarded", "for=_hidden")]);
         assert_eq!(client_ip(ip("::1"), &hs, &t), ip("::1"));
+    }
+
+    #[test]
+    fn an_unreadable_x_forwarded_for_never_falls_back_to_forwarded() {
+        let t = nets(&["127.0.0.1/32"]);
+        let mut hs = HeaderMap::new();
+        hs.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap(),
+        );
+        hs.append("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("127.0.0.1"));
+        // One unreadable line among readable ones: the same.
+        let mut hs = h(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        hs.append("x-forwarded-for", HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("127.0.0.1"));
+        // A readable one wins over Forwarded as before.
+        let hs = h(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("203.0.113.7"));
+        // An empty one names nobody either.
+        let hs = h(&[("x-forwarded-for", ""), ("forwarded", "for=6.6.6.6")]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("127.0.0.1"));
     }
 
     #[test]

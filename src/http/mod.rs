@@ -168,7 +168,7 @@ pub(crate) async fn handle(
             return login(&shared, client, req).await;
         }
         if path == "/api/logout" {
-            return logout(req.method());
+            return logout(&shared, client, req.method(), req.headers());
         }
         if path == "/metrics" || path.starts_with("/api/") {
             if let Err((status, why)) =
@@ -203,8 +203,15 @@ pub(crate) async fn handle(
 /// Largest login body: `{"token": "..."}` with a token of at most 4 KiB.
 const MAX_LOGIN_BODY: usize = 8 * 1024;
 
+/// How long a login body may take to arrive. The login is the one request whose body is read
+/// before any credential is checked, and a connection with a request in progress is never
+/// closed to make room: without a deadline of its own, a few clients trickling login bodies
+/// would hold every connection slot for the whole `request_timeout` (30 s by default) without
+/// knowing anything. A real login body is under 100 bytes and arrives with its headers.
+const LOGIN_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `POST /api/login` with `{"token": "<admin token>"}` (JSON, from the page's own origin):
-/// sets the session cookie.
+/// sets the session cookie and answers the page key that must come with it.
 async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) -> Resp {
     if req.method() != Method::POST {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "POST the token as JSON");
@@ -221,12 +228,21 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|o| o.starts_with("https://"));
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_LOGIN_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "login body too large"),
+    let read = http_body_util::Limited::new(req.into_body(), MAX_LOGIN_BODY).collect();
+    let body = match tokio::time::timeout(LOGIN_BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "login body too large"),
+        Err(_) => {
+            tracing::warn!(client = %Client(client), timeout_s = LOGIN_BODY_TIMEOUT.as_secs(), "login body too slow; answering 408");
+            let mut r = text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the login body took too long to arrive",
+            );
+            // The rest of the body is not read: the connection cannot carry another request.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
     };
     #[derive(serde::Deserialize)]
     struct Login {
@@ -243,7 +259,7 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
         tracing::warn!(client = %Client(client), "login with a wrong admin token");
         return text(StatusCode::UNAUTHORIZED, "wrong admin token");
     }
-    let cookie = match shared.mint_session() {
+    let (cookie, page_key) = match shared.mint_session() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a session");
@@ -251,7 +267,14 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
         }
     };
     tracing::info!(client = %Client(client), "browser logged in");
-    let mut r = json(StatusCode::OK, &serde_json::json!({ "logged_in": true }));
+    // The page keeps the page key in localStorage and sends it with every request: the
+    // cookie alone reaches other servers on this host (any port) and is worth nothing there.
+    let mut r = json(
+        StatusCode::OK,
+        &serde_json::json!({ "logged_in": true, "page_key": page_key.expose() }),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let attrs = format!(
         "{}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         crate::session::COOKIE,
@@ -264,10 +287,21 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
     r
 }
 
-/// `POST /api/logout`: forget the session cookie (needs nothing: it only takes access away).
-fn logout(method: &Method) -> Resp {
+/// `POST /api/logout`: forget the session cookie. It needs no credential (it only takes access
+/// away), but it follows the browser rules of every state change, so another site's page cannot
+/// log the user out behind their back.
+fn logout(
+    shared: &Shared,
+    client: Option<IpAddr>,
+    method: &Method,
+    headers: &hyper::HeaderMap,
+) -> Resp {
     if method != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "POST to log out");
+    }
+    if let Err((status, why)) = access::browser_request_ok(shared, method, headers) {
+        tracing::warn!(client = %Client(client), status = status.as_u16(), reason = why, "logout refused");
+        return text(status, why);
     }
     let mut r = json(StatusCode::OK, &serde_json::json!({ "logged_in": false }));
     let attrs = format!(

@@ -268,7 +268,8 @@ impl Store {
         per_page: usize,
     ) -> Result<(Vec<Activity>, usize)> {
         let per_page = per_page.clamp(1, 500);
-        let skip = page.max(1).saturating_sub(1) * per_page;
+        // Saturating: a caller's page number must not overflow (the API bounds it too).
+        let skip = page.max(1).saturating_sub(1).saturating_mul(per_page);
         let needle = filter
             .q
             .as_deref()
@@ -445,6 +446,21 @@ mod tests {
             .activity(&f(None, None, Some("carol"), None), 1, 50)
             .unwrap();
         assert_eq!((rows.len(), total), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_page_past_the_end_is_empty_even_at_the_largest_number() {
+        let (_d, s) = store_with(10).await;
+        let (rows, total) = s
+            .activity(&ActivityFilter::default(), usize::MAX, 500)
+            .unwrap();
+        assert_eq!((rows.len(), total), (0, 10));
+        let q = ActivityFilter {
+            q: Some("office".into()),
+            ..Default::default()
+        };
+        let (rows, _) = s.activity(&q, usize::MAX, 500).unwrap();
+        assert!(rows.is_empty());
     }
 
     /// The figure the docs quote: a filtered listing over 100 000 rows (retention's scale).
