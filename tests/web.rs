@@ -175,19 +175,47 @@ impl Driver {
         .await;
     }
 
+    /// Click the element `css` finds. The page redraws parts of itself (its periodic reload),
+    /// so an element found may be replaced before the click lands: WebDriver then answers
+    /// "stale element reference" and the click is tried again on the element found anew.
     async fn click_css(&self, css: &str) {
-        let e = self.wait_for(css).await;
-        self.click(&e).await;
+        for _ in 0..STALE_TRIES {
+            let e = self.wait_for(css).await;
+            let v = self
+                .call("POST", &self.s(&format!("/element/{e}/click")), json!({}))
+                .await;
+            if !is_stale(&v) {
+                return;
+            }
+        }
+        panic!("{css} kept being redrawn under the click");
     }
 
+    /// The text of the element `css` finds (tried again on an element redrawn meanwhile, as
+    /// for [`Driver::click_css`]).
     async fn text(&self, css: &str) -> String {
-        let e = self.wait_for(css).await;
-        self.call("GET", &self.s(&format!("/element/{e}/text")), Value::Null)
-            .await
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        for _ in 0..STALE_TRIES {
+            let e = self.wait_for(css).await;
+            let v = self
+                .call("GET", &self.s(&format!("/element/{e}/text")), Value::Null)
+                .await;
+            if let Some(t) = v.as_str() {
+                return t.to_string();
+            }
+            if !is_stale(&v) {
+                panic!("no text for {css}: {v}");
+            }
+        }
+        panic!("{css} kept being redrawn while its text was read");
     }
+}
+
+/// How often an action on a redrawn element is tried again.
+const STALE_TRIES: usize = 20;
+
+/// Whether WebDriver answered that the element it was given is gone from the page.
+fn is_stale(v: &Value) -> bool {
+    v["error"].as_str() == Some("stale element reference")
 }
 
 /// A hostile page on another origin: fires every simple (preflight-free) request a page can
