@@ -295,6 +295,18 @@ pub fn metrics(shared: &Shared) -> String {
         &[(String::new(), m.live_reconnects.load(Relaxed))],
     );
     family(
+        "live_checks_total",
+        "counter",
+        "Checks of Plex's history started for live notifications (stops, library changes).",
+        &[(String::new(), m.live_checks.load(Relaxed))],
+    );
+    family(
+        "live_checks_in_flight",
+        "gauge",
+        "Live checks running now.",
+        &[(String::new(), m.live_checks_running.load(Relaxed))],
+    );
+    family(
         "live_connected",
         "gauge",
         "Whether the websocket to Plex is open (0/1).",

@@ -122,6 +122,10 @@ pub struct Metrics {
     /// other) and connections made after the first.
     pub live_messages: [AtomicU64; 4],
     pub live_reconnects: AtomicU64,
+    /// Live checks (a stop or a library change read against Plex's history) started, and
+    /// running now (at most a few at once; more are left to the next poll).
+    pub live_checks: AtomicU64,
+    pub live_checks_running: AtomicU64,
 }
 
 impl Metrics {

@@ -690,8 +690,12 @@ impl Checker {
             self.durations.clone(),
             self.seen.clone(),
         );
+        let metrics = &self.shared.board.metrics;
+        metrics.live_checks.fetch_add(1, Ordering::Relaxed);
+        metrics.live_checks_running.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
+            let _running = Running(shared.clone());
             let what = match &check {
                 Check::SessionEnd { .. } => "session end",
                 Check::LibraryItem { .. } => "library change",
@@ -720,6 +724,19 @@ impl Checker {
                 }
             }
         });
+    }
+}
+
+/// A check counted as running until its task ends, however it ends.
+struct Running(Arc<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0
+            .board
+            .metrics
+            .live_checks_running
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
