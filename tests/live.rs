@@ -269,6 +269,40 @@ async fn stops_of_other_items_do_not_crowd_out_an_episode() {
     w.wait_watched(1, LIVE_BOUND).await;
 }
 
+/// On a busy server the history since a stop holds many other items' rows: the check asks
+/// for the stopped item's rows only (`metadataItemID`), so its row is found on the first page
+/// however many rows came before it. (Before, the check walked every item's rows and gave up
+/// silently after 20 pages: here, 25 pages of one row.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_on_a_busy_server_reads_only_the_items_history() {
+    let w = world("page_size = 1\n", FAST, TOKEN).await;
+    w.connected().await;
+    for n in 100..125 {
+        w.plex.push_history(row(n));
+    }
+    watch(&w.plex, 1);
+    w.wait_watched(1, LIVE_BOUND).await;
+    // The live check reads every account's rows; the poller's reads name an account.
+    let reads: Vec<_> = w
+        .plex
+        .requests_to("/status/sessions/history/all")
+        .into_iter()
+        .filter(|r| !r.query.contains("accountID="))
+        .collect();
+    assert!(!reads.is_empty());
+    for r in &reads {
+        assert!(
+            r.query.contains("metadataItemID=60001"),
+            "a live check read every item's history: {}",
+            r.query
+        );
+    }
+    // One page answered it (a retry may read it again before the row lands).
+    assert!(reads.len() <= 3, "{} history reads", reads.len());
+    let st = w.daemon.status().await;
+    assert_eq!(st["counts"]["journal"], 1, "{st:#}");
+}
+
 /// A stop short of `watched_threshold` of the episode's duration (from its metadata) is not a
 /// viewing: nothing is checked or journaled for it, while a full viewing right after it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,9 @@ pub struct HistoryQuery {
     pub viewed_since: i64,
     /// `librarySectionID`; None = all sections.
     pub library_section_id: Option<String>,
+    /// `metadataItemID`: one item's rows (an episode's, or a season's or show's episodes);
+    /// None = every item.
+    pub metadata_item_id: Option<u64>,
 }
 
 /// One history row (one view).
@@ -163,7 +166,7 @@ pub fn parse_history(root: &Element) -> Result<HistoryPage, String> {
 }
 
 /// The query string of a history request, in order: `sort`, `viewedAt>` (→ `viewedAt>=N`),
-/// then the optional `accountID` and `librarySectionID`.
+/// then the optional `accountID`, `librarySectionID` and `metadataItemID`.
 pub fn history_query(q: &HistoryQuery) -> Vec<(&'static str, String)> {
     let mut query = vec![
         ("sort", "viewedAt:asc".to_string()),
@@ -175,6 +178,9 @@ pub fn history_query(q: &HistoryQuery) -> Vec<(&'static str, String)> {
     }
     if let Some(s) = &q.library_section_id {
         query.push(("librarySectionID", s.clone()));
+    }
+    if let Some(id) = q.metadata_item_id {
+        query.push(("metadataItemID", id.to_string()));
     }
     query
 }
@@ -408,6 +414,7 @@ mod tests {
             account_id: Some(1),
             viewed_since: -5,
             library_section_id: Some("2".into()),
+            metadata_item_id: Some(60001),
         };
         assert_eq!(
             history_query(&q),
@@ -416,6 +423,7 @@ mod tests {
                 ("viewedAt>", "0".to_string()),
                 ("accountID", "1".to_string()),
                 ("librarySectionID", "2".to_string()),
+                ("metadataItemID", "60001".to_string()),
             ]
         );
         assert_eq!(history_query(&HistoryQuery::default()).len(), 2);
@@ -467,6 +475,7 @@ mod tests {
             account_id: Some(1),
             viewed_since: 1_700_000_000,
             library_section_id: None,
+            metadata_item_id: None,
         };
         let walk = c.history_all(&q, 100).await.unwrap();
         assert_eq!(walk.rows.len(), 120);

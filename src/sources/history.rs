@@ -218,6 +218,7 @@ pub async fn ingest_history(
         account_id: Some(account_id),
         viewed_since: since,
         library_section_id: None,
+        metadata_item_id: None,
     };
     // The pager advances by the rows the server served (usable or not), refuses a server that
     // ignores X-Plex-Container-Start and bounds the walk; a page of only unusable rows is
@@ -633,6 +634,7 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
             account_id: Some(id),
             viewed_since: since,
             library_section_id: None,
+            metadata_item_id: None,
         };
         // The same walk as the real backfill (`ingest_history`): it advances by what the server
         // served, refuses a server that ignores X-Plex-Container-Start and is bounded, so a

@@ -873,8 +873,16 @@ async fn session_end(
     Ok(0)
 }
 
-/// Read the history since `since` (all accounts, paged) and journal `rating_key`'s rows of
-/// the synced accounts. Returns (rows of that item found, new plays).
+/// Pages a live check reads at most. With the item filter the answer is one page; a server
+/// that ignores `metadataItemID` sends every item's rows, which are filtered here, and a
+/// walk longer than this ends in an error (logged; the next poll covers the rest).
+const LIVE_MAX_PAGES: u64 = 20;
+
+/// Read `rating_key`'s history since `since` (all accounts; `metadataItemID` when the key is
+/// numeric, as PMS's are) and journal its rows of the synced accounts. Returns (rows of that
+/// item found, new plays). A walk that fails part way (a server that ignores paging, more
+/// than [`LIVE_MAX_PAGES`] pages, an error) still journals the rows it read, then reports
+/// the error.
 async fn history_check(
     shared: &Shared,
     client: &PlexClient,
@@ -889,17 +897,19 @@ async fn history_check(
         account_id: None,
         viewed_since: since,
         library_section_id: None,
+        metadata_item_id: rating_key.parse().ok(),
     };
-    let size = cfg.poll.page_size;
+    let mut pages = client
+        .history_pages(&query, cfg.poll.page_size)
+        .max_pages(LIVE_MAX_PAGES);
     let mut plays = Vec::new();
     let mut found = false;
-    let mut start = 0u64;
-    // A stop reads minutes to hours of history: a few pages at most; bounded regardless.
-    for _ in 0..20 {
-        let page = client.history_page(&query, start, size).await?;
-        if page.rows.is_empty() {
-            break;
-        }
+    let walked = loop {
+        let page = match pages.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
         for row in &page.rows {
             if row.rating_key.as_deref() != Some(rating_key) {
                 continue;
@@ -914,26 +924,24 @@ async fn history_check(
                 plays.push(p);
             }
         }
-        start += page.rows.len() as u64;
-        if page.total.is_none_or(|t| start >= t) {
-            break;
-        }
+    };
+    let mut new = 0;
+    if !plays.is_empty() {
+        let window = cfg.matching.dedupe_window.as_secs() as i64;
+        let counts = shared
+            .ingest_batch(
+                plays,
+                None,
+                window,
+                |p| live_activity(p, "playing stopped"),
+                MappedPlays::InCommit,
+            )
+            .await?;
+        note_new(shared, counts.new);
+        new = counts.new;
     }
-    if plays.is_empty() {
-        return Ok((found, 0));
-    }
-    let window = cfg.matching.dedupe_window.as_secs() as i64;
-    let counts = shared
-        .ingest_batch(
-            plays,
-            None,
-            window,
-            |p| live_activity(p, "playing stopped"),
-            MappedPlays::InCommit,
-        )
-        .await?;
-    note_new(shared, counts.new);
-    Ok((true, counts.new))
+    walked?;
+    Ok((found, new))
 }
 
 fn note_new(shared: &Shared, n: u64) {

@@ -5,6 +5,7 @@
 //! - `/library/metadata/<ratingKey>`: the [`FakeShow`]s (with `<Guid>` children);
 //! - `/status/sessions/history/all`: the history list ([`FakePlex::push_history`]) in the shape
 //!   of the Plexopedia capture, honouring `viewedAt>=`, `accountID`, `librarySectionID`,
+//!   `metadataItemID` (the item, or the episodes of a season or show),
 //!   `sort=viewedAt:asc|desc` and `X-Plex-Container-Start/Size` (headers or query args), with
 //!   a page size the server enforces ([`PlexState::max_page`], 50 by default). Without paging
 //!   headers the answer is unpaged (only `size`, as in the capture);
@@ -709,6 +710,14 @@ fn history(s: &PlexState, seen: &Seen, q: &[(String, String)]) -> Resp {
         None => None,
     };
     let section = param(q, "librarySectionID");
+    // PMS: the item itself, or the episodes of a season or show with that id.
+    let item: Option<String> = match param(q, "metadataItemID") {
+        Some(v) => match v.parse::<u64>() {
+            Ok(id) => Some(id.to_string()),
+            Err(_) => return error_page(400),
+        },
+        None => None,
+    };
     let since = since.unwrap_or(i64::MIN);
     let mut rows: Vec<&HistoryEntry> = s
         .history
@@ -716,6 +725,13 @@ fn history(s: &PlexState, seen: &Seen, q: &[(String, String)]) -> Resp {
         .filter(|h| h.viewed_at.is_none_or(|v| v >= since))
         .filter(|h| account.is_none_or(|a| a == h.account_id))
         .filter(|h| section.is_none_or(|sec| sec == h.library_section_id))
+        .filter(|h| {
+            item.as_deref().is_none_or(|id| {
+                [&h.rating_key, &h.season_rating_key, &h.show_rating_key]
+                    .iter()
+                    .any(|k| k.as_deref() == Some(id))
+            })
+        })
         .collect();
     rows.sort_by_key(|h| h.viewed_at.unwrap_or(0));
     if desc {
@@ -1103,6 +1119,7 @@ mod self_tests {
             account_id: Some(1),
             viewed_since: T0,
             library_section_id: None,
+            metadata_item_id: None,
         };
         let walk = c.history_all(&q, 100).await.unwrap();
         // 120 episodes + the deleted movie; the row without viewedAt is served and skipped;
