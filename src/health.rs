@@ -286,6 +286,19 @@ pub fn evaluate(i: &Inputs) -> Vec<Condition> {
                         Some(at + stale),
                     );
                 }
+                if let Some(refused) = r.catalogue_refused_empty_at {
+                    add(
+                        "tracker.catalogue_refused_empty",
+                        Tracker,
+                        Warning,
+                        format!(
+                            "the tracker answered an empty catalogue; the last one ({} shows) is kept until it answers with shows again",
+                            r.catalogue_shows
+                        ),
+                        None,
+                        Some(refused),
+                    );
+                }
                 if r.catalogue_shows == 0 {
                     add(
                         "tracker.catalogue_empty",
@@ -662,6 +675,23 @@ mod tests {
             .unwrap();
         assert_eq!(stale.item.since, NOW - 4 * 3600 + 3 * 3600);
         assert!(stale.item.message.contains("4 h"), "{}", stale.item.message);
+    }
+
+    #[test]
+    fn a_refused_empty_catalogue_is_a_warning_since_the_refusal() {
+        let c = healthy_counts();
+        let r = RuntimeStatus {
+            catalogue_refused_empty_at: Some(NOW - 30),
+            ..fine()
+        };
+        let got = evaluate(&inputs(&r, &c));
+        assert_eq!(keys(&got), vec!["tracker.catalogue_refused_empty"]);
+        assert_eq!(got[0].item.since, NOW - 30);
+        assert!(
+            got[0].item.message.contains("10 shows"),
+            "{}",
+            got[0].item.message
+        );
     }
 
     #[test]

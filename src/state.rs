@@ -50,6 +50,10 @@ pub struct RuntimeStatus {
     pub tracker_error: Option<String>,
     pub catalogue_shows: usize,
     pub catalogue_loaded_at: Option<i64>,
+    /// When the tracker last answered an empty catalogue that was refused (the current one
+    /// with shows kept); cleared by the next catalogue with shows.
+    #[serde(default)]
+    pub catalogue_refused_empty_at: Option<i64>,
     /// The last history poll: when, and what it did or why it failed.
     pub last_poll: Option<crate::model::PollReport>,
     /// Set while Plex rejects the token (polling pauses with backoff).
@@ -426,7 +430,17 @@ impl Shared {
 
     /// The tracker's catalogue was fetched again and is the current one, unchanged.
     pub fn note_catalogue_fresh(&self) {
-        self.with_status(|s| s.catalogue_loaded_at = Some(now_secs()));
+        self.with_status(|s| {
+            s.catalogue_loaded_at = Some(now_secs());
+            s.catalogue_refused_empty_at = None;
+        });
+    }
+
+    /// The tracker answered an empty catalogue and the current one was kept.
+    pub fn note_catalogue_refused_empty(&self) {
+        self.with_status(|s| {
+            s.catalogue_refused_empty_at.get_or_insert(now_secs());
+        });
     }
 
     /// Take [`Shared::swaps`] (a panic under it leaves nothing half-done worth refusing for:
@@ -468,6 +482,9 @@ impl Shared {
         self.with_status(|s| {
             s.catalogue_shows = c.len();
             s.catalogue_loaded_at = Some(now_secs());
+            if !c.is_empty() {
+                s.catalogue_refused_empty_at = None;
+            }
         });
         write(&self.live.catalogue, Some(c));
         // Plays that found no catalogue wait for this (see pipeline::resolve).

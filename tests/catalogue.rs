@@ -61,7 +61,16 @@ async fn an_empty_answer_never_replaces_a_catalogue_with_shows() {
     // The tracker answers `[]` from now on.
     tracker.state.lock().unwrap().shows.clear();
     until_empty_fetches(&d, 2).await;
-    assert_eq!(d.status().await["catalogue_shows"], 2, "{}", d.log());
+    let st = d.status().await;
+    assert_eq!(st["catalogue_shows"], 2, "{}", d.log());
+    // Said in status, not only in the log.
+    let health = st["health"].as_array().cloned().unwrap_or_default();
+    assert!(
+        health.iter().any(|h| h["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("answered an empty catalogue"))),
+        "{st:#}"
+    );
     assert!(
         d.log()
             .contains("the tracker answered an empty catalogue; keeping the current one"),
@@ -82,4 +91,28 @@ async fn an_empty_answer_never_replaces_a_catalogue_with_shows() {
         d.log()
     );
     assert_eq!(d.status().await["catalogue_shows"], 2, "{}", d.log());
+
+    // The tracker answers with shows again: the warning goes.
+    tracker
+        .state
+        .lock()
+        .unwrap()
+        .shows
+        .push(json!({"id": "bluey", "title": "Bluey", "year": 2018}));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let st = d.status().await;
+        let refused = st["health"].as_array().is_some_and(|h| {
+            h.iter().any(|h| {
+                h["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("answered an empty catalogue"))
+            })
+        });
+        if !refused && st["catalogue_shows"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{st:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -112,7 +112,7 @@ async fn refresh(
     // stay): a tracker answering `[]` by mistake (an empty table during a migration, a
     // proxy's default) would otherwise turn every unmapped show into a conflict without
     // candidates. The status's load time stays too, so a tracker that keeps answering `[]`
-    // shows as a stale catalogue in health.
+    // shows as a stale catalogue in health; the refusal itself is a health warning at once.
     if shows.is_empty() {
         if let Some(current) = shared.catalogue().filter(|c| !c.is_empty()) {
             tracing::warn!(
@@ -120,6 +120,7 @@ async fn refresh(
                 fetched_shows = 0,
                 "the tracker answered an empty catalogue; keeping the current one"
             );
+            shared.note_catalogue_refused_empty();
             return;
         }
     }
