@@ -219,6 +219,19 @@ fn check_permissions(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot stat: {e}"))?;
     let mode = meta.permissions().mode() & 0o777;
+    if in_credentials_directory(path) {
+        // systemd writes a credential 0400 and, on a filesystem with ACLs (tmpfs, systemd
+        // 256 and later), grants the service's user read through an ACL entry, whose mask
+        // `stat` shows in the group bits: 0440. The directory is the service's alone, and
+        // read-only; only a credential others may read or anyone but the owner may write is
+        // refused.
+        if mode & 0o027 != 0 {
+            return Err(format!(
+                "is a systemd credential others may read or write (mode {mode:03o}); check the unit's LoadCredential= source"
+            ));
+        }
+        return Ok(());
+    }
     if mode & 0o077 != 0 {
         return Err(format!(
             "is readable or writable by group/others (mode {mode:03o}); run `chmod 600 {}`",
@@ -226,6 +239,23 @@ fn check_permissions(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether `path` is a file of this service's systemd credentials directory
+/// (`$CREDENTIALS_DIRECTORY`), whose directory others cannot enter.
+#[cfg(unix)]
+fn in_credentials_directory(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        return false;
+    };
+    let (Ok(dir), Some(Ok(parent))) = (
+        std::fs::canonicalize(&dir),
+        path.parent().map(std::fs::canonicalize),
+    ) else {
+        return false;
+    };
+    dir == parent && std::fs::metadata(&dir).is_ok_and(|m| m.permissions().mode() & 0o007 == 0)
 }
 
 #[cfg(not(unix))]

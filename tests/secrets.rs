@@ -183,6 +183,49 @@ fn a_bad_key_file_is_refused_with_the_reason() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// The packaged unit hands the key over as a systemd credential. systemd (256 and later, on
+/// tmpfs) writes it 0400 and grants the service's user read through an ACL, which `stat` shows
+/// as 0440: that key is accepted; one others may read is not, nor is a 0440 key elsewhere.
+#[test]
+fn a_systemd_credential_readable_through_its_acl_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_text = daemon::config("http://127.0.0.1:9", "http://127.0.0.1:9/api", "");
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    let key = creds.join("plexsync.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let run = |mode: u32| {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::process::Command::new(daemon::BIN)
+            .args(["webhook-url", "--config"])
+            .arg(&cfg)
+            .env("CREDENTIALS_DIRECTORY", &creds)
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("RUNTIME_DIRECTORY")
+            .output()
+            .unwrap()
+    };
+    let o = run(0o440);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(0o444);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("systemd credential others may read"),
+        "{}",
+        stderr(&o)
+    );
+    // Outside the credentials directory the rule stays 0600.
+    let own = dir.path().join("plexsync.key");
+    std::fs::write(&own, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let o = daemon::cli(&cfg, &["webhook-url"], None);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_logs_activity_errors_or_the_store_file() {
     if samples().is_none() {
