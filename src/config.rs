@@ -455,8 +455,18 @@ impl Config {
             Some(mut t) => {
                 let refresh = match t.remove("catalogue_refresh") {
                     None => Duration::from_secs(6 * 3600),
-                    Some(toml::Value::String(s)) => plexsync_plugin_api::values::parse_duration(&s)
-                        .map_err(|why| err("tracker.catalogue_refresh", why))?,
+                    Some(toml::Value::String(s)) => {
+                        let d = plexsync_plugin_api::values::parse_duration(&s)
+                            .map_err(|why| err("tracker.catalogue_refresh", why))?;
+                        // Zero would fetch the catalogue back to back, for ever.
+                        if d < Duration::from_millis(100) {
+                            return Err(err(
+                                "tracker.catalogue_refresh",
+                                "must be at least 100ms (e.g. \"6h\")".into(),
+                            ));
+                        }
+                        d
+                    }
                     Some(v) => {
                         return Err(err(
                             "tracker.catalogue_refresh",
@@ -531,8 +541,13 @@ impl Config {
             );
         }
         if let Some(u) = &self.server.public_url {
-            if !is_http_url(u) {
-                return e("server.public_url", "expected an http:// or https:// URL");
+            if let Err(why) = base_url(u, None) {
+                return Err((
+                    "server.public_url".into(),
+                    format!(
+                        "{why}; expected an http:// or https:// URL, e.g. \"https://plexsync.example\""
+                    ),
+                ));
             }
         }
         if self.server.max_body_bytes < 1024 {
@@ -581,11 +596,17 @@ impl Config {
         if self.secrets.key_file.as_os_str().is_empty() {
             return e("secrets.key_file", "must not be empty");
         }
-        if !is_http_url(&self.plex.url) {
-            return e(
-                "plex.url",
-                "expected an http:// or https:// URL, e.g. \"http://127.0.0.1:32400\"",
-            );
+        if let Err(why) = base_url(&self.plex.url, Some("plex-token")) {
+            return Err((
+                "plex.url".into(),
+                format!(
+                    "{why}; expected an http:// or https:// URL, e.g. \"http://127.0.0.1:32400\""
+                ),
+            ));
+        }
+        if self.plex.timeout < Duration::from_millis(100) {
+            // Zero would time every request out at once.
+            return e("plex.timeout", "must be at least 100ms (e.g. \"15s\")");
         }
         let t = self.matching.auto_map_threshold;
         if !(t > 0.0 && t <= 1.0) {
@@ -949,11 +970,21 @@ pub fn check_schedule(expr: &str) -> Result<(), String> {
         .map_err(|e| format!("{expr:?} is not a valid schedule ({e}); {shape}"))
 }
 
-fn is_http_url(u: &str) -> bool {
-    let rest = u
-        .strip_prefix("http://")
-        .or_else(|| u.strip_prefix("https://"));
-    matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/'))
+/// A base URL as the plugins take theirs (`values::parse_base_url`): http(s), a host, no
+/// user or password, no query or fragment. A token pasted into the URL would otherwise be
+/// logged, shown in status and settings, and sent in every request's path. `secret` names
+/// where a credential belongs instead, when there is one.
+fn base_url(u: &str, secret: Option<&str>) -> Result<(), String> {
+    if u.chars().any(char::is_whitespace) {
+        return Err("must not contain spaces".into());
+    }
+    plexsync_plugin_api::values::parse_base_url(u, secret.unwrap_or(""))
+        .map(|_| ())
+        .map_err(|why| match secret {
+            Some(_) => why,
+            // The advice after `;` names a secret; without one only the fault is said.
+            None => why.split(';').next().unwrap_or(&why).to_string(),
+        })
 }
 
 fn plugin_table(
@@ -1072,6 +1103,69 @@ mod tests {
             shown.starts_with("test.toml:8: key `matching.auto_map_threshold`"),
             "{shown}"
         );
+    }
+
+    /// A Plex URL pasted from "View XML" carries the token in its query; it would be logged,
+    /// shown in status and settings and break every request. Such URLs, and ones with a user
+    /// and password, spaces or no host, are refused with the key and its line.
+    #[test]
+    fn a_base_url_with_a_token_credentials_or_no_host_is_refused() {
+        for (table, key, url, says) in [
+            (
+                "plex",
+                "plex.url",
+                "http://192.168.1.5:32400/?X-Plex-Token=abc",
+                "query",
+            ),
+            (
+                "plex",
+                "plex.url",
+                "http://u:p@plex:32400",
+                "user name or password",
+            ),
+            ("plex", "plex.url", "http://plex host:32400", "spaces"),
+            ("plex", "plex.url", "http://:32400", "valid absolute URL"),
+            ("plex", "plex.url", "ftp://plex", "http or https"),
+            (
+                "server",
+                "server.public_url",
+                "https://u:p@sync.example",
+                "user name or password",
+            ),
+            (
+                "server",
+                "server.public_url",
+                "https://sync.example/#x",
+                "fragment",
+            ),
+        ] {
+            let field = key.rsplit('.').next().unwrap();
+            let text = format!("{MIN}\n[{table}]\n{field} = \"{url}\"\n");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{url}: {e}");
+            assert_eq!(e.line, Some(8), "{url}: {e}");
+            assert!(e.message.contains(says), "{url}: {e}");
+            assert!(
+                !e.message.contains("store the key") || key == "plex.url",
+                "{e}"
+            );
+        }
+        // A path (behind a reverse proxy) is fine.
+        let text = format!("{MIN}\n[plex]\nurl = \"https://example.net/plex/\"\n");
+        assert!(parse(&text).is_ok());
+    }
+
+    /// Zero durations that would spin or time out everything at once are refused.
+    #[test]
+    fn a_zero_plex_timeout_or_catalogue_refresh_is_refused() {
+        let e = parse(&format!("{MIN}\n[plex]\ntimeout = \"0s\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("plex.timeout"), "{e}");
+        assert_eq!(e.line, Some(8), "{e}");
+        let text = MIN.replace("[tracker]\n", "[tracker]\ncatalogue_refresh = \"0s\"\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tracker.catalogue_refresh"), "{e}");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("at least 100ms"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub fn settings(cfg: &Config) -> Vec<SettingView> {
     host("matching", serde_json::to_value(&cfg.matching));
     host("outbox", serde_json::to_value(&cfg.outbox));
     host("poll", serde_json::to_value(&cfg.poll));
+    host("live", serde_json::to_value(&cfg.live));
     host("activity", serde_json::to_value(&cfg.activity));
     host("log", serde_json::to_value(&cfg.log));
 
@@ -262,6 +263,8 @@ api_token = "also-secret"
         assert_eq!(get("server.listen").value, "127.0.0.1:8750");
         assert_eq!(get("server.listen").source, SettingSource::Default);
         assert_eq!(get("poll.overlap").value, "10m");
+        assert_eq!(get("live.enabled").source, SettingSource::Default);
+        assert_eq!(get("live.watched_threshold").value, 0.9);
         assert_eq!(get("matching.auto_map_threshold").value, 0.9);
         assert_eq!(get("plex.client_identifier").value, Value::Null);
         assert_eq!(get("tracker.kind").value, "tracker");

@@ -780,9 +780,15 @@ impl Shared {
         if new.log.level != old.log.level {
             restart.push("log.level");
         }
+        // The id Plex knows this client by is chosen once at start (and stored).
+        if new.plex.client_identifier != old.plex.client_identifier {
+            restart.push("plex.client_identifier");
+        }
         let plex_moved = new.plex.url != old.plex.url;
         let live_changed = new.live != old.live || plex_moved;
+        // A new refresh interval counts too: the catalogue task is asleep for the old one.
         let tracker_changed = new.tracker.plugin.kind != old.tracker.plugin.kind
+            || new.tracker.catalogue_refresh != old.tracker.catalogue_refresh
             || table_to_json(&new.tracker.plugin.settings)
                 != table_to_json(&old.tracker.plugin.settings);
         if let Some(c) = self.catalogue() {
@@ -1226,6 +1232,48 @@ mod tests {
         shared.reload().unwrap();
         assert_eq!(shared.config().plex.url.as_str(), "http://127.0.0.1:10");
         assert_eq!(shared.status().plex_machine_id, None);
+    }
+
+    /// A changed `client_identifier` cannot take effect without a restart (Plex knows the
+    /// client by the one chosen at start): the reload says so instead of reporting success.
+    /// A changed catalogue refresh wakes the catalogue task, asleep for the old interval.
+    #[tokio::test]
+    async fn a_reload_names_what_needs_a_restart_and_wakes_the_catalogue_for_a_new_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = open_for_test(dir.path()).await;
+        let before = shared.plex_client_id().to_string();
+        let path = shared.config().source.clone();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replacen(
+                "[plex]\n",
+                "[plex]\nclient_identifier = \"another-id\"\n",
+                1,
+            ),
+        )
+        .unwrap();
+        let restart = shared.reload().unwrap();
+        assert!(restart.contains(&"plex.client_identifier"), "{restart:?}");
+        assert_eq!(shared.plex_client_id(), before);
+
+        // A wake-up stored earlier (none is expected) must not answer for this reload.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            shared.wake.catalogue.notified(),
+        )
+        .await;
+        let woken = shared.wake.catalogue.notified();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replacen("[tracker]\n", "[tracker]\ncatalogue_refresh = \"10m\"\n", 1),
+        )
+        .unwrap();
+        shared.reload().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), woken)
+            .await
+            .expect("the catalogue task was not woken");
     }
 
     #[test]
