@@ -184,6 +184,8 @@ async fn ignored_plays_are_held_and_sent_when_mapped_later_online_and_offline() 
             "resolve",
             &office_id,
             "lucky man (2016)",
+            // The Office again, by its title: decided once, not an error.
+            "范马刃牙",
             "--ignore",
         ],
     )
@@ -343,6 +345,106 @@ async fn sync_switched_off_and_on_again_sends_what_was_watched_meanwhile() {
             .then_some(())
     })
     .await;
+}
+
+/// A conflict decided with sync off (`mappings set ID --show X --disable`) is one write that
+/// makes the mapping with sync off: its held play is recorded, not sent. Sync asked for on an
+/// ignored show is refused, naming what to do instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_mapped_with_sync_off_sends_nothing_and_an_ignored_show_has_no_sync() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![
+        FakeShow {
+            rating_key: "50001".into(),
+            guid: format!("plex://show/{:0>24}", "50001"),
+            title: "Lucky Man".into(),
+            year: 2016,
+            guids: vec![],
+        },
+        FakeShow {
+            rating_key: "50002".into(),
+            guid: format!("plex://show/{:0>24}", "50002"),
+            title: "Lucky Sevens Again".into(),
+            year: 2010,
+            guids: vec![],
+        },
+    ])
+    .await;
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "luckyman", "title": "Lucky Man (UK)", "year": 2016}),
+        json!({"id": "lucky7", "title": "Lucky Seven", "year": 2003}),
+    ])
+    .await;
+    let text = daemon::config(
+        &plex.url(),
+        &tracker.url(),
+        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
+    );
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = InProc::start(dir.path(), &text).await;
+    scrobble(&d.webhook_url, "50001", "Lucky Man", 1, 1_700_000_000).await;
+    let listed = eventually("Lucky Man in a conflict", WAIT, || {
+        let v = json_out(&d.cli(&["conflicts", "list", "--json"], None));
+        (v["total"] == 1).then_some(v)
+    })
+    .await;
+    let id = by_title(&listed, "Lucky Man")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = json_out(
+        &run(
+            cfg.clone(),
+            &[
+                "mappings",
+                "set",
+                &id,
+                "--show",
+                "luckyman",
+                "--disable",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(v["sync_enabled"], false, "{v}");
+    assert_eq!(v["episodes_queued"], 0, "{v}");
+    assert_eq!(v["plays_released"], 1, "{v}");
+    let st = d.api("GET", "/api/status").await;
+    assert_eq!(st["counts"]["outbox_items"], 0, "{st:#}");
+    assert_eq!(st["counts"]["batches"], 0, "{st:#}");
+    assert!(tracker.posts().is_empty());
+
+    // A second show, ignored: turning its sync on is refused, with the way to map it.
+    scrobble(
+        &d.webhook_url,
+        "50002",
+        "Lucky Sevens Again",
+        1,
+        1_700_000_100,
+    )
+    .await;
+    let listed = eventually("the second show in a conflict", WAIT, || {
+        let v = json_out(&d.cli(&["conflicts", "list", "--json"], None));
+        (v["total"] == 1).then_some(v)
+    })
+    .await;
+    let other = listed["items"][0]["id"].as_str().unwrap().to_string();
+    ok(&run(cfg.clone(), &["conflicts", "resolve", &other, "--ignore"]).await);
+    let o = run(cfg.clone(), &["mappings", "set", &other, "--enable"]).await;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--show"), "{err}");
 }
 
 trait Counts {

@@ -500,11 +500,14 @@ pub(super) fn shows(shared: &Shared, q: &HashMap<String, String>) -> Resp {
 }
 
 /// Carry out a person's decision on an open conflict; the error is the answer to give.
+/// `sync`: whether a show mapped by it sends its plays (a mapping made with sync off holds
+/// them, in the same write).
 async fn decide(
     shared: &Shared,
     conflict: &Conflict,
     action: ResolveAction,
     show_id: Option<String>,
+    sync: bool,
 ) -> Result<Resolved, (StatusCode, String)> {
     let decision = match action {
         ResolveAction::Select => {
@@ -522,6 +525,7 @@ async fn decide(
             ConflictDecision::Select {
                 show_id,
                 method: "manual".into(),
+                sync,
             }
         }
         ResolveAction::Create => {
@@ -554,6 +558,7 @@ async fn decide(
             ConflictDecision::Select {
                 show_id: id,
                 method: "created".into(),
+                sync,
             }
         }
         ResolveAction::Ignore => ConflictDecision::Ignore,
@@ -599,7 +604,7 @@ pub(super) async fn resolve(shared: &Shared, id: &str, body: &[u8]) -> Resp {
         Err((s, m)) => return error(s, m),
     };
     let show_id = r.show_id.and_then(crate::api::ShowId::into_id);
-    match decide(shared, &conflict, r.action, show_id).await {
+    match decide(shared, &conflict, r.action, show_id, true).await {
         Ok(v) => json(StatusCode::OK, &v),
         Err((s, m)) => error(s, m),
     }
@@ -630,7 +635,7 @@ pub(super) async fn resolve_many(shared: &Shared, body: &[u8]) -> Resp {
     let mut items = Vec::with_capacity(r.ids.len());
     for id in r.ids {
         let outcome = match open_conflict(shared, &id) {
-            Ok(c) => decide(shared, &c, r.action, None).await,
+            Ok(c) => decide(shared, &c, r.action, None, true).await,
             Err(e) => Err(e),
         };
         items.push(match outcome {
@@ -680,7 +685,7 @@ pub(super) async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Res
             "nothing to change: send sync_enabled and/or show_id",
         );
     }
-    let (key, mut released, mut queued) = match find(shared, id) {
+    let key = match find(shared, id) {
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
         Ok(None) => {
             return error(
@@ -688,18 +693,42 @@ pub(super) async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Res
                 format!("no mapping has the id {id:?}"),
             );
         }
-        Ok(Some(Found::Mapping { key, .. })) => (key, 0, 0),
+        Ok(Some(Found::Mapping { key, .. })) => key,
         Ok(Some(Found::Conflict(c))) => {
-            if show_id.is_none() {
+            let Some(show_id) = show_id else {
                 return error(
                     StatusCode::CONFLICT,
                     "this show waits in a conflict: choose a tracker show (show_id) first",
                 );
-            }
-            match decide(shared, &c, ResolveAction::Select, show_id.clone()).await {
-                Ok(v) => (c.key, v.plays_released, v.episodes_queued),
-                Err((s, m)) => return error(s, m),
-            }
+            };
+            // One write: the mapping is made with the sync asked for, so plays held by the
+            // conflict are never queued when sync is to be off.
+            let sync = r.sync_enabled.unwrap_or(true);
+            return match decide(
+                shared,
+                &c,
+                ResolveAction::Select,
+                Some(show_id.clone()),
+                sync,
+            )
+            .await
+            {
+                Ok(v) => {
+                    tracing::info!(show = %c.plex.title, show_id = %show_id, sync, released = v.plays_released, queued = v.episodes_queued, "mapping changed");
+                    json(
+                        StatusCode::OK,
+                        &MappingChanged {
+                            id: id.to_string(),
+                            show_id,
+                            sync_enabled: sync,
+                            method: "manual".into(),
+                            plays_released: v.plays_released,
+                            episodes_queued: v.episodes_queued,
+                        },
+                    )
+                }
+                Err((s, m)) => error(s, m),
+            };
         }
     };
     match shared
@@ -708,8 +737,7 @@ pub(super) async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Res
         .await
     {
         Ok(u) => {
-            released += u.plays_released;
-            queued += u.episodes_queued;
+            let (released, queued) = (u.plays_released, u.episodes_queued);
             if queued > 0 {
                 shared.wake.export.notify_one();
             }
@@ -727,6 +755,7 @@ pub(super) async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Res
             )
         }
         Err(StoreError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
+        Err(StoreError::Invalid(m)) => error(StatusCode::CONFLICT, m),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }

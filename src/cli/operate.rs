@@ -269,8 +269,13 @@ pub async fn conflicts_resolve(
         Resolution::Create => ResolveAction::Create,
         Resolution::Ignore => ResolveAction::Ignore,
     };
-    let mut ids: Vec<String> = picked.iter().map(|c| c.id.clone()).collect();
-    ids.dedup();
+    // One show named twice (by id and by title, not side by side) is decided once.
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<String> = picked
+        .iter()
+        .map(|c| c.id.clone())
+        .filter(|id| seen.insert(id.clone()))
+        .collect();
     let v: BulkResolved = a
         .call(
             Method::POST,

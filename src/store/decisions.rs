@@ -71,8 +71,14 @@ pub struct MappingUpdate {
 /// What a person decided for a conflict.
 #[derive(Debug, Clone)]
 pub enum ConflictDecision {
-    /// Map the show to this tracker show (chosen, or just created).
-    Select { show_id: String, method: String },
+    /// Map the show to this tracker show (chosen, or just created); `sync`: whether its plays
+    /// go to the tracker (off: they are recorded as watched and held, as for a mapping whose
+    /// sync is turned off).
+    Select {
+        show_id: String,
+        method: String,
+        sync: bool,
+    },
     /// Never sync this show; its plays stay in the journal as ignored.
     Ignore,
 }
@@ -263,11 +269,13 @@ impl Store {
                 .ok_or_else(|| StoreError::NotFound(format!("no open conflict {key:?}")))?;
             conflicts.remove(key.as_str())?;
             drop(conflicts);
-            let (show_id, ignored, method) = match &decision {
-                ConflictDecision::Select { show_id, method } => {
-                    (show_id.clone(), false, method.clone())
-                }
-                ConflictDecision::Ignore => (String::new(), true, "ignored".to_string()),
+            let (show_id, ignored, method, sync) = match &decision {
+                ConflictDecision::Select {
+                    show_id,
+                    method,
+                    sync,
+                } => (show_id.clone(), false, method.clone(), *sync),
+                ConflictDecision::Ignore => (String::new(), true, "ignored".to_string(), false),
             };
             let mapping = Mapping {
                 plex: c.plex.clone(),
@@ -275,7 +283,7 @@ impl Store {
                 method,
                 confidence: 1.0,
                 manual: true,
-                sync_enabled: !ignored,
+                sync_enabled: sync,
                 created_at: now_secs(),
                 ignored,
                 updated_at: Some(now_secs()),
@@ -296,7 +304,7 @@ impl Store {
                     entry.state = PlayState::Ignored;
                 } else {
                     drop(journal);
-                    if record_watched(txn, &entry.play, &show_id, true)? == Applied::Queued {
+                    if record_watched(txn, &entry.play, &show_id, sync)? == Applied::Queued {
                         queued += 1;
                     }
                     entry.state = PlayState::Resolved {
@@ -341,6 +349,13 @@ impl Store {
                 }
             }
             if let Some(on) = sync_enabled {
+                if m.ignored {
+                    // Its sync means nothing while it is ignored, and saving it would answer
+                    // as if something changed.
+                    return Err(StoreError::Invalid(
+                        "this show is ignored: choose a tracker show for it first (show_id; `--show` on the command line)".into(),
+                    ));
+                }
                 m.sync_enabled = on;
             }
             m.updated_at = Some(now_secs());
@@ -374,14 +389,32 @@ fn release_plays(
     // The journal is scanned rather than a list kept on the mapping: it is the one record
     // of every play (stores of earlier releases included), and a decision is rare.
     let mut held: Vec<JournalEntry> = Vec::new();
+    // Episodes of other tracker shows this show was mapped to before (a remap while its sync
+    // was off), by show: what was sent there, or is on its way, stays there.
+    let mut elsewhere: std::collections::HashMap<String, std::collections::HashSet<(u32, u32)>> =
+        std::collections::HashMap::new();
     for row in txn.open_table(JOURNAL)?.iter()? {
         let e: JournalEntry = decode(row?.1.value())?;
+        if e.play.show.key() != key {
+            continue;
+        }
         let ours = match &e.state {
             PlayState::Ignored => true,
-            PlayState::Resolved { show_id: s } => sync && s == show_id,
+            PlayState::Resolved { show_id: s } if sync && s == show_id => true,
+            PlayState::Resolved { show_id: s } if sync => {
+                let episode = (e.play.season, e.play.episode);
+                let sent = match elsewhere.get(s) {
+                    Some(set) => set,
+                    None => {
+                        let set = sent_or_on_its_way(txn, s)?;
+                        elsewhere.entry(s.clone()).or_insert(set)
+                    }
+                };
+                !sent.contains(&episode)
+            }
             _ => false,
         };
-        if ours && e.play.show.key() == key {
+        if ours {
             held.push(e);
         }
     }
@@ -395,7 +428,8 @@ fn release_plays(
     let (mut released, mut queued) = (0, 0);
     for mut e in held {
         let episode = (e.play.season, e.play.episode);
-        if e.state == PlayState::Ignored {
+        let moved = matches!(&e.state, PlayState::Resolved { show_id: s } if s != show_id);
+        if e.state == PlayState::Ignored || moved {
             released += 1;
             if record_watched(txn, &e.play, show_id, sync)? == Applied::Queued {
                 covered.insert(episode);
@@ -447,6 +481,32 @@ fn on_its_way(
             let b: crate::model::Batch = decode(row?.1.value())?;
             if b.show_id == show_id {
                 out.extend(b.items.iter().map(|i| (i.season, i.episode)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Episodes of `show_id` exported already, or waiting in the outbox, a batch or the dead
+/// letter.
+fn sent_or_on_its_way(
+    txn: &WriteTransaction,
+    show_id: &str,
+) -> Result<std::collections::HashSet<(u32, u32)>> {
+    let mut out = on_its_way(txn, show_id)?;
+    let prefix = watched_key(show_id, 0, 0);
+    let prefix = &prefix[..=show_id.len()];
+    for row in txn.open_table(WATCHED)?.range(prefix..)? {
+        let (k, v) = row?;
+        let Some(rest) = k.value().strip_prefix(prefix) else {
+            break;
+        };
+        let w: Watched = decode(v.value())?;
+        if w.exported_at.is_some() {
+            if let Some((s, e)) = rest.split_once('\u{1f}') {
+                if let (Ok(s), Ok(e)) = (s.parse(), e.parse()) {
+                    out.insert((s, e));
+                }
             }
         }
     }
@@ -869,6 +929,7 @@ mod tests {
                 ConflictDecision::Select {
                     show_id: "42".into(),
                     method: "manual".into(),
+                    sync: true,
                 },
             )
             .await
@@ -908,6 +969,137 @@ mod tests {
         let mut p = play(viewed_at);
         p.episode = e;
         p
+    }
+
+    /// Deciding a conflict with sync off (`mappings set ID --show X --disable`) makes the
+    /// mapping with sync off in the same write: its held plays are recorded, not queued.
+    #[tokio::test]
+    async fn a_conflict_decided_with_sync_off_queues_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.ingest_play(episode(1000, 1), act(), 300).await.unwrap();
+        s.ingest_play(episode(2000, 2), act(), 300).await.unwrap();
+        for id in [1, 2] {
+            s.apply_resolution(id, Resolution::Conflict(conflict(vec![])))
+                .await
+                .unwrap();
+        }
+        let (released, queued) = s
+            .resolve_conflict(
+                "srv/10".into(),
+                ConflictDecision::Select {
+                    show_id: "42".into(),
+                    method: "manual".into(),
+                    sync: false,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((released, queued), (2, 0));
+        assert!(!s.mapping("srv/10").unwrap().unwrap().sync_enabled);
+        assert_eq!(s.form_batches(100).await.unwrap(), 0, "nothing queued");
+        // Turned on later, both go.
+        let u = s
+            .update_mapping("srv/10".into(), None, Some(true))
+            .await
+            .unwrap();
+        assert_eq!(u.episodes_queued, 2);
+    }
+
+    /// Remapped to another tracker show while its sync was off: what was watched meanwhile
+    /// (recorded under the old show, never sent) goes to the new show once sync is on, and
+    /// what was sent to the old one stays there.
+    #[tokio::test]
+    async fn a_remap_while_sync_is_off_keeps_what_was_watched_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.ingest_play(episode(1000, 1), act(), 300).await.unwrap();
+        s.apply_resolution(1, Resolution::Conflict(conflict(vec![])))
+            .await
+            .unwrap();
+        s.resolve_conflict(
+            "srv/10".into(),
+            ConflictDecision::Select {
+                show_id: "42".into(),
+                method: "manual".into(),
+                sync: true,
+            },
+        )
+        .await
+        .unwrap();
+        // E1 goes to 42 and is delivered.
+        assert_eq!(s.form_batches(100).await.unwrap(), 1);
+        let b = s
+            .next_due_batches(i64::MAX, 10, &Default::default())
+            .unwrap();
+        s.finish_batch(
+            b[0].id,
+            crate::store::ops::BatchOutcome::Delivered {
+                marked: 1,
+                already: 0,
+            },
+            10,
+            1.0,
+        )
+        .await
+        .unwrap();
+        s.update_mapping("srv/10".into(), None, Some(false))
+            .await
+            .unwrap();
+        // E2 watched while sync is off: recorded under 42, not sent.
+        s.ingest_play(episode(2000, 2), act(), 300).await.unwrap();
+        let u = s
+            .update_mapping("srv/10".into(), Some("43".into()), None)
+            .await
+            .unwrap();
+        assert_eq!(u.episodes_queued, 0, "sync is still off");
+        let u = s
+            .update_mapping("srv/10".into(), None, Some(true))
+            .await
+            .unwrap();
+        assert_eq!(
+            u.episodes_queued, 1,
+            "E2 goes to the new show, E1 stays with 42"
+        );
+        assert_eq!(s.form_batches(100).await.unwrap(), 1);
+        let b = s
+            .next_due_batches(i64::MAX, 10, &Default::default())
+            .unwrap();
+        assert_eq!(b[0].show_id, "43");
+        assert_eq!(
+            b[0].items.iter().map(|i| i.episode).collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert_eq!(
+            s.journal_entry(2).unwrap().unwrap().state,
+            PlayState::Resolved {
+                show_id: "43".into()
+            }
+        );
+    }
+
+    /// Sync on or off means nothing for an ignored show: refused, and nothing is stored.
+    #[tokio::test]
+    async fn sync_on_an_ignored_show_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.ingest_play(episode(1000, 1), act(), 300).await.unwrap();
+        s.apply_resolution(1, Resolution::Conflict(conflict(vec![])))
+            .await
+            .unwrap();
+        s.resolve_conflict("srv/10".into(), ConflictDecision::Ignore)
+            .await
+            .unwrap();
+        let e = s
+            .update_mapping("srv/10".into(), None, Some(true))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Invalid(m) if m.contains("show_id")),
+            "{e}"
+        );
+        let m = s.mapping("srv/10").unwrap().unwrap();
+        assert!(m.ignored && !m.sync_enabled);
     }
 
     #[tokio::test]
