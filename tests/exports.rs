@@ -275,6 +275,45 @@ async fn a_lone_play_goes_at_once_in_one_request() {
     assert_eq!(st["export_budget"]["limited"], json!(false), "{st}");
 }
 
+/// The tracker answers 2xx but does not know an episode (the fake knows 50 a season): that
+/// episode is not recorded as exported; it goes to the dead letter, the activity log says
+/// why, and the show's later episodes are not held behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_episode_the_tracker_does_not_know_is_not_counted_as_exported() {
+    if samples().is_none() {
+        return;
+    }
+    let w = world(1, "").await;
+    w.post(0, 51).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let row = loop {
+        let rows = w.daemon.activity().await;
+        if let Some(r) = rows
+            .iter()
+            .find(|a| a["source"] == "export" && a["event"] != Value::Null)
+        {
+            break r.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no export row");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(row["event"], "dead_letter", "{row}");
+    assert!(
+        row["action"]
+            .as_str()
+            .unwrap()
+            .contains("S01E51 unknown to the tracker"),
+        "{row}"
+    );
+    let st = w.daemon.status().await;
+    assert_eq!(st["counts"]["batches"], 0, "{st:#}");
+    assert_eq!(st["counts"]["dead_letters"], 1, "{st:#}");
+    assert!(w.tracker.watched().is_empty());
+    // An episode it knows goes as usual.
+    w.post(0, 7).await;
+    w.arrived(1).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_of_10_a_minute_sends_a_backlog_in_few_full_batches_and_status_says_it_waits() {
     if samples().is_none() {

@@ -318,9 +318,27 @@ async fn finish(shared: &Shared, ex: &mut Planner, f: Flight, outbox: &OutboxCon
             shared.note_tracker(None);
             tracing::info!(show_id = %b.show_id, episodes = b.items.len(), marked = r.marked, already_watched = r.already_watched, unknown = r.unknown.len(), ms, "exported");
             shared.board.metrics.exports_delivered.fetch_add(1, Relaxed);
-            BatchOutcome::Delivered {
-                marked: r.marked,
-                already: r.already_watched,
+            let unknown: Vec<(u32, u32)> = r
+                .unknown
+                .iter()
+                .copied()
+                .filter(|u| b.items.iter().any(|i| (i.season, i.episode) == *u))
+                .collect();
+            if unknown.is_empty() {
+                BatchOutcome::Delivered {
+                    marked: r.marked,
+                    already: r.already_watched,
+                }
+            } else {
+                // Not counted as exported: a dead letter naming them, for a person to retry
+                // once the tracker knows them (an episode that aired an hour ago).
+                tracing::warn!(show_id = %b.show_id, unknown = ?unknown, "the tracker does not know some episodes; they go to the dead letter");
+                shared.board.metrics.exports_dead.fetch_add(1, Relaxed);
+                BatchOutcome::Partly {
+                    marked: r.marked,
+                    already: r.already_watched,
+                    unknown,
+                }
             }
         }
         Err(e) if e.is_transient() => {

@@ -17,9 +17,28 @@ use crate::model::{
 /// How a finished export attempt went.
 #[derive(Debug, Clone)]
 pub enum BatchOutcome {
-    Delivered { marked: u64, already: u64 },
-    Transient { error: String, retry_at_ms: i64 },
-    Permanent { error: String },
+    Delivered {
+        marked: u64,
+        already: u64,
+    },
+    /// Answered, but these episodes of the batch are unknown to the tracker (an episode that
+    /// aired an hour ago and is not in its database yet, a wrong season): the others are
+    /// delivered; these are never counted as exported and go to the dead letter at once,
+    /// named in its error (`plexsync outbox retry` sends them again). Retrying them on their
+    /// own would hold every later export of the show behind them (a show's batches go in
+    /// order).
+    Partly {
+        marked: u64,
+        already: u64,
+        unknown: Vec<(u32, u32)>,
+    },
+    Transient {
+        error: String,
+        retry_at_ms: i64,
+    },
+    Permanent {
+        error: String,
+    },
 }
 
 /// Which waiting outbox items [`Store::form_batches_with`] turns into batches.
@@ -416,7 +435,69 @@ impl Store {
                 Retry,
                 Dead,
             }
+            // Unknown episodes that are not in this batch say nothing about it.
+            let outcome = match outcome {
+                BatchOutcome::Partly {
+                    marked,
+                    already,
+                    ref unknown,
+                    ..
+                } if !b
+                    .items
+                    .iter()
+                    .any(|it| unknown.contains(&(it.season, it.episode))) =>
+                {
+                    BatchOutcome::Delivered { marked, already }
+                }
+                o => o,
+            };
             let (status, event, action, error, next) = match outcome {
+                BatchOutcome::Partly {
+                    marked,
+                    already,
+                    unknown,
+                } => {
+                    let (left, sent): (Vec<OutboxItem>, Vec<OutboxItem>) = b
+                        .items
+                        .drain(..)
+                        .partition(|it| unknown.contains(&(it.season, it.episode)));
+                    let mut watched = txn.open_table(WATCHED)?;
+                    let now = now_secs();
+                    for it in &sent {
+                        let k = watched_key(&it.show_id, it.season, it.episode);
+                        if let Some(mut w) = get_json::<Watched>(&watched, &k)? {
+                            w.exported_at = Some(now);
+                            watched.insert(k.as_str(), encode(&w)?.as_slice())?;
+                        }
+                    }
+                    drop(watched);
+                    let names: Vec<String> = left
+                        .iter()
+                        .map(|i| format!("S{:02}E{:02}", i.season, i.episode))
+                        .collect();
+                    let error = format!(
+                        "the tracker does not know {} (yet?)",
+                        names.join(", ")
+                    );
+                    b.items = left;
+                    b.last_error = Some(error.clone());
+                    // The tracker may keep its answer under the old key and replay it.
+                    b.idempotency_key = crate::secrets::hex(
+                        &crate::secrets::random_bytes::<16>()
+                            .map_err(|e| StoreError::Storage(e.to_string()))?,
+                    );
+                    (
+                        ActivityStatus::Failed,
+                        "dead_letter",
+                        format!(
+                            "exported {} of {eps}: {marked} marked watched, {already} already watched; {} unknown to the tracker: dead letter (`plexsync outbox retry` sends it again once the tracker knows it)",
+                            sent.len(),
+                            names.join(", ")
+                        ),
+                        Some(error),
+                        Next::Dead,
+                    )
+                }
                 BatchOutcome::Delivered { marked, already } => {
                     let mut watched = txn.open_table(WATCHED)?;
                     let now = now_secs();
@@ -475,7 +556,7 @@ impl Store {
             if let Some(old) = b.activity_id.take() {
                 txn.open_table(ACTIVITY)?.remove(old)?;
             }
-            let single = (n == 1).then(|| &b.items[0]);
+            let single = b.items.first().filter(|_| n == 1);
             let row_id = put_activity(
                 txn,
                 Activity {
@@ -857,6 +938,62 @@ mod tests {
             }
         }
         s.form_batches(size).await.unwrap();
+    }
+
+    /// A tracker that answers 2xx but does not know one of the episodes: the others are
+    /// exported, that one is never counted as exported; it goes to the dead letter (new
+    /// idempotency key), where a person's retry sends it again.
+    #[tokio::test]
+    async fn an_episode_the_tracker_does_not_know_is_a_dead_letter_not_exported() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        queued(&s, &["a"], 2, 10).await;
+        let none = HashSet::new();
+        let b = s.next_due_batches(i64::MAX, 10, &none).unwrap().remove(0);
+        assert_eq!(b.items.len(), 2);
+        let partly = || BatchOutcome::Partly {
+            marked: 1,
+            already: 0,
+            unknown: vec![(1, 2), (7, 7)],
+        };
+        s.finish_batch(b.id, partly(), 10, 1.0).await.unwrap();
+        assert!(s.watched("a", 1, 1).unwrap().unwrap().exported_at.is_some());
+        assert!(s.watched("a", 1, 2).unwrap().unwrap().exported_at.is_none());
+        assert!(s.next_due_batches(i64::MAX, 10, &none).unwrap().is_empty());
+        let list = s.outbox_batches().unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(list[0].dead);
+        let dead = &list[0].batch;
+        assert_eq!(
+            dead.items.iter().map(|i| i.episode).collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert_ne!(dead.idempotency_key, b.idempotency_key);
+        assert!(dead.last_error.as_deref().unwrap().contains("S01E02"));
+        // A person's retry sends just that episode again.
+        assert_eq!(s.retry_dead().await.unwrap(), 1);
+        let again = s.next_due_batches(i64::MAX, 10, &none).unwrap();
+        assert_eq!(again[0].items.len(), 1);
+        s.finish_batch(again[0].id, partly(), 10, 1.0)
+            .await
+            .unwrap();
+        assert!(s.watched("a", 1, 2).unwrap().unwrap().exported_at.is_none());
+        // Unknown episodes of another batch say nothing about this one.
+        let mut p = play(9000);
+        p.episode = 5;
+        p.show.rating_key = Some("rk-b".into());
+        s.ingest_play(p, act(), 300).await.unwrap();
+        let id = s.counts().unwrap().journal;
+        let m = Resolution::Mapped {
+            show_id: "b".into(),
+            mapping: None,
+        };
+        s.apply_resolution(id, m).await.unwrap();
+        s.form_batches(10).await.unwrap();
+        let b2 = s.next_due_batches(i64::MAX, 10, &none).unwrap().remove(0);
+        assert_eq!(b2.show_id, "b");
+        s.finish_batch(b2.id, partly(), 10, 1.0).await.unwrap();
+        assert!(s.next_due_batches(i64::MAX, 10, &none).unwrap().is_empty());
     }
 
     fn ids_and_shows(batches: &[Batch]) -> Vec<(u64, String)> {
