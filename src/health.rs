@@ -643,6 +643,11 @@ mod tests {
         assert_eq!(classify_tracker(&e), TrackerErrorKind::Forbidden);
         let e = PluginError::permanent("tracker: export: HTTP 404 Not Found: show 401");
         assert_eq!(classify_tracker(&e), TrackerErrorKind::Refused);
+        // A body that quotes another status says nothing of this answer's.
+        let e = PluginError::permanent(
+            "tracker: export: HTTP 422 Unprocessable Entity: {\"error\":\"upstream HTTP 401\"}",
+        );
+        assert_eq!(classify_tracker(&e), TrackerErrorKind::Refused);
         assert_eq!(tracker_error_text(&e), e.to_string());
         let e = PluginError::transient("tracker: export: HTTP 503 Service Unavailable");
         assert_eq!(classify_tracker(&e), TrackerErrorKind::Unreachable);

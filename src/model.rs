@@ -389,10 +389,12 @@ impl TrackerErrorKind {
     /// tracker plugin does: `tracker: export: HTTP 401 Unauthorized: …`).
     pub fn of(e: &plexsync_plugin_api::PluginError) -> Self {
         use plexsync_plugin_api::ErrorClass;
+        // The status comes first; a body quoted after it may name other statuses
+        // (`HTTP 422 …: {"error":"upstream HTTP 401"}`), which say nothing of this answer.
         let has = |code: &str| {
             e.message
-                .match_indices("HTTP ")
-                .any(|(i, m)| e.message[i + m.len()..].starts_with(code))
+                .find("HTTP ")
+                .is_some_and(|i| e.message[i + 5..].starts_with(code))
         };
         match e.class {
             ErrorClass::Transient => Self::Unreachable,

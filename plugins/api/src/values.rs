@@ -369,17 +369,45 @@ pub fn parse_rate_limit<'h>(
     };
     let mut rl = crate::RateLimit::default();
     if let Some(v) = header("ratelimit") {
-        for item in v.split([',', ';']) {
-            let Some((k, val)) = item.split_once('=') else {
-                continue;
-            };
-            match k.trim().to_ascii_lowercase().as_str() {
-                "limit" => rl.limit = num(val),
-                "remaining" | "r" => rl.remaining = num(val),
-                "reset" | "t" => rl.reset_after = reset(val),
-                _ => {}
+        // Each list member is one policy (`"burst";r=0;t=5, "day";r=900;t=50000`), or, in the
+        // older draft, one field (`limit=100, remaining=50, reset=30`). The tightest policy
+        // (least remaining) is the one to plan by; a field its member lacks comes from any.
+        let mut any = crate::RateLimit::default();
+        let mut tightest: Option<crate::RateLimit> = None;
+        for member in v.split(',') {
+            let mut m = crate::RateLimit::default();
+            for item in member.split(';') {
+                let Some((k, val)) = item.split_once('=') else {
+                    continue;
+                };
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "limit" | "q" => m.limit = num(val),
+                    "remaining" | "r" => m.remaining = num(val),
+                    "reset" | "t" => m.reset_after = reset(val),
+                    _ => {}
+                }
+            }
+            any.limit = any.limit.or(m.limit);
+            any.remaining = any.remaining.or(m.remaining);
+            any.reset_after = any.reset_after.or(m.reset_after);
+            if let Some(r) = m.remaining {
+                if tightest
+                    .as_ref()
+                    .and_then(|t| t.remaining)
+                    .is_none_or(|t| r < t)
+                {
+                    tightest = Some(m);
+                }
             }
         }
+        rl = match tightest {
+            Some(t) => crate::RateLimit {
+                limit: t.limit.or(any.limit),
+                remaining: t.remaining,
+                reset_after: t.reset_after.or(any.reset_after),
+            },
+            None => any,
+        };
     }
     for prefix in ["ratelimit-", "x-ratelimit-"] {
         let h = |name: &str| header(&format!("{prefix}{name}"));
@@ -689,6 +717,23 @@ mod rate_limit_tests {
             ("RateLimit-Remaining", "7"),
         ];
         assert_eq!(parse(&policy).unwrap().limit, Some(100));
+    }
+
+    /// Several policies in one `RateLimit` header: the tightest (least remaining) is the one
+    /// planned by, whatever order they come in.
+    #[test]
+    fn the_tightest_of_several_policies_wins() {
+        for v in [
+            "\"burst\";r=0;t=5, \"day\";r=900;t=50000",
+            "\"day\";r=900;t=50000, \"burst\";r=0;t=5",
+        ] {
+            let rl = parse(&[("RateLimit", v)]).unwrap();
+            assert_eq!(rl.remaining, Some(0), "{v}");
+            assert_eq!(rl.reset_after, Some(Duration::from_secs(5)), "{v}");
+        }
+        let one = parse(&[("RateLimit", "\"default\";r=50;t=30")]).unwrap();
+        assert_eq!(one.remaining, Some(50));
+        assert_eq!(one.reset_after, Some(Duration::from_secs(30)));
     }
 
     #[test]
