@@ -76,6 +76,11 @@ pub struct RuntimeStatus {
     pub tracker_error_kind: Option<crate::model::TrackerErrorKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracker_error_since: Option<i64>,
+    /// The last tracker error came from reading its catalogue (not from an export): only a
+    /// catalogue read that works again clears a refused key then, and a catalogue read never
+    /// clears an export's 401/403 (a key may read shows and still not mark episodes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tracker_error_from_catalogue: bool,
     /// Plex's `friendlyName` (from `GET /`), for headers and status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plex_server_name: Option<String>,
@@ -614,6 +619,7 @@ impl Shared {
                 s.tracker_error = None;
                 s.tracker_error_kind = None;
                 s.tracker_error_since = None;
+                s.tracker_error_from_catalogue = false;
             }
             Some(e) => {
                 if s.tracker_error.is_none() {
@@ -626,6 +632,15 @@ impl Shared {
     /// The tracker plugin failed: the error and its kind (a refused key or an outage), for
     /// health. The run of failures keeps its start while the kind stays the same.
     pub fn note_tracker_error(&self, e: &plexsync_plugin_api::PluginError) {
+        self.note_tracker_failure(e, false);
+    }
+
+    /// [`Self::note_tracker_error`] for a catalogue read.
+    pub fn note_catalogue_error(&self, e: &plexsync_plugin_api::PluginError) {
+        self.note_tracker_failure(e, true);
+    }
+
+    fn note_tracker_failure(&self, e: &plexsync_plugin_api::PluginError, catalogue: bool) {
         let kind = crate::model::TrackerErrorKind::of(e);
         let now = now_secs();
         self.with_status(|s| {
@@ -634,6 +649,25 @@ impl Shared {
             }
             s.tracker_error = Some(e.to_string());
             s.tracker_error_kind = Some(kind);
+            s.tracker_error_from_catalogue = catalogue;
+        });
+    }
+
+    /// The tracker's catalogue was read: it answers. An export's refused key (401/403) stays
+    /// until an export goes through, since reading shows says nothing of marking episodes.
+    pub fn note_catalogue_ok(&self) {
+        use crate::model::TrackerErrorKind::{Forbidden, Unauthorized};
+        let now = now_secs();
+        self.with_status(|s| {
+            s.tracker_last_ok_at = Some(now);
+            let export_auth = !s.tracker_error_from_catalogue
+                && matches!(s.tracker_error_kind, Some(Unauthorized | Forbidden));
+            if !export_auth {
+                s.tracker_error = None;
+                s.tracker_error_kind = None;
+                s.tracker_error_since = None;
+                s.tracker_error_from_catalogue = false;
+            }
         });
     }
 
@@ -1274,6 +1308,37 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), woken)
             .await
             .expect("the catalogue task was not woken");
+    }
+
+    /// A key that reads shows but may not mark episodes: the export's 403 stays in status
+    /// (and health) through later catalogue reads; a refused catalogue read is cleared by the
+    /// next one that works.
+    #[tokio::test]
+    async fn a_catalogue_read_keeps_an_exports_refused_key() {
+        use crate::model::TrackerErrorKind;
+        use plexsync_plugin_api::PluginError;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = open_for_test(dir.path()).await;
+        shared.note_tracker_error(&PluginError::permanent(
+            "tracker: export: HTTP 403 Forbidden: read-only key",
+        ));
+        shared.note_catalogue_ok();
+        assert_eq!(
+            shared.status().tracker_error_kind,
+            Some(TrackerErrorKind::Forbidden)
+        );
+        assert!(shared.status().tracker_last_ok_at.is_some());
+        shared.note_tracker(None);
+        assert_eq!(shared.status().tracker_error_kind, None);
+        shared.note_catalogue_error(&PluginError::permanent(
+            "tracker: catalogue: HTTP 401 Unauthorized: no",
+        ));
+        shared.note_catalogue_ok();
+        assert_eq!(shared.status().tracker_error_kind, None);
+        // An outage seen by an export is over when the catalogue answers.
+        shared.note_tracker_error(&PluginError::transient("tracker: export: timed out"));
+        shared.note_catalogue_ok();
+        assert_eq!(shared.status().tracker_error, None);
     }
 
     #[test]

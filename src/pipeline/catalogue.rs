@@ -55,14 +55,14 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
         let wait = match exporter.fetch_catalogue().await {
             Ok(shows) => {
                 failures = 0;
-                shared.note_tracker(None);
+                shared.note_catalogue_ok();
                 tracing::info!(shows = shows.len(), "fetched the tracker catalogue");
                 refresh(&shared, shows, &mut stored, &mut enricher).await;
                 shared.config().tracker.catalogue_refresh
             }
             Err(e) => {
                 failures += 1;
-                shared.note_tracker_error(&e);
+                shared.note_catalogue_error(&e);
                 let d = backoff(failures, Duration::from_secs(2), Duration::from_secs(300));
                 tracing::warn!(error = %e, retry_in_s = d.as_secs(), "cannot fetch the tracker catalogue");
                 d
