@@ -683,11 +683,13 @@ impl<'t> ApplyTables<'t> {
             (_, Some(m)) => self.watch.follow_mapping(&entry.play, m)?,
             (Resolution::Ignored, None) => (PlayState::Ignored, Applied::Ignored),
             (Resolution::Conflict(mut c), None) => {
-                if let Some(existing) = get_json::<Conflict>(&self.conflicts, &c.key)? {
-                    let mut held = existing.held;
-                    held.push(play_id);
-                    c.held = held;
-                    c.created_at = existing.created_at;
+                if let Some(mut existing) = get_json::<Conflict>(&self.conflicts, &c.key)? {
+                    // The stored conflict is the word: the resolver's copy may be older than
+                    // candidates written since (the alternative-titles pass), which it must
+                    // not undo. This play only joins it.
+                    existing.held.push(play_id);
+                    existing.updated_at = existing.updated_at.max(c.updated_at);
+                    c = existing;
                 } else {
                     c.held = vec![play_id];
                 }
@@ -969,6 +971,38 @@ mod tests {
         let mut p = play(viewed_at);
         p.episode = e;
         p
+    }
+
+    /// A play joining an open conflict keeps the candidates written since the resolver read
+    /// it (the alternative-titles pass), rather than the resolver's older copy.
+    #[tokio::test]
+    async fn a_play_joining_a_conflict_keeps_its_newer_candidates() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.ingest_play(episode(1000, 1), act(), 300).await.unwrap();
+        s.ingest_play(episode(2000, 2), act(), 300).await.unwrap();
+        let cand = |id: &str| plexsync_plugin_api::Candidate {
+            show_id: id.into(),
+            score: 0.5,
+            method: "title_year".into(),
+        };
+        let mut old = conflict(vec![]);
+        old.candidates = vec![cand("old")];
+        s.apply_resolution(1, Resolution::Conflict(old.clone()))
+            .await
+            .unwrap();
+        assert!(
+            s.set_conflict_candidates("srv/10".into(), vec![cand("new")])
+                .await
+                .unwrap()
+        );
+        s.apply_resolution(2, Resolution::Conflict(old))
+            .await
+            .unwrap();
+        let c = s.conflict("srv/10").unwrap().unwrap();
+        assert_eq!(c.held, vec![1, 2]);
+        assert_eq!(c.candidates.len(), 1);
+        assert_eq!(c.candidates[0].show_id, "new");
     }
 
     /// Deciding a conflict with sync off (`mappings set ID --show X --disable`) makes the
