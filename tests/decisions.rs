@@ -447,6 +447,81 @@ async fn a_conflict_mapped_with_sync_off_sends_nothing_and_an_ignored_show_has_n
     assert!(err.contains("--show"), "{err}");
 }
 
+/// Two "Create new" for one conflict at once (a double click, the page and the CLI): the
+/// tracker gets one new show, and the second answer says the conflict was decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_new_twice_at_once_creates_one_show() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![FakeShow {
+        rating_key: "50001".into(),
+        guid: format!("plex://show/{:0>24}", "50001"),
+        title: "Lucky Man".into(),
+        year: 2016,
+        guids: vec![],
+    }])
+    .await;
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "luckyman", "title": "Lucky Man (UK)", "year": 2016}),
+    ])
+    .await;
+    let text = daemon::config(
+        &plex.url(),
+        &tracker.url(),
+        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
+    );
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = InProc::start(dir.path(), &text).await;
+    scrobble(&d.webhook_url, "50001", "Lucky Man", 1, 1_700_000_000).await;
+    let listed = eventually("Lucky Man in a conflict", WAIT, || {
+        let v = json_out(&d.cli(&["conflicts", "list", "--json"], None));
+        (v["total"] == 1).then_some(v)
+    })
+    .await;
+    let id = by_title(&listed, "Lucky Man")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The tracker is slow to create: both requests are in before the first is answered.
+    tracker
+        .state
+        .lock()
+        .unwrap()
+        .faults
+        .push(support::tracker::Fault::Hang(Duration::from_millis(300)));
+    let shows_before = tracker.state.lock().unwrap().shows.len();
+    let path = format!("/api/conflicts/{id}/resolve");
+    let body = br#"{"action":"create"}"#.to_vec();
+    let socket = d.socket();
+    let (a, b) = tokio::join!(
+        plexsync::client::request(&socket, "POST", &path, Some(body.clone())),
+        plexsync::client::request(&socket, "POST", &path, Some(body)),
+    );
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "one decides, one is told: {a:?} {b:?}"
+    );
+    let err = a.err().or(b.err()).unwrap().to_string();
+    assert!(
+        err.contains("decided meanwhile") || err.contains("no open conflict has the id"),
+        "{err}"
+    );
+    assert_eq!(
+        tracker.state.lock().unwrap().shows.len(),
+        shows_before + 1,
+        "one new show"
+    );
+}
+
 trait Counts {
     /// (journaled plays, plays waiting for the resolver), read from the store's status.
     fn status_blocking_counts(&self) -> (u64, u64);

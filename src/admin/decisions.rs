@@ -499,6 +499,9 @@ pub(super) fn shows(shared: &Shared, q: &HashMap<String, String>) -> Resp {
     )
 }
 
+/// Held while a person's decision on a conflict is carried out (see [`decide`]).
+static DECIDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Carry out a person's decision on an open conflict; the error is the answer to give.
 /// `sync`: whether a show mapped by it sends its plays (a mapping made with sync off holds
 /// them, in the same write).
@@ -509,6 +512,23 @@ async fn decide(
     show_id: Option<String>,
     sync: bool,
 ) -> Result<Resolved, (StatusCode, String)> {
+    // One decision at a time, on a conflict still open: a double click, the page and the CLI
+    // at once, or a retried request must not create the tracker show twice (the second
+    // finds the conflict decided).
+    let _one = DECIDING.lock().await;
+    match shared.store.conflict(&conflict.key) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!(
+                    "the conflict of {:?} was decided meanwhile",
+                    conflict.plex.title
+                ),
+            ));
+        }
+        Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
     let decision = match action {
         ResolveAction::Select => {
             let Some(show_id) = show_id else {
