@@ -355,53 +355,8 @@ async fn a_conflict_mapped_with_sync_off_sends_nothing_and_an_ignored_show_has_n
     if samples().is_none() {
         return;
     }
-    plexsync::daemon::install_tls_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let plex = FakePlex::start(vec![
-        FakeShow {
-            rating_key: "50001".into(),
-            guid: format!("plex://show/{:0>24}", "50001"),
-            title: "Lucky Man".into(),
-            year: 2016,
-            guids: vec![],
-        },
-        FakeShow {
-            rating_key: "50002".into(),
-            guid: format!("plex://show/{:0>24}", "50002"),
-            title: "Lucky Sevens Again".into(),
-            year: 2010,
-            guids: vec![],
-        },
-    ])
-    .await;
-    let tracker = FakeTracker::start(vec![
-        json!({"id": "luckyman", "title": "Lucky Man (UK)", "year": 2016}),
-        json!({"id": "lucky7", "title": "Lucky Seven", "year": 2003}),
-    ])
-    .await;
-    let text = daemon::config(
-        &plex.url(),
-        &tracker.url(),
-        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
-    );
-    let cfg = dir.path().join("plexsync.toml");
-    std::fs::write(&cfg, &text).unwrap();
-    assert!(
-        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
-            .status
-            .success()
-    );
-    let d = InProc::start(dir.path(), &text).await;
-    scrobble(&d.webhook_url, "50001", "Lucky Man", 1, 1_700_000_000).await;
-    let listed = eventually("Lucky Man in a conflict", WAIT, || {
-        let v = json_out(&d.cli(&["conflicts", "list", "--json"], None));
-        (v["total"] == 1).then_some(v)
-    })
-    .await;
-    let id = by_title(&listed, "Lucky Man")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (w, id) = lucky_man_in_a_conflict().await;
+    let (cfg, d, tracker) = (&w.cfg, &w.d, &w.tracker);
     let v = json_out(
         &run(
             cfg.clone(),
@@ -454,43 +409,8 @@ async fn create_new_twice_at_once_creates_one_show() {
     if samples().is_none() {
         return;
     }
-    plexsync::daemon::install_tls_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let plex = FakePlex::start(vec![FakeShow {
-        rating_key: "50001".into(),
-        guid: format!("plex://show/{:0>24}", "50001"),
-        title: "Lucky Man".into(),
-        year: 2016,
-        guids: vec![],
-    }])
-    .await;
-    let tracker = FakeTracker::start(vec![
-        json!({"id": "luckyman", "title": "Lucky Man (UK)", "year": 2016}),
-    ])
-    .await;
-    let text = daemon::config(
-        &plex.url(),
-        &tracker.url(),
-        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
-    );
-    let cfg = dir.path().join("plexsync.toml");
-    std::fs::write(&cfg, &text).unwrap();
-    assert!(
-        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
-            .status
-            .success()
-    );
-    let d = InProc::start(dir.path(), &text).await;
-    scrobble(&d.webhook_url, "50001", "Lucky Man", 1, 1_700_000_000).await;
-    let listed = eventually("Lucky Man in a conflict", WAIT, || {
-        let v = json_out(&d.cli(&["conflicts", "list", "--json"], None));
-        (v["total"] == 1).then_some(v)
-    })
-    .await;
-    let id = by_title(&listed, "Lucky Man")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (w, id) = lucky_man_in_a_conflict().await;
+    let (d, tracker) = (&w.d, &w.tracker);
     // The tracker is slow to create: both requests are in before the first is answered.
     tracker
         .state
@@ -520,6 +440,71 @@ async fn create_new_twice_at_once_creates_one_show() {
         shows_before + 1,
         "one new show"
     );
+}
+
+/// Plex with "Lucky Man" (2016, rating key 50001) and "Lucky Sevens Again" (2010, 50002), a
+/// tracker whose closest shows are not close enough to map either, a daemon with the title
+/// matcher; then a play of Lucky Man, waited for until it is a conflict. Returns the world,
+/// the config path and the conflict's id.
+struct Lucky {
+    _dir: tempfile::TempDir,
+    _plex: FakePlex,
+    tracker: FakeTracker,
+    cfg: PathBuf,
+    d: InProc,
+}
+
+async fn lucky_man_in_a_conflict() -> (Lucky, String) {
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let show = |rk: &str, title: &str, year| FakeShow {
+        rating_key: rk.into(),
+        guid: format!("plex://show/{rk:0>24}"),
+        title: title.into(),
+        year,
+        guids: vec![],
+    };
+    let plex = FakePlex::start(vec![
+        show("50001", "Lucky Man", 2016),
+        show("50002", "Lucky Sevens Again", 2010),
+    ])
+    .await;
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "luckyman", "title": "Lucky Man (UK)", "year": 2016}),
+        json!({"id": "lucky7", "title": "Lucky Seven", "year": 2003}),
+    ])
+    .await;
+    let text = daemon::config(
+        &plex.url(),
+        &tracker.url(),
+        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
+    );
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = InProc::start(dir.path(), &text).await;
+    scrobble(&d.webhook_url, "50001", "Lucky Man", 1, 1_700_000_000).await;
+    let listed = eventually("Lucky Man in a conflict", WAIT, || {
+        let v = json_out(&d.cli(&["conflicts", "list", "--json"], None));
+        (v["total"] == 1).then_some(v)
+    })
+    .await;
+    let id = by_title(&listed, "Lucky Man")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let w = Lucky {
+        _dir: dir,
+        _plex: plex,
+        tracker,
+        cfg,
+        d,
+    };
+    (w, id)
 }
 
 trait Counts {
