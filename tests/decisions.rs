@@ -442,6 +442,73 @@ async fn create_new_twice_at_once_creates_one_show() {
     );
 }
 
+/// `[matching] auto_add_shows`: a tracker that refuses to create the show (403: a key that
+/// may not) is not asked again and again; the show waits in a conflict for a person, with the
+/// reason, and health shows the refused key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_auto_add_becomes_a_conflict_and_shows_in_health() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![FakeShow {
+        rating_key: "60001".into(),
+        guid: format!("plex://show/{:0>24}", "60001"),
+        title: "Brand New Show".into(),
+        year: 2024,
+        guids: vec!["tmdb://999001".into()],
+    }])
+    .await;
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "other", "title": "Something Else Entirely", "year": 1999}),
+    ])
+    .await;
+    let text = daemon::config(
+        &plex.url(),
+        &tracker.url(),
+        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n[matching]\nauto_add_shows = true\n",
+    );
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = InProc::start(dir.path(), &text).await;
+    eventually("the catalogue", WAIT, || {
+        let st = json_out(&d.cli(&["status", "--json"], None));
+        (st["catalogue_shows"] == 1).then_some(())
+    })
+    .await;
+    tracker
+        .state
+        .lock()
+        .unwrap()
+        .faults
+        .push(support::tracker::Fault::Status(403, None));
+    scrobble(&d.webhook_url, "60001", "Brand New Show", 1, 1_700_000_000).await;
+    let listed = eventually("the show in a conflict", WAIT, || {
+        let v = json_out(&d.cli(&["conflicts", "list", "--json"], None));
+        (v["total"] == 1).then_some(v)
+    })
+    .await;
+    let c = by_title(&listed, "Brand New Show");
+    assert!(c.to_string().contains("refused to create the show"), "{c}");
+    let st = d.api("GET", "/api/status").await;
+    assert!(
+        st["health"].as_array().unwrap().iter().any(|h| h["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("403")
+            || h["message"].as_str().unwrap_or("").contains("forbid")),
+        "{st:#}"
+    );
+    let creates = tracker.state.lock().unwrap().shows.len();
+    assert_eq!(creates, 1, "no show was created");
+}
+
 /// Plex with "Lucky Man" (2016, rating key 50001) and "Lucky Sevens Again" (2010, 50002), a
 /// tracker whose closest shows are not close enough to map either, a daemon with the title
 /// matcher; then a play of Lucky Man, waited for until it is a conflict. Returns the world,

@@ -246,7 +246,24 @@ async fn match_play(
                     Vec::new(),
                     "no matcher found the show and it has no TMDB id to create it from".into(),
                 ),
+                Err(e) if !e.is_transient() => {
+                    // A refusal (a key that may not create shows, "exists", a bad request)
+                    // would be refused again on every retry: a person decides instead, and
+                    // health shows the tracker's answer.
+                    shared.note_tracker_error(&e);
+                    tracing::warn!(show = %query.title, error = %e, "the tracker refused to create the show; it waits for a person");
+                    conflict(
+                        key,
+                        play,
+                        query,
+                        Vec::new(),
+                        format!(
+                            "the tracker refused to create the show ({e}): choose a show, or create it there and map it"
+                        ),
+                    )
+                }
                 Err(e) => {
+                    shared.note_tracker_error(&e);
                     tracing::warn!(show = %query.title, error = %e, "cannot create the show in the tracker; play waits");
                     retry_later(attempts, &play.show.key())
                 }
