@@ -41,9 +41,13 @@ pub const SECRETS: &[&str] = &[SECRET_KEY];
 /// whatever the overall `timeout` allows for a large catalogue.
 const CONNECT_TIMEOUT_CAP: Duration = Duration::from_secs(10);
 
-/// Largest successful answer read. A catalogue of 100 000 shows is a few tens of MB at most;
-/// anything bigger is not a catalogue and must not exhaust the daemon's memory.
+/// Largest catalogue read. A catalogue of 100 000 shows is a few tens of MB at most; anything
+/// bigger is not a catalogue and must not exhaust the daemon's memory.
 const SUCCESS_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Largest answer to an export or a create read (a receipt or an id is a few hundred bytes):
+/// up to `max_in_flight` (64) exports wait on answers at once, so 64 MiB each could hold 4 GiB.
+const ANSWER_BODY_LIMIT: usize = 1024 * 1024;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
@@ -174,20 +178,20 @@ impl TrackerExporter {
     ) -> Result<(StatusCode, Vec<u8>, Option<RateLimit>), PluginError> {
         let (status, mut response) = self.respond(call, request).await?;
         let rate_limit = error::rate_limit(response.headers(), SystemTime::now());
-        match read_limited(&mut response, SUCCESS_BODY_LIMIT).await {
+        match read_limited(&mut response, ANSWER_BODY_LIMIT).await {
             Ok((body, false)) => Ok((status, body, rate_limit)),
-            Ok((_, true)) => Err(self.too_large(call, status)),
+            Ok((_, true)) => Err(self.too_large(call, status, ANSWER_BODY_LIMIT)),
             Err(e) => Err(self.body_failed(call, status, e)),
         }
     }
 
-    fn too_large(&self, call: &Call, status: StatusCode) -> PluginError {
+    fn too_large(&self, call: &Call, status: StatusCode, limit: usize) -> PluginError {
         self.fail(
             ErrorClass::Permanent,
             format!(
                 "{}: HTTP {status}: answer is larger than {} MiB",
                 call.label,
-                SUCCESS_BODY_LIMIT / (1024 * 1024)
+                limit / (1024 * 1024)
             ),
         )
     }
@@ -291,7 +295,7 @@ impl TrackerExporter {
             };
             read += chunk.len();
             if read > SUCCESS_BODY_LIMIT {
-                return Err(self.too_large(&call, status));
+                return Err(self.too_large(&call, status, SUCCESS_BODY_LIMIT));
             }
             if let Err(e) = parse.feed(&chunk) {
                 return Err(self.not_a_catalogue(&call, status, parse.head(), e));

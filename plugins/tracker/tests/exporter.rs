@@ -235,6 +235,17 @@ async fn export_sends_headers_and_the_exact_body_and_parses_the_receipt() {
     );
 }
 
+/// An export's answer is a receipt of a few hundred bytes: one past 1 MiB is refused before
+/// it is all read, as up to 64 exports may be waiting on answers at once.
+#[tokio::test]
+async fn an_export_answer_past_a_mib_is_refused() {
+    let big = "x".repeat(2 * 1024 * 1024);
+    let tracker = fake(move |_| Reply::json(200, json!({"marked": 1, "pad": big.clone()}))).await;
+    let exp = exporter(&tracker.url, Some(KEY));
+    let e = exp.export(&batch("42")).await.unwrap_err();
+    assert!(e.message.contains("larger than 1 MiB"), "{e}");
+}
+
 #[tokio::test]
 async fn the_same_batch_sends_the_same_idempotency_key_every_time() {
     let tracker = fake(|_| Reply::json(200, receipt_json())).await;
