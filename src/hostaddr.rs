@@ -34,6 +34,22 @@ pub fn public_base(cfg: &Config, listen: SocketAddr) -> Result<PublicBase, NoAdd
     )
 }
 
+/// The path `public_url` puts the daemon under (`"/plexsync"` for
+/// `https://example.net/plexsync/`), without its trailing slash; None at the root. A proxy that
+/// passes that prefix on (nginx's `proxy_pass` without a URI part) is then served the same as one
+/// that strips it.
+pub fn path_prefix(public_url: Option<&str>) -> Option<&str> {
+    let u = public_url?;
+    let after_scheme = &u[u.find("://")? + 3..];
+    let path = &after_scheme[after_scheme.find('/')?..];
+    let path = path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    (!path.is_empty()).then_some(path)
+}
+
 fn choose(
     public_url: Option<&str>,
     listen: SocketAddr,
@@ -128,6 +144,19 @@ mod tests {
             ("eth0".into(), "2001:db8::5".parse().unwrap()),
             ("eth0".into(), "192.168.1.20".parse().unwrap()),
         ]
+    }
+
+    #[test]
+    fn the_path_prefix_of_a_public_url() {
+        assert_eq!(path_prefix(None), None);
+        assert_eq!(path_prefix(Some("https://example.net")), None);
+        assert_eq!(path_prefix(Some("https://example.net/")), None);
+        assert_eq!(
+            path_prefix(Some("https://example.net/plexsync")),
+            Some("/plexsync")
+        );
+        assert_eq!(path_prefix(Some("https://example.net/a/b/")), Some("/a/b"));
+        assert_eq!(path_prefix(Some("http://[::1]:8750/p")), Some("/p"));
     }
 
     #[test]

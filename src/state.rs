@@ -890,8 +890,22 @@ pub fn web_url(
     token: &Secret,
 ) -> Result<crate::hostaddr::PublicBase, DaemonError> {
     let mut b = crate::hostaddr::public_base(cfg, listen)?;
-    b.url = format!("{}/#token={}", b.url, token.expose());
+    b.url = format!("{}/#token={}", b.url, fragment_encode(token.expose()));
     Ok(b)
+}
+
+/// Percent-encode everything but RFC 3986's unreserved characters: an admin token may hold any
+/// non-space character, and the page reads the fragment up to the first `&` and decodes it.
+fn fragment_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Check the secrets against the configuration as the daemon would use them: every value's

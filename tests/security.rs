@@ -788,3 +788,77 @@ fn webhook_url_never_names_a_wildcard_address() {
         );
     }
 }
+
+/// nginx's `proxy_pass http://127.0.0.1:8750;` (no URI part) passes the `public_url` prefix on:
+/// the daemon serves the page, the admin API and webhooks under it as well, and sends a bare
+/// prefix to its slash so the page's relative links stay under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_passes_the_public_url_prefix_on_reaches_every_route() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let proxy = support::reverse_proxy(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "/plexsync",
+        false,
+    )
+    .await;
+    let extra = format!("public_url = \"{}/plexsync/\"\n", proxy.url());
+    let (plex, tracker, cfg_text) = support::office_conflict(dir.path()).await;
+    let cfg_text = cfg_text
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace("[server]\n", &format!("[server]\n{extra}"));
+    std::fs::write(dir.path().join("plexsync.toml"), &cfg_text).unwrap();
+    let d = Daemon::start(dir.path(), &cfg_text).await;
+    let base = format!("{}/plexsync", proxy.url());
+    assert!(
+        d.webhook_url.starts_with(&format!("{base}/webhook/")),
+        "{}",
+        d.webhook_url
+    );
+    assert_eq!(
+        support::post_sample(&d.webhook_url, NEW_AGENT_SCROBBLE).await,
+        200,
+        "{}",
+        d.log()
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token = d.admin_token().await;
+    let status = http
+        .get(format!("{base}/api/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    let st: Value = status.json().await.unwrap();
+    assert_eq!(st["counts"]["journal"], 1, "{st}");
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<title>"));
+    let bare = http.get(&base).send().await.unwrap();
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/plexsync/");
+    // Without the prefix (a proxy that strips it) every route answers as before.
+    let direct = http
+        .get(format!("http://127.0.0.1:{port}/api/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 200);
+    drop((plex, tracker));
+}

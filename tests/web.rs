@@ -1493,3 +1493,111 @@ async fn ignore_then_map_later_sends_every_held_play() {
     assert_eq!(maps["items"][0]["sync_enabled"], true, "{maps}");
     driver.call("DELETE", &driver.s(""), Value::Null).await;
 }
+
+/// The Office conflict (one play held) on a daemon that nginx serves under `/plexsync`
+/// (`public_url = "http://<proxy>/plexsync"`); `strip`: the proxy strips the prefix (see
+/// [`support::reverse_proxy`]).
+async fn office_behind_proxy(
+    dir: &std::path::Path,
+    strip: bool,
+) -> (
+    Daemon,
+    std::sync::Arc<support::FakeServer>,
+    support::plex::FakePlex,
+    support::tracker::FakeTracker,
+) {
+    let (plex, tracker, cfg_text) = support::office_conflict(dir).await;
+    let port = free_port();
+    let proxy = support::reverse_proxy(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "/plexsync",
+        strip,
+    )
+    .await;
+    let cfg_text = cfg_text
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "[server]\n",
+            &format!("[server]\npublic_url = \"{}/plexsync\"\n", proxy.url()),
+        );
+    assert!(
+        cfg_text.contains(&format!("127.0.0.1:{port}")),
+        "{cfg_text}"
+    );
+    std::fs::write(dir.join("plexsync.toml"), &cfg_text).unwrap();
+    let out = daemon::cli(
+        &dir.join("plexsync.toml"),
+        &["secret", "set", "plex-token"],
+        Some(TOKEN),
+    );
+    assert!(out.status.success());
+    let d = Daemon::start(dir, &cfg_text).await;
+    assert!(
+        d.webhook_url.contains("/plexsync/webhook/"),
+        "{}",
+        d.webhook_url
+    );
+    assert_eq!(
+        support::post_sample(&d.webhook_url, support::NEW_AGENT_SCROBBLE).await,
+        200
+    );
+    eventually_api(&d, "the conflict", "/api/conflicts", |v| v["total"] == 1).await;
+    (d, proxy, plex, tracker)
+}
+
+/// Behind nginx under a sub-path, as the README sets it up: the `web-url` link logs in, every
+/// tab loads through the prefix, and when the daemon stops the proxy's 502 pages show as "not
+/// answering" (a red dot), not as the last health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_sub_path_behind_a_proxy_the_page_works_and_notices_a_stopped_daemon() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut d, proxy, _plex, _tracker) = office_behind_proxy(dir.path(), true).await;
+    let link = String::from_utf8_lossy(&d.cli(&["web-url"], None).stdout)
+        .trim()
+        .to_string();
+    assert!(
+        link.starts_with(&format!("{}/plexsync/#token=", proxy.url())),
+        "{link}"
+    );
+    login(&driver, &d).await;
+    assert_eq!(driver.text("#conflict-count").await, "1");
+    driver.click_css("#tab-conflicts").await;
+    let card = driver.text("article[data-conflict-id]").await;
+    assert!(card.contains("The Office (2001)"), "{card}");
+    driver.click_css("#tab-settings").await;
+    driver.wait_for("#panel-settings dt").await;
+    assert!(d.stop().is_some());
+    driver
+        .until(
+            "the not-answering banner through the proxy",
+            Duration::from_secs(45),
+            "const b = document.querySelector('#health .banner[data-component=daemon]'); return !!b && b.textContent.includes('not answering since') && document.querySelector('#conn').classList.contains('error')",
+        )
+        .await;
+    driver.call("DELETE", &driver.s(""), Value::Null).await;
+}
+
+/// An admin token may hold any non-space character: the `web-url` link still logs in with it
+/// whole (`&` ended it at the first one; `%zz` was "URI malformed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_url_with_an_odd_admin_token_logs_in() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _plex, _tracker) = office_daemon(dir.path()).await;
+    let out = d.cli(
+        &["secret", "set", "admin-token"],
+        Some("Abcdefgh&12%zz34+5678#x"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    login(&driver, &d).await;
+    assert_eq!(driver.text("#conflict-count").await, "1");
+    driver.call("DELETE", &driver.s(""), Value::Null).await;
+}

@@ -107,15 +107,35 @@ fn limited(
     }
 }
 
+/// `prefix` asked without its trailing slash: 308 to `prefix/`, where the page's relative
+/// links resolve under the prefix.
+fn see_other_slash(prefix: &str) -> Resp {
+    let mut r = text(StatusCode::PERMANENT_REDIRECT, format!("see {prefix}/"));
+    if let Ok(v) = HeaderValue::from_str(&format!("{prefix}/")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     limits: &Limits,
     peer: Peer,
     req: Request<Incoming>,
 ) -> Resp {
-    let path = req.uri().path().to_string();
     let cfg = shared.config();
     let server = &cfg.server;
+    let raw = req.uri().path();
+    let path = match crate::hostaddr::path_prefix(server.public_url.as_deref()) {
+        Some(prefix) => match raw.strip_prefix(prefix) {
+            // The page's links are relative to its own address, so it must end in '/'.
+            Some("") => return see_other_slash(prefix),
+            Some(rest) if rest.starts_with('/') => rest,
+            _ => raw,
+        },
+        None => raw,
+    }
+    .to_string();
     let timeout = server.request_timeout;
     // The client's address for limits and logs: the peer, or what a trusted proxy says.
     let client = match peer {

@@ -346,3 +346,75 @@ pub async fn post_sample(url: &str, rel: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// A reverse proxy on loopback in front of `upstream`, as nginx runs one: `Host` and the body
+/// passed on, the client added to `X-Forwarded-For`, no redirect followed, and a 502 page of its
+/// own (HTML, not the daemon's JSON) while the upstream does not answer. With `strip`, it is
+/// `location /prefix/ { proxy_pass http://upstream/; }` (the daemon sees paths without the
+/// prefix); without, `proxy_pass http://upstream;` (the prefix is passed on).
+pub async fn reverse_proxy(
+    upstream: SocketAddr,
+    prefix: &'static str,
+    strip: bool,
+) -> Arc<FakeServer> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    FakeServer::start(Arc::new(move |seen: Seen| {
+        let http = http.clone();
+        Box::pin(async move {
+            let path = if strip {
+                match seen.path.strip_prefix(prefix) {
+                    Some(rest) if rest.starts_with('/') => rest.to_string(),
+                    _ => return respond(404, "text/html", "<html>nginx: 404 Not Found</html>"),
+                }
+            } else {
+                seen.path.clone()
+            };
+            let query = if seen.query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", seen.query)
+            };
+            let method = reqwest::Method::from_bytes(seen.method.as_bytes()).unwrap();
+            let mut out = http.request(method, format!("http://{upstream}{path}{query}"));
+            for (k, v) in &seen.headers {
+                if !matches!(
+                    k.as_str(),
+                    "connection" | "content-length" | "x-forwarded-for"
+                ) {
+                    out = out.header(k, v);
+                }
+            }
+            let xff = match seen.header("x-forwarded-for") {
+                Some(prev) => format!("{prev}, 127.0.0.1"),
+                None => "127.0.0.1".into(),
+            };
+            let answer = out
+                .header("x-forwarded-for", xff)
+                .body(seen.body)
+                .send()
+                .await;
+            let Ok(r) = answer else {
+                return respond(
+                    502,
+                    "text/html",
+                    "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
+                );
+            };
+            let mut resp = Response::builder().status(r.status().as_u16());
+            for (k, v) in r.headers() {
+                if !matches!(
+                    k.as_str(),
+                    "connection" | "transfer-encoding" | "content-length"
+                ) {
+                    resp = resp.header(k, v);
+                }
+            }
+            let body = r.bytes().await.unwrap_or_default();
+            resp.body(Full::new(body)).unwrap()
+        })
+    }))
+    .await
+}
