@@ -1012,7 +1012,24 @@ async fn bulk_ignore_asks_once_and_keeps_every_play() {
     login(&driver, &d).await;
     driver.click_css("#tab-conflicts").await;
     driver.wait_for("article[data-conflict-id]").await;
+    // Asked about one show, then the selection grows: the question closes instead of
+    // answering for shows it never named.
+    driver
+        .click_css("article[data-conflict-id] input.bulk")
+        .await;
+    assert_eq!(driver.text("#bulk-count").await, "1 selected");
+    driver.click_css("#bulk-ignore:not([disabled])").await;
+    let ask = driver.text("#bulk-confirm:not([hidden])").await;
+    assert!(ask.contains("Ignore 1 show?"), "{ask}");
     driver.click_css("#bulk-all").await;
+    driver
+        .until(
+            "the question about one show closes",
+            WAIT,
+            "return document.querySelector('#bulk-confirm').hidden",
+        )
+        .await;
+    assert_eq!(d.api("GET", "/api/conflicts").await["total"], 3);
     assert_eq!(driver.text("#bulk-count").await, "3 selected");
     driver.click_css("#bulk-ignore:not([disabled])").await;
     let ask = driver.text("#bulk-confirm:not([hidden])").await;
@@ -1480,6 +1497,16 @@ async fn ignore_then_map_later_sends_every_held_play() {
     assert!(
         out.contains("Now mapped to The Office (2005), sync on"),
         "{out}"
+    );
+    // The show's row reads mapped at once, with its sync toggle, without a reload.
+    driver
+        .wait_for("tr[data-mapping-id][data-status=mapped] button.sync")
+        .await;
+    assert_eq!(
+        driver
+            .exec("return document.querySelectorAll('tr[data-mapping-id][data-status=ignored]').length + document.querySelectorAll('tr.remap button.do-remap:not([hidden])').length")
+            .await,
+        0
     );
     eventually("every held play reaches the tracker", WAIT, || {
         let w = tracker.watched();
