@@ -54,15 +54,32 @@ pub fn mint(
 /// Whether `cookie` was minted by [`mint`] under this key for this token, is not expired, and
 /// `page_key` is the key minted with it.
 pub fn valid(key: &MasterKey, token: &Secret, cookie: &str, page_key: &str, now: i64) -> bool {
+    expires(key, token, cookie, page_key, now).is_some()
+}
+
+/// The handle a logout revokes a session by: its page key's hash (unique per login, and what
+/// the cookie holds). Only a valid session's handle is ever recorded.
+pub fn handle(page_key: &str) -> String {
+    page_key_hash(page_key)
+}
+
+/// When the session expires, if it is [`valid`].
+pub fn expires(
+    key: &MasterKey,
+    token: &Secret,
+    cookie: &str,
+    page_key: &str,
+    now: i64,
+) -> Option<i64> {
     // A session cookie is about 200 characters; anything much longer is not ours.
     if cookie.len() > 512 {
-        return false;
+        return None;
     }
     let Some((nonce, ciphertext)) = cookie.split_once('.') else {
-        return false;
+        return None;
     };
     let (Some(nonce), Some(ciphertext)) = (unhex(nonce), unhex(ciphertext)) else {
-        return false;
+        return None;
     };
     let sealed = SealedSecret {
         key_id: key.id().to_string(),
@@ -70,23 +87,23 @@ pub fn valid(key: &MasterKey, token: &Secret, cookie: &str, page_key: &str, now:
         ciphertext,
     };
     let Ok(plain) = key.open(AAD_NAME, &sealed) else {
-        return false;
+        return None;
     };
     let mut fields = plain.expose().split(':');
     let (Some(expires), Some(fp), Some(key_hash), None) =
         (fields.next(), fields.next(), fields.next(), fields.next())
     else {
-        return false;
+        return None;
     };
     let Ok(expires) = expires.parse::<i64>() else {
-        return false;
+        return None;
     };
     let key_ok = bool::from(
         key_hash
             .as_bytes()
             .ct_eq(page_key_hash(page_key).as_bytes()),
     );
-    expires > now && fp == fingerprint(token) && key_ok
+    (expires > now && fp == fingerprint(token) && key_ok).then_some(expires)
 }
 
 /// Most session cookie values tried for one request: each costs a decryption, and a browser

@@ -429,8 +429,39 @@ impl Shared {
 
     /// Whether `cookie` with `page_key` is a live session of the current admin token.
     pub fn session_valid(&self, cookie: &str, page_key: &str) -> bool {
-        self.secret(ADMIN_TOKEN)
-            .is_some_and(|t| crate::session::valid(&self.key, &t, cookie, page_key, now_secs()))
+        self.session_expires(cookie, page_key).is_some() && !self.session_revoked(page_key)
+    }
+
+    fn session_expires(&self, cookie: &str, page_key: &str) -> Option<i64> {
+        let token = self.secret(ADMIN_TOKEN)?;
+        crate::session::expires(&self.key, &token, cookie, page_key, now_secs())
+    }
+
+    /// Logged out: kept until the session would have expired. An unreadable store counts as
+    /// revoked (refusing a session is the safe side; the page asks to log in again).
+    fn session_revoked(&self, page_key: &str) -> bool {
+        let key = format!("{REVOKED_SESSION}{}", crate::session::handle(page_key));
+        !matches!(self.store.kv_get(&key), Ok(None))
+    }
+
+    /// End the session of `page_key` (one of `cookies`) for good, across restarts, if it is a
+    /// valid one; a logout without a valid session changes nothing stored.
+    pub async fn revoke_session(
+        &self,
+        cookies: &[&str],
+        page_key: &str,
+    ) -> Result<bool, StoreError> {
+        let Some(expires) = cookies
+            .iter()
+            .find_map(|c| self.session_expires(c, page_key))
+        else {
+            return Ok(false);
+        };
+        let key = format!("{REVOKED_SESSION}{}", crate::session::handle(page_key));
+        self.store
+            .kv_put(key, Vec::new(), Some(expires.saturating_mul(1000)))
+            .await?;
+        Ok(true)
     }
 
     /// The tracker's catalogue was fetched again and is the current one, unchanged.
@@ -864,6 +895,9 @@ impl Shared {
 }
 
 const ACCOUNTS_KEY: &str = "host:plex-accounts";
+
+/// `plugin_kv` prefix of a logged-out session's handle ([`crate::session::handle`]).
+const REVOKED_SESSION: &str = "host:session-revoked:";
 
 /// The admin token's secret name.
 pub const ADMIN_TOKEN: &str = "admin-token";

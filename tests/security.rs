@@ -862,3 +862,111 @@ async fn a_proxy_that_passes_the_public_url_prefix_on_reaches_every_route() {
     assert_eq!(direct.status(), 200);
     drop((plex, tracker));
 }
+
+/// Log out ends that session on the server, not only in the browser: a copy of its cookie and
+/// page key opens nothing afterwards, also after a restart, while another session goes on. A
+/// session cannot read the admin token (`/api/web-url`), and an auth proxy's own Bearer token
+/// beside a session does not lock the page out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_ends_that_session_for_good_and_a_session_cannot_read_the_admin_token() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = with_conflict(dir.path(), "").await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", setup.d.addr);
+    let token = setup.d.admin_token().await;
+    let login = || async {
+        let r = http
+            .post(format!("{base}/api/login"))
+            .header("content-type", "application/json")
+            .header("origin", &base)
+            .body(json!({ "token": token }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let key = r.json::<Value>().await.unwrap()["page_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (cookie, key)
+    };
+    let (a_cookie, a_key) = login().await;
+    let (b_cookie, b_key) = login().await;
+    let get = |path: &str, cookie: &str, key: &str, bearer: Option<&str>| {
+        let mut r = http
+            .get(format!("{base}{path}"))
+            .header("cookie", cookie.to_string())
+            .header("x-plexsync-page-key", key.to_string());
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        r.send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(
+        status(get("/api/status", &a_cookie, &a_key, None).await.unwrap()),
+        200
+    );
+    let r = get("/api/web-url", &a_cookie, &a_key, None).await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(!r.text().await.unwrap().contains(&token));
+    assert_eq!(
+        status(
+            get(
+                "/api/status",
+                &a_cookie,
+                &a_key,
+                Some("eyJhbGciOiJSUzI1NiJ9.proxy.id-token")
+            )
+            .await
+            .unwrap()
+        ),
+        200,
+        "an auth proxy's Bearer beside a session"
+    );
+    assert_eq!(
+        status(
+            get("/api/status", "", "", Some("not-the-admin-token"))
+                .await
+                .unwrap()
+        ),
+        401,
+        "a wrong Bearer alone"
+    );
+    let out = http
+        .post(format!("{base}/api/logout"))
+        .header("content-type", "application/json")
+        .header("origin", &base)
+        .header("cookie", a_cookie.clone())
+        .header("x-plexsync-page-key", a_key.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 200);
+    assert_eq!(
+        status(get("/api/status", &a_cookie, &a_key, None).await.unwrap()),
+        401
+    );
+    assert_eq!(
+        status(get("/api/status", &b_cookie, &b_key, None).await.unwrap()),
+        200
+    );
+    setup.d.restart().await;
+    let base = format!("http://{}", setup.d.addr);
+    for (cookie, key, want) in [(&a_cookie, &a_key, 401), (&b_cookie, &b_key, 200)] {
+        let r = http
+            .get(format!("{base}/api/status"))
+            .header("cookie", cookie.clone())
+            .header("x-plexsync-page-key", key.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "after a restart");
+    }
+}

@@ -60,34 +60,24 @@ pub fn authenticate(
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
+    let (cookies, page_key) = session_parts(headers);
     if let Some(given) = bearer {
-        return match shared.secret(ADMIN_TOKEN) {
+        match shared.secret(ADMIN_TOKEN) {
             Some(token) if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) => {
-                Ok(Credential::Bearer)
+                return Ok(Credential::Bearer);
             }
-            _ => Err((StatusCode::UNAUTHORIZED, "wrong admin token")),
-        };
+            // An auth proxy in front (oauth2-proxy, a forward-auth) may pass a Bearer token
+            // of its own upstream: with a session cookie, the session decides.
+            _ if !cookies.is_empty() => {}
+            _ => return Err((StatusCode::UNAUTHORIZED, "wrong admin token")),
+        }
     }
-    // Every session cookie sent, not just the first: another server on this host can set a
-    // cookie of the same name that browsers send before ours. Bounded: each costs a decryption.
-    let cookies: Vec<&str> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(crate::session::from_header)
-        .take(crate::session::MAX_TRIED)
-        .collect();
     if cookies.is_empty() {
         return Err((StatusCode::UNAUTHORIZED, NO_CREDENTIAL));
     }
     // The browser rules first: they hold for any cookie-carrying request, with or without
     // the page key, and say why another site's page is refused.
     browser_request_ok(shared, method, headers)?;
-    let page_key = headers
-        .get(crate::session::PAGE_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
     let Some(page_key) = page_key else {
         return Err((StatusCode::UNAUTHORIZED, NO_PAGE_KEY));
     };
@@ -98,6 +88,25 @@ pub fn authenticate(
         ));
     }
     Ok(Credential::Session)
+}
+
+/// The session cookie values a request carries (every one sent, not just the first: another
+/// server on this host can set a cookie of the same name that browsers send before ours;
+/// bounded, as each costs a decryption) and its page key.
+pub fn session_parts(headers: &HeaderMap) -> (Vec<&str>, Option<&str>) {
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(crate::session::from_header)
+        .take(crate::session::MAX_TRIED)
+        .collect();
+    let page_key = headers
+        .get(crate::session::PAGE_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    (cookies, page_key)
 }
 
 /// The rules a cookie-carrying (browser) request must meet, also for the login itself.

@@ -188,14 +188,24 @@ pub(crate) async fn handle(
             return login(&shared, client, req).await;
         }
         if path == "/api/logout" {
-            return logout(&shared, client, req.method(), req.headers());
+            return logout(&shared, client, req.method(), req.headers()).await;
         }
         if path == "/metrics" || path.starts_with("/api/") {
-            if let Err((status, why)) =
-                access::authenticate(&shared, peer, req.method(), req.headers())
-            {
-                tracing::warn!(client = %Client(client), path = %path, status = status.as_u16(), reason = why, "admin request refused");
-                return text(status, why);
+            match access::authenticate(&shared, peer, req.method(), req.headers()) {
+                Err((status, why)) => {
+                    tracing::warn!(client = %Client(client), path = %path, status = status.as_u16(), reason = why, "admin request refused");
+                    return text(status, why);
+                }
+                // A session stands for the admin token without being it: a copied cookie
+                // must not turn into the token, which never expires.
+                Ok(access::Credential::Session) if path == "/api/web-url" => {
+                    tracing::warn!(client = %Client(client), path = %path, "a browser session asked for the admin token; refused");
+                    return text(
+                        StatusCode::FORBIDDEN,
+                        "a browser session cannot read the admin token; run `plexsync web-url` on the host",
+                    );
+                }
+                Ok(_) => {}
             }
         }
         if path == "/metrics" {
@@ -310,7 +320,7 @@ async fn login(shared: &Shared, client: Option<IpAddr>, req: Request<Incoming>) 
 /// `POST /api/logout`: forget the session cookie. It needs no credential (it only takes access
 /// away), but it follows the browser rules of every state change, so another site's page cannot
 /// log the user out behind their back.
-fn logout(
+async fn logout(
     shared: &Shared,
     client: Option<IpAddr>,
     method: &Method,
@@ -322,6 +332,22 @@ fn logout(
     if let Err((status, why)) = access::browser_request_ok(shared, method, headers) {
         tracing::warn!(client = %Client(client), status = status.as_u16(), reason = why, "logout refused");
         return text(status, why);
+    }
+    // The cookie is stateless, so clearing it in this browser is not enough: a copy of it (and
+    // its page key) would open the API until it expires. The session is recorded as ended.
+    let (cookies, page_key) = access::session_parts(headers);
+    if let Some(page_key) = page_key {
+        match shared.revoke_session(&cookies, page_key).await {
+            Ok(true) => tracing::info!(client = %Client(client), "browser session ended"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(client = %Client(client), error = %e, "cannot record the end of a session");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot end the session ({e}); try again"),
+                );
+            }
+        }
     }
     let mut r = json(StatusCode::OK, &serde_json::json!({ "logged_in": false }));
     let attrs = format!(

@@ -57,6 +57,28 @@ impl Store {
         }))
     }
 
+    /// [`Store::kv_put_detached`], answered after the durable commit (a revocation must not
+    /// be lost to a crash right after the logout was answered).
+    pub async fn kv_put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        expires_at_ms: Option<i64>,
+    ) -> Result<()> {
+        self.write(move |txn| {
+            txn.open_table(KV)?.insert(
+                key.as_str(),
+                encode(&KvEntry {
+                    value,
+                    expires_at_ms,
+                })?
+                .as_slice(),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub fn kv_put_detached(&self, key: String, value: Vec<u8>, expires_at_ms: Option<i64>) {
         self.write_detached(move |txn| {
             txn.open_table(KV)?.insert(
