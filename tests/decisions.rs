@@ -442,6 +442,58 @@ async fn create_new_twice_at_once_creates_one_show() {
     );
 }
 
+/// A "Create new" that outlasts its request (a slow tracker, a short `request_timeout`, or a
+/// client that gave up): the request is answered 408, but the decision is carried out whole —
+/// the conflict is decided with the show the tracker made, and asking again creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_outlasts_its_request_is_carried_out_whole() {
+    if samples().is_none() {
+        return;
+    }
+    // The request gives up after 1 s; the tracker answers the create after 2.5 s, well
+    // inside the exporter's own 10 s.
+    let (w, id) = lucky_man_in_a_conflict_with(|text| {
+        let t = text
+            .replace("[server]\n", "[server]\nrequest_timeout = \"1s\"\n")
+            .replace(
+                "timeout = \"2s\"\n\n[outbox]",
+                "timeout = \"10s\"\n\n[outbox]",
+            );
+        assert!(t.contains("timeout = \"10s\""), "{t}");
+        t
+    })
+    .await;
+    let (d, tracker) = (&w.d, &w.tracker);
+    tracker
+        .state
+        .lock()
+        .unwrap()
+        .faults
+        .push(support::tracker::Fault::Hang(Duration::from_millis(2500)));
+    let shows_before = tracker.state.lock().unwrap().shows.len();
+    let path = format!("/api/conflicts/{id}/resolve");
+    let body = br#"{"action":"create"}"#.to_vec();
+    let socket = d.socket();
+    let first = plexsync::client::request(&socket, "POST", &path, Some(body.clone())).await;
+    let err = first.expect_err("the request times out").to_string();
+    assert!(err.contains("too long"), "{err}");
+    eventually("the decision carried out", WAIT, || {
+        let v = json_out(&d.cli(&["conflicts", "list", "--json"], None));
+        (v["total"] == 0).then_some(())
+    })
+    .await;
+    let shows = tracker.state.lock().unwrap().shows.len();
+    assert_eq!(shows, shows_before + 1, "one new show");
+    let maps = json_out(&d.cli(&["mappings", "list", "--json"], None));
+    assert!(
+        maps.to_string().contains("created"),
+        "mapped to the show made: {maps}"
+    );
+    let again = plexsync::client::request(&socket, "POST", &path, Some(body)).await;
+    assert!(again.is_err(), "{again:?}");
+    assert_eq!(tracker.state.lock().unwrap().shows.len(), shows);
+}
+
 /// `[matching] auto_add_shows`: a tracker that refuses to create the show (403: a key that
 /// may not) is not asked again and again; the show waits in a conflict for a person, with the
 /// reason, and health shows the refused key.
@@ -522,6 +574,11 @@ struct Lucky {
 }
 
 async fn lucky_man_in_a_conflict() -> (Lucky, String) {
+    lucky_man_in_a_conflict_with(|text| text).await
+}
+
+/// [`lucky_man_in_a_conflict`] with its config text edited by `edit`.
+async fn lucky_man_in_a_conflict_with(edit: impl Fn(String) -> String) -> (Lucky, String) {
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
     let show = |rk: &str, title: &str, year| FakeShow {
@@ -546,6 +603,7 @@ async fn lucky_man_in_a_conflict() -> (Lucky, String) {
         &tracker.url(),
         "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
     );
+    let text = edit(text);
     let cfg = dir.path().join("plexsync.toml");
     std::fs::write(&cfg, &text).unwrap();
     assert!(

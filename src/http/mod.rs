@@ -217,7 +217,24 @@ pub(crate) async fn handle(
             return r;
         }
         if let Some(rest) = path.strip_prefix("/api/") {
-            return crate::admin::route(&shared, rest, req).await;
+            if req.method() == Method::GET || req.method() == Method::HEAD {
+                return crate::admin::route(&shared, rest, req).await;
+            }
+            // A change runs to its end even when its request does not (the request timeout
+            // below, a client that gave up): a tracker show created for a conflict must be
+            // recorded as its decision, not left behind to be created again.
+            let (s, rest) = (shared.clone(), rest.to_string());
+            let change = tokio::spawn(async move { crate::admin::route(&s, &rest, req).await });
+            return match change.await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, path = %path, "an admin change failed");
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the change failed; see the log",
+                    )
+                }
+            };
         }
         text(StatusCode::NOT_FOUND, "not found")
     };
