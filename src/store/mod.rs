@@ -34,7 +34,12 @@ mod outbox;
 mod secrets;
 mod views;
 
-pub const SCHEMA_VERSION: u64 = 1;
+/// The stored format's version. 2: values 0.1.0 cannot read (plays seen by the library scan
+/// and the live websocket: `"source": "library"` / `"live"` in journal and dedupe rows). The
+/// rows themselves need no rewriting; the number makes a 0.1.0 binary started on this store
+/// refuse it at open ("schema version 2 is not supported"), instead of failing group commits
+/// on the first row it cannot decode.
+pub const SCHEMA_VERSION: u64 = 2;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
@@ -550,6 +555,11 @@ fn init_schema(db: &Database) -> Result<()> {
                 meta.insert("schema_version", encode(&SCHEMA_VERSION)?.as_slice())?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
+            // 1 → 2 changes no row (see SCHEMA_VERSION): the new number is the migration.
+            Some(1) => {
+                meta.insert("schema_version", encode(&SCHEMA_VERSION)?.as_slice())?;
+                tracing::info!(from = 1, to = SCHEMA_VERSION, "store schema migrated");
+            }
             Some(v) => {
                 return Err(StoreError::Invalid(format!(
                     "store schema version {v} is not supported by this plexsync (expects {SCHEMA_VERSION})"
@@ -857,6 +867,43 @@ mod tests {
 
     use super::*;
     use redb::ReadableTableMetadata;
+
+    fn stored_schema(p: &std::path::Path) -> u64 {
+        let db = builder().open(p).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        decode(meta.get("schema_version").unwrap().unwrap().value()).unwrap()
+    }
+
+    fn set_schema(p: &std::path::Path, v: u64) {
+        let db = builder().open(p).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", encode(&v).unwrap().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// A 0.1.0 store (version 1) is moved to 2 at open, keeping its rows, so a 0.1.0 binary
+    /// started on it afterwards refuses it cleanly; a store from a newer plexsync is refused.
+    #[test]
+    fn an_older_schema_is_migrated_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.redb");
+        let store = Store::open(&p).unwrap();
+        store.kv_put_detached("k".into(), b"v".to_vec(), None);
+        drop(store);
+        assert_eq!(stored_schema(&p), SCHEMA_VERSION);
+        set_schema(&p, 1);
+        let store = Store::open(&p).unwrap();
+        assert_eq!(store.kv_get("k").unwrap(), Some(b"v".to_vec()));
+        drop(store);
+        assert_eq!(stored_schema(&p), 2);
+        set_schema(&p, SCHEMA_VERSION + 1);
+        let err = Store::open(&p).err().expect("a newer store is refused");
+        assert!(err.to_string().contains("not supported"), "{err}");
+    }
 
     #[tokio::test]
     async fn batched_sequences_continue_where_a_single_step_left_off() {
