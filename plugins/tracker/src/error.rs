@@ -77,7 +77,7 @@ impl Redactor {
     /// `text` with every occurrence of the key replaced.
     pub(crate) fn clean(&self, text: &str) -> String {
         match &self.key {
-            Some(k) => text.replace(k.expose(), REDACTED),
+            Some(k) => k.redact_in(text, REDACTED),
             None => text.to_string(),
         }
     }
@@ -87,7 +87,11 @@ impl Redactor {
     /// removes any such prefix: an occurrence crossing the cut starts inside them.
     pub(crate) fn trim_cut(&self, body: &mut Vec<u8>) {
         if let Some(k) = &self.key {
-            body.truncate(body.len().saturating_sub(k.expose().len()));
+            // Escaped (`\uXXXX` a character), an echo is up to six times the key's length.
+            body.truncate(
+                body.len()
+                    .saturating_sub(k.expose().len().saturating_mul(6)),
+            );
         }
     }
 
@@ -274,6 +278,20 @@ mod tests {
         assert!(!s.contains("sk-01"), "{s}");
         let s = snippet(format!("token was {key}!").as_bytes(), &redactor(key));
         assert_eq!(s, "token was <redacted>!");
+    }
+
+    /// A tracker (or a proxy) quoting the request's header back escapes it: PHP's
+    /// `json_encode` writes `/` as `\/`, an HTML error page writes `&` as `&amp;`.
+    #[test]
+    fn an_escaped_echo_of_the_key_is_redacted() {
+        let r = redactor("ab/cd+ef&gh==");
+        for body in [
+            r#"{"error":"bad token","got":"Bearer ab\/cd+ef&gh=="}"#,
+            "<pre>Authorization: Bearer ab/cd+ef&amp;gh==</pre>",
+        ] {
+            let s = snippet(body.as_bytes(), &r);
+            assert!(s.contains("<redacted>") && !s.contains("cd+ef"), "{s}");
+        }
     }
 
     #[test]
