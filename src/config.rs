@@ -40,6 +40,19 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// `[server] forwarded_header`: the header a trusted proxy names the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` when the request has one, else `Forwarded: for=`.
+    #[default]
+    Auto,
+    /// Only `X-Forwarded-For` (nginx, Caddy, Traefik, HAProxy's `option forwardfor`).
+    XForwardedFor,
+    /// Only `Forwarded` (RFC 7239; HAProxy's `option forwarded`).
+    Forwarded,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -67,6 +80,10 @@ pub struct ServerConfig {
     /// Reverse proxies (CIDR blocks) whose `X-Forwarded-For` / `Forwarded` headers are
     /// believed for the client address (rate limits, activity rows, logs); never for access.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which header the trusted proxies write the client into: `auto` reads
+    /// `X-Forwarded-For` when present, else `Forwarded`; naming one never reads the other (a
+    /// proxy that writes only `Forwarded` passes a client's own `X-Forwarded-For` on).
+    pub forwarded_header: ForwardedHeader,
     /// Open TCP connections at most; past it the oldest idle connection is closed.
     pub max_connections: usize,
     /// Open TCP connections at most from one peer address.
@@ -102,6 +119,7 @@ impl Default for ServerConfig {
             admin_rate_limit: 600,
             admin_rate_burst: 120,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::Auto,
             max_connections: 512,
             max_connections_per_client: 128,
         }
@@ -889,6 +907,7 @@ fn expected_for(key: &str) -> Option<&'static str> {
         "server.public_url" => "an http:// or https:// URL, e.g. \"https://plexsync.example\"",
         "plex.url" => "an http:// or https:// URL, e.g. \"http://127.0.0.1:32400\"",
         "server.trusted_proxies" => "a list of address blocks, e.g. [\"192.168.1.0/24\"]",
+        "server.forwarded_header" => "\"auto\", \"x-forwarded-for\" or \"forwarded\"",
         "server.trusted_proxies[]" => "an address block like \"192.168.1.0/24\"",
         "server.webhook_rate_limit" | "server.admin_rate_limit" => {
             "a whole number of requests a minute (0 turns the limit off)"

@@ -12,18 +12,33 @@ use std::net::{IpAddr, SocketAddr};
 use hyper::HeaderMap;
 use ipnet::IpNet;
 
+pub use crate::config::ForwardedHeader;
+
 /// Most entries read from the forwarding headers (a longer chain is cut from the left).
 const MAX_HOPS: usize = 32;
 
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    which: ForwardedHeader,
+) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&canonical(*ip)));
     if !is_trusted(&peer) {
         return peer;
     }
-    // With X-Forwarded-For present at all, our proxy spoke there: `Forwarded` is then the
-    // client's own, never read. An X-Forwarded-For we cannot read (bytes that are not visible
-    // ASCII) names nobody, so the client is the peer (the proxy).
-    let hops: Vec<Option<IpAddr>> = if headers.contains_key("x-forwarded-for") {
+    // `auto`: with X-Forwarded-For present at all, our proxy spoke there: `Forwarded` is then
+    // the client's own, never read. A named header is the only one read: a proxy writing only
+    // `Forwarded` passes the client's own X-Forwarded-For on. An X-Forwarded-For we cannot
+    // read (bytes that are not visible ASCII) names nobody, so the client is the peer.
+    let xff = match which {
+        ForwardedHeader::Auto => headers.contains_key("x-forwarded-for"),
+        ForwardedHeader::XForwardedFor => true,
+        ForwardedHeader::Forwarded => false,
+    };
+    let hops: Vec<Option<IpAddr>> = if xff && !headers.contains_key("x-forwarded-for") {
+        return peer;
+    } else if xff {
         match joined(headers, "x-forwarded-for") {
             Some(v) => v.split(',').map(|h| parse_node(h.trim())).collect(),
             None => return peer,
@@ -118,12 +133,47 @@ mod tests {
         list.iter().map(|n| n.parse().unwrap()).collect()
     }
 
+    /// HAProxy with `option forwarded` alone writes `Forwarded` and passes the client's own
+    /// `X-Forwarded-For` on: named, only the proxy's header is read, so a client cannot pick
+    /// its address (and with it a rate-limit bucket, Plex's included).
+    #[test]
+    fn a_named_header_is_the_only_one_read() {
+        let t = nets(&["127.0.0.1/32"]);
+        let hs = h(&[
+            ("x-forwarded-for", "192.0.2.66"),
+            ("forwarded", "for=203.0.113.7"),
+        ]);
+        let at = |which| client_ip(ip("127.0.0.1"), &hs, &t, which);
+        assert_eq!(at(ForwardedHeader::Auto), ip("192.0.2.66"));
+        assert_eq!(at(ForwardedHeader::Forwarded), ip("203.0.113.7"));
+        assert_eq!(at(ForwardedHeader::XForwardedFor), ip("192.0.2.66"));
+        let only_forwarded = h(&[("forwarded", "for=203.0.113.7")]);
+        assert_eq!(
+            client_ip(
+                ip("127.0.0.1"),
+                &only_forwarded,
+                &t,
+                ForwardedHeader::XForwardedFor
+            ),
+            ip("127.0.0.1"),
+            "the named header is missing: the proxy named nobody"
+        );
+    }
+
     #[test]
     fn headers_from_an_untrusted_peer_are_ignored() {
         let hs = h(&[("x-forwarded-for", "9.9.9.9")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &[]), ip("127.0.0.1"));
         assert_eq!(
-            client_ip(ip("10.0.0.5"), &hs, &nets(&["127.0.0.1/32"])),
+            client_ip(ip("127.0.0.1"), &hs, &[], ForwardedHeader::Auto),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            client_ip(
+                ip("10.0.0.5"),
+                &hs,
+                &nets(&["127.0.0.1/32"]),
+                ForwardedHeader::Auto
+            ),
             ip("10.0.0.5")
         );
     }
@@ -133,19 +183,31 @@ mod tests {
         let t = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
         // The client forged "6.6.6.6"; our proxies appended what they saw.
         let hs = h(&[("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.1.2.3")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("203.0.113.7"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &hs, &t, ForwardedHeader::Auto),
+            ip("203.0.113.7")
+        );
         // Two header lines are one list.
         let hs = h(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-for", "203.0.113.8"),
         ]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("203.0.113.8"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &hs, &t, ForwardedHeader::Auto),
+            ip("203.0.113.8")
+        );
         // All trusted: the peer.
         let hs = h(&[("x-forwarded-for", "10.0.0.1")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("127.0.0.1"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &hs, &t, ForwardedHeader::Auto),
+            ip("127.0.0.1")
+        );
         // Garbage on the right stops the walk.
         let hs = h(&[("x-forwarded-for", "203.0.113.7, unknown")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("127.0.0.1"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &hs, &t, ForwardedHeader::Auto),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]
@@ -155,9 +217,15 @@ mod tests {
             "forwarded",
             "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https, for=127.0.0.1",
         )]);
-        assert_eq!(client_ip(ip("::1"), &hs, &t), ip("2001:db8::7"));
+        assert_eq!(
+            client_ip(ip("::1"), &hs, &t, ForwardedHeader::Auto),
+            ip("2001:db8::7")
+        );
         let hs = h(&[("forwarded", "for=_hidden")]);
-        assert_eq!(client_ip(ip("::1"), &hs, &t), ip("::1"));
+        assert_eq!(
+            client_ip(ip("::1"), &hs, &t, ForwardedHeader::Auto),
+            ip("::1")
+        );
     }
 
     #[test]
@@ -169,23 +237,35 @@ mod tests {
             HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap(),
         );
         hs.append("forwarded", HeaderValue::from_static("for=6.6.6.6"));
-        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("127.0.0.1"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &hs, &t, ForwardedHeader::Auto),
+            ip("127.0.0.1")
+        );
         // One unreadable line among readable ones: the same.
         let mut hs = h(&[
             ("x-forwarded-for", "203.0.113.7"),
             ("forwarded", "for=6.6.6.6"),
         ]);
         hs.append("x-forwarded-for", HeaderValue::from_bytes(b"\xff").unwrap());
-        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("127.0.0.1"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &hs, &t, ForwardedHeader::Auto),
+            ip("127.0.0.1")
+        );
         // A readable one wins over Forwarded as before.
         let hs = h(&[
             ("x-forwarded-for", "203.0.113.7"),
             ("forwarded", "for=6.6.6.6"),
         ]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("203.0.113.7"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &hs, &t, ForwardedHeader::Auto),
+            ip("203.0.113.7")
+        );
         // An empty one names nobody either.
         let hs = h(&[("x-forwarded-for", ""), ("forwarded", "for=6.6.6.6")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &hs, &t), ip("127.0.0.1"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &hs, &t, ForwardedHeader::Auto),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]
@@ -193,7 +273,7 @@ mod tests {
         let t = nets(&["127.0.0.1/32"]);
         let hs = h(&[("x-forwarded-for", "198.51.100.4:5555")]);
         assert_eq!(
-            client_ip(ip("::ffff:127.0.0.1"), &hs, &t),
+            client_ip(ip("::ffff:127.0.0.1"), &hs, &t, ForwardedHeader::Auto),
             ip("198.51.100.4")
         );
     }

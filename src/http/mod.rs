@@ -143,6 +143,7 @@ pub(crate) async fn handle(
             forwarded::canonical(a.ip()),
             req.headers(),
             &server.trusted_proxies,
+            server.forwarded_header,
         )),
         Peer::Unix => None,
     };
