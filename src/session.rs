@@ -75,29 +75,20 @@ pub fn expires(
     if cookie.len() > 512 {
         return None;
     }
-    let Some((nonce, ciphertext)) = cookie.split_once('.') else {
-        return None;
-    };
-    let (Some(nonce), Some(ciphertext)) = (unhex(nonce), unhex(ciphertext)) else {
-        return None;
-    };
+    let (nonce, ciphertext) = cookie.split_once('.')?;
     let sealed = SealedSecret {
         key_id: key.id().to_string(),
-        nonce,
-        ciphertext,
+        nonce: unhex(nonce)?,
+        ciphertext: unhex(ciphertext)?,
     };
-    let Ok(plain) = key.open(AAD_NAME, &sealed) else {
-        return None;
-    };
+    let plain = key.open(AAD_NAME, &sealed).ok()?;
     let mut fields = plain.expose().split(':');
     let (Some(expires), Some(fp), Some(key_hash), None) =
         (fields.next(), fields.next(), fields.next(), fields.next())
     else {
         return None;
     };
-    let Ok(expires) = expires.parse::<i64>() else {
-        return None;
-    };
+    let expires = expires.parse::<i64>().ok()?;
     let key_ok = bool::from(
         key_hash
             .as_bytes()
