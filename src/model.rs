@@ -464,8 +464,13 @@ pub struct BackfillStatus {
     pub matched: u64,
     pub parked: u64,
     pub waiting: u64,
-    /// Titles of the shows a dry run could not map (they would become conflicts).
+    /// Titles of the shows a dry run could not map (they would become conflicts, or wait in
+    /// their open one).
     pub unmatched_shows: Vec<String>,
+    /// Titles of the shows a dry run could not decide now (Plex's show lookup or a matcher
+    /// failed, or no catalogue yet): the resolver would try them again later.
+    #[serde(default)]
+    pub undecided_shows: Vec<String>,
     pub would_export: Vec<WouldExport>,
     pub error: Option<String>,
 }
@@ -515,6 +520,10 @@ pub struct SyncStatus {
     /// Dry run: the shows that would need a person (no match).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub would_need_a_person: Option<Vec<String>>,
+    /// Dry run: the shows that cannot be decided now (Plex's show lookup or a matcher failed,
+    /// or no catalogue yet): the resolver would try them again later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undecided_shows: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -625,3 +625,148 @@ async fn a_daemon_killed_mid_backfill_loses_nothing_and_exports_nothing_twice() 
     assert_eq!(eps.len(), 200);
     assert_eq!(w.daemon.status().await["counts"]["journal"], 200);
 }
+
+/// A show only the `[[matchers]] guid` plugin can place (a TVDB id), or none (a plex:// guid).
+fn show(rating_key: &str, guid: &str, title: &str, year: i32) -> FakeShow {
+    FakeShow {
+        rating_key: rating_key.into(),
+        guid: guid.into(),
+        title: title.into(),
+        year,
+        guids: vec![],
+    }
+}
+
+/// The `backfill --json` answer of the CLI (online or offline), which must succeed.
+fn backfill_json(d: &InProc, extra: &[&str]) -> Value {
+    let mut args = vec!["backfill", "--since", "2000-01-01", "--json"];
+    args.extend_from_slice(extra);
+    let out = d.cli(&args, None);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+// Multi-threaded: the CLI calls block the test thread while the fakes keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_backfill_lists_exactly_what_the_real_one_exports() {
+    let (dir, plex, tracker, cfg_text) = setup("").await;
+    let meadow = show(
+        "91003",
+        "com.plexapp.agents.thetvdb://990003?lang=en",
+        "Quiet Meadow",
+        2016,
+    );
+    let lantern = show(
+        "91004",
+        "plex://show/f1x700000000000000000004",
+        "Lantern Street",
+        2010,
+    );
+    let copper = show(
+        "91005",
+        "plex://show/f1x700000000000000000005",
+        "Copper Valley",
+        2014,
+    );
+    {
+        let mut st = plex.state.lock().unwrap();
+        for s in [&meadow, &lantern, &copper] {
+            st.shows.insert(s.rating_key.clone(), s.clone());
+        }
+    }
+    tracker
+        .state
+        .lock()
+        .unwrap()
+        .shows
+        .push(json!({"id": "meadow", "title": "Quiet Meadow", "year": 2016, "tvdb_id": 990003}));
+    let daemon = InProc::start(dir.path(), &cfg_text).await;
+    let w = started(dir, plex, tracker, daemon).await;
+    let episode = |id: u64, s: &FakeShow, ep: u32| {
+        HistoryEntry::episode(id, &s.rating_key, &s.title, 1, ep, VIEWED + id as i64, 1)
+    };
+    // Scooby and Quiet Meadow map; Lantern Street (no ids, no candidate) waits for a person.
+    w.plex.push_history(row(1, 1, 1, VIEWED, 1));
+    w.plex.push_history(episode(2, &meadow, 1));
+    w.plex.push_history(episode(3, &lantern, 1));
+    w.poll().await;
+    w.wait_watched(2).await;
+    w.status_until("the Lantern Street conflict", |st| {
+        st["counts"]["conflicts"] == 1
+    })
+    .await;
+    // A person ignores Lantern Street and switches Quiet Meadow's sync off.
+    for args in [
+        &["conflicts", "resolve", "91004", "--ignore"][..],
+        &["mappings", "set", "91003", "--disable"][..],
+    ] {
+        let out = w.daemon.cli(args, None);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let before: HashSet<_> = w.tracker.watched().keys().cloned().collect();
+
+    // More history of each, and a show whose Plex lookup fails during the dry run.
+    w.plex.push_history(row(4, 1, 2, VIEWED + 4, 1));
+    w.plex.push_history(row(5, 1, 3, VIEWED + 5, 1));
+    w.plex.push_history(episode(6, &meadow, 2));
+    w.plex.push_history(episode(7, &lantern, 2));
+    w.plex.push_history(episode(8, &copper, 1));
+    w.plex.fail_next_on("/library/metadata/91005", 500, 50);
+    let dry = backfill_json(&w.daemon, &["--dry-run"]);
+    let would: HashSet<(String, u32, u32)> = dry["would_export"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["show_id"].as_str().unwrap().to_string(),
+                e["season"].as_u64().unwrap() as u32,
+                e["episode"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect();
+    let scooby_new: HashSet<(String, u32, u32)> =
+        [("scooby".to_string(), 1, 2), ("scooby".to_string(), 1, 3)].into();
+    assert_eq!(
+        would, scooby_new,
+        "neither the ignored show nor the one with sync off: {dry}"
+    );
+    assert_eq!(
+        dry["unmatched_shows"],
+        json!([]),
+        "a failed lookup is no 'no match': {dry}"
+    );
+    assert_eq!(dry["undecided_shows"], json!(["Copper Valley"]), "{dry}");
+    let text = w
+        .daemon
+        .cli(&["backfill", "--since", "2000-01-01", "--dry-run"], None);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("Copper Valley") && !text.contains("no match      Copper Valley"),
+        "{text}"
+    );
+    w.plex.state.lock().unwrap().path_faults.clear();
+
+    // The real run exports exactly the dry run's list.
+    let real = backfill_json(&w.daemon, &[]);
+    assert_eq!(real["plays_new"], 5, "{real}");
+    w.wait_watched(before.len() + would.len()).await;
+    w.status_until("every play decided and sent", |st| {
+        st["counts"]["pending_resolution"] == 0 && st["counts"]["outbox_items"] == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let exported: HashSet<(String, u32, u32)> = w
+        .tracker
+        .watched()
+        .into_keys()
+        .filter(|k| !before.contains(k))
+        .collect();
+    assert_eq!(exported, would, "{}", w.daemon.log());
+}

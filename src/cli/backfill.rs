@@ -59,11 +59,17 @@ fn print_backfill(st: &plexsync::sources::history::BackfillStatus, as_json: bool
         for s in &st.unmatched_shows {
             crate::cli::outln!("no match      {s} (would become a conflict)");
         }
+        for s in &st.undecided_shows {
+            crate::cli::outln!(
+                "not decided   {s} (Plex or a matcher failed just now: the daemon would retry)"
+            );
+        }
         crate::cli::outln!(
-            "dry run: {} rows read, {} episode(s) would be exported, {} show(s) without a match; nothing was stored",
+            "dry run: {} rows read, {} episode(s) would be exported, {} show(s) without a match, {} not decided; nothing was stored",
             st.rows_read,
             st.would_export.len(),
-            st.unmatched_shows.len()
+            st.unmatched_shows.len(),
+            st.undecided_shows.len()
         );
     } else {
         crate::cli::outln!("rows read:    {}", st.rows_read);

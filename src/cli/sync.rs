@@ -60,13 +60,19 @@ fn print_summary(st: &SyncStatus, as_json: bool) -> Result<()> {
         for s in st.would_need_a_person.iter().flatten() {
             crate::cli::outln!("needs a person  {s} (no match: would become a conflict)");
         }
+        for s in st.undecided_shows.iter().flatten() {
+            crate::cli::outln!(
+                "not decided     {s} (Plex or a matcher failed just now: the daemon would retry)"
+            );
+        }
         crate::cli::outln!(
-            "dry run: {} shows walked, {} episodes watched in Plex, {} would be exported, {} already exported, {} show(s) need a person; nothing was stored",
+            "dry run: {} shows walked, {} episodes watched in Plex, {} would be exported, {} already exported, {} show(s) need a person, {} not decided; nothing was stored",
             st.shows_walked,
             st.episodes_watched,
             st.would_export.as_ref().map_or(0, Vec::len),
             st.already_exported,
-            st.would_need_a_person.as_ref().map_or(0, Vec::len)
+            st.would_need_a_person.as_ref().map_or(0, Vec::len),
+            st.undecided_shows.as_ref().map_or(0, Vec::len)
         );
     } else {
         crate::cli::outln!("shows walked:        {}", st.shows_walked);

@@ -13,7 +13,7 @@ mod resolve;
 
 pub use catalogue::catalogue_task;
 pub use export::exporter_task;
-pub(crate) use resolve::enrich;
+pub(crate) use resolve::{Would, would_resolve};
 pub use resolve::{create_show, resolver_task};
 
 use std::collections::HashMap;

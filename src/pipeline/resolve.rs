@@ -164,6 +164,74 @@ async fn resolve(
     Some(match_play(shared, play, attempts, key, &catalogue).await)
 }
 
+/// Where the resolver would send a show's plays, as a dry run can tell without deciding.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Would {
+    /// Mapped with its sync on, or the matchers would map it: the tracker show and its title
+    /// (when the catalogue knows it).
+    Export {
+        show_id: String,
+        tracker_title: Option<String>,
+    },
+    /// No match, or already in a conflict: a person decides.
+    NeedPerson,
+    /// A person ignored the show or switched its sync off: its plays are kept, nothing is sent.
+    Hold,
+    /// Nothing can be decided now (Plex's show lookup failed, a matcher failed transiently, no
+    /// catalogue yet): the resolver would try again later. The reason, for the log.
+    Retry(String),
+}
+
+/// The resolver's rules for a play's show ([`resolve`], then [`match_play`]), in the same
+/// order, without recording anything: the dry runs of `backfill` and `sync` answer through
+/// this one function, so they list what the real run then sends.
+pub(crate) async fn would_resolve(
+    shared: &Shared,
+    play: &Play,
+) -> Result<Would, crate::store::StoreError> {
+    let key = play.show.key();
+    if let Some(m) = shared.store.mapping(&key)? {
+        // An ignored show's mapping has no tracker show (show_id ""); one with sync off is
+        // recorded as watched but never queued for export.
+        if m.ignored || !m.sync_enabled {
+            return Ok(Would::Hold);
+        }
+        let tracker_title = tracker_title(shared, &m.show_id);
+        return Ok(Would::Export {
+            show_id: m.show_id,
+            tracker_title,
+        });
+    }
+    if shared.store.conflict(&key)?.is_some() {
+        return Ok(Would::NeedPerson);
+    }
+    if shared.catalogue().is_none() {
+        return Ok(Would::Retry("no tracker catalogue yet".into()));
+    }
+    let query = match enrich(shared, play).await {
+        Ok(q) => q,
+        Err(e) => return Ok(Would::Retry(e.to_string())),
+    };
+    let matchers = shared.plugins().matchers.clone();
+    let threshold = shared.config().matching.auto_map_threshold;
+    Ok(match run_chain(&matchers, &query, threshold).await {
+        ChainResult::Mapped { show_id, .. } => Would::Export {
+            tracker_title: tracker_title(shared, &show_id),
+            show_id,
+        },
+        ChainResult::Conflict { .. } => Would::NeedPerson,
+        ChainResult::Retry(why) => Would::Retry(why),
+    })
+}
+
+fn tracker_title(shared: &Shared, show_id: &str) -> Option<String> {
+    shared
+        .catalogue()
+        .as_ref()
+        .and_then(|c| c.get(show_id))
+        .map(|s| s.title.to_string())
+}
+
 /// Match a play's show (no mapping, no conflict yet) against `catalogue`.
 async fn match_play(
     shared: &Shared,

@@ -16,6 +16,7 @@ use plexsync_plugin_api::PlaySource;
 
 use crate::accounts::{Account, AccountMap, OWNER_ID, pms_key};
 use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
+use crate::pipeline::Would;
 use crate::plex::history::{HistoryQuery, HistoryRow};
 use crate::plex::{PlexClient, PlexError};
 use crate::state::Shared;
@@ -619,14 +620,12 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
     let client = shared.plex();
     let (server, accounts, ids) = server_and_accounts(shared, &client).await?;
     let size = shared.config().poll.page_size;
-    let threshold = shared.config().matching.auto_map_threshold;
-    // Per show key: its Plex title (what people recognise) and the tracker show, if mapped.
-    let mut shows: std::collections::HashMap<String, (String, Option<String>)> = Default::default();
+    // Per show key: its Plex title (what people recognise) and where its plays would go.
+    let mut shows: std::collections::HashMap<String, (String, Would)> = Default::default();
     let mut would: Vec<WouldExport> = Vec::new();
     let mut seen_eps = std::collections::HashSet::new();
     let mut rows_read = 0u64;
     let accounts_n = ids.len() as u32;
-    let catalogue = shared.catalogue();
     for (i, id) in ids.into_iter().enumerate() {
         let before = rows_read;
         let last = i as u32 + 1 == accounts_n;
@@ -648,24 +647,22 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
                 };
                 let key = play.show.key();
                 if !shows.contains_key(&key) {
-                    let show_id = match shared.store.mapping(&key)? {
-                        Some(m) => Some(m.show_id),
-                        None => match crate::pipeline::enrich(shared, &play).await {
-                            Ok(q) => {
-                                let matchers = shared.plugins().matchers.clone();
-                                match crate::pipeline::run_chain(&matchers, &q, threshold).await {
-                                    crate::pipeline::ChainResult::Mapped { show_id, .. } => {
-                                        Some(show_id)
-                                    }
-                                    _ => None,
-                                }
-                            }
-                            Err(_) => None,
-                        },
-                    };
-                    shows.insert(key.clone(), (play.show.title.clone(), show_id));
+                    // The resolver's own rules: an ignored show or one with sync off sends
+                    // nothing, a failed lookup is no "no match".
+                    let to = crate::pipeline::would_resolve(shared, &play).await?;
+                    if let Would::Retry(why) = &to {
+                        tracing::info!(show = %play.show.title, rating_key = play.show.rating_key.as_deref().unwrap_or(""), reason = %why, "dry run: the show cannot be decided now; the resolver would retry");
+                    }
+                    shows.insert(key.clone(), (play.show.title.clone(), to));
                 }
-                let Some((_, Some(show_id))) = shows.get(&key) else {
+                let Some((
+                    _,
+                    Would::Export {
+                        show_id,
+                        tracker_title,
+                    },
+                )) = shows.get(&key)
+                else {
                     continue;
                 };
                 let ep = (show_id.clone(), play.season, play.episode);
@@ -678,10 +675,7 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
                     would.push(WouldExport {
                         show: play.show.title.clone(),
                         show_id: show_id.clone(),
-                        tracker_title: catalogue
-                            .as_ref()
-                            .and_then(|c| c.get(show_id))
-                            .map(|s| s.title.to_string()),
+                        tracker_title: tracker_title.clone(),
                         season: play.season,
                         episode: play.episode,
                         watched_at: play.viewed_at,
@@ -696,16 +690,22 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
             });
         }
     }
-    let mut unmatched: Vec<String> = shows
-        .into_values()
-        .filter(|(_, v)| v.is_none())
-        .map(|(title, _)| title)
-        .collect();
-    unmatched.sort();
-    unmatched.dedup();
+    let titles = |want: fn(&Would) -> bool| {
+        let mut t: Vec<String> = shows
+            .values()
+            .filter(|(_, to)| want(to))
+            .map(|(title, _)| title.clone())
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    let unmatched = titles(|to| matches!(to, Would::NeedPerson));
+    let undecided = titles(|to| matches!(to, Would::Retry(_)));
     set_progress(shared, |st| {
         st.would_export = would;
         st.unmatched_shows = unmatched;
+        st.undecided_shows = undecided;
     });
     Ok(())
 }

@@ -28,6 +28,7 @@ use super::history::{FutureRows, PollError, activity_for, refresh_accounts};
 use crate::accounts::{AccountMap, OWNER_ID, pms_key};
 use crate::api::SyncRequest;
 use crate::model::{Activity, Play, PlexShow, PollReport, SyncStatus, SyncWould, now_secs};
+use crate::pipeline::Would;
 use crate::plex::library::{LibraryEpisode, LibraryShow, Section};
 use crate::plex::paging::Pager;
 use crate::plex::{PlexClient, PlexError};
@@ -189,6 +190,7 @@ pub fn mark_started(shared: &Shared, dry_run: bool) {
             started_at: now_secs(),
             would_export: dry_run.then(Vec::new),
             would_need_a_person: dry_run.then(Vec::new),
+            undecided_shows: dry_run.then(Vec::new),
             ..Default::default()
         });
     }
@@ -256,18 +258,7 @@ struct Walk<'a> {
     dry_run: bool,
     window: i64,
     page_size: u64,
-    threshold: f32,
     new_ids: Vec<u64>,
-}
-
-/// Where a show's plays go, as far as a dry run can tell.
-enum DryShow {
-    /// Mapped (or the matchers would map it): the tracker show and its title.
-    Exports(String, Option<String>),
-    /// No match: a person decides.
-    NeedsPerson,
-    /// Ignored, or sync turned off: nothing is sent.
-    Silent,
 }
 
 async fn run(shared: &Shared, req: &SyncRequest) -> Result<(), SyncError> {
@@ -298,7 +289,6 @@ async fn run(shared: &Shared, req: &SyncRequest) -> Result<(), SyncError> {
         dry_run: req.dry_run,
         window: cfg.matching.dedupe_window.as_secs() as i64,
         page_size: cfg.poll.page_size,
-        threshold: cfg.matching.auto_map_threshold,
         new_ids: Vec::new(),
     };
     set_progress(shared, |st| st.sections_total = sections.len() as u64);
@@ -423,7 +413,7 @@ impl Walk<'_> {
             .as_ref()
             .filter(|m| !m.ignored && m.sync_enabled)
             .map(|m| m.show_id.clone());
-        let mut dry: Option<DryShow> = None;
+        let mut dry: Option<Would> = None;
         let mut pager = Pager::new(self.page_size);
         while !pager.is_done() {
             let page = self
@@ -456,7 +446,7 @@ impl Walk<'_> {
                 };
                 if self.dry_run {
                     if dry.is_none() {
-                        dry = Some(self.dry_show(&play, mapping.as_ref()).await?);
+                        dry = Some(crate::pipeline::would_resolve(self.shared, &play).await?);
                     }
                     self.dry_episode(&play, dry.as_ref())?;
                     continue;
@@ -506,55 +496,38 @@ impl Walk<'_> {
                 st.already_exported += already;
             });
         }
-        if matches!(dry, Some(DryShow::NeedsPerson)) {
-            let title = show.title.clone();
-            set_progress(self.shared, |st| {
-                let list = st.would_need_a_person.get_or_insert_with(Vec::new);
-                if !list.contains(&title) {
-                    list.push(title);
-                }
-            });
+        match dry {
+            Some(Would::NeedPerson) => {
+                let title = show.title.clone();
+                set_progress(self.shared, |st| {
+                    let list = st.would_need_a_person.get_or_insert_with(Vec::new);
+                    if !list.contains(&title) {
+                        list.push(title);
+                    }
+                });
+            }
+            Some(Would::Retry(why)) => {
+                tracing::info!(show = %show.title, rating_key = %show.rating_key, reason = %why, "dry run: the show cannot be decided now; the resolver would retry");
+                let title = show.title.clone();
+                set_progress(self.shared, |st| {
+                    let list = st.undecided_shows.get_or_insert_with(Vec::new);
+                    if !list.contains(&title) {
+                        list.push(title);
+                    }
+                });
+            }
+            _ => {}
         }
         set_progress(self.shared, |st| st.shows_walked += 1);
         Ok(())
     }
 
-    /// Where a dry run's show would go: its mapping, else what the matchers say now.
-    async fn dry_show(
-        &self,
-        play: &Play,
-        mapping: Option<&crate::model::Mapping>,
-    ) -> Result<DryShow, SyncError> {
-        let show_id = match mapping {
-            Some(m) if m.ignored || !m.sync_enabled => return Ok(DryShow::Silent),
-            Some(m) => Some(m.show_id.clone()),
-            None => match crate::pipeline::enrich(self.shared, play).await {
-                Ok(q) => {
-                    let matchers = self.shared.plugins().matchers.clone();
-                    match crate::pipeline::run_chain(&matchers, &q, self.threshold).await {
-                        crate::pipeline::ChainResult::Mapped { show_id, .. } => Some(show_id),
-                        _ => None,
-                    }
-                }
-                Err(_) => None,
-            },
-        };
-        Ok(match show_id {
-            Some(id) => {
-                let title = self
-                    .shared
-                    .catalogue()
-                    .as_ref()
-                    .and_then(|c| c.get(&id))
-                    .map(|s| s.title.to_string());
-                DryShow::Exports(id, title)
-            }
-            None => DryShow::NeedsPerson,
-        })
-    }
-
-    fn dry_episode(&self, play: &Play, dry: Option<&DryShow>) -> Result<(), SyncError> {
-        let Some(DryShow::Exports(show_id, tracker_title)) = dry else {
+    fn dry_episode(&self, play: &Play, dry: Option<&Would>) -> Result<(), SyncError> {
+        let Some(Would::Export {
+            show_id,
+            tracker_title,
+        }) = dry
+        else {
             return Ok(());
         };
         let has = self
