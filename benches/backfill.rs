@@ -119,6 +119,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("plexsync.toml");
     std::fs::write(&cfg, &cfg_text).unwrap();
+    support::init_store(&cfg);
     let t0 = Instant::now();
     let mut child = run_backfill(&cfg);
     let pid = child.id();

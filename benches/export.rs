@@ -28,6 +28,7 @@ async fn main() {
     // No polling: the drain is the only work the daemon has.
     let cfg_text = support::config(&fake, "", "enabled = false");
     std::fs::write(&cfg, &cfg_text).unwrap();
+    support::init_store(&cfg);
 
     let seed = Command::new(bin())
         .args(["backfill", "--since", "2000-01-01", "--json", "--config"])

@@ -770,3 +770,30 @@ async fn a_dry_run_backfill_lists_exactly_what_the_real_one_exports() {
         .collect();
     assert_eq!(exported, would, "{}", w.daemon.log());
 }
+
+#[test]
+fn an_offline_backfill_without_a_store_refuses_like_sync_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(
+        &cfg,
+        daemon::config(&support::dead_url(), &support::dead_url(), ""),
+    )
+    .unwrap();
+    let sync = daemon::cli(&cfg, &["sync"], None);
+    let sync_err = String::from_utf8_lossy(&sync.stderr).into_owned();
+    assert!(!sync.status.success(), "{sync_err}");
+    assert!(sync_err.contains("start the daemon once"), "{sync_err}");
+    for args in [
+        &["backfill", "--since", "2000-01-01"][..],
+        &["backfill", "--since", "2000-01-01", "--dry-run"][..],
+    ] {
+        let out = daemon::cli(&cfg, args, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert_eq!(err, sync_err, "{args:?}");
+        for f in ["plexsync.redb", "plexsync.key"] {
+            assert!(!dir.path().join(f).exists(), "{args:?} created {f}");
+        }
+    }
+}

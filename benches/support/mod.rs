@@ -24,6 +24,28 @@ use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_plexsync");
 
+/// Create the store a CLI run without a daemon needs (offline commands refuse to create one,
+/// "start the daemon once"): setting a secret creates the store and its key and nothing else.
+/// The fake Plex takes any token.
+pub fn init_store(cfg: &Path) {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(["secret", "set", "plex-token", "--config"])
+        .arg(cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("plexsync secret set");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(b"bench-token").expect("the token on stdin");
+    }
+    assert!(
+        child.wait().expect("plexsync secret set").success(),
+        "plexsync secret set failed"
+    );
+}
+
 /// The daemon binary under test: this build's, or `BENCH_BIN` (an older release's, for
 /// scripts/side-by-side.sh).
 pub fn bin() -> &'static str {

@@ -1,4 +1,6 @@
-//! `backfill`: handed to the running daemon (and followed), or run here through the pipeline.
+//! `backfill`: handed to the running daemon (`POST /api/backfill`, then followed through
+//! `GET /api/backfill`), or — with no daemon — run here through the same admin calls served in
+//! process, with the resolver running so the summary can say what was matched and parked.
 
 use std::path::Path;
 
@@ -99,13 +101,13 @@ pub async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) ->
     if plexsync::sources::history::parse_date(since).is_none() {
         bail!("--since: {since:?} is not a date like 2024-01-31");
     }
-    let body = serde_json::to_vec(&BackfillRequest {
+    let req = BackfillRequest {
         since: since.to_string(),
         dry_run,
-    })?;
+    };
     let admin = Admin::new(cfg);
     if admin
-        .online(Method::POST, "backfill", Some(body))
+        .online(Method::POST, "backfill", Some(serde_json::to_vec(&req)?))
         .await?
         .is_some()
     {
@@ -124,34 +126,14 @@ pub async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) ->
             }
         }
     }
-    // No daemon: run the pipeline here until the imported plays are matched.
-    let cfg = admin.config().clone();
-    plexsync::logging::init(&cfg.log.level);
-    let since_ts = plexsync::sources::history::parse_date(since).context("since")?;
-    let listen = "127.0.0.1:0".parse().context("address")?;
-    let shared = plexsync::daemon::open_shared(cfg, listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // No daemon: the same admin calls, served in process on the store (which, as for every
+    // offline command, must exist: a backfill never creates a store and a new master key),
+    // with the resolver (and the catalogue it matches against) running here until the job
+    // ends. The daemon exports the new plays when it next runs.
+    let shared = admin.offline_state().await?;
+    plexsync::logging::init(&admin.config().log.level);
     let catalogue = tokio::spawn(plexsync::pipeline::catalogue_task(shared.clone()));
     let resolver = tokio::spawn(plexsync::pipeline::resolver_task(shared.clone()));
-    let _guard = shared.backfill.lock().await;
-    let watcher = {
-        let s = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Some(st) = s
-                    .board
-                    .backfill_progress
-                    .lock()
-                    .ok()
-                    .and_then(|g| g.clone())
-                {
-                    progress_line(&st);
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-        })
-    };
     // Matching needs the tracker catalogue: wait briefly for the cached or fetched copy.
     for _ in 0..100 {
         if shared.catalogue().is_some() {
@@ -159,8 +141,19 @@ pub async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) ->
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let st = plexsync::sources::history::backfill(&shared, since_ts, dry_run).await;
-    watcher.abort();
+    let _: serde_json::Value = admin.call(Method::POST, "backfill", Some(&req)).await?;
+    let st = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let st: plexsync::api::BackfillView = admin.get("backfill").await?;
+        let st = st.context("the backfill's progress was lost")?;
+        progress_line(&st);
+        if !st.running {
+            break st;
+        }
+    };
+    // The job publishes its summary before it records the activity row; it lets go of the
+    // lock after that, and only then may the store close.
+    drop(shared.backfill.lock().await);
     let _ = shared.shutdown.send(true);
     let _ = resolver.await;
     catalogue.abort();
