@@ -500,6 +500,10 @@ pub struct SyncStatus {
     pub sections_total: u64,
     pub sections_done: u64,
     pub shows_walked: u64,
+    /// Shows Plex listed but then had no episodes for (404: deleted during the sync):
+    /// skipped.
+    #[serde(default)]
+    pub shows_vanished: u64,
     /// Shows in all, once Plex told every section's total.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shows_total: Option<u64>,

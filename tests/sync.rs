@@ -433,3 +433,34 @@ async fn online_and_offline_give_the_same_summary() {
     }
     drop(w.dir);
 }
+
+#[tokio::test]
+async fn a_show_deleted_between_the_listing_and_its_walk_is_skipped() {
+    let w = world().await;
+    library(&w.plex);
+    // Plex lists Scooby, then has no episodes for it: deleted between the section listing
+    // and its walk. The sync goes on with the other show.
+    w.plex
+        .fail_next_on("/library/metadata/56850/allLeaves", 404, 1);
+    let st = sync(&w.daemon, json!({})).await;
+    assert_eq!(
+        (
+            st["shows_walked"].clone(),
+            st["shows_vanished"].clone(),
+            st["plays_new"].clone()
+        ),
+        (json!(1), json!(1), json!(1)),
+        "{st}"
+    );
+    assert!(w.plex.count("/library/metadata/777/allLeaves") >= 1);
+    let status = w.daemon.status().await;
+    assert_eq!(
+        status["counts"]["journal"], 1,
+        "Nobody Knows S01E01: {status}"
+    );
+    assert!(
+        w.daemon.log().contains("vanished"),
+        "the skipped show is logged:\n{}",
+        w.daemon.log()
+    );
+}

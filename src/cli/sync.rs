@@ -65,6 +65,12 @@ fn print_summary(st: &SyncStatus, as_json: bool) -> Result<()> {
                 "not decided     {s} (Plex or a matcher failed just now: the daemon would retry)"
             );
         }
+        if st.shows_vanished > 0 {
+            crate::cli::outln!(
+                "shows vanished: {} (deleted in Plex during the sync; skipped)",
+                st.shows_vanished
+            );
+        }
         crate::cli::outln!(
             "dry run: {} shows walked, {} episodes watched in Plex, {} would be exported, {} already exported, {} show(s) need a person, {} not decided; nothing was stored",
             st.shows_walked,
@@ -76,6 +82,12 @@ fn print_summary(st: &SyncStatus, as_json: bool) -> Result<()> {
         );
     } else {
         crate::cli::outln!("shows walked:        {}", st.shows_walked);
+        if st.shows_vanished > 0 {
+            crate::cli::outln!(
+                "shows vanished:      {} (deleted in Plex during the sync; skipped)",
+                st.shows_vanished
+            );
+        }
         crate::cli::outln!(
             "episodes watched:    {} (of {} listed)",
             st.episodes_watched,

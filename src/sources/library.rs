@@ -219,6 +219,7 @@ pub async fn sync(shared: &Shared, req: &SyncRequest) -> SyncStatus {
     let out = progress(shared).unwrap_or_default();
     tracing::info!(
         shows = out.shows_walked,
+        vanished = out.shows_vanished,
         episodes = out.episodes_seen,
         watched = out.episodes_watched,
         new = out.plays_new,
@@ -233,12 +234,16 @@ pub async fn sync(shared: &Shared, req: &SyncRequest) -> SyncStatus {
             &PlaySource::Library.to_string(),
             "sync",
             format!(
-                "sync: {} shows, {} watched episodes, {} new plays, {} already exported, {} parked",
+                "sync: {} shows, {} watched episodes, {} new plays, {} already exported, {} parked{}",
                 out.shows_walked,
                 out.episodes_watched,
                 out.plays_new,
                 out.already_exported,
-                out.parked_in_conflicts
+                out.parked_in_conflicts,
+                match out.shows_vanished {
+                    0 => String::new(),
+                    n => format!(", {n} vanished from Plex during the sync"),
+                }
             ),
             out.error.clone(),
         );
@@ -414,12 +419,24 @@ impl Walk<'_> {
             .filter(|m| !m.ignored && m.sync_enabled)
             .map(|m| m.show_id.clone());
         let mut dry: Option<Would> = None;
+        let mut vanished = false;
         let mut pager = Pager::new(self.page_size);
         while !pager.is_done() {
-            let page = self
+            let page = match self
                 .client
                 .show_episodes(&show.rating_key, pager.start(), pager.size())
-                .await?;
+                .await
+            {
+                Ok(page) => page,
+                Err(PlexError::NotFound { .. }) => {
+                    // Deleted in Plex between the section's listing and this walk: there is
+                    // nothing left of it to read, and no reason to stop the other shows'.
+                    tracing::warn!(rating_key = %show.rating_key, show = %show.title, "show vanished from Plex during the sync (its episodes answer 404); skipped");
+                    vanished = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let first = page.rows.first().map(|r| r.rating_key.clone());
             pager
                 .record(page.size, first.as_deref(), page.total)
@@ -518,7 +535,13 @@ impl Walk<'_> {
             }
             _ => {}
         }
-        set_progress(self.shared, |st| st.shows_walked += 1);
+        set_progress(self.shared, |st| {
+            if vanished {
+                st.shows_vanished += 1;
+            } else {
+                st.shows_walked += 1;
+            }
+        });
         Ok(())
     }
 
