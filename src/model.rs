@@ -472,6 +472,9 @@ pub struct BackfillStatus {
     #[serde(default)]
     pub undecided_shows: Vec<String>,
     pub would_export: Vec<WouldExport>,
+    /// Names in `[plex] accounts` the Plex server does not list: their history is not read.
+    #[serde(default)]
+    pub unknown_accounts: Vec<String>,
     pub error: Option<String>,
 }
 

@@ -797,3 +797,44 @@ fn an_offline_backfill_without_a_store_refuses_like_sync_and_creates_nothing() {
         }
     }
 }
+
+// Multi-threaded: the CLI calls block the test thread while the fakes keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_names_the_accounts_plex_does_not_know() {
+    let (dir, plex, tracker, cfg_text) = setup("").await;
+    // A typo: Plex lists fixture-kid.
+    let cfg_text = cfg_text.replace("[plex]\n", "[plex]\naccounts = [1, \"fixture-kidd\"]\n");
+    std::fs::write(dir.path().join("plexsync.toml"), &cfg_text).unwrap();
+    plex.set_accounts(&[(0, ""), (1, "icco"), (2, "fixture-kid")]);
+    let daemon = InProc::start(dir.path(), &cfg_text).await;
+    let mut w = started(dir, plex, tracker, daemon).await;
+    w.plex.push_history(row(1, 1, 1, VIEWED, 1));
+    let check = |w: &World, how: &str| {
+        for dry in [&["--dry-run"][..], &[][..]] {
+            let st = backfill_json(&w.daemon, dry);
+            assert_eq!(
+                st["unknown_accounts"],
+                json!(["fixture-kidd"]),
+                "{how} {dry:?}: {st}"
+            );
+            let mut args = vec!["backfill", "--since", "2000-01-01"];
+            args.extend_from_slice(dry);
+            let out = w.daemon.cli(&args, None);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("fixture-kidd"),
+                "{how} {dry:?}: {text}"
+            );
+        }
+    };
+    check(&w, "online");
+    assert!(
+        w.daemon
+            .log()
+            .contains("backfill: [plex] accounts names an account the server does not have"),
+        "{}",
+        w.daemon.log()
+    );
+    assert_eq!(w.daemon.stop().await, Some(0));
+    check(&w, "offline");
+}

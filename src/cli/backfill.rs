@@ -90,6 +90,13 @@ fn print_backfill(st: &plexsync::sources::history::BackfillStatus, as_json: bool
             crate::cli::outln!("still matching: {} (the daemon finishes them)", st.waiting);
         }
     }
+    if !as_json {
+        for name in &st.unknown_accounts {
+            crate::cli::outln!(
+                "unknown account: {name} ([plex] accounts names it, Plex does not list it: its history was not read)"
+            );
+        }
+    }
     if let Some(e) = &st.error {
         bail!("backfill failed: {e}");
     }

@@ -534,8 +534,16 @@ pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillSta
             "backfill",
             "backfill",
             format!(
-                "backfill: {} rows, {} new plays, {} duplicates, {} matched, {} parked",
-                out.rows_read, out.plays_new, out.duplicates, out.matched, out.parked
+                "backfill: {} rows, {} new plays, {} duplicates, {} matched, {} parked{}",
+                out.rows_read,
+                out.plays_new,
+                out.duplicates,
+                out.matched,
+                out.parked,
+                match out.unknown_accounts.as_slice() {
+                    [] => String::new(),
+                    names => format!("; accounts Plex does not have: {}", names.join(", ")),
+                }
             ),
             out.error.clone(),
         );
@@ -552,7 +560,13 @@ async fn server_and_accounts(
 ) -> Result<(String, AccountMap, Vec<i64>), PollError> {
     let server = client.identity().await?.machine_identifier;
     let accounts = refresh_accounts(shared, client).await?;
-    let (ids, _) = accounts.resolve(&shared.config().plex.accounts);
+    let (ids, unknown) = accounts.resolve(&shared.config().plex.accounts);
+    // A name Plex does not list (a typo, a removed user) has no history to read: said in the
+    // summary and the log rather than left out without a word.
+    for name in &unknown {
+        tracing::warn!(account = %name, "backfill: [plex] accounts names an account the server does not have; its history is not read");
+    }
+    set_progress(shared, |st| st.unknown_accounts = unknown);
     Ok((server, accounts, ids))
 }
 
