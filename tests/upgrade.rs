@@ -598,6 +598,14 @@ async fn check(fixture: &Path) {
     .await;
     assert_eq!(status["plex_token_rejected"], false, "{status}");
     assert!(status["last_poll"]["error"].is_null(), "{status}");
+    // The old release counted plays from before its own first start as webhook loss; this
+    // build counts from its first start on this store, so the count starts over with it.
+    assert_eq!(
+        status["counts"]["webhook_loss"],
+        0,
+        "{}: {status}",
+        f.name()
+    );
     // The exporter has tried the old batches and keeps them.
     let status = until(
         &d,

@@ -4,7 +4,7 @@
 //! play and the `webhook_loss` counter.
 
 use plexsync_plugin_api::PlaySource;
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use tokio::sync::oneshot;
@@ -191,6 +191,7 @@ impl Store {
     /// returns the stored time. `webhook_loss` counts only plays viewed since then.
     pub async fn note_first_start(&self, at: i64) -> Result<i64> {
         self.write(move |txn| {
+            let journaled = txn.open_table(JOURNAL)?.len()? > 0;
             let mut meta = txn.open_table(META)?;
             let stored = match meta.get(FIRST_START)? {
                 Some(v) => Some(decode::<i64>(v.value())?),
@@ -200,6 +201,13 @@ impl Store {
                 Some(t) => Ok(t),
                 None => {
                     meta.insert(FIRST_START, encode(&at)?.as_slice())?;
+                    // A journal without a first start is an earlier release's store: 0.1.0
+                    // counted history from before its install as webhook loss. The count is
+                    // shown as "since the first start", so it starts over with it, in the
+                    // same write.
+                    if journaled {
+                        meta.insert(WEBHOOK_LOSS, encode(&0u64)?.as_slice())?;
+                    }
                     Ok(at)
                 }
             }
@@ -594,6 +602,9 @@ fn add_source(t: &mut Tables<'_>, play_id: u64, source: PlaySource) -> Result<Op
 /// The `meta` key of the first start's time.
 const FIRST_START: &str = "first_started_at";
 
+/// The `meta` key of the `webhook_loss` counter ([`bump_counter`]'s `counter.<name>`).
+pub(super) const WEBHOOK_LOSS: &str = "counter.webhook_loss";
+
 /// A play found by polling and not (yet) by any webhook is the webhook-loss signal — but only
 /// if a webhook could have reported it: viewed after the daemon first started (history from
 /// before the install is not loss), read from history (a backfill never counts; a watched
@@ -675,6 +686,32 @@ mod tests {
             let p = polled(viewed_at, 10 + i as u32, source, hk);
             s.ingest_play(p, act(), 0).await.unwrap();
         }
+        assert_eq!(s.counts().unwrap().webhook_loss, 1);
+    }
+
+    #[tokio::test]
+    async fn the_first_start_on_an_earlier_releases_store_starts_webhook_loss_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        // As 0.1.0 left it: plays journaled, loss counted, no first start recorded.
+        s.ingest_play(play(500), act(), 0).await.unwrap();
+        s.write(|txn| {
+            bump_counter(&mut txn.open_table(META)?, "webhook_loss", 2)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.counts().unwrap().webhook_loss, 2);
+        assert_eq!(s.note_first_start(1000).await.unwrap(), 1000);
+        assert_eq!(s.counts().unwrap().webhook_loss, 0);
+        // Later starts leave the count alone.
+        s.write(|txn| {
+            bump_counter(&mut txn.open_table(META)?, "webhook_loss", 1)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.note_first_start(5000).await.unwrap(), 1000);
         assert_eq!(s.counts().unwrap().webhook_loss, 1);
     }
 

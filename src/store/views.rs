@@ -342,7 +342,7 @@ impl Store {
                 mappings: txn.open_table(MAPPINGS)?.len()?,
                 watched: txn.open_table(WATCHED)?.len()?,
                 oldest_pending_secs: oldest.map(|o| (now_secs() - o).max(0)),
-                webhook_loss: match txn.open_table(META)?.get("counter.webhook_loss")? {
+                webhook_loss: match txn.open_table(META)?.get(super::ingest::WEBHOOK_LOSS)? {
                     Some(v) => decode(v.value())?,
                     None => 0,
                 },
