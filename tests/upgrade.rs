@@ -9,7 +9,10 @@
 //! read-only commands and no daemon; then with the daemon running against a fake Plex and a
 //! fake tracker that is down first (so the pending exports are still there to count, after the
 //! exporter has retried them) and then comes back requiring the stored tracker key (so the
-//! very batches the old release formed are delivered, with the old key). Afterwards the
+//! very batches the old release formed are delivered, with the old key). The fake Plex serves
+//! the history rows the release's start-up poll journaled: their history keys, dedupe rows and
+//! cursors make this build's start-up poll and a `backfill` over them journal nothing and
+//! export nothing a second time. Afterwards the
 //! held plays of the open conflict, the dead letter and a new webhook at the old URL all
 //! reach the tracker; plays of the ignored show and of the show whose sync a person switched
 //! off do not.
@@ -26,7 +29,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
-use support::plex::{FakePlex, FakeShow};
+use support::plex::{FakePlex, FakeShow, HistoryFixture};
 use support::tracker::FakeTracker;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -143,6 +146,57 @@ impl Fixture {
             .iter()
             .find(|s| &s["rating_key"] == rating_key)
             .expect("the show in plex_shows")
+    }
+
+    /// The history rows the release's start-up poll journaled (their history keys, dedupe
+    /// rows and cursors are in the store): the manifest's `history`, which 0.1.0's manifest
+    /// predates — its rows are the generator's (scripts/fixture-store/generate.rs), whose
+    /// times the manifest's cursors confirm.
+    fn history(&self) -> Vec<HistoryFixture> {
+        let listed = self.list("history");
+        if !listed.is_empty() {
+            return listed
+                .iter()
+                .map(|h| HistoryFixture {
+                    history_key: h["history_key"].as_str().expect("history_key").into(),
+                    rating_key: h["rating_key"].as_str().map(str::to_string),
+                    show_rating_key: h["show_rating_key"].as_str().map(str::to_string),
+                    grandparent_title: h["grandparent_title"].as_str().unwrap_or_default().into(),
+                    season: h["season"].as_u64().expect("season") as u32,
+                    episode: h["episode"].as_u64().expect("episode") as u32,
+                    viewed_at: h["viewed_at"].as_i64().expect("viewed_at"),
+                    account_id: h["account_id"].as_i64().expect("account_id"),
+                })
+                .collect();
+        }
+        assert_eq!(
+            self.manifest["release"],
+            "0.1.0",
+            "{}: the manifest lists no history",
+            self.name()
+        );
+        let auto = self.mapping_of_kind("auto");
+        let rows: Vec<HistoryFixture> = [(1u32, 1i64), (2, 2)]
+            .into_iter()
+            .map(|(n, account)| HistoryFixture {
+                history_key: format!("/status/sessions/history/{n}"),
+                rating_key: Some(format!("9100101{n:02}")),
+                show_rating_key: auto["plex_rating_key"].as_str().map(str::to_string),
+                grandparent_title: auto["plex_title"].as_str().unwrap_or_default().into(),
+                season: 1,
+                episode: n,
+                viewed_at: 1_700_000_000 + i64::from(n) * 3600,
+                account_id: account,
+            })
+            .collect();
+        for (row, cursor) in rows.iter().zip(self.list("cursors")) {
+            assert_eq!(
+                cursor["viewed_at"].as_i64(),
+                Some(row.viewed_at),
+                "{cursor}"
+            );
+        }
+        rows
     }
 }
 
@@ -571,6 +625,11 @@ async fn check(fixture: &Path) {
     if let Some(machine) = m["plex_machine"].as_str() {
         plex.state.lock().expect("plex state").machine_identifier = machine.into();
     }
+    // The rows the old release journaled, served again: its history keys make them no-ops.
+    let history = f.history();
+    for row in &history {
+        plex.push_history(row.clone());
+    }
     let tracker = FakeTracker::start(f.list("tracker_shows").to_vec()).await;
     // Only the stored tracker key opens it; down until the pending exports are counted.
     tracker.state.lock().expect("tracker state").expected_key =
@@ -598,6 +657,19 @@ async fn check(fixture: &Path) {
     .await;
     assert_eq!(status["plex_token_rejected"], false, "{status}");
     assert!(status["last_poll"]["error"].is_null(), "{status}");
+    // It read the old rows again and journaled none (assert_status below: the journal count).
+    assert_eq!(
+        status["last_poll"]["rows_read"].as_u64(),
+        Some(history.len() as u64),
+        "{}: {status}",
+        f.name()
+    );
+    assert_eq!(
+        status["last_poll"]["plays_new"],
+        0,
+        "{}: {status}",
+        f.name()
+    );
     // The old release counted plays from before its own first start as webhook loss; this
     // build counts from its first start on this store, so the count starts over with it.
     assert_eq!(
@@ -659,10 +731,27 @@ async fn check(fixture: &Path) {
         .map(episode)
         .collect();
     delivered(&tracker, &d, &pending).await;
-    until(&d, "an empty outbox", "/api/status", |s| {
+    let status = until(&d, "an empty outbox", "/api/status", |s| {
         s["counts"]["outbox_items"] == 0 && s["counts"]["batches"] == 0
     })
     .await;
+
+    // A backfill over the old rows: nothing new, nothing sent again.
+    let journal = status["counts"]["journal"].clone();
+    let backfill = json_of(&cfg, &["backfill", "--since", "2000-01-01", "--json"]).await;
+    assert_eq!(
+        backfill["rows_read"].as_u64(),
+        Some(history.len() as u64),
+        "{}: {backfill}",
+        f.name()
+    );
+    assert_eq!(backfill["plays_new"], 0, "{}: {backfill}", f.name());
+    assert_eq!(
+        d.status().await["counts"]["journal"],
+        journal,
+        "{}",
+        f.name()
+    );
 
     // The dead letter, put back, is delivered too.
     ok(&cfg, &["outbox", "retry"]).await;
@@ -743,6 +832,24 @@ async fn check(fixture: &Path) {
     assert!(
         stray.is_empty(),
         "{}: exported against a person's decision: {stray:?}",
+        f.name()
+    );
+    // The old release exported its history rows; this tracker (new, empty) never got them.
+    let again: Vec<_> = history
+        .iter()
+        .filter_map(|h| {
+            let mapping = f
+                .list("mappings")
+                .iter()
+                .find(|m| m["plex_rating_key"].as_str() == h.show_rating_key.as_deref())?;
+            let show = mapping["tracker_show_id"].as_str()?.to_string();
+            Some((show, h.season, h.episode))
+        })
+        .filter(|k| tracker.watched().contains_key(k))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "{}: exported a second time: {again:?}",
         f.name()
     );
 

@@ -225,8 +225,10 @@ async fn generate_fixture_store() {
     let accounts = [(0, ""), (1, "fixture-owner"), (2, "fixture-kid")];
     plex.set_accounts(&accounts);
     // History the start-up poll journals: one row per account, so there is a cursor for each.
+    // The manifest lists the rows, so tests/upgrade.rs serves them again to the new build.
+    let mut history = Vec::new();
     for (n, account, episode) in [(1, 1, 1), (2, 2, 2)] {
-        plex.push_history(HistoryFixture {
+        let row = HistoryFixture {
             history_key: format!("/status/sessions/history/{n}"),
             rating_key: Some(format!("{}01{episode:02}", AUTO.rating_key)),
             show_rating_key: Some(AUTO.rating_key.into()),
@@ -235,7 +237,18 @@ async fn generate_fixture_store() {
             episode,
             viewed_at: 1_700_000_000 + n * 3600,
             account_id: account,
-        });
+        };
+        history.push(json!({
+            "history_key": row.history_key,
+            "rating_key": row.rating_key,
+            "show_rating_key": row.show_rating_key,
+            "grandparent_title": row.grandparent_title,
+            "season": row.season,
+            "episode": row.episode,
+            "viewed_at": row.viewed_at,
+            "account_id": row.account_id,
+        }));
+        plex.push_history(row);
     }
     let tracker_shows = vec![
         json!({"id": "fx-auto", "title": "Fixture Auto Show", "year": 2019, "tvdb_id": 990001}),
@@ -472,6 +485,7 @@ kind = "title"
         "mappings": mapping_rows,
         "conflicts": conflict_rows,
         "cursors": cursors,
+        "history": history,
         "pending_exports": {
             "count": status["counts"]["outbox_items"],
             "batches": status["counts"]["batches"],
