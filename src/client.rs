@@ -21,8 +21,51 @@ pub enum ClientError {
     Io(String),
 }
 
-/// One request to the daemon; returns the body of a 2xx answer.
+/// Longest wait for a read's answer: past the daemon's own `request_timeout` (30 s by
+/// default), a daemon that accepted and does not answer is stopped or wedged.
+pub const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Longest wait for a change's answer: the daemon carries a change out whatever the time (a
+/// bulk "create" waits on the tracker for each show), so this only ends a wait on a daemon
+/// that will never answer.
+pub const CHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// One request to the daemon; returns the body of a 2xx answer. Bounded: [`READ_WAIT`] for a
+/// GET, [`CHANGE_WAIT`] for a change, so a stopped (SIGSTOP) or wedged daemon that accepted
+/// the connection cannot hang a script for ever.
 pub async fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Vec<u8>, ClientError> {
+    let wait = if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") {
+        READ_WAIT
+    } else {
+        CHANGE_WAIT
+    };
+    request_within(socket, method, path, body, wait).await
+}
+
+/// [`request`] with its own bound on the whole exchange.
+pub async fn request_within(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    wait: std::time::Duration,
+) -> Result<Vec<u8>, ClientError> {
+    match tokio::time::timeout(wait, exchange(socket, method, path, body)).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Io(format!(
+            "{}: the daemon accepted the connection but did not answer within {} s (stopped or stuck?)",
+            socket.display(),
+            wait.as_secs()
+        ))),
+    }
+}
+
+async fn exchange(
     socket: &Path,
     method: &str,
     path: &str,

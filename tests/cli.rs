@@ -469,3 +469,36 @@ async fn a_command_right_after_start_succeeds() {
         assert!(code.success(), "round {round}: {code}\n{}", log_text());
     }
 }
+
+/// A daemon that accepted the connection and never answers (stopped with SIGSTOP, wedged):
+/// a read gives up past the daemon's own `request_timeout`, exits 1 and names the socket,
+/// instead of hanging a cron check for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_never_answers_does_not_hang_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = daemon::config("http://127.0.0.1:9", "http://127.0.0.1:9", "")
+        .replace("[server]\n", "[server]\nrequest_timeout = \"1s\"\n");
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    // Bound and listening (the kernel queues the connection), never accepted.
+    let _mute = std::os::unix::net::UnixListener::bind(dir.path().join("plexsync.sock")).unwrap();
+    let started = std::time::Instant::now();
+    let cfg2 = cfg.clone();
+    let o = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || daemon::cli(&cfg2, &["status", "--json"], None)),
+    )
+    .await
+    .expect("the CLI gave up by itself")
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("plexsync.sock") && err.contains("did not answer"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "it waited out the timeout first"
+    );
+}

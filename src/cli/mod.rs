@@ -53,6 +53,9 @@ pub fn print_json<T: Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+/// How much past the daemon's `request_timeout` a read's answer is awaited (a loaded machine).
+const READ_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a command waits for the socket of a daemon that holds the store but does not
 /// answer yet (it is starting).
 const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -95,7 +98,16 @@ impl Admin {
         let Some(sock) = self.cfg.socket_path() else {
             return Ok(None);
         };
-        match client::request(&sock, method.as_str(), &format!("/api/{path}"), body).await {
+        // A read is answered within the daemon's own request_timeout (a 408 past it); a
+        // change is carried out whatever the time, so only a daemon that never answers ends it.
+        let wait = if method == Method::GET {
+            self.cfg.server.request_timeout + READ_MARGIN
+        } else {
+            client::CHANGE_WAIT
+        };
+        match client::request_within(&sock, method.as_str(), &format!("/api/{path}"), body, wait)
+            .await
+        {
             Ok(b) => Ok(Some(b)),
             Err(ClientError::NotRunning(_)) => Ok(None),
             Err(e) => Err(e.into()),

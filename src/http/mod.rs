@@ -136,6 +136,11 @@ pub(crate) async fn handle(
         None => raw,
     }
     .to_string();
+    // The CLI over the admin socket waits for a change's real answer (a bulk "create" may
+    // wait on the tracker for minutes): the socket is the daemon's own user, not a client
+    // that could hold the connection open; the CLI bounds its own wait (src/client.rs).
+    let socket_change =
+        matches!(peer, Peer::Unix) && !matches!(*req.method(), Method::GET | Method::HEAD);
     let timeout = server.request_timeout;
     // The client's address for limits and logs: the peer, or what a trusted proxy says.
     let client = match peer {
@@ -239,6 +244,9 @@ pub(crate) async fn handle(
         }
         text(StatusCode::NOT_FOUND, "not found")
     };
+    if socket_change {
+        return fut.await;
+    }
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
         Err(_) => {
