@@ -279,7 +279,17 @@ impl TmdbClient {
         }
         let mut waits = 0;
         loop {
-            self.limiter.acquire().await;
+            if let Err(left) = self.limiter.acquire(self.max_retry_wait).await {
+                // TMDB asked (429) for a longer pause than a lookup waits out: every lookup
+                // until it ends fails here, without a request, and says when to come back
+                // (whole seconds, rounded up: never before the pause ends).
+                let left = Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+                return Err(PluginError::transient(format!(
+                    "{what}: not sent: TMDB asked us to pause (HTTP 429), {} left",
+                    human(left)
+                ))
+                .with_retry_after(Some(left)));
+            }
             let mut request = self.http.get(url.clone()).query(params);
             if let Auth::Query(key) = &self.auth {
                 request = request.query(&[("api_key", key.expose())]);

@@ -42,10 +42,16 @@ impl RateLimiter {
     }
 
     /// Reserve the next slot for a request wanting to start at `now`; returns when it may.
+    /// (Requests go through [`Self::acquire`]; the tests drive the timing here directly.)
+    #[cfg(test)]
     pub(crate) fn reserve(&self, now: Instant) -> Instant {
         // A poisoned lock means a panic elsewhere mid-update of plain timestamps; the worst
         // left behind is one slot too early or late, so carry on with the data.
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.reserve_in(&mut s, now)
+    }
+
+    fn reserve_in(&self, s: &mut State, now: Instant) -> Instant {
         let mut at = now;
         if let Some(&last) = s.grants.back() {
             // Grants stay in order, so the log stays sorted.
@@ -69,10 +75,32 @@ impl RateLimiter {
         s.not_before = Some(s.not_before.map_or(until, |nb| nb.max(until)));
     }
 
-    /// Wait for a slot.
-    pub(crate) async fn acquire(&self) {
-        let at = self.reserve(Instant::now());
+    /// Wait for a slot, unless a pause holds requests for longer than `max_pause`: then
+    /// `Err` with what is left of it, and no slot is taken. A 429's Retry-After beyond what a
+    /// lookup may wait out must not park every later lookup (and the resolver awaiting it)
+    /// for up to an hour; failing at once lets the host retry the show when TMDB allows.
+    pub(crate) async fn acquire(&self, max_pause: Duration) -> Result<(), Duration> {
+        let at = self.try_reserve(Instant::now(), max_pause)?;
         tokio::time::sleep_until(at).await;
+        Ok(())
+    }
+
+    /// [`Self::reserve`], or `Err(remaining)` without reserving while a pause lasts longer
+    /// than `max_pause` from `now`. Checked under the same lock as the reservation, so a
+    /// pause set meanwhile cannot slip between the check and the slot.
+    pub(crate) fn try_reserve(
+        &self,
+        now: Instant,
+        max_pause: Duration,
+    ) -> Result<Instant, Duration> {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(nb) = s.not_before {
+            let remaining = nb.saturating_duration_since(now);
+            if remaining > max_pause {
+                return Err(remaining);
+            }
+        }
+        Ok(self.reserve_in(&mut s, now))
     }
 }
 
@@ -146,10 +174,25 @@ mod tests {
         let l = RateLimiter::new(2, Duration::from_secs(3600));
         // Two slots are free: neither call may wait (an hour-long wait would hang the test).
         tokio::time::timeout(Duration::from_secs(5), async {
-            l.acquire().await;
-            l.acquire().await;
+            l.acquire(ms(0)).await.unwrap();
+            l.acquire(ms(0)).await.unwrap();
         })
         .await
         .unwrap();
+    }
+
+    #[test]
+    fn a_pause_longer_than_allowed_is_refused_without_taking_a_slot() {
+        let l = RateLimiter::new(1, ms(1000));
+        let t0 = Instant::now();
+        l.pause_until(t0 + ms(60_000));
+        assert_eq!(l.try_reserve(t0, ms(5000)), Err(ms(60_000)));
+        assert_eq!(l.try_reserve(t0 + ms(50_000), ms(5000)), Err(ms(10_000)));
+        // Within the allowed wait: reserved at the pause's end, and the refusals above took
+        // no slot (the one slot of the window is still free).
+        assert_eq!(
+            l.try_reserve(t0 + ms(56_000), ms(5000)),
+            Ok(t0 + ms(60_000))
+        );
     }
 }

@@ -311,6 +311,20 @@ async fn a_long_retry_after_becomes_a_transient_error_carrying_it() {
     assert_eq!(e.retry_after, Some(Duration::from_secs(120)));
     assert!(e.message.contains("429"), "{}", e.message);
     assert_eq!(fake.count(), 1);
+
+    // During that pause another lookup fails at once with what is left of it, and sends no
+    // request (it used to sleep in the rate limiter for the whole two minutes).
+    let e = tokio::time::timeout(Duration::from_secs(5), lookup_err(&m, &["tvdb://121361"]))
+        .await
+        .expect("a lookup during a long pause must not wait for it");
+    assert_eq!(e.class, ErrorClass::Transient);
+    let left = e.retry_after.expect("the pause left");
+    assert!(
+        left > Duration::from_secs(100) && left <= Duration::from_secs(120),
+        "{left:?}"
+    );
+    assert!(e.message.contains("429"), "{}", e.message);
+    assert_eq!(fake.count(), 1);
 }
 
 #[tokio::test]
