@@ -67,9 +67,12 @@ enum Auth {
 
 /// The parts of a /find answer we read. TMDB also sends `movie_results`, `person_results`,
 /// `tv_episode_results` and `tv_season_results`; only a series is a show.
+///
+/// `tv_results` is required, even when empty: TMDB always sends it, and a 200 without it
+/// (`{"success":false,"status_code":7}` from a proxy or an API change) is not an answer.
+/// Read as "no results", it would be cached as a miss for a day.
 #[derive(Debug, Deserialize)]
 struct FindResponse {
-    #[serde(default)]
     tv_results: Vec<TvResult>,
 }
 
@@ -79,9 +82,9 @@ struct TvResult {
 }
 
 /// The part of a `/search/tv` answer we read: the series ids, best first (TMDB's order).
+/// `results` is required for the same reason as [`FindResponse::tv_results`].
 #[derive(Debug, Deserialize)]
 struct SearchResponse {
-    #[serde(default)]
     results: Vec<TvResult>,
 }
 
@@ -210,6 +213,13 @@ impl TmdbClient {
             return Ok(None);
         };
         let parsed: crate::names::TvDetails = self.parse(&what, "/tv's", &body)?;
+        if parsed.id != id {
+            // Names of another series would be cached as this one's for `cache_ttl`.
+            return Err(PluginError::permanent(format!(
+                "{what}: HTTP 200 but the answer is about series {}, not {id}",
+                parsed.id
+            )));
+        }
         Ok(Some(parsed.names()))
     }
 

@@ -6,7 +6,8 @@
 //! `translations.translations[].data.name`, in that order (the most telling first, so the
 //! bound keeps those). Each name is trimmed, its control characters dropped; empty and
 //! over-long names are skipped, and names are de-duplicated without regard to case. Every
-//! field may be missing or null (TMDB omits what it does not know).
+//! name field may be missing or null (TMDB omits what it does not know); the series `id` may
+//! not, since an answer without it is not a series at all (an error object sent with a 200).
 
 use serde::Deserialize;
 
@@ -20,6 +21,9 @@ pub(crate) const MAX_NAME_CHARS: usize = 200;
 /// The parts of a `/tv/{id}` answer read. TMDB sends much more (overviews, seasons, …).
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct TvDetails {
+    /// Required: every `/tv/{id}` answer carries it. Without it, `{"success":false,…}` would
+    /// read as a series without names and be cached as such for `cache_ttl`.
+    pub(crate) id: u64,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -169,14 +173,18 @@ mod tests {
 
     #[test]
     fn missing_or_null_fields_are_nothing() {
-        assert!(parse("{}").is_empty());
+        assert!(parse(r#"{"id": 1}"#).is_empty());
         assert!(
-            parse(r#"{"name": null, "alternative_titles": null, "translations": {"translations": null}}"#)
+            parse(r#"{"id": 1, "name": null, "alternative_titles": null, "translations": {"translations": null}}"#)
                 .is_empty()
         );
-        assert!(parse(r#"{"alternative_titles": {"results": []}}"#).is_empty());
-        // A wrong type is a parse error (the caller treats the answer as malformed).
-        assert!(serde_json::from_str::<TvDetails>(r#"{"name": 5}"#).is_err());
+        assert!(parse(r#"{"id": 1, "alternative_titles": {"results": []}}"#).is_empty());
+        // A wrong type is a parse error (the caller treats the answer as malformed), and so
+        // is an answer without the series id (TMDB's error object).
+        assert!(serde_json::from_str::<TvDetails>(r#"{"id": 1, "name": 5}"#).is_err());
+        for not_a_series in ["{}", r#"{"success": false, "status_code": 7}"#] {
+            assert!(serde_json::from_str::<TvDetails>(not_a_series).is_err());
+        }
     }
 
     #[test]
@@ -187,7 +195,7 @@ mod tests {
             .map(|i| format!(r#"{{"title": "Name {i}"}}"#))
             .collect();
         let json = format!(
-            r#"{{"name": "  Two\n\tLines \u0007 ", "original_name": "{long}",
+            r#"{{"id": 1, "name": "  Two\n\tLines \u0007 ", "original_name": "{long}",
                 "alternative_titles": {{"results": [{{"title": "{fits}"}}, {}]}}}}"#,
             many.join(",")
         );

@@ -464,11 +464,16 @@ async fn a_rejected_key_is_a_permanent_error_and_one_warning_without_the_key() {
 
 #[tokio::test]
 async fn malformed_answers_and_a_wrong_api_url_are_permanent() {
+    // TMDB's error object, but with a 200: JSON, yet neither /find's nor /tv's answer.
+    const NOT_AN_ANSWER: &str =
+        r#"{"success":false,"status_code":7,"status_message":"Invalid API key"}"#;
     let fake = fake_tmdb::start(
         rows(),
         KEY,
-        script(|seen, _| {
-            (seen.id() == "81189").then(|| Reply::new(200, "<html>captive portal</html>"))
+        script(|seen, _| match seen.id() {
+            "81189" => Some(Reply::new(200, "<html>captive portal</html>")),
+            "tt0944947" | "1396" => Some(Reply::new(200, NOT_AN_ANSWER)),
+            _ => None,
         }),
     )
     .await;
@@ -476,6 +481,42 @@ async fn malformed_answers_and_a_wrong_api_url_are_permanent() {
     let e = lookup_err(&m, &["tvdb://81189"]).await;
     assert_eq!(e.class, ErrorClass::Permanent);
     assert!(e.message.contains("not /find's JSON"), "{}", e.message);
+
+    // A JSON object without `tv_results` is not "no results": a permanent error, and nothing
+    // cached (it used to be a miss, remembered for a day).
+    for _ in 0..2 {
+        let e = lookup_err(&m, &["imdb://tt0944947"]).await;
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(
+            e.message.contains("not /find's JSON") && e.message.contains("tv_results"),
+            "{}",
+            e.message
+        );
+    }
+    let asked = |id: &str| fake.requests().iter().filter(|s| s.id() == id).count();
+    assert_eq!(asked("tt0944947"), 2, "the odd answer was cached");
+
+    // The same for /tv/{id} (the catalogue names): the show gets no names and is asked again
+    // next time; a real answer, even one without names, is cached.
+    let shows = [
+        CatalogShow {
+            id: "bb".into(),
+            title: "bb".into(),
+            tmdb_id: Some(1396),
+            ..Default::default()
+        },
+        CatalogShow {
+            id: "got".into(),
+            title: "got".into(),
+            tmdb_id: Some(1399),
+            ..Default::default()
+        },
+    ];
+    for _ in 0..2 {
+        assert!(m.alt_titles(&shows).await.unwrap().is_empty());
+    }
+    assert_eq!(asked("1396"), 2, "the odd /tv answer was cached");
+    assert_eq!(asked("1399"), 1);
 
     // api_url without TMDB's `/3`.
     let base = fake.url.trim_end_matches("/3");
