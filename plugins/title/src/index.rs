@@ -245,6 +245,11 @@ pub(crate) struct TitleIndex {
     /// Word initials of names with 2+ words (with and without a leading article) → keys:
     /// release and fan shorthand is often just that (`TBBT`, `HIMYM`).
     by_initials: NameMap,
+    /// (show, year) for shows the catalogue gives no year but whose own names carry one
+    /// (`Doctor Who (2005)`), sorted by show. Normalisation lifts such a year out of the
+    /// name; without it here a query of another year would meet a year-less show and lose
+    /// nothing for it. Few shows are like that, so a side table rather than a field per show.
+    name_years: Vec<(u32, i32)>,
 }
 
 /// What [`TitleIndex::build`] gathers before the compact maps are made from it.
@@ -422,11 +427,28 @@ impl TitleIndex {
         let mut idx = TitleIndex::default();
         let mut b = Building::default();
         for (show_no, show) in catalogue.iter().enumerate() {
-            let names = std::iter::once(show.title)
-                .chain(show.original_title)
-                .chain(show.aliases.iter());
-            for (name, norm, derived) in show_keys(names, show.alt_titles.iter()) {
+            let names = || {
+                std::iter::once(show.title)
+                    .chain(show.original_title)
+                    .chain(show.aliases.iter())
+            };
+            for (name, norm, derived) in show_keys(names(), show.alt_titles.iter()) {
                 idx.add_key(show_no as u32, &name, norm, derived, &mut b);
+            }
+            if show.year.is_none() {
+                // The show's own names only (TMDB's names are looser). Normalised again rather
+                // than taken from the keys: `show_keys` keeps one key per normalised identity,
+                // which leaves the year out, so "Doctor Who" before "Doctor Who (2005)" would
+                // hide it. Only year-less shows pay for this.
+                let mut years: Vec<i32> = names()
+                    .flat_map(|n| {
+                        normalize(&n.chars().take(MAX_TITLE_CHARS).collect::<String>()).years
+                    })
+                    .collect();
+                years.sort_unstable();
+                years.dedup();
+                idx.name_years
+                    .extend(years.into_iter().map(|y| (show_no as u32, y)));
             }
         }
         idx.words = Postings::build(b.words);
@@ -439,6 +461,7 @@ impl TitleIndex {
         idx.marks.shrink_to_fit();
         idx.words_len.shrink_to_fit();
         idx.compact_len.shrink_to_fit();
+        idx.name_years.shrink_to_fit();
         idx.catalogue = catalogue;
         idx
     }
@@ -448,9 +471,18 @@ impl TitleIndex {
         self.catalogue.show(show).map(|s| s.id)
     }
 
-    /// The year of show `show`, if the catalogue has one.
-    pub fn show_year(&self, show: u32) -> Option<i32> {
-        self.catalogue.show(show).and_then(|s| s.year)
+    /// The years of show `show`: the catalogue's, or when it has none, the years written in
+    /// the show's own names (`Doctor Who (2005)`); empty when neither says.
+    pub fn show_years(&self, show: u32) -> impl Iterator<Item = i32> + '_ {
+        let year = self.catalogue.show(show).and_then(|s| s.year);
+        let named: &[(u32, i32)] = if year.is_some() {
+            &[]
+        } else {
+            let lo = self.name_years.partition_point(|&(s, _)| s < show);
+            let hi = self.name_years.partition_point(|&(s, _)| s <= show);
+            self.name_years.get(lo..hi).unwrap_or(&[])
+        };
+        year.into_iter().chain(named.iter().map(|&(_, y)| y))
     }
 
     /// A key's numbers (digit runs and roman numerals, sorted).

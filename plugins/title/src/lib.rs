@@ -166,8 +166,8 @@ impl TitleMatcher {
         let mut scored: Vec<Scored> = Vec::new();
         let min_sim = self.config.min_candidate_score;
         let score = |q: &Query, key: &KeyEntry, sim: f32, via_variant: bool| {
-            let year = index.show_year(key.show);
-            let strength = self.strength(index, q, &query_years, key, year, sim);
+            let years = index.show_years(key.show);
+            let strength = self.strength(index, q, &query_years, key, years, sim);
             let derived = via_variant || key.derived;
             let mut confidence = Self::confidence_of(strength, sim);
             if derived {
@@ -188,9 +188,9 @@ impl TitleMatcher {
         // Investigation - Mayday") is worth offering, but never enough for a mapping: its
         // base score stays below 0.80 whatever the share of the title it covers.
         index.contained_in(&q, |key, cover| {
-            let year = index.show_year(key.show);
+            let years = index.show_years(key.show);
             let base = CONTAINED_BASE + CONTAINED_PER_COVER * cover.min(1.0);
-            let strength = self.strength(index, &q, &query_years, key, year, base);
+            let strength = self.strength(index, &q, &query_years, key, years, base);
             scored.push(Scored {
                 show: key.show,
                 confidence: Self::confidence_of(strength, base),
@@ -200,8 +200,8 @@ impl TitleMatcher {
             });
         });
         index.initials_of(&q, |key| {
-            let year = index.show_year(key.show);
-            let strength = self.strength(index, &q, &query_years, key, year, INITIALS_BASE);
+            let years = index.show_years(key.show);
+            let strength = self.strength(index, &q, &query_years, key, years, INITIALS_BASE);
             scored.push(Scored {
                 show: key.show,
                 confidence: Self::confidence_of(strength, INITIALS_BASE),
@@ -297,10 +297,15 @@ impl TitleMatcher {
         let mut ranked: Vec<(u32, bool, f32)> = best
             .into_iter()
             .map(|(show, (exact, score))| {
-                let show_year = index.show_year(show);
-                let bonus = match (year, show_year) {
-                    (Some(a), Some(b)) if a == b => SEARCH_YEAR_EXACT,
-                    (Some(a), Some(b)) if (a - b).abs() == 1 => SEARCH_YEAR_NEAR,
+                let distance = year.and_then(|a| {
+                    index
+                        .show_years(show)
+                        .map(|b| (i64::from(a) - i64::from(b)).unsigned_abs())
+                        .min()
+                });
+                let bonus = match distance {
+                    Some(0) => SEARCH_YEAR_EXACT,
+                    Some(1) => SEARCH_YEAR_NEAR,
                     _ => 0.0,
                 };
                 (show, exact, score + bonus)
@@ -321,24 +326,26 @@ impl TitleMatcher {
     }
 
     /// How well the query names this catalogue name of a show: the title similarity less the
-    /// year, number, sequel-mark and qualifier penalties.
+    /// year, number, sequel-mark and qualifier penalties. The year distance is the closest
+    /// of any query year to any of the show's years ([`TitleIndex::show_years`]).
     fn strength(
         &self,
         index: &TitleIndex,
         q: &Query,
         query_years: &[i32],
         key: &KeyEntry,
-        show_year: Option<i32>,
+        show_years: impl Iterator<Item = i32>,
         sim: f32,
     ) -> f32 {
         let mut c = sim;
 
-        let distance = show_year.and_then(|sy| {
-            query_years
-                .iter()
-                .map(|&qy| (i64::from(qy) - i64::from(sy)).unsigned_abs())
-                .min()
-        });
+        let distance = show_years
+            .flat_map(|sy| {
+                query_years
+                    .iter()
+                    .map(move |&qy| (i64::from(qy) - i64::from(sy)).unsigned_abs())
+            })
+            .min();
         let tol = u64::from(self.config.year_tolerance);
         c -= match distance {
             None => penalty::YEAR_UNKNOWN,

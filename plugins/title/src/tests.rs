@@ -137,6 +137,49 @@ fn year_separates_remakes() {
 }
 
 #[test]
+fn a_year_in_a_yearless_catalogue_name_counts_as_its_year() {
+    // The tracker gives no year, but the name says 2005: a query for the 1963 show must not
+    // meet a show "of unknown year" and map to it.
+    let m = TitleMatcher::new(TitleConfig::default());
+    let mut revival = show("who05", "Doctor Who (2005)", None);
+    revival.original_title = Some("Doctor Who".into());
+    m.set_catalogue(Arc::new(Catalogue::new(vec![
+        revival,
+        show("other", "Yearless Show", None),
+    ])));
+    assert_candidates(&ask(&m, "Doctor Who", Some(1963)), "who05");
+    assert_definite(&ask(&m, "Doctor Who", Some(2005)), "who05");
+    assert_definite(&ask(&m, "Doctor Who", Some(2006)), "who05");
+    // A year in an alias counts the same way; a name without one leaves the year unknown.
+    let mut aliased = show("who05", "Doctor Who", None);
+    aliased.aliases = vec!["Doctor Who 2005".into()];
+    m.set_catalogue(Arc::new(Catalogue::new(vec![
+        aliased,
+        show("other", "Yearless Show", None),
+    ])));
+    assert_candidates(&ask(&m, "Doctor Who", Some(1963)), "who05");
+    assert_definite(&ask(&m, "Yearless Show", Some(1963)), "other");
+
+    // With the 1963 show listed too, its exact year now decides (it was a 1.0 against
+    // 0.94 for the year-less revival: a conflict).
+    let mut revival = show("who05", "Doctor Who (2005)", None);
+    revival.original_title = Some("Doctor Who".into());
+    m.set_catalogue(Arc::new(Catalogue::new(vec![
+        show("who63", "Doctor Who", Some(1963)),
+        revival,
+    ])));
+    assert_definite(&ask(&m, "Doctor Who", Some(1963)), "who63");
+    assert_definite(&ask(&m, "Doctor Who", Some(2005)), "who05");
+    // The catalogue's own year wins over one in the name.
+    m.set_catalogue(Arc::new(Catalogue::new(vec![show(
+        "who05",
+        "Doctor Who (2005)",
+        Some(1963),
+    )])));
+    assert_definite(&ask(&m, "Doctor Who", Some(1963)), "who05");
+}
+
+#[test]
 fn year_distance_is_penalised() {
     let m = matcher_with(TitleConfig::default());
     let c = assert_definite(&ask(&m, "The Office", Some(2006)), "office");
