@@ -601,6 +601,15 @@ impl Shared {
             s.plex_server = Some(text);
         });
     }
+    /// Our Plex server's machine id (what a webhook calls `Server.uuid`), once known: noted
+    /// from `/identity` by the poller, the live source or the resolver; None while it is not.
+    pub fn plex_machine_id(&self) -> Option<String> {
+        self.board
+            .status
+            .lock()
+            .ok()
+            .and_then(|s| s.plex_machine_id.clone())
+    }
     /// The server's `friendlyName`, once known; None while it is not.
     pub fn plex_server_name(&self) -> Option<String> {
         self.status().plex_server_name

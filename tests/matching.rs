@@ -1,13 +1,19 @@
 //! Black-box tests of `plexsync match`: the configured chain on JSON-lines queries, against our
 //! own small fixtures and against the DEV evaluation set (read in place from
-//! ../shared/matching, never copied), where it must meet the matching targets.
+//! ../shared/matching, never copied), where it must meet the matching targets. At the end,
+//! what the daemon (in process, fake Plex and tracker) puts into the chain's query for a
+//! webhook play: which Plex it may ask about the show, and when it must wait instead.
 
 mod support;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::daemon::cli;
+use support::inproc::InProc;
+use support::plex::{FakePlex, FakeShow};
+use support::tracker::FakeTracker;
 
 fn config(dir: &std::path::Path) -> PathBuf {
     let p = dir.join("plexsync.toml");
@@ -378,4 +384,125 @@ fn the_shipped_config_with_tmdb_checks_without_a_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---- The daemon's query for a webhook play (in process, fake Plex and tracker) ---------------
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Our fake Plex ("own") and the tracker, a config (guid and title matchers, no polling) with
+/// the Plex token stored, and the daemon started on it.
+async fn daemon_with(
+    dir: &std::path::Path,
+    shows: Vec<FakeShow>,
+    tracker_shows: Vec<Value>,
+) -> (FakePlex, FakeTracker, InProc) {
+    plexsync::daemon::install_tls_provider();
+    let plex = FakePlex::start(shows).await;
+    plex.state.lock().unwrap().machine_identifier = "own".into();
+    let tracker = FakeTracker::start(tracker_shows).await;
+    let text = support::daemon::config(
+        &plex.url(),
+        &tracker.url(),
+        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
+    );
+    let cfg = dir.join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = cli(
+        &cfg,
+        &["secret", "set", "plex-token"],
+        Some(support::plex::TOKEN),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let d = InProc::start(dir, &text).await;
+    (plex, tracker, d)
+}
+
+/// A real scrobble capture, re-aimed: played on `server`, whose show is `rk` there, titled
+/// `title`, with show guid `guid`.
+async fn scrobble(d: &InProc, server: &str, rk: &str, title: &str, guid: &str) {
+    let mut p = support::sample_json(support::NEW_AGENT_SCROBBLE);
+    p["Server"]["uuid"] = json!(server);
+    let m = &mut p["Metadata"];
+    m["grandparentRatingKey"] = json!(rk);
+    m["grandparentKey"] = json!(format!("/library/metadata/{rk}"));
+    m["grandparentGuid"] = json!(guid);
+    m["grandparentTitle"] = json!(title);
+    m["lastViewedAt"] = json!(1_700_000_000);
+    let (ct, body) = support::multipart(&p, None);
+    let status = reqwest::Client::new()
+        .post(&d.webhook_url)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .expect("the daemon answers")
+        .status();
+    assert_eq!(status, 200);
+}
+
+/// The tracker show the mapping of Plex show `rk` points to, once there is one.
+async fn mapped_to(d: &InProc, rk: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let all = d.api("GET", "/api/mappings?status=mapped").await;
+        let found = all["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["plex"]["rating_key"] == rk);
+        if let Some(m) = found {
+            return m["tracker"]["id"].as_str().unwrap_or("").to_string();
+        }
+        assert!(Instant::now() < deadline, "no mapping: {all}\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A webhook travels with its user: a play on a friend's server names that server and the
+/// friend's rating key. Our server's item of the same number (The Office, tmdb 2316) must
+/// not be asked about, nor lend the play its ids: the play is matched on its own title.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_on_a_friends_server_is_not_looked_up_on_ours() {
+    if support::samples().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (plex, _tracker, mut d) = daemon_with(
+        dir.path(),
+        vec![FakeShow {
+            rating_key: "4711".into(),
+            guid: "plex://show/5d9c086c46115600200aa2fe".into(),
+            title: "The Office".into(),
+            year: 2005,
+            guids: vec!["tmdb://2316".into(), "tvdb://73244".into()],
+        }],
+        vec![
+            json!({"id": "office", "title": "The Office", "year": 2005, "tmdb_id": 2316}),
+            json!({"id": "bb", "title": "Breaking Bad", "year": 2008, "tmdb_id": 1396}),
+        ],
+    )
+    .await;
+    scrobble(
+        &d,
+        "friend",
+        "4711",
+        "Breaking Bad",
+        "plex://show/5d9c08254eb8b6001f0c3c3a",
+    )
+    .await;
+    let show = mapped_to(&d, "4711").await;
+    assert_ne!(
+        show,
+        "office",
+        "mapped by our server's item 4711\n{}",
+        d.log()
+    );
+    assert_eq!(show, "bb");
+    assert_eq!(
+        plex.count("/library/metadata/4711"),
+        0,
+        "our Plex was asked about the friend's rating key"
+    );
+    assert_eq!(d.stop().await, Some(0));
 }

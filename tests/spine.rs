@@ -138,7 +138,8 @@ async fn new_agent_scrobble_is_marked_watched_on_the_show_found_through_plex() {
     );
     // The show's ids came from Plex with the token; the decoy (episode ids) was never used.
     assert!(w.plex.metadata_requests() >= 1);
-    let req = w.plex.state.lock().unwrap().requests[0].clone();
+    // (After `/identity`: the show is looked up only for a play on that server.)
+    let req = w.plex.requests_to("/library/metadata/")[0].clone();
     assert_eq!(req.path, "/library/metadata/40275");
     assert!(req.query.contains("includeGuids=1"));
     assert!(!w.tracker.watched().keys().any(|(id, _, _)| id == "777"));

@@ -404,40 +404,28 @@ pub async fn create_show(
 
 /// The matcher query for a play's show: the play's own show guids plus, when Plex can tell
 /// us, the show's `<Guid>` list and first-air year (cached per show).
+///
+/// Only a play on our own server is looked up: a webhook travels with its user to friends'
+/// servers, and such a play's rating key is the friend's, which on ours names some other item
+/// (or nothing). Asking ours would give that item's title, year and ids, a confident wrong
+/// mapping; a play from another server is matched on its own title and guids.
 pub(crate) async fn enrich(shared: &Shared, play: &Play) -> Result<ShowQuery, PlexError> {
     let mut query = play.show.query();
     let Some(rk) = play.show.rating_key.clone() else {
         return Ok(query);
     };
-    let key = play.show.key();
-    let meta: Option<ShowMeta> = shared.store.show_info(&key).ok().flatten();
-    let meta = match meta {
-        Some(m) => Some(m),
-        None => {
-            let client = shared.plex();
-            let started = Instant::now();
-            match client.show_meta(&rk).await {
-                Ok(m) => {
-                    shared.note_plex_ok();
-                    tracing::debug!(rating_key = %rk, guids = m.guids.len(), ms = started.elapsed().as_millis() as u64, "fetched show ids from Plex");
-                    if let Err(e) = shared.store.put_show_info(key.clone(), m.clone()).await {
-                        tracing::warn!(error = %e, "cannot cache show ids");
-                    }
-                    Some(m)
-                }
-                Err(PlexError::NotFound { .. }) => None,
-                Err(e) => {
-                    shared.note_plex_error(&e);
-                    // A legacy agent's guid already carries the show id: go on without Plex.
-                    let has_legacy_id = query.guids.iter().any(|g| !g.starts_with("plex://"));
-                    if has_legacy_id && !matches!(e, PlexError::Unauthorized { .. })
-                        || matches!(e, PlexError::Malformed { .. })
-                    {
-                        None
-                    } else {
-                        return Err(e);
-                    }
-                }
+    let meta = match our_show_meta(shared, play, &rk).await {
+        Ok(m) => m,
+        Err(e) => {
+            shared.note_plex_error(&e);
+            // A legacy agent's guid already carries the show id: go on without Plex.
+            let has_legacy_id = query.guids.iter().any(|g| !g.starts_with("plex://"));
+            if has_legacy_id && !matches!(e, PlexError::Unauthorized { .. })
+                || matches!(e, PlexError::Malformed { .. })
+            {
+                None
+            } else {
+                return Err(e);
             }
         }
     };
@@ -460,4 +448,63 @@ pub(crate) async fn enrich(shared: &Shared, play: &Play) -> Result<ShowQuery, Pl
         }
     }
     Ok(query)
+}
+
+/// What our Plex says about the play's show (`rating_key`): from the `show_info` cache, else
+/// asked and cached. None when the play is not from our server (see [`enrich`]) or Plex has no
+/// such item.
+async fn our_show_meta(
+    shared: &Shared,
+    play: &Play,
+    rating_key: &str,
+) -> Result<Option<ShowMeta>, PlexError> {
+    if !on_our_server(shared, play).await? {
+        tracing::debug!(
+            server = play.show.server.as_deref().unwrap_or(""),
+            rating_key,
+            show = %play.show.title,
+            "play from another Plex server: matched on its own title and guids"
+        );
+        return Ok(None);
+    }
+    let key = play.show.key();
+    if let Some(m) = shared.store.show_info(&key).ok().flatten() {
+        return Ok(Some(m));
+    }
+    let started = Instant::now();
+    match shared.plex().show_meta(rating_key).await {
+        Ok(m) => {
+            shared.note_plex_ok();
+            tracing::debug!(
+                rating_key,
+                guids = m.guids.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "fetched show ids from Plex"
+            );
+            if let Err(e) = shared.store.put_show_info(key, m.clone()).await {
+                tracing::warn!(error = %e, "cannot cache show ids");
+            }
+            Ok(Some(m))
+        }
+        Err(PlexError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the play was on our Plex server: its `server` (a webhook's `Server.uuid`, the
+/// poller's and live source's `/identity`) is our machine id, asked once when not yet known.
+/// A play that names no server is not assumed to be ours.
+async fn on_our_server(shared: &Shared, play: &Play) -> Result<bool, PlexError> {
+    let Some(server) = play.show.server.as_deref() else {
+        return Ok(false);
+    };
+    let ours = match shared.plex_machine_id() {
+        Some(id) => id,
+        None => {
+            let identity = shared.plex().identity().await?;
+            shared.note_plex_identity(&identity);
+            identity.machine_identifier
+        }
+    };
+    Ok(server == ours)
 }

@@ -255,16 +255,19 @@ impl PlexClient {
             .await?;
         parse_show_meta(&root, rating_key).ok_or_else(|| PlexError::Malformed {
             endpoint: path,
-            message: "no Directory/Video element in MediaContainer".into(),
+            message: "no show (<Directory type=\"show\">) in MediaContainer".into(),
         })
     }
 }
 
+/// The show in a `/library/metadata/<ratingKey>` container; None unless the item is a
+/// show-level `<Directory type="show">`. An episode (`<Video>`) or a season carries its own
+/// `<Guid>` ids, which a matcher would take for the show's (invariant 4).
 pub fn parse_show_meta(root: &xml::Element, rating_key: &str) -> Option<ShowMeta> {
     let item = root
         .children
         .iter()
-        .find(|c| c.name == "Directory" || c.name == "Video")?;
+        .find(|c| c.name == "Directory" && c.attr("type").map(str::trim) == Some("show"))?;
     Some(ShowMeta {
         rating_key: item.attr("ratingKey").unwrap_or(rating_key).to_string(),
         title: item.attr("title").map(str::to_string),
@@ -381,6 +384,18 @@ mod tests {
         let m = parse_show_meta(&xml::parse(x).unwrap(), "5").unwrap();
         assert_eq!(m.library.as_deref(), Some("TV Shows"));
         assert!(parse_show_meta(&xml::parse("<MediaContainer/>").unwrap(), "5").is_none());
+        // An episode or a season is not a show: its ids must not reach the matchers.
+        for item in [
+            r#"<Video ratingKey="5" type="episode" title="Pilot" guid="plex://episode/1"><Guid id="tmdb://62085"/></Video>"#,
+            r#"<Directory ratingKey="5" type="season" title="Season 1"><Guid id="tvdb://30272"/></Directory>"#,
+            r#"<Directory ratingKey="5" title="No type"><Guid id="tmdb://1"/></Directory>"#,
+        ] {
+            let x = format!("<MediaContainer size=\"1\">{item}</MediaContainer>");
+            assert!(
+                parse_show_meta(&xml::parse(&x).unwrap(), "5").is_none(),
+                "{item}"
+            );
+        }
     }
 
     use std::sync::Arc;

@@ -268,10 +268,21 @@ fn shared(sub: &str) -> Option<PathBuf> {
     None
 }
 
+/// A sample of ../shared/plex-samples, parsed. A webhook sample's `Server.uuid` is set to the
+/// fake Plex's default machine id ([`plex::MACHINE`]): the samples were captured on other
+/// servers, and the daemon asks its own Plex about a play's show only when the play was on
+/// that server (a webhook from a friend's server carries the friend's rating keys). Tests of
+/// another server's play set `Server.uuid` themselves.
 pub fn sample_json(rel: &str) -> serde_json::Value {
     let dir = samples().expect("checked by caller");
     let text = std::fs::read_to_string(dir.join(rel)).unwrap();
-    serde_json::from_str(&text).unwrap()
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    if rel.starts_with("webhook/") {
+        if let Some(uuid) = v.pointer_mut("/Server/uuid") {
+            *uuid = serde_json::Value::from(plex::MACHINE);
+        }
+    }
+    v
 }
 
 /// Wrap a JSON payload the way Plex posts it: multipart/form-data, a `payload` part with its

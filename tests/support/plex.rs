@@ -34,6 +34,10 @@ use super::{FakeServer, Seen, respond};
 
 pub const TOKEN: &str = "fake-plex-token-123";
 
+/// The fake's `/identity` machine id unless a test sets [`PlexState::machine_identifier`];
+/// [`super::sample_json`] re-aims webhook samples at it (see there).
+pub const MACHINE: &str = "fakeplexmachine0000000000000000000000000";
+
 /// One show the fake knows: its ratingKey, guid, title, year and `<Guid>` ids.
 #[derive(Debug, Clone)]
 pub struct FakeShow {
@@ -311,7 +315,7 @@ impl Default for PlexState {
             library_delay: std::time::Duration::ZERO,
             sections: vec![SectionFixture::shows("2", "TV Shows")],
             watched: Vec::new(),
-            machine_identifier: "fakeplexmachine0000000000000000000000000".into(),
+            machine_identifier: MACHINE.into(),
             version: "1.40.0.0000-000000000".into(),
             claimed: true,
             friendly_name: "Fake Plex".into(),
