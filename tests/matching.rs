@@ -506,3 +506,44 @@ async fn a_play_on_a_friends_server_is_not_looked_up_on_ours() {
     );
     assert_eq!(d.stop().await, Some(0));
 }
+
+/// Plex cannot describe the show right now (503) and the play's guid carries no id (a local
+/// agent's): only "Shōgun" without a year is left, which the title matcher would map to the
+/// 1980 series, the only one listed, for good. The play waits for Plex instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_show_without_an_id_in_its_guid_waits_for_plex_rather_than_match_on_title_alone() {
+    if support::samples().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (plex, _tracker, mut d) = daemon_with(
+        dir.path(),
+        vec![FakeShow {
+            rating_key: "5150".into(),
+            guid: "local://5150".into(),
+            title: "Shōgun".into(),
+            year: 2024,
+            guids: vec![],
+        }],
+        vec![json!({"id": "shogun80", "title": "Shōgun", "year": 1980})],
+    )
+    .await;
+    plex.fail_next_on("/library/metadata/5150", 503, 1000);
+    scrobble(&d, "own", "5150", "Shōgun", "local://5150").await;
+    let deadline = Instant::now() + WAIT;
+    while !d
+        .log()
+        .contains("cannot fetch the show's ids from Plex; play waits")
+    {
+        let mapped = d.api("GET", "/api/mappings?status=mapped").await;
+        assert_eq!(mapped["total"], 0, "mapped without Plex: {mapped}");
+        assert!(Instant::now() < deadline, "never deferred\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(plex.count("/library/metadata/5150") >= 1);
+    let st = d.status().await;
+    assert_eq!(st["counts"]["pending_resolution"], 1, "{st}");
+    assert_eq!(st["counts"]["mappings"], 0, "{st}");
+    assert_eq!(st["counts"]["conflicts"], 0, "{st}");
+    assert_eq!(d.stop().await, Some(0));
+}

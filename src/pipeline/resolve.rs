@@ -418,9 +418,12 @@ pub(crate) async fn enrich(shared: &Shared, play: &Play) -> Result<ShowQuery, Pl
         Ok(m) => m,
         Err(e) => {
             shared.note_plex_error(&e);
-            // A legacy agent's guid already carries the show id: go on without Plex.
-            let has_legacy_id = query.guids.iter().any(|g| !g.starts_with("plex://"));
-            if has_legacy_id && !matches!(e, PlexError::Unauthorized { .. })
+            // Go on without Plex only when a guid of the play's already names the show (a
+            // legacy agent's TVDB/TMDB/IMDb id). Without one (plex://, local://, the `none`
+            // agents) only the title is left, and a webhook or history play has no year: the
+            // title matcher would map a same-named show of another year, for good. Those
+            // wait for Plex like plex:// shows. A malformed answer is not retried.
+            if has_show_id(&query.guids) && !matches!(e, PlexError::Unauthorized { .. })
                 || matches!(e, PlexError::Malformed { .. })
             {
                 None
@@ -448,6 +451,18 @@ pub(crate) async fn enrich(shared: &Shared, play: &Play) -> Result<ShowQuery, Pl
         }
     }
     Ok(query)
+}
+
+/// Whether `guids` name the show by an id a matcher can look up in the catalogue: a TVDB,
+/// TMDB series or IMDb id (an AniDB id or a TMDB *movie* id identifies no catalogue show).
+fn has_show_id(guids: &[String]) -> bool {
+    use plexsync_plugin_api::guid::{ExternalId, parse_show_guids};
+    parse_show_guids(guids).iter().any(|id| {
+        matches!(
+            id,
+            ExternalId::Tvdb(_) | ExternalId::Tmdb(_) | ExternalId::Imdb(_)
+        )
+    })
 }
 
 /// What our Plex says about the play's show (`rating_key`): from the `show_info` cache, else
