@@ -72,10 +72,11 @@ enum Cmd {
         /// Text to find in show titles, actions and errors (any case)
         #[arg(long, short = 'q', visible_alias = "q")]
         search: Option<String>,
-        #[arg(long, default_value_t = 1)]
-        page: usize,
-        #[arg(long, default_value_t = 50)]
-        per_page: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        page: u32,
+        /// Rows a page, 1 to 500 (what the API serves at most)
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+        per_page: u16,
         #[arg(long)]
         json: bool,
     },
@@ -332,7 +333,7 @@ fn main() -> ExitCode {
         // `status` printed its answer; something is at error level (README: exit codes).
         Err(e) if e.downcast_ref::<report::Unhealthy>().is_some() => ExitCode::from(2),
         Err(e) => {
-            eprintln!("plexsync: {e:#}");
+            eprintln!("plexsync: {}", cli::out::printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -370,8 +371,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     .map_err(anyhow::Error::msg)?,
                 account,
                 q: search,
-                page,
-                per_page,
+                page: page as usize,
+                per_page: per_page.into(),
             };
             report::activity(&admin(&config)?, &query, json).await
         }

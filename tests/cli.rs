@@ -502,3 +502,25 @@ async fn a_daemon_that_never_answers_does_not_hang_the_cli() {
         "it waited out the timeout first"
     );
 }
+
+/// `activity --per-page` past what the API serves (500) is refused, naming the flag and the
+/// range, instead of quietly showing 500 rows under a page count made for the number asked.
+#[test]
+fn activity_per_page_is_checked_against_the_apis_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(
+        &cfg,
+        daemon::config("http://127.0.0.1:9", "http://127.0.0.1:9", ""),
+    )
+    .unwrap();
+    for bad in ["1000", "0"] {
+        let o = daemon::cli(&cfg, &["activity", "--per-page", bad], None);
+        assert_eq!(o.status.code(), Some(1), "{bad}: {o:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("--per-page") && err.contains("1..=500"),
+            "{err}"
+        );
+    }
+}

@@ -693,3 +693,53 @@ impl Counts for InProc {
         )
     }
 }
+
+/// A title carrying terminal escape sequences (a webhook's `grandparentTitle` is stored as
+/// sent) never reaches the terminal of whoever lists or decides conflicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn titles_with_control_characters_do_not_drive_the_terminal() {
+    if samples().is_none() {
+        return;
+    }
+    let (w, _) = lucky_man_in_a_conflict().await;
+    let d = &w.d;
+    let evil = "Evil\u{1b}]0;owned\u{7}\u{1b}[2J Show";
+    scrobble(&d.webhook_url, "70001", evil, 1, 1_700_000_100).await;
+    let listed = eventually("the second conflict", WAIT, || {
+        let v = json_out(&d.cli(&["conflicts", "list", "--json"], None));
+        (v["total"] == 2).then_some(v)
+    })
+    .await;
+    let id = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["plex"]["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("Evil"))
+        })
+        .expect("the evil show's conflict")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["conflicts", "list"],
+        vec!["mappings", "list", "--conflicts"],
+        vec!["conflicts", "resolve", &id, "--ignore"],
+    ] {
+        let o = d.cli(&args, None);
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        for (what, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+            assert!(
+                !bytes.iter().any(|b| *b == 0x1b || *b == 0x07),
+                "{args:?} {what}: {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Evil"),
+            "{args:?}: {o:?}"
+        );
+    }
+}

@@ -33,15 +33,26 @@ pub fn load(path: &Path) -> Result<Config> {
 }
 
 /// Unix seconds (or milliseconds with `millis`) as RFC 3339 UTC, or "never".
+///
+/// A time past year 9999 (a `viewedAt` in milliseconds read as seconds, which history rows may
+/// carry) is shown as its number: RFC 3339 has no form for it.
 pub fn when(ts: Option<i64>, millis: bool) -> String {
+    /// 9999-12-31T23:59:59Z.
+    const LAST: u64 = 253_402_300_799;
     match ts {
         Some(t) => {
+            let n = t.max(0) as u64;
             let d = if millis {
-                std::time::Duration::from_millis(t.max(0) as u64)
+                std::time::Duration::from_millis(n)
             } else {
-                std::time::Duration::from_secs(t.max(0) as u64)
+                std::time::Duration::from_secs(n)
             };
-            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + d).to_string()
+            match std::time::UNIX_EPOCH.checked_add(d) {
+                Some(at) if d.as_secs() <= LAST => {
+                    humantime::format_rfc3339_seconds(at).to_string()
+                }
+                _ => format!("{t} (past year 9999)"),
+            }
         }
         None => "never".into(),
     }
@@ -182,5 +193,26 @@ impl Admin {
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call(Method::GET, path, None::<&()>).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::when;
+
+    #[test]
+    fn times_past_year_9999_are_shown_not_panicked_on() {
+        assert_eq!(when(Some(0), false), "1970-01-01T00:00:00Z");
+        assert_eq!(when(Some(253_402_300_799), false), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            when(Some(1_700_000_000_000), false),
+            "1700000000000 (past year 9999)"
+        );
+        assert_eq!(
+            when(Some(i64::MAX), false),
+            format!("{} (past year 9999)", i64::MAX)
+        );
+        assert_eq!(when(Some(1_700_000_000_000), true), "2023-11-14T22:13:20Z");
+        assert_eq!(when(None, false), "never");
     }
 }

@@ -5,10 +5,35 @@
 
 use std::io::Write;
 
+/// `text` without terminal control characters (line breaks and tabs kept): show titles, library
+/// names and server names come from Plex and the tracker, and one carrying an escape sequence
+/// must not retitle, clear or drive the terminal of whoever runs a command.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Write to stdout; a closed pipe exits 0, any other write error exits 1 with a message.
 pub fn write(args: std::fmt::Arguments<'_>) {
+    let text = args.to_string();
     let mut o = std::io::stdout().lock();
-    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) {
+    if let Err(e) = o
+        .write_all(printable(&text).as_bytes())
+        .and_then(|()| o.flush())
+    {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -38,3 +63,16 @@ macro_rules! outln {
 
 #[allow(unused_imports)] // `out!` is for the commands that print without a newline
 pub(crate) use {out, outln};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let t = super::printable("Evil\u{1b}]0;owned\u{7}\u{1b}[2J\tend\n");
+        assert_eq!(t, "Evil ]0;owned  [2J\tend\n");
+        assert!(matches!(
+            super::printable("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+}
