@@ -524,3 +524,69 @@ fn activity_per_page_is_checked_against_the_apis_range() {
         );
     }
 }
+
+/// `secret set`, `webhook-url` and `web-url` run while the daemon starts (it holds the store
+/// while its exec matcher says hello, its socket not up yet) wait for the daemon, as every
+/// other command does, instead of failing with "is [admin] socket disabled?".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_commands_wait_for_a_starting_daemon() {
+    if samples().is_none() {
+        return;
+    }
+    let w = world().await;
+    let dir = w._dir.path();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins/exec/tests/fixtures/scripted.py");
+    let marker = dir.join("matcher-started");
+    let wrapper = dir.join("slow-matcher.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ntouch '{}'\nsleep 3\nexec python3 '{}' \"$@\"\n",
+            marker.display(),
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg_text = format!(
+        "{}\n[[matchers]]\nkind = \"exec\"\ncommand = \"{}\"\nstart_timeout = \"20s\"\n",
+        w.cfg_text,
+        wrapper.display()
+    );
+    std::fs::write(&w.cfg, &cfg_text).unwrap();
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&w.cfg)
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // The daemon holds the store and waits for its matcher's hello: the socket is not up.
+    eventually("the matcher started", WAIT, || {
+        marker.exists().then_some(())
+    })
+    .await;
+    let daemon_log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let o = daemon::cli(&w.cfg, &["secret", "set", "plex-token"], Some(TOKEN));
+    assert!(
+        o.status.success() && text(&o).contains("running daemon"),
+        "{o:?}\n{}",
+        daemon_log()
+    );
+    for cmd in ["webhook-url", "web-url"] {
+        let o = daemon::cli(&w.cfg, &[cmd], None);
+        assert!(o.status.success(), "{cmd}: {o:?}\n{}", daemon_log());
+        assert!(text(&o).starts_with("http://"), "{cmd}: {}", text(&o));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success(), "{}", daemon_log());
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use hyper::Method;
 
-use super::{Admin, load};
+use super::{Admin, Reached, load};
 use plexsync::api::BackfillRequest;
 
 fn progress_line(st: &plexsync::sources::history::BackfillStatus) {
@@ -113,31 +113,32 @@ pub async fn backfill(path: &Path, since: &str, dry_run: bool, as_json: bool) ->
         dry_run,
     };
     let admin = Admin::new(cfg);
-    if admin
-        .online(Method::POST, "backfill", Some(serde_json::to_vec(&req)?))
+    let shared = match admin
+        .online_or_offline_state(Method::POST, "backfill", Some(serde_json::to_vec(&req)?))
         .await?
-        .is_some()
     {
-        // The running daemon does the work; follow its progress.
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            let bytes = admin
-                .online(Method::GET, "backfill", None)
-                .await?
-                .context("the daemon stopped during the backfill")?;
-            let st: plexsync::api::BackfillView = serde_json::from_slice(&bytes)?;
-            let st = st.context("the daemon lost the backfill's progress")?;
-            progress_line(&st);
-            if !st.running {
-                return print_backfill(&st, as_json);
+        Reached::Offline(shared) => shared,
+        Reached::Online(_) => {
+            // The running daemon does the work; follow its progress.
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                let bytes = admin
+                    .online(Method::GET, "backfill", None)
+                    .await?
+                    .context("the daemon stopped during the backfill")?;
+                let st: plexsync::api::BackfillView = serde_json::from_slice(&bytes)?;
+                let st = st.context("the daemon lost the backfill's progress")?;
+                progress_line(&st);
+                if !st.running {
+                    return print_backfill(&st, as_json);
+                }
             }
         }
-    }
+    };
     // No daemon: the same admin calls, served in process on the store (which, as for every
     // offline command, must exist: a backfill never creates a store and a new master key),
     // with the resolver (and the catalogue it matches against) running here until the job
     // ends. The daemon exports the new plays when it next runs.
-    let shared = admin.offline_state().await?;
     plexsync::logging::init(&admin.config().log.level);
     let catalogue = tokio::spawn(plexsync::pipeline::catalogue_task(shared.clone()));
     let resolver = tokio::spawn(plexsync::pipeline::resolver_task(shared.clone()));

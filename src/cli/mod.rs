@@ -72,10 +72,17 @@ const READ_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the store could not be opened in process.
-enum Offline {
+pub enum Offline {
     /// A running (or starting) daemon holds it.
     Locked,
     Other(anyhow::Error),
+}
+
+/// Where a command's request went ([`Admin::reach`]): the daemon's answer, or what was
+/// opened here in its stead.
+pub enum Reached<T> {
+    Online(Vec<u8>),
+    Offline(T),
 }
 
 /// Where the CLI's admin calls go: the running daemon, or the store opened in process.
@@ -137,20 +144,48 @@ impl Admin {
         body: Option<&impl Serialize>,
     ) -> Result<T> {
         let body = body.map(serde_json::to_vec).transpose()?;
-        let parse_online = |bytes: Vec<u8>| -> Result<T> {
-            serde_json::from_slice(&bytes).context("the daemon sent an unexpected answer")
-        };
+        match self
+            .reach(method.clone(), path, body.clone(), || async {
+                self.offline_shared().await.cloned()
+            })
+            .await?
+        {
+            Reached::Online(bytes) => {
+                serde_json::from_slice(&bytes).context("the daemon sent an unexpected answer")
+            }
+            Reached::Offline(shared) => {
+                let bytes = admin::call(&shared, method, path, body.unwrap_or_default()).await?;
+                serde_json::from_slice(&bytes).context("the admin API sent an unexpected answer")
+            }
+        }
+    }
+
+    /// THE way a command finds its daemon or, without one, its store: ask the socket; when
+    /// nobody answers, `open` the store here. A daemon that is starting holds the store before
+    /// its socket answers (`Offline::Locked`): then both are tried again for up to
+    /// [`STARTING_WAIT`] instead of failing at once.
+    pub async fn reach<T, F, Fut>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        mut open: F,
+    ) -> Result<Reached<T>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Offline>>,
+    {
         if let Some(bytes) = self.online(method.clone(), path, body.clone()).await? {
-            return parse_online(bytes);
+            return Ok(Reached::Online(bytes));
         }
         let deadline = std::time::Instant::now() + STARTING_WAIT;
-        let shared = loop {
-            match self.offline_shared().await {
-                Ok(s) => break s,
+        loop {
+            match open().await {
+                Ok(t) => return Ok(Reached::Offline(t)),
                 Err(Offline::Locked) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     if let Some(bytes) = self.online(method.clone(), path, body.clone()).await? {
-                        return parse_online(bytes);
+                        return Ok(Reached::Online(bytes));
                     }
                 }
                 Err(Offline::Locked) => anyhow::bail!(
@@ -160,9 +195,7 @@ impl Admin {
                 ),
                 Err(Offline::Other(e)) => return Err(e),
             }
-        };
-        let bytes = admin::call(shared, method, path, body.unwrap_or_default()).await?;
-        serde_json::from_slice(&bytes).context("the admin API sent an unexpected answer")
+        }
     }
 
     /// The store opened in process (once per process).
@@ -178,17 +211,18 @@ impl Admin {
             })
     }
 
-    /// The store opened in process, for a command that runs its job here when no daemon
-    /// answers (`sync`); its admin calls then go in process too.
-    pub async fn offline_state(&self) -> Result<Arc<Shared>> {
-        match self.offline_shared().await {
-            Ok(s) => Ok(s.clone()),
-            Err(Offline::Locked) => anyhow::bail!(
-                "the store {} is in use by a running daemon whose admin socket does not answer",
-                self.cfg.store_path().display()
-            ),
-            Err(Offline::Other(e)) => Err(e),
-        }
+    /// The daemon, or the store opened in process for a command that runs its job here when no
+    /// daemon answers (`sync`, `backfill`; its admin calls then go in process too).
+    pub async fn online_or_offline_state(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Reached<Arc<Shared>>> {
+        self.reach(method, path, body, || async {
+            self.offline_shared().await.cloned()
+        })
+        .await
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

@@ -8,20 +8,22 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use hyper::Method;
 
-use super::{Admin, load};
+use super::{Admin, Offline, Reached, load};
 use plexsync::api::PublicUrl;
 use plexsync::config::Config;
 use plexsync::secrets::MasterKey;
 use plexsync::store::Store;
 
-fn open_rw(cfg: &Config) -> Result<Store> {
-    Store::open(&cfg.store_path()).map_err(|e| match e {
-        plexsync::store::StoreError::Locked => anyhow::anyhow!(
-            "the store {} is in use by a running daemon, but its admin socket does not answer (is [admin] socket disabled?)",
-            cfg.store_path().display()
-        ),
-        e => e.into(),
-    })
+/// The key and the store, opened here (created on a first run: these commands may be the first
+/// ever run). A daemon holding the store is `Locked`: [`Admin::reach`] then waits for its socket.
+async fn open_rw(cfg: &Config) -> Result<(MasterKey, Store), Offline> {
+    let key =
+        MasterKey::load_or_create(&cfg.key_path(), true).map_err(|e| Offline::Other(e.into()))?;
+    match Store::open(&cfg.store_path()) {
+        Ok(store) => Ok((key, store)),
+        Err(plexsync::store::StoreError::Locked) => Err(Offline::Locked),
+        Err(e) => Err(Offline::Other(e.into())),
+    }
 }
 
 pub async fn secret_set(path: &Path, name: &str) -> Result<()> {
@@ -37,21 +39,22 @@ pub async fn secret_set(path: &Path, name: &str) -> Result<()> {
     }
     plexsync::secrets::check_value(name, value)?;
     let admin = Admin::new(cfg);
-    if admin
-        .online(
+    let cfg = admin.config();
+    let (key, store) = match admin
+        .reach(
             Method::PUT,
             &format!("secrets/{name}"),
             Some(value.as_bytes().to_vec()),
+            || open_rw(cfg),
         )
         .await?
-        .is_some()
     {
-        crate::cli::outln!("stored {name} (the running daemon uses it now)");
-        return Ok(());
-    }
-    let cfg = admin.config();
-    let key = MasterKey::load_or_create(&cfg.key_path(), true)?;
-    let store = open_rw(cfg)?;
+        Reached::Online(_) => {
+            crate::cli::outln!("stored {name} (the running daemon uses it now)");
+            return Ok(());
+        }
+        Reached::Offline(opened) => opened,
+    };
     // All or nothing, as the daemon does it: refused by the plugins means not stored.
     let mut secrets = plexsync::daemon::load_secrets(&store, &key)?;
     secrets.insert(
@@ -113,15 +116,19 @@ fn print_url(url: &str, note: Option<&str>) {
 pub async fn public_url(path: &Path, web: bool) -> Result<()> {
     let admin = Admin::new(load(path)?);
     let endpoint = if web { "web-url" } else { "webhook-url" };
-    if let Some(bytes) = admin.online(Method::GET, endpoint, None).await? {
-        let u: PublicUrl =
-            serde_json::from_slice(&bytes).context("the daemon sent an unexpected answer")?;
-        print_url(&u.url, u.note.as_deref());
-        return Ok(());
-    }
     let cfg = admin.config();
-    let key = MasterKey::load_or_create(&cfg.key_path(), true)?;
-    let store = open_rw(cfg)?;
+    let (key, store) = match admin
+        .reach(Method::GET, endpoint, None, || open_rw(cfg))
+        .await?
+    {
+        Reached::Online(bytes) => {
+            let u: PublicUrl =
+                serde_json::from_slice(&bytes).context("the daemon sent an unexpected answer")?;
+            print_url(&u.url, u.note.as_deref());
+            return Ok(());
+        }
+        Reached::Offline(opened) => opened,
+    };
     let listen = cfg.server.listen.parse().context("server.listen")?;
     let b = if web {
         let token = plexsync::daemon::ensure_admin_token(&store, &key).await?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use hyper::Method;
 
-use super::{Admin, load};
+use super::{Admin, Reached, load};
 use plexsync::api::{SyncRequest, SyncView};
 use plexsync::model::SyncStatus;
 
@@ -121,17 +121,18 @@ pub async fn sync(
     };
     let admin = Admin::new(cfg);
     let tick = std::time::Duration::from_millis(250);
-    if admin
-        .online(Method::POST, "sync", Some(serde_json::to_vec(&req)?))
+    let shared = match admin
+        .online_or_offline_state(Method::POST, "sync", Some(serde_json::to_vec(&req)?))
         .await?
-        .is_some()
     {
-        // The running daemon does the work; follow its progress.
-        return follow(&admin, as_json).await;
-    }
+        Reached::Offline(shared) => shared,
+        Reached::Online(_) => {
+            // The running daemon does the work; follow its progress.
+            return follow(&admin, as_json).await;
+        }
+    };
     // No daemon: the same admin calls, served in process, with the resolver (and the
     // catalogue it matches against) running here until the job ends.
-    let shared = admin.offline_state().await?;
     plexsync::logging::init(&admin.config().log.level);
     let catalogue = tokio::spawn(plexsync::pipeline::catalogue_task(shared.clone()));
     let resolver = tokio::spawn(plexsync::pipeline::resolver_task(shared.clone()));
