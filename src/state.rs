@@ -760,6 +760,10 @@ impl Shared {
         self.wake.resolve.notify_one();
         self.wake.export.notify_one();
         self.wake.enrich.notify_one();
+        // The exporter was built again with the secret: its catalogue is read now, not after
+        // the rest of a back-off that earlier refusals (a 401 before the key was set) grew to
+        // minutes, so the "tracker refuses the key" condition clears as soon as it is fixed.
+        self.wake.catalogue.notify_one();
         // A new Plex token is tried now, not after the rest of a 401 pause; the old token's
         // rejection is forgotten (the poll says at once if this one is refused too).
         if name == "plex-token" {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::daemon;
+use support::eventually;
 use support::inproc::InProc;
 use support::plex::{FakePlex, FakeShow, HistoryFixture, TOKEN};
 use support::tracker::FakeTracker;
@@ -213,6 +214,38 @@ async fn a_tracker_401_names_the_key_in_health_activity_and_status() {
         "{stdout}"
     );
     assert!(!stdout.contains("null"), "{stdout}");
+}
+
+/// Set up in the README's order (start, then store the secrets): the catalogue reads refused
+/// before the key was stored have grown the back-off to tens of seconds, yet storing the key
+/// fetches the catalogue at once and clears the 401 from health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storing_the_tracker_key_clears_its_401_at_once() {
+    let w = world(TOKEN, None, "200ms").await;
+    let requests = || w.tracker.state.lock().unwrap().requests;
+    // Four refused catalogue reads: the next try is 8 to 16 s away (jittered back-off).
+    eventually(
+        "four refused catalogue reads",
+        Duration::from_secs(60),
+        || (requests() >= 4).then_some(()),
+    )
+    .await;
+    let out = w
+        .daemon
+        .cli(&["secret", "set", "tracker-key"], Some(TRACKER_KEY));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let set_at = std::time::Instant::now();
+    let st = w
+        .until("the catalogue read with the new key", |st| {
+            st["catalogue_shows"] == 1 && item(st, "tracker").is_none()
+        })
+        .await;
+    assert_eq!(st["catalogue_shows"], 1);
+    assert!(
+        set_at.elapsed() < Duration::from_secs(5),
+        "read {:?} after the key was stored, not at once",
+        set_at.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
