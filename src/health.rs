@@ -94,6 +94,9 @@ pub struct Inputs<'a> {
     pub catalogue_refresh: Duration,
     /// The longest an export retry waits ([outbox] max_backoff).
     pub export_max_backoff: Duration,
+    /// A running daemon with a pipeline task (or its HTTP server) stopped: what `/healthz`
+    /// answers 503 for and the systemd watchdog stops pinging for.
+    pub tasks_stopped: bool,
 }
 
 /// A condition that holds now: a stable key (for [`Clock`]), the item, and when it began if
@@ -142,6 +145,17 @@ pub fn evaluate(i: &Inputs) -> Vec<Condition> {
             Error,
             "the daemon is not running (this answer comes from the store)".into(),
             Some("start it: systemctl start plexsync (or plexsync run)"),
+            None,
+        );
+    }
+
+    if i.running && i.tasks_stopped {
+        add(
+            "daemon.task_stopped",
+            Daemon,
+            Error,
+            "a pipeline task of the daemon has stopped: plays may not be journaled, matched or exported (/healthz answers 503)".into(),
+            Some("the log says why; restart it: systemctl restart plexsync (under systemd the watchdog does)"),
             None,
         );
     }
@@ -461,6 +475,7 @@ pub fn compute(shared: &Shared, counts: Result<&Counts, String>) -> Vec<HealthIt
         tracker_key_set: shared.secret("tracker-key").is_some(),
         catalogue_refresh: cfg.tracker.catalogue_refresh,
         export_max_backoff: cfg.outbox.max_backoff,
+        tasks_stopped: shared.serving() && !shared.healthy() && !*shared.shutdown.borrow(),
     };
     let conditions = evaluate(&inputs);
     let mut map = match shared.board.health.lock() {
@@ -501,7 +516,25 @@ mod tests {
             tracker_key_set: true,
             catalogue_refresh: Duration::from_secs(3600),
             export_max_backoff: Duration::from_secs(1800),
+            tasks_stopped: false,
         }
+    }
+
+    /// `/healthz` says 503 for a stopped task: `status`, the page and its exit code say so too.
+    #[test]
+    fn a_stopped_task_is_an_error() {
+        let (r, c) = (fine(), healthy_counts());
+        let mut i = inputs(&r, &c);
+        assert!(!keys(&evaluate(&i)).contains(&"daemon.task_stopped"));
+        i.tasks_stopped = true;
+        let found = evaluate(&i);
+        let item = &found
+            .iter()
+            .find(|c| c.key == "daemon.task_stopped")
+            .expect("the stopped task")
+            .item;
+        assert_eq!(item.severity, Severity::Error);
+        assert!(item.message.contains("stopped"), "{}", item.message);
     }
 
     fn fine() -> RuntimeStatus {
