@@ -329,6 +329,21 @@ pub fn metrics(shared: &Shared) -> String {
             )],
         );
         family(
+            "pending_resolution",
+            "gauge",
+            "Plays waiting for the matcher chain (not those held in a conflict).",
+            &[(String::new(), c.pending_resolution)],
+        );
+        family(
+            "pending_resolution_oldest_seconds",
+            "gauge",
+            "Age of the oldest play waiting for the matcher chain.",
+            &[(
+                String::new(),
+                c.oldest_unresolved_secs.unwrap_or(0).max(0) as u64,
+            )],
+        );
+        family(
             "dead_letters",
             "gauge",
             "Export batches in the dead letter.",

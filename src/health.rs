@@ -35,6 +35,8 @@ pub enum Component {
     Tracker,
     Exports,
     Conflicts,
+    /// Plays waiting for the matcher chain.
+    Matching,
     Store,
     Config,
 }
@@ -114,6 +116,10 @@ const CATALOGUE_GRACE_SECS: u64 = 120;
 const CATALOGUE_STALE_INTERVALS: u32 = 3;
 
 /// The conditions that hold, in no particular order ([`Clock::stamp`] sorts them).
+/// How long a play may wait for the matcher chain before health says so: the resolver's
+/// back-off reaches 15 minutes, so an hour is several failed rounds, not one slow one.
+const UNRESOLVED_TOO_OLD: i64 = 3600;
+
 pub fn evaluate(i: &Inputs) -> Vec<Condition> {
     let mut out = Vec::new();
     let mut add = |key: &'static str,
@@ -366,6 +372,22 @@ pub fn evaluate(i: &Inputs) -> Vec<Condition> {
                     Some(i.now - oldest + too_old),
                 );
             }
+            // A matcher that keeps failing (an exec program that crashes, a TMDB outage) leaves
+            // plays waiting with no end: retried with back-off, never turned into a conflict.
+            if let Some(oldest) = c.oldest_unresolved_secs.filter(|&s| s > UNRESOLVED_TOO_OLD) {
+                add(
+                    "matching.stuck",
+                    Matching,
+                    Warning,
+                    format!(
+                        "{} play(s) have waited {} to be matched: a matcher keeps failing, or there is no catalogue",
+                        c.pending_resolution,
+                        age(oldest)
+                    ),
+                    Some("the log says why (\"matching deferred\"): journalctl -u plexsync"),
+                    Some(i.now - oldest + UNRESOLVED_TOO_OLD),
+                );
+            }
             if c.conflicts > 0 {
                 add(
                     "conflicts.open",
@@ -518,6 +540,28 @@ mod tests {
             export_max_backoff: Duration::from_secs(1800),
             tasks_stopped: false,
         }
+    }
+
+    #[test]
+    fn plays_waiting_long_for_the_matchers_are_a_warning() {
+        let r = fine();
+        let mut c = healthy_counts();
+        c.pending_resolution = 3;
+        c.oldest_unresolved_secs = Some(600);
+        assert!(!keys(&evaluate(&inputs(&r, &c))).contains(&"matching.stuck"));
+        c.oldest_unresolved_secs = Some(2 * 86_400);
+        let found = evaluate(&inputs(&r, &c));
+        let stuck = found
+            .iter()
+            .find(|c| c.key == "matching.stuck")
+            .expect("the waiting plays");
+        assert_eq!(stuck.item.severity, Severity::Warning);
+        assert!(
+            stuck.item.message.contains("3 play(s)"),
+            "{}",
+            stuck.item.message
+        );
+        assert_eq!(stuck.began, Some(NOW - 2 * 86_400 + UNRESOLVED_TOO_OLD));
     }
 
     /// `/healthz` says 503 for a stopped task: `status`, the page and its exit code say so too.

@@ -649,6 +649,26 @@ mod tests {
     use crate::store::ops::fixtures::{act, corrupt_dedupe_row, play, store_mapping};
     use crate::store::ops::{Applied, BatchOutcome, Resolution};
 
+    /// Health's "plays wait to be matched" reads the age of the oldest play in `pending`
+    /// (journal ids grow with time), from when it was received.
+    #[tokio::test]
+    async fn counts_give_the_age_of_the_oldest_play_waiting_for_the_resolver() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        assert_eq!(s.counts().unwrap().oldest_unresolved_secs, None);
+        let now = crate::model::now_secs();
+        let mut old = play(now - 7200);
+        old.received_at = now - 7000;
+        s.ingest_play(old, act(), 0).await.unwrap();
+        let mut newer = play(now - 60);
+        newer.episode = 3;
+        s.ingest_play(newer, act(), 0).await.unwrap();
+        let c = s.counts().unwrap();
+        assert_eq!(c.pending_resolution, 2);
+        let age = c.oldest_unresolved_secs.expect("an age");
+        assert!((7000..7010).contains(&age), "{age}");
+    }
+
     #[tokio::test]
     async fn webhook_loss_counts_only_polled_plays_viewed_since_the_first_start() {
         let dir = tempfile::tempdir().unwrap();

@@ -125,6 +125,10 @@ pub struct Counts {
     pub oldest_pending_secs: Option<i64>,
     /// Plays found by polling that no webhook had delivered.
     pub webhook_loss: u64,
+    /// Age in seconds of the oldest play still waiting for the resolver (a matcher that keeps
+    /// failing, no catalogue): plays held in a conflict are not waiting for it.
+    #[serde(default)]
+    pub oldest_unresolved_secs: Option<i64>,
 }
 
 impl Store {
@@ -332,9 +336,18 @@ impl Store {
                     oldest = Some(oldest.map_or(it.queued_at, |o: i64| o.min(it.queued_at)));
                 }
             }
+            let pending = txn.open_table(PENDING)?;
+            // Journal ids grow with time: the first pending id is the play waiting longest.
+            let oldest_unresolved = match pending.first()? {
+                Some((id, _)) => match txn.open_table(JOURNAL)?.get(id.value())? {
+                    Some(v) => Some(decode::<JournalEntry>(v.value())?.play.received_at),
+                    None => None,
+                },
+                None => None,
+            };
             Ok(Counts {
                 journal: txn.open_table(JOURNAL)?.len()?,
-                pending_resolution: txn.open_table(PENDING)?.len()?,
+                pending_resolution: pending.len()?,
                 outbox_items: outbox.len()? + batch_items,
                 batches: batches.len()?,
                 dead_letters: txn.open_table(DEAD)?.len()?,
@@ -342,6 +355,7 @@ impl Store {
                 mappings: txn.open_table(MAPPINGS)?.len()?,
                 watched: txn.open_table(WATCHED)?.len()?,
                 oldest_pending_secs: oldest.map(|o| (now_secs() - o).max(0)),
+                oldest_unresolved_secs: oldest_unresolved.map(|o| (now_secs() - o).max(0)),
                 webhook_loss: match txn.open_table(META)?.get(super::ingest::WEBHOOK_LOSS)? {
                     Some(v) => decode(v.value())?,
                     None => 0,
