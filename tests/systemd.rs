@@ -324,4 +324,15 @@ fn the_packaged_config_is_valid_and_agrees_with_the_unit() {
         toml.contains(&format!("socket = \"/run/{runtime}/")),
         "{toml}"
     );
+    // The sandbox lets the daemon do what it does: getifaddrs(3) (the webhook URL's address
+    // with a wildcard listen) needs netlink; exec matchers run in it, and JIT runtimes (Node,
+    // the JVM) abort under MemoryDenyWriteExecute, which children inherit.
+    let families = unit_value("RestrictAddressFamilies");
+    for f in ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"] {
+        assert!(families.split_whitespace().any(|x| x == f), "{f} in {families}");
+    }
+    assert!(
+        !unit.lines().any(|l| l.starts_with("MemoryDenyWriteExecute=yes")),
+        "MemoryDenyWriteExecute would break JIT exec matchers"
+    );
 }
