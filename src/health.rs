@@ -459,7 +459,9 @@ pub struct Clock<'a> {
 
 impl Clock<'_> {
     /// Date the conditions and sort them worst first. A condition's `since` is when it began
-    /// if the inputs know, else when this clock first saw it; conditions that no longer hold
+    /// if the inputs know, else when this clock first saw it, and it never moves later while
+    /// the condition lasts (inputs that date it from the latest event, a failed poll's end or
+    /// the oldest export still waiting, would make it creep); conditions that no longer hold
     /// are forgotten, so one that comes back starts anew.
     pub fn stamp(&mut self, conditions: Vec<Condition>, now: i64) -> Vec<HealthItem> {
         self.first_seen
@@ -467,9 +469,13 @@ impl Clock<'_> {
         let mut items: Vec<HealthItem> = conditions
             .into_iter()
             .map(|c| {
-                let seen = *self.first_seen.entry(c.key).or_insert(now);
+                let first = self
+                    .first_seen
+                    .entry(c.key)
+                    .or_insert(c.began.unwrap_or(now));
+                *first = (*first).min(c.began.unwrap_or(*first));
                 HealthItem {
-                    since: c.began.unwrap_or(seen),
+                    since: *first,
                     ..c.item
                 }
             })
@@ -827,6 +833,43 @@ mod tests {
         let mut i = inputs(&r, &c);
         i.counts = Err("io".into());
         assert!(keys(&evaluate(&i)).contains(&"store.unreadable"));
+    }
+
+    /// A store that keeps failing polls: each failed poll dates the condition from its own
+    /// end, but `since` stays at the first.
+    #[test]
+    fn since_does_not_creep_while_a_condition_lasts() {
+        let mut map = HashMap::new();
+        let mut clock = Clock {
+            first_seen: &mut map,
+        };
+        let c = healthy_counts();
+        let failed_poll = |at: i64| {
+            let mut r = fine();
+            r.last_poll = Some(crate::model::PollReport {
+                failure: Some(PollFailure::Store),
+                error: Some("disk full".into()),
+                finished_at: at,
+                ..Default::default()
+            });
+            r
+        };
+        let since = |got: Vec<HealthItem>| {
+            got.into_iter()
+                .find(|h| h.component == Component::Store)
+                .expect("the store item")
+                .since
+        };
+        let r = failed_poll(NOW - 600);
+        assert_eq!(
+            since(clock.stamp(evaluate(&inputs(&r, &c)), NOW)),
+            NOW - 600
+        );
+        let r = failed_poll(NOW);
+        assert_eq!(
+            since(clock.stamp(evaluate(&inputs(&r, &c)), NOW + 5)),
+            NOW - 600
+        );
     }
 
     #[test]

@@ -575,6 +575,10 @@ impl Shared {
                 s.plex_error = Some(e.clone());
                 s.plex_error_at = Some(report.finished_at);
                 s.plex_error_kind = report.failure;
+            } else {
+                s.plex_error = None;
+                s.plex_error_kind = None;
+                s.plex_error_since = None;
             }
             s.last_poll = Some(report);
             s.polls += 1;
@@ -628,6 +632,20 @@ impl Shared {
             s.plex_error_kind = None;
             s.plex_error_since = None;
             s.plex_token_rejected = false;
+        });
+    }
+    /// A poll's `/accounts` answered: the token is good. An error the last poll met further on
+    /// (a history page failing, the store) stays until this poll ends well ([`Shared::note_poll`]),
+    /// so health neither drops it for the poll's length nor dates it anew after.
+    pub fn note_plex_token_ok(&self) {
+        self.with_status(|s| {
+            s.plex_last_ok_at = Some(now_secs());
+            s.plex_token_rejected = false;
+            if s.plex_error_kind == Some(crate::model::PollFailure::TokenRejected) {
+                s.plex_error = None;
+                s.plex_error_kind = None;
+                s.plex_error_since = None;
+            }
         });
     }
     pub fn note_plex_error(&self, e: &PlexError) {

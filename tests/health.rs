@@ -248,6 +248,37 @@ async fn storing_the_tracker_key_clears_its_401_at_once() {
     );
 }
 
+/// Plex answers `/accounts` but its history keeps failing: the Plex item stays through the
+/// retried polls, dated from the first failure, not from each poll's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plex_failure_after_the_accounts_keeps_its_start() {
+    let w = world(TOKEN, Some(TRACKER_KEY), "200ms").await;
+    w.plex
+        .fail_next_on("/status/sessions/history", 500, 100_000);
+    w.daemon.api("POST", "/api/poll").await;
+    let st = w
+        .until("the Plex failure in health", |st| {
+            item(st, "plex").is_some()
+        })
+        .await;
+    let since = item(&st, "plex").unwrap()["since"].as_i64().unwrap();
+    // The poller retries on its back-off; wait for a failed poll that ended 2 s later.
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        last = w.daemon.status().await;
+        if last["last_poll"]["finished_at"].as_i64() >= Some(since + 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        last["last_poll"]["finished_at"].as_i64() >= Some(since + 2),
+        "no later failed poll: {last:#}"
+    );
+    let plex = item(&last, "plex").expect("still failing");
+    assert_eq!(plex["since"].as_i64(), Some(since), "{plex}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_refused_with_401_reads_as_what_to_do() {
     let w = world(TOKEN, Some(TRACKER_KEY), "200ms").await;

@@ -329,10 +329,15 @@ fn the_packaged_config_is_valid_and_agrees_with_the_unit() {
     // the JVM) abort under MemoryDenyWriteExecute, which children inherit.
     let families = unit_value("RestrictAddressFamilies");
     for f in ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"] {
-        assert!(families.split_whitespace().any(|x| x == f), "{f} in {families}");
+        assert!(
+            families.split_whitespace().any(|x| x == f),
+            "{f} in {families}"
+        );
     }
     assert!(
-        !unit.lines().any(|l| l.starts_with("MemoryDenyWriteExecute=yes")),
+        !unit
+            .lines()
+            .any(|l| l.starts_with("MemoryDenyWriteExecute=yes")),
         "MemoryDenyWriteExecute would break JIT exec matchers"
     );
 }
