@@ -3,6 +3,11 @@
 //! stdout, routed by id to the waiting requests), a stderr forwarder (lines to the log) and a
 //! supervisor that owns the process, kills it when asked or when the plugin is dropped, and
 //! reaps it. A failed start says why, with what the program wrote to stderr before it.
+//!
+//! The program leads a process group of its own and every stop signals the whole group: a
+//! wrapper (`./run.sh` without `exec`, `uv run`, `bash wrapper.sh`) makes the real matcher a
+//! grandchild, which would otherwise outlive a kill, keep our pipes open and leak one copy
+//! per restart.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -30,6 +35,8 @@ pub const HANG_TIMEOUTS: u32 = 3;
 /// How long a program whose stdin was closed (the plugin was dropped or the probe is done)
 /// may take to exit on its own before it is killed.
 const GRACE: Duration = Duration::from_millis(500);
+/// How long the program's group has between SIGTERM and SIGKILL when it is stopped.
+const TERM_GRACE: Duration = Duration::from_millis(500);
 /// How long, after the program exited, its stdout may take to deliver what is left in it.
 const DRAIN: Duration = Duration::from_millis(200);
 /// How much of what a program wrote to stderr before its hello a failed start quotes.
@@ -100,6 +107,55 @@ fn shut(life: &Life, pending: &Mutex<Pending>) {
     p.map.clear();
 }
 
+/// The program's process group (its pgid is the program's pid: it was started as a group
+/// leader). Dropping it SIGKILLs the group, so nothing the program started outlives it
+/// however its owner ends, a runtime shutting down included.
+struct Group(libc::pid_t);
+
+impl Group {
+    fn of(child: &tokio::process::Child) -> Option<Group> {
+        // id() is None only once the child has been reaped; right after spawn it is known.
+        child
+            .id()
+            .and_then(|pid| libc::pid_t::try_from(pid).ok())
+            .map(Group)
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: killpg only sends a signal and touches no memory. An empty group answers
+        // ESRCH, which is what "already gone" means here. The pgid cannot name someone
+        // else's group while any member lives (the kernel keeps the number in use); once
+        // the group is empty, reuse would need the pid space to wrap in between.
+        unsafe {
+            libc::killpg(self.0, signal);
+        }
+    }
+
+    /// SIGTERM to the group, up to `TERM_GRACE` for the program to exit, then SIGKILL for
+    /// whatever is left (a grandchild ignoring SIGTERM too); the program is reaped.
+    async fn stop(
+        &self,
+        child: &mut tokio::process::Child,
+    ) -> std::io::Result<std::process::ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let status = match tokio::time::timeout(TERM_GRACE, child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                self.signal(libc::SIGKILL);
+                child.wait().await
+            }
+        };
+        self.signal(libc::SIGKILL);
+        status
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+}
+
 /// Why a request got no reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestError {
@@ -146,13 +202,19 @@ impl Conn {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own group, so a stop reaches what it starts (see the module doc) and a
+            // terminal's Ctrl-C reaches only the daemon, which stops it in order.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", cfg.command.display()))?;
+        let Some(group) = Group::of(&child) else {
+            return Err("the program exited before it could be watched".into());
+        };
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            let _ = child.kill().await;
+            let _ = group.stop(&mut child).await;
             return Err("the program's pipes are missing".into());
         };
         // The stderr forwarder runs from the start, so a program failing before its hello is
@@ -194,9 +256,10 @@ impl Conn {
         let hello: Hello = match hello {
             Ok(h) => h,
             Err(why) => {
-                // kill() also waits for it: no zombie. Its stderr then ends, so the forwarder
-                // has read all there is (bounded: a grandchild may hold the pipe open).
-                let _ = child.kill().await;
+                // stop() also waits for it: no zombie. Its stderr then ends, so the forwarder
+                // has read all there is (bounded, in case something outside its group holds
+                // the pipe).
+                let _ = group.stop(&mut child).await;
                 let _ = tokio::time::timeout(DRAIN, forwarder).await;
                 let said = std::mem::take(&mut *lock(&early));
                 let said = String::from_utf8_lossy(&said);
@@ -235,6 +298,7 @@ impl Conn {
         ));
         tokio::spawn(supervise(
             child,
+            group,
             kill_rx,
             drained_rx,
             name.clone(),
@@ -452,6 +516,7 @@ async fn forward_stderr(
 
 async fn supervise(
     mut child: tokio::process::Child,
+    group: Group,
     mut kill_rx: oneshot::Receiver<()>,
     drained: oneshot::Receiver<()>,
     name: String,
@@ -459,25 +524,29 @@ async fn supervise(
     pending: Arc<Mutex<Pending>>,
 ) {
     let (status, stopped) = tokio::select! {
-        status = child.wait() => (status, false),
+        status = child.wait() => {
+            // Whatever it started goes with it: a new instance replaces the whole group.
+            group.signal(libc::SIGKILL);
+            (status, false)
+        }
         order = &mut kill_rx => {
             if order.is_err() {
                 // The plugin was dropped and the writer closed stdin: let the program finish
                 // on its own for a moment.
                 if let Ok(status) = tokio::time::timeout(GRACE, child.wait()).await {
+                    group.signal(libc::SIGKILL);
                     shut(&life, &pending);
                     log_exit(&name, status, true);
                     return;
                 }
             }
-            // kill() sends SIGKILL and waits, so the process is reaped.
-            let _ = child.kill().await;
-            (child.wait().await, true)
+            // stop() signals the whole group and waits, so the program is reaped.
+            (group.stop(&mut child).await, true)
         }
     };
     // Replies the program wrote just before exiting may still be in the pipe: let the reader
-    // route them before the waiting requests are failed. Bounded, because a grandchild that
-    // inherited stdout can keep the pipe open after the program itself is gone.
+    // route them before the waiting requests are failed. Bounded, in case something outside
+    // the program's group inherited stdout and keeps the pipe open.
     let _ = tokio::time::timeout(DRAIN, drained).await;
     shut(&life, &pending);
     log_exit(&name, status, stopped);

@@ -425,3 +425,83 @@ async fn stderr_lines_are_logged_with_the_plugin_name() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The wrapper fixture (tests/fixtures/wrapper.sh runs scripted.py without `exec`), so the
+/// matcher answering is the plugin's grandchild.
+fn wrapped_with_timeout(timeout: &str) -> ExecMatcher {
+    plexsync_plugin_exec::build(&ctx(json!({
+        "command": "tests/fixtures/wrapper.sh",
+        "timeout": timeout,
+        "start_timeout": "10s",
+        "restart_backoff": "20ms",
+    })))
+    .unwrap()
+}
+
+/// State letter and parent pid of a process, from /proc/<pid>/stat; None once it is gone.
+fn proc_stat(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid …": the fields follow the last ')' (comm may hold anything).
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.to_string();
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether the process still runs. A zombie counts as gone: it runs nothing and holds no
+/// pipes; an orphan's zombie waits for init to reap it, which in some containers never comes.
+fn running(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != "Z" && state != "X")
+}
+
+/// The pid the scripted fixture reports as its method, checked to be a grandchild.
+fn grandchild_pid(method: &str) -> u32 {
+    let pid: u32 = method.trim_start_matches("pid:").parse().unwrap();
+    let (_, ppid) = proc_stat(pid).expect("the matcher runs");
+    assert_ne!(ppid, std::process::id(), "the wrapper must be in between");
+    pid
+}
+
+/// Wait (bounded) until the process no longer runs; kill it if it does not stop, so a failing
+/// run leaves no hour-long sleeper behind.
+async fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(pid) {
+        if Instant::now() > deadline {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("the wrapped matcher {pid} still runs after its wrapper was stopped");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hang_kill_stops_what_a_wrapper_started() {
+    let m = wrapped_with_timeout("400ms");
+    let (_, method) = eventually_definite(&m, &query("x", "1")).await;
+    let pid = grandchild_pid(&method);
+    // "sleep" hangs without reading stdin: only a signal ends it.
+    for i in 1..=HANG_TIMEOUTS {
+        let e = m.match_show(&query("sleep", "1")).await.unwrap_err();
+        assert_eq!(e.message.contains("killed"), i == HANG_TIMEOUTS, "{e}");
+    }
+    wait_stopped(pid).await;
+    // The next instance serves.
+    let (_, method) = eventually_definite(&m, &query("x", "2")).await;
+    assert_ne!(grandchild_pid(&method), pid);
+}
+
+#[tokio::test]
+async fn dropping_the_matcher_stops_what_a_wrapper_started() {
+    let m = wrapped_with_timeout("300ms");
+    let (_, method) = eventually_definite(&m, &query("x", "1")).await;
+    let pid = grandchild_pid(&method);
+    let e = m.match_show(&query("sleep", "1")).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Transient, "{e}");
+    // Closing stdin cannot reach a program that does not read it: the stop must signal.
+    drop(m);
+    wait_stopped(pid).await;
+}
