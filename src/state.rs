@@ -548,9 +548,13 @@ impl Shared {
         true
     }
 
-    /// Whether the pipeline tasks run and the daemon is not stopping.
+    /// Whether the pipeline tasks and the store's writer run and the daemon is not stopping.
+    /// A dead writer fails every write (each webhook answers 503, which Plex never retries),
+    /// so it must stop the watchdog pings: systemd then restarts the daemon.
     pub fn healthy(&self) -> bool {
-        !*self.shutdown.borrow() && self.board.live_tasks.load(Ordering::SeqCst) >= TASKS
+        !*self.shutdown.borrow()
+            && self.board.live_tasks.load(Ordering::SeqCst) >= TASKS
+            && !self.store.writer_died()
     }
 
     pub fn note_poll(&self, report: crate::model::PollReport) {
@@ -1223,6 +1227,20 @@ mod tests {
     use plexsync_plugin_api::{CatalogShow, MatchOutcome, ShowQuery};
     use std::sync::mpsc;
     use std::thread::JoinHandle;
+
+    #[tokio::test]
+    async fn a_dead_store_writer_makes_the_daemon_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = open_for_test(dir.path()).await;
+        // As if every pipeline task ran (their guards count them).
+        shared.board.live_tasks.store(TASKS, Ordering::SeqCst);
+        assert!(shared.healthy());
+        shared.store.end_writer_for_test().await;
+        assert!(
+            !shared.healthy(),
+            "no write can succeed: the watchdog must stop"
+        );
+    }
 
     fn show(id: &str, title: &str, tvdb: u64) -> CatalogShow {
         CatalogShow {

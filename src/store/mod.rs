@@ -112,6 +112,25 @@ type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 /// to do once the group's fate is known.
 type Job = Box<dyn FnOnce(Option<&WriteTransaction>, &mut bool) -> Completion + Send>;
 
+/// Run a job's body, turning a panic into a storage error: the group then aborts and the
+/// caller learns its write failed, instead of the panic ending the writer thread that every
+/// later write needs (with it gone, every webhook would answer 503 until a restart).
+/// Unwind-safe in effect: the transaction is aborted and in-memory deltas are settled as not
+/// committed, so nothing half-written is seen afterwards.
+fn caught<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
+}
+
+fn panicked(payload: &(dyn std::any::Any + Send)) -> StoreError {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    StoreError::Storage(format!("a store write panicked: {what}"))
+}
+
 enum Db {
     Rw(Arc<RwDb>),
     Ro(ReadOnlyDatabase),
@@ -347,6 +366,16 @@ impl Store {
         &self.inner.path
     }
 
+    /// Whether this store's writer thread has ended while the store is open: no write can
+    /// succeed any more, so the daemon is not healthy (the watchdog stops and systemd
+    /// restarts it). A read-only store has no writer and never reports one dead.
+    pub fn writer_died(&self) -> bool {
+        self.inner
+            .writer
+            .as_ref()
+            .is_some_and(std::thread::JoinHandle::is_finished)
+    }
+
     /// Run a read transaction.
     pub fn read<R>(&self, f: impl FnOnce(&ReadTransaction) -> Result<R>) -> Result<R> {
         let txn = match &self.inner.db {
@@ -364,7 +393,7 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |txn: Option<&WriteTransaction>, poisoned: &mut bool| {
             let out = match txn {
-                Some(txn) => f(txn),
+                Some(txn) => caught(|| f(txn)),
                 None => Err(StoreError::Storage("no write transaction".into())),
             };
             if let Err(e) = &out {
@@ -378,6 +407,31 @@ impl Store {
         });
         jobs.send(job).map_err(|_| StoreError::Closed)?;
         Ok(rx)
+    }
+
+    /// Tests: end the writer thread the one way a panic still can — a panic whose payload
+    /// panics again whenever it is dropped on the writer thread, so each guard that catches
+    /// it panics anew — and wait (bounded) until it is gone.
+    #[cfg(test)]
+    pub(crate) async fn end_writer_for_test(&self) {
+        struct Relentless;
+        impl Drop for Relentless {
+            fn drop(&mut self) {
+                if std::thread::current().name() == Some("plexsync-store") {
+                    std::panic::panic_any(Relentless);
+                }
+            }
+        }
+        let r: Result<()> = self.write(|_| std::panic::panic_any(Relentless)).await;
+        assert!(r.is_err(), "the write that ends the writer fails");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.writer_died() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer still runs"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Durable group commits so far.
@@ -434,7 +488,7 @@ impl Store {
         let job: Job = Box::new(move |txn: Option<&WriteTransaction>, poisoned: &mut bool| {
             let mut delta = D::default();
             let out = match txn {
-                Some(txn) => f(txn, &mut delta),
+                Some(txn) => caught(|| f(txn, &mut delta)),
                 None => Err(StoreError::Storage("no write transaction".into())),
             };
             if out.as_ref().is_err_and(StoreError::is_storage) {
@@ -621,23 +675,36 @@ fn writer_loop(db: Arc<RwDb>, rx: mpsc::Receiver<Job>, commits: &std::sync::atom
             tracing::error!(error = %e, "cannot set durability");
         }
         let mut poisoned = false;
-        let completions: Vec<Completion> = jobs
-            .into_iter()
-            .map(|j| j(Some(&txn), &mut poisoned))
-            .collect();
-        let result = if poisoned {
-            txn.abort()
-                .map_err(StoreError::from)
-                .and(Err(StoreError::Storage(
-                    "a write in the same transaction failed; nothing was committed".into(),
-                )))
-        } else {
-            let r = txn.commit().map_err(StoreError::from);
-            if r.is_ok() {
-                commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter();
+        // A panic that gets past a job's own guard ([`caught`]; hand-built jobs have none)
+        // fails the group, not the writer: the jobs not run yet are answered without a
+        // transaction, and the group aborts below.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for j in jobs.by_ref() {
+                completions.push(j(Some(&txn), &mut poisoned));
             }
-            r
-        };
+        }));
+        if let Err(panic) = ran {
+            tracing::error!(error = %panicked(panic.as_ref()), "a store job panicked; its group is aborted");
+            poisoned = true;
+            completions.extend(jobs.map(|j| j(None, &mut poisoned)));
+        }
+        let result = caught(move || {
+            if poisoned {
+                txn.abort()
+                    .map_err(StoreError::from)
+                    .and(Err(StoreError::Storage(
+                        "a write in the same transaction failed; nothing was committed".into(),
+                    )))
+            } else {
+                let r = txn.commit().map_err(StoreError::from);
+                if r.is_ok() {
+                    commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                r
+            }
+        });
         if let Err(e) = &result {
             tracing::error!(error = %e, jobs = completions.len(), "store commit failed");
             db.heal();
@@ -659,7 +726,12 @@ fn writer_loop(db: Arc<RwDb>, rx: mpsc::Receiver<Job>, commits: &std::sync::atom
 
 fn answer(completions: Vec<Completion>, result: &Result<()>) {
     for c in completions {
-        c(result.clone());
+        // One caller's settling (in-memory bookkeeping) panicking must not leave the others
+        // unanswered, nor end the thread answering them.
+        let r = result.clone();
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c(r))) {
+            tracing::error!(error = %panicked(panic.as_ref()), "answering a store write panicked");
+        }
     }
 }
 
@@ -980,6 +1052,43 @@ mod tests {
             .read(|t| Ok(t.open_table(META)?.get("y")?.is_some()))
             .unwrap();
         assert!(!y, "a poisoned group must not commit");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let r: Result<()> = store
+            .write(|txn| {
+                txn.open_table(META)?.insert("x", b"1".as_slice())?;
+                panic!("a bug in a job");
+            })
+            .await;
+        // Its group is aborted like one with a storage error (the panic message goes to the
+        // panic hook, i.e. the log).
+        assert!(
+            matches!(r, Err(StoreError::Storage(_))),
+            "expected a storage error, got {r:?}"
+        );
+        assert!(!store.writer_died());
+        // The next write is served and committed; the panicking one left nothing.
+        store
+            .write(|txn| {
+                txn.open_table(META)?.insert("y", b"1".as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (x, y) = store
+            .read(|t| {
+                let meta = t.open_table(META)?;
+                Ok((meta.get("x")?.is_some(), meta.get("y")?.is_some()))
+            })
+            .unwrap();
+        assert_eq!((x, y), (false, true));
+        // A panic no guard can hold ends the writer, and the store says so.
+        store.end_writer_for_test().await;
+        assert!(store.write(|_| Ok(())).await.is_err());
     }
 
     #[test]
