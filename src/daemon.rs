@@ -27,28 +27,38 @@ pub struct Hooks {
     /// Another way to ask for a reload, besides SIGHUP: each `notify_one` re-reads the config
     /// file exactly as SIGHUP does (a daemon in a test process cannot own the process's signal).
     pub reload: Option<Arc<tokio::sync::Notify>>,
+    /// SIGHUP, watched from before the daemon starts: until a handler exists SIGHUP's default
+    /// action ends the process, and the start can take seconds (a locked store, an exec
+    /// program's hello). One arriving during the start is a reload once the daemon runs.
+    pub hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Hooks {
     /// What `plexsync run` uses: the notifier from `$NOTIFY_SOCKET`, reloads on SIGHUP only.
+    /// Needs the runtime; `plexsync run` calls it first thing, next to the SIGTERM handler.
     pub fn from_env() -> Hooks {
+        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; reloading needs a restart");
+                None
+            }
+        };
         Hooks {
             notifier: Notifier::from_env(),
             reload: None,
+            hangup,
         }
     }
 }
 
 /// SIGHUP (`systemctl reload plexsync`), or the injected trigger: re-read the config file; see
 /// [`Shared::reload`].
-async fn reload_task(shared: Arc<Shared>, trigger: Option<Arc<tokio::sync::Notify>>) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP; reloading needs a restart");
-            return;
-        }
-    };
+async fn reload_task(
+    shared: Arc<Shared>,
+    trigger: Option<Arc<tokio::sync::Notify>>,
+    mut hangup: Option<tokio::signal::unix::Signal>,
+) {
     let mut shutdown = shared.shutdown.subscribe();
     let injected = || async {
         match &trigger {
@@ -57,8 +67,14 @@ async fn reload_task(shared: Arc<Shared>, trigger: Option<Arc<tokio::sync::Notif
         }
     };
     loop {
+        let hup = async {
+            match &mut hangup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            r = hup.recv() => if r.is_none() { break },
+            r = hup => if r.is_none() { break },
             _ = injected() => {}
             _ = shutdown.changed() => break,
         }
@@ -129,7 +145,11 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
     hooks: Hooks,
 ) -> Result<(), DaemonError> {
-    let Hooks { notifier, reload } = hooks;
+    let Hooks {
+        notifier,
+        reload,
+        hangup,
+    } = hooks;
     crate::http::raise_nofile_limit();
     let listen_addr = listener
         .local_addr()
@@ -167,7 +187,7 @@ pub async fn run_with(
     // watchdog counts; it idles while disabled and a reload switches it on or off.
     tasks.spawn(crate::sources::live::live_task(shared.clone()));
     tasks.spawn(retention_task(shared.clone()));
-    tasks.spawn(reload_task(shared.clone(), reload));
+    tasks.spawn(reload_task(shared.clone(), reload, hangup));
     shared.mark_serving();
     let http = tokio::spawn(crate::http::serve(shared.clone(), listener, unix));
 
@@ -300,8 +320,11 @@ mod tests {
                     let task = match swap {
                         Swap::Reload => {
                             let trigger = Arc::new(tokio::sync::Notify::new());
-                            let t =
-                                tokio::spawn(reload_task(shared.clone(), Some(trigger.clone())));
+                            let t = tokio::spawn(reload_task(
+                                shared.clone(),
+                                Some(trigger.clone()),
+                                None,
+                            ));
                             trigger.notify_one();
                             t
                         }

@@ -499,17 +499,19 @@ async fn run(path: &Path) -> Result<()> {
             )
         })?;
     // The handlers are installed before the daemon starts answering: a SIGTERM that arrives
-    // in between must stop it cleanly, not kill it with the default action.
+    // in between must stop it cleanly, and a SIGHUP reload it once it runs, not kill it with
+    // the default action (the hooks hold the SIGHUP stream).
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let hooks = plexsync::daemon::Hooks::from_env();
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
     };
-    plexsync::daemon::run(cfg, listener, shutdown)
+    plexsync::daemon::run_with(cfg, listener, shutdown, hooks)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -161,6 +161,51 @@ async fn sighup_reloads_the_binary() {
     assert_eq!(d.stop(), Some(0), "{}", d.log());
 }
 
+/// SIGHUP during the start (`systemctl reload` right after `start`) neither kills the daemon
+/// nor is lost: it comes up, and reloads once running. The start is held open by an exec
+/// matcher that says hello only after 3 s; the signal goes once that program runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_during_the_start_is_a_reload_once_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("exec-starts");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins/exec/tests/fixtures/scripted.py");
+    let extra = format!(
+        "[[matchers]]\nkind = \"exec\"\ncommand = \"{}\"\nargs = [\"--mark\", \"{}\", \"--hello-delay\", \"3\"]\nstart_timeout = \"60s\"\n[poll]\nenabled = false\n",
+        fixture.display(),
+        marker.display()
+    );
+    let cfg_text = daemon::config(&dead_url(), &dead_url(), &extra);
+    let mut d = Daemon::launch(dir.path(), &cfg_text);
+    // The daemon is in its start, probing the exec program (which marks itself first thing).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while std::fs::read_to_string(&marker)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the exec program never started:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The hello is 3 s away: the signal comes during the start.
+    d.signal("HUP");
+    d.wait_up().await;
+    assert!(d.status().await["listen"].is_string());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !d.log().contains("configuration reloaded") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SIGHUP of the start was lost:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
     if samples().is_none() {

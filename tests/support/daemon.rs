@@ -61,9 +61,23 @@ impl Daemon {
         config_text: &str,
         nofile: Option<(u64, u64)>,
     ) -> Daemon {
+        let mut d = Self::new(dir, config_text, nofile);
+        d.spawn().await;
+        d
+    }
+
+    /// Write the config and start the daemon without waiting for it to come up, for tests
+    /// that act during the start; [`Daemon::wait_up`] waits for it.
+    pub fn launch(dir: &Path, config_text: &str) -> Daemon {
+        let mut d = Self::new(dir, config_text, None);
+        d.launch_child();
+        d
+    }
+
+    fn new(dir: &Path, config_text: &str, nofile: Option<(u64, u64)>) -> Daemon {
         let config = dir.join("plexsync.toml");
         std::fs::write(&config, config_text).unwrap();
-        let mut d = Daemon {
+        Daemon {
             dir: dir.to_path_buf(),
             config,
             child: None,
@@ -71,9 +85,7 @@ impl Daemon {
             webhook_url: String::new(),
             starts: 0,
             nofile,
-        };
-        d.spawn().await;
-        d
+        }
     }
 
     /// The running daemon's process id.
@@ -97,6 +109,11 @@ impl Daemon {
     }
 
     async fn spawn(&mut self) {
+        self.launch_child();
+        self.wait_up().await;
+    }
+
+    fn launch_child(&mut self) {
         self.starts += 1;
         let log =
             std::fs::File::create(self.dir.join(format!("daemon-{}.log", self.starts))).unwrap();
@@ -114,6 +131,11 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// Wait (up to 20 s) until the daemon answers on its admin socket; panics with its log if
+    /// it exits first.
+    pub async fn wait_up(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(b) =

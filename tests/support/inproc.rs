@@ -169,6 +169,8 @@ impl InProc {
         let hooks = Hooks {
             notifier,
             reload: Some(reload.clone()),
+            // A daemon inside the test process cannot own the process's SIGHUP.
+            hangup: None,
         };
         let dispatch = tracing::Dispatch::new(plexsync::logging::lines_subscriber(DIRECTIVES, {
             let log = self.log.clone();
