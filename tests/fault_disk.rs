@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
-use support::plex::{FakePlex, FakeShow, TOKEN};
+use support::plex::{FakePlex, FakeShow, PlexFault, TOKEN, baki_hanma};
 use support::tracker::FakeTracker;
-use support::{eventually, multipart, sample_json, samples};
+use support::{NEW_AGENT_SCROBBLE, eventually, multipart, sample_json, samples};
 
 const LEGACY: &str = "webhook/episode_legacy-thetvdb_media.resume_owner-id1.json";
 const WAIT: Duration = Duration::from_secs(20);
@@ -231,6 +231,90 @@ async fn a_full_disk_answers_503_and_recovers_when_space_returns() {
     assert_eq!(st["counts"]["outbox_items"], 0, "{st}");
     assert_eq!(st["counts"]["dead_letters"], 0, "{st}");
     assert_eq!(st["counts"]["watched"], 6, "{st}");
+    drop(d);
+    drop(fs);
+}
+
+/// While the store cannot write, the resolver pauses between rounds (1 s, doubling up to a
+/// minute) instead of running the matcher chain again every few ms and logging an error each
+/// time: one pending play of an unmapped show, whose mapping cannot be recorded with the disk
+/// full, costs a handful of failed rounds over 2 s, not hundreds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resolver_backs_off_while_its_writes_fail() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&dir.path().join("disk"), "16m") else {
+        return;
+    };
+    let plex = FakePlex::start(vec![baki_hanma()]).await;
+    // Plex cannot describe the show for now: the play waits (seconds) without a decision.
+    plex.state.lock().unwrap().path_faults = (0..100_000)
+        .map(|_| ("/library/metadata/".to_string(), PlexFault::Status(503)))
+        .collect();
+    let tracker = FakeTracker::start(vec![
+        json!({"id": 101, "title": "Baki Hanma", "year": 2021, "tmdb_id": 108757}),
+    ])
+    .await;
+    let store = fs.path.join("plexsync.redb");
+    let extra = format!(
+        "[poll]\nenabled = false\n\n[store]\npath = \"{}\"\n",
+        store.display()
+    );
+    let cfg_text = daemon::config(&plex.url(), &tracker.url(), &extra);
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut d = Daemon::start(dir.path(), &cfg_text).await;
+    let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
+    let r = reqwest::Client::new()
+        .post(&d.webhook_url)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    eventually("the resolver's first lookup", WAIT, || {
+        (plex.metadata_requests() >= 1).then_some(())
+    })
+    .await;
+
+    // The disk fills up, then Plex answers: the play's next round maps the show, which
+    // cannot be recorded, so the play stays due.
+    let filler = fill(&fs.path);
+    plex.state.lock().unwrap().path_faults.clear();
+    let failed = |d: &Daemon| d.log().matches("cannot record resolutions").count();
+    eventually("a round that cannot record its decision", WAIT, || {
+        (failed(&d) >= 1).then_some(())
+    })
+    .await;
+    let (rounds_from, asked_from) = (failed(&d), plex.metadata_requests());
+    // A rate is measured over a fixed window; nothing here waits for a state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rounds = failed(&d) - rounds_from;
+    let asked = plex.metadata_requests() - asked_from;
+    assert!(
+        rounds <= 4 && asked <= 4,
+        "{rounds} failed rounds and {asked} Plex lookups in 2 s while writes fail:\n{}",
+        d.log()
+    );
+    assert_eq!(d.status().await["counts"]["pending_resolution"], 1);
+
+    // Space returns: the pause ends and the play goes through.
+    std::fs::remove_file(&filler).unwrap();
+    eventually("the play at the tracker once space returns", WAIT, || {
+        (!tracker.watched().is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
     drop(d);
     drop(fs);
 }

@@ -27,12 +27,22 @@ const RESOLVE_BATCH: usize = 512;
 /// burst.
 const BUSY_ROUND_INTERVAL: Duration = Duration::from_millis(5);
 
+/// After a round whose store read or write failed (a full disk, a store that cannot reopen)
+/// the next waits this long, doubling per failed round up to [`FAILED_ROUND_MAX`] (each
+/// jittered to between half and all of it, [`backoff`]); a round that succeeds resets it. The failed round's plays stay due, so without the pause every
+/// round would run the whole matcher chain again a few ms later, re-asking Plex, TMDB and
+/// exec programs about every unmapped show and logging an error each time.
+const FAILED_ROUND_PAUSE: Duration = Duration::from_secs(1);
+const FAILED_ROUND_MAX: Duration = Duration::from_secs(60);
+
 pub async fn resolver_task(shared: Arc<Shared>) {
     // Retry counts per show key: a show Plex cannot describe right now backs off as a whole.
     let mut attempts: HashMap<String, u32> = HashMap::new();
     let mut shutdown = shared.shutdown.subscribe();
     let mut last_round: Option<Instant> = None;
     let mut catching_up = false;
+    // Failed rounds in a row (see FAILED_ROUND_PAUSE).
+    let mut failed_rounds: u32 = 0;
     loop {
         if *shutdown.borrow() {
             break;
@@ -50,8 +60,12 @@ pub async fn resolver_task(shared: Arc<Shared>) {
         let due = match shared.store.due_pending(now_millis(), RESOLVE_BATCH) {
             Ok(d) => d,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read pending plays");
-                Vec::new()
+                failed_rounds += 1;
+                let pause = backoff(failed_rounds, FAILED_ROUND_PAUSE, FAILED_ROUND_MAX);
+                tracing::error!(error = %e, failed_rounds, retry_in_ms = pause.as_millis() as u64, "cannot read pending plays; the resolver pauses");
+                pause_after_failure(pause, &mut shutdown).await;
+                catching_up = false;
+                continue;
             }
         };
         let mut per_show: HashMap<String, Resolution> = HashMap::new();
@@ -81,7 +95,15 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             }
             decided.push((play.id, r));
         }
-        apply(&shared, decided).await;
+        if let Err(e) = apply(&shared, decided).await {
+            failed_rounds += 1;
+            let pause = backoff(failed_rounds, FAILED_ROUND_PAUSE, FAILED_ROUND_MAX);
+            tracing::error!(error = %e, failed_rounds, retry_in_ms = pause.as_millis() as u64, "cannot record resolutions; the plays stay pending and the resolver pauses");
+            pause_after_failure(pause, &mut shutdown).await;
+            catching_up = false;
+            continue;
+        }
+        failed_rounds = 0;
         catching_up = due.len() >= RESOLVE_BATCH && !awaiting_catalogue;
         if catching_up {
             continue;
@@ -103,16 +125,23 @@ pub async fn resolver_task(shared: Arc<Shared>) {
 }
 
 /// Record a round's decisions in one write.
-async fn apply(shared: &Shared, decided: Vec<(u64, Resolution)>) {
-    match shared.store.apply_resolutions(decided).await {
-        Ok(applied) => {
-            if applied.contains(&Applied::Queued) {
-                shared.wake.export.notify_one();
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot record resolutions; the plays stay pending")
-        }
+async fn apply(
+    shared: &Shared,
+    decided: Vec<(u64, Resolution)>,
+) -> Result<(), crate::store::StoreError> {
+    let applied = shared.store.apply_resolutions(decided).await?;
+    if applied.contains(&Applied::Queued) {
+        shared.wake.export.notify_one();
+    }
+    Ok(())
+}
+
+/// The pause after a failed round. New plays and catalogue publications do not cut it
+/// short: while the store fails, each would start another round that fails the same way.
+async fn pause_after_failure(pause: Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = shutdown.changed() => {}
     }
 }
 
