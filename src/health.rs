@@ -99,6 +99,8 @@ pub struct Inputs<'a> {
     /// A running daemon with a pipeline task (or its HTTP server) stopped: what `/healthz`
     /// answers 503 for and the systemd watchdog stops pinging for.
     pub tasks_stopped: bool,
+    /// Since when the store's writes fail to commit, and the last error (a full disk).
+    pub store_write_failure: Option<(i64, String)>,
 }
 
 /// A condition that holds now: a stable key (for [`Clock`]), the item, and when it began if
@@ -403,6 +405,18 @@ pub fn evaluate(i: &Inputs) -> Vec<Condition> {
             }
         }
     }
+    if let Some((since, e)) = &i.store_write_failure {
+        add(
+            "store.write",
+            Store,
+            Error,
+            format!(
+                "the store cannot commit writes ({e}): webhooks are refused (503) and nothing new is recorded"
+            ),
+            Some("check the disk (space, permissions) of [store] path"),
+            Some(*since),
+        );
+    }
     if let Some(lp) = &r.last_poll {
         if lp.failure == Some(PollFailure::Store) {
             add(
@@ -504,6 +518,7 @@ pub fn compute(shared: &Shared, counts: Result<&Counts, String>) -> Vec<HealthIt
         catalogue_refresh: cfg.tracker.catalogue_refresh,
         export_max_backoff: cfg.outbox.max_backoff,
         tasks_stopped: shared.serving() && !shared.healthy() && !*shared.shutdown.borrow(),
+        store_write_failure: shared.store.write_failure(),
     };
     let conditions = evaluate(&inputs);
     let mut map = match shared.board.health.lock() {
@@ -545,7 +560,27 @@ mod tests {
             catalogue_refresh: Duration::from_secs(3600),
             export_max_backoff: Duration::from_secs(1800),
             tasks_stopped: false,
+            store_write_failure: None,
         }
+    }
+
+    #[test]
+    fn failing_store_writes_are_an_error_since_the_first() {
+        let (r, c) = (fine(), healthy_counts());
+        let mut i = inputs(&r, &c);
+        i.store_write_failure = Some((NOW - 30, "No space left on device".into()));
+        let found = evaluate(&i);
+        let w = found
+            .iter()
+            .find(|c| c.key == "store.write")
+            .expect("the failing writes");
+        assert_eq!(w.item.severity, Severity::Error);
+        assert!(
+            w.item.message.contains("No space left"),
+            "{}",
+            w.item.message
+        );
+        assert_eq!(w.began, Some(NOW - 30));
     }
 
     #[test]

@@ -170,6 +170,19 @@ async fn a_full_disk_answers_503_and_recovers_when_space_returns() {
     assert!(health.status().is_success() || health.status().as_u16() == 503);
     let st = d.status().await;
     assert_eq!(st["counts"]["journal"], 1, "nothing half-written: {st}");
+    // Health says so, also with polling off: status, its exit code and the page.
+    let store = st["health"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["component"] == "store" && h["severity"] == "error")
+        .unwrap_or_else(|| panic!("a store error in health: {st:#}"))
+        .clone();
+    assert!(
+        store["message"].as_str().unwrap().contains("cannot commit"),
+        "{store}"
+    );
+    assert_eq!(d.cli(&["status"], None).status.code(), Some(2));
 
     // Space returns: webhooks are stored again, without a restart.
     std::fs::remove_file(&filler).unwrap();
@@ -187,6 +200,15 @@ async fn a_full_disk_answers_503_and_recovers_when_space_returns() {
         ok_from.is_some(),
         "the daemon stores plays again once space returns:\n{}",
         d.log()
+    );
+    let st = d.status().await;
+    assert!(
+        !st["health"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["component"] == "store"),
+        "cleared by a commit: {st:#}"
     );
     for e in 2..=5 {
         let (s, _, body) = post(&http, &d.webhook_url, &scrobble(2, e)).await;

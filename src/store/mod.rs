@@ -240,9 +240,15 @@ struct Inner {
     /// Group commits made (durable transactions), for the tests that count fsyncs per group.
     #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<std::sync::atomic::AtomicU64>,
+    /// Since when (unix seconds) the writer's commits fail, and the last error: set by a
+    /// group that could not commit, cleared by the next that could (see [`Store::write_failure`]).
+    write_failure: Arc<WriteFailure>,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
+
+/// See `Inner::write_failure`.
+type WriteFailure = std::sync::Mutex<Option<(i64, String)>>;
 
 impl Drop for Inner {
     /// Close cleanly: the writer finishes its queue and lets go of the database, then the last
@@ -300,9 +306,11 @@ impl Store {
         let wdb = db.clone();
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let wcommits = commits.clone();
+        let write_failure: Arc<WriteFailure> = Arc::default();
+        let wfailure = write_failure.clone();
         let writer = std::thread::Builder::new()
             .name("plexsync-store".into())
-            .spawn(move || writer_loop(wdb, rx, &wcommits))
+            .spawn(move || writer_loop(wdb, rx, &wcommits, &wfailure))
             .map_err(|e| open_err(format!("cannot start writer thread: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -312,6 +320,7 @@ impl Store {
                 pending_shows: Arc::new(pending_shows),
                 batch_index: Arc::default(),
                 commits,
+                write_failure,
                 jobs: Some(tx),
                 writer: Some(writer),
             }),
@@ -356,6 +365,7 @@ impl Store {
                 pending_shows: Arc::default(),
                 batch_index: Arc::default(),
                 commits: Arc::default(),
+                write_failure: Arc::default(),
                 jobs: None,
                 writer: None,
             }),
@@ -369,6 +379,16 @@ impl Store {
     /// Whether this store's writer thread has ended while the store is open: no write can
     /// succeed any more, so the daemon is not healthy (the watchdog stops and systemd
     /// restarts it). A read-only store has no writer and never reports one dead.
+    /// Since when (unix seconds) this store's writes fail to commit, and the last error; None
+    /// while they commit (and for a read-only store).
+    pub fn write_failure(&self) -> Option<(i64, String)> {
+        self.inner
+            .write_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn writer_died(&self) -> bool {
         self.inner
             .writer
@@ -625,7 +645,24 @@ fn init_schema(db: &Database) -> Result<()> {
     Ok(())
 }
 
-fn writer_loop(db: Arc<RwDb>, rx: mpsc::Receiver<Job>, commits: &std::sync::atomic::AtomicU64) {
+fn writer_loop(
+    db: Arc<RwDb>,
+    rx: mpsc::Receiver<Job>,
+    commits: &std::sync::atomic::AtomicU64,
+    failure: &WriteFailure,
+) {
+    let note = |r: &Result<()>| {
+        let mut f = failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match r {
+            Ok(()) => *f = None,
+            Err(e) => {
+                let since = f.as_ref().map_or_else(crate::model::now_secs, |(s, _)| *s);
+                *f = Some((since, e.to_string()));
+            }
+        }
+    };
     // Answering a group (waking every waiting task) is left to a second thread, so the writer
     // begins the next group while the last one's callers are woken: the writer is the one
     // serial stage of ingest, and waking 64 tasks costs as much as a tenth of a group's work.
@@ -667,7 +704,9 @@ fn writer_loop(db: Arc<RwDb>, rx: mpsc::Receiver<Job>, commits: &std::sync::atom
                 tracing::error!(error = %err, jobs = jobs.len(), "cannot begin a write transaction");
                 let mut poisoned = true;
                 let completions = jobs.into_iter().map(|j| j(None, &mut poisoned)).collect();
-                answer(completions, &Err(err));
+                let failed = Err(err);
+                note(&failed);
+                answer(completions, &failed);
                 continue;
             }
         };
@@ -705,6 +744,7 @@ fn writer_loop(db: Arc<RwDb>, rx: mpsc::Receiver<Job>, commits: &std::sync::atom
                 r
             }
         });
+        note(&result);
         if let Err(e) = &result {
             tracing::error!(error = %e, jobs = completions.len(), "store commit failed");
             db.heal();
