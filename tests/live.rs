@@ -508,3 +508,78 @@ async fn real_captures_replayed_over_the_socket_are_counted_by_type() {
     // Nothing in them is a play of this library.
     assert_eq!(st["counts"]["journal"], 0, "{st:#}");
 }
+
+/// Episode `n`'s metadata (type episode, 1,681,271 ms long), not yet viewed: a check reads
+/// its duration from it.
+fn episode_meta(plex: &FakePlex, n: u32) {
+    let mut e = WatchedEpisodeFixture::new(
+        &format!("{}", 60_000 + n),
+        "56850",
+        "Be Cool, Scooby-Doo!",
+        1,
+        n,
+        now(),
+    );
+    e.view_count = 0;
+    e.last_viewed_at = None;
+    plex.push_watched(e);
+}
+
+/// The fixture episodes' duration (ms), and a view offset at `pct` % of it.
+const EPISODE_MS: u64 = 1_681_271;
+fn at(pct: u64) -> u64 {
+    EPISODE_MS * pct / 100
+}
+
+impl World {
+    /// Until at least `n` checks started and none is running.
+    async fn checks_done(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let m = self.metrics().await;
+            if metric(&m, "plexsync_live_checks_total") >= n
+                && metric(&m, "plexsync_live_checks_in_flight") == 0
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "checks still running:\n{m}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// With `watched_threshold = 0.8` a pause at 85 % is checked before Plex counted the view (no
+/// history row yet). That check must not hide the real stop of the same session minutes
+/// later: the stop at 100 %, once the row exists, is checked and exported within the live
+/// bound. (Before, the pause's check remembered the session at once, and every later
+/// notification of it was skipped for 10 minutes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_past_the_threshold_without_a_row_does_not_hide_the_stop() {
+    let w = world("", &format!("{FAST}watched_threshold = 0.8\n"), TOKEN).await;
+    w.connected().await;
+    episode_meta(&w.plex, 1);
+    w.plex.ws.push(&playing("41", "60001", at(85), "paused"));
+    // The pause's check read the duration, found it past 0.8, asked the history until it
+    // gave up, and ended.
+    w.checks_done(1).await;
+    assert!(
+        w.plex
+            .requests_to("/status/sessions/history/all")
+            .iter()
+            .any(|r| r.query.contains("metadataItemID=60001")),
+        "the pause's check read no history"
+    );
+    assert_eq!(w.daemon.status().await["counts"]["journal"], 0);
+
+    // Plex counts the view at the stop.
+    let t0 = Instant::now();
+    w.plex.push_history(row(1));
+    w.plex
+        .ws
+        .push(&playing("41", "60001", EPISODE_MS, "stopped"));
+    w.wait_watched(1, LIVE_BOUND).await;
+    eprintln!(
+        "stop after a rowless pause at the tracker after {:?}",
+        t0.elapsed()
+    );
+}

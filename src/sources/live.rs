@@ -226,6 +226,15 @@ pub fn metadata_id(key: &str) -> Option<String> {
     (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then(|| id.to_string())
 }
 
+/// How far a session's item went, as a notification says. Ordered: a stop after a pause at
+/// the same offset is news (Plex may count the view only at the stop), a pause after a stop
+/// is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SessionState {
+    Paused,
+    Stopped,
+}
+
 /// What one notification asks the live source to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
@@ -234,6 +243,7 @@ pub enum Check {
         session_key: String,
         rating_key: String,
         view_offset: u64,
+        state: SessionState,
     },
     /// A library item changed: read its metadata.
     LibraryItem { rating_key: String },
@@ -244,12 +254,17 @@ pub fn checks(n: &Notification) -> Vec<Check> {
     match n {
         Notification::Playing(sessions) => sessions
             .iter()
-            .filter(|s| s.state == "stopped" || s.state == "paused")
             .filter_map(|s| {
+                let state = match s.state.as_str() {
+                    "stopped" => SessionState::Stopped,
+                    "paused" => SessionState::Paused,
+                    _ => return None,
+                };
                 Some(Check::SessionEnd {
                     session_key: s.session_key.clone(),
                     rating_key: s.rating_key.clone()?,
                     view_offset: s.view_offset?,
+                    state,
                 })
             })
             .collect(),
@@ -594,22 +609,40 @@ fn on_text(shared: &Shared, checker: &Checker, text: &str) {
 
 // ---- the checks ----
 
-/// Runs checks in the background (at most [`MAX_CHECKS`] at once) so reading never waits,
-/// and remembers what it checked so repeats are skipped.
+/// Runs checks in the background (at most [`MAX_CHECKS`] at once, one per key) so reading
+/// never waits, and remembers what it checked so repeats are skipped.
+#[derive(Clone)]
 struct Checker {
     shared: Arc<Shared>,
     slots: Arc<tokio::sync::Semaphore>,
     seen: Arc<Seen>,
+    tried: Arc<Tried>,
+    busy: Arc<Busy>,
     durations: Arc<Durations>,
 }
 
-/// Check key → when it was checked.
+/// Check key → when it was checked (a session end: when its history row was found).
 type Seen = std::sync::Mutex<HashMap<String, Instant>>;
+
+/// Session-end key → how far it had gone (state, view offset) when a check last found no
+/// history row for it, and when. Only a notification that repeats that point is skipped
+/// (Plex resends `paused` while a player sits paused); one that went further is checked
+/// again, because Plex counts a view at its own moment, often only at the stop.
+type Tried = std::sync::Mutex<HashMap<String, (Instant, SessionState, u64)>>;
+
+/// Key of a check running now → the newest notification for that key that came while it
+/// ran, checked when it ends: never two checks of one key at once, and none lost.
+type Busy = std::sync::Mutex<HashMap<String, Option<Check>>>;
+
+/// The map, also after a panic elsewhere poisoned it: these maps hold no invariant a panic
+/// could break half way, and a live source that stops checking for good is worse.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Whether `key` was checked within `window`.
 fn recently(seen: &Seen, key: &str, window: Duration) -> bool {
-    seen.lock()
-        .is_ok_and(|s| s.get(key).is_some_and(|t| t.elapsed() < window))
+    lock(seen).get(key).is_some_and(|t| t.elapsed() < window)
 }
 
 /// Checks remembered at most; a flood of notifications (a library scan, a hostile server)
@@ -623,27 +656,61 @@ fn remember(seen: &Seen, key: String) {
     if key.len() > KEY_MAX {
         return;
     }
-    if let Ok(mut s) = seen.lock() {
-        if s.len() >= SEEN_KEPT {
-            // Each kind of check is forgotten after its own window.
-            s.retain(|k, t| {
-                let window = if k.starts_with("l:") {
-                    LIBRARY_DEDUPE
-                } else {
-                    SESSION_DEDUPE
-                };
-                t.elapsed() < window
-            });
+    let mut s = lock(seen);
+    if s.len() >= SEEN_KEPT {
+        // Each kind of check is forgotten after its own window.
+        s.retain(|k, t| {
+            let window = if k.starts_with("l:") {
+                LIBRARY_DEDUPE
+            } else {
+                SESSION_DEDUPE
+            };
+            t.elapsed() < window
+        });
+    }
+    if s.len() >= SEEN_KEPT {
+        let mut by_age: Vec<(Instant, String)> = s.iter().map(|(k, t)| (*t, k.clone())).collect();
+        by_age.sort_unstable();
+        for (_, k) in by_age.into_iter().take(SEEN_KEPT / 2) {
+            s.remove(&k);
         }
-        if s.len() >= SEEN_KEPT {
-            let mut by_age: Vec<(Instant, String)> =
-                s.iter().map(|(k, t)| (*t, k.clone())).collect();
-            by_age.sort_unstable();
-            for (_, k) in by_age.into_iter().take(SEEN_KEPT / 2) {
-                s.remove(&k);
-            }
-        }
-        s.insert(key, Instant::now());
+    }
+    s.insert(key, Instant::now());
+}
+
+/// Whether a session end says more than the last check of its key that found no row.
+fn news(tried: &Tried, key: &str, state: SessionState, offset: u64) -> bool {
+    match lock(tried).get(key) {
+        Some((at, s, o)) if at.elapsed() < SESSION_DEDUPE => offset > *o || state > *s,
+        _ => true,
+    }
+}
+
+/// A check of `key` at (`state`, `offset`) found no history row.
+fn note_tried(tried: &Tried, key: &str, state: SessionState, offset: u64) {
+    let mut t = lock(tried);
+    if t.len() >= SEEN_KEPT {
+        t.retain(|_, (at, ..)| at.elapsed() < SESSION_DEDUPE);
+    }
+    if t.len() >= SEEN_KEPT {
+        // A flood of distinct sessions: forgetting costs at most a repeated check.
+        t.clear();
+    }
+    let e = t
+        .entry(key.to_string())
+        .or_insert((Instant::now(), state, offset));
+    *e = (Instant::now(), e.1.max(state), e.2.max(offset));
+}
+
+/// The dedupe key of a check and how long a done check of it is remembered.
+fn check_key(check: &Check) -> (String, Duration) {
+    match check {
+        Check::SessionEnd {
+            session_key,
+            rating_key,
+            ..
+        } => (format!("s:{session_key}:{rating_key}"), SESSION_DEDUPE),
+        Check::LibraryItem { rating_key } => (format!("l:{rating_key}"), LIBRARY_DEDUPE),
     }
 }
 
@@ -653,19 +720,28 @@ impl Checker {
             shared,
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS)),
             seen: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            tried: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            busy: Arc::new(std::sync::Mutex::new(HashMap::new())),
             durations: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 
-    fn submit(&self, check: Check) {
-        let (key, window) = match &check {
+    /// Whether `check` still asks for anything: not done within its window, and for a
+    /// session end, further than its last check that found no row.
+    fn wanted(&self, key: &str, window: Duration, check: &Check) -> bool {
+        if recently(&self.seen, key, window) {
+            return false;
+        }
+        match check {
             Check::SessionEnd {
-                session_key,
-                rating_key,
-                ..
-            } => (format!("s:{session_key}:{rating_key}"), SESSION_DEDUPE),
-            Check::LibraryItem { rating_key } => (format!("l:{rating_key}"), LIBRARY_DEDUPE),
-        };
+                view_offset, state, ..
+            } => news(&self.tried, key, *state, *view_offset),
+            Check::LibraryItem { .. } => true,
+        }
+    }
+
+    fn submit(&self, check: Check) {
+        let (key, window) = check_key(&check);
         if key.len() > KEY_MAX {
             tracing::debug!(
                 len = key.len(),
@@ -673,57 +749,111 @@ impl Checker {
             );
             return;
         }
-        if recently(&self.seen, &key, window) {
+        if !self.wanted(&key, window, &check) {
             return;
         }
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            tracing::debug!("live: too many checks at once; the next poll covers this one");
-            return;
+        let permit = {
+            let mut busy = lock(&self.busy);
+            if let Some(next) = busy.get_mut(&key) {
+                // Checked when the running check of this key ends, unless that one
+                // finds the row.
+                *next = Some(check);
+                return;
+            }
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                tracing::debug!("live: too many checks at once; the next poll covers this one");
+                return;
+            };
+            busy.insert(key.clone(), None);
+            permit
         };
-        // A library item is remembered at once; a session end only once it passed the
-        // threshold (a pause at 50 % is checked again when it stops at 95 %).
+        // A library item is remembered at once; a session end only once its history row
+        // was found: a pause past the threshold before Plex counted the view, or a check
+        // that failed, must not hide the stop that follows.
         if matches!(check, Check::LibraryItem { .. }) {
             remember(&self.seen, key.clone());
         }
-        let (shared, durations, seen) = (
-            self.shared.clone(),
-            self.durations.clone(),
-            self.seen.clone(),
-        );
-        let metrics = &self.shared.board.metrics;
-        metrics.live_checks.fetch_add(1, Ordering::Relaxed);
-        metrics.live_checks_running.fetch_add(1, Ordering::Relaxed);
+        let me = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _running = Running(shared.clone());
-            let what = match &check {
-                Check::SessionEnd { .. } => "session end",
-                Check::LibraryItem { .. } => "library change",
-            };
-            let result = match check {
-                Check::SessionEnd {
-                    rating_key,
-                    view_offset,
-                    ..
-                } => {
-                    session_end(&shared, &durations, &rating_key, view_offset, || {
-                        remember(&seen, key.clone())
-                    })
-                    .await
-                }
-                Check::LibraryItem { rating_key } => library_item(&shared, &rating_key).await,
-            };
-            match result {
-                Ok(0) => tracing::debug!(check = what, "live: nothing new"),
-                Ok(n) => tracing::info!(check = what, new = n, "live: plays journaled"),
-                Err(e) => {
-                    if let CheckError::Plex(p @ PlexError::Unauthorized { .. }) = &e {
-                        shared.note_plex_error(p);
-                    }
-                    tracing::warn!(check = what, error = %e, "live: check failed; the next poll covers it");
+            let mut check = check;
+            loop {
+                me.run(&key, check).await;
+                match me.next_for(&key, window) {
+                    Some(c) => check = c,
+                    None => break,
                 }
             }
         });
+    }
+
+    /// The notification for `key` that came while its check ran and still asks for
+    /// something; else `key` is no longer busy.
+    fn next_for(&self, key: &str, window: Duration) -> Option<Check> {
+        loop {
+            let next = {
+                let mut busy = lock(&self.busy);
+                match busy.get_mut(key).and_then(Option::take) {
+                    Some(c) => c,
+                    None => {
+                        busy.remove(key);
+                        return None;
+                    }
+                }
+            };
+            if self.wanted(key, window, &next) {
+                return Some(next);
+            }
+        }
+    }
+
+    async fn run(&self, key: &str, check: Check) {
+        let shared = &self.shared;
+        let metrics = &shared.board.metrics;
+        metrics.live_checks.fetch_add(1, Ordering::Relaxed);
+        metrics.live_checks_running.fetch_add(1, Ordering::Relaxed);
+        let _running = Running(shared.clone());
+        let what = match &check {
+            Check::SessionEnd { .. } => "session end",
+            Check::LibraryItem { .. } => "library change",
+        };
+        let result = match check {
+            Check::SessionEnd {
+                rating_key,
+                view_offset,
+                state,
+                ..
+            } => session_end(shared, &self.durations, &rating_key, view_offset)
+                .await
+                .map(|outcome| match outcome {
+                    SessionOutcome::Found(n) => {
+                        remember(&self.seen, key.to_string());
+                        lock(&self.tried).remove(key);
+                        n
+                    }
+                    SessionOutcome::NoRow => {
+                        tracing::debug!(
+                            session = key,
+                            view_offset,
+                            "live: no history row for this session end yet; a later notification checks again"
+                        );
+                        note_tried(&self.tried, key, state, view_offset);
+                        0
+                    }
+                    SessionOutcome::Short => 0,
+                }),
+            Check::LibraryItem { rating_key } => library_item(shared, &rating_key).await,
+        };
+        match result {
+            Ok(0) => tracing::debug!(check = what, "live: nothing new"),
+            Ok(n) => tracing::info!(check = what, new = n, "live: plays journaled"),
+            Err(e) => {
+                if let CheckError::Plex(p @ PlexError::Unauthorized { .. }) = &e {
+                    shared.note_plex_error(p);
+                }
+                tracing::warn!(check = what, error = %e, "live: check failed; the next poll or notification covers it");
+            }
+        }
     }
 }
 
@@ -826,6 +956,16 @@ fn live_activity(play: &Play, event: &str) -> Option<Activity> {
     })
 }
 
+/// What a session end's check came to.
+enum SessionOutcome {
+    /// Short of the threshold, or not an episode: nothing to read.
+    Short,
+    /// Past the threshold, but the item's history has no row (yet) after every retry.
+    NoRow,
+    /// The item's history rows were read; this many plays were new.
+    Found(u64),
+}
+
 /// A session stopped or paused at `view_offset`: past the threshold (or when the duration is
 /// unknown: a history read is cheap and always correct), read the history since shortly
 /// before and journal this item's rows of the synced accounts. Retries a few times: the row
@@ -835,15 +975,14 @@ async fn session_end(
     durations: &Durations,
     rating_key: &str,
     view_offset: u64,
-    passed: impl FnOnce(),
-) -> Result<u64, CheckError> {
+) -> Result<SessionOutcome, CheckError> {
     let client = shared.plex();
     let cfg = shared.config();
     let duration = match duration_of(&client, durations, rating_key).await {
         Ok(Item::Episode(d)) => d,
         // Not an episode: reading the history (up to six times over ~15 s, holding one of
         // the few check slots) could never find a play, and would crowd out real stops.
-        Ok(Item::Other) => return Ok(0),
+        Ok(Item::Other) => return Ok(SessionOutcome::Short),
         Err(e @ PlexError::Unauthorized { .. }) => return Err(e.into()),
         Err(e) => {
             tracing::debug!(error = %e, "live: no duration; reading the history anyway");
@@ -852,10 +991,9 @@ async fn session_end(
     };
     if let Some(d) = duration {
         if !past_threshold(view_offset, d, cfg.live.watched_threshold) {
-            return Ok(0);
+            return Ok(SessionOutcome::Short);
         }
     }
-    passed();
     let server = server_id(shared, &client).await?;
     let since = now_secs()
         - cfg.poll.overlap.as_secs() as i64
@@ -866,11 +1004,11 @@ async fn session_end(
         }
         let (found, new) = history_check(shared, &client, &server, rating_key, since).await?;
         if found {
-            return Ok(new);
+            return Ok(SessionOutcome::Found(new));
         }
         tracing::debug!(try_ = i + 1, "live: no history row yet");
     }
-    Ok(0)
+    Ok(SessionOutcome::NoRow)
 }
 
 /// Pages a live check reads at most. With the item filter the answer is one page; a server
@@ -1048,7 +1186,8 @@ mod tests {
             vec![Check::SessionEnd {
                 session_key: "7".into(),
                 rating_key: "9001".into(),
-                view_offset: 1_350_000
+                view_offset: 1_350_000,
+                state: SessionState::Stopped,
             }]
         );
         // Playing and buffering are not ends.
@@ -1068,7 +1207,8 @@ mod tests {
             vec![Check::SessionEnd {
                 session_key: "31".into(),
                 rating_key: "18662".into(),
-                view_offset: 5001
+                view_offset: 5001,
+                state: SessionState::Stopped,
             }]
         );
     }
@@ -1153,7 +1293,8 @@ mod tests {
             vec![Check::SessionEnd {
                 session_key: "112".into(),
                 rating_key: "188653".into(),
-                view_offset: 381_000
+                view_offset: 381_000,
+                state: SessionState::Stopped,
             }]
         );
         let kinds: Vec<usize> = parsed.iter().map(Notification::metric_index).collect();
