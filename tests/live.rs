@@ -532,6 +532,29 @@ fn at(pct: u64) -> u64 {
 }
 
 impl World {
+    /// Connected, for a world without polls (no start-up poll to wait for).
+    async fn live_connected(&self) {
+        self.status_until("live connection", |st| st["live"]["connected"] == true)
+            .await;
+        eventually("the fake holds a socket", WAIT, || {
+            (self.plex.ws.open() > 0).then_some(())
+        })
+        .await;
+    }
+
+    /// Until exactly `n` checks are running.
+    async fn checks_running(&self, n: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let m = self.metrics().await;
+            if metric(&m, "plexsync_live_checks_in_flight") == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not {n} checks running:\n{m}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Until at least `n` checks started and none is running.
     async fn checks_done(&self, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -582,4 +605,46 @@ async fn a_pause_past_the_threshold_without_a_row_does_not_hide_the_stop() {
         "stop after a rowless pause at the tracker after {:?}",
         t0.elapsed()
     );
+}
+
+/// How long a check that finds no history row holds its slot: the retries of
+/// `HISTORY_RETRIES` in src/sources/live.rs (0 + 0.5 + 1 + 2 + 4 + 8 s) and their six reads.
+const SLOT_HELD: Duration = Duration::from_secs(16);
+
+/// With polls off, a stop that arrives while all four check slots are busy (four pauses past
+/// the threshold whose rows Plex has not written, each asking the history for ~15 s) waits
+/// for a slot instead of being dropped: it is exported once the first slot frees, i.e.
+/// within the time a slot is held plus the live bound. (Before, it was dropped with a debug
+/// line, and nothing else would ever cover it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_every_check_slot_is_busy_waits_for_a_slot() {
+    let w = world("enabled = false\n", FAST, TOKEN).await;
+    w.live_connected().await;
+    for n in 11..=14 {
+        episode_meta(&w.plex, n);
+        w.plex.ws.push(&playing(
+            &format!("{}", 70 + n),
+            &format!("{}", 60_000 + n),
+            at(95),
+            "paused",
+        ));
+    }
+    // Every slot is held by a check that keeps asking the history.
+    w.checks_running(4).await;
+    let t0 = Instant::now();
+    w.plex.push_history(row(1));
+    w.plex.ws.push(&playing("31", "60001", at(95), "stopped"));
+    w.wait_watched(1, SLOT_HELD + LIVE_BOUND).await;
+    eprintln!(
+        "a stop queued behind four checks at the tracker after {:?}",
+        t0.elapsed()
+    );
+    // The paused items were checked in full and journaled nothing; the stop was checked.
+    w.checks_done(5).await;
+    let st = w.daemon.status().await;
+    assert_eq!(st["counts"]["journal"], 1, "{st:#}");
+    // Polls are off: every history read was a live check's, of one item.
+    for r in w.plex.requests_to("/status/sessions/history/all") {
+        assert!(r.query.contains("metadataItemID="), "{}", r.query);
+    }
 }

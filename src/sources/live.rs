@@ -67,8 +67,11 @@ const HISTORY_RETRIES: &[Duration] = &[
 /// A library change journals a view only this recent: a refresh of an item watched long
 /// ago is not news (the library scan and `plexsync sync` handle old views).
 const LIBRARY_RECENT: i64 = 3600;
-/// Checks running at once; a storm of notifications beyond that is left to the next poll.
+/// Checks running at once; more wait in a queue (a history check can hold its slot ~15 s).
 const MAX_CHECKS: usize = 4;
+/// Checks waiting at most, one per key. Beyond it (a flood of distinct sessions or items) the
+/// oldest waiting check is dropped with a warning; the next poll covers it when polls are on.
+const MAX_WAITING: usize = 256;
 /// A connection that lived this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
@@ -609,15 +612,15 @@ fn on_text(shared: &Shared, checker: &Checker, text: &str) {
 
 // ---- the checks ----
 
-/// Runs checks in the background (at most [`MAX_CHECKS`] at once, one per key) so reading
-/// never waits, and remembers what it checked so repeats are skipped.
+/// Runs checks in the background (at most [`MAX_CHECKS`] at once, one per key; the rest
+/// wait their turn in a queue) so reading never waits, and remembers what it checked so
+/// repeats are skipped.
 #[derive(Clone)]
 struct Checker {
     shared: Arc<Shared>,
-    slots: Arc<tokio::sync::Semaphore>,
+    queue: Arc<std::sync::Mutex<Queue>>,
     seen: Arc<Seen>,
     tried: Arc<Tried>,
-    busy: Arc<Busy>,
     durations: Arc<Durations>,
 }
 
@@ -630,9 +633,15 @@ type Seen = std::sync::Mutex<HashMap<String, Instant>>;
 /// again, because Plex counts a view at its own moment, often only at the stop.
 type Tried = std::sync::Mutex<HashMap<String, (Instant, SessionState, u64)>>;
 
-/// Key of a check running now → the newest notification for that key that came while it
-/// ran, checked when it ends: never two checks of one key at once, and none lost.
-type Busy = std::sync::Mutex<HashMap<String, Option<Check>>>;
+/// The checks running and waiting. A key is running or waiting, never both, and waits once.
+#[derive(Default)]
+struct Queue {
+    /// Key of a check running now → the newest notification for that key that came while
+    /// it ran, checked when it ends: never two checks of one key at once, and none lost.
+    running: HashMap<String, Option<Check>>,
+    /// Checks waiting for a slot, oldest first (at most [`MAX_WAITING`]).
+    waiting: std::collections::VecDeque<(String, Check)>,
+}
 
 /// The map, also after a panic elsewhere poisoned it: these maps hold no invariant a panic
 /// could break half way, and a live source that stops checking for good is worse.
@@ -718,10 +727,9 @@ impl Checker {
     fn new(shared: Arc<Shared>) -> Self {
         Checker {
             shared,
-            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS)),
+            queue: Arc::new(std::sync::Mutex::new(Queue::default())),
             seen: Arc::new(std::sync::Mutex::new(HashMap::new())),
             tried: Arc::new(std::sync::Mutex::new(HashMap::new())),
-            busy: Arc::new(std::sync::Mutex::new(HashMap::new())),
             durations: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
@@ -752,62 +760,88 @@ impl Checker {
         if !self.wanted(&key, window, &check) {
             return;
         }
-        let permit = {
-            let mut busy = lock(&self.busy);
-            if let Some(next) = busy.get_mut(&key) {
+        {
+            let mut q = lock(&self.queue);
+            if let Some(next) = q.running.get_mut(&key) {
                 // Checked when the running check of this key ends, unless that one
                 // finds the row.
                 *next = Some(check);
                 return;
             }
-            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                tracing::debug!("live: too many checks at once; the next poll covers this one");
+            if let Some(w) = q.waiting.iter_mut().find(|(k, _)| *k == key) {
+                // Still waiting: the newer notification goes in its place.
+                w.1 = check;
                 return;
-            };
-            busy.insert(key.clone(), None);
-            permit
-        };
-        // A library item is remembered at once; a session end only once its history row
-        // was found: a pause past the threshold before Plex counted the view, or a check
-        // that failed, must not hide the stop that follows.
-        if matches!(check, Check::LibraryItem { .. }) {
-            remember(&self.seen, key.clone());
+            }
+            if q.running.len() >= MAX_CHECKS {
+                // Every slot is busy (history checks retry for ~15 s): wait for one rather
+                // than drop the check, which nothing else would cover with polls off.
+                if q.waiting.len() >= MAX_WAITING {
+                    if let Some((dropped, _)) = q.waiting.pop_front() {
+                        tracing::warn!(
+                            dropped = %dropped,
+                            waiting = MAX_WAITING,
+                            "live: too many checks waiting; the oldest is dropped (the next poll covers it)"
+                        );
+                    }
+                }
+                tracing::debug!(check = %key, waiting = q.waiting.len() + 1, "live: every check slot is busy; queued");
+                q.waiting.push_back((key, check));
+                return;
+            }
+            q.running.insert(key.clone(), None);
         }
         let me = self.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let mut check = check;
+            let mut slot = Slot {
+                queue: &me.queue,
+                key: Some(key.clone()),
+            };
+            let (mut key, mut check) = (key, check);
             loop {
                 me.run(&key, check).await;
-                match me.next_for(&key, window) {
-                    Some(c) => check = c,
-                    None => break,
+                match me.next_after(&key) {
+                    Some((k, c)) => {
+                        slot.key = Some(k.clone());
+                        (key, check) = (k, c);
+                    }
+                    None => {
+                        // `next_after` freed the slot.
+                        slot.key = None;
+                        break;
+                    }
                 }
             }
         });
     }
 
-    /// The notification for `key` that came while its check ran and still asks for
-    /// something; else `key` is no longer busy.
-    fn next_for(&self, key: &str, window: Duration) -> Option<Check> {
-        loop {
-            let next = {
-                let mut busy = lock(&self.busy);
-                match busy.get_mut(key).and_then(Option::take) {
-                    Some(c) => c,
-                    None => {
-                        busy.remove(key);
-                        return None;
-                    }
-                }
-            };
-            if self.wanted(key, window, &next) {
-                return Some(next);
+    /// What the slot `key`'s check held does next: the notification for `key` that came
+    /// while it ran, else the oldest waiting check, as long as it still asks for something.
+    /// None: the slot is free.
+    fn next_after(&self, key: &str) -> Option<(String, Check)> {
+        let mut q = lock(&self.queue);
+        if let Some(c) = q.running.get_mut(key).and_then(Option::take) {
+            if self.wanted(key, check_key(&c).1, &c) {
+                return Some((key.to_string(), c));
             }
         }
+        q.running.remove(key);
+        while let Some((k, c)) = q.waiting.pop_front() {
+            if self.wanted(&k, check_key(&c).1, &c) {
+                q.running.insert(k.clone(), None);
+                return Some((k, c));
+            }
+        }
+        None
     }
 
     async fn run(&self, key: &str, check: Check) {
+        // A library item is remembered as it starts; a session end only once its history
+        // row was found: a pause past the threshold before Plex counted the view, or a
+        // check that failed, must not hide the stop that follows.
+        if matches!(check, Check::LibraryItem { .. }) {
+            remember(&self.seen, key.to_string());
+        }
         let shared = &self.shared;
         let metrics = &shared.board.metrics;
         metrics.live_checks.fetch_add(1, Ordering::Relaxed);
@@ -853,6 +887,21 @@ impl Checker {
                 }
                 tracing::warn!(check = what, error = %e, "live: check failed; the next poll or notification covers it");
             }
+        }
+    }
+}
+
+/// The slot a check task holds for `key`, given back if the task ends without handing it on
+/// (a panic in a check): a bug then costs that check, not one of the few slots for good.
+struct Slot<'a> {
+    queue: &'a std::sync::Mutex<Queue>,
+    key: Option<String>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            lock(self.queue).running.remove(&key);
         }
     }
 }
