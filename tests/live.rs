@@ -249,12 +249,14 @@ async fn stops_of_other_items_do_not_crowd_out_an_episode() {
             .ws
             .push(&playing(session, "56850", 600_000, "stopped"));
     }
-    // All four checks started and ended, well within the ~15 s a history read takes: they
-    // held their slots only for the item's metadata.
+    // All four were decided well within the ~15 s a history read takes: their checks held
+    // their slots only for the item's metadata, and once it is cached a stop of the same
+    // item is not even queued.
     let t0 = Instant::now();
     loop {
         let m = w.metrics().await;
-        if metric(&m, "plexsync_live_checks_total") >= 4
+        if metric(&m, "plexsync_live_messages_total{type=\"playing\"}") >= 4
+            && metric(&m, "plexsync_live_checks_total") >= 1
             && metric(&m, "plexsync_live_checks_in_flight") == 0
         {
             break;
@@ -531,6 +533,10 @@ fn at(pct: u64) -> u64 {
     EPISODE_MS * pct / 100
 }
 
+/// How often a wait reads /metrics: a wait can last ~15 s, and the admin API's rate limit
+/// (600 a minute) would answer a 50 ms loop 429 part way.
+const METRICS_EVERY: Duration = Duration::from_millis(250);
+
 impl World {
     /// Connected, for a world without polls (no start-up poll to wait for).
     async fn live_connected(&self) {
@@ -551,7 +557,7 @@ impl World {
                 return;
             }
             assert!(Instant::now() < deadline, "not {n} checks running:\n{m}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(METRICS_EVERY).await;
         }
     }
 
@@ -566,7 +572,7 @@ impl World {
                 return;
             }
             assert!(Instant::now() < deadline, "checks still running:\n{m}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(METRICS_EVERY).await;
         }
     }
 }
@@ -647,4 +653,58 @@ async fn a_stop_while_every_check_slot_is_busy_waits_for_a_slot() {
     for r in w.plex.requests_to("/status/sessions/history/all") {
         assert!(r.query.contains("metadataItemID="), "{}", r.query);
     }
+}
+
+/// A player that moves on to the next item on the same session without a `stopped` (or
+/// vanishes) still has its finished episode exported: a `playing` notification past the
+/// threshold is a trigger (once per session and item), and the next item on the session ends
+/// the previous one. (Before, only `stopped`/`paused` triggered a check: never here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playing_past_the_threshold_then_the_next_item_exports_without_a_stop() {
+    let w = world("", FAST, TOKEN).await;
+    w.connected().await;
+    episode_meta(&w.plex, 1);
+    w.plex.push_history(row(1));
+    let t0 = Instant::now();
+    w.plex.ws.push(&playing("7", "60001", at(95), "playing"));
+    w.plex.ws.push(&playing("7", "60002", 5_001, "playing"));
+    w.wait_watched(1, LIVE_BOUND).await;
+    eprintln!(
+        "a play without a stop at the tracker after {:?}",
+        t0.elapsed()
+    );
+    // The item change ended episode 1 again, after its playing check found the row: still
+    // one play, one export.
+    w.checks_done(2).await;
+    w.status_until("the outbox drained", |st| st["counts"]["outbox_items"] == 0)
+        .await;
+    let st = w.daemon.status().await;
+    assert_eq!(st["counts"]["journal"], 1, "{st:#}");
+    assert_eq!(w.tracker.posts().len(), 1);
+}
+
+/// The next item on a session ends the previous one on its own: an item whose length Plex
+/// does not give is not read while it plays (no history read per start), but when the
+/// session moves on to another item without a stop, the previous item is checked like a stop
+/// at its last offset and exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_item_on_a_session_ends_the_previous_one() {
+    let w = world("", FAST, TOKEN).await;
+    w.connected().await;
+    // No metadata for episode 1: its duration is unknown.
+    w.plex.push_history(row(1));
+    w.plex.ws.push(&playing("8", "60001", 1_250_000, "playing"));
+    // Its check decided without reading the history.
+    w.checks_done(1).await;
+    assert!(
+        !w.plex
+            .requests_to("/status/sessions/history/all")
+            .iter()
+            .any(|r| r.query.contains("metadataItemID=")),
+        "a playing session of unknown length read the history"
+    );
+    let t0 = Instant::now();
+    w.plex.ws.push(&playing("8", "60002", 5_001, "playing"));
+    w.wait_watched(1, LIVE_BOUND).await;
+    eprintln!("the previous item at the tracker after {:?}", t0.elapsed());
 }

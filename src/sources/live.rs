@@ -7,7 +7,10 @@
 //! - A `playing` notification whose session is `stopped` or `paused` at a view offset of at
 //!   least `[live] watched_threshold` × the item's duration (from `/library/metadata/<key>`,
 //!   cached briefly) reads the history since shortly before (history rows carry the account)
-//!   and journals that item's rows with source `live`.
+//!   and journals that item's rows with source `live`. So does the first one of a session
+//!   and item still `playing` past the threshold (a player that vanishes sends no stop), and
+//!   a session that moves on to another item ends the previous one (a player that plays the
+//!   next episode may send no stop for the last).
 //! - A `timeline` entry of a processed library episode (state 5) or the end of a
 //!   `library.refresh.items` activity reads the item's metadata and, when it was viewed just
 //!   now (`viewCount`, `lastViewedAt`), journals the owner's play with the same
@@ -234,14 +237,17 @@ pub fn metadata_id(key: &str) -> Option<String> {
 /// is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SessionState {
+    /// Still playing: a check only past a known threshold, once per session and item.
+    Playing,
     Paused,
+    /// Stopped, or the session moved on to another item.
     Stopped,
 }
 
 /// What one notification asks the live source to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
-    /// A session ended or paused: is it past the threshold? Then read the history.
+    /// A session ended, paused or plays on: is it past the threshold? Then read the history.
     SessionEnd {
         session_key: String,
         rating_key: String,
@@ -261,6 +267,8 @@ pub fn checks(n: &Notification) -> Vec<Check> {
                 let state = match s.state.as_str() {
                     "stopped" => SessionState::Stopped,
                     "paused" => SessionState::Paused,
+                    "playing" => SessionState::Playing,
+                    // Buffering says nothing about how far it got.
                     _ => return None,
                 };
                 Some(Check::SessionEnd {
@@ -295,6 +303,47 @@ pub fn checks(n: &Notification) -> Vec<Check> {
             })
             .collect(),
         Notification::Other(_) => Vec::new(),
+    }
+}
+
+/// What each session of one connection played last: session key → (rating key, view offset,
+/// when). Per connection: Plex reuses session keys after a restart.
+#[derive(Debug, Default)]
+pub struct Sessions(HashMap<String, (String, u64, Instant)>);
+
+/// Sessions tracked at most; beyond it the ones quiet longest are forgotten (a session
+/// that plays sends a notification every few seconds).
+const SESSIONS_KEPT: usize = 1024;
+
+impl Sessions {
+    /// Note a session's notification; when the session moved on to another item without
+    /// a stop, the end of the previous item at its last known offset.
+    pub fn track(&mut self, s: &PlaySession) -> Option<Check> {
+        let (Some(rk), Some(offset)) = (s.rating_key.as_ref(), s.view_offset) else {
+            return None;
+        };
+        let ended = match self.0.get(&s.session_key) {
+            Some((prev, prev_offset, _)) if prev != rk => Some(Check::SessionEnd {
+                session_key: s.session_key.clone(),
+                rating_key: prev.clone(),
+                view_offset: *prev_offset,
+                state: SessionState::Stopped,
+            }),
+            _ => None,
+        };
+        if s.state == "stopped" {
+            self.0.remove(&s.session_key);
+        } else if s.session_key.len() + rk.len() <= KEY_MAX {
+            if self.0.len() >= SESSIONS_KEPT && !self.0.contains_key(&s.session_key) {
+                self.0.retain(|_, (_, _, at)| at.elapsed() < SESSION_DEDUPE);
+                if self.0.len() >= SESSIONS_KEPT {
+                    self.0.clear();
+                }
+            }
+            self.0
+                .insert(s.session_key.clone(), (rk.clone(), offset, Instant::now()));
+        }
+        ended
     }
 }
 
@@ -547,6 +596,7 @@ async fn read(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut last_rx = Instant::now();
+    let mut sessions = Sessions::default();
     let ended = loop {
         tokio::select! {
             msg = stream.next() => {
@@ -557,9 +607,9 @@ async fn read(
                 };
                 last_rx = Instant::now();
                 match msg {
-                    Message::Text(t) => on_text(shared, checker, t.as_str()),
+                    Message::Text(t) => on_text(shared, checker, &mut sessions, t.as_str()),
                     Message::Binary(b) => match std::str::from_utf8(&b) {
-                        Ok(t) => on_text(shared, checker, t),
+                        Ok(t) => on_text(shared, checker, &mut sessions, t),
                         Err(_) => count(shared, 3),
                     },
                     Message::Close(_) => break Ended::Dropped("Plex closed the connection".into()),
@@ -595,10 +645,17 @@ fn count(shared: &Shared, i: usize) {
     shared.with_live_status(|s| s.last_message_at = Some(now_secs()));
 }
 
-fn on_text(shared: &Shared, checker: &Checker, text: &str) {
+fn on_text(shared: &Shared, checker: &Checker, sessions: &mut Sessions, text: &str) {
     match parse(text) {
         Ok(n) => {
             count(shared, n.metric_index());
+            if let Notification::Playing(list) = &n {
+                for s in list {
+                    if let Some(c) = sessions.track(s) {
+                        checker.submit(c);
+                    }
+                }
+            }
             for c in checks(&n) {
                 checker.submit(c);
             }
@@ -741,10 +798,47 @@ impl Checker {
             return false;
         }
         match check {
+            // Playing past the threshold asks once per session and item: a later
+            // `playing` is no news after a check that found no row (its pause or stop is).
+            Check::SessionEnd {
+                state: SessionState::Playing,
+                ..
+            } => lock(&self.tried)
+                .get(key)
+                .is_none_or(|(at, ..)| at.elapsed() >= SESSION_DEDUPE),
             Check::SessionEnd {
                 view_offset, state, ..
             } => news(&self.tried, key, *state, *view_offset),
             Check::LibraryItem { .. } => true,
+        }
+    }
+
+    /// Whether the item's cached metadata already says this session end is short of the
+    /// threshold or not an episode: then it is not even queued (a playing session sends a
+    /// notification every few seconds).
+    fn known_short(&self, check: &Check) -> bool {
+        let Check::SessionEnd {
+            rating_key,
+            view_offset,
+            ..
+        } = check
+        else {
+            return false;
+        };
+        let threshold = self.shared.config().live.watched_threshold;
+        match cached_item(&self.durations, rating_key) {
+            Some(Item::Other) => true,
+            Some(Item::Episode(Some(d))) => !past_threshold(*view_offset, d, threshold),
+            // No duration to compare with: a pause or stop is read anyway, a session
+            // still playing never (see `session_end`).
+            Some(Item::Episode(None)) => matches!(
+                check,
+                Check::SessionEnd {
+                    state: SessionState::Playing,
+                    ..
+                }
+            ),
+            None => false,
         }
     }
 
@@ -757,7 +851,7 @@ impl Checker {
             );
             return;
         }
-        if !self.wanted(&key, window, &check) {
+        if !self.wanted(&key, window, &check) || self.known_short(&check) {
             return;
         }
         {
@@ -857,7 +951,7 @@ impl Checker {
                 view_offset,
                 state,
                 ..
-            } => session_end(shared, &self.durations, &rating_key, view_offset)
+            } => session_end(shared, &self.durations, &rating_key, view_offset, state)
                 .await
                 .map(|outcome| match outcome {
                     SessionOutcome::Found(n) => {
@@ -953,18 +1047,22 @@ enum Item {
     Other,
 }
 
+/// The item's kind and duration when cached and fresh.
+fn cached_item(cache: &Durations, rating_key: &str) -> Option<Item> {
+    lock(cache)
+        .get(rating_key)
+        .filter(|(at, _)| at.elapsed() < DURATION_TTL)
+        .map(|(_, d)| *d)
+}
+
 /// The item's kind and duration: cached, else from its metadata.
 async fn duration_of(
     client: &PlexClient,
     cache: &Durations,
     rating_key: &str,
 ) -> Result<Item, PlexError> {
-    if let Ok(c) = cache.lock() {
-        if let Some((at, d)) = c.get(rating_key) {
-            if at.elapsed() < DURATION_TTL {
-                return Ok(*d);
-            }
-        }
+    if let Some(d) = cached_item(cache, rating_key) {
+        return Ok(d);
     }
     let d = match item_meta(client, rating_key)
         .await?
@@ -1024,6 +1122,7 @@ async fn session_end(
     durations: &Durations,
     rating_key: &str,
     view_offset: u64,
+    state: SessionState,
 ) -> Result<SessionOutcome, CheckError> {
     let client = shared.plex();
     let cfg = shared.config();
@@ -1038,10 +1137,14 @@ async fn session_end(
             None
         }
     };
-    if let Some(d) = duration {
-        if !past_threshold(view_offset, d, cfg.live.watched_threshold) {
+    match duration {
+        Some(d) if !past_threshold(view_offset, d, cfg.live.watched_threshold) => {
             return Ok(SessionOutcome::Short);
         }
+        // A session still playing is checked only past a known threshold: reading the
+        // history for every playing session of unknown length would be a read per start.
+        None if state == SessionState::Playing => return Ok(SessionOutcome::Short),
+        _ => {}
     }
     let server = server_id(shared, &client).await?;
     let since = now_secs()
@@ -1239,11 +1342,17 @@ mod tests {
                 state: SessionState::Stopped,
             }]
         );
-        // Playing and buffering are not ends.
-        for state in ["playing", "buffering"] {
-            let t = STOPPED.replace("\"stopped\"", &format!("\"{state}\""));
-            assert!(checks(&parse(&t).unwrap()).is_empty(), "{state}");
-        }
+        // Buffering says nothing; playing asks (past the threshold, once).
+        let t = STOPPED.replace("\"stopped\"", "\"buffering\"");
+        assert!(checks(&parse(&t).unwrap()).is_empty());
+        let t = STOPPED.replace("\"stopped\"", "\"playing\"");
+        assert!(matches!(
+            checks(&parse(&t).unwrap())[..],
+            [Check::SessionEnd {
+                state: SessionState::Playing,
+                ..
+            }]
+        ));
         let paused = STOPPED.replace("\"stopped\"", "\"paused\"");
         assert_eq!(checks(&parse(&paused).unwrap()).len(), 1);
     }
@@ -1334,17 +1443,29 @@ mod tests {
             .collect();
         assert_eq!(parsed.len(), 11);
         let all: Vec<Check> = parsed.iter().flat_map(checks).collect();
-        // One stop (a movie, so its metadata later says it is not an episode); the EPG
-        // deletions, playing updates, subscription activities and the `/children` refresh
-        // ask for nothing.
+        // Three playing updates (5, 10, 15 s in: short of the threshold, or of unknown
+        // length, so no history read comes of them) and one stop (a movie, so its metadata later
+        // says it is not an episode); the EPG deletions, subscription activities and the
+        // `/children` refresh ask for nothing.
+        let playing = |view_offset| Check::SessionEnd {
+            session_key: "31".into(),
+            rating_key: "18662".into(),
+            view_offset,
+            state: SessionState::Playing,
+        };
         assert_eq!(
             all,
-            vec![Check::SessionEnd {
-                session_key: "112".into(),
-                rating_key: "188653".into(),
-                view_offset: 381_000,
-                state: SessionState::Stopped,
-            }]
+            vec![
+                playing(5001),
+                playing(10_001),
+                playing(15_002),
+                Check::SessionEnd {
+                    session_key: "112".into(),
+                    rating_key: "188653".into(),
+                    view_offset: 381_000,
+                    state: SessionState::Stopped,
+                }
+            ]
         );
         let kinds: Vec<usize> = parsed.iter().map(Notification::metric_index).collect();
         assert_eq!(kinds, vec![0, 0, 0, 1, 2, 2, 3, 0, 2, 2, 1]);
@@ -1370,6 +1491,45 @@ mod tests {
                 rating_key: "513".into()
             }]
         );
+    }
+
+    /// A session that moves on to another item without a stop ends the previous item at
+    /// its last offset; a stop forgets the session; a session that stays on its item, or
+    /// lacks a key or offset, ends nothing.
+    #[test]
+    fn a_session_that_moves_on_ends_its_previous_item() {
+        let ps = |rk: &str, offset: u64, state: &str| PlaySession {
+            session_key: "7".into(),
+            rating_key: Some(rk.into()),
+            view_offset: Some(offset),
+            state: state.into(),
+        };
+        let mut s = Sessions::default();
+        assert_eq!(s.track(&ps("100", 5_000, "playing")), None);
+        assert_eq!(s.track(&ps("100", 950_000, "playing")), None);
+        assert_eq!(s.track(&ps("100", 950_000, "paused")), None);
+        assert_eq!(
+            s.track(&ps("200", 1_000, "playing")),
+            Some(Check::SessionEnd {
+                session_key: "7".into(),
+                rating_key: "100".into(),
+                view_offset: 950_000,
+                state: SessionState::Stopped,
+            })
+        );
+        assert_eq!(s.track(&ps("200", 2_000, "stopped")), None);
+        // Forgotten at its stop: the next item is no change.
+        assert_eq!(s.track(&ps("300", 1_000, "playing")), None);
+        let mut no_offset = ps("400", 0, "playing");
+        no_offset.view_offset = None;
+        assert_eq!(s.track(&no_offset), None);
+        // Bounded: a flood of sessions does not grow the table past its cap.
+        for i in 0..(3 * SESSIONS_KEPT) {
+            let mut p = ps("1", 1, "playing");
+            p.session_key = format!("s{i}");
+            s.track(&p);
+        }
+        assert!(s.0.len() <= SESSIONS_KEPT, "{}", s.0.len());
     }
 
     #[test]
