@@ -422,8 +422,10 @@ impl TmdbClient {
         }
     }
 
+    /// Also the escaped forms a server quoting the request back may use (the v3 key travels in
+    /// the query: an echoed URL carries it percent-encoded).
     fn redact(&self, text: &str) -> String {
-        text.replace(self.key.expose(), "<redacted>")
+        self.key.redact_in(text, "<redacted>")
     }
 
     /// A short single-line printable excerpt of an answer, key redacted.
@@ -511,6 +513,14 @@ mod tests {
             assert_eq!(retry_after(&headers(junk), now), None, "{junk:?}");
         }
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn an_echoed_key_is_redacted_escaped_or_not() {
+        let cfg = TmdbConfig::from_value(&serde_json::Value::Null).unwrap();
+        let c = TmdbClient::new(&cfg, Secret::new("ab/cd+ef==".into())).unwrap();
+        let s = c.snippet(br#"{"status_message":"bad key","got":"ab\/cd+ef==","url":"?api_key=ab%2Fcd%2Bef%3D%3D"}"#);
+        assert!(!s.contains("cd"), "{s}");
     }
 
     #[test]
