@@ -86,7 +86,11 @@ async fn world_with(shows: usize, outbox: &str, tracker_keys: &str) -> World {
             .collect(),
     )
     .await;
-    let cfg_text = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n")
+    let mut cfg_text = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n");
+    if outbox.contains("max_attempts") {
+        cfg_text = cfg_text.replace("max_attempts = 50\n", "");
+    }
+    let cfg_text = cfg_text
         .replace("[server]\n", "[server]\nwebhook_rate_limit = 0\n")
         .replace("[outbox]\n", &format!("[outbox]\n{outbox}\n"))
         .replace("[tracker]\n", &format!("[tracker]\n{tracker_keys}\n"))
@@ -418,6 +422,26 @@ async fn a_429_with_retry_after_holds_every_export_then_delivery_recovers() {
     let st = w.daemon.status().await;
     assert!(st["export_budget"]["waiting_until"].is_null(), "{st}");
     assert_eq!(st["export_budget"]["limited"], json!(false), "{st}");
+}
+
+/// A tracker that keeps asking for quiet (429 with Retry-After, a day's quota used up) is
+/// waited for, not counted against the batch: with `max_attempts = 2`, three 429s in a row
+/// still end in delivery, not in the dead letter (where the show's later episodes would
+/// overtake it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_asking_for_quiet_does_not_dead_letter_a_batch() {
+    if samples().is_none() {
+        return;
+    }
+    let w = world(1, "max_attempts = 2").await;
+    for _ in 0..3 {
+        w.tracker.push_fault(Fault::Status(429, Some(1)));
+    }
+    w.post(0, 1).await;
+    w.arrived(1).await;
+    assert_eq!(w.tracker.posts().len(), 4, "three 429s, then the delivery");
+    let st = w.daemon.status().await;
+    assert_eq!(st["counts"]["dead_letters"], 0, "{st:#}");
 }
 
 /// A tracker whose API key allows 4 requests per 3 s window and says so in `X-RateLimit-*`

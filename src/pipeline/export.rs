@@ -353,17 +353,27 @@ async fn finish(shared: &Shared, ex: &mut Planner, f: Flight, outbox: &OutboxCon
             }
             let d = backoff(b.attempts + 1, outbox.initial_backoff, outbox.max_backoff)
                 .max(e.retry_after.unwrap_or_default());
-            tracing::warn!(show_id = %b.show_id, attempt = b.attempts + 1, retry_in_s = d.as_secs(), error = %e, "export failed; will retry");
+            let retry_at_ms = now_millis() + d.as_millis() as i64;
             let m = &shared.board.metrics;
-            if b.attempts + 1 >= outbox.max_attempts {
-                &m.exports_dead
+            if e.retry_after.is_some() {
+                tracing::warn!(show_id = %b.show_id, retry_in_s = d.as_secs(), error = %e, "the tracker asked for quiet; the export waits (not counted as an attempt)");
+                m.exports_retried.fetch_add(1, Relaxed);
+                BatchOutcome::Paused {
+                    error: failure_text(&e),
+                    retry_at_ms,
+                }
             } else {
-                &m.exports_retried
-            }
-            .fetch_add(1, Relaxed);
-            BatchOutcome::Transient {
-                error: failure_text(&e),
-                retry_at_ms: now_millis() + d.as_millis() as i64,
+                tracing::warn!(show_id = %b.show_id, attempt = b.attempts + 1, retry_in_s = d.as_secs(), error = %e, "export failed; will retry");
+                if b.attempts + 1 >= outbox.max_attempts {
+                    &m.exports_dead
+                } else {
+                    &m.exports_retried
+                }
+                .fetch_add(1, Relaxed);
+                BatchOutcome::Transient {
+                    error: failure_text(&e),
+                    retry_at_ms,
+                }
             }
         }
         Err(e) => {

@@ -36,6 +36,14 @@ pub enum BatchOutcome {
         error: String,
         retry_at_ms: i64,
     },
+    /// The tracker asked for quiet (a 429 or 503 with a wait): not a verdict on this batch,
+    /// so it does not count as an attempt. A day's quota used up would otherwise send a batch
+    /// to the dead letter after `max_attempts` hourly waits, and its show's later episodes
+    /// would overtake it.
+    Paused {
+        error: String,
+        retry_at_ms: i64,
+    },
     Permanent {
         error: String,
     },
@@ -422,7 +430,9 @@ impl Store {
             batches.remove(batch_id)?;
             delta.gone(batch_id);
             drop(batches);
-            b.attempts += 1;
+            if !matches!(outcome, BatchOutcome::Paused { .. }) {
+                b.attempts += 1;
+            }
             let n = b.items.len();
             let eps = if n == 1 {
                 "1 episode".to_string()
@@ -521,6 +531,20 @@ impl Store {
                         ),
                         None,
                         Next::Gone,
+                    )
+                }
+                BatchOutcome::Paused { error, retry_at_ms } => {
+                    b.next_attempt_at = retry_at_ms;
+                    b.last_error = Some(error.clone());
+                    let secs = ((retry_at_ms - now_millis()).max(0) + 999) / 1000;
+                    (
+                        ActivityStatus::Failed,
+                        "retrying",
+                        format!(
+                            "export of {eps} waits: the tracker asked for quiet (not counted as an attempt); next try in {secs} s"
+                        ),
+                        Some(error),
+                        Next::Retry,
                     )
                 }
                 BatchOutcome::Transient { error, retry_at_ms } if b.attempts < max_attempts => {
