@@ -450,26 +450,8 @@ async fn a_create_that_outlasts_its_request_is_carried_out_whole() {
     if samples().is_none() {
         return;
     }
-    // The request gives up after 1 s; the tracker answers the create after 2.5 s, well
-    // inside the exporter's own 10 s.
-    let (w, id) = lucky_man_in_a_conflict_with(|text| {
-        let t = text
-            .replace("[server]\n", "[server]\nrequest_timeout = \"1s\"\n")
-            .replace(
-                "timeout = \"2s\"\n\n[outbox]",
-                "timeout = \"10s\"\n\n[outbox]",
-            );
-        assert!(t.contains("timeout = \"10s\""), "{t}");
-        t
-    })
-    .await;
+    let (w, id) = lucky_man_with_a_slow_create().await;
     let (d, tracker) = (&w.d, &w.tracker);
-    tracker
-        .state
-        .lock()
-        .unwrap()
-        .faults
-        .push(support::tracker::Fault::Hang(Duration::from_millis(2500)));
     let shows_before = tracker.state.lock().unwrap().shows.len();
     let path = format!("/api/conflicts/{id}/resolve");
     let body = br#"{"action":"create"}"#.to_vec();
@@ -508,23 +490,7 @@ async fn the_cli_waits_for_a_slow_create_and_reports_it() {
     if samples().is_none() {
         return;
     }
-    let (w, id) = lucky_man_in_a_conflict_with(|text| {
-        let t = text
-            .replace("[server]\n", "[server]\nrequest_timeout = \"1s\"\n")
-            .replace(
-                "timeout = \"2s\"\n\n[outbox]",
-                "timeout = \"10s\"\n\n[outbox]",
-            );
-        assert!(t.contains("timeout = \"10s\""), "{t}");
-        t
-    })
-    .await;
-    w.tracker
-        .state
-        .lock()
-        .unwrap()
-        .faults
-        .push(support::tracker::Fault::Hang(Duration::from_millis(2500)));
+    let (w, id) = lucky_man_with_a_slow_create().await;
     let o = w.d.cli(&["conflicts", "resolve", &id, "--create"], None);
     assert!(
         o.status.success(),
@@ -619,6 +585,29 @@ struct Lucky {
 
 async fn lucky_man_in_a_conflict() -> (Lucky, String) {
     lucky_man_in_a_conflict_with(|text| text).await
+}
+
+/// [`lucky_man_in_a_conflict`] where a request gives up after 1 s and the tracker answers the
+/// next request (the create) after 2.5 s, well inside the exporter's own 10 s.
+async fn lucky_man_with_a_slow_create() -> (Lucky, String) {
+    let (w, id) = lucky_man_in_a_conflict_with(|text| {
+        let t = text
+            .replace("[server]\n", "[server]\nrequest_timeout = \"1s\"\n")
+            .replace(
+                "timeout = \"2s\"\n\n[outbox]",
+                "timeout = \"10s\"\n\n[outbox]",
+            );
+        assert!(t.contains("timeout = \"10s\""), "{t}");
+        t
+    })
+    .await;
+    w.tracker
+        .state
+        .lock()
+        .unwrap()
+        .faults
+        .push(support::tracker::Fault::Hang(Duration::from_millis(2500)));
+    (w, id)
 }
 
 /// [`lucky_man_in_a_conflict`] with its config text edited by `edit`.

@@ -559,19 +559,27 @@ async fn office_daemon(
     support::tracker::FakeTracker,
 ) {
     let (plex, tracker, cfg_text) = support::office_conflict(dir).await;
+    let d = office_started(dir, &cfg_text).await;
+    (d, plex, tracker)
+}
+
+/// The Plex token stored, the daemon started on `cfg_text` (written to `dir`), The Office's
+/// play posted and its conflict open.
+async fn office_started(dir: &std::path::Path, cfg_text: &str) -> Daemon {
+    std::fs::write(dir.join("plexsync.toml"), cfg_text).unwrap();
     let out = daemon::cli(
         &dir.join("plexsync.toml"),
         &["secret", "set", "plex-token"],
         Some(TOKEN),
     );
     assert!(out.status.success());
-    let d = Daemon::start(dir, &cfg_text).await;
+    let d = Daemon::start(dir, cfg_text).await;
     assert_eq!(
         support::post_sample(&d.webhook_url, support::NEW_AGENT_SCROBBLE).await,
         200
     );
     eventually_api(&d, "the conflict", "/api/conflicts", |v| v["total"] == 1).await;
-    (d, plex, tracker)
+    d
 }
 
 /// Poll an admin route until `ok` holds for its answer.
@@ -1554,24 +1562,12 @@ async fn office_behind_proxy(
         cfg_text.contains(&format!("127.0.0.1:{port}")),
         "{cfg_text}"
     );
-    std::fs::write(dir.join("plexsync.toml"), &cfg_text).unwrap();
-    let out = daemon::cli(
-        &dir.join("plexsync.toml"),
-        &["secret", "set", "plex-token"],
-        Some(TOKEN),
-    );
-    assert!(out.status.success());
-    let d = Daemon::start(dir, &cfg_text).await;
+    let d = office_started(dir, &cfg_text).await;
     assert!(
         d.webhook_url.contains("/plexsync/webhook/"),
         "{}",
         d.webhook_url
     );
-    assert_eq!(
-        support::post_sample(&d.webhook_url, support::NEW_AGENT_SCROBBLE).await,
-        200
-    );
-    eventually_api(&d, "the conflict", "/api/conflicts", |v| v["total"] == 1).await;
     (d, proxy, plex, tracker)
 }
 

@@ -65,33 +65,27 @@ impl Store {
         value: Vec<u8>,
         expires_at_ms: Option<i64>,
     ) -> Result<()> {
-        self.write(move |txn| {
-            txn.open_table(KV)?.insert(
-                key.as_str(),
-                encode(&KvEntry {
-                    value,
-                    expires_at_ms,
-                })?
-                .as_slice(),
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |txn| put_kv(txn, &key, value, expires_at_ms))
+            .await
     }
 
     pub fn kv_put_detached(&self, key: String, value: Vec<u8>, expires_at_ms: Option<i64>) {
-        self.write_detached(move |txn| {
-            txn.open_table(KV)?.insert(
-                key.as_str(),
-                encode(&KvEntry {
-                    value,
-                    expires_at_ms,
-                })?
-                .as_slice(),
-            )?;
-            Ok(())
-        });
+        self.write_detached(move |txn| put_kv(txn, &key, value, expires_at_ms));
     }
+}
+
+fn put_kv(
+    txn: &WriteTransaction,
+    key: &str,
+    value: Vec<u8>,
+    expires_at_ms: Option<i64>,
+) -> Result<()> {
+    let entry = encode(&KvEntry {
+        value,
+        expires_at_ms,
+    })?;
+    txn.open_table(KV)?.insert(key, entry.as_slice())?;
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]
