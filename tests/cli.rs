@@ -417,6 +417,22 @@ async fn a_closed_stdout_ends_a_command_quietly() {
     }
 }
 
+/// `plexsync run` on `cfg` as a process of its own (no systemd folders), its log to `log`.
+fn spawn_run(cfg: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(cfg)
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_right_after_start_succeeds() {
     if samples().is_none() {
@@ -425,18 +441,7 @@ async fn a_command_right_after_start_succeeds() {
     let w = world().await;
     let dir = w._dir.path();
     for round in 0..10 {
-        let log = std::fs::File::create(dir.join(format!("start-{round}.log"))).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&w.cfg)
-            .env_remove("STATE_DIRECTORY")
-            .env_remove("RUNTIME_DIRECTORY")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child = spawn_run(&w.cfg, &dir.join(format!("start-{round}.log")));
         // No waiting for the socket: the command runs while the daemon starts.
         let o = daemon::cli(&w.cfg, &["status", "--json"], None);
         let log_text =
@@ -556,18 +561,7 @@ async fn setup_commands_wait_for_a_starting_daemon() {
         wrapper.display()
     );
     std::fs::write(&w.cfg, &cfg_text).unwrap();
-    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&w.cfg)
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&w.cfg, &dir.join("daemon.log"));
     // The daemon holds the store and waits for its matcher's hello: the socket is not up.
     eventually("the matcher started", WAIT, || {
         marker.exists().then_some(())
