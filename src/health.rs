@@ -434,6 +434,19 @@ pub fn evaluate(i: &Inputs) -> Vec<Condition> {
     }
 
     // The configuration.
+    if !r.restart_needed.is_empty() {
+        add(
+            "config.restart",
+            Config,
+            Warning,
+            format!(
+                "the file changes {} since the start: in effect only after a restart (the daemon still uses the old values)",
+                r.restart_needed.join(", ")
+            ),
+            Some("systemctl restart plexsync"),
+            r.restart_needed_since,
+        );
+    }
     if let Some(e) = &r.config_reload_error {
         add(
             "config.reload",
@@ -603,6 +616,26 @@ mod tests {
             stuck.item.message
         );
         assert_eq!(stuck.began, Some(NOW - 2 * 86_400 + UNRESOLVED_TOO_OLD));
+    }
+
+    #[test]
+    fn keys_waiting_for_a_restart_are_a_warning() {
+        let mut r = fine();
+        r.restart_needed = vec!["store.path".into(), "log.level".into()];
+        r.restart_needed_since = Some(NOW - 5);
+        let c = healthy_counts();
+        let found = evaluate(&inputs(&r, &c));
+        let item = found
+            .iter()
+            .find(|c| c.key == "config.restart")
+            .expect("the restart");
+        assert_eq!(item.item.severity, Severity::Warning);
+        assert!(
+            item.item.message.contains("store.path, log.level"),
+            "{}",
+            item.item.message
+        );
+        assert_eq!(item.began, Some(NOW - 5));
     }
 
     /// `/healthz` says 503 for a stopped task: `status`, the page and its exit code say so too.

@@ -65,6 +65,12 @@ pub struct RuntimeStatus {
     /// The last configuration reload (SIGHUP): when, and why it was refused if it was.
     pub config_reloaded_at: Option<i64>,
     pub config_reload_error: Option<String>,
+    /// Keys the file changed since the start that take effect only at a restart (the
+    /// running daemon still uses their old values), and since when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_needed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_needed_since: Option<i64>,
     /// Health inputs (issue 12): when the current run of failures began, and what kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_reload_failed_at: Option<i64>,
@@ -204,6 +210,8 @@ pub struct Shared {
     key: MasterKey,
     webhook_secret: Secret,
     plex_client_id: String,
+    /// The configuration the daemon started with: what a restart-only key still means.
+    started_with: Arc<Config>,
     /// One secret change at a time: each validates against, and replaces, the whole map.
     secret_lock: tokio::sync::Mutex<()>,
     /// Held across every change to what the matchers hold: a catalogue publication (from
@@ -864,24 +872,27 @@ impl Shared {
                 return Err(e);
             }
         };
+        // Against the start's values, not the last reload's: a second reload of the same
+        // file still needs the restart the first one did.
+        let boot = &self.started_with;
         let mut restart = Vec::new();
-        if new.server.listen != old.server.listen {
+        if new.server.listen != boot.server.listen {
             restart.push("server.listen");
         }
-        if new.store_path() != old.store_path() {
+        if new.store_path() != boot.store_path() {
             restart.push("store.path");
         }
-        if new.key_path() != old.key_path() {
+        if new.key_path() != boot.key_path() {
             restart.push("secrets.key_file");
         }
-        if new.socket_path() != old.socket_path() {
+        if new.socket_path() != boot.socket_path() {
             restart.push("admin.socket");
         }
-        if new.log.level != old.log.level {
+        if new.log.level != boot.log.level {
             restart.push("log.level");
         }
         // The id Plex knows this client by is chosen once at start (and stored).
-        if new.plex.client_identifier != old.plex.client_identifier {
+        if new.plex.client_identifier != boot.plex.client_identifier {
             restart.push("plex.client_identifier");
         }
         let plex_moved = new.plex.url != old.plex.url;
@@ -903,6 +914,12 @@ impl Shared {
         self.with_status(|s| {
             s.config_reloaded_at = Some(now_secs());
             s.config_reload_error = None;
+            if restart.is_empty() {
+                s.restart_needed_since = None;
+            } else if s.restart_needed.is_empty() {
+                s.restart_needed_since = Some(now_secs());
+            }
+            s.restart_needed = restart.iter().map(|k| k.to_string()).collect();
             s.config_reload_failed_at = None;
             if plex_moved {
                 // Another server, maybe: live plays must not be filed under the old one's
@@ -1156,11 +1173,13 @@ pub async fn open_shared(
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    let config = Arc::new(config);
     Ok(Arc::new_cyclic(|me| Shared {
         me: me.clone(),
         store,
+        started_with: config.clone(),
         live: Live {
-            config: RwLock::new(Arc::new(config)),
+            config: RwLock::new(config),
             plugins: RwLock::new(Arc::new(plugins)),
             catalogue: RwLock::new(None),
             plex: RwLock::new(Arc::new(plex)),
@@ -1387,6 +1406,25 @@ mod tests {
         let restart = shared.reload().unwrap();
         assert!(restart.contains(&"plex.client_identifier"), "{restart:?}");
         assert_eq!(shared.plex_client_id(), before);
+        // Status (and with it health) keeps saying so: also after another reload of the
+        // same file, until the file is back to what the daemon started with.
+        assert_eq!(shared.status().restart_needed, ["plex.client_identifier"]);
+        let again = shared.reload().unwrap();
+        assert!(again.contains(&"plex.client_identifier"), "{again:?}");
+        assert_eq!(shared.status().restart_needed, ["plex.client_identifier"]);
+        std::fs::write(&path, &text).unwrap();
+        assert!(shared.reload().unwrap().is_empty());
+        assert!(shared.status().restart_needed.is_empty());
+        std::fs::write(
+            &path,
+            text.replacen(
+                "[plex]\n",
+                "[plex]\nclient_identifier = \"another-id\"\n",
+                1,
+            ),
+        )
+        .unwrap();
+        shared.reload().unwrap();
 
         // A wake-up stored earlier (none is expected) must not answer for this reload.
         let _ = tokio::time::timeout(
