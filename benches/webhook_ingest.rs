@@ -182,9 +182,14 @@ async fn bench() {
     let idle_rss = daemon.rss();
 
     let bodies = Arc::new((0..n).map(|i| body_for(&sample, i)).collect::<Vec<_>>());
+    let commits_before = daemon.commits().await;
     let cpu_before = thread_cpu(daemon.pid);
     let ingest = load(&url, CONTENT_TYPE, bodies.clone(), conc).await;
     let cpu = thread_cpu(daemon.pid).since(&cpu_before);
+    let commits = match (commits_before, daemon.commits().await) {
+        (Some(a), Some(b)) if b > a => Some(b - a),
+        _ => None,
+    };
     let after_rss = daemon.rss();
     let peak_rss = daemon.hwm();
     let journaled = daemon.status().await["counts"]["journal"]
@@ -237,6 +242,13 @@ async fn bench() {
     println!("  load                {n} webhooks over {conc} keep-alive connections");
     print_run("plexsync", &ingest);
     println!("  durably journaled   {journaled}");
+    if let Some(c) = commits {
+        // Exports' writes are commits too, so this is a lower bound of a group's webhooks.
+        println!(
+            "  store commits       {c} during the load: {:.1} webhooks a commit",
+            n as f64 / c as f64
+        );
+    }
     println!(
         "  plexsync CPU        {:.0} µs a webhook (store writer {:.0} µs, the rest {:.0} µs)",
         cpu.total() / n as f64 * 1e6,

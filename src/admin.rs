@@ -277,6 +277,12 @@ pub fn metrics(shared: &Shared) -> String {
             (l("result", "dead_letter"), m.exports_dead.load(Relaxed)),
         ],
     );
+    family(
+        "store_commits_total",
+        "counter",
+        "Durable store transactions (group commits, each one fdatasync) since the start.",
+        &[(String::new(), shared.store.commits())],
+    );
     // issue 13: the live source.
     family(
         "live_messages_total",

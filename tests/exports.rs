@@ -260,6 +260,13 @@ async fn a_burst_over_200_shows_arrives_once_in_few_requests_in_order_and_within
         "{m}"
     );
     assert!(m.contains("plexsync_export_requests_in_flight 0"), "{m}");
+    // Every play and every export outcome went through a durable commit.
+    let commits: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("plexsync_store_commits_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no store commit count in {m}"));
+    assert!(commits > 0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -443,6 +443,18 @@ impl Daemon {
         serde_json::from_slice(&b).unwrap()
     }
 
+    /// Durable store commits so far (`plexsync_store_commits_total`); None from a build that
+    /// does not count them.
+    pub async fn commits(&self) -> Option<u64> {
+        let b = plexsync::client::request(&self.sock, "GET", "/metrics", None)
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&b)
+            .lines()
+            .find_map(|l| l.strip_prefix("plexsync_store_commits_total "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) {
         let _ = Command::new("kill")

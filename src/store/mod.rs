@@ -237,8 +237,8 @@ struct Inner {
     pending_shows: Arc<PendingShows>,
     /// The exporter's view of `batches` (see [`outbox::BatchIndex`]).
     batch_index: Arc<outbox::BatchIndex>,
-    /// Group commits made (durable transactions), for the tests that count fsyncs per group.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Group commits made (durable transactions): `/metrics`, and the tests that count fsyncs
+    /// per group.
     commits: Arc<std::sync::atomic::AtomicU64>,
     /// Since when (unix seconds) the writer's commits fail, and the last error: set by a
     /// group that could not commit, cleared by the next that could (see [`Store::write_failure`]).
@@ -454,9 +454,8 @@ impl Store {
         }
     }
 
-    /// Durable group commits so far.
-    #[cfg(test)]
-    pub(crate) fn commits(&self) -> u64 {
+    /// Durable group commits since the store was opened.
+    pub fn commits(&self) -> u64 {
         self.inner
             .commits
             .load(std::sync::atomic::Ordering::Relaxed)
