@@ -97,7 +97,10 @@ pub fn webhook_json(data: &[u8]) {
     assert!(!parsed.event.trim().is_empty(), "accepted without an event");
     match payload::to_play(&parsed) {
         Ok(Some(play)) => check_play(data, &parsed, &play),
-        Ok(None) => {}
+        Ok(None) => {
+            let why = payload::ignored_because(&parsed);
+            assert!(why.starts_with("ignored "), "{why}");
+        }
         Err(e) => {
             let _ = e.to_string();
         }

@@ -420,13 +420,13 @@ fn corpus(secret: &str) -> Vec<Case> {
             "no parentIndex",
             "application/json",
             json_body(&without(good(), &["Metadata", "parentIndex"])),
-            400,
+            200,
         ),
         case(
             "no index",
             "application/json",
             json_body(&without(good(), &["Metadata", "index"])),
-            400,
+            200,
         ),
         // Out of range or of the wrong type.
         case(

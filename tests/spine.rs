@@ -182,6 +182,33 @@ async fn legacy_agent_scrobble_uses_the_show_id_inside_the_guid() {
 }
 
 #[tokio::test]
+async fn a_scrobbled_episode_without_its_number_is_ignored_not_refused() {
+    if samples().is_none() {
+        return;
+    }
+    let w = world().await;
+    // Plex leaves `index` out for an episode it has not matched: nothing a tracker can take,
+    // but not a malformed request either (the history poll skips the same rows).
+    let mut p = legacy_scrobble();
+    p["Metadata"].as_object_mut().unwrap().remove("index");
+    let (status, body) = w.post_payload(&p).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ignored"), "{body}");
+    let act = w.daemon.activity().await;
+    assert_eq!(act.len(), 1, "{act:?}");
+    assert_eq!(act[0]["status"], "ignored", "{act:?}");
+    let action = act[0]["action"].as_str().unwrap_or_default();
+    assert!(action.contains("without an episode number"), "{action}");
+    assert_eq!(w.daemon.status().await["counts"]["journal"], 0);
+    // A number that is there but malformed is still refused.
+    let mut p = legacy_scrobble();
+    p["Metadata"]["index"] = serde_json::json!(-1);
+    let (status, body) = w.post_payload(&p).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Metadata.index"), "{body}");
+}
+
+#[tokio::test]
 async fn the_real_raw_multipart_body_is_accepted_and_a_pause_is_ignored() {
     let Some(dir) = samples() else { return };
     let w = world().await;

@@ -98,20 +98,11 @@ pub async fn ingest(
     log.account = p.account.as_ref().and_then(|a| a.title.clone());
     let ep = payload::to_play(&p).map_err(|e| Refused::Payload(e.to_string()))?;
     let Some(ep) = ep else {
-        let kind = p
-            .metadata
-            .as_ref()
-            .and_then(|m| m.kind.clone())
-            .unwrap_or_else(|| "no metadata".into());
         log.show = p
             .metadata
             .as_ref()
             .and_then(|m| m.grandparent_title.clone().or_else(|| m.title.clone()));
-        let row = log.row(
-            ActivityStatus::Ignored,
-            format!("ignored {} of {kind}", p.event),
-            None,
-        );
+        let row = log.row(ActivityStatus::Ignored, payload::ignored_because(&p), None);
         record_ignored(shared, row).await?;
         return Ok(Outcome::Ignored);
     };

@@ -331,12 +331,17 @@ pub fn parse_payload(bytes: &[u8]) -> Result<WebhookPayload, PayloadError> {
 }
 
 /// Classifies a payload: `Ok(Some(_))` for a `media.scrobble` of an episode,
-/// `Ok(None)` for every other event or media type (the caller records those
-/// as ignored), `Err` for a scrobbled episode that lacks what we need.
+/// `Ok(None)` for every other event or media type, and for an episode without
+/// a season or episode number (the caller records those as ignored, with
+/// [`ignored_because`]'s reason), `Err` for a scrobbled episode that lacks what
+/// we need or carries a malformed value.
 ///
-/// Required on a scrobbled episode: `Account.id`, `Metadata.grandparentTitle`,
-/// `Metadata.parentIndex`, `Metadata.index` (both 0..=100000). Optional but
-/// validated when present: rating keys (decimal digits), `lastViewedAt`
+/// Required on a scrobbled episode: `Account.id`, `Metadata.grandparentTitle`.
+/// `Metadata.parentIndex` and `Metadata.index` (both 0..=100000) must both be
+/// there for a play: Plex leaves them out for an episode it has not matched
+/// (personal media, a file the agent could not place), which no tracker can
+/// take; the history poll skips such rows too, so both sources agree. Optional
+/// but validated when present: rating keys (decimal digits), `lastViewedAt`
 /// (0 = absent, otherwise 1..=year 9999), `year` (1..=9999).
 ///
 /// A `media.scrobble` without `Metadata` or `Metadata.type` is an error,
@@ -358,6 +363,9 @@ pub fn to_play(p: &WebhookPayload) -> Result<Option<EpisodePlay>, PayloadError> 
         .account
         .as_ref()
         .ok_or(PayloadError::MissingField { field: "Account" })?;
+    let (Some(season), Some(episode)) = (meta.parent_index, meta.index) else {
+        return Ok(None);
+    };
     // Rating keys may be absent (the caller then keys the show by title),
     // but a present, malformed one is an error: it ends up in a URL path.
     let show_rating_key = match non_empty(&meta.grandparent_rating_key) {
@@ -392,11 +400,39 @@ pub fn to_play(p: &WebhookPayload) -> Result<Option<EpisodePlay>, PayloadError> 
             .iter()
             .filter_map(|g| non_empty(&g.id).map(str::to_owned))
             .collect(),
-        season: small_number(meta.parent_index, "Metadata.parentIndex")?,
-        episode: small_number(meta.index, "Metadata.index")?,
+        season: small_number(season, "Metadata.parentIndex")?,
+        episode: small_number(episode, "Metadata.index")?,
         viewed_at: viewed_at(meta.last_viewed_at)?,
         year: year(meta.year)?,
     }))
+}
+
+/// Why [`to_play`] gave no play for `p` (it returned `Ok(None)`): the action text of its
+/// ignored activity row.
+pub fn ignored_because(p: &WebhookPayload) -> String {
+    let kind = p
+        .metadata
+        .as_ref()
+        .and_then(|m| m.kind.as_deref())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .unwrap_or("no metadata");
+    let scrobbled_episode =
+        p.event.trim() == "media.scrobble" && kind.eq_ignore_ascii_case("episode");
+    match p.metadata.as_ref() {
+        Some(m) if scrobbled_episode && (m.parent_index.is_none() || m.index.is_none()) => {
+            let missing = match (m.parent_index, m.index) {
+                (None, None) => "a season or an episode number",
+                (None, Some(_)) => "a season number",
+                _ => "an episode number",
+            };
+            format!(
+                "ignored {} of an episode without {missing} (Plex has not matched it; a tracker needs both)",
+                p.event
+            )
+        }
+        _ => format!("ignored {} of {kind}", p.event),
+    }
 }
 
 // ---- field checks for to_play ----
@@ -462,8 +498,7 @@ fn avatar_uuid(url: &str) -> Option<String> {
     }
 }
 
-fn small_number(v: Option<i64>, field: &'static str) -> Result<u32, PayloadError> {
-    let n = v.ok_or(PayloadError::MissingField { field })?;
+fn small_number(n: i64, field: &'static str) -> Result<u32, PayloadError> {
     if n < 0 {
         return Err(PayloadError::InvalidField {
             field,
@@ -1015,10 +1050,45 @@ mod tests {
     }
 
     #[test]
+    fn an_episode_without_its_numbers_is_ignored_with_the_reason() {
+        for (drop, says) in [
+            (&["index"][..], "without an episode number"),
+            (&["parentIndex"][..], "without a season number"),
+            (
+                &["index", "parentIndex"][..],
+                "without a season or an episode number",
+            ),
+        ] {
+            let mut v = minimal();
+            for field in drop {
+                v["Metadata"].as_object_mut().unwrap().remove(*field);
+            }
+            assert_eq!(play_of(&v).unwrap(), None, "{drop:?}");
+            let why = ignored_because(&parse_payload(v.to_string().as_bytes()).unwrap());
+            assert!(
+                why.starts_with("ignored media.scrobble of an episode"),
+                "{why}"
+            );
+            assert!(why.contains(says), "{why}");
+        }
+        // A number that is there but malformed is still the sender's error.
+        let mut v = minimal();
+        v["Metadata"]["index"] = json!(-2);
+        assert!(play_of(&v).is_err());
+        // Other classifications keep their wording.
+        let mut v = minimal();
+        v["Metadata"]["type"] = json!("movie");
+        let why = ignored_because(&parse_payload(v.to_string().as_bytes()).unwrap());
+        assert_eq!(why, "ignored media.scrobble of movie");
+        let mut v = minimal();
+        v["event"] = json!("media.pause");
+        let why = ignored_because(&parse_payload(v.to_string().as_bytes()).unwrap());
+        assert_eq!(why, "ignored media.pause of episode");
+    }
+
+    #[test]
     fn missing_fields_are_named() {
         for (path, field) in [
-            ("parentIndex", "Metadata.parentIndex"),
-            ("index", "Metadata.index"),
             ("grandparentTitle", "Metadata.grandparentTitle"),
             ("type", "Metadata.type"),
         ] {
