@@ -622,7 +622,10 @@ pub async fn open_offline(
         .parse()
         .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let shared = crate::state::open_shared(config, listen).await?;
-    match shared.store.load_catalogue() {
+    match shared
+        .store
+        .load_catalogue_for(&shared.plugins().exporter.instance())
+    {
         Ok(Some(shows)) => shared.set_catalogue(std::sync::Arc::new(
             plexsync_plugin_api::Catalogue::new(shows),
         )),

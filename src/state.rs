@@ -518,6 +518,23 @@ impl Shared {
     /// is the live one. Under [`Shared::swaps`], so plugins swapped in meanwhile get it too.
     pub fn set_catalogue(&self, c: Arc<Catalogue>) {
         let _swap = self.lock_swaps();
+        self.set_catalogue_locked(c);
+    }
+
+    /// [`Shared::set_catalogue`] for a catalogue the tracker `instance` answered, unless a
+    /// reload has named another tracker since (checked under [`Shared::swaps`], which a reload
+    /// holds while it drops the old tracker's catalogue): then nothing changes and it returns
+    /// false, and the catalogue task fetches from the new one.
+    pub fn set_catalogue_of(&self, c: Arc<Catalogue>, instance: &str) -> bool {
+        let _swap = self.lock_swaps();
+        if self.plugins().exporter.instance() != instance {
+            return false;
+        }
+        self.set_catalogue_locked(c);
+        true
+    }
+
+    fn set_catalogue_locked(&self, c: Arc<Catalogue>) {
         for m in &self.plugins().matchers {
             m.set_catalogue(c.clone());
         }
@@ -902,7 +919,16 @@ impl Shared {
             || new.tracker.catalogue_refresh != old.tracker.catalogue_refresh
             || table_to_json(&new.tracker.plugin.settings)
                 != table_to_json(&old.tracker.plugin.settings);
-        if let Some(c) = self.catalogue() {
+        // Another tracker: the old one's show ids mean nothing to it, so its catalogue goes and
+        // plays wait for the new one's (the catalogue task is woken below) instead of being
+        // matched, and auto-mapped for good, against the wrong ids.
+        let old_tracker = self.plugins().exporter.instance();
+        let new_tracker = plugins.exporter.instance();
+        let tracker_moved = old_tracker != new_tracker;
+        if tracker_moved {
+            tracing::warn!(from = %old_tracker, to = %new_tracker, "the tracker changed: its catalogue is read again before plays are matched; mappings made earlier keep their show ids");
+            write(&self.live.catalogue, None);
+        } else if let Some(c) = self.catalogue() {
             for m in &plugins.matchers {
                 m.set_catalogue(c.clone());
             }
@@ -911,6 +937,13 @@ impl Shared {
         write(&self.live.plugins, Arc::new(plugins));
         write(&self.live.plex, Arc::new(plex));
         drop(swap);
+        if tracker_moved {
+            self.with_status(|s| {
+                s.catalogue_shows = 0;
+                s.catalogue_loaded_at = None;
+                s.catalogue_refused_empty_at = None;
+            });
+        }
         self.with_status(|s| {
             s.config_reloaded_at = Some(now_secs());
             s.config_reload_error = None;
@@ -1258,6 +1291,75 @@ mod tests {
         assert!(
             !shared.healthy(),
             "no write can succeed: the watchdog must stop"
+        );
+    }
+
+    /// Rewrite the test config's tracker section and reload it.
+    fn reload_with_tracker(shared: &Shared, dir: &std::path::Path, tracker: &str) {
+        let path = dir.join("plexsync.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start = text.find("[tracker]").unwrap();
+        let end = start + text[start..].find("[admin]").unwrap();
+        let text = format!("{}[tracker]\n{tracker}\n{}", &text[..start], &text[end..]);
+        std::fs::write(&path, text).unwrap();
+        shared.reload().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_to_another_tracker_drops_the_old_ones_catalogue() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = open_for_test(dir.path()).await;
+        let first = shared.plugins().exporter.instance();
+        shared.set_catalogue(Arc::new(Catalogue::new(vec![show("one", "Old One", 101)])));
+        // The same tracker with another timeout: the catalogue stays.
+        let s = shared.clone();
+        let d = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            reload_with_tracker(&s, &d, "url = \"http://127.0.0.1:9\"\ntimeout = \"7s\"")
+        })
+        .await
+        .unwrap();
+        assert_eq!(shared.plugins().exporter.instance(), first);
+        assert!(shared.catalogue().is_some_and(|c| c.get("one").is_some()));
+        // Another tracker: its catalogue is read before anything is matched.
+        let s = shared.clone();
+        let d = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            reload_with_tracker(&s, &d, "url = \"http://127.0.0.1:10/other\"")
+        })
+        .await
+        .unwrap();
+        assert_ne!(shared.plugins().exporter.instance(), first);
+        assert!(shared.catalogue().is_none());
+        assert_eq!(shared.status().catalogue_shows, 0);
+        // A fetch the old tracker answered, published late, is refused.
+        let late = Arc::new(Catalogue::new(vec![show("one", "Old One", 101)]));
+        assert!(!shared.set_catalogue_of(late, &first));
+        assert!(shared.catalogue().is_none());
+        let new = shared.plugins().exporter.instance();
+        let fresh = Arc::new(Catalogue::new(vec![show("n1", "New One", 101)]));
+        assert!(shared.set_catalogue_of(fresh, &new));
+        assert!(shared.catalogue().is_some_and(|c| c.get("n1").is_some()));
+    }
+
+    #[tokio::test]
+    async fn the_cached_catalogue_is_only_the_tracker_s_that_answered_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = open_for_test(dir.path()).await;
+        let c = Arc::new(Catalogue::new(vec![show("one", "One", 101)]));
+        shared
+            .store
+            .save_catalogue(c, "http://a:80".into())
+            .await
+            .unwrap();
+        let mine = shared.store.load_catalogue_for("http://a:80").unwrap();
+        assert_eq!(mine.map(|v| v.len()), Some(1));
+        assert!(
+            shared
+                .store
+                .load_catalogue_for("http://b:80")
+                .unwrap()
+                .is_none()
         );
     }
 

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
 use support::inproc::InProc;
 use support::plex::{FakePlex, TOKEN, baki_hanma};
-use support::tracker::FakeTracker;
+use support::tracker::{FakeTracker, Fault};
 use support::{NEW_AGENT_SCROBBLE, dead_url, eventually, multipart, sample_json, samples};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -134,6 +134,69 @@ async fn a_reload_applies_a_valid_config_and_refuses_an_invalid_one() {
     assert!(st["config_reloaded_at"].as_i64().is_some(), "{st}");
     assert!(st["config_reload_error"].is_null(), "{st}");
     assert!(d.log().contains("configuration reloaded"));
+}
+
+/// A reload to another tracker: a play that arrives before the new tracker's catalogue is read
+/// waits for it, and maps to the new tracker's show id, not to the old one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_another_tracker_matches_only_against_the_new_ones_shows() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![baki_hanma()]).await;
+    let old = FakeTracker::start(catalogue()).await;
+    let new = FakeTracker::start(vec![
+        json!({"id": 202, "title": "Baki Hanma", "year": 2021, "tmdb_id": 108757}),
+    ])
+    .await;
+    let cfg = dir.path().join("plexsync.toml");
+    let first = daemon::config(&plex.url(), &old.url(), "[poll]\nenabled = false\n");
+    std::fs::write(&cfg, &first).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = InProc::start(dir.path(), &first).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while d.status().await["catalogue_shows"] != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no catalogue:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The new tracker is slow to answer its catalogue (its first request): a play must not be
+    // matched meanwhile.
+    new.push_fault(Fault::Hang(Duration::from_secs(2)));
+    std::fs::write(
+        &cfg,
+        daemon::config(&plex.url(), &new.url(), "[poll]\nenabled = false\n"),
+    )
+    .unwrap();
+    d.reload();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while d.status().await["config_reloaded_at"].as_i64().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reload:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
+    let (s, t) = post(&d.webhook_url, &ct, body).await;
+    assert_eq!(s, 200, "{t}");
+    eventually("the play at the new tracker", WAIT, || {
+        (!new.watched().is_empty()).then_some(())
+    })
+    .await;
+    let watched: Vec<_> = new.watched().into_keys().collect();
+    assert_eq!(watched, vec![("202".to_string(), 1, 1)], "{}", d.log());
+    assert!(old.posts().is_empty());
 }
 
 /// SIGHUP reaches the reload: the binary re-reads its file (the reload itself is tested above).

@@ -27,12 +27,15 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
     // again nor rewritten. It is the enricher's base too, so holding it costs nothing; a
     // second copy and a megabyte rewritten into the store's cache would be idle memory.
     let mut stored: Option<Arc<Catalogue>> = None;
+    // The tracker the catalogue is for (see `Exporter::instance`); a reload may name another.
+    let mut instance = shared.plugins().exporter.instance();
     let cached = {
         let shared = shared.clone();
-        tokio::task::spawn_blocking(move || match shared.store.load_catalogue() {
+        let instance = instance.clone();
+        tokio::task::spawn_blocking(move || match shared.store.load_catalogue_for(&instance) {
             Ok(Some(shows)) => {
                 tracing::info!(shows = shows.len(), "loaded the cached tracker catalogue");
-                Some(publish(&shared, shows))
+                publish(&shared, shows, &instance)
             }
             Ok(None) => None,
             Err(e) => {
@@ -52,12 +55,26 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
     let mut failures = 0u32;
     loop {
         let exporter = shared.plugins().exporter.clone();
+        if exporter.instance() != instance {
+            // A reload named another tracker (and dropped the old one's live catalogue).
+            instance = exporter.instance();
+            stored = None;
+            enricher.stop();
+            failures = 0;
+        }
         let wait = match exporter.fetch_catalogue().await {
+            Ok(shows) if shared.plugins().exporter.instance() != instance => {
+                tracing::info!(
+                    shows = shows.len(),
+                    "the tracker changed during the catalogue fetch; reading the new one"
+                );
+                Duration::ZERO
+            }
             Ok(shows) => {
                 failures = 0;
                 shared.note_catalogue_ok();
                 tracing::info!(shows = shows.len(), "fetched the tracker catalogue");
-                refresh(&shared, shows, &mut stored, &mut enricher).await;
+                refresh(&shared, shows, &mut stored, &mut enricher, &instance).await;
                 shared.config().tracker.catalogue_refresh
             }
             Err(e) => {
@@ -82,21 +99,34 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
 /// Build the catalogue and every matcher's index from `shows` and make them current (which
 /// wakes the resolver), then give the build's garbage back to the system. CPU-bound: call it on
 /// a blocking thread.
-fn publish(shared: &Shared, shows: Vec<plexsync_plugin_api::CatalogShow>) -> Arc<Catalogue> {
-    publish_built(shared, Arc::new(Catalogue::new(shows)))
+/// None when a reload named another tracker than `instance` meanwhile: nothing is published.
+fn publish(
+    shared: &Shared,
+    shows: Vec<plexsync_plugin_api::CatalogShow>,
+    instance: &str,
+) -> Option<Arc<Catalogue>> {
+    publish_built(shared, Arc::new(Catalogue::new(shows)), instance)
 }
 
 /// [`publish`] for a catalogue already built.
-fn publish_built(shared: &Shared, catalogue: Arc<Catalogue>) -> Arc<Catalogue> {
+fn publish_built(
+    shared: &Shared,
+    catalogue: Arc<Catalogue>,
+    instance: &str,
+) -> Option<Arc<Catalogue>> {
     let started = std::time::Instant::now();
-    shared.set_catalogue(catalogue.clone());
+    let published = shared.set_catalogue_of(catalogue.clone(), instance);
     crate::footprint::release_free_memory();
+    if !published {
+        tracing::info!("the tracker changed while its catalogue was indexed; not published");
+        return None;
+    }
     tracing::debug!(
         shows = catalogue.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "catalogue indexed"
     );
-    catalogue
+    Some(catalogue)
 }
 
 /// A fetched catalogue: unless it holds the same shows as `stored`, indexed and published off
@@ -107,6 +137,7 @@ async fn refresh(
     shows: Vec<plexsync_plugin_api::CatalogShow>,
     stored: &mut Option<Arc<Catalogue>>,
     enricher: &mut super::enrich::Enricher,
+    instance: &str,
 ) {
     // An empty answer never replaces a catalogue with shows (live and stored copy both
     // stay): a tracker answering `[]` by mistake (an empty table during a migration, a
@@ -143,16 +174,22 @@ async fn refresh(
     enricher.stop();
     let publish = {
         let shared = shared.clone();
-        tokio::task::spawn_blocking(move || publish_built(&shared, fetched))
+        let instance = instance.to_string();
+        tokio::task::spawn_blocking(move || publish_built(&shared, fetched, &instance))
     };
     let catalogue = match publish.await {
-        Ok(c) => c,
+        Ok(Some(c)) => c,
+        Ok(None) => return,
         Err(e) => {
             tracing::error!(error = %e, "building the catalogue failed");
             return;
         }
     };
-    *stored = match shared.store.save_catalogue(catalogue.clone()).await {
+    *stored = match shared
+        .store
+        .save_catalogue(catalogue.clone(), instance.to_string())
+        .await
+    {
         Ok(()) => Some(catalogue.clone()),
         Err(e) => {
             tracing::warn!(error = %e, "cannot cache the catalogue");

@@ -14,20 +14,33 @@ use crate::model::{now_millis, now_secs};
 impl Store {
     /// Cache the tracker's catalogue: the shows and when they were fetched, in one
     /// transaction. The stored shape (a JSON array under `shows`) is every release's.
-    pub async fn save_catalogue(&self, catalogue: Arc<Catalogue>) -> Result<()> {
+    /// `instance` is the tracker that answered it ([`plexsync_plugin_api::Exporter::instance`]).
+    pub async fn save_catalogue(&self, catalogue: Arc<Catalogue>, instance: String) -> Result<()> {
         self.write(move |txn| {
             let bytes = encode(&catalogue.shows())?;
-            txn.open_table(CATALOGUE)?
-                .insert("shows", bytes.as_slice())?;
-            txn.open_table(CATALOGUE)?
-                .insert("fetched_at", encode(&now_secs())?.as_slice())?;
+            let mut t = txn.open_table(CATALOGUE)?;
+            t.insert("shows", bytes.as_slice())?;
+            t.insert("fetched_at", encode(&now_secs())?.as_slice())?;
+            t.insert("instance", encode(&instance)?.as_slice())?;
             Ok(())
         })
         .await
     }
 
-    pub fn load_catalogue(&self) -> Result<Option<Vec<CatalogShow>>> {
-        self.read(|txn| get_json(&txn.open_table(CATALOGUE)?, "shows"))
+    /// The cached catalogue, if the tracker `instance` answered it: another tracker's show ids
+    /// mean nothing to this one (the config now names another). A copy an earlier release
+    /// cached names no tracker and counts as this one's.
+    pub fn load_catalogue_for(&self, instance: &str) -> Result<Option<Vec<CatalogShow>>> {
+        self.read(|txn| {
+            let t = txn.open_table(CATALOGUE)?;
+            match get_json::<String>(&t, "instance")? {
+                Some(cached) if cached != instance => {
+                    tracing::info!(cached = %cached, tracker = %instance, "the cached catalogue is another tracker's; not used");
+                    Ok(None)
+                }
+                _ => get_json(&t, "shows"),
+            }
+        })
     }
 
     /// Cached show info from Plex (its guids), keyed by [`PlexShow::key`].

@@ -44,6 +44,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// 3: [`RateLimit`] on [`ExportReceipt::rate_limit`] and [`PluginError::rate_limit`].
 /// 4: [`Catalogue`] is held compactly: its lookups answer with a borrowed [`Show`], no
 ///    public `shows` field ([`Catalogue::iter`], [`Catalogue::shows`] for the wire).
+///    Later, without a break (a provided method): [`Exporter::instance`].
 pub const API_VERSION: u32 = 4;
 
 /// What a failure means for the caller.
@@ -445,6 +446,14 @@ pub trait Exporter: Send + Sync {
     /// to refuse a start: the outbox waits for it).
     fn probe(&self) -> BoxFuture<'_, Result<(), PluginError>> {
         Box::pin(async { Ok(()) })
+    }
+    /// Which tracker this exporter talks to (e.g. its base URL): show ids from one tracker
+    /// mean nothing to another, so the host keeps a catalogue, live or cached, only for the
+    /// instance that answered it, and matches nothing against another's. Settings that do not
+    /// change the tracker (a timeout, a key) must not change it. Never a secret: it is stored
+    /// and logged. Default: the kind (every instance of a kind counts as one tracker).
+    fn instance(&self) -> String {
+        self.kind().to_string()
     }
 }
 

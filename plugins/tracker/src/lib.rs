@@ -464,6 +464,25 @@ impl Exporter for TrackerExporter {
     fn create_show<'a>(&'a self, show: &'a NewShow) -> BoxFuture<'a, Result<String, PluginError>> {
         Box::pin(self.create_show_impl(show))
     }
+
+    /// The base URL without what does not pick the tracker (user info, query, fragment, a
+    /// trailing slash): `https://tracker.example:443/plexsync`.
+    fn instance(&self) -> String {
+        instance_of(&self.base)
+    }
+}
+
+fn instance_of(base: &Url) -> String {
+    let host = base.host_str().unwrap_or("").to_ascii_lowercase();
+    let port = base
+        .port_or_known_default()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    format!(
+        "{}://{host}{port}{}",
+        base.scheme(),
+        base.path().trim_end_matches('/')
+    )
 }
 
 /// Read at most `limit` bytes of a body; the flag says whether it was cut there.

@@ -847,3 +847,38 @@ fn the_readme_documents_every_config_key_and_the_secret() {
         );
     }
 }
+
+#[test]
+fn the_instance_is_the_tracker_not_its_tuning_or_credentials() {
+    let a = exporter("https://Tracker.Example/api/plexsync/", Some("k1"));
+    assert_eq!(a.instance(), "https://tracker.example:443/api/plexsync");
+    // Another key, a trailing slash, the default port spelled out, another timeout: the same
+    // tracker.
+    let same = build(&ctx(
+        json!({"url": "https://tracker.example:443/api/plexsync", "timeout": "9s"}),
+        Some("k2"),
+    ))
+    .unwrap();
+    assert_eq!(same.instance(), a.instance());
+    // Another host, port or path: another tracker.
+    for other in [
+        "https://staging.example/api/plexsync",
+        "https://tracker.example:8443/api/plexsync",
+        "https://tracker.example/other",
+        "http://tracker.example/api/plexsync",
+    ] {
+        assert_ne!(
+            exporter(other, Some("k1")).instance(),
+            a.instance(),
+            "{other}"
+        );
+    }
+    // No credential can reach it (it is stored and logged): a URL with one is refused.
+    assert!(
+        build(&ctx(
+            json!({"url": "https://me:pw@tracker.example/api/plexsync"}),
+            Some("k1")
+        ))
+        .is_err()
+    );
+}
