@@ -1,6 +1,7 @@
 //! The wiring: [`run`] opens the shared state ([`crate::state`]), spawns the pipeline tasks,
-//! the poller, the reload and retention tasks and the HTTP server, reports to systemd and
-//! owns the shutdown. Nothing in the library imports this module; it is the top of the graph.
+//! the poller, the accounts, reload and retention tasks and the HTTP server, reports to
+//! systemd and owns the shutdown. Nothing in the library imports this module; it is the top
+//! of the graph.
 //! [`run`] is the testable entry point: tests hand it a config, a bound listener on
 //! 127.0.0.1:0 and a shutdown future; [`run_with`] also takes the [`Hooks`] that `run` makes
 //! from the environment (the sd_notify [`Notifier`], an extra reload trigger).
@@ -175,13 +176,25 @@ pub async fn run_with(
 
     let mut tasks = tokio::task::JoinSet::new();
     let live = |s: &Arc<Shared>| LiveGuard::new(s.clone());
-    let (g1, g2, g3, g4) = (live(&shared), live(&shared), live(&shared), live(&shared));
+    let (g1, g2, g3, g4, g5) = (
+        live(&shared),
+        live(&shared),
+        live(&shared),
+        live(&shared),
+        live(&shared),
+    );
     tasks.spawn(guarded(g1, crate::pipeline::resolver_task(shared.clone())));
     tasks.spawn(guarded(g2, crate::pipeline::exporter_task(shared.clone())));
     tasks.spawn(guarded(g3, crate::pipeline::catalogue_task(shared.clone())));
     tasks.spawn(guarded(
         g4,
         crate::sources::history::poller_task(shared.clone()),
+    ));
+    // Whether or not anything polls: webhooks need the server's accounts to tell a shared
+    // user's play from the owner's (`[plex] accounts`).
+    tasks.spawn(guarded(
+        g5,
+        crate::sources::accounts::accounts_task(shared.clone()),
     ));
     // The live source is optional (`[live] enabled`), so it is not one of the TASKS the
     // watchdog counts; it idles while disabled and a reload switches it on or off.

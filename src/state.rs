@@ -93,6 +93,11 @@ pub struct RuntimeStatus {
     /// Plex's `machineIdentifier` (`/identity`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plex_machine_id: Option<String>,
+    /// When the server's account list (`/accounts`) was last read, by this run or an earlier
+    /// one (the list is kept in the store). None: never read, and until it is, webhooks of
+    /// accounts plexsync cannot place are synced whatever `[plex] accounts` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plex_accounts_read_at: Option<i64>,
 }
 
 /// `/api/status` → `live`: the connection to Plex's notification websocket
@@ -167,8 +172,8 @@ impl Metrics {
     }
 }
 
-/// Long-lived tasks `/healthz` expects alive: resolver, exporter, catalogue, poller.
-pub const TASKS: usize = 4;
+/// Long-lived tasks `/healthz` expects alive: resolver, exporter, catalogue, poller, accounts.
+pub const TASKS: usize = 5;
 
 /// Counts a task as alive for as long as it exists.
 pub struct LiveGuard(Arc<Shared>);
@@ -297,6 +302,9 @@ pub struct Wakeups {
     /// The matchers changed (reload, a new secret): the catalogue enrichment asks them for
     /// names again (pipeline/enrich.rs).
     pub enrich: Notify,
+    /// The Plex token or URL changed (a new secret, a reload): the accounts task reads the
+    /// server's account list again at once (sources/accounts.rs).
+    pub accounts: Notify,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -359,7 +367,9 @@ impl Shared {
         if let Ok(bytes) = serde_json::to_vec(&map) {
             self.store.kv_put_detached(ACCOUNTS_KEY.into(), bytes, None);
         }
+        let read_at = map.fetched_at;
         write(&self.live.accounts, Arc::new(map));
+        self.with_status(|s| s.plex_accounts_read_at = Some(read_at));
     }
     pub fn status(&self) -> RuntimeStatus {
         self.board
@@ -825,6 +835,8 @@ impl Shared {
                 }
             });
             self.request_poll();
+            // The account list may have been refused with the old token: read it now.
+            self.wake.accounts.notify_one();
             // The websocket was opened with the old token: open it again with this one.
             self.wake.live.notify_one();
         }
@@ -964,6 +976,8 @@ impl Shared {
         });
         if plex_moved {
             self.request_poll();
+            // Another server, maybe, with other accounts.
+            self.wake.accounts.notify_one();
         }
         if tracker_changed {
             self.wake.catalogue.notify_one();
@@ -1206,6 +1220,10 @@ pub async fn open_shared(
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    let status = RuntimeStatus {
+        plex_accounts_read_at: (accounts.fetched_at > 0).then_some(accounts.fetched_at),
+        ..Default::default()
+    };
     let config = Arc::new(config);
     Ok(Arc::new_cyclic(|me| Shared {
         me: me.clone(),
@@ -1220,7 +1238,7 @@ pub async fn open_shared(
             secrets: RwLock::new(secrets),
         },
         board: Board {
-            status: Mutex::new(RuntimeStatus::default()),
+            status: Mutex::new(status),
             metrics: Metrics::default(),
             backfill_progress: Mutex::new(None),
             sync_progress: Mutex::new(None),

@@ -87,10 +87,13 @@ async fn scrobble(url: &str, rk: &str, title: &str) {
     assert_eq!(status, 200);
 }
 
+/// The config (no polling; the scrobbles' shared user synced: `plex` lists it).
 fn config(plex: &FakePlex, tracker: &FakeTracker, tmdb: &FakeTmdb, extra: &str) -> String {
-    daemon::config(
+    plex.list_shared_user();
+    daemon::config_with_plex(
         &plex.url(),
         &tracker.url(),
+        daemon::SYNC_SHARED_USER,
         &format!(
             "[[matchers]]\nkind = \"tmdb\"\napi_url = \"{}\"\n{extra}\n[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
             tmdb.url
@@ -165,6 +168,7 @@ async fn a_translated_title_finds_its_show_as_a_candidate_once_tmdb_names_arrive
             .success()
     );
     let mut d = InProc::start(dir.path(), &text).await;
+    support::accounts_read(&d).await;
 
     // No TMDB key yet: a translated title has no candidate, and TMDB is never asked.
     passes_done(&d, 1).await;
@@ -299,6 +303,7 @@ async fn a_rejected_key_or_a_timeout_costs_only_the_names() {
             );
         }
         let mut d = InProc::start(dir.path(), &text).await;
+        support::accounts_read(&d).await;
         eventually("the failed names pass", WAIT, || {
             d.log()
                 .lines()

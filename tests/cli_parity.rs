@@ -45,6 +45,7 @@ async fn online_and_offline_answers_are_equal() {
             .success()
     );
     let mut d = Daemon::start(dir.path(), &cfg_text).await;
+    support::accounts_read(&d).await;
     assert_eq!(
         support::post_sample(&d.webhook_url, NEW_AGENT_SCROBBLE).await,
         200

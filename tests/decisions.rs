@@ -110,9 +110,11 @@ async fn ignored_plays_are_held_and_sent_when_mapped_later_online_and_offline() 
         json!({"id": "lucky7", "title": "Lucky Seven", "year": 2003}),
     ])
     .await;
-    let text = daemon::config(
+    _plex.list_shared_user();
+    let text = daemon::config_with_plex(
         &_plex.url(),
         &tracker.url(),
+        daemon::SYNC_SHARED_USER,
         "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
     );
     let cfg = dir.path().join("plexsync.toml");
@@ -123,6 +125,7 @@ async fn ignored_plays_are_held_and_sent_when_mapped_later_online_and_offline() 
             .success()
     );
     let mut d = InProc::start(dir.path(), &text).await;
+    support::accounts_read(&d).await;
     // The Office's webhook names it 范马刃牙 (the capture's title); Plex's metadata knows
     // its year, library and ids.
     scrobble(&d.webhook_url, "40275", "范马刃牙", 1, 1_700_000_000).await;
@@ -307,9 +310,11 @@ async fn sync_switched_off_and_on_again_sends_what_was_watched_meanwhile() {
         json!({"id": "lm", "title": "Lucky Man", "year": 2016}),
     ])
     .await;
-    let text = daemon::config(
+    plex.list_shared_user();
+    let text = daemon::config_with_plex(
         &plex.url(),
         &tracker.url(),
+        daemon::SYNC_SHARED_USER,
         "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
     );
     let cfg = dir.path().join("plexsync.toml");
@@ -320,6 +325,7 @@ async fn sync_switched_off_and_on_again_sends_what_was_watched_meanwhile() {
             .success()
     );
     let d = InProc::start(dir.path(), &text).await;
+    support::accounts_read(&d).await;
     scrobble(&d.webhook_url, "50001", "Lucky Man", 1, 1_700_000_000).await;
     eventually("E1 at the tracker", WAIT, || {
         tracker
@@ -526,9 +532,11 @@ async fn a_refused_auto_add_becomes_a_conflict_and_shows_in_health() {
         json!({"id": "other", "title": "Something Else Entirely", "year": 1999}),
     ])
     .await;
-    let text = daemon::config(
+    plex.list_shared_user();
+    let text = daemon::config_with_plex(
         &plex.url(),
         &tracker.url(),
+        daemon::SYNC_SHARED_USER,
         "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n[matching]\nauto_add_shows = true\n",
     );
     let cfg = dir.path().join("plexsync.toml");
@@ -539,6 +547,7 @@ async fn a_refused_auto_add_becomes_a_conflict_and_shows_in_health() {
             .success()
     );
     let d = InProc::start(dir.path(), &text).await;
+    support::accounts_read(&d).await;
     eventually("the catalogue", WAIT, || {
         let st = json_out(&d.cli(&["status", "--json"], None));
         (st["catalogue_shows"] == 1).then_some(())
@@ -631,9 +640,11 @@ async fn lucky_man_in_a_conflict_with(edit: impl Fn(String) -> String) -> (Lucky
         json!({"id": "lucky7", "title": "Lucky Seven", "year": 2003}),
     ])
     .await;
-    let text = daemon::config(
+    plex.list_shared_user();
+    let text = daemon::config_with_plex(
         &plex.url(),
         &tracker.url(),
+        daemon::SYNC_SHARED_USER,
         "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
     );
     let text = edit(text);
@@ -645,6 +656,7 @@ async fn lucky_man_in_a_conflict_with(edit: impl Fn(String) -> String) -> (Lucky
             .success()
     );
     let d = InProc::start(dir.path(), &text).await;
+    support::accounts_read(&d).await;
     scrobble(&d.webhook_url, "50001", "Lucky Man", 1, 1_700_000_000).await;
     let listed = eventually("Lucky Man in a conflict", WAIT, || {
         let v = json_out(&d.cli(&["conflicts", "list", "--json"], None));

@@ -285,7 +285,14 @@ async fn the_resolver_backs_off_while_its_writes_fail() {
         "[poll]\nenabled = false\n\n[store]\npath = \"{}\"\n",
         store.display()
     );
-    let cfg_text = daemon::config(&plex.url(), &tracker.url(), &extra);
+    // The capture is a shared user's play: listed by the server and synced.
+    plex.list_shared_user();
+    let cfg_text = daemon::config_with_plex(
+        &plex.url(),
+        &tracker.url(),
+        daemon::SYNC_SHARED_USER,
+        &extra,
+    );
     let cfg = dir.path().join("plexsync.toml");
     std::fs::write(&cfg, &cfg_text).unwrap();
     let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
@@ -295,6 +302,7 @@ async fn the_resolver_backs_off_while_its_writes_fail() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut d = Daemon::start(dir.path(), &cfg_text).await;
+    support::accounts_read(&d).await;
     let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
     let r = reqwest::Client::new()
         .post(&d.webhook_url)

@@ -45,8 +45,18 @@ async fn a_reload_applies_a_valid_config_and_refuses_an_invalid_one() {
     let plex = FakePlex::start(vec![baki_hanma()]).await;
     let tracker = FakeTracker::start(catalogue()).await;
     let cfg = dir.path().join("plexsync.toml");
+    // The capture is a shared user's play: listed by the server and synced.
+    plex.list_shared_user();
+    let config = |tracker_url: &str| {
+        daemon::config_with_plex(
+            &plex.url(),
+            tracker_url,
+            daemon::SYNC_SHARED_USER,
+            "[poll]\nenabled = false\n",
+        )
+    };
     // First the tracker's address is wrong: the play waits.
-    let wrong = daemon::config(&plex.url(), &dead_url(), "[poll]\nenabled = false\n");
+    let wrong = config(&dead_url());
     std::fs::write(&cfg, &wrong).unwrap();
     assert!(
         daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
@@ -54,6 +64,7 @@ async fn a_reload_applies_a_valid_config_and_refuses_an_invalid_one() {
             .success()
     );
     let d = InProc::start(dir.path(), &wrong).await;
+    support::accounts_read(&d).await;
     let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
     let (s, t) = post(&d.webhook_url, &ct, body).await;
     assert_eq!(s, 200, "{t}");
@@ -109,7 +120,7 @@ async fn a_reload_applies_a_valid_config_and_refuses_an_invalid_one() {
     assert_eq!(s, 200, "{t}");
 
     // A valid edit: the right tracker and a smaller body limit take effect without a restart.
-    let right = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n").replace(
+    let right = config(&tracker.url()).replace(
         "[server]\n",
         "[server]\nmax_body_bytes = 65536\nmax_payload_bytes = 32768\n",
     );

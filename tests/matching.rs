@@ -390,8 +390,9 @@ fn the_shipped_config_with_tmdb_checks_without_a_key() {
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Our fake Plex ("own") and the tracker, a config (guid and title matchers, no polling) with
-/// the Plex token stored, and the daemon started on it.
+/// Our fake Plex ("own") and the tracker, a config (guid and title matchers, no polling, the
+/// captures' shared user listed and synced) with the Plex token stored, and the daemon started
+/// on it (its account list read).
 async fn daemon_with(
     dir: &std::path::Path,
     shows: Vec<FakeShow>,
@@ -401,9 +402,11 @@ async fn daemon_with(
     let plex = FakePlex::start(shows).await;
     plex.state.lock().unwrap().machine_identifier = "own".into();
     let tracker = FakeTracker::start(tracker_shows).await;
-    let text = support::daemon::config(
+    plex.list_shared_user();
+    let text = support::daemon::config_with_plex(
         &plex.url(),
         &tracker.url(),
+        support::daemon::SYNC_SHARED_USER,
         "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
     );
     let cfg = dir.join("plexsync.toml");
@@ -415,6 +418,7 @@ async fn daemon_with(
     );
     assert!(out.status.success(), "{out:?}");
     let d = InProc::start(dir, &text).await;
+    support::accounts_read(&d).await;
     (plex, tracker, d)
 }
 

@@ -71,6 +71,7 @@ async fn conflicts_and_mappings_from_the_cli_online_and_offline() {
     let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
     assert!(out.status.success());
     let mut d = InProc::start(dir.path(), &cfg_text).await;
+    support::accounts_read(&d).await;
     assert_eq!(
         support::post_sample(&d.webhook_url, support::NEW_AGENT_SCROBBLE).await,
         200

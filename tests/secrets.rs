@@ -53,7 +53,14 @@ async fn rekey_moves_every_secret_to_the_new_key() {
     ])
     .await;
     tracker.state.lock().unwrap().expected_key = Some(TRACKER_KEY.into());
-    let cfg_text = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n");
+    // The capture is a shared user's play: listed by the server and synced.
+    plex.list_shared_user();
+    let cfg_text = daemon::config_with_plex(
+        &plex.url(),
+        &tracker.url(),
+        daemon::SYNC_SHARED_USER,
+        "[poll]\nenabled = false\n",
+    );
     let cfg = dir.path().join("plexsync.toml");
     std::fs::write(&cfg, &cfg_text).unwrap();
     set(&cfg, "plex-token", TOKEN);
@@ -138,6 +145,7 @@ async fn rekey_moves_every_secret_to_the_new_key() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), url);
     let d = Daemon::start(dir.path(), &cfg_text).await;
+    support::accounts_read(&d).await;
     let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
     let r = reqwest::Client::new()
         .post(&d.webhook_url)
@@ -241,9 +249,12 @@ async fn no_secret_appears_in_logs_activity_errors_or_the_store_file() {
     // The tracker wants another key than the one stored: every export is refused (401), so
     // errors about the key are logged and stored.
     tracker.state.lock().unwrap().expected_key = Some("some-other-key".into());
-    let cfg_text = daemon::config(
+    // The capture is a shared user's play: listed by the server and synced.
+    plex.list_shared_user();
+    let cfg_text = daemon::config_with_plex(
         &plex.url(),
         &tracker.url(),
+        daemon::SYNC_SHARED_USER,
         "[poll]\nschedule = \"0 0 0 1 1 *\"\ninitial_lookback = \"36500d\"\nlibrary_scan = false\n",
     );
     let cfg = dir.path().join("plexsync.toml");
@@ -253,6 +264,7 @@ async fn no_secret_appears_in_logs_activity_errors_or_the_store_file() {
     set(&cfg, "admin-token", ADMIN_TOKEN);
     set(&cfg, "tmdb-key", TMDB_KEY);
     let d = Daemon::start(dir.path(), &cfg_text).await;
+    support::accounts_read(&d).await;
     let webhook_secret = d.webhook_url.rsplit('/').next().unwrap().to_string();
     let http = reqwest::Client::new();
     // A good webhook (Plex is asked for the show with the token; the export fails with 401),

@@ -134,6 +134,7 @@ async fn with_conflict(dir: &std::path::Path, extra_server: &str) -> Setup {
         .success()
     );
     let d = Daemon::start(dir, &cfg_text).await;
+    support::accounts_read(&d).await;
     assert_eq!(
         support::post_sample(&d.webhook_url, NEW_AGENT_SCROBBLE).await,
         200

@@ -44,8 +44,15 @@ async fn setup() -> (tempfile::TempDir, FakePlex, FakeTracker, String) {
     let dir = tempfile::tempdir().unwrap();
     let plex = FakePlex::start(vec![baki_hanma()]).await;
     let tracker = FakeTracker::start(catalogue()).await;
-    // These webhooks come from users the fake server does not list: no polling, no account map.
-    let cfg_text = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n");
+    // No polling. The new-agent capture is a shared user's play: the server lists that user
+    // and the config syncs it beside the owner (the tests are about the plays, not whose).
+    plex.list_shared_user();
+    let cfg_text = daemon::config_with_plex(
+        &plex.url(),
+        &tracker.url(),
+        daemon::SYNC_SHARED_USER,
+        "[poll]\nenabled = false\n",
+    );
     let cfg = dir.path().join("plexsync.toml");
     std::fs::write(&cfg, &cfg_text).unwrap();
     let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
@@ -61,6 +68,7 @@ async fn setup() -> (tempfile::TempDir, FakePlex, FakeTracker, String) {
 async fn world() -> World {
     let (dir, plex, tracker, cfg_text) = setup().await;
     let daemon = InProc::start(dir.path(), &cfg_text).await;
+    support::accounts_read(&daemon).await;
     World {
         _dir: dir,
         plex,
@@ -74,6 +82,7 @@ async fn world() -> World {
 async fn world_bin() -> World<Daemon> {
     let (dir, plex, tracker, cfg_text) = setup().await;
     let daemon = Daemon::start(dir.path(), &cfg_text).await;
+    support::accounts_read(&daemon).await;
     World {
         _dir: dir,
         plex,

@@ -264,6 +264,7 @@ async fn resolving_a_conflict_in_the_browser_delivers_the_held_plays() {
     );
     assert!(out.status.success());
     let d = Daemon::start(dir.path(), &cfg_text).await;
+    support::accounts_read(&d).await;
     assert_eq!(
         support::post_sample(&d.webhook_url, support::NEW_AGENT_SCROBBLE).await,
         200
@@ -496,9 +497,11 @@ async fn busy_daemon(
         shows.push(json!({"id": format!("filler-{i}"), "title": format!("Filler Show {i}"), "year": 2000 + i}));
     }
     let tracker = support::tracker::FakeTracker::start(shows).await;
-    let text = daemon::config(
+    plex.list_shared_user();
+    let text = daemon::config_with_plex(
         &plex.url(),
         &tracker.url(),
+        daemon::SYNC_SHARED_USER,
         "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
     )
     .replace(
@@ -513,6 +516,7 @@ async fn busy_daemon(
     );
     assert!(out.status.success());
     let d = Daemon::start(dir, &text).await;
+    support::accounts_read(&d).await;
     let mut at = 1_765_000_000;
     for (rk, title) in [
         ("40275", "The Office"),
@@ -574,6 +578,7 @@ async fn office_started(dir: &std::path::Path, cfg_text: &str) -> Daemon {
     );
     assert!(out.status.success());
     let d = Daemon::start(dir, cfg_text).await;
+    support::accounts_read(&d).await;
     assert_eq!(
         support::post_sample(&d.webhook_url, support::NEW_AGENT_SCROBBLE).await,
         200

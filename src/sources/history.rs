@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use plexsync_plugin_api::PlaySource;
 
-use crate::accounts::{Account, AccountMap, OWNER_ID, pms_key};
+use super::accounts::refresh_accounts;
+use crate::accounts::{AccountMap, OWNER_ID, pms_key};
 use crate::model::{Activity, ActivityStatus, Play, PlexShow, now_millis, now_secs};
 use crate::pipeline::Would;
 use crate::plex::history::{HistoryQuery, HistoryRow};
@@ -175,26 +176,6 @@ pub fn row_to_play(
         received_at: now_secs(),
         history_key: row.history_key.clone(),
     })
-}
-
-/// Who is on the server, remembered for webhooks.
-pub async fn refresh_accounts(
-    shared: &Shared,
-    client: &PlexClient,
-) -> Result<AccountMap, PlexError> {
-    let accounts = client.accounts().await?;
-    let map = AccountMap {
-        accounts: accounts
-            .into_iter()
-            .map(|a| Account {
-                id: a.id,
-                name: a.name,
-            })
-            .collect(),
-        fetched_at: now_secs(),
-    };
-    shared.set_accounts(map.clone());
-    Ok(map)
 }
 
 /// Read one account's history since `since` into the store. With `cursor_key`, the cursor

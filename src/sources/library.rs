@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use plexsync_plugin_api::PlaySource;
 
-use super::history::{FutureRows, PollError, activity_for, refresh_accounts};
+use super::accounts::refresh_accounts;
+use super::history::{FutureRows, PollError, activity_for};
 use crate::accounts::{AccountMap, OWNER_ID, pms_key};
 use crate::api::SyncRequest;
 use crate::model::{Activity, Play, PlexShow, PollReport, SyncStatus, SyncWould, now_secs};

@@ -10,8 +10,19 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_plexsync");
 
+/// `[plex]` lines ([`config_with_plex`]) that sync the owner and the real captures' shared user
+/// ([`super::plex::SHARED_USER`], who must be listed: [`super::plex::FakePlex::list_shared_user`]):
+/// for tests that post `support::NEW_AGENT_SCROBBLE` to be about something else than whose
+/// plays are synced.
+pub const SYNC_SHARED_USER: &str = "accounts = [1, \"播放\"]\n";
+
 /// A config for tests: listen on an ephemeral port, fast retries.
 pub fn config(plex_url: &str, tracker_url: &str, extra: &str) -> String {
+    config_with_plex(plex_url, tracker_url, "", extra)
+}
+
+/// [`config`] with `plex` (lines of keys) added to its `[plex]` table.
+pub fn config_with_plex(plex_url: &str, tracker_url: &str, plex: &str, extra: &str) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -19,7 +30,7 @@ listen = "127.0.0.1:0"
 [plex]
 url = "{plex_url}"
 timeout = "2s"
-
+{plex}
 [tracker]
 url = "{tracker_url}"
 timeout = "2s"

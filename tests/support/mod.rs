@@ -302,6 +302,28 @@ pub fn multipart(payload: &serde_json::Value, thumb: Option<&[u8]>) -> (String, 
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// Wait until the daemon has read its Plex server's account list (`plex_accounts_read_at` in
+/// `/api/status`; a store that holds one has it from the start). A test whose fake Plex lists
+/// the captures' shared user waits for it before posting: a webhook that comes before it is
+/// kept under its plex.tv id (`plextv:31646104`), one after under the server's account
+/// (`pms:31646104`), and two keys are two viewings to the dedupe.
+pub async fn accounts_read<D: Driver>(d: &D) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = d.status().await;
+        if st["plex_accounts_read_at"].is_i64() {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "the daemon did not read Plex's /accounts: {st}\n{}",
+                d.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Poll `f` until it returns Some or the timeout passes.
 pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -318,7 +340,9 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() ->
 
 /// A show the title matcher cannot decide: Plex knows it only by title ("The Office", 2003),
 /// the tracker has two shows of that title (2001 and 2005). Starts both fakes and writes
-/// `dir/plexsync.toml` (title matcher, no polling); returns the config's text.
+/// `dir/plexsync.toml` (title matcher, no polling, the captures' shared user listed and synced
+/// so [`NEW_AGENT_SCROBBLE`] re-aimed at the show is held in the conflict); returns the
+/// config's text.
 pub async fn office_conflict(
     dir: &std::path::Path,
 ) -> (plex::FakePlex, tracker::FakeTracker, String) {
@@ -335,9 +359,11 @@ pub async fn office_conflict(
         serde_json::json!({"id": "office-us", "title": "The Office", "year": 2005}),
     ])
     .await;
-    let text = daemon::config(
+    plex.list_shared_user();
+    let text = daemon::config_with_plex(
         &plex.url(),
         &tracker.url(),
+        daemon::SYNC_SHARED_USER,
         "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n",
     );
     std::fs::write(dir.join("plexsync.toml"), &text).expect("write the config");

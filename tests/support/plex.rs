@@ -404,6 +404,13 @@ impl FakePlex {
         self.state.lock().unwrap().watched.push(e);
     }
 
+    /// Add the real captures' shared user ([`SHARED_USER`]) to `/accounts`. A test that has
+    /// its plays synced also selects it in `[plex] accounts` ([`super::daemon::SYNC_SHARED_USER`]).
+    pub fn list_shared_user(&self) {
+        let (id, name) = SHARED_USER;
+        self.state.lock().unwrap().accounts.push((id, name.into()));
+    }
+
     /// Replace `/accounts`.
     pub fn set_accounts(&self, accounts: &[(i64, &str)]) {
         self.state.lock().unwrap().accounts = accounts
@@ -1362,6 +1369,13 @@ mod self_tests {
         ));
     }
 }
+
+/// The shared (non-owner) user who played the new-agent scrobble sample
+/// (`support::NEW_AGENT_SCROBBLE`): its `Account` (plex.tv id, title). PMS lists a shared user
+/// under that same number in `/accounts` (PLEX_PROTOCOL.md §5). Not listed by default: a daemon
+/// that has read the default `/accounts` does not sync its plays (`[plex] accounts` defaults to
+/// the owner).
+pub const SHARED_USER: (i64, &str) = (31_646_104, "播放");
 
 /// The show of the new-agent scrobble sample (`support::NEW_AGENT_SCROBBLE`), as the fake
 /// server describes it: ratingKey 40275 with its show-level guids.
