@@ -163,7 +163,17 @@ async fn a_reload_to_another_tracker_matches_only_against_the_new_ones_shows() {
     ])
     .await;
     let cfg = dir.path().join("plexsync.toml");
-    let first = daemon::config(&plex.url(), &old.url(), "[poll]\nenabled = false\n");
+    // The capture is a shared user's play: listed by the server and synced.
+    plex.list_shared_user();
+    let config = |tracker_url: &str| {
+        daemon::config_with_plex(
+            &plex.url(),
+            tracker_url,
+            daemon::SYNC_SHARED_USER,
+            "[poll]\nenabled = false\n",
+        )
+    };
+    let first = config(&old.url());
     std::fs::write(&cfg, &first).unwrap();
     assert!(
         daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
@@ -171,6 +181,7 @@ async fn a_reload_to_another_tracker_matches_only_against_the_new_ones_shows() {
             .success()
     );
     let d = InProc::start(dir.path(), &first).await;
+    support::accounts_read(&d).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while d.status().await["catalogue_shows"] != 1 {
         assert!(
@@ -183,11 +194,7 @@ async fn a_reload_to_another_tracker_matches_only_against_the_new_ones_shows() {
     // The new tracker is slow to answer its catalogue (its first request): a play must not be
     // matched meanwhile.
     new.push_fault(Fault::Hang(Duration::from_secs(2)));
-    std::fs::write(
-        &cfg,
-        daemon::config(&plex.url(), &new.url(), "[poll]\nenabled = false\n"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, config(&new.url())).unwrap();
     d.reload();
     let deadline = tokio::time::Instant::now() + WAIT;
     while d.status().await["config_reloaded_at"].as_i64().is_none() {

@@ -459,20 +459,19 @@ async fn bad_requests_get_their_status_an_activity_row_and_store_nothing() {
     let (s, t) = w.post("multipart/form-data; boundary=b", body).await;
     assert_eq!(s, 400, "{t}");
     expect_rows += 1;
-    // Malformed JSON; not an object; a scrobbled episode without its season.
+    // Malformed JSON; not an object; a scrobbled episode with a negative season (one
+    // without its season is ignored, not refused: see
+    // a_scrobbled_episode_without_its_number_is_ignored_not_refused).
     let (s, t) = w.post("application/json", b"{\"event\": ".to_vec()).await;
     assert_eq!(s, 400, "{t}");
     expect_rows += 1;
     let (s, _) = w.post("application/json", b"[1,2,3]".to_vec()).await;
     assert_eq!(s, 400);
     expect_rows += 1;
-    let mut no_season = sample_json(NEW_AGENT);
-    no_season["Metadata"]
-        .as_object_mut()
-        .unwrap()
-        .remove("parentIndex");
+    let mut bad_season = sample_json(NEW_AGENT);
+    bad_season["Metadata"]["parentIndex"] = json!(-1);
     let (s, t) = w
-        .post("application/json", serde_json::to_vec(&no_season).unwrap())
+        .post("application/json", serde_json::to_vec(&bad_season).unwrap())
         .await;
     assert_eq!(s, 400, "{t}");
     assert!(t.contains("parentIndex"), "the reason names the field: {t}");
