@@ -276,6 +276,10 @@ pub struct Board {
     pub live: Mutex<LiveStatus>,
     /// The exporter's figures: requests in flight, their latency, the request budget.
     pub export: crate::export_board::ExportBoard,
+    /// When (unix ms) the newest catalogue read whose answer is the live catalogue began
+    /// (0: none since the start; a cached copy does not count). A create whose answer was lost
+    /// waits for a read begun after it (pipeline::resolve::create_show).
+    pub catalogue_read_from_ms: std::sync::atomic::AtomicI64,
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.
@@ -1248,6 +1252,7 @@ pub async fn open_shared(
             started: Instant::now(),
             health: Mutex::new(HealthClock::new()),
             live: Mutex::new(LiveStatus::default()),
+            catalogue_read_from_ms: std::sync::atomic::AtomicI64::new(0),
         },
         key,
         webhook_secret,

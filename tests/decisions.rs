@@ -580,6 +580,74 @@ async fn a_refused_auto_add_becomes_a_conflict_and_shows_in_health() {
     assert_eq!(creates, 1, "no show was created");
 }
 
+/// `[matching] auto_add_shows`: a create whose answer is lost (the tracker is slower than the
+/// request may wait, and creates the show all the same) is not sent again blindly: the
+/// tracker's catalogue is read once the create has settled, and the play maps to the show the
+/// first create made. One show, never two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_add_whose_answer_was_lost_does_not_create_the_show_twice() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![FakeShow {
+        rating_key: "60002".into(),
+        guid: format!("plex://show/{:0>24}", "60002"),
+        title: "Slow To Create".into(),
+        year: 2024,
+        guids: vec!["tmdb://999002".into()],
+    }])
+    .await;
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "other", "title": "Something Else Entirely", "year": 1999}),
+    ])
+    .await;
+    plex.list_shared_user();
+    let text = daemon::config_with_plex(
+        &plex.url(),
+        &tracker.url(),
+        daemon::SYNC_SHARED_USER,
+        "[[matchers]]\nkind = \"guid\"\n[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n[matching]\nauto_add_shows = true\n",
+    );
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = InProc::start(dir.path(), &text).await;
+    support::accounts_read(&d).await;
+    eventually("the catalogue", WAIT, || {
+        let st = json_out(&d.cli(&["status", "--json"], None));
+        (st["catalogue_shows"] == 1).then_some(())
+    })
+    .await;
+    // The create: answered after the tracker plugin's 2 s timeout, the show made anyway.
+    tracker
+        .state
+        .lock()
+        .unwrap()
+        .create_faults
+        .push(support::tracker::Fault::AnswerLate(Duration::from_secs(3)));
+    scrobble(&d.webhook_url, "60002", "Slow To Create", 1, 1_700_000_000).await;
+    let at = eventually("the play at the tracker", Duration::from_secs(60), || {
+        let w = tracker.watched();
+        (!w.is_empty()).then_some(w)
+    })
+    .await;
+    let shows = tracker.state.lock().unwrap().shows.clone();
+    let made: Vec<&Value> = shows.iter().filter(|s| s["tmdb_id"] == 999002).collect();
+    assert_eq!(made.len(), 1, "created once: {shows:?}\n{}", d.log());
+    let id = made[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        at.into_keys().collect::<Vec<_>>(),
+        vec![(id, 1, 1)],
+        "the play went to the show the first create made"
+    );
+}
+
 /// Plex with "Lucky Man" (2016, rating key 50001) and "Lucky Sevens Again" (2010, 50002), a
 /// tracker whose closest shows are not close enough to map either, a daemon with the title
 /// matcher; then a play of Lucky Man, waited for until it is a conflict. Returns the world,

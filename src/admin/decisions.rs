@@ -555,23 +555,13 @@ async fn decide(
                     format!("the tracker did not create the show: {e}"),
                 )
             };
-            let id = match crate::pipeline::create_show(shared, &conflict.query).await {
+            // A person asked for it: created from the title even without a TMDB id.
+            let id = match crate::pipeline::create_show(shared, &conflict.query, false).await {
                 Ok(Some(id)) => id,
                 Ok(None) => {
-                    // A person asked for it: create from the title even without a TMDB id.
-                    let show = plexsync_plugin_api::NewShow {
-                        title: conflict.query.title.clone(),
-                        year: conflict.query.year,
-                        ..Default::default()
-                    };
-                    let id = shared
-                        .plugins()
-                        .exporter
-                        .create_show(&show)
-                        .await
-                        .map_err(failed)?;
-                    shared.wake.catalogue.notify_one();
-                    id
+                    return Err(failed(plexsync_plugin_api::PluginError::permanent(
+                        "nothing to create the show from",
+                    )));
                 }
                 Err(e) => return Err(failed(e)),
             };

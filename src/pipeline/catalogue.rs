@@ -62,6 +62,7 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
             enricher.stop();
             failures = 0;
         }
+        let began_ms = crate::model::now_millis();
         let wait = match exporter.fetch_catalogue().await {
             Ok(shows) if shared.plugins().exporter.instance() != instance => {
                 tracing::info!(
@@ -74,7 +75,12 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
                 failures = 0;
                 shared.note_catalogue_ok();
                 tracing::info!(shows = shows.len(), "fetched the tracker catalogue");
-                refresh(&shared, shows, &mut stored, &mut enricher, &instance).await;
+                if refresh(&shared, shows, &mut stored, &mut enricher, &instance).await {
+                    shared
+                        .board
+                        .catalogue_read_from_ms
+                        .fetch_max(began_ms, std::sync::atomic::Ordering::SeqCst);
+                }
                 shared.config().tracker.catalogue_refresh
             }
             Err(e) => {
@@ -131,14 +137,15 @@ fn publish_built(
 
 /// A fetched catalogue: unless it holds the same shows as `stored`, indexed and published off
 /// the runtime's workers first (the enricher restarted on it), so plays waiting for it go as
-/// soon as the index is built; then the store's copy (one transaction).
+/// soon as the index is built; then the store's copy (one transaction). True when the live
+/// catalogue is now this answer (published, or the same shows).
 async fn refresh(
     shared: &Arc<Shared>,
     shows: Vec<plexsync_plugin_api::CatalogShow>,
     stored: &mut Option<Arc<Catalogue>>,
     enricher: &mut super::enrich::Enricher,
     instance: &str,
-) {
+) -> bool {
     // An empty answer never replaces a catalogue with shows (live and stored copy both
     // stay): a tracker answering `[]` by mistake (an empty table during a migration, a
     // proxy's default) would otherwise turn every unmapped show into a conflict without
@@ -152,7 +159,7 @@ async fn refresh(
                 "the tracker answered an empty catalogue; keeping the current one"
             );
             shared.note_catalogue_refused_empty();
-            return;
+            return false;
         }
     }
     // The compact catalogue is cheap to build (milliseconds); the indices are what cost.
@@ -161,7 +168,7 @@ async fn refresh(
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "building the catalogue failed");
-            return;
+            return false;
         }
     };
     if stored.as_deref() == Some(&*fetched) {
@@ -169,7 +176,7 @@ async fn refresh(
         shared.note_catalogue_fresh();
         drop(fetched);
         crate::footprint::release_free_memory();
-        return;
+        return true;
     }
     enricher.stop();
     let publish = {
@@ -179,10 +186,10 @@ async fn refresh(
     };
     let catalogue = match publish.await {
         Ok(Some(c)) => c,
-        Ok(None) => return,
+        Ok(None) => return false,
         Err(e) => {
             tracing::error!(error = %e, "building the catalogue failed");
-            return;
+            return false;
         }
     };
     *stored = match shared
@@ -199,4 +206,5 @@ async fn refresh(
     // The store's encoded copy is garbage now too.
     crate::footprint::release_free_memory();
     enricher.start(shared, catalogue);
+    true
 }

@@ -315,7 +315,7 @@ async fn match_play(
         ChainResult::Conflict { candidates, .. }
             if candidates.is_empty() && shared.config().matching.auto_add_shows =>
         {
-            match create_show(shared, &query).await {
+            match create_show(shared, &query, true).await {
                 Ok(Some(show_id)) => {
                     tracing::info!(show_id = %show_id, show = %query.title, "show created in the tracker ([matching] auto_add_shows)");
                     Resolution::Mapped {
@@ -401,11 +401,33 @@ fn conflict(
     })
 }
 
-/// Create the show in the tracker from what Plex knows; None when it has no TMDB id (a show
-/// created from a bare title would too often duplicate one the matchers missed).
+/// `plugin_kv` prefix of a show create whose answer was lost (a transient failure: the
+/// tracker may have created it all the same), by [`create_key`]; the value is when (unix ms)
+/// the tracker has surely finished with it: the failure plus [`settle_time`].
+const UNSETTLED_CREATE: &str = "host:create-unsettled:";
+
+/// How long after a lost create the tracker may still be carrying it out: as long as the
+/// request was allowed to run (a timeout's whole length), and at least 5 s (a reset
+/// connection's request may still be at work).
+fn settle_time(request_took: Duration) -> Duration {
+    request_took.max(Duration::from_secs(5))
+}
+
+/// How long such a mark is kept: long past any catalogue read.
+const UNSETTLED_FOR: Duration = Duration::from_secs(7 * 86_400);
+
+/// Create the show in the tracker from what Plex knows. `require_tmdb` (the automatic
+/// creation): None when it has no TMDB id (a show created from a bare title would too often
+/// duplicate one the matchers missed); a person's "Create new" creates from the title.
+///
+/// A create whose answer was lost (a timeout, a reset: the tracker may have created it) is
+/// not sent again until a catalogue read begun after it is live; if that catalogue has the
+/// show (same TMDB id, or same title and year), its id is the answer, so a retry, the
+/// resolver's or a person's second click, never makes a second show.
 pub async fn create_show(
     shared: &Shared,
     query: &ShowQuery,
+    require_tmdb: bool,
 ) -> Result<Option<String>, plexsync_plugin_api::PluginError> {
     use plexsync_plugin_api::guid::{ExternalId, parse_show_guids};
     let ids = parse_show_guids(&query.guids);
@@ -422,13 +444,96 @@ pub async fn create_show(
             _ => {}
         }
     }
-    if show.tmdb_id.is_none() {
+    if require_tmdb && show.tmdb_id.is_none() {
         return Ok(None);
     }
+    let mark = format!("{UNSETTLED_CREATE}{}", create_key(&show));
+    let unsettled = shared
+        .store
+        .kv_get(&mark)
+        .map_err(|e| plexsync_plugin_api::PluginError::transient(format!("store: {e}")))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(i64::from_le_bytes);
+    if let Some(settled_at) = unsettled {
+        let read_from = shared
+            .board
+            .catalogue_read_from_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if read_from <= settled_at {
+            // Woken again by every retry, so a read does begin once the create has settled.
+            shared.wake.catalogue.notify_one();
+            return Err(plexsync_plugin_api::PluginError::transient(
+                "an earlier request to create this show got no answer; the tracker's catalogue is read first, so the show is not created twice",
+            ));
+        }
+        if let Some(id) = shared
+            .catalogue()
+            .and_then(|c| find_created(&c, &show).map(str::to_string))
+        {
+            tracing::info!(show_id = %id, show = %show.title, "the show an earlier create made is in the catalogue; not created again");
+            forget_unsettled(shared, mark);
+            return Ok(Some(id));
+        }
+    }
     let exporter = shared.plugins().exporter.clone();
-    let id = exporter.create_show(&show).await?;
-    shared.wake.catalogue.notify_one();
-    Ok(Some(id))
+    let started = Instant::now();
+    match exporter.create_show(&show).await {
+        Ok(id) => {
+            if unsettled.is_some() {
+                forget_unsettled(shared, mark);
+            }
+            shared.wake.catalogue.notify_one();
+            Ok(Some(id))
+        }
+        Err(e) if e.is_transient() => {
+            let settled_at =
+                now_millis().saturating_add(settle_time(started.elapsed()).as_millis() as i64);
+            let expires = settled_at.saturating_add(UNSETTLED_FOR.as_millis() as i64);
+            tracing::warn!(show = %show.title, error = %e, "a show create got no answer; the tracker's catalogue is read before it is tried again");
+            if let Err(se) = shared
+                .store
+                .kv_put(mark, settled_at.to_le_bytes().to_vec(), Some(expires))
+                .await
+            {
+                tracing::warn!(show = %show.title, error = %se, "cannot record a create without an answer");
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What identifies a show to create: its TMDB id, else its title and year.
+fn create_key(show: &plexsync_plugin_api::NewShow) -> String {
+    match show.tmdb_id {
+        Some(n) => format!("tmdb:{n}"),
+        None => format!(
+            "title:{}|{}",
+            show.title.trim().to_lowercase(),
+            show.year.map(|y| y.to_string()).unwrap_or_default()
+        ),
+    }
+}
+
+/// The catalogue's show an earlier create of `show` made, if it is there.
+fn find_created<'a>(
+    c: &'a plexsync_plugin_api::Catalogue,
+    show: &plexsync_plugin_api::NewShow,
+) -> Option<&'a str> {
+    match show.tmdb_id {
+        Some(n) => c.by_tmdb(n).next().map(|s| s.id),
+        None => c
+            .iter()
+            .find(|s| s.title.trim().eq_ignore_ascii_case(show.title.trim()) && s.year == show.year)
+            .map(|s| s.id),
+    }
+}
+
+fn forget_unsettled(shared: &Shared, mark: String) {
+    // Expired at once: reads as absent; the row goes with the next write of the key.
+    shared
+        .store
+        .kv_put_detached(mark, Vec::new(), Some(now_millis()));
 }
 
 /// The matcher query for a play's show: the play's own show guids plus, when Plex can tell

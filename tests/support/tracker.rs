@@ -21,6 +21,10 @@ pub enum Fault {
     Status(u16, Option<u64>),
     /// Sleep this long before answering normally.
     Hang(Duration),
+    /// Do what the request asks at once, but answer only after this long: a client that gives
+    /// up first misses the answer to a change that was made. For creates (`create_faults`);
+    /// the request is counted twice.
+    AnswerLate(Duration),
 }
 
 #[derive(Default)]
@@ -38,6 +42,8 @@ pub struct TrackerState {
     pub faults: Vec<Fault>,
     /// Fault for every watched POST until cleared.
     pub sticky: Option<Fault>,
+    /// Faults for the next show creates (`POST /shows`) only, front first.
+    pub create_faults: Vec<Fault>,
     pub requests: usize,
     pub next_id: u64,
     pub expected_key: Option<String>,
@@ -227,6 +233,11 @@ async fn handle_inner(
         }
         if !s.faults.is_empty() {
             Some(s.faults.remove(0))
+        } else if seen.method == "POST"
+            && seen.path.ends_with("/shows")
+            && !s.create_faults.is_empty()
+        {
+            Some(s.create_faults.remove(0))
         } else if seen.method == "POST" && seen.path.ends_with("/watched") {
             s.sticky.clone()
         } else {
@@ -247,6 +258,11 @@ async fn handle_inner(
             return r;
         }
         Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
+        Some(Fault::AnswerLate(d)) => {
+            let r = Box::pin(handle_inner(st, seen)).await;
+            tokio::time::sleep(d).await;
+            return r;
+        }
         None => {}
     }
     let mut s = st.lock().unwrap();
