@@ -171,9 +171,9 @@ pub fn evaluate(i: &Inputs) -> Vec<Condition> {
     // Plex.
     if r.plex_token_rejected {
         let message = if i.plex_token_set {
-            "Plex rejects the token (401): polling is paused"
+            "Plex rejects the token (401): polling, show look-ups and the account list wait for a valid one"
         } else {
-            "Plex rejects requests without a token (401) and none is stored: polling is paused"
+            "Plex rejects requests without a token (401) and none is stored: polling, show look-ups and the account list wait for one"
         };
         add(
             "plex.token_rejected",

@@ -261,3 +261,45 @@ async fn a_new_token_or_plex_url_reads_the_accounts_again() {
     assert!(st["last_poll"].is_null(), "nothing polled: {st}");
     assert_eq!(other.count("/status/sessions/history"), 0);
 }
+
+/// A webhook-only setup with a token Plex refuses: health says so at once (the account list
+/// needs the token), not only once a play waits for Plex; a good token clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_shows_in_health_without_polling_or_plays() {
+    if samples().is_none() {
+        return;
+    }
+    let (dir, _plex, _tracker, text) = setup().await;
+    // Nothing else that asks Plex runs: no poll, no live connection.
+    let text = text.replace("[poll]\n", "[live]\nenabled = false\n[poll]\n");
+    assert!(text.contains("[live]"), "{text}");
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = daemon::cli(
+        &cfg,
+        &["secret", "set", "plex-token"],
+        Some("not-the-token"),
+    );
+    assert!(out.status.success());
+    let d = InProc::start(dir.path(), &text).await;
+    let rejected = |st: &Value| {
+        st["plex_token_rejected"] == true
+            && st["health"].as_array().is_some_and(|h| {
+                h.iter().any(|c| {
+                    c["component"] == "plex" && c["message"].as_str().unwrap_or("").contains("401")
+                })
+            })
+    };
+    status_until(&d, "the rejected token in health", rejected).await;
+    assert_eq!(d.status().await["counts"]["journal"], 0);
+    let out = d.cli(&["secret", "set", "plex-token"], Some(TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    status_until(&d, "health clear of the token", |st| {
+        read_at(st).is_some() && !rejected(st)
+    })
+    .await;
+}

@@ -62,6 +62,9 @@ pub async fn accounts_task(shared: Arc<Shared>) {
         };
         let wait = match read {
             Ok(map) => {
+                // The list needs the token: it is good (a rejection this task or another
+                // noted is over; other Plex errors are the poll's or the resolver's to clear).
+                shared.note_plex_token_ok();
                 let people = map.accounts.iter().filter(|a| a.id != 0).count();
                 if failures > 0 {
                     tracing::info!(
@@ -76,6 +79,11 @@ pub async fn accounts_task(shared: Arc<Shared>) {
                 REFRESH
             }
             Err(e) => {
+                // A rejected token is health's to show at once, also where nothing polls (a
+                // webhook-only setup would otherwise learn of it only from a play that waits).
+                if matches!(e, PlexError::Unauthorized { .. }) {
+                    shared.note_plex_error(&e);
+                }
                 failures = failures.saturating_add(1);
                 let d = crate::pipeline::backoff(failures, RETRY_FIRST, RETRY_MAX);
                 let retry_in_ms = d.as_millis() as u64;
