@@ -359,6 +359,23 @@ pub fn evaluate(i: &Inputs) -> Vec<Condition> {
                     None,
                 );
             }
+            // Rows the exporter skips (each logged once, by table and key): nothing retries
+            // them, so only a person can; every other show's exports go on meanwhile.
+            if c.unreadable_exports > 0 {
+                add(
+                    "exports.unreadable",
+                    Exports,
+                    Warning,
+                    format!(
+                        "{} export row(s) in the store cannot be read: they are skipped and left as they are, so their episodes do not reach the tracker; the other exports go on",
+                        c.unreadable_exports
+                    ),
+                    Some(
+                        "the log names each row (\"an export row in the store cannot be read\", with its table and key): journalctl -u plexsync",
+                    ),
+                    None,
+                );
+            }
             let too_old = export_too_old(i.export_max_backoff).as_secs() as i64;
             if let Some(oldest) = c.oldest_pending_secs.filter(|&s| s > too_old) {
                 add(
@@ -594,6 +611,29 @@ mod tests {
             w.item.message
         );
         assert_eq!(w.began, Some(NOW - 30));
+    }
+
+    /// Export rows the store cannot read are a warning (the other exports go on), and no
+    /// longer the whole store "cannot be read".
+    #[test]
+    fn unreadable_export_rows_are_a_warning() {
+        let r = fine();
+        let mut c = healthy_counts();
+        assert!(!keys(&evaluate(&inputs(&r, &c))).contains(&"exports.unreadable"));
+        c.unreadable_exports = 2;
+        let found = evaluate(&inputs(&r, &c));
+        let w = found
+            .iter()
+            .find(|c| c.key == "exports.unreadable")
+            .expect("the unreadable rows");
+        assert_eq!(w.item.severity, Severity::Warning);
+        assert_eq!(w.item.component, Component::Exports);
+        assert!(
+            w.item.message.starts_with("2 export row(s)"),
+            "{}",
+            w.item.message
+        );
+        assert!(w.item.hint.as_deref().unwrap().contains("journalctl"));
     }
 
     #[test]

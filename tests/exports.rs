@@ -521,3 +521,76 @@ async fn a_slowing_tracker_gets_fewer_requests_at_once_then_more_again() {
     assert_eq!(t.same_show_overlaps, 0);
     assert!(t.max_in_flight <= 4, "{}", t.max_in_flight);
 }
+
+/// Write `rows` (table, key, value) into the store of the stopped daemon in `dir` as they
+/// are: values no release wrote (a corrupt or foreign row), opened the way the daemon does.
+async fn plant_rows(dir: &std::path::Path, rows: &[(&'static str, u64, &'static [u8])]) {
+    let s = plexsync::store::Store::open(&dir.join("plexsync.redb")).unwrap();
+    let rows = rows.to_vec();
+    s.write(move |txn| {
+        for (table, key, value) in rows {
+            let def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new(table);
+            txn.open_table(def)?.insert(key, value)?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+/// An `outbox` row and a dead letter the store cannot read stop no show's exports, nor
+/// `outbox retry`: they are left in the store, status counts them and health warns, and
+/// every other show's plays reach the tracker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_outbox_and_dead_letter_rows_stop_no_show() {
+    if samples().is_none() {
+        return;
+    }
+    let mut w = world(2, "").await;
+    // A readable dead letter: an episode the tracker does not know.
+    w.post(0, 51).await;
+    status_where(&w.daemon, "the dead letter", |s| {
+        s["counts"]["dead_letters"] == json!(1)
+    })
+    .await;
+    w.daemon.stop().await;
+    plant_rows(
+        &w.daemon.dir,
+        &[
+            ("outbox", 0, b"{not json"),
+            ("dead_letter", 1_000_000, b"\xff not json"),
+        ],
+    )
+    .await;
+    w.daemon.restart().await;
+    w.post(0, 1).await;
+    w.post(1, 1).await;
+    w.arrived(2).await;
+    let st = status_where(&w.daemon, "the unreadable rows counted", |s| {
+        s["counts"]["unreadable_exports"] == json!(2)
+    })
+    .await;
+    assert_eq!(st["counts"]["dead_letters"], json!(1), "{st:#}");
+    let warning = st["health"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["component"] == "exports" && h["severity"] == "warning")
+        .unwrap_or_else(|| panic!("no export warning: {st:#}"));
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 export row(s) in the store cannot be read"),
+        "{warning}"
+    );
+    // The readable dead letter goes again; the unreadable one stays where it is.
+    let out = w.daemon.cli(&["outbox", "retry"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("requeued 1 "), "{text}");
+    let out = w.daemon.cli(&["outbox", "list"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 unreadable row(s) skipped"), "{text}");
+}

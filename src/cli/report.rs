@@ -288,10 +288,18 @@ pub async fn outbox_list(a: &Admin, as_json: bool) -> Result<()> {
     }
     let c = &v.counts;
     outln!(
-        "pending: {} episode(s) in {} batch(es); dead letters: {}",
+        "pending: {} episode(s) in {} batch(es); dead letters: {}{}",
         c.outbox_items,
         c.batches,
-        c.dead_letters
+        c.dead_letters,
+        if c.unreadable_exports > 0 {
+            format!(
+                "; {} unreadable row(s) skipped (left in the store; the log names them)",
+                c.unreadable_exports
+            )
+        } else {
+            String::new()
+        }
     );
     if v.batches.is_empty() {
         return Ok(());

@@ -237,6 +237,8 @@ struct Inner {
     pending_shows: Arc<PendingShows>,
     /// The exporter's view of `batches` (see [`outbox::BatchIndex`]).
     batch_index: Arc<outbox::BatchIndex>,
+    /// Export rows met that do not decode, each logged once (see [`outbox::Unreadable`]).
+    unreadable: Arc<outbox::Unreadable>,
     /// Group commits made (durable transactions): `/metrics`, and the tests that count fsyncs
     /// per group.
     commits: Arc<std::sync::atomic::AtomicU64>,
@@ -319,6 +321,7 @@ impl Store {
                 ingest: Arc::default(),
                 pending_shows: Arc::new(pending_shows),
                 batch_index: Arc::default(),
+                unreadable: Arc::default(),
                 commits,
                 write_failure,
                 jobs: Some(tx),
@@ -364,6 +367,7 @@ impl Store {
                 ingest: Arc::default(),
                 pending_shows: Arc::default(),
                 batch_index: Arc::default(),
+                unreadable: Arc::default(),
                 commits: Arc::default(),
                 write_failure: Arc::default(),
                 jobs: None,

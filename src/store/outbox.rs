@@ -1,7 +1,8 @@
 //! The outbox: waiting export items formed into fixed `batches` (each with the idempotency key
 //! every attempt reuses), due batches, finishing an attempt (delivered → `watched` marked
 //! exported; transient → rescheduled; permanent or out of attempts → `dead_letter`), and the
-//! dead letters and their manual retry (with a new key).
+//! dead letters and their manual retry (with a new key). A row of these tables that does not
+//! decode is skipped and left as it is ([`Unreadable`]), so it never stops the other shows.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -156,13 +157,16 @@ impl BatchIndex {
         store.read(|txn| {
             let map = match index.as_mut() {
                 Some(map) => map,
-                None => index.insert(BatchIndex::build(txn)?),
+                None => index.insert(BatchIndex::build(txn, &store.inner.unreadable)?),
             };
             f(map, txn)
         })
     }
 
-    fn build(txn: &redb::ReadTransaction) -> Result<BTreeMap<u64, BatchSlot>> {
+    fn build(
+        txn: &redb::ReadTransaction,
+        unreadable: &Unreadable,
+    ) -> Result<BTreeMap<u64, BatchSlot>> {
         let mut map = BTreeMap::new();
         let mut shows: HashSet<Arc<str>> = HashSet::new();
         for row in txn.open_table(BATCHES)?.iter()? {
@@ -170,7 +174,7 @@ impl BatchIndex {
             let head: BatchHead = match decode(v.value()) {
                 Ok(h) => h,
                 Err(e) => {
-                    unreadable(id.value(), &e);
+                    unreadable.note(BATCHES_TABLE, id.value(), &e);
                     continue;
                 }
             };
@@ -205,14 +209,43 @@ fn heads(index: &BTreeMap<u64, BatchSlot>) -> impl Iterator<Item = (u64, &BatchS
         .map(|(id, slot)| (*id, slot))
 }
 
-/// A `batches` row that does not decode stays in the store as it is (a person can look at
-/// it; nothing is deleted on a guess), and the exporter goes on with the others.
-fn unreadable(batch_id: u64, e: &StoreError) {
-    tracing::error!(
-        batch_id,
-        error = %e,
-        "an export batch in the store cannot be read; it is skipped until the next restart"
-    );
+/// Table names as [`Unreadable`] logs them.
+pub(crate) const OUTBOX_TABLE: &str = "outbox";
+pub(crate) const BATCHES_TABLE: &str = "batches";
+pub(crate) const DEAD_TABLE: &str = "dead_letter";
+
+/// Export rows (`outbox` items, `batches`, `dead_letter`) that do not decode (a corrupt or
+/// foreign value), by table and key. Such a row stays in the store as it is (a person can
+/// look at it; nothing is deleted on a guess) and every job that scans its table skips it,
+/// so one bad row never stops the other shows' exports nor `outbox retry`. Each is logged the
+/// first time a job meets it, not on every scan: the exporter forms batches many times a
+/// second in a burst. `counts` says how many there are (`unreadable_exports`), and health
+/// warns while there are any.
+#[derive(Default)]
+pub(crate) struct Unreadable(Mutex<HashSet<(&'static str, u64)>>);
+
+impl Unreadable {
+    /// Note that row `key` of `table` does not decode: logged if it is the first time.
+    pub(crate) fn note(&self, table: &'static str, key: u64, e: &StoreError) {
+        let first = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((table, key));
+        if first {
+            tracing::error!(
+                table,
+                key,
+                error = %e,
+                "an export row in the store cannot be read: it is left as it is and skipped, and the other shows' exports go on"
+            );
+        }
+    }
+
+    #[cfg(test)]
+    fn noted(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
 }
 
 impl Store {
@@ -230,12 +263,20 @@ impl Store {
     /// Items not taken stay in the outbox, unbatched: a batch, once formed, never changes.
     pub async fn form_batches_with(&self, batch_size: usize, plan: FormPlan) -> Result<usize> {
         let size = batch_size.max(1);
+        let unreadable = self.inner.unreadable.clone();
         self.write_batches(move |txn, delta| {
             let mut outbox = txn.open_table(OUTBOX)?;
             let mut by_show: BTreeMap<String, Vec<(u64, OutboxItem)>> = BTreeMap::new();
             for row in outbox.iter()? {
                 let (id, v) = row?;
-                let item: OutboxItem = decode(v.value())?;
+                // Its show is unknown: skipped (left in the table), every show goes on.
+                let item: OutboxItem = match decode(v.value()) {
+                    Ok(item) => item,
+                    Err(e) => {
+                        unreadable.note(OUTBOX_TABLE, id.value(), &e);
+                        continue;
+                    }
+                };
                 by_show
                     .entry(item.show_id.clone())
                     .or_default()
@@ -308,8 +349,11 @@ impl Store {
         self.read(|txn| {
             let mut per_show: BTreeMap<String, u64> = BTreeMap::new();
             for row in txn.open_table(OUTBOX)?.iter()? {
-                let item: OutboxItem = decode(row?.1.value())?;
-                *per_show.entry(item.show_id).or_default() += 1;
+                let (id, v) = row?;
+                match decode::<OutboxItem>(v.value()) {
+                    Ok(item) => *per_show.entry(item.show_id).or_default() += 1,
+                    Err(e) => self.inner.unreadable.note(OUTBOX_TABLE, id.value(), &e),
+                }
             }
             let size = batch_size.max(1) as u64;
             let unbatched: u64 = per_show.values().map(|n| n.div_ceil(size)).sum();
@@ -364,7 +408,7 @@ impl Store {
                         Err(e) => {
                             // Out of the index until it is rebuilt: one bad row must not
                             // hold back every show, nor wake the exporter for it every round.
-                            unreadable(id, &e);
+                            self.inner.unreadable.note(BATCHES_TABLE, id, &e);
                             index.remove(&id);
                             continue;
                         }
@@ -623,13 +667,22 @@ impl Store {
         .await
     }
 
-    /// Move every dead-lettered batch back to pending with a new idempotency key.
+    /// Move every dead-lettered batch back to pending with a new idempotency key. A dead
+    /// letter that does not decode stays where it is (see [`Unreadable`]); the others go.
     pub async fn retry_dead(&self) -> Result<usize> {
-        self.write_batches(|txn, delta| {
+        let unreadable = self.inner.unreadable.clone();
+        self.write_batches(move |txn, delta| {
             let mut dead = txn.open_table(DEAD)?;
             let mut moved = Vec::new();
-            while let Some((k, v)) = dead.pop_first()? {
-                moved.push((k.value(), decode::<Batch>(v.value())?));
+            for row in dead.iter()? {
+                let (k, v) = row?;
+                match decode::<Batch>(v.value()) {
+                    Ok(b) => moved.push((k.value(), b)),
+                    Err(e) => unreadable.note(DEAD_TABLE, k.value(), &e),
+                }
+            }
+            for (id, _) in &moved {
+                dead.remove(*id)?;
             }
             drop(dead);
             let mut batches = txn.open_table(BATCHES)?;
@@ -654,12 +707,17 @@ impl Store {
         .await
     }
 
+    /// The dead letters that decode (the others are counted in `counts`, see [`Unreadable`]).
     pub fn dead_letters(&self) -> Result<Vec<Batch>> {
         self.read(|txn| {
             let t = txn.open_table(DEAD)?;
             let mut out = Vec::new();
             for row in t.iter()? {
-                out.push(decode(row?.1.value())?);
+                let (k, v) = row?;
+                match decode(v.value()) {
+                    Ok(b) => out.push(b),
+                    Err(e) => self.inner.unreadable.note(DEAD_TABLE, k.value(), &e),
+                }
             }
             Ok(out)
         })
@@ -676,15 +734,23 @@ pub struct BatchInfo {
 }
 
 impl Store {
-    /// Every batch, pending first (by next attempt) then dead letters, with show titles.
+    /// Every batch, pending first (by next attempt) then dead letters, with show titles; the
+    /// rows that do not decode are left out (counted in `counts`, see [`Unreadable`]).
     pub fn outbox_batches(&self) -> Result<Vec<BatchInfo>> {
         self.read(|txn| {
             let mut out = Vec::new();
-            for (table, dead) in [(BATCHES, false), (DEAD, true)] {
+            for (table, name, dead) in [(BATCHES, BATCHES_TABLE, false), (DEAD, DEAD_TABLE, true)] {
                 let t = txn.open_table(table)?;
                 let mut part = Vec::new();
                 for row in t.iter()? {
-                    let b: Batch = decode(row?.1.value())?;
+                    let (k, v) = row?;
+                    let b: Batch = match decode(v.value()) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.inner.unreadable.note(name, k.value(), &e);
+                            continue;
+                        }
+                    };
                     let title = first_play_title(txn, &b)?;
                     part.push(BatchInfo {
                         batch: b,
@@ -946,7 +1012,13 @@ mod tests {
     /// Queue `n` episodes of each show in `shows` (mapped to the show's own name) and form
     /// them into batches of `size`.
     async fn queued(s: &Store, shows: &[&str], n: u32, size: usize) {
-        let mut id = 0;
+        enqueued(s, shows, n).await;
+        s.form_batches(size).await.unwrap();
+    }
+
+    /// [`queued`] without forming batches: the episodes wait in the outbox.
+    async fn enqueued(s: &Store, shows: &[&str], n: u32) {
+        let mut id = s.counts().unwrap().journal;
         for show in shows {
             for e in 0..n {
                 id += 1;
@@ -961,7 +1033,6 @@ mod tests {
                 s.apply_resolution(id, m).await.unwrap();
             }
         }
-        s.form_batches(size).await.unwrap();
     }
 
     /// A tracker that answers 2xx but does not know one of the episodes: the others are
@@ -1245,5 +1316,104 @@ mod tests {
         assert_eq!(ids_and_shows(&next), vec![(2, "b".into()), (4, "a".into())]);
         let kept = s.read(|txn| Ok(txn.open_table(BATCHES)?.len()?)).unwrap();
         assert_eq!(kept, 4, "the bad rows are left in the store");
+    }
+
+    /// Write `bytes` as row `key` of `table`, as they are: a corrupt or foreign value.
+    async fn plant(
+        s: &Store,
+        table: TableDefinition<'static, u64, &'static [u8]>,
+        key: u64,
+        bytes: &'static [u8],
+    ) {
+        s.write(move |txn| {
+            txn.open_table(table)?.insert(key, bytes)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    fn raw_rows(
+        s: &Store,
+        table: TableDefinition<'static, u64, &'static [u8]>,
+    ) -> Vec<(u64, Vec<u8>)> {
+        s.read(|txn| {
+            let mut out = Vec::new();
+            for row in txn.open_table(table)?.iter()? {
+                let (k, v) = row?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+        .unwrap()
+    }
+
+    /// An `outbox` item that does not decode (its show unknown) stops no show's batches: it
+    /// is skipped and left in the table, logged once, and counted where status looks.
+    #[tokio::test]
+    async fn an_unreadable_outbox_item_holds_back_no_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        // Before every real item in queue order, and one of a shape no release wrote.
+        plant(&s, OUTBOX, 0, b"{not json").await;
+        enqueued(&s, &["a", "b"], 2).await;
+        plant(&s, OUTBOX, 1_000_000, br#"{"show_id":7}"#).await;
+        assert_eq!(s.outbox_probe().unwrap().items, 6);
+        assert_eq!(s.backlog_requests(10).unwrap(), 2);
+        assert_eq!(s.form_batches(10).await.unwrap(), 2);
+        let none = HashSet::new();
+        let due = s.next_due_batches(i64::MAX, 10, &none).unwrap();
+        assert_eq!(
+            due.iter()
+                .map(|b| (b.show_id.as_str(), b.items.len()))
+                .collect::<Vec<_>>(),
+            vec![("a", 2), ("b", 2)]
+        );
+        // Left as they were; the next forming skips them again (logged once each).
+        let left: Vec<u64> = raw_rows(&s, OUTBOX).into_iter().map(|r| r.0).collect();
+        assert_eq!(left, vec![0, 1_000_000]);
+        assert_eq!(s.form_batches(10).await.unwrap(), 0);
+        assert_eq!(s.inner.unreadable.noted(), 2);
+        let c = s.counts().unwrap();
+        assert_eq!(c.unreadable_exports, 2);
+        assert_eq!((c.outbox_items, c.batches), (4, 2));
+        // A show queued after them goes too.
+        enqueued(&s, &["c"], 1).await;
+        assert_eq!(s.form_batches(10).await.unwrap(), 1);
+    }
+
+    /// A dead letter that does not decode stays where it is; `outbox retry` sends the others
+    /// again, and the listings and counts leave it out (counted apart).
+    #[tokio::test]
+    async fn an_unreadable_dead_letter_does_not_stop_outbox_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        queued(&s, &["a", "b"], 1, 10).await;
+        let none = HashSet::new();
+        for b in s.next_due_batches(i64::MAX, 10, &none).unwrap() {
+            let refused = BatchOutcome::Permanent {
+                error: "422".into(),
+            };
+            s.finish_batch(b.id, refused, 5, 1.0).await.unwrap();
+        }
+        plant(&s, DEAD, 1_000, b"\xff not json").await;
+        let c = s.counts().unwrap();
+        assert_eq!((c.dead_letters, c.unreadable_exports), (2, 1));
+        assert_eq!(s.dead_letters().unwrap().len(), 2);
+        assert_eq!(s.outbox_batches().unwrap().len(), 2);
+        assert_eq!(s.retry_dead().await.unwrap(), 2);
+        let again = s.next_due_batches(i64::MAX, 10, &none).unwrap();
+        assert_eq!(again.len(), 2, "both shows go again");
+        let dead = raw_rows(&s, DEAD);
+        assert_eq!(
+            dead,
+            vec![(1_000, b"\xff not json".to_vec())],
+            "left as it was"
+        );
+        assert!(s.dead_letters().unwrap().is_empty());
+        let c = s.counts().unwrap();
+        assert_eq!((c.dead_letters, c.batches, c.unreadable_exports), (0, 2, 1));
+        // A second retry finds nothing to move and still fails nothing.
+        assert_eq!(s.retry_dead().await.unwrap(), 0);
     }
 }

@@ -129,6 +129,11 @@ pub struct Counts {
     /// failing, no catalogue): plays held in a conflict are not waiting for it.
     #[serde(default)]
     pub oldest_unresolved_secs: Option<i64>,
+    /// Rows of `outbox`, `batches` and `dead_letter` that cannot be read (a corrupt or foreign
+    /// value): left in the store and skipped, so their episodes do not reach the tracker. The
+    /// figures above count the readable rows only.
+    #[serde(default)]
+    pub unreadable_exports: u64,
 }
 
 impl Store {
@@ -321,19 +326,52 @@ impl Store {
 
     pub fn counts(&self) -> Result<Counts> {
         self.read(|txn| {
-            let outbox = txn.open_table(OUTBOX)?;
-            let batches = txn.open_table(BATCHES)?;
+            // A row that does not decode is counted as such, not a failure of the whole
+            // answer: status would otherwise say the store cannot be read at all.
+            let unreadable = &self.inner.unreadable;
+            let mut unreadable_exports = 0u64;
             let mut oldest: Option<i64> = None;
-            for row in outbox.iter()? {
-                let it: OutboxItem = decode(row?.1.value())?;
-                oldest = Some(oldest.map_or(it.queued_at, |o: i64| o.min(it.queued_at)));
+            let mut items = 0u64;
+            for row in txn.open_table(OUTBOX)?.iter()? {
+                let (k, v) = row?;
+                match decode::<OutboxItem>(v.value()) {
+                    Ok(it) => {
+                        items += 1;
+                        oldest = Some(oldest.map_or(it.queued_at, |o: i64| o.min(it.queued_at)));
+                    }
+                    Err(e) => {
+                        unreadable.note(outbox::OUTBOX_TABLE, k.value(), &e);
+                        unreadable_exports += 1;
+                    }
+                }
             }
-            let mut batch_items = 0u64;
-            for row in batches.iter()? {
-                let b: Batch = decode(row?.1.value())?;
-                batch_items += b.items.len() as u64;
-                for it in &b.items {
-                    oldest = Some(oldest.map_or(it.queued_at, |o: i64| o.min(it.queued_at)));
+            let mut batches = 0u64;
+            for row in txn.open_table(BATCHES)?.iter()? {
+                let (k, v) = row?;
+                match decode::<Batch>(v.value()) {
+                    Ok(b) => {
+                        batches += 1;
+                        items += b.items.len() as u64;
+                        for it in &b.items {
+                            oldest =
+                                Some(oldest.map_or(it.queued_at, |o: i64| o.min(it.queued_at)));
+                        }
+                    }
+                    Err(e) => {
+                        unreadable.note(outbox::BATCHES_TABLE, k.value(), &e);
+                        unreadable_exports += 1;
+                    }
+                }
+            }
+            let mut dead_letters = 0u64;
+            for row in txn.open_table(DEAD)?.iter()? {
+                let (k, v) = row?;
+                match decode::<Batch>(v.value()) {
+                    Ok(_) => dead_letters += 1,
+                    Err(e) => {
+                        unreadable.note(outbox::DEAD_TABLE, k.value(), &e);
+                        unreadable_exports += 1;
+                    }
                 }
             }
             let pending = txn.open_table(PENDING)?;
@@ -348,9 +386,9 @@ impl Store {
             Ok(Counts {
                 journal: txn.open_table(JOURNAL)?.len()?,
                 pending_resolution: pending.len()?,
-                outbox_items: outbox.len()? + batch_items,
-                batches: batches.len()?,
-                dead_letters: txn.open_table(DEAD)?.len()?,
+                outbox_items: items,
+                batches,
+                dead_letters,
                 conflicts: txn.open_table(CONFLICTS)?.len()?,
                 mappings: txn.open_table(MAPPINGS)?.len()?,
                 watched: txn.open_table(WATCHED)?.len()?,
@@ -360,6 +398,7 @@ impl Store {
                     Some(v) => decode(v.value())?,
                     None => 0,
                 },
+                unreadable_exports,
             })
         })
     }
