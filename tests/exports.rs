@@ -594,3 +594,89 @@ async fn unreadable_outbox_and_dead_letter_rows_stop_no_show() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("2 unreadable row(s) skipped"), "{text}");
 }
+
+/// Overwrite every row of the stopped daemon's `journal` and `watched` tables in `dir` with
+/// bytes that do not decode (as a damaged disk or a foreign writer would leave them).
+async fn corrupt_journal_and_watched(dir: &std::path::Path) {
+    let s = plexsync::store::Store::open(&dir.join("plexsync.redb")).unwrap();
+    s.write(|txn| {
+        use redb::ReadableTable;
+        let junk: &[u8] = b"{not json";
+        let journal: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("journal");
+        let mut t = txn.open_table(journal)?;
+        let keys: Vec<u64> = t
+            .iter()?
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        for k in keys {
+            t.insert(k, junk)?;
+        }
+        drop(t);
+        let watched: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("watched");
+        let mut t = txn.open_table(watched)?;
+        let keys: Vec<String> = t
+            .iter()?
+            .map(|r| r.map(|(k, _)| k.value().to_string()))
+            .collect::<Result<_, _>>()?;
+        assert!(!keys.is_empty(), "no watched row to corrupt");
+        for k in keys {
+            t.insert(k.as_str(), junk)?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+/// A batch the tracker takes whose journal entry and watched row cannot be read (damaged
+/// while it waited to retry) is recorded as delivered anyway, those rows left as they are:
+/// it is not kept due and sent again at every rest, for ever. The activity row says which
+/// episode's record could not be marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_batch_whose_rows_cannot_be_read_is_not_sent_again() {
+    if samples().is_none() {
+        return;
+    }
+    let mut w = world(2, "").await;
+    let t = &w.tracker;
+    t.set_sticky(Some(Fault::Status(503, None)));
+    w.post(0, 1).await;
+    eventually("a refused attempt", WAIT, || {
+        (!t.posts().is_empty()).then_some(())
+    })
+    .await;
+    w.daemon.stop().await;
+    corrupt_journal_and_watched(&w.daemon.dir).await;
+    w.tracker.set_sticky(None);
+    let before = w.tracker.posts().len();
+    w.daemon.restart().await;
+    w.arrived(1).await;
+    let st = status_where(&w.daemon, "the batch recorded", |s| {
+        s["counts"]["batches"] == json!(0) && s["counts"]["outbox_items"] == json!(0)
+    })
+    .await;
+    assert_eq!(st["counts"]["dead_letters"], json!(0), "{st:#}");
+    // Another show's play after it: the exporter has had its rounds since.
+    w.post(1, 1).await;
+    w.arrived(2).await;
+    let to_s0 = w.tracker.posts()[before..]
+        .iter()
+        .filter(|p| p.path.ends_with("/shows/s0/watched"))
+        .count();
+    assert_eq!(to_s0, 1, "the batch was sent once after the restart");
+    let row = w
+        .daemon
+        .activity()
+        .await
+        .into_iter()
+        .find(|a| a["source"] == "export" && a["show"] == "s0")
+        .expect("the export's activity row");
+    assert_eq!(row["event"], "delivered", "{row}");
+    assert!(
+        row["action"]
+            .as_str()
+            .unwrap()
+            .contains("the watched record of S01E01 cannot be read"),
+        "{row}"
+    );
+}

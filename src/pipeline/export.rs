@@ -399,7 +399,7 @@ async fn finish(shared: &Shared, ex: &mut Planner, f: Flight, outbox: &OutboxCon
         }
         Err(e) => {
             ex.rest(&b.show_id, Instant::now(), outbox);
-            tracing::error!(show_id = %b.show_id, error = %e, "cannot record export result; the show's batch goes again after a rest");
+            tracing::error!(show_id = %b.show_id, batch_id = b.id, error = %e, "cannot record export result; the show's batch goes again after a rest");
         }
     }
 }
@@ -423,10 +423,14 @@ struct Planner {
     flying: HashSet<u64>,
     shows: HashSet<String>,
     tasks: HashMap<tokio::task::Id, (u64, String)>,
-    /// Shows whose last request's outcome could not be recorded (the store refused the write,
-    /// or the request's task failed), until when they rest and how many times in a row. Their
-    /// batch is still due as stored: without a rest it would go again at once, round after
-    /// round, spending the budget without ever counting an attempt.
+    /// Shows whose last request's outcome could not be recorded (the store could not commit
+    /// the write: a full disk, an I/O error; or the request's task failed), until when they
+    /// rest and how many times in a row. Their batch is still due as stored: without a rest
+    /// it would go again at once, round after round, spending the budget without ever
+    /// counting an attempt. Rows of the batch that do not decode never fail the recording
+    /// (`Store::finish_batch_titled` records around them): what rests here is a store that
+    /// cannot commit, which a rest can outlast, not one batch that could never be recorded
+    /// and would be sent again for ever.
     resting: HashMap<String, (Instant, u32)>,
     /// The last search for full batches: when, and the newest outbox id then.
     full_scan: Option<(Instant, u64)>,

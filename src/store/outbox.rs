@@ -2,7 +2,9 @@
 //! every attempt reuses), due batches, finishing an attempt (delivered → `watched` marked
 //! exported; transient → rescheduled; permanent or out of attempts → `dead_letter`), and the
 //! dead letters and their manual retry (with a new key). A row of these tables that does not
-//! decode is skipped and left as it is ([`Unreadable`]), so it never stops the other shows.
+//! decode is skipped and left as it is ([`Unreadable`]), so it never stops the other shows;
+//! nor does one fail the recording of an attempt (`finish_batch_titled`), which would leave
+//! its batch due and sent again for ever.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -455,6 +457,15 @@ impl Store {
     /// [`finish_batch`](Self::finish_batch), naming the tracker show on the activity row.
     /// A batch has ONE activity row, replaced on every attempt (moved to the newest id so the
     /// log stays in time order) and carrying the attempt count: retries do not pile up rows.
+    ///
+    /// A row of this batch that does not decode never fails the recording: an error here
+    /// leaves the batch due as it was, so the exporter would send it again and again, for
+    /// ever, and the error would abort every other write of its group commit. The batch's
+    /// own row is left in the table and taken out of the exporter's index (not sent again,
+    /// counted as unreadable); a `watched` row of one of its episodes is left as it is, not
+    /// marked exported (named on the activity row); a journal row only loses its names on
+    /// the activity row. A storage error (a full disk) still fails it, and the batch goes
+    /// again with its key.
     pub async fn finish_batch_titled(
         &self,
         batch_id: u64,
@@ -463,11 +474,28 @@ impl Store {
         duration_ms: f64,
         tracker_title: Option<String>,
     ) -> Result<()> {
+        let unreadable = self.inner.unreadable.clone();
         self.write_batches(move |txn, delta| {
             let mut batches = txn.open_table(BATCHES)?;
-            let mut b: Batch = match batches.get(batch_id)? {
-                Some(v) => decode(v.value())?,
+            let decoded: Result<Batch> = match batches.get(batch_id)? {
+                Some(v) => decode(v.value()),
                 None => return Ok(()),
+            };
+            let mut b = match decoded {
+                Ok(b) => b,
+                Err(e) => {
+                    // Readable when it was sent, not now. What the tracker answered cannot
+                    // be put on a row nobody can read: left as it is, out of the index.
+                    tracing::error!(
+                        batch_id,
+                        outcome = outcome.kind(),
+                        error = %e,
+                        "the outcome of an export cannot be recorded: its batch can no longer be read; it is left in the store and not sent again"
+                    );
+                    unreadable.note(BATCHES_TABLE, batch_id, &e);
+                    delta.gone(batch_id);
+                    return Ok(());
+                }
             };
             // The key is the id (rows from before ids were stored say 0).
             b.id = batch_id;
@@ -515,16 +543,7 @@ impl Store {
                         .items
                         .drain(..)
                         .partition(|it| unknown.contains(&(it.season, it.episode)));
-                    let mut watched = txn.open_table(WATCHED)?;
-                    let now = now_secs();
-                    for it in &sent {
-                        let k = watched_key(&it.show_id, it.season, it.episode);
-                        if let Some(mut w) = get_json::<Watched>(&watched, &k)? {
-                            w.exported_at = Some(now);
-                            watched.insert(k.as_str(), encode(&w)?.as_slice())?;
-                        }
-                    }
-                    drop(watched);
+                    let unmarked = mark_exported(txn, &sent, batch_id)?;
                     let names: Vec<String> = left
                         .iter()
                         .map(|i| format!("S{:02}E{:02}", i.season, i.episode))
@@ -544,24 +563,17 @@ impl Store {
                         ActivityStatus::Failed,
                         "dead_letter",
                         format!(
-                            "exported {} of {eps}: {marked} marked watched, {already} already watched; {} unknown to the tracker: dead letter (`plexsync outbox retry` sends it again once the tracker knows it)",
+                            "exported {} of {eps}: {marked} marked watched, {already} already watched; {} unknown to the tracker: dead letter (`plexsync outbox retry` sends it again once the tracker knows it){}",
                             sent.len(),
-                            names.join(", ")
+                            names.join(", "),
+                            unmarked_note(&unmarked)
                         ),
                         Some(error),
                         Next::Dead,
                     )
                 }
                 BatchOutcome::Delivered { marked, already } => {
-                    let mut watched = txn.open_table(WATCHED)?;
-                    let now = now_secs();
-                    for it in &b.items {
-                        let k = watched_key(&it.show_id, it.season, it.episode);
-                        if let Some(mut w) = get_json::<Watched>(&watched, &k)? {
-                            w.exported_at = Some(now);
-                            watched.insert(k.as_str(), encode(&w)?.as_slice())?;
-                        }
-                    }
+                    let unmarked = mark_exported(txn, &b.items, batch_id)?;
                     let tries = if b.attempts > 1 {
                         format!(" on attempt {}", b.attempts)
                     } else {
@@ -571,7 +583,8 @@ impl Store {
                         ActivityStatus::Success,
                         "delivered",
                         format!(
-                            "exported {eps}{tries}: {marked} marked watched, {already} already watched"
+                            "exported {eps}{tries}: {marked} marked watched, {already} already watched{}",
+                            unmarked_note(&unmarked)
                         ),
                         None,
                         Next::Gone,
@@ -773,11 +786,75 @@ fn first_play_title(txn: &redb::ReadTransaction, b: &Batch) -> Result<Option<Str
     let j = txn.open_table(JOURNAL)?;
     for it in &b.items {
         if let Some(v) = j.get(it.play_id)? {
-            let e: JournalEntry = decode(v.value())?;
-            return Ok(Some(e.play.show.title));
+            // A title only: an entry that does not decode does not fail the listing.
+            match decode::<JournalEntry>(v.value()) {
+                Ok(e) => return Ok(Some(e.play.show.title)),
+                Err(e) => {
+                    tracing::warn!(play_id = it.play_id, error = %e, "a play's journal entry cannot be read; listed without its title");
+                }
+            }
         }
     }
     Ok(None)
+}
+
+impl BatchOutcome {
+    /// The outcome's name, for logs.
+    fn kind(&self) -> &'static str {
+        match self {
+            BatchOutcome::Delivered { .. } => "delivered",
+            BatchOutcome::Partly { .. } => "partly",
+            BatchOutcome::Transient { .. } => "transient",
+            BatchOutcome::Paused { .. } => "paused",
+            BatchOutcome::Permanent { .. } => "permanent",
+        }
+    }
+}
+
+/// Mark the `watched` rows of `items` exported (the tracker has them). A row that does not
+/// decode is left as it is and not marked (logged, and returned as `S01E02` for the activity
+/// row): the delivery is still recorded, since failing it would send the batch again for ever
+/// and the row's mark is unreadable either way.
+fn mark_exported(
+    txn: &WriteTransaction,
+    items: &[OutboxItem],
+    batch_id: u64,
+) -> Result<Vec<String>> {
+    let mut watched = txn.open_table(WATCHED)?;
+    let now = now_secs();
+    let mut unmarked = Vec::new();
+    for it in items {
+        let k = watched_key(&it.show_id, it.season, it.episode);
+        match get_json::<Watched>(&watched, &k) {
+            Ok(Some(mut w)) => {
+                w.exported_at = Some(now);
+                watched.insert(k.as_str(), encode(&w)?.as_slice())?;
+            }
+            Ok(None) => {}
+            Err(e @ StoreError::Corrupt(_)) => {
+                tracing::error!(
+                    batch_id,
+                    key = %k,
+                    error = %e,
+                    "an exported episode's watched row cannot be read; it is left as it is, not marked exported"
+                );
+                unmarked.push(format!("S{:02}E{:02}", it.season, it.episode));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(unmarked)
+}
+
+/// The activity row's words for episodes whose `watched` row could not be marked.
+fn unmarked_note(unmarked: &[String]) -> String {
+    if unmarked.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; the watched record of {} cannot be read: left as it is, not marked exported",
+        unmarked.join(", ")
+    )
 }
 
 /// The Plex title and the account(s) of a batch's plays, for its activity row. Each play's
@@ -809,8 +886,20 @@ fn batch_names(txn: &WriteTransaction, b: &Batch) -> Result<(Option<String>, Opt
     let mut accounts: Vec<String> = Vec::new();
     for it in &b.items {
         if let Some(v) = j.get(it.play_id)? {
-            let e: Entry<'_> = serde_json::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // Names only: a journal entry that does not decode loses them, not the outcome
+            // (failing here would leave the batch due, sent again for ever).
+            let e: Entry<'_> = match serde_json::from_slice(v.value()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(
+                        batch_id = b.id,
+                        play_id = it.play_id,
+                        error = %e,
+                        "a play's journal entry cannot be read; the export's activity row goes without its names"
+                    );
+                    continue;
+                }
+            };
             title.get_or_insert_with(|| e.play.show.title.into_owned());
             let who = e.play.account_name.unwrap_or(e.play.account_id);
             if !accounts.iter().any(|a| *a == who) {
@@ -1415,5 +1504,227 @@ mod tests {
         assert_eq!((c.dead_letters, c.batches, c.unreadable_exports), (0, 2, 1));
         // A second retry finds nothing to move and still fails nothing.
         assert_eq!(s.retry_dead().await.unwrap(), 0);
+    }
+
+    /// Run the store write `job` in one group commit with a job that fails with a storage
+    /// error (a full disk), so nothing of the group commits. The writer is held inside a
+    /// group of its own until both are queued, `job` first: they form its next group
+    /// whatever the threads' timing.
+    async fn in_a_failing_group<R>(
+        s: &Store,
+        job: impl std::future::Future<Output = Result<R>>,
+    ) -> Result<R> {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        s.write_detached(move |_| {
+            let _ = started_tx.send(());
+            let _ = gate.recv();
+            Ok(())
+        });
+        started.recv().expect("the writer runs the held group");
+        let mut job = std::pin::pin!(job);
+        let mut failing = std::pin::pin!(s.write(|_| -> Result<()> {
+            Err(StoreError::Storage("No space left on device".into()))
+        }));
+        // One poll each queues its job behind the held group, in this order.
+        std::future::poll_fn(|cx| {
+            assert!(job.as_mut().poll(cx).is_pending());
+            assert!(failing.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let _ = release.send(());
+        let (out, failed) = tokio::join!(job, failing);
+        assert!(failed.is_err());
+        out
+    }
+
+    fn export_rows(s: &Store) -> Vec<Activity> {
+        let export = ActivityFilter {
+            source: Some(crate::model::ActivitySource::Export),
+            ..Default::default()
+        };
+        s.activity(&export, 1, 50).unwrap().0
+    }
+
+    /// A batch whose plays' journal entries cannot be read (its activity row's names come
+    /// from them) still has every outcome recorded: rescheduled, then delivered and gone,
+    /// not left due to be sent again for ever.
+    #[tokio::test]
+    async fn a_batch_whose_journal_entries_cannot_be_read_is_still_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        queued(&s, &["a"], 2, 10).await;
+        let none = HashSet::new();
+        let b = s.next_due_batches(i64::MAX, 10, &none).unwrap().remove(0);
+        let play = b.items[0].play_id;
+        s.write(move |txn| {
+            txn.open_table(JOURNAL)?
+                .insert(play, b"{not json".as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let later = now_millis() + 60_000;
+        let retry = BatchOutcome::Transient {
+            error: "503".into(),
+            retry_at_ms: later,
+        };
+        s.finish_batch(b.id, retry, 5, 1.0).await.unwrap();
+        assert!(
+            s.next_due_batches(now_millis(), 10, &none)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(s.next_batch_at().unwrap(), Some(later));
+        let again = s.next_due_batches(i64::MAX, 10, &none).unwrap().remove(0);
+        assert_eq!(
+            (again.attempts, &again.idempotency_key),
+            (1, &b.idempotency_key)
+        );
+        let delivered = BatchOutcome::Delivered {
+            marked: 2,
+            already: 0,
+        };
+        s.finish_batch(b.id, delivered, 5, 1.0).await.unwrap();
+        assert!(s.next_due_batches(i64::MAX, 10, &none).unwrap().is_empty());
+        assert_eq!(s.next_batch_at().unwrap(), None);
+        assert!(s.outbox_batches().unwrap().is_empty());
+        for e in [1, 2] {
+            assert!(s.watched("a", 1, e).unwrap().unwrap().exported_at.is_some());
+        }
+        let rows = export_rows(&s);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].event.as_deref(), Some("delivered"));
+        // The other play still names the show and account.
+        assert_eq!(rows[0].title.as_deref(), Some("Show"));
+        // The entry is left as it was.
+        let kept = s
+            .read(move |txn| {
+                Ok(txn
+                    .open_table(JOURNAL)?
+                    .get(play)?
+                    .map(|v| v.value().to_vec()))
+            })
+            .unwrap();
+        assert_eq!(kept.as_deref(), Some(b"{not json".as_slice()));
+    }
+
+    /// A delivered batch one of whose episodes' `watched` row cannot be read is recorded as
+    /// delivered: the other episode marked exported, that row left as it is (not marked),
+    /// and the activity row says so. A refused batch in the same state goes to the dead
+    /// letter as usual.
+    #[tokio::test]
+    async fn a_delivered_batch_whose_watched_row_cannot_be_read_is_recorded_and_the_row_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        queued(&s, &["a", "b"], 2, 10).await;
+        for show in ["a", "b"] {
+            let k = watched_key(show, 1, 1);
+            s.write(move |txn| {
+                txn.open_table(WATCHED)?
+                    .insert(k.as_str(), b"\xff not json".as_slice())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        let none = HashSet::new();
+        let due = s.next_due_batches(i64::MAX, 10, &none).unwrap();
+        let delivered = BatchOutcome::Delivered {
+            marked: 2,
+            already: 0,
+        };
+        s.finish_batch(due[0].id, delivered, 5, 1.0).await.unwrap();
+        let refused = BatchOutcome::Permanent {
+            error: "422".into(),
+        };
+        s.finish_batch(due[1].id, refused, 5, 1.0).await.unwrap();
+        assert!(s.next_due_batches(i64::MAX, 10, &none).unwrap().is_empty());
+        assert!(s.watched("a", 1, 2).unwrap().unwrap().exported_at.is_some());
+        assert!(s.watched("a", 1, 1).is_err(), "left as it was");
+        let raw = s
+            .read(|txn| {
+                let t = txn.open_table(WATCHED)?;
+                Ok(t.get(watched_key("a", 1, 1).as_str())?
+                    .map(|v| v.value().to_vec()))
+            })
+            .unwrap();
+        assert_eq!(raw.as_deref(), Some(b"\xff not json".as_slice()));
+        let rows = export_rows(&s);
+        let row = rows
+            .iter()
+            .find(|r| r.show.as_deref() == Some("a"))
+            .unwrap();
+        assert_eq!(row.event.as_deref(), Some("delivered"));
+        assert!(
+            row.action
+                .contains("the watched record of S01E01 cannot be read"),
+            "{}",
+            row.action
+        );
+        let dead = s.dead_letters().unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].show_id, "b");
+        assert_eq!(s.counts().unwrap().unreadable_exports, 0);
+    }
+
+    /// A batch row that no longer decodes when its answer comes (it did when it was sent)
+    /// is left in the table and not offered again, nor does it fail the recording.
+    #[tokio::test]
+    async fn a_batch_row_unreadable_when_its_outcome_comes_is_left_and_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        queued(&s, &["a"], 1, 10).await;
+        let none = HashSet::new();
+        let b = s.next_due_batches(i64::MAX, 10, &none).unwrap().remove(0);
+        let id = b.id;
+        s.write(move |txn| {
+            txn.open_table(BATCHES)?
+                .insert(id, b"{not json".as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let delivered = BatchOutcome::Delivered {
+            marked: 1,
+            already: 0,
+        };
+        s.finish_batch(id, delivered, 5, 1.0).await.unwrap();
+        assert!(s.next_due_batches(i64::MAX, 10, &none).unwrap().is_empty());
+        assert_eq!(
+            s.next_batch_at().unwrap(),
+            None,
+            "nothing wakes the exporter for it"
+        );
+        let kept = s.read(|txn| Ok(txn.open_table(BATCHES)?.len()?)).unwrap();
+        assert_eq!(kept, 1, "left in the store");
+        assert_eq!(s.counts().unwrap().unreadable_exports, 1);
+    }
+
+    /// A write that cannot commit (a storage error: a full disk) is not such a case: the
+    /// batch stays due as it was, same key, no attempt counted, and goes again.
+    #[tokio::test]
+    async fn an_outcome_the_store_cannot_commit_leaves_the_batch_due_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        queued(&s, &["a"], 1, 10).await;
+        let none = HashSet::new();
+        let b = s.next_due_batches(i64::MAX, 10, &none).unwrap().remove(0);
+        let delivered = BatchOutcome::Delivered {
+            marked: 1,
+            already: 0,
+        };
+        let finished = in_a_failing_group(&s, s.finish_batch(b.id, delivered, 5, 1.0)).await;
+        assert!(finished.is_err());
+        let again = s.next_due_batches(i64::MAX, 10, &none).unwrap();
+        assert_eq!(again, vec![b.clone()], "due as it was");
+        assert!(s.watched("a", 1, 1).unwrap().unwrap().exported_at.is_none());
+        let delivered = BatchOutcome::Delivered {
+            marked: 1,
+            already: 0,
+        };
+        s.finish_batch(b.id, delivered, 5, 1.0).await.unwrap();
+        assert!(s.next_due_batches(i64::MAX, 10, &none).unwrap().is_empty());
     }
 }
