@@ -1265,7 +1265,7 @@ mod tests {
         s.retry_dead().await.unwrap();
 
         // An episode of show "c" waits in the outbox; forming it shares a group with a job
-        // that fails (the writer is held until both are queued), so neither commits.
+        // that fails, so neither commits.
         let mut p = play(9000);
         p.episode = 40;
         p.show.rating_key = Some("rk-c".into());
@@ -1276,20 +1276,7 @@ mod tests {
             mapping: None,
         };
         s.apply_resolution(id, m).await.unwrap();
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        s.write_detached(move |_| {
-            let _ = gate.recv();
-            Ok(())
-        });
-        let (formed, failed, ()) = tokio::join!(
-            s.form_batches(2),
-            s.write(|_| -> Result<()> { Err(StoreError::Storage("injected".into())) }),
-            async {
-                tokio::task::yield_now().await;
-                let _ = release.send(());
-            }
-        );
-        assert!(formed.is_err() && failed.is_err());
+        assert!(in_a_failing_group(&s, s.form_batches(2)).await.is_err());
         assert_eq!(s.next_due_batches(i64::MAX, 64, &none).unwrap(), first);
         assert_eq!(s.outbox_probe().unwrap().items, 1);
         // The next forming is seen at once.
