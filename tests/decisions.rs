@@ -510,22 +510,25 @@ async fn the_cli_waits_for_a_slow_create_and_reports_it() {
     assert_eq!(v["total"], 0, "{v}");
 }
 
-/// `[matching] auto_add_shows`: a tracker that refuses to create the show (403: a key that
-/// may not) is not asked again and again; the show waits in a conflict for a person, with the
-/// reason, and health shows the refused key.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_auto_add_becomes_a_conflict_and_shows_in_health() {
-    if samples().is_none() {
-        return;
-    }
+/// A daemon with `[matching] auto_add_shows` (guid and title matchers, polling off) whose
+/// Plex has one show (`rating_key`, `title`, TMDB id `tmdb`) that no tracker show matches; the
+/// tracker's catalogue (one other show) is loaded.
+struct AutoAdd {
+    _dir: tempfile::TempDir,
+    _plex: FakePlex,
+    tracker: FakeTracker,
+    d: InProc,
+}
+
+async fn auto_add_world(rating_key: &str, title: &str, tmdb: u64) -> AutoAdd {
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
     let plex = FakePlex::start(vec![FakeShow {
-        rating_key: "60001".into(),
-        guid: format!("plex://show/{:0>24}", "60001"),
-        title: "Brand New Show".into(),
+        rating_key: rating_key.into(),
+        guid: format!("plex://show/{rating_key:0>24}"),
+        title: title.into(),
         year: 2024,
-        guids: vec!["tmdb://999001".into()],
+        guids: vec![format!("tmdb://{tmdb}")],
     }])
     .await;
     let tracker = FakeTracker::start(vec![
@@ -537,7 +540,7 @@ async fn a_refused_auto_add_becomes_a_conflict_and_shows_in_health() {
         &plex.url(),
         &tracker.url(),
         daemon::SYNC_SHARED_USER,
-        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n[matching]\nauto_add_shows = true\n",
+        "[[matchers]]\nkind = \"guid\"\n[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n[matching]\nauto_add_shows = true\n",
     );
     let cfg = dir.path().join("plexsync.toml");
     std::fs::write(&cfg, &text).unwrap();
@@ -553,6 +556,24 @@ async fn a_refused_auto_add_becomes_a_conflict_and_shows_in_health() {
         (st["catalogue_shows"] == 1).then_some(())
     })
     .await;
+    AutoAdd {
+        _dir: dir,
+        _plex: plex,
+        tracker,
+        d,
+    }
+}
+
+/// `[matching] auto_add_shows`: a tracker that refuses to create the show (403: a key that
+/// may not) is not asked again and again; the show waits in a conflict for a person, with the
+/// reason, and health shows the refused key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_auto_add_becomes_a_conflict_and_shows_in_health() {
+    if samples().is_none() {
+        return;
+    }
+    let w = auto_add_world("60001", "Brand New Show", 999001).await;
+    let (tracker, d) = (&w.tracker, &w.d);
     tracker
         .state
         .lock()
@@ -589,41 +610,8 @@ async fn an_auto_add_whose_answer_was_lost_does_not_create_the_show_twice() {
     if samples().is_none() {
         return;
     }
-    plexsync::daemon::install_tls_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let plex = FakePlex::start(vec![FakeShow {
-        rating_key: "60002".into(),
-        guid: format!("plex://show/{:0>24}", "60002"),
-        title: "Slow To Create".into(),
-        year: 2024,
-        guids: vec!["tmdb://999002".into()],
-    }])
-    .await;
-    let tracker = FakeTracker::start(vec![
-        json!({"id": "other", "title": "Something Else Entirely", "year": 1999}),
-    ])
-    .await;
-    plex.list_shared_user();
-    let text = daemon::config_with_plex(
-        &plex.url(),
-        &tracker.url(),
-        daemon::SYNC_SHARED_USER,
-        "[[matchers]]\nkind = \"guid\"\n[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n[matching]\nauto_add_shows = true\n",
-    );
-    let cfg = dir.path().join("plexsync.toml");
-    std::fs::write(&cfg, &text).unwrap();
-    assert!(
-        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
-            .status
-            .success()
-    );
-    let d = InProc::start(dir.path(), &text).await;
-    support::accounts_read(&d).await;
-    eventually("the catalogue", WAIT, || {
-        let st = json_out(&d.cli(&["status", "--json"], None));
-        (st["catalogue_shows"] == 1).then_some(())
-    })
-    .await;
+    let w = auto_add_world("60002", "Slow To Create", 999002).await;
+    let (tracker, d) = (&w.tracker, &w.d);
     // The create: answered after the tracker plugin's 2 s timeout, the show made anyway.
     tracker
         .state
