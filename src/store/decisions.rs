@@ -394,7 +394,12 @@ fn release_plays(
     let mut elsewhere: std::collections::HashMap<String, std::collections::HashSet<(u32, u32)>> =
         std::collections::HashMap::new();
     for row in txn.open_table(JOURNAL)?.iter()? {
-        let e: JournalEntry = decode(row?.1.value())?;
+        let (k, v) = row?;
+        // A play whose entry cannot be read cannot be released: it is left as it is, and a
+        // person's decision for this show (or any other) still goes through.
+        let Some(e) = readable::<JournalEntry>("journal", k.value(), v.value()) else {
+            continue;
+        };
         if e.play.show.key() != key {
             continue;
         }
@@ -470,21 +475,45 @@ fn on_its_way(
     show_id: &str,
 ) -> Result<std::collections::HashSet<(u32, u32)>> {
     let mut out = std::collections::HashSet::new();
+    // A row that cannot be read says nothing about its show: skipped (the exporter skips it
+    // too), at worst an episode in it is queued once more, which the tracker answers as
+    // already watched.
     for row in txn.open_table(OUTBOX)?.iter()? {
-        let i: OutboxItem = decode(row?.1.value())?;
+        let (k, v) = row?;
+        let Some(i) = readable::<OutboxItem>("outbox", k.value(), v.value()) else {
+            continue;
+        };
         if i.show_id == show_id {
             out.insert((i.season, i.episode));
         }
     }
-    for table in [BATCHES, DEAD] {
+    for (name, table) in [("batches", BATCHES), ("dead_letter", DEAD)] {
         for row in txn.open_table(table)?.iter()? {
-            let b: crate::model::Batch = decode(row?.1.value())?;
+            let (k, v) = row?;
+            let Some(b) = readable::<crate::model::Batch>(name, k.value(), v.value()) else {
+                continue;
+            };
             if b.show_id == show_id {
                 out.extend(b.items.iter().map(|i| (i.season, i.episode)));
             }
         }
     }
     Ok(out)
+}
+
+/// A row scanned by a decision, decoded; None (logged) when it does not decode.
+fn readable<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    key: u64,
+    bytes: &[u8],
+) -> Option<T> {
+    match decode(bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(table, key, error = %e, "a row that cannot be read is skipped by a mapping decision; it is left as it is");
+            None
+        }
+    }
 }
 
 /// Episodes of `show_id` exported already, or waiting in the outbox, a batch or the dead
@@ -952,6 +981,52 @@ mod tests {
             .unwrap()
             .mapping;
         assert!(!m.sync_enabled);
+    }
+
+    /// Unreadable rows elsewhere in the journal and the export tables (a corrupt or foreign
+    /// value) do not stop a person's decision: the show's plays are released all the same.
+    #[tokio::test]
+    async fn a_decision_goes_through_beside_rows_that_cannot_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.ingest_play(play(1000), act(), 300).await.unwrap();
+        assert_eq!(
+            s.apply_resolution(1, Resolution::Conflict(conflict(vec![])))
+                .await
+                .unwrap(),
+            Applied::Parked
+        );
+        s.write(|txn| {
+            txn.open_table(JOURNAL)?
+                .insert(900, b"{not json".as_slice())?;
+            txn.open_table(OUTBOX)?.insert(901, b"[".as_slice())?;
+            txn.open_table(BATCHES)?.insert(902, b"7".as_slice())?;
+            txn.open_table(DEAD)?.insert(903, b"".as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let (released, queued) = s
+            .resolve_conflict(
+                "srv/10".into(),
+                ConflictDecision::Select {
+                    show_id: "42".into(),
+                    method: "manual".into(),
+                    sync: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((released, queued), (1, 1));
+        // Sync off and on again (the same scans): still fine, nothing queued twice.
+        s.update_mapping("srv/10".into(), None, Some(false))
+            .await
+            .unwrap();
+        let u = s
+            .update_mapping("srv/10".into(), Some("43".into()), Some(true))
+            .await
+            .unwrap();
+        assert!(u.mapping.sync_enabled && u.mapping.show_id == "43");
     }
 
     fn conflict(held: Vec<u64>) -> Conflict {
