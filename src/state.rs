@@ -944,6 +944,8 @@ impl Shared {
         if tracker_moved {
             tracing::warn!(from = %old_tracker, to = %new_tracker, "the tracker changed: its catalogue is read again before plays are matched; mappings made earlier keep their show ids");
             write(&self.live.catalogue, None);
+            // A read of the old tracker says nothing about what the new one holds.
+            self.board.catalogue_read_from_ms.store(0, Ordering::SeqCst);
         } else if let Some(c) = self.catalogue() {
             for m in &plugins.matchers {
                 m.set_catalogue(c.clone());
@@ -1334,6 +1336,10 @@ mod tests {
         let shared = open_for_test(dir.path()).await;
         let first = shared.plugins().exporter.instance();
         shared.set_catalogue(Arc::new(Catalogue::new(vec![show("one", "Old One", 101)])));
+        shared
+            .board
+            .catalogue_read_from_ms
+            .store(1_000, Ordering::SeqCst);
         // The same tracker with another timeout: the catalogue stays.
         let s = shared.clone();
         let d = dir.path().to_path_buf();
@@ -1354,6 +1360,10 @@ mod tests {
         .unwrap();
         assert_ne!(shared.plugins().exporter.instance(), first);
         assert!(shared.catalogue().is_none());
+        assert_eq!(
+            shared.board.catalogue_read_from_ms.load(Ordering::SeqCst),
+            0
+        );
         assert_eq!(shared.status().catalogue_shows, 0);
         // A fetch the old tracker answered, published late, is refused.
         let late = Arc::new(Catalogue::new(vec![show("one", "Old One", 101)]));
