@@ -626,9 +626,9 @@ pub async fn open_offline(
         .store
         .load_catalogue_for(&shared.plugins().exporter.instance())
     {
-        Ok(Some(shows)) => shared.set_catalogue(std::sync::Arc::new(
-            plexsync_plugin_api::Catalogue::new(shows),
-        )),
+        Ok(Some(crate::store::CachedCatalogue { shows, .. })) => shared.set_catalogue(
+            std::sync::Arc::new(plexsync_plugin_api::Catalogue::new(shows)),
+        ),
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the cached catalogue"),
     }

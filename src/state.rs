@@ -276,10 +276,6 @@ pub struct Board {
     pub live: Mutex<LiveStatus>,
     /// The exporter's figures: requests in flight, their latency, the request budget.
     pub export: crate::export_board::ExportBoard,
-    /// When (unix ms) the newest catalogue read whose answer is the live catalogue began
-    /// (0: none since the start; a cached copy does not count). A create whose answer was lost
-    /// waits for a read begun after it (pipeline::resolve::create_show).
-    pub catalogue_read_from_ms: std::sync::atomic::AtomicI64,
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.
@@ -944,8 +940,6 @@ impl Shared {
         if tracker_moved {
             tracing::warn!(from = %old_tracker, to = %new_tracker, "the tracker changed: its catalogue is read again before plays are matched; mappings made earlier keep their show ids");
             write(&self.live.catalogue, None);
-            // A read of the old tracker says nothing about what the new one holds.
-            self.board.catalogue_read_from_ms.store(0, Ordering::SeqCst);
         } else if let Some(c) = self.catalogue() {
             for m in &plugins.matchers {
                 m.set_catalogue(c.clone());
@@ -954,14 +948,15 @@ impl Shared {
         write(&self.live.config, Arc::new(new));
         write(&self.live.plugins, Arc::new(plugins));
         write(&self.live.plex, Arc::new(plex));
-        drop(swap);
         if tracker_moved {
+            // Under the lock: the new tracker's first publication (which takes it) comes after.
             self.with_status(|s| {
                 s.catalogue_shows = 0;
                 s.catalogue_loaded_at = None;
                 s.catalogue_refused_empty_at = None;
             });
         }
+        drop(swap);
         self.with_status(|s| {
             s.config_reloaded_at = Some(now_secs());
             s.config_reload_error = None;
@@ -1254,7 +1249,6 @@ pub async fn open_shared(
             started: Instant::now(),
             health: Mutex::new(HealthClock::new()),
             live: Mutex::new(LiveStatus::default()),
-            catalogue_read_from_ms: std::sync::atomic::AtomicI64::new(0),
         },
         key,
         webhook_secret,
@@ -1336,10 +1330,6 @@ mod tests {
         let shared = open_for_test(dir.path()).await;
         let first = shared.plugins().exporter.instance();
         shared.set_catalogue(Arc::new(Catalogue::new(vec![show("one", "Old One", 101)])));
-        shared
-            .board
-            .catalogue_read_from_ms
-            .store(1_000, Ordering::SeqCst);
         // The same tracker with another timeout: the catalogue stays.
         let s = shared.clone();
         let d = dir.path().to_path_buf();
@@ -1360,10 +1350,6 @@ mod tests {
         .unwrap();
         assert_ne!(shared.plugins().exporter.instance(), first);
         assert!(shared.catalogue().is_none());
-        assert_eq!(
-            shared.board.catalogue_read_from_ms.load(Ordering::SeqCst),
-            0
-        );
         assert_eq!(shared.status().catalogue_shows, 0);
         // A fetch the old tracker answered, published late, is refused.
         let late = Arc::new(Catalogue::new(vec![show("one", "Old One", 101)]));
@@ -1386,7 +1372,7 @@ mod tests {
             .await
             .unwrap();
         let mine = shared.store.load_catalogue_for("http://a:80").unwrap();
-        assert_eq!(mine.map(|v| v.len()), Some(1));
+        assert_eq!(mine.map(|v| (v.shows.len(), v.tagged)), Some((1, true)));
         assert!(
             shared
                 .store
@@ -1394,6 +1380,19 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        // An earlier release's copy names no tracker: used, but marked so the next answer is
+        // saved with its tracker.
+        shared
+            .store
+            .write(|txn| {
+                txn.open_table(crate::store::CATALOGUE)?
+                    .remove("instance")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let old = shared.store.load_catalogue_for("http://b:80").unwrap();
+        assert_eq!(old.map(|v| (v.shows.len(), v.tagged)), Some((1, false)));
     }
 
     fn show(id: &str, title: &str, tvdb: u64) -> CatalogShow {

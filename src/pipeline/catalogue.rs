@@ -33,9 +33,15 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
         let shared = shared.clone();
         let instance = instance.clone();
         tokio::task::spawn_blocking(move || match shared.store.load_catalogue_for(&instance) {
-            Ok(Some(shows)) => {
-                tracing::info!(shows = shows.len(), "loaded the cached tracker catalogue");
-                publish(&shared, shows, &instance)
+            Ok(Some(cached)) => {
+                tracing::info!(
+                    shows = cached.shows.len(),
+                    "loaded the cached tracker catalogue"
+                );
+                // An earlier release's copy names no tracker: not kept as `stored`, so the
+                // first answer is saved with its tracker even when it holds the same shows.
+                let tagged = cached.tagged;
+                publish(&shared, cached.shows, &instance).filter(|_| tagged)
             }
             Ok(None) => None,
             Err(e) => {
@@ -62,7 +68,6 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
             enricher.stop();
             failures = 0;
         }
-        let began_ms = crate::model::now_millis();
         let wait = match exporter.fetch_catalogue().await {
             Ok(shows) if shared.plugins().exporter.instance() != instance => {
                 tracing::info!(
@@ -75,12 +80,7 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
                 failures = 0;
                 shared.note_catalogue_ok();
                 tracing::info!(shows = shows.len(), "fetched the tracker catalogue");
-                if refresh(&shared, shows, &mut stored, &mut enricher, &instance).await {
-                    shared
-                        .board
-                        .catalogue_read_from_ms
-                        .fetch_max(began_ms, std::sync::atomic::Ordering::SeqCst);
-                }
+                refresh(&shared, shows, &mut stored, &mut enricher, &instance).await;
                 shared.config().tracker.catalogue_refresh
             }
             Err(e) => {
@@ -137,15 +137,14 @@ fn publish_built(
 
 /// A fetched catalogue: unless it holds the same shows as `stored`, indexed and published off
 /// the runtime's workers first (the enricher restarted on it), so plays waiting for it go as
-/// soon as the index is built; then the store's copy (one transaction). True when the live
-/// catalogue is now this answer (published, or the same shows).
+/// soon as the index is built; then the store's copy (one transaction).
 async fn refresh(
     shared: &Arc<Shared>,
     shows: Vec<plexsync_plugin_api::CatalogShow>,
     stored: &mut Option<Arc<Catalogue>>,
     enricher: &mut super::enrich::Enricher,
     instance: &str,
-) -> bool {
+) {
     // An empty answer never replaces a catalogue with shows (live and stored copy both
     // stay): a tracker answering `[]` by mistake (an empty table during a migration, a
     // proxy's default) would otherwise turn every unmapped show into a conflict without
@@ -159,7 +158,7 @@ async fn refresh(
                 "the tracker answered an empty catalogue; keeping the current one"
             );
             shared.note_catalogue_refused_empty();
-            return false;
+            return;
         }
     }
     // The compact catalogue is cheap to build (milliseconds); the indices are what cost.
@@ -168,15 +167,18 @@ async fn refresh(
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "building the catalogue failed");
-            return false;
+            return;
         }
     };
-    if stored.as_deref() == Some(&*fetched) {
+    // The same shows as the stored copy change nothing, unless a reload has dropped the live
+    // catalogue since (another tracker named and then this one again): then they are
+    // published again.
+    if stored.as_deref() == Some(&*fetched) && shared.catalogue().is_some() {
         tracing::debug!("the fetched catalogue is the current, stored one");
         shared.note_catalogue_fresh();
         drop(fetched);
         crate::footprint::release_free_memory();
-        return true;
+        return;
     }
     enricher.stop();
     let publish = {
@@ -186,10 +188,10 @@ async fn refresh(
     };
     let catalogue = match publish.await {
         Ok(Some(c)) => c,
-        Ok(None) => return false,
+        Ok(None) => return,
         Err(e) => {
             tracing::error!(error = %e, "building the catalogue failed");
-            return false;
+            return;
         }
     };
     *stored = match shared
@@ -206,5 +208,4 @@ async fn refresh(
     // The store's encoded copy is garbage now too.
     crate::footprint::release_free_memory();
     enricher.start(shared, catalogue);
-    true
 }

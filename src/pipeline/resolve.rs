@@ -421,8 +421,8 @@ const UNSETTLED_FOR: Duration = Duration::from_secs(7 * 86_400);
 /// duplicate one the matchers missed); a person's "Create new" creates from the title.
 ///
 /// A create whose answer was lost (a timeout, a reset: the tracker may have created it) is
-/// not sent again until a catalogue read begun after it is live; if that catalogue has the
-/// show (same TMDB id, or same title and year), its id is the answer, so a retry, the
+/// not sent again until it has settled; then the tracker's catalogue is read, and if it has
+/// the show (same TMDB id, or same title and year), its id is the answer, so a retry, the
 /// resolver's or a person's second click, never makes a second show.
 pub async fn create_show(
     shared: &Shared,
@@ -454,28 +454,23 @@ pub async fn create_show(
         .map_err(|e| plexsync_plugin_api::PluginError::transient(format!("store: {e}")))?
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map(i64::from_le_bytes);
+    let exporter = shared.plugins().exporter.clone();
     if let Some(settled_at) = unsettled {
-        let read_from = shared
-            .board
-            .catalogue_read_from_ms
-            .load(std::sync::atomic::Ordering::SeqCst);
-        if read_from <= settled_at {
-            // Woken again by every retry, so a read does begin once the create has settled.
-            shared.wake.catalogue.notify_one();
+        if now_millis() <= settled_at {
             return Err(plexsync_plugin_api::PluginError::transient(
-                "an earlier request to create this show got no answer; the tracker's catalogue is read first, so the show is not created twice",
+                "an earlier request to create this show got no answer; it is tried again once the tracker has surely finished with it, and only if its catalogue lacks the show",
             ));
         }
-        if let Some(id) = shared
-            .catalogue()
-            .and_then(|c| find_created(&c, &show).map(str::to_string))
-        {
-            tracing::info!(show_id = %id, show = %show.title, "the show an earlier create made is in the catalogue; not created again");
+        // Asked now, after the lost create has settled: the tracker's own answer, not a copy
+        // read before (or by another process: the CLI offline runs no catalogue task).
+        let shows = exporter.fetch_catalogue().await?;
+        if let Some(id) = find_created(&shows, &show) {
+            tracing::info!(show_id = %id, show = %show.title, "the show an earlier create made is in the tracker's catalogue; not created again");
             forget_unsettled(shared, mark);
+            shared.wake.catalogue.notify_one();
             return Ok(Some(id));
         }
     }
-    let exporter = shared.plugins().exporter.clone();
     let started = Instant::now();
     match exporter.create_show(&show).await {
         Ok(id) => {
@@ -515,18 +510,18 @@ fn create_key(show: &plexsync_plugin_api::NewShow) -> String {
     }
 }
 
-/// The catalogue's show an earlier create of `show` made, if it is there.
-fn find_created<'a>(
-    c: &'a plexsync_plugin_api::Catalogue,
+/// The show an earlier create of `show` made, if the tracker's catalogue `shows` has it.
+fn find_created(
+    shows: &[plexsync_plugin_api::CatalogShow],
     show: &plexsync_plugin_api::NewShow,
-) -> Option<&'a str> {
-    match show.tmdb_id {
-        Some(n) => c.by_tmdb(n).next().map(|s| s.id),
-        None => c
-            .iter()
-            .find(|s| s.title.trim().eq_ignore_ascii_case(show.title.trim()) && s.year == show.year)
-            .map(|s| s.id),
-    }
+) -> Option<String> {
+    shows
+        .iter()
+        .find(|s| match show.tmdb_id {
+            Some(n) => s.tmdb_id == Some(n),
+            None => s.title.trim().eq_ignore_ascii_case(show.title.trim()) && s.year == show.year,
+        })
+        .map(|s| s.id.clone())
 }
 
 fn forget_unsettled(shared: &Shared, mark: String) {

@@ -530,7 +530,9 @@ fn sent_or_on_its_way(
         let Some(rest) = k.value().strip_prefix(prefix) else {
             break;
         };
-        let w: Watched = decode(v.value())?;
+        let Some(w) = readable::<Watched>("watched", 0, v.value()) else {
+            continue;
+        };
         if w.exported_at.is_some() {
             if let Some((s, e)) = rest.split_once('\u{1f}') {
                 if let (Ok(s), Ok(e)) = (s.parse(), e.parse()) {
@@ -600,7 +602,20 @@ impl<'t> WatchTables<'t> {
     /// not known watched before.
     fn record(&mut self, play: &Play, show_id: &str, sync: bool) -> Result<Applied> {
         let k = watched_key(show_id, play.season, play.episode);
-        match get_json::<Watched>(&self.watched, &k)? {
+        let known = match self.watched.get(k.as_str())? {
+            Some(v) => match decode::<Watched>(v.value()) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    // Left as it is (nothing deleted on a guess) and counted as watched, so
+                    // the episode is not queued twice; the play itself is journaled, and the
+                    // group (other webhooks, a person's decision) goes through.
+                    tracing::warn!(key = %k, error = %e, "a watched record cannot be read: left as it is, the episode is not queued again");
+                    return Ok(Applied::AlreadyWatched);
+                }
+            },
+            None => None,
+        };
+        match known {
             Some(mut w) => {
                 w.plays += 1;
                 w.first_watched_at = w.first_watched_at.min(play.viewed_at);
@@ -997,6 +1012,9 @@ mod tests {
             Applied::Parked
         );
         s.write(|txn| {
+            // The episode's own watched record under the show it is mapped to below.
+            txn.open_table(WATCHED)?
+                .insert(watched_key("42", 1, 2).as_str(), b"{".as_slice())?;
             txn.open_table(JOURNAL)?
                 .insert(900, b"{not json".as_slice())?;
             txn.open_table(OUTBOX)?.insert(901, b"[".as_slice())?;
@@ -1017,8 +1035,10 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!((released, queued), (1, 1));
-        // Sync off and on again (the same scans): still fine, nothing queued twice.
+        // The play is released; its episode counts as watched (its record is left as it is),
+        // so it is not queued on a guess.
+        assert_eq!((released, queued), (1, 0));
+        // Sync off and on again (the same scans): still fine.
         s.update_mapping("srv/10".into(), None, Some(false))
             .await
             .unwrap();

@@ -11,6 +11,13 @@ use super::ops::get_json;
 use super::*;
 use crate::model::{now_millis, now_secs};
 
+/// The store's copy of the tracker catalogue ([`Store::load_catalogue_for`]).
+pub struct CachedCatalogue {
+    pub shows: Vec<CatalogShow>,
+    /// It names the tracker that answered it (every copy since the tracker switch fix).
+    pub tagged: bool,
+}
+
 impl Store {
     /// Cache the tracker's catalogue: the shows and when they were fetched, in one
     /// transaction. The stored shape (a JSON array under `shows`) is every release's.
@@ -29,17 +36,20 @@ impl Store {
 
     /// The cached catalogue, if the tracker `instance` answered it: another tracker's show ids
     /// mean nothing to this one (the config now names another). A copy an earlier release
-    /// cached names no tracker and counts as this one's.
-    pub fn load_catalogue_for(&self, instance: &str) -> Result<Option<Vec<CatalogShow>>> {
+    /// cached names no tracker and counts as this one's; `tagged` is false for it, so the
+    /// caller saves the next answer with its tracker whatever it holds.
+    pub fn load_catalogue_for(&self, instance: &str) -> Result<Option<CachedCatalogue>> {
         self.read(|txn| {
             let t = txn.open_table(CATALOGUE)?;
-            match get_json::<String>(&t, "instance")? {
+            let tagged = match get_json::<String>(&t, "instance")? {
                 Some(cached) if cached != instance => {
                     tracing::info!(cached = %cached, tracker = %instance, "the cached catalogue is another tracker's; not used");
-                    Ok(None)
+                    return Ok(None);
                 }
-                _ => get_json(&t, "shows"),
-            }
+                Some(_) => true,
+                None => false,
+            };
+            Ok(get_json(&t, "shows")?.map(|shows| CachedCatalogue { shows, tagged }))
         })
     }
 

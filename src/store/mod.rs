@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 mod decisions;
 mod ingest;
 mod kv;
+pub use kv::CachedCatalogue;
 pub mod ops;
 mod outbox;
 mod secrets;
