@@ -28,6 +28,10 @@ pub enum AccountSel {
 pub struct AccountMap {
     pub accounts: Vec<Account>,
     pub fetched_at: i64,
+    /// The Plex server (its `[plex] url`) the list was read from: another server's list says
+    /// nothing about who is on this one. None in a list an earlier release stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 pub const OWNER_ID: i64 = 1;
@@ -121,6 +125,7 @@ mod tests {
                 },
             ],
             fetched_at: 1,
+            server: None,
         }
     }
 

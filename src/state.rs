@@ -364,6 +364,15 @@ impl Shared {
     }
     /// Remember the server's accounts (in memory and in the store, for the next start).
     pub fn set_accounts(&self, map: AccountMap) {
+        if map
+            .server
+            .as_deref()
+            .is_some_and(|s| s != self.plex().base())
+        {
+            // Read from the server the config named before a reload: not this one's people.
+            tracing::debug!("an account list from the previous Plex server is not used");
+            return;
+        }
         if let Ok(bytes) = serde_json::to_vec(&map) {
             self.store.kv_put_detached(ACCOUNTS_KEY.into(), bytes, None);
         }
@@ -973,9 +982,13 @@ impl Shared {
                 s.plex_machine_id = None;
                 s.plex_server = None;
                 s.plex_server_name = None;
+                s.plex_accounts_read_at = None;
             }
         });
         if plex_moved {
+            // The old server's people are not this one's: until its list is read, webhooks of
+            // accounts nobody can place are kept, not dropped.
+            write(&self.live.accounts, Arc::new(AccountMap::default()));
             self.request_poll();
             // Another server, maybe, with other accounts.
             self.wake.accounts.notify_one();
@@ -1215,11 +1228,14 @@ pub async fn open_shared(
     let plex_client_id = client_identifier(&config, &store).await;
     let plex = plex_client(&config, &secrets, &plex_client_id)?;
     let (shutdown_tx, _) = watch::channel(false);
+    // Another server's list (the config names a new one since) is no list for this one: until
+    // this server's is read, webhooks of accounts it cannot place are kept, not dropped.
     let accounts: AccountMap = store
         .kv_get(ACCOUNTS_KEY)
         .ok()
         .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| serde_json::from_slice::<AccountMap>(&b).ok())
+        .filter(|m| m.server.as_deref().is_none_or(|s| s == plex.base()))
         .unwrap_or_default();
     let status = RuntimeStatus {
         plex_accounts_read_at: (accounts.fetched_at > 0).then_some(accounts.fetched_at),

@@ -262,6 +262,35 @@ async fn a_new_token_or_plex_url_reads_the_accounts_again() {
     assert_eq!(other.count("/status/sessions/history"), 0);
 }
 
+/// Moved to another Plex server that does not answer `/accounts` yet: the old server's list is
+/// no list for the new one, so a webhook of an account nobody can place is kept (the window
+/// before a first read), not dropped as "not synced"; after a restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_plex_servers_account_list_is_not_used_for_this_one() {
+    if samples().is_none() {
+        return;
+    }
+    let (dir, _plex, tracker, text) = setup().await;
+    let d = InProc::start(dir.path(), &text).await;
+    until(&d, "the first read", || reads(&d, 1) == 1).await;
+    let other = FakePlex::start(vec![baki_hanma()]).await;
+    other.state.lock().unwrap().fail_with = Some(500);
+    let moved = daemon::config(&other.url(), &tracker.url(), "[poll]\nenabled = false\n");
+    std::fs::write(&d.config, &moved).unwrap();
+    d.reload();
+    status_until(&d, "the reload", |st| st["config_reloaded_at"].is_i64()).await;
+    let (status, body) = webhook(&d, &shared_user_play(4)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("journaled as play"), "{body}");
+    // A restart on the new config: the stored list is the old server's, not used either.
+    drop(d);
+    let d = InProc::start(dir.path(), &moved).await;
+    assert!(read_at(&d.status().await).is_none());
+    let (status, body) = webhook(&d, &shared_user_play(5)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("journaled as play"), "{body}");
+}
+
 /// A webhook-only setup with a token Plex refuses: health says so at once (the account list
 /// needs the token), not only once a play waits for Plex; a good token clears it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,6 +97,13 @@ pub struct PlexClient {
     client_id: String,
 }
 
+impl PlexClient {
+    /// The server's base URL (`[plex] url`, as the requests use it).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+}
+
 impl std::fmt::Debug for PlexClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlexClient")

@@ -41,6 +41,7 @@ pub async fn refresh_accounts(
             })
             .collect(),
         fetched_at: now_secs(),
+        server: Some(client.base().to_string()),
     };
     shared.set_accounts(map.clone());
     Ok(map)
