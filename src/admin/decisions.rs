@@ -534,14 +534,7 @@ async fn decide(
             let Some(show_id) = show_id else {
                 return Err((StatusCode::BAD_REQUEST, "select needs a show_id".into()));
             };
-            if let Some(cat) = shared.catalogue() {
-                if cat.get(&show_id).is_none() {
-                    return Err((
-                        StatusCode::BAD_REQUEST,
-                        format!("show_id {show_id:?} is not in the tracker's catalogue"),
-                    ));
-                }
-            }
+            check_show_id(shared, &show_id)?;
             ConflictDecision::Select {
                 show_id,
                 method: "manual".into(),
@@ -589,6 +582,24 @@ async fn decide(
         }
         Err(StoreError::NotFound(m)) => Err((StatusCode::NOT_FOUND, m)),
         Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// A show id a person chose must be the tracker's: in its catalogue. The daemon without a
+/// live catalogue (its first read, or a reload that named another tracker) cannot tell, so it
+/// refuses for now rather than map to an id that may be another tracker's; offline, with no
+/// cached copy, the person's word stands as before.
+fn check_show_id(shared: &Shared, show_id: &str) -> Result<(), (StatusCode, String)> {
+    match shared.catalogue() {
+        Some(cat) if cat.get(show_id).is_none() => Err((
+            StatusCode::BAD_REQUEST,
+            format!("show_id {show_id:?} is not in the tracker's catalogue"),
+        )),
+        None if shared.serving() => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the tracker's catalogue has not been read yet (a first start, or the config names another tracker): try again once it is (`plexsync status` shows the catalogue)".into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -681,12 +692,9 @@ pub(super) async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Res
         Some(Some(s)) => Some(s),
         Some(None) => return error(StatusCode::BAD_REQUEST, "show_id must be a tracker show id"),
     };
-    if let (Some(id), Some(cat)) = (&show_id, shared.catalogue()) {
-        if cat.get(id).is_none() {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("show_id {id:?} is not in the tracker's catalogue"),
-            );
+    if let Some(id) = &show_id {
+        if let Err((status, msg)) = check_show_id(shared, id) {
+            return error(status, msg);
         }
     }
     if show_id.is_none() && r.sync_enabled.is_none() {
@@ -773,6 +781,39 @@ pub(super) async fn patch_mapping(shared: &Shared, id: &str, body: &[u8]) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon with no live catalogue (its first read, or a reload to another tracker) cannot
+    /// check a chosen show id: it refuses for now; with a catalogue, an id not in it is refused.
+    #[tokio::test]
+    async fn a_chosen_show_id_waits_for_the_trackers_catalogue() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = crate::state::open_for_test(dir.path()).await;
+        let body = br#"{"show_id": "101"}"#.to_vec();
+        // Offline (not serving): the person's word stands; the mapping does not exist.
+        let e = crate::admin::call(&shared, hyper::Method::PATCH, "mappings/abc", body.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("404") || e.contains("no "), "{e}");
+        shared.mark_serving();
+        let e = crate::admin::call(&shared, hyper::Method::PATCH, "mappings/abc", body.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not been read yet"), "{e}");
+        shared.set_catalogue(std::sync::Arc::new(plexsync_plugin_api::Catalogue::new(
+            vec![plexsync_plugin_api::CatalogShow {
+                id: "7".into(),
+                title: "Seven".into(),
+                ..Default::default()
+            }],
+        )));
+        let e = crate::admin::call(&shared, hyper::Method::PATCH, "mappings/abc", body)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not in the tracker's catalogue"), "{e}");
+    }
 
     #[test]
     fn ids_are_short_stable_and_url_safe() {
