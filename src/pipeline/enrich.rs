@@ -227,7 +227,16 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
             "catalogue names: pass finished"
         );
         if pass.shows_named > 0 {
-            refresh_conflicts(&shared, &matchers).await;
+            // Only while the live catalogue is still this pass's: after a refresh, or a reload
+            // to another tracker (which drops it), these matchers know a stale or another
+            // tracker's shows, and their candidates would be wrong ones.
+            let still_ours = || {
+                let current = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                shared
+                    .catalogue()
+                    .is_some_and(|l| Arc::ptr_eq(&l, &current) || Arc::ptr_eq(&l, &base))
+            };
+            refresh_conflicts(&shared, &matchers, still_ours).await;
         }
         let retry = match &pass.error {
             Some(e) if e.is_transient() => {
@@ -263,7 +272,11 @@ const MAX_CANDIDATES: usize = 10;
 /// Conflicts opened before the names arrived (the first start, a new TMDB key) asked the
 /// chain when it knew less: ask it again for each open conflict's stored query and merge what
 /// it answers into the candidates. Never a mapping: a person still decides, whatever the score.
-async fn refresh_conflicts(shared: &Shared, matchers: &[Arc<dyn Matcher>]) {
+async fn refresh_conflicts(
+    shared: &Shared,
+    matchers: &[Arc<dyn Matcher>],
+    still_ours: impl Fn() -> bool,
+) {
     let conflicts = match shared.store.conflicts() {
         Ok(c) => c,
         Err(e) => {
@@ -274,6 +287,12 @@ async fn refresh_conflicts(shared: &Shared, matchers: &[Arc<dyn Matcher>]) {
     let threshold = shared.config().matching.auto_map_threshold;
     let mut refreshed = 0usize;
     for c in conflicts {
+        if !still_ours() {
+            tracing::debug!(
+                "catalogue names: the catalogue changed; conflicts are left as they are"
+            );
+            break;
+        }
         let fresh = match super::run_chain(matchers, &c.query, threshold).await {
             super::ChainResult::Conflict { candidates, .. } => candidates,
             super::ChainResult::Mapped {
