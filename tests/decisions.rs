@@ -510,6 +510,51 @@ async fn the_cli_waits_for_a_slow_create_and_reports_it() {
     assert_eq!(v["total"], 0, "{v}");
 }
 
+/// A person's *Create new* whose answer is lost (the tracker makes the show after the plugin's
+/// 2 s timeout): clicking again is refused until the create has settled, then finds the show
+/// in the tracker's catalogue and maps to it. One show, never two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_create_new_after_a_lost_answer_uses_the_show_the_first_made() {
+    if samples().is_none() {
+        return;
+    }
+    let (w, id) = lucky_man_in_a_conflict().await;
+    let before = w.tracker.state.lock().unwrap().shows.len();
+    w.tracker
+        .state
+        .lock()
+        .unwrap()
+        .create_faults
+        .push(support::tracker::Fault::AnswerLate(Duration::from_secs(3)));
+    let o = w.d.cli(&["conflicts", "resolve", &id, "--create"], None);
+    assert!(!o.status.success(), "the first answer was lost");
+    // The person clicks again until it works (each attempt before the create settles is
+    // refused with a reason, not sent).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let o = w.d.cli(&["conflicts", "resolve", &id, "--create"], None);
+        if o.status.success() {
+            break String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never resolved: {err}\n{}",
+            w.d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(out.contains("mapped"), "{out}");
+    let shows = w.tracker.state.lock().unwrap().shows.clone();
+    assert_eq!(shows.len(), before + 1, "created once: {shows:?}");
+    let made = shows.last().unwrap()["id"].as_str().unwrap().to_string();
+    let v = json_out(&w.d.cli(&["mappings", "list", "--json"], None));
+    assert_eq!(
+        v["items"][0]["tracker"]["id"], made,
+        "mapped to the show the first create made: {v}"
+    );
+}
+
 /// A daemon with `[matching] auto_add_shows` (guid and title matchers, polling off) whose
 /// Plex has one show (`rating_key`, `title`, TMDB id `tmdb`) that no tracker show matches; the
 /// tracker's catalogue (one other show) is loaded.
