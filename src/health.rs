@@ -215,6 +215,28 @@ pub fn evaluate(i: &Inputs) -> Vec<Condition> {
                     began,
                 ),
             }
+        } else if let Some(e) = &r.accounts_error {
+            // Only the account list's reader met it (polling off, or between polls): one
+            // condition per cause, so not beside plex.unreachable above.
+            let message = if r.plex_accounts_read_at.is_some() {
+                format!(
+                    "the Plex server's account list cannot be read ({e}): webhooks go on with the list read before"
+                )
+            } else {
+                format!(
+                    "the Plex server's account list cannot be read ({e}): until it is, webhooks of accounts plexsync cannot place are synced whatever [plex] accounts says"
+                )
+            };
+            add(
+                "plex.accounts_unread",
+                Plex,
+                Warning,
+                message,
+                Some(
+                    "check [plex] url and that the server runs; the list is read again on its own",
+                ),
+                r.accounts_error_since,
+            );
         }
     }
 
@@ -727,6 +749,50 @@ mod tests {
         assert_eq!(keys(&got), vec!["daemon.down"]);
         assert_eq!(got[0].item.severity, Severity::Error);
         assert!(got[0].item.message.contains("not running"));
+    }
+
+    #[test]
+    fn an_unreadable_account_list_is_a_warning_unless_plex_is_already_reported() {
+        let mut r = RuntimeStatus {
+            accounts_error: Some("connection refused".into()),
+            accounts_error_since: Some(NOW - 40),
+            ..fine()
+        };
+        let c = healthy_counts();
+        let got = evaluate(&inputs(&r, &c));
+        let item = got
+            .iter()
+            .find(|c| c.key == "plex.accounts_unread")
+            .expect("the condition");
+        assert_eq!(item.item.severity, Severity::Warning);
+        assert_eq!(item.item.since, NOW - 40);
+        assert!(
+            item.item.message.contains("until it is"),
+            "{}",
+            item.item.message
+        );
+        r.plex_accounts_read_at = Some(NOW - 3600);
+        let got = evaluate(&inputs(&r, &c));
+        let item = got
+            .iter()
+            .find(|c| c.key == "plex.accounts_unread")
+            .unwrap();
+        assert!(
+            item.item.message.contains("read before"),
+            "{}",
+            item.item.message
+        );
+        // The poll already says Plex is down: one condition for one cause.
+        r.plex_error = Some("connection refused".into());
+        r.plex_error_kind = Some(PollFailure::Unreachable);
+        let keys: Vec<&str> = evaluate(&inputs(&r, &c)).iter().map(|c| c.key).collect();
+        assert!(keys.contains(&"plex.unreachable"), "{keys:?}");
+        assert!(!keys.contains(&"plex.accounts_unread"), "{keys:?}");
+        r.plex_error = None;
+        r.plex_error_kind = None;
+        r.plex_token_rejected = true;
+        let keys: Vec<&str> = evaluate(&inputs(&r, &c)).iter().map(|c| c.key).collect();
+        assert!(!keys.contains(&"plex.accounts_unread"), "{keys:?}");
     }
 
     #[test]

@@ -39,6 +39,21 @@ pub enum DaemonError {
     NoAddress(#[from] crate::hostaddr::NoAddress),
 }
 
+/// Which reader of Plex saw that the token works ([`Shared::note_plex_token_ok`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenWitness {
+    Poll,
+    Accounts,
+    Live,
+    /// A show look-up by the resolver.
+    Lookup,
+}
+
+/// Whether a rejected Plex token is on record (the flag, or the last Plex error's kind).
+fn token_rejection_noted(s: &RuntimeStatus) -> bool {
+    s.plex_token_rejected || s.plex_error_kind == Some(crate::model::PollFailure::TokenRejected)
+}
+
 /// What the daemon knows about its surroundings, for status pages.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct RuntimeStatus {
@@ -98,6 +113,12 @@ pub struct RuntimeStatus {
     /// accounts plexsync cannot place are synced whatever `[plex] accounts` says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plex_accounts_read_at: Option<i64>,
+    /// Why the account-list task's reads fail (not a rejected token, which is
+    /// `plex_token_rejected`), and since when; None while they work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts_error_since: Option<i64>,
 }
 
 /// `/api/status` → `live`: the connection to Plex's notification websocket
@@ -672,27 +693,73 @@ impl Shared {
     pub fn note_webhook(&self) {
         self.with_status(|s| s.last_webhook_at = Some(now_secs()));
     }
-    /// A request that needs the token succeeded: Plex is fine and takes the token.
-    pub fn note_plex_ok(&self) {
+    /// A request that needs the token succeeded: Plex is fine and takes the token. `by`: who
+    /// saw it, for [`Self::token_accepted_again`].
+    pub fn note_plex_ok(&self, by: TokenWitness) {
+        let mut was_rejected = false;
         self.with_status(|s| {
+            was_rejected = token_rejection_noted(s);
             s.plex_last_ok_at = Some(now_secs());
             s.plex_error = None;
             s.plex_error_kind = None;
             s.plex_error_since = None;
             s.plex_token_rejected = false;
         });
+        if was_rejected {
+            self.token_accepted_again(by);
+        }
     }
-    /// A poll's `/accounts` answered: the token is good. An error the last poll met further on
+    /// A read of `/accounts` answered: the token is good. An error the last poll met further on
     /// (a history page failing, the store) stays until this poll ends well ([`Shared::note_poll`]),
     /// so health neither drops it for the poll's length nor dates it anew after.
-    pub fn note_plex_token_ok(&self) {
+    pub fn note_plex_token_ok(&self, by: TokenWitness) {
+        let mut was_rejected = false;
         self.with_status(|s| {
+            was_rejected = token_rejection_noted(s);
             s.plex_last_ok_at = Some(now_secs());
             s.plex_token_rejected = false;
             if s.plex_error_kind == Some(crate::model::PollFailure::TokenRejected) {
                 s.plex_error = None;
                 s.plex_error_kind = None;
                 s.plex_error_since = None;
+            }
+        });
+        if was_rejected {
+            self.token_accepted_again(by);
+        }
+    }
+    /// Plex takes the token again after a rejection that one reader noted (the token was
+    /// fixed on the server's side, or a plex.tv outage ended; a new secret wakes everything by
+    /// itself). The other readers each sit out their own pause after a 401 — the poller up to
+    /// an hour, the live connection up to `reconnect_max`, the account list up to 10 minutes —
+    /// so health would say "fine" while nothing polls: they are woken to go on now.
+    fn token_accepted_again(&self, by: TokenWitness) {
+        tracing::info!(by = ?by, "Plex takes the token again: paused readers resume");
+        if by != TokenWitness::Poll {
+            self.request_poll();
+        }
+        if by != TokenWitness::Accounts {
+            self.wake.accounts.notify_one();
+        }
+        // A live connection that is up needs no new one (waking it would reconnect it).
+        if by != TokenWitness::Live && !self.live_status().connected {
+            self.wake.live.notify_one();
+        }
+    }
+    /// The account-list task's last read failed for another reason than the token (a 401 is
+    /// [`Self::note_plex_error`]'s): `None` clears it.
+    pub fn note_accounts_error(&self, error: Option<String>) {
+        let now = now_secs();
+        self.with_status(|s| match error {
+            Some(e) => {
+                if s.accounts_error.is_none() {
+                    s.accounts_error_since = Some(now);
+                }
+                s.accounts_error = Some(e);
+            }
+            None => {
+                s.accounts_error = None;
+                s.accounts_error_since = None;
             }
         });
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::daemon;
 use support::inproc::InProc;
-use support::plex::{FakePlex, SHARED_USER, TOKEN, baki_hanma};
+use support::plex::{FakePlex, HistoryEntry, SHARED_USER, TOKEN, baki_hanma};
 use support::tracker::FakeTracker;
 use support::{NEW_AGENT_SCROBBLE, multipart, sample_json, samples};
 
@@ -329,6 +329,82 @@ async fn a_rejected_token_shows_in_health_without_polling_or_plays() {
     );
     status_until(&d, "health clear of the token", |st| {
         read_at(st).is_some() && !rejected(st)
+    })
+    .await;
+}
+
+/// The defect this guards: Plex took the token again (fixed on its side) and the account-list
+/// read said so, so health showed Plex fine, while the poller sat out the rest of its pause
+/// after the 401 (up to an hour): no play was polled, and nothing said why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_poll_goes_on_as_soon_as_the_token_works_again() {
+    if samples().is_none() {
+        return;
+    }
+    let (dir, plex, _tracker, text) = setup().await;
+    // Polling on, with a pause after a 401 of at least 4 × 10 minutes.
+    let text = text.replace(
+        "[poll]\nenabled = false\n",
+        "[poll]\nschedule = \"0 0 0 1 1 *\"\ninitial_lookback = \"36500d\"\nretry_backoff = \"10m\"\nlibrary_scan = false\n",
+    );
+    assert!(text.contains("retry_backoff"), "{text}");
+    plex.fail_next_on("/accounts", 401, 100_000);
+    let d = InProc::start(dir.path(), &text).await;
+    status_until(&d, "the poll refused with the token", |st| {
+        st["plex_token_rejected"] == true && st["last_poll"]["failure"] == "token_rejected"
+    })
+    .await;
+    let show = baki_hanma();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    plex.push_history(HistoryEntry::episode(
+        9001,
+        &show.rating_key,
+        &show.title,
+        1,
+        4,
+        now - 600,
+        1,
+    ));
+    plex.clear_faults();
+    // The account list is read again on its own (within seconds); the poll follows it.
+    let st = status_until(&d, "the polled play journaled", |st| {
+        st["counts"]["journal"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert_eq!(st["plex_token_rejected"], false, "{st}");
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+}
+
+/// The account list cannot be read (Plex down) and nothing else reads Plex: health says so,
+/// and says it no more once the list is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_account_list_shows_in_health_without_polling() {
+    if samples().is_none() {
+        return;
+    }
+    let (dir, plex, _tracker, text) = setup().await;
+    plex.fail_next_on("/accounts", 500, 100_000);
+    let d = InProc::start(dir.path(), &text).await;
+    let unreadable = |st: &Value| {
+        st["health"].as_array().is_some_and(|h| {
+            h.iter().any(|c| {
+                c["component"] == "plex"
+                    && c["severity"] == "warning"
+                    && c["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("account list cannot be read")
+            })
+        })
+    };
+    let st = status_until(&d, "the unreadable list in health", unreadable).await;
+    assert!(read_at(&st).is_none(), "{st}");
+    plex.clear_faults();
+    status_until(&d, "the list read and health clear of it", |st| {
+        read_at(st).is_some() && !unreadable(st)
     })
     .await;
 }

@@ -618,7 +618,7 @@ async fn our_show_meta(
     let started = Instant::now();
     match shared.plex().show_meta(rating_key).await {
         Ok(m) => {
-            shared.note_plex_ok();
+            shared.note_plex_ok(crate::state::TokenWitness::Lookup);
             tracing::debug!(
                 rating_key,
                 guids = m.guids.len(),

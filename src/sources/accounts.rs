@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::accounts::{Account, AccountMap};
 use crate::model::now_secs;
 use crate::plex::{PlexClient, PlexError};
-use crate::state::Shared;
+use crate::state::{Shared, TokenWitness};
 
 /// How often the list is read again while nothing asks sooner (accounts change rarely).
 pub const REFRESH: Duration = Duration::from_secs(6 * 3600);
@@ -64,8 +64,10 @@ pub async fn accounts_task(shared: Arc<Shared>) {
         let wait = match read {
             Ok(map) => {
                 // The list needs the token: it is good (a rejection this task or another
-                // noted is over; other Plex errors are the poll's or the resolver's to clear).
-                shared.note_plex_token_ok();
+                // noted is over, and the readers it paused go on; other Plex errors are the
+                // poll's or the resolver's to clear).
+                shared.note_plex_token_ok(TokenWitness::Accounts);
+                shared.note_accounts_error(None);
                 let people = map.accounts.iter().filter(|a| a.id != 0).count();
                 if failures > 0 {
                     tracing::info!(
@@ -84,6 +86,10 @@ pub async fn accounts_task(shared: Arc<Shared>) {
                 // webhook-only setup would otherwise learn of it only from a play that waits).
                 if matches!(e, PlexError::Unauthorized { .. }) {
                     shared.note_plex_error(&e);
+                    shared.note_accounts_error(None);
+                } else {
+                    // Health's to show too: with polling off, nothing else reads Plex.
+                    shared.note_accounts_error(Some(e.to_string()));
                 }
                 failures = failures.saturating_add(1);
                 let d = crate::pipeline::backoff(failures, RETRY_FIRST, RETRY_MAX);

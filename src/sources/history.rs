@@ -261,7 +261,7 @@ async fn poll_inner(shared: &Shared, report: &mut PollReport) -> Result<(), Poll
     shared.note_plex_identity(&identity);
     let server = identity.machine_identifier;
     let accounts = refresh_accounts(shared, &client).await?;
-    shared.note_plex_token_ok();
+    shared.note_plex_token_ok(crate::state::TokenWitness::Poll);
     if shared.plex_server_name().is_none() {
         // The name is for people only: a server that does not give one is no failure.
         match client.friendly_name().await {

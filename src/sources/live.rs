@@ -41,7 +41,7 @@ use crate::accounts::{OWNER_ID, pms_key};
 use crate::model::{Activity, Play, PlexShow, now_secs};
 use crate::plex::history::HistoryQuery;
 use crate::plex::{PlexClient, PlexError, encode_segment};
-use crate::state::Shared;
+use crate::state::{Shared, TokenWitness};
 use crate::store::ops::MappedPlays;
 
 /// The notification endpoint (the plural path python-plexapi and Home Assistant use).
@@ -518,7 +518,7 @@ pub async fn live_task(shared: Arc<Shared>) {
                 if st.plex_token_rejected
                     || st.plex_error_kind == Some(crate::model::PollFailure::TokenRejected)
                 {
-                    shared.note_plex_ok();
+                    shared.note_plex_ok(TokenWitness::Live);
                 }
                 tracing::info!(plex = %cfg.plex.url, "live: connected to Plex's notifications");
                 let opened = Instant::now();

@@ -447,6 +447,13 @@ impl FakePlex {
         }
     }
 
+    /// Drop every fault still queued (any path): the server works again.
+    pub fn clear_faults(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.faults.clear();
+        s.path_faults.clear();
+    }
+
     /// [`malformed_next`](Self::malformed_next) for requests whose path starts with
     /// `path_prefix` only.
     pub fn malformed_next_on(&self, path_prefix: &str, times: usize) {
