@@ -378,7 +378,7 @@ pub fn evaluate(i: &Inputs) -> Vec<Condition> {
                         c.dead_letters
                     ),
                     Some("fix the cause, then: plexsync outbox retry"),
-                    None,
+                    c.oldest_dead_letter_at,
                 );
             }
             // Rows the exporter skips (each logged once, by table and key): nothing retries
@@ -439,7 +439,7 @@ pub fn evaluate(i: &Inputs) -> Vec<Condition> {
                         c.conflicts
                     ),
                     Some("plexsync conflicts list"),
-                    None,
+                    c.oldest_conflict_at,
                 );
             }
         }
@@ -976,6 +976,8 @@ mod tests {
             conflicts: 3,
             outbox_items: 4,
             oldest_pending_secs: Some(3 * 86_400),
+            oldest_dead_letter_at: Some(NOW - 7200),
+            oldest_conflict_at: Some(NOW - 86_400),
             ..Default::default()
         };
         let got = evaluate(&inputs(&r, &c));
@@ -997,6 +999,9 @@ mod tests {
         assert_eq!(by("exports.old").severity, Severity::Warning);
         assert_eq!(by("exports.old").since, NOW - 3 * 86_400 + 5400);
         assert!(by("conflicts.open").message.starts_with("3 show(s)"));
+        // Dated by the store's rows, not by when this process first saw them.
+        assert_eq!(by("exports.dead").since, NOW - 7200);
+        assert_eq!(by("conflicts.open").since, NOW - 86_400);
         assert_eq!(
             by("conflicts.open").hint.as_deref(),
             Some("plexsync conflicts list")

@@ -350,6 +350,18 @@ pub struct Batch {
     /// The activity row that follows this batch's attempts (one row per batch, not per try).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity_id: Option<u64>,
+    /// Dead letters: when the batch went to the dead letter (unix seconds). None on dead
+    /// letters written before this was kept (their last attempt stands in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_at: Option<i64>,
+}
+
+impl Batch {
+    /// When this dead letter went dead, as near as the row knows.
+    pub fn dead_since(&self) -> i64 {
+        self.dead_at
+            .unwrap_or(self.next_attempt_at.div_euclid(1000))
+    }
 }
 
 /// Why a poll failed, as a kind the daemon decides on (the message is for people).

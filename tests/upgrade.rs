@@ -382,6 +382,47 @@ fn assert_status(f: &Fixture, status: &Value, how: &str) {
     assert_counts(f, &status["counts"], how);
 }
 
+/// Health dates the open conflicts and the dead letters by the store's rows (when they were
+/// raised, when they went dead), not by when this process first saw them: the release's store
+/// was written long before this run, so `since` lies well before now.
+fn assert_health_dated_by_the_store(f: &Fixture, status: &Value) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let health = status["health"].as_array().map_or(&[][..], Vec::as_slice);
+    let since_of = |component: &str| {
+        health
+            .iter()
+            .find(|h| h["component"] == component && h["severity"] != "info")
+            .and_then(|h| h["since"].as_i64())
+            .unwrap_or_else(|| panic!("{}: no dated {component} item: {status}", f.name()))
+    };
+    if !f.list("conflicts").is_empty() {
+        let since = since_of("conflicts");
+        assert!(
+            since < now - 3600,
+            "{}: conflicts since {since}, now {now}",
+            f.name()
+        );
+    }
+    if f.manifest["dead_letters"]["count"].as_u64().unwrap_or(0) > 0 {
+        let dead = health
+            .iter()
+            .find(|h| {
+                h["component"] == "exports"
+                    && h["message"].as_str().unwrap_or("").contains("dead letters")
+            })
+            .and_then(|h| h["since"].as_i64())
+            .unwrap_or_else(|| panic!("{}: no dead-letter item: {status}", f.name()));
+        assert!(
+            dead < now - 3600,
+            "{}: dead letters since {dead}, now {now}",
+            f.name()
+        );
+    }
+}
+
 fn url_path(url: &str) -> &str {
     url.find("/webhook/").map_or("", |i| url[i..].trim())
 }
@@ -457,6 +498,7 @@ async fn offline(f: &Fixture, dir: &Path, cfg: &Path, config_text: &str) {
     let status = json_of(cfg, &["status", "--json"]).await;
     assert_eq!(status["running"], false, "{status}");
     assert_status(f, &status, "offline");
+    assert_health_dated_by_the_store(f, &status);
     assert_mappings(
         f,
         &json_of(cfg, &["mappings", "list", "--json"]).await,

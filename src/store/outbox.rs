@@ -323,6 +323,7 @@ impl Store {
                     last_error: None,
                     created_at: now_secs(),
                     activity_id: None,
+                    dead_at: None,
                 };
                 batches.insert(id, encode(&b)?.as_slice())?;
                 delta.put(id, &b);
@@ -671,6 +672,7 @@ impl Store {
                     delta.put(batch_id, &b);
                 }
                 Next::Dead => {
+                    b.dead_at = Some(now_secs());
                     txn.open_table(DEAD)?
                         .insert(batch_id, encode(&b)?.as_slice())?;
                 }
@@ -1023,6 +1025,10 @@ mod tests {
         assert!(list[0].dead);
         assert_eq!(list[0].batch.attempts, 1);
         assert_eq!(list[0].batch.last_error.as_deref(), Some("422"));
+        // Health dates the dead letters from when this one went dead.
+        let dead_at = list[0].batch.dead_at.expect("dated");
+        assert!((now_secs() - dead_at).abs() < 60, "{dead_at}");
+        assert_eq!(s.counts().unwrap().oldest_dead_letter_at, Some(dead_at));
     }
 
     #[tokio::test]
@@ -1304,6 +1310,7 @@ mod tests {
             last_error: None,
             created_at: 1_700_000_000,
             activity_id: None,
+            dead_at: None,
         }
     }
 

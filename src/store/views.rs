@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::ops::{get_json, put_activity, watched_key};
 use super::*;
 use crate::model::{
-    Activity, ActivitySource, ActivityStatus, Batch, JournalEntry, OutboxItem, PlayState, Watched,
-    now_secs,
+    Activity, ActivitySource, ActivityStatus, Batch, Conflict, JournalEntry, OutboxItem, PlayState,
+    Watched, now_secs,
 };
 
 /// Which activity rows a listing wants; `None` = any.
@@ -134,6 +134,13 @@ pub struct Counts {
     /// figures above count the readable rows only.
     #[serde(default)]
     pub unreadable_exports: u64,
+    /// When the oldest dead letter went dead (unix seconds): health dates "dead letters" by it,
+    /// not by when this daemon first saw them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_dead_letter_at: Option<i64>,
+    /// When the oldest open conflict was raised (unix seconds), likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_conflict_at: Option<i64>,
 }
 
 impl Store {
@@ -364,10 +371,15 @@ impl Store {
                 }
             }
             let mut dead_letters = 0u64;
+            let mut oldest_dead: Option<i64> = None;
             for row in txn.open_table(DEAD)?.iter()? {
                 let (k, v) = row?;
                 match decode::<Batch>(v.value()) {
-                    Ok(_) => dead_letters += 1,
+                    Ok(b) => {
+                        dead_letters += 1;
+                        let at = b.dead_since();
+                        oldest_dead = Some(oldest_dead.map_or(at, |o: i64| o.min(at)));
+                    }
                     Err(e) => {
                         unreadable.note(outbox::DEAD_TABLE, k.value(), &e);
                         unreadable_exports += 1;
@@ -383,7 +395,18 @@ impl Store {
                 },
                 None => None,
             };
+            // A conflict that does not decode is still open (counted below); it only has no
+            // date to give.
+            let mut oldest_conflict: Option<i64> = None;
+            for row in txn.open_table(CONFLICTS)?.iter()? {
+                if let Ok(c) = decode::<Conflict>(row?.1.value()) {
+                    oldest_conflict =
+                        Some(oldest_conflict.map_or(c.created_at, |o: i64| o.min(c.created_at)));
+                }
+            }
             Ok(Counts {
+                oldest_dead_letter_at: oldest_dead,
+                oldest_conflict_at: oldest_conflict,
                 journal: txn.open_table(JOURNAL)?.len()?,
                 pending_resolution: pending.len()?,
                 outbox_items: items,
