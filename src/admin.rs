@@ -495,18 +495,28 @@ pub async fn handle(
         }
         (Method::GET, ["activity"]) => activity(shared, q),
         (Method::GET, ["outbox"]) => outbox(shared),
-        (Method::POST, ["outbox", "retry"]) => match shared.store.retry_dead().await {
-            Ok(n) => {
-                shared.wake.export.notify_one();
-                json(
-                    StatusCode::OK,
-                    &Requeued {
-                        requeued_batches: n,
-                    },
-                )
+        (Method::POST, ["outbox", "retry"]) => {
+            // A person says the cause is fixed: the dead letters go again, and so does what
+            // waits out a back-off (minutes, after a tracker outage), not at its next attempt.
+            let retried = async {
+                let requeued_batches = shared.store.retry_dead().await?;
+                let brought_forward = shared
+                    .store
+                    .batches_due_now(crate::model::now_millis())
+                    .await?;
+                Ok::<_, crate::store::StoreError>(Requeued {
+                    requeued_batches,
+                    brought_forward,
+                })
+            };
+            match retried.await {
+                Ok(r) => {
+                    shared.wake.export.notify_one();
+                    json(StatusCode::OK, &r)
+                }
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
             }
-            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        },
+        }
         (Method::POST, ["backfill"]) => {
             let r: BackfillRequest = match serde_json::from_slice(&body) {
                 Ok(r) => r,

@@ -248,7 +248,11 @@ pub struct OutboxView {
 /// `POST /api/outbox/retry`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Requeued {
+    /// Dead letters put back (with a new key).
     pub requeued_batches: usize,
+    /// Batches waiting out a back-off, made due now (same key).
+    #[serde(default)]
+    pub brought_forward: usize,
 }
 
 /// `GET /api/webhook-url`, `GET /api/web-url`.

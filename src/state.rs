@@ -326,6 +326,10 @@ pub struct Wakeups {
     /// The Plex token or URL changed (a new secret, a reload): the accounts task reads the
     /// server's account list again at once (sources/accounts.rs).
     pub accounts: Notify,
+    /// Moves on every change of the tracker's settings (a reload) or key (a new secret): the
+    /// exporter sends at once what waits out a back-off earlier failures grew to minutes,
+    /// since the change may be their fix (pipeline/export.rs).
+    pub tracker_changes: std::sync::atomic::AtomicU64,
 }
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
@@ -890,6 +894,9 @@ impl Shared {
             }
             None => self.swap_in_secret(name, secret)?,
         }
+        if name == "tracker-key" {
+            self.wake.tracker_changes.fetch_add(1, Ordering::SeqCst);
+        }
         self.wake.resolve.notify_one();
         self.wake.export.notify_one();
         self.wake.enrich.notify_one();
@@ -1061,6 +1068,7 @@ impl Shared {
             self.wake.accounts.notify_one();
         }
         if tracker_changed {
+            self.wake.tracker_changes.fetch_add(1, Ordering::SeqCst);
             self.wake.catalogue.notify_one();
         }
         self.wake.schedule.notify_one();

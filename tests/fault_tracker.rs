@@ -245,3 +245,96 @@ fn assert_once(tracker: &FakeTracker) {
         "each key applied exactly once"
     );
 }
+
+/// The defect this guards: after failures had grown an export's back-off to minutes, fixing
+/// the cause — another tracker URL by a reload, or a person's `outbox retry` once the tracker
+/// is back — left it waiting the rest of the back-off (up to `max_backoff`, 30 minutes by
+/// default), with health showing the old error meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_tracker_gets_the_waiting_exports_at_once() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![FakeShow {
+        rating_key: "56850".into(),
+        guid: "com.plexapp.agents.thetvdb://301376?lang=en".into(),
+        title: "Be Cool, Scooby-Doo!".into(),
+        year: 2015,
+        guids: vec![],
+    }])
+    .await;
+    let show =
+        json!({"id": "scooby", "title": "Be Cool, Scooby-Doo!", "year": 2015, "tvdb_id": 301376});
+    let old = FakeTracker::start(vec![show.clone()]).await;
+    let new = FakeTracker::start(vec![show]).await;
+    // Every retry after a failure waits 10 minutes.
+    let text_for = |tracker: &FakeTracker| {
+        daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n").replace(
+            "initial_backoff = \"100ms\"\nmax_backoff = \"500ms\"",
+            "initial_backoff = \"10m\"\nmax_backoff = \"10m\"",
+        )
+    };
+    let cfg_text = text_for(&old);
+    assert!(cfg_text.contains("\"10m\""), "{cfg_text}");
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = Daemon::start(dir.path(), &cfg_text).await;
+    let http = reqwest::Client::new();
+    let post = |s: u32, e: u32| {
+        let (ct, body) = multipart(&scrobble(s, e), None);
+        let req = http
+            .post(&d.webhook_url)
+            .header("content-type", ct)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        }
+    };
+    let delivered = |t: &FakeTracker, e: u32| t.watched().contains_key(&("scooby".into(), 1, e));
+
+    // The old tracker asks for an hour's quiet (its budget is spent): every export waits.
+    old.set_sticky(Some(Fault::Status(429, Some(3600))));
+    post(1, 1).await;
+    wait_posts(&old, 1, "the first attempt, answered 429").await;
+    tracker_error_where(&d, "the 429", |e| e.contains("429")).await;
+
+    // A reload to another tracker: the old one's quiet is not the new one's, and the export
+    // goes now, not in an hour.
+    std::fs::write(&cfg, text_for(&new)).unwrap();
+    d.signal("HUP");
+    eventually("the waiting export at the new tracker", WAIT, || {
+        delivered(&new, 1).then_some(())
+    })
+    .await;
+
+    // The new one fails in turn; once it is back, a person's `outbox retry` sends at once.
+    new.set_sticky(Some(Fault::Status(503, None)));
+    let before = new.posts().len();
+    post(1, 2).await;
+    wait_posts(&new, before + 1, "the attempt answered 503").await;
+    new.set_sticky(None);
+    let out = d.cli(&["outbox", "retry"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("1 batch(es) waiting out a back-off go now"),
+        "{said}"
+    );
+    eventually("the export after `outbox retry`", WAIT, || {
+        delivered(&new, 2).then_some(())
+    })
+    .await;
+    assert!(!delivered(&old, 1) && !delivered(&old, 2));
+}

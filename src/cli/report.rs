@@ -351,6 +351,12 @@ pub async fn outbox_retry(a: &Admin, as_json: bool) -> Result<()> {
         return print_json(&v);
     }
     outln!("requeued {} dead-lettered batch(es)", v.requeued_batches);
+    if v.brought_forward > 0 {
+        outln!(
+            "{} batch(es) waiting out a back-off go now",
+            v.brought_forward
+        );
+    }
     Ok(())
 }
 

@@ -58,9 +58,16 @@ pub async fn exporter_task(shared: Arc<Shared>) {
     let mut flights: JoinSet<Flight> = JoinSet::new();
     let mut last_round: Option<Instant> = None;
     let mut woken_for_work = false;
+    ex.epoch = shared.wake.tracker_changes.load(Relaxed);
+    ex.tracker = shared.plugins().exporter.instance();
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        let changes = shared.wake.tracker_changes.load(Relaxed);
+        if changes != ex.epoch {
+            ex.epoch = changes;
+            tracker_changed(&shared, &mut ex).await;
         }
         if let Some(wait) = last_round
             .filter(|_| std::mem::take(&mut woken_for_work))
@@ -171,6 +178,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                 ex.shows.insert(b.show_id.clone());
                 shared.board.export.in_flight.fetch_add(1, Relaxed);
                 let exporter = shared.plugins().exporter.clone();
+                let epoch = ex.epoch;
                 let (id, show) = (b.id, b.show_id.clone());
                 let task = flights.spawn(async move {
                     let batch = export_batch(&b);
@@ -180,6 +188,7 @@ pub async fn exporter_task(shared: Arc<Shared>) {
                         batch: b,
                         result,
                         elapsed: started.elapsed(),
+                        epoch,
                     }
                 });
                 ex.tasks.insert(task.id(), (id, show));
@@ -253,6 +262,42 @@ struct Flight {
     batch: Batch,
     result: Result<ExportReceipt, PluginError>,
     elapsed: Duration,
+    /// [`Planner::epoch`] when it was sent.
+    epoch: u64,
+}
+
+/// The tracker's settings or key changed (a reload, `secret set tracker-key`): what waits out
+/// a back-off goes now, as the change may be the fix (a wrong URL, a refused key) — without
+/// it, a fixed tracker got its exports over the next `max_backoff` (30 minutes by default),
+/// with health showing the old error meanwhile. Retry-After holds and resting shows go too.
+/// Another tracker altogether also starts with its own budget and in-flight window: what the
+/// old one said of its limits ("0 left for 50 minutes") is not the new one's.
+async fn tracker_changed(shared: &Shared, ex: &mut Planner) {
+    let instance = shared.plugins().exporter.instance();
+    ex.hold_until = None;
+    ex.resting.clear();
+    if instance != ex.tracker {
+        tracing::info!(from = %ex.tracker, to = %instance, "another tracker: its request budget and in-flight window start afresh");
+        ex.budget = Budget::default();
+        ex.aimd = Aimd::default();
+        ex.tracker = instance;
+    } else {
+        // A tracker's stated budget is often per key; the configured limits (and what was
+        // sent within them) stand.
+        ex.budget.learned = None;
+    }
+    match shared.store.batches_due_now(now_millis()).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(
+                batches = n,
+                "the tracker's settings or key changed: exports waiting out a back-off go now"
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot bring waiting exports forward; they go at their next attempt")
+        }
+    }
 }
 
 fn export_batch(b: &Batch) -> ExportBatch {
@@ -305,17 +350,23 @@ async fn finish(shared: &Shared, ex: &mut Planner, f: Flight, outbox: &OutboxCon
     board.in_flight.fetch_sub(1, Relaxed);
     board.latency.observe(f.elapsed);
     let ms = f.elapsed.as_secs_f64() * 1000.0;
+    // An answer to a request sent before the tracker's settings or key changed says nothing
+    // of the tracker as it is now: a success is the batch's, but its limits, latency,
+    // Retry-After and errors are not ours to learn, and a failure is no verdict.
+    let ours = f.epoch == ex.epoch;
     let stated = match &f.result {
         Ok(r) => r.rate_limit,
         Err(e) => e.rate_limit,
     };
-    if let Some(rl) = stated {
+    if let Some(rl) = stated.filter(|_| ours) {
         ex.budget.learn(&rl, ex.flying.len(), Instant::now());
     }
     let outcome = match f.result {
         Ok(r) => {
-            ex.aimd.on_answer(f.elapsed, Instant::now());
-            shared.note_tracker(None);
+            if ours {
+                ex.aimd.on_answer(f.elapsed, Instant::now());
+                shared.note_tracker(None);
+            }
             tracing::info!(show_id = %b.show_id, episodes = b.items.len(), marked = r.marked, already_watched = r.already_watched, unknown = r.unknown.len(), ms, "exported");
             shared.board.metrics.exports_delivered.fetch_add(1, Relaxed);
             let unknown: Vec<(u32, u32)> = r
@@ -341,11 +392,22 @@ async fn finish(shared: &Shared, ex: &mut Planner, f: Flight, outbox: &OutboxCon
                 }
             }
         }
+        Err(e) if !ours => {
+            // Sent before a switch or a key change and refused: no verdict on the batch for
+            // the tracker it goes to now, so no attempt counted and no wait.
+            tracing::info!(show_id = %b.show_id, error = %e, "an export to the tracker before the change failed; it goes again now");
+            BatchOutcome::Paused {
+                error: failure_text(&e),
+                retry_at_ms: now_millis(),
+            }
+        }
         Err(e) if e.is_transient() => {
             // A failing or refusing tracker: fewer requests at once, wider batches.
-            ex.aimd.on_pushback(Instant::now());
-            shared.note_tracker_error(&e);
-            if let Some(ra) = e.retry_after {
+            if ours {
+                ex.aimd.on_pushback(Instant::now());
+                shared.note_tracker_error(&e);
+            }
+            if let Some(ra) = e.retry_after.filter(|_| ours) {
                 // A Retry-After is the tracker asking for quiet, not a verdict on one batch:
                 // until it passes no batch at all is sent.
                 let until = Instant::now() + ra;
@@ -377,7 +439,9 @@ async fn finish(shared: &Shared, ex: &mut Planner, f: Flight, outbox: &OutboxCon
             }
         }
         Err(e) => {
-            shared.note_tracker_error(&e);
+            if ours {
+                shared.note_tracker_error(&e);
+            }
             tracing::error!(show_id = %b.show_id, error = %e, "export refused; moved to the dead letter");
             shared.board.metrics.exports_dead.fetch_add(1, Relaxed);
             BatchOutcome::Permanent {
@@ -434,6 +498,11 @@ struct Planner {
     resting: HashMap<String, (Instant, u32)>,
     /// The last search for full batches: when, and the newest outbox id then.
     full_scan: Option<(Instant, u64)>,
+    /// The tracker the budget, the window and the holds are about.
+    tracker: String,
+    /// `Wakeups::tracker_changes` as this planner last saw it: requests sent before a change
+    /// are answered by the tracker as it was.
+    epoch: u64,
 }
 
 impl Planner {

@@ -432,6 +432,34 @@ impl Store {
         })
     }
 
+    /// Make every waiting batch whose next attempt lies after `now_ms` due at `now_ms` (the
+    /// cause of its back-off was fixed: another tracker URL or key), keeping its key and its
+    /// attempts. Dead letters are not touched (`outbox retry` is a person's). Returns how many
+    /// were brought forward. A row that does not decode is left as it is.
+    pub async fn batches_due_now(&self, now_ms: i64) -> Result<usize> {
+        let unreadable = self.inner.unreadable.clone();
+        self.write_batches(move |txn, delta| {
+            let mut t = txn.open_table(BATCHES)?;
+            let mut later: Vec<(u64, Batch)> = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                match decode::<Batch>(v.value()) {
+                    Ok(b) if b.next_attempt_at > now_ms => later.push((k.value(), b)),
+                    Ok(_) => {}
+                    Err(e) => unreadable.note(BATCHES_TABLE, k.value(), &e),
+                }
+            }
+            for (id, mut b) in later.iter().cloned() {
+                b.id = id;
+                b.next_attempt_at = now_ms;
+                t.insert(id, encode(&b)?.as_slice())?;
+                delta.put(id, &b);
+            }
+            Ok(later.len())
+        })
+        .await
+    }
+
     /// [`Store::write_settled`] for a job that writes `batches`, keeping [`BatchIndex`].
     async fn write_batches<R: Send + 'static>(
         &self,
@@ -1029,6 +1057,60 @@ mod tests {
         let dead_at = list[0].batch.dead_at.expect("dated");
         assert!((now_secs() - dead_at).abs() < 60, "{dead_at}");
         assert_eq!(s.counts().unwrap().oldest_dead_letter_at, Some(dead_at));
+    }
+
+    #[tokio::test]
+    async fn waiting_batches_are_brought_forward_and_dead_letters_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        for (i, show) in [(1u64, "42"), (2, "43")] {
+            let mut p = play(1000 + i as i64);
+            p.episode = i as u32;
+            s.ingest_play(p, act(), 300).await.unwrap();
+            let m = Resolution::Mapped {
+                show_id: show.into(),
+                mapping: None,
+            };
+            s.apply_resolution(i, m).await.unwrap();
+        }
+        s.form_batches(100).await.unwrap();
+        let none = HashSet::new();
+        let due = s.next_due_batches(i64::MAX, 64, &none).unwrap();
+        assert_eq!(due.len(), 2);
+        let far = now_millis() + 3_600_000;
+        let (waiting, dead) = (due[0].clone(), due[1].clone());
+        s.finish_batch(
+            waiting.id,
+            BatchOutcome::Transient {
+                error: "connection refused".into(),
+                retry_at_ms: far,
+            },
+            5,
+            1.0,
+        )
+        .await
+        .unwrap();
+        s.finish_batch(
+            dead.id,
+            BatchOutcome::Permanent {
+                error: "404".into(),
+            },
+            5,
+            1.0,
+        )
+        .await
+        .unwrap();
+        let now = now_millis();
+        assert!(s.next_due_batches(now, 64, &none).unwrap().is_empty());
+        assert_eq!(s.batches_due_now(now).await.unwrap(), 1);
+        let due = s.next_due_batches(now, 64, &none).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].id, waiting.id);
+        // Same key, same attempts: the same request as before, only sooner.
+        assert_eq!(due[0].idempotency_key, waiting.idempotency_key);
+        assert_eq!(due[0].attempts, 1);
+        assert_eq!(s.dead_letters().unwrap().len(), 1);
+        assert_eq!(s.batches_due_now(now).await.unwrap(), 0);
     }
 
     #[tokio::test]
