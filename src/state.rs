@@ -664,7 +664,18 @@ impl Shared {
         self.wake.poll_now.store(true, Ordering::SeqCst);
         self.wake.poll.notify_one();
     }
-    pub fn note_plex_identity(&self, id: &crate::plex::history::Identity) {
+    /// `client` answered `/identity` with `id`. An answer of the server the config named
+    /// before a reload is not this one's identity: a late one would undo the reload's reset,
+    /// and the new server's plays would be filed under, and its rating keys looked up as,
+    /// the old one's.
+    pub fn note_plex_identity(&self, client: &PlexClient, id: &crate::plex::history::Identity) {
+        if client.base() != self.plex().base() {
+            tracing::debug!(
+                server = %id.machine_identifier,
+                "an identity from the previous Plex server is not used"
+            );
+            return;
+        }
         let text = match &id.version {
             Some(v) => format!("{} (PMS {v})", id.machine_identifier),
             None => id.machine_identifier.clone(),
@@ -1585,11 +1596,15 @@ mod tests {
     async fn a_reload_to_another_plex_forgets_the_servers_id() {
         let dir = tempfile::tempdir().unwrap();
         let shared = open_for_test(dir.path()).await;
-        shared.note_plex_identity(&crate::plex::server::Identity {
-            machine_identifier: "server-a".into(),
-            version: None,
-            claimed: true,
-        });
+        let client_a = shared.plex();
+        shared.note_plex_identity(
+            &client_a,
+            &crate::plex::server::Identity {
+                machine_identifier: "server-a".into(),
+                version: None,
+                claimed: true,
+            },
+        );
         // Unchanged URL: the id stays.
         shared.reload().unwrap();
         assert_eq!(shared.status().plex_machine_id.as_deref(), Some("server-a"));
@@ -1607,6 +1622,25 @@ mod tests {
         shared.reload().unwrap();
         assert_eq!(shared.config().plex.url.as_str(), "http://127.0.0.1:10");
         assert_eq!(shared.status().plex_machine_id, None);
+        // The old server's answer to a request made before the reload comes in late.
+        shared.note_plex_identity(
+            &client_a,
+            &crate::plex::server::Identity {
+                machine_identifier: "server-a".into(),
+                version: None,
+                claimed: true,
+            },
+        );
+        assert_eq!(shared.status().plex_machine_id, None);
+        shared.note_plex_identity(
+            &shared.plex(),
+            &crate::plex::server::Identity {
+                machine_identifier: "server-b".into(),
+                version: None,
+                claimed: true,
+            },
+        );
+        assert_eq!(shared.status().plex_machine_id.as_deref(), Some("server-b"));
     }
 
     /// A changed `client_identifier` cannot take effect without a restart (Plex knows the

@@ -645,8 +645,9 @@ async fn on_our_server(shared: &Shared, play: &Play) -> Result<bool, PlexError> 
     let ours = match shared.plex_machine_id() {
         Some(id) => id,
         None => {
-            let identity = shared.plex().identity().await?;
-            shared.note_plex_identity(&identity);
+            let client = shared.plex();
+            let identity = client.identity().await?;
+            shared.note_plex_identity(&client, &identity);
             identity.machine_identifier
         }
     };

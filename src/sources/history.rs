@@ -258,7 +258,7 @@ async fn poll_inner(shared: &Shared, report: &mut PollReport) -> Result<(), Poll
     // `/identity` needs no token, so its answer says nothing about the token: Plex counts as
     // fine only once `/accounts` (which needs it) answered.
     let identity = client.identity().await?;
-    shared.note_plex_identity(&identity);
+    shared.note_plex_identity(&client, &identity);
     let server = identity.machine_identifier;
     let accounts = refresh_accounts(shared, &client).await?;
     shared.note_plex_token_ok(crate::state::TokenWitness::Poll);

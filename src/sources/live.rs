@@ -1090,7 +1090,7 @@ async fn server_id(shared: &Shared, client: &PlexClient) -> Result<String, PlexE
         return Ok(id);
     }
     let identity = client.identity().await?;
-    shared.note_plex_identity(&identity);
+    shared.note_plex_identity(client, &identity);
     Ok(identity.machine_identifier)
 }
 
