@@ -89,7 +89,10 @@ async fn reload_task(
         let result = match reload.await {
             Ok(r) => r,
             Err(e) => {
+                // The old configuration stays (nothing is swapped before the end); health and
+                // `status` must say so, as for a refused file, not report all well.
                 tracing::error!(config = %path.display(), error = %e, "configuration reload failed");
+                shared.note_reload_refused(format!("the reload failed: {e}"));
                 continue;
             }
         };

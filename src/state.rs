@@ -966,6 +966,14 @@ impl Shared {
         Ok(())
     }
 
+    /// A reload was refused (or failed on its way): health shows why until one succeeds.
+    pub fn note_reload_refused(&self, why: String) {
+        self.with_status(|s| {
+            s.config_reload_error = Some(why);
+            s.config_reload_failed_at = Some(now_secs());
+        });
+    }
+
     /// Re-read the config file (SIGHUP). A valid file takes effect at once — poll schedule
     /// and settings, matchers, tracker settings, limits, accounts — with plugins and the Plex
     /// client rebuilt from it (built, not probed: an exec matcher's program starts with its
@@ -988,10 +996,7 @@ impl Shared {
         let (new, plugins, plex) = match result {
             Ok(built) => built,
             Err(e) => {
-                self.with_status(|s| {
-                    s.config_reload_error = Some(e.to_string());
-                    s.config_reload_failed_at = Some(now_secs());
-                });
+                self.note_reload_refused(e.to_string());
                 return Err(e);
             }
         };
