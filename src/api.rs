@@ -600,6 +600,10 @@ pub struct SettingView {
     /// named like a token or password).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hidden: bool,
+    /// A key only a restart applies that the file has changed since the start: `value` is
+    /// what the daemon runs with, this what the file says (in effect after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_restart: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,16 +13,30 @@ use crate::api::{SecretView, SettingSource, SettingView, SettingsView};
 use crate::config::{Config, PluginTable, table_to_json};
 use crate::state::Shared;
 
-/// The answer of `GET /api/settings` for the daemon's (or the offline CLI's) state.
+/// The answer of `GET /api/settings` for the daemon's (or the offline CLI's) state. Keys only
+/// a restart applies that a reload found changed show the value the daemon runs with, and
+/// the file's beside it (`after_restart`): "what the daemon runs with" stays true.
 pub fn view(shared: &Shared) -> SettingsView {
     let cfg = shared.config();
     let set = |name: &str| shared.secret(name).is_some();
+    let mut all = settings(&cfg);
+    let waiting = shared.status().restart_needed;
+    if !waiting.is_empty() {
+        let running = settings(shared.started_with());
+        for s in all.iter_mut().filter(|s| waiting.contains(&s.key)) {
+            if let Some(r) = running.iter().find(|r| r.key == s.key) {
+                let file = std::mem::replace(&mut s.value, r.value.clone());
+                s.source = r.source;
+                s.after_restart = Some(file);
+            }
+        }
+    }
     SettingsView {
         config_file: std::path::absolute(&cfg.source)
             .unwrap_or_else(|_| cfg.source.clone())
             .display()
             .to_string(),
-        settings: settings(&cfg),
+        settings: all,
         secrets: secrets(&cfg, set),
     }
 }
@@ -49,6 +63,7 @@ pub fn settings(cfg: &Config) -> Vec<SettingView> {
                     value,
                     source,
                     hidden: false,
+                    after_restart: None,
                 });
             }
         }
@@ -77,6 +92,7 @@ pub fn settings(cfg: &Config) -> Vec<SettingView> {
             SettingSource::Default
         },
         hidden: false,
+        after_restart: None,
     });
     for (key, n) in [
         (
@@ -97,6 +113,7 @@ pub fn settings(cfg: &Config) -> Vec<SettingView> {
                 SettingSource::Default
             },
             hidden: false,
+            after_restart: None,
         });
     }
     plugin(
@@ -122,6 +139,7 @@ fn plugin(out: &mut Vec<SettingView>, prefix: &str, t: &PluginTable, kind_in_fil
             SettingSource::Default
         },
         hidden: false,
+        after_restart: None,
     });
     let mut keys: Vec<_> = t.settings.keys().collect();
     keys.sort();
@@ -149,6 +167,7 @@ fn flatten(out: &mut Vec<SettingView>, key: &str, name: &str, value: Value, hidd
             value: if hidden { Value::Null } else { value },
             source: SettingSource::File,
             hidden,
+            after_restart: None,
         }),
     }
 }

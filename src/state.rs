@@ -966,6 +966,11 @@ impl Shared {
         Ok(())
     }
 
+    /// The configuration the daemon started with: what the keys only a restart applies are.
+    pub fn started_with(&self) -> &Config {
+        &self.started_with
+    }
+
     /// A reload was refused (or failed on its way): health shows why until one succeeds.
     pub fn note_reload_refused(&self, why: String) {
         self.with_status(|s| {
@@ -1673,12 +1678,24 @@ mod tests {
         // Status (and with it health) keeps saying so: also after another reload of the
         // same file, until the file is back to what the daemon started with.
         assert_eq!(shared.status().restart_needed, ["plex.client_identifier"]);
+        // `settings` shows what the daemon runs with, and the file's value beside it.
+        let key = |v: &crate::api::SettingsView| {
+            v.settings
+                .iter()
+                .find(|s| s.key == "plex.client_identifier")
+                .cloned()
+                .expect("the key")
+        };
+        let shown = key(&crate::settings::view(&shared));
+        assert_ne!(shown.value, serde_json::json!("another-id"), "{shown:?}");
+        assert_eq!(shown.after_restart, Some(serde_json::json!("another-id")));
         let again = shared.reload().unwrap();
         assert!(again.contains(&"plex.client_identifier"), "{again:?}");
         assert_eq!(shared.status().restart_needed, ["plex.client_identifier"]);
         std::fs::write(&path, &text).unwrap();
         assert!(shared.reload().unwrap().is_empty());
         assert!(shared.status().restart_needed.is_empty());
+        assert_eq!(key(&crate::settings::view(&shared)).after_restart, None);
         std::fs::write(
             &path,
             text.replacen(

@@ -34,7 +34,11 @@ pub async fn settings(a: &Admin, as_json: bool) -> Result<()> {
             SettingSource::Default => "  (default)",
             SettingSource::File => "",
         };
-        outln!("{} {value}{from}", cell(&v.key, width));
+        let pending = match &v.after_restart {
+            Some(file) => format!("  (the file says {file}: after a restart)"),
+            None => String::new(),
+        };
+        outln!("{} {value}{from}{pending}", cell(&v.key, width));
     }
     outln!();
     outln!("secrets (values are never shown):");
