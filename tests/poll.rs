@@ -415,6 +415,79 @@ async fn unusable_rows_at_a_page_start_are_no_paging_error() {
     w.wait_watched(40).await;
 }
 
+/// History row `i`'s (season, episode): 25 episodes a season.
+fn hourly_ep(i: u32) -> (u32, u32) {
+    (1 + i / 25, 1 + i % 25)
+}
+
+/// History rows an hour apart (far beyond the 10-minute `[poll] overlap`, so a row a walk
+/// skips is never read again by a later poll), one episode each.
+fn hourly_rows(w: &World, n: u32) {
+    for i in 0..n {
+        let (season, episode) = hourly_ep(i);
+        w.plex
+            .push_history(row(i, season, episode, VIEWED + i as i64 * 3600, 1));
+    }
+}
+
+/// Poll with `removed` of the oldest rows deleted from Plex after the first page was served.
+async fn poll_while_rows_vanish(w: &World, rows: u32, removed: usize) -> Value {
+    hourly_rows(w, rows);
+    w.plex.remove_history_after(1, removed);
+    let st = w.poll().await;
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+    assert!(
+        w.plex.state.lock().unwrap().history_removal.is_none(),
+        "the rows were removed mid-walk"
+    );
+    st
+}
+
+#[tokio::test]
+async fn history_rows_deleted_during_a_walk_hide_no_later_row() {
+    // Pages of 20 (each next page asks for the last 5 rows again): the first page reads rows
+    // 0..20, then a person deletes rows 0..3. The list shifts by three; a walk by offset alone
+    // would read on from row 23 and its cursor would pass rows 20, 21 and 22, hours older
+    // than cursor - overlap: lost for good.
+    let w = world("page_size = 20\n").await;
+    let st = poll_while_rows_vanish(&w, 60, 3).await;
+    assert_eq!(st["counts"]["journal"], 60, "every row read: {st}");
+    assert_eq!(st["last_poll"]["plays_new"], 60, "{st}");
+    assert_eq!(
+        st["last_poll"]["rows_read"], 60,
+        "the overlap is not counted twice: {st}"
+    );
+    assert_eq!(st["cursors"][0]["viewed_at"], VIEWED + 59 * 3600, "{st}");
+    w.wait_watched(60).await;
+    assert_eq!(
+        watched_eps(&w.tracker),
+        (0..60).map(hourly_ep).collect::<HashSet<_>>()
+    );
+    // The next poll finds nothing new and exports nothing twice.
+    let st = w.poll().await;
+    assert_eq!(st["last_poll"]["plays_new"], 0, "{st}");
+    assert_exported_once(&w.tracker);
+}
+
+#[tokio::test]
+async fn more_history_rows_deleted_than_the_overlap_hide_no_later_row() {
+    // Twelve rows vanish after the first page: more than the overlap (1 row on pages of 5)
+    // can show. Rows 5..12 were never read and are gone; every row from 12 on must arrive.
+    let w = world("page_size = 5\n").await;
+    let st = poll_while_rows_vanish(&w, 30, 12).await;
+    assert_eq!(st["counts"]["journal"], 5 + 18, "{st}");
+    assert_eq!(st["last_poll"]["plays_new"], 5 + 18, "{st}");
+    assert!(
+        w.daemon.log().contains("reading it again from the start"),
+        "warned:\n{}",
+        w.daemon.log()
+    );
+    w.wait_watched(23).await;
+    let want: HashSet<_> = (0..5).chain(12..30).map(hourly_ep).collect();
+    assert_eq!(watched_eps(&w.tracker), want);
+    assert_exported_once(&w.tracker);
+}
+
 #[tokio::test]
 async fn plex_faults_hold_the_cursor_and_cause_no_retry_storm() {
     let w = world("").await;

@@ -1,5 +1,6 @@
 //! Watch history: `GET /status/sessions/history/all` (PLEX_PROTOCOL §3), one page at a time
 //! ([`PlexClient::history_page`]), page by page with the paging rules of [`super::paging`]
+//! (overlapping pages, so rows removed during a walk skip nothing: [`super::walk`])
 //! ([`PlexClient::history_pages`]), or all at once ([`PlexClient::history_all`]).
 //!
 //! Rows are parsed leniently: rows of items since deleted from the library have no
@@ -11,7 +12,7 @@
 //! Identity and accounts moved to [`super::server`]; they are re-exported here for callers
 //! that import them from this module.
 
-use super::paging::Pager;
+use super::walk::Pages;
 use super::xml::Element;
 use super::{PlexClient, PlexError};
 
@@ -185,48 +186,10 @@ pub fn history_query(q: &HistoryQuery) -> Vec<(&'static str, String)> {
     query
 }
 
-/// History page by page ([`PlexClient::history_pages`]).
-#[derive(Debug)]
-pub struct HistoryPages<'a> {
-    client: &'a PlexClient,
-    query: HistoryQuery,
-    pager: Pager,
-}
-
-impl HistoryPages<'_> {
-    /// At most `n` pages; a walk that needs more fails with `Malformed`.
-    pub fn max_pages(mut self, n: u64) -> Self {
-        self.pager = self.pager.with_max_pages(n);
-        self
-    }
-
-    /// Where the walk stands (next start, pages read, last total).
-    pub fn pager(&self) -> &Pager {
-        &self.pager
-    }
-
-    /// The next non-empty page, or None once the walk is complete. A page may hold only
-    /// skipped rows (`rows` empty, `skipped > 0`). Errors end the walk: a transport or HTTP
-    /// error as mapped by `get_xml`, `Malformed` for a server that ignores paging or a walk
-    /// beyond its page bound.
-    pub async fn next_page(&mut self) -> Result<Option<HistoryPage>, PlexError> {
-        if self.pager.is_done() {
-            return Ok(None);
-        }
-        let page = self
-            .client
-            .history_page(&self.query, self.pager.start(), self.pager.size())
-            .await?;
-        let first = page.rows.first().and_then(|r| r.history_key.as_deref());
-        self.pager
-            .record(page.size, first, page.total)
-            .map_err(|message| PlexError::Malformed {
-                endpoint: HISTORY_ENDPOINT.into(),
-                message,
-            })?;
-        Ok((page.size > 0).then_some(page))
-    }
-}
+/// History page by page ([`PlexClient::history_pages`]): the one paged walk of
+/// [`super::walk`], rows identified by `historyKey`. Its pages hold only rows the walk has not
+/// read before; a page may hold only skipped rows (`rows` empty, `skipped > 0`).
+pub type HistoryPages<'a> = Pages<'a, HistoryPage>;
 
 impl PlexClient {
     /// One page of history, oldest first: `sort=viewedAt:asc`, `viewedAt>=<since>`, optional
@@ -248,13 +211,16 @@ impl PlexClient {
     }
 
     /// Walk history from the first row, asking `page_size` rows a page; see
-    /// [`HistoryPages::next_page`]. For callers that commit page by page.
+    /// [`Pages::next_page`]. For callers that commit page by page.
     pub fn history_pages(&self, q: &HistoryQuery, page_size: u64) -> HistoryPages<'_> {
-        HistoryPages {
-            client: self,
-            query: q.clone(),
-            pager: Pager::new(page_size),
-        }
+        Pages::new(
+            self,
+            HISTORY_ENDPOINT.into(),
+            history_query(q),
+            "historyKey",
+            page_size,
+            parse_history,
+        )
     }
 
     /// Every history row matching `q`, read page by page (stops on an empty page or once the
@@ -489,11 +455,14 @@ mod tests {
             .iter()
             .map(|r| r.num_header("X-Plex-Container-Start").unwrap())
             .collect();
-        assert_eq!(starts, vec![0, 50, 100]);
-        assert!(
-            reqs.iter()
-                .all(|r| r.num_header("X-Plex-Container-Size") == Some(100))
-        );
+        // Each page from 8 rows before the end of the last one (the overlap, asked for on top
+        // of the page size); no more requests than without it.
+        assert_eq!(starts, vec![0, 42, 84]);
+        let sizes: Vec<_> = reqs
+            .iter()
+            .map(|r| r.num_header("X-Plex-Container-Size").unwrap())
+            .collect();
+        assert_eq!(sizes, vec![100, 108, 108]);
         assert_eq!(reqs[0].path, HISTORY_ENDPOINT);
         // The operator stays in the key; `>` is escaped by the URL parser, `=` is not.
         let q = &reqs[0].query;
@@ -527,7 +496,8 @@ mod tests {
             .iter()
             .map(|r| r.num_header("X-Plex-Container-Start").unwrap())
             .collect();
-        assert_eq!(starts, vec![0, 10, 20, 25]);
+        // Overlapping by 2, then 3; the last page holds only rows read before: the end.
+        assert_eq!(starts, vec![0, 8, 16, 23]);
 
         // No `offset`, no totalSize: `size` is the total (an unpaged answer), one request.
         let srv = TestServer::start(|r| {
@@ -593,13 +563,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_of_only_skipped_rows_does_not_end_the_walk() {
+        // Three rows, two without a usable viewedAt, served two at a time from `start`.
         let srv = TestServer::start(|r| {
-            let start = r.num_header("X-Plex-Container-Start").unwrap_or(0);
-            let body = if start == 0 {
-                r#"<MediaContainer size="2" totalSize="3"><Video historyKey="/h/a"/><Video historyKey="/h/b" viewedAt="x"/></MediaContainer>"#.to_string()
-            } else {
-                r#"<MediaContainer size="1" totalSize="3"><Video historyKey="/h/c" viewedAt="1700000000"/></MediaContainer>"#.to_string()
-            };
+            let start = r.num_header("X-Plex-Container-Start").unwrap_or(0) as usize;
+            let all = [
+                r#"<Video historyKey="/h/a"/>"#,
+                r#"<Video historyKey="/h/b" viewedAt="x"/>"#,
+                r#"<Video historyKey="/h/c" viewedAt="1700000000"/>"#,
+            ];
+            let page: Vec<&str> = all.iter().skip(start).take(2).copied().collect();
+            let body = format!(
+                r#"<MediaContainer size="{}" totalSize="3" offset="{start}">{}</MediaContainer>"#,
+                page.len(),
+                page.concat()
+            );
             (200, body)
         })
         .await;
@@ -607,13 +584,15 @@ mod tests {
             .history_all(&HistoryQuery::default(), 2)
             .await
             .unwrap();
+        // The skipped row /h/b is the overlap of page two: known by its history key, not
+        // counted twice.
         assert_eq!((walk.rows.len(), walk.skipped, walk.pages), (1, 2, 2));
         let starts: Vec<_> = srv
             .requests()
             .iter()
             .map(|r| r.num_header("X-Plex-Container-Start").unwrap())
             .collect();
-        assert_eq!(starts, vec![0, 2], "advanced past the skipped rows too");
+        assert_eq!(starts, vec![0, 1], "advanced past the skipped rows too");
     }
 
     #[tokio::test]

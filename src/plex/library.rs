@@ -11,7 +11,7 @@
 //! for an admin token), not of other users.
 
 use super::history::{container_total, id_from_key};
-use super::paging::Pager;
+use super::walk::Pages;
 use super::xml::Element;
 use super::{PlexClient, PlexError, encode_segment};
 
@@ -140,53 +140,20 @@ pub fn watched_query(since: i64) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// A section's watched episodes page by page ([`PlexClient::watched_episode_pages`]).
-#[derive(Debug)]
-pub struct EpisodePages<'a> {
-    client: &'a PlexClient,
-    section: String,
-    since: i64,
-    pager: Pager,
-}
+/// A section's watched episodes page by page ([`PlexClient::watched_episode_pages`]), or a
+/// show's episodes ([`PlexClient::show_episode_pages`]): the one paged walk of [`super::walk`],
+/// items identified by `ratingKey`, rules as for history.
+pub type EpisodePages<'a> = Pages<'a, EpisodePage>;
 
-impl EpisodePages<'_> {
-    /// At most `n` pages; a walk that needs more fails with `Malformed`.
-    pub fn max_pages(mut self, n: u64) -> Self {
-        self.pager = self.pager.with_max_pages(n);
-        self
-    }
-
-    pub fn pager(&self) -> &Pager {
-        &self.pager
-    }
-
-    /// The next non-empty page, or None once the walk is complete (rules as for history).
-    pub async fn next_page(&mut self) -> Result<Option<EpisodePage>, PlexError> {
-        if self.pager.is_done() {
-            return Ok(None);
-        }
-        let page = self
-            .client
-            .watched_episodes(
-                &self.section,
-                self.since,
-                self.pager.start(),
-                self.pager.size(),
-            )
-            .await?;
-        let first = page.rows.first().map(|r| r.rating_key.as_str());
-        self.pager
-            .record(page.size, first, page.total)
-            .map_err(|message| PlexError::Malformed {
-                endpoint: section_path(&self.section),
-                message,
-            })?;
-        Ok((page.size > 0).then_some(page))
-    }
-}
+/// A section's shows page by page ([`PlexClient::show_pages`]).
+pub type ShowPages<'a> = Pages<'a, ShowPage>;
 
 fn section_path(section: &str) -> String {
     format!("/library/sections/{}/all", encode_segment(section))
+}
+
+fn leaves_path(show: &str) -> String {
+    format!("/library/metadata/{}/allLeaves", encode_segment(show))
 }
 
 /// One show of a section listing (`/library/sections/{id}/all?type=2`) or of its metadata.
@@ -283,12 +250,39 @@ impl PlexClient {
         since: i64,
         page_size: u64,
     ) -> EpisodePages<'_> {
-        EpisodePages {
-            client: self,
-            section: section.to_string(),
-            since,
-            pager: Pager::new(page_size),
-        }
+        Pages::new(
+            self,
+            section_path(section),
+            watched_query(since),
+            "ratingKey",
+            page_size,
+            |root| Ok(parse_episodes(root)),
+        )
+    }
+
+    /// Walk a TV section's shows page by page (title order).
+    pub fn show_pages(&self, section: &str, page_size: u64) -> ShowPages<'_> {
+        Pages::new(
+            self,
+            section_path(section),
+            shows_query(),
+            "ratingKey",
+            page_size,
+            |root| Ok(parse_shows(root)),
+        )
+    }
+
+    /// Walk a show's episodes, watched or not, page by page (`allLeaves`); a show Plex no
+    /// longer has is `NotFound`.
+    pub fn show_episode_pages(&self, show: &str, page_size: u64) -> EpisodePages<'_> {
+        Pages::new(
+            self,
+            leaves_path(show),
+            Vec::new(),
+            "ratingKey",
+            page_size,
+            |root| Ok(parse_episodes(root)),
+        )
     }
 
     /// One page of a TV section's shows.
@@ -311,8 +305,9 @@ impl PlexClient {
         start: u64,
         size: u64,
     ) -> Result<EpisodePage, PlexError> {
-        let path = format!("/library/metadata/{}/allLeaves", encode_segment(show));
-        let root = self.get_container(&path, &[], Some((start, size))).await?;
+        let root = self
+            .get_container(&leaves_path(show), &[], Some((start, size)))
+            .await?;
         Ok(parse_episodes(&root))
     }
 

@@ -6,7 +6,8 @@
 //! - [`server`]: `/identity`, `/accounts`;
 //! - [`history`]: `/status/sessions/history/all` pages and walks;
 //! - [`library`]: `/library/sections` and watched-episode scans of a section;
-//! - [`paging`]: the pure paging bookkeeping both walkers share;
+//! - [`paging`]: the pure paging bookkeeping every walker shares;
+//! - [`walk`]: the one request-and-record path of every paged walk ([`walk::Pages`]);
 //! - [`xml`]: the bounded element tree and lenient attribute readers.
 //!
 //! Every failure is a [`PlexError`] that says whether it is worth retrying and names the
@@ -32,12 +33,14 @@ pub mod server;
 mod test_samples;
 #[cfg(test)]
 mod test_server;
+pub mod walk;
 pub mod xml;
 
 pub use history::{HistoryPage, HistoryPages, HistoryQuery, HistoryRow, HistoryWalk};
 pub use library::{EpisodePage, EpisodePages, EpisodeWalk, LibraryEpisode, Section};
 pub use paging::Pager;
 pub use server::{Identity, PlexAccount};
+pub use walk::Pages;
 
 /// The largest response body read (64 MiB); a page of 100 history rows is about 60 KiB.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;

@@ -204,7 +204,8 @@ pub async fn ingest_history(
     };
     // The pager advances by the rows the server served (usable or not), refuses a server that
     // ignores X-Plex-Container-Start and bounds the walk; a page of only unusable rows is
-    // read past, not taken for the end.
+    // read past, not taken for the end. Pages overlap, and a page holds only rows the walk has
+    // not read yet: rows a person removes mid-walk shift the list without hiding any row.
     let mut pages = client.history_pages(&query, size);
     let mut future = FutureRows::default();
     while let Some(page) = pages.next_page().await? {
@@ -224,7 +225,14 @@ pub async fn ingest_history(
                 None => report.skipped += 1,
             }
         }
-        let cursor = cursor_key.clone().map(|k| (k, newest));
+        // Once the pager says rows may have been skipped (rows vanished twice during the walk
+        // beyond its overlap), those rows lie after the last page read before it: the cursor
+        // stays there, and the next poll (from cursor - overlap) reads them. Rows after are
+        // still journaled; their history keys make the re-read a no-op.
+        let cursor = cursor_key
+            .clone()
+            .filter(|_| !pages.pager().may_have_skipped())
+            .map(|k| (k, newest));
         let counts = shared
             .ingest_batch(plays, cursor, window, activity_for, MappedPlays::ToResolver)
             .await?;

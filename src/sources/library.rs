@@ -31,7 +31,6 @@ use crate::api::SyncRequest;
 use crate::model::{Activity, Play, PlexShow, PollReport, SyncStatus, SyncWould, now_secs};
 use crate::pipeline::Would;
 use crate::plex::library::{LibraryEpisode, LibraryShow, Section};
-use crate::plex::paging::Pager;
 use crate::plex::{PlexClient, PlexError};
 use crate::state::Shared;
 use crate::store::StoreError;
@@ -145,14 +144,11 @@ pub(crate) async fn scan_libraries(
                     _ => report.skipped += 1,
                 }
             }
+            // After a second gap in the walk rows may have slipped below a page's start: the
+            // cursor stays before them so the next scan reads them (see `ingest_history`).
+            let cursor = (!pages.pager().may_have_skipped()).then(|| (key.clone(), newest));
             let counts = shared
-                .ingest_batch(
-                    plays,
-                    Some((key.clone(), newest)),
-                    window,
-                    activity_for,
-                    MappedPlays::ToResolver,
-                )
+                .ingest_batch(plays, cursor, window, activity_for, MappedPlays::ToResolver)
                 .await?;
             report.plays_new += counts.new;
             report.duplicates += counts.duplicates;
@@ -349,15 +345,8 @@ async fn find_shows(
     let needle = want.to_lowercase();
     let mut found = Vec::new();
     for s in sections {
-        let mut pager = Pager::new(page_size);
-        while !pager.is_done() {
-            let page = client
-                .show_page(&s.key, pager.start(), pager.size())
-                .await?;
-            let first = page.rows.first().map(|r| r.rating_key.clone());
-            pager
-                .record(page.size, first.as_deref(), page.total)
-                .map_err(|m| malformed(&s.key, m))?;
+        let mut pages = client.show_pages(&s.key, page_size);
+        while let Some(page) = pages.next_page().await? {
             found.extend(
                 page.rows
                     .into_iter()
@@ -373,26 +362,11 @@ async fn find_shows(
     Ok(found)
 }
 
-fn malformed(section: &str, message: String) -> SyncError {
-    SyncError::Plex(PlexError::Malformed {
-        endpoint: format!("/library/sections/{section}/all"),
-        message,
-    })
-}
-
 impl Walk<'_> {
     /// Every show of a section, one page of shows at a time.
     async fn section(&mut self, section: &Section) -> Result<(), SyncError> {
-        let mut pager = Pager::new(self.page_size);
-        while !pager.is_done() {
-            let page = self
-                .client
-                .show_page(&section.key, pager.start(), pager.size())
-                .await?;
-            let first = page.rows.first().map(|r| r.rating_key.clone());
-            pager
-                .record(page.size, first.as_deref(), page.total)
-                .map_err(|m| malformed(&section.key, m))?;
+        let mut pages = self.client.show_pages(&section.key, self.page_size);
+        while let Some(page) = pages.next_page().await? {
             for show in &page.rows {
                 self.show(show).await?;
             }
@@ -421,14 +395,13 @@ impl Walk<'_> {
             .map(|m| m.show_id.clone());
         let mut dry: Option<Would> = None;
         let mut vanished = false;
-        let mut pager = Pager::new(self.page_size);
-        while !pager.is_done() {
-            let page = match self
-                .client
-                .show_episodes(&show.rating_key, pager.start(), pager.size())
-                .await
-            {
-                Ok(page) => page,
+        let mut pages = self
+            .client
+            .show_episode_pages(&show.rating_key, self.page_size);
+        loop {
+            let page = match pages.next_page().await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
                 Err(PlexError::NotFound { .. }) => {
                     // Deleted in Plex between the section's listing and this walk: there is
                     // nothing left of it to read, and no reason to stop the other shows'.
@@ -438,15 +411,6 @@ impl Walk<'_> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let first = page.rows.first().map(|r| r.rating_key.clone());
-            pager
-                .record(page.size, first.as_deref(), page.total)
-                .map_err(|message| {
-                    SyncError::Plex(PlexError::Malformed {
-                        endpoint: format!("/library/metadata/{}/allLeaves", show.rating_key),
-                        message,
-                    })
-                })?;
             let (mut seen, mut watched) = (0u64, 0u64);
             let mut known = Vec::new();
             let mut fresh = Vec::new();

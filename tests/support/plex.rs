@@ -20,7 +20,8 @@
 //! Faults: `state.fail_with` (every request), [`FakePlex::fail_next`] /
 //! [`FakePlex::malformed_next`] (the next n requests, any path), their `_on(path_prefix)`
 //! forms, `state.malformed_history`, a wrong token (401 with PMS's HTML body),
-//! `state.ignore_container_start` (a server that ignores paging) and `state.history_delay`.
+//! `state.ignore_container_start` (a server that ignores paging), `state.history_delay` and
+//! [`FakePlex::remove_history_after`] (history rows deleted between two pages).
 //! A filter the fake cannot read (e.g. the operator sent in the value, `viewedAt=%3E%3D1`)
 //! is a 400, so client bugs fail loudly. Every request is recorded ([`FakePlex::count`]).
 
@@ -285,6 +286,10 @@ pub struct PlexState {
     pub library_delay: std::time::Duration,
     /// Serve every paged list from item 0 whatever X-Plex-Container-Start says.
     pub ignore_container_start: bool,
+    /// `(n, k)`: once the next `n` history answers are served, the `k` oldest history rows
+    /// (by `viewedAt`) are removed, as a person deleting entries while a walk reads on
+    /// ([`FakePlex::remove_history_after`]).
+    pub history_removal: Option<(usize, usize)>,
     /// `/library/sections`. Default: one show section, key 2.
     pub sections: Vec<SectionFixture>,
     /// Episodes of the section listings.
@@ -312,6 +317,7 @@ impl Default for PlexState {
             malformed_history: 0,
             malformed_history_skip: 0,
             ignore_container_start: false,
+            history_removal: None,
             library_delay: std::time::Duration::ZERO,
             sections: vec![SectionFixture::shows("2", "TV Shows")],
             watched: Vec::new(),
@@ -397,6 +403,12 @@ impl FakePlex {
     /// Add a history row ([`HistoryFixture`] or [`HistoryEntry`]).
     pub fn push_history(&self, h: impl Into<HistoryEntry>) {
         self.state.lock().unwrap().history.push(h.into());
+    }
+
+    /// Once the next `answers` history answers are served, remove the `rows` oldest history
+    /// rows: rows a walk has read vanish before its next page.
+    pub fn remove_history_after(&self, answers: usize, rows: usize) {
+        self.state.lock().unwrap().history_removal = Some((answers, rows));
     }
 
     /// Add an episode to its section's listing.
@@ -592,7 +604,9 @@ fn handle(st: &Mutex<PlexState>, seen: Seen) -> Resp {
                     ),
                 );
             }
-            return history(&s, &seen, &q);
+            let answer = history(&s, &seen, &q);
+            remove_history_when_due(&mut s);
+            return answer;
         }
         "/library/sections" => return sections(&s),
         _ => {}
@@ -777,6 +791,21 @@ fn history(s: &PlexState, seen: &Seen, q: &[(String, String)]) -> Resp {
         ),
         page.map(|(start, _)| (start, total)),
     )
+}
+
+/// Count a served history answer against [`PlexState::history_removal`]; remove the rows
+/// when it comes due.
+fn remove_history_when_due(s: &mut PlexState) {
+    match s.history_removal {
+        Some((n, rows)) if n <= 1 => {
+            s.history_removal = None;
+            s.history.sort_by_key(|h| h.viewed_at.unwrap_or(0));
+            let rows = rows.min(s.history.len());
+            s.history.drain(..rows);
+        }
+        Some((n, rows)) => s.history_removal = Some((n - 1, rows)),
+        None => {}
+    }
 }
 
 /// One row in the attribute order of the Plexopedia capture.
@@ -1171,7 +1200,8 @@ mod self_tests {
             "{}",
             reqs[0].query
         );
-        assert_eq!(reqs[1].header("x-plex-container-start"), Some("50"));
+        // Page two starts 8 rows before the end of page one (the client's overlap).
+        assert_eq!(reqs[1].header("x-plex-container-start"), Some("42"));
 
         // The short fixture form still works and keeps its shape.
         plex.push_history(HistoryFixture {
@@ -1350,7 +1380,8 @@ mod self_tests {
         let walk = c.watched_episodes_all("2", T0 + 2, 50).await.unwrap();
         let keys: Vec<_> = walk.rows.iter().map(|r| r.rating_key.as_str()).collect();
         assert_eq!(keys, vec!["702", "703", "704", "705"]);
-        assert_eq!((walk.pages, walk.total), (2, Some(4)));
+        // Pages of 2 (the fake's cap): each next page asks for one row of the last again.
+        assert_eq!((walk.pages, walk.total), (3, Some(4)));
         let r = &walk.rows[0];
         assert_eq!(r.show_rating_key.as_deref(), Some("56850"));
         assert_eq!(
