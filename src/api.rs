@@ -331,7 +331,13 @@ pub struct ConflictView {
     pub last_play_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Empty while `waiting` says why.
     pub candidates: Vec<CandidateView>,
+    /// Set while the conflict's candidates cannot be offered: they were matched against
+    /// another tracker than the current one (a reload or restart named another), or the
+    /// daemon has not read the tracker's catalogue yet. It is matched again once it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// Where a Plex show stands.

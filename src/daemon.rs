@@ -1,5 +1,5 @@
-//! The wiring: [`run`] opens the shared state ([`crate::state`]), spawns the pipeline tasks,
-//! the poller, the accounts, reload and retention tasks and the HTTP server, reports to
+//! The wiring: [`run`] opens the shared state ([`crate::state`]), spawns the pipeline tasks
+//! (and the conflicts' rematch), the poller, the accounts, reload and retention tasks and the HTTP server, reports to
 //! systemd and owns the shutdown. Nothing in the library imports this module; it is the top
 //! of the graph.
 //! [`run`] is the testable entry point: tests hand it a config, a bound listener on
@@ -202,6 +202,9 @@ pub async fn run_with(
     // The live source is optional (`[live] enabled`), so it is not one of the TASKS the
     // watchdog counts; it idles while disabled and a reload switches it on or off.
     tasks.spawn(crate::sources::live::live_task(shared.clone()));
+    // Idle but for a tracker switch (or a restart with another one): open conflicts matched
+    // against the old tracker are asked again once the new one's catalogue is read.
+    tasks.spawn(crate::pipeline::rematch_task(shared.clone()));
     tasks.spawn(retention_task(shared.clone()));
     tasks.spawn(reload_task(shared.clone(), reload, hangup));
     shared.mark_serving();

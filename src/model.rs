@@ -312,6 +312,14 @@ pub struct Conflict {
     pub created_at: i64,
     pub updated_at: i64,
     pub reason: String,
+    /// The tracker whose catalogue the candidates were matched against
+    /// ([`plexsync_plugin_api::Exporter::instance`]): another tracker's show ids mean nothing
+    /// to the current one, so such candidates are not offered, and the conflict is matched
+    /// again once the current tracker's catalogue is read (pipeline/rematch.rs). None in a
+    /// conflict an earlier release stored: the daemon tags it at start with the tracker its
+    /// cached catalogue names (`Store::tag_conflicts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracker: Option<String>,
 }
 
 /// A tracker episode known to be watched.

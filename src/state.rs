@@ -323,6 +323,10 @@ pub struct Wakeups {
     /// The matchers changed (reload, a new secret): the catalogue enrichment asks them for
     /// names again (pipeline/enrich.rs).
     pub enrich: Notify,
+    /// A catalogue was published, or the resolver stored a conflict matched against a tracker
+    /// that is no longer the current one: open conflicts of another tracker are matched again
+    /// (pipeline/rematch.rs).
+    pub conflicts: Notify,
     /// The Plex token or URL changed (a new secret, a reload): the accounts task reads the
     /// server's account list again at once (sources/accounts.rs).
     pub accounts: Notify,
@@ -592,8 +596,10 @@ impl Shared {
             }
         });
         write(&self.live.catalogue, Some(c));
-        // Plays that found no catalogue wait for this (see pipeline::resolve).
+        // Plays that found no catalogue wait for this (see pipeline::resolve), and so do
+        // conflicts matched against another tracker (pipeline::rematch).
         self.wake.resolve.notify_one();
+        self.wake.conflicts.notify_one();
     }
 
     /// Hand every matcher the same catalogue with more names (pipeline/enrich.rs): unlike

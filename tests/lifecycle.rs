@@ -217,6 +217,140 @@ async fn a_reload_to_another_tracker_matches_only_against_the_new_ones_shows() {
     assert!(old.posts().is_empty());
 }
 
+/// The candidates of the open conflicts served by the daemon: (conflict count, every
+/// candidate's show id, the first conflict's `waiting` note).
+async fn served_candidates(d: &InProc) -> (u64, Vec<String>, Option<String>) {
+    let v = d.api("GET", "/api/conflicts").await;
+    let ids = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["candidates"].as_array().cloned().unwrap_or_default())
+        .filter_map(|k| k["show_id"].as_str().map(str::to_string))
+        .collect();
+    let waiting = v["items"][0]["waiting"].as_str().map(str::to_string);
+    (v["total"].as_u64().unwrap_or(0), ids, waiting)
+}
+
+/// Open conflicts across reloads to other trackers: their candidates are never the old
+/// tracker's ids once another is named (none offered until its catalogue is read, then its
+/// own), and a conflict the new tracker's catalogue settles (≥ the auto-map threshold) is
+/// mapped there and its held play sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_conflicts_are_matched_again_against_a_new_trackers_catalogue() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    // Tracker A: "The Office" of 2001 and of 2005 for Plex's of 2003, a conflict.
+    let (_plex, a, first) = support::office_conflict(dir.path()).await;
+    // Tracker B: the same two shows under its own ids, still a conflict.
+    let b = FakeTracker::start(vec![
+        json!({"id": "b-uk", "title": "The Office", "year": 2001}),
+        json!({"id": "b-us", "title": "The Office", "year": 2005}),
+    ])
+    .await;
+    // Tracker C: the show itself, a match.
+    let c = FakeTracker::start(vec![
+        json!({"id": "c-office", "title": "The Office", "year": 2003}),
+    ])
+    .await;
+    let cfg = dir.path().join("plexsync.toml");
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = InProc::start(dir.path(), &first).await;
+    support::accounts_read(&d).await;
+    let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
+    let (s, t) = post(&d.webhook_url, &ct, body).await;
+    assert_eq!(s, 200, "{t}");
+    let mut seen = (0, Vec::new(), None);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.1.len() != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no conflict on tracker A: {seen:?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = served_candidates(&d).await;
+    }
+    let mut ids = seen.1.clone();
+    ids.sort();
+    assert_eq!(ids, ["office-uk", "office-us"]);
+
+    // Reload to B, whose catalogue is refused twice first (retried after 1-2 s, then 2-4 s):
+    // meanwhile none of A's candidates is offered.
+    b.push_fault(Fault::Status(503, None));
+    b.push_fault(Fault::Status(503, None));
+    std::fs::write(&cfg, first.replace(&a.url(), &b.url())).unwrap();
+    d.reload();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while d.status().await["config_reloaded_at"].as_i64().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reload:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (total, ids, waiting) = served_candidates(&d).await;
+    assert_eq!(total, 1);
+    assert!(
+        ids.is_empty(),
+        "A's candidates offered after the switch: {ids:?}"
+    );
+    assert!(
+        waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("waiting for the tracker's catalogue")),
+        "{waiting:?}"
+    );
+    // Once B's catalogue is read: B's ids, and never A's on the way.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut ids = Vec::new();
+    while ids.len() != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B's candidates never offered: {ids:?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (total, got, waiting) = served_candidates(&d).await;
+        assert_eq!(total, 1);
+        assert!(
+            got.iter().all(|id| id.starts_with("b-")),
+            "another tracker's candidates offered: {got:?} ({waiting:?})"
+        );
+        ids = got;
+    }
+    ids.sort();
+    assert_eq!(ids, ["b-uk", "b-us"]);
+    let listed = d.cli(&["conflicts", "list"], None);
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{table}");
+    assert!(table.contains("b-uk") && table.contains("b-us"), "{table}");
+    assert!(!table.contains("office-u"), "{table}");
+
+    // Reload to C, which has the show: the conflict is mapped there and its play sent.
+    std::fs::write(&cfg, first.replace(&a.url(), &c.url())).unwrap();
+    d.reload();
+    eventually("the held play at tracker C", WAIT, || {
+        (!c.watched().is_empty()).then_some(())
+    })
+    .await;
+    let watched: Vec<_> = c.watched().into_keys().collect();
+    assert_eq!(watched, vec![("c-office".to_string(), 1, 1)], "{}", d.log());
+    assert_eq!(served_candidates(&d).await.0, 0);
+    let m = d.api("GET", "/api/mappings").await;
+    assert_eq!(m["items"][0]["tracker"]["id"], "c-office", "{m}");
+    assert_eq!(m["items"][0]["manual"], false, "{m}");
+    assert!(a.posts().is_empty() && b.posts().is_empty());
+}
+
 /// SIGHUP reaches the reload: the binary re-reads its file (the reload itself is tested above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_binary() {

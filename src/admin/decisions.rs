@@ -169,10 +169,38 @@ fn tracker_show(shared: &Shared, id: &str) -> TrackerShowView {
     }
 }
 
+/// Why `c`'s candidates cannot be offered now, if they cannot.
+///
+/// They are hidden rather than shown marked: they are show ids of another tracker (or of one
+/// whose catalogue is not read, so neither title nor existence can be told), a pick among them
+/// is refused at best and at worst maps the show to whatever the current tracker has under
+/// that id. A person is better served by "wait" (or a search of the catalogue once it is
+/// read, or Create / Ignore, which do not depend on them).
+fn candidates_withheld(shared: &Shared, c: &Conflict) -> Option<String> {
+    // A conflict that names no tracker is the current one's (see `Conflict::tracker`).
+    let other = c
+        .tracker
+        .as_deref()
+        .is_some_and(|t| t != shared.plugins().exporter.instance());
+    // Offline (the CLI on the store) no catalogue is ever read: the tag alone tells.
+    let unread = shared.serving() && shared.catalogue().is_none();
+    match (other, unread) {
+        (true, true) => Some("waiting for the tracker's catalogue: the candidates found in another tracker's are not offered; the show is matched again once this one's is read".into()),
+        (true, false) => Some("the candidates were found in another tracker's catalogue and are not offered; the daemon matches the show again against this tracker's".into()),
+        (false, true) => Some("waiting for the tracker's catalogue: the candidates are offered once it is read".into()),
+        (false, false) => None,
+    }
+}
+
 fn conflict_view(shared: &Shared, c: &Conflict) -> ConflictView {
     let cat = shared.catalogue();
-    let candidates = c
-        .candidates
+    let waiting = candidates_withheld(shared, c);
+    let offered: &[plexsync_plugin_api::Candidate] = if waiting.is_some() {
+        &[]
+    } else {
+        &c.candidates
+    };
+    let candidates = offered
         .iter()
         .map(|k| {
             let show = cat.as_ref().and_then(|cat| cat.get(&k.show_id));
@@ -202,6 +230,7 @@ fn conflict_view(shared: &Shared, c: &Conflict) -> ConflictView {
         created_at: c.created_at,
         updated_at: c.updated_at,
         candidates,
+        waiting,
     }
 }
 
@@ -271,7 +300,11 @@ pub fn mapping_views(shared: &Shared) -> Result<Vec<MappingView>, StoreError> {
             tracker: None,
             status: MappingStatus::Conflict,
             method: None,
-            confidence: c.candidates.first().map(|k| k.score),
+            // Another tracker's best score says nothing about this one.
+            confidence: candidates_withheld(shared, &c)
+                .is_none()
+                .then(|| c.candidates.first().map(|k| k.score))
+                .flatten(),
             manual: false,
             sync_enabled: false,
             held_plays: Some(c.held.len()),

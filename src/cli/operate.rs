@@ -177,7 +177,9 @@ pub async fn conflicts_list(a: &Admin, as_json: bool) -> Result<()> {
         if !c.reason.is_empty() {
             outln!("  why:     {}", fit(&c.reason, 100));
         }
-        if c.candidates.is_empty() {
+        if let Some(w) = &c.waiting {
+            outln!("  waiting: {}", fit(w, 140));
+        } else if c.candidates.is_empty() {
             outln!(
                 "  no candidates: `plexsync shows search` finds a show for --select; --create adds it, --ignore holds its plays"
             );
@@ -510,6 +512,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             candidates: vec![],
+            waiting: None,
         }
     }
 

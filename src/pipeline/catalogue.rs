@@ -5,7 +5,8 @@
 //! cheap: the plugin parses the answer as it arrives, the indices (the catalogue's and every
 //! matcher's) are built on a blocking thread, never on a runtime worker, and the store's copy
 //! is written in one transaction once they are published. Publishing wakes the resolver
-//! ([`Shared::set_catalogue`]), which holds plays that found no catalogue until then.
+//! ([`Shared::set_catalogue`]), which holds plays that found no catalogue until then, and the
+//! rematch of conflicts matched against another tracker (pipeline/rematch.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
     let mut stored: Option<Arc<Catalogue>> = None;
     // The tracker the catalogue is for (see `Exporter::instance`); a reload may name another.
     let mut instance = shared.plugins().exporter.instance();
+    tag_conflicts(&shared, &instance).await;
     let cached = {
         let shared = shared.clone();
         let instance = instance.clone();
@@ -98,6 +100,30 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
         }
         if *shutdown.borrow() {
             break;
+        }
+    }
+}
+
+/// Conflicts an earlier release stored name no tracker: they were matched against the one
+/// the store's cached catalogue names (its copy is saved after every read), else (a copy that
+/// names none either) the current one, as the cached copy itself counts. Run first, before
+/// this task saves a copy of its own, so a restart with another tracker still knows which
+/// conflicts to match again (pipeline/rematch.rs).
+async fn tag_conflicts(shared: &Shared, current: &str) {
+    let tracker = match shared.store.catalogue_instance() {
+        Ok(t) => t.unwrap_or_else(|| current.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read which tracker the cached catalogue is; older conflicts count as this one's");
+            return;
+        }
+    };
+    match shared.store.tag_conflicts(tracker.clone()).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(conflicts = n, tracker = %tracker, "conflicts of an earlier release tagged with their tracker")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tag older conflicts with their tracker; they count as this one's")
         }
     }
 }

@@ -13,7 +13,9 @@
 //!
 //! Names only ever raise candidates; what a matcher makes of them is its business (the title
 //! matcher caps them below the auto-map threshold). Conflicts recorded before the names
-//! arrived keep their candidates: there is no path that matches a parked conflict again.
+//! arrived are asked again after a pass that named shows, and the answer is merged into their
+//! candidates only ([`refresh_conflicts`]); only those of the current tracker: another
+//! tracker's are matched again whole by pipeline/rematch.rs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -285,8 +287,14 @@ async fn refresh_conflicts(
         }
     };
     let threshold = shared.config().matching.auto_map_threshold;
+    let tracker = shared.plugins().exporter.instance();
     let mut refreshed = 0usize;
-    for c in conflicts {
+    // Another tracker's conflict: its candidates are that tracker's ids, which must not be
+    // merged with this one's (the rematch replaces them). One naming none is this tracker's.
+    for c in conflicts
+        .into_iter()
+        .filter(|c| c.tracker.as_deref().is_none_or(|t| t == tracker))
+    {
         if !still_ours() {
             tracing::debug!(
                 "catalogue names: the catalogue changed; conflicts are left as they are"
@@ -312,7 +320,7 @@ async fn refresh_conflicts(
         }
         match shared
             .store
-            .set_conflict_candidates(c.key.clone(), merged)
+            .set_conflict_candidates(c.key.clone(), tracker.clone(), merged)
             .await
         {
             Ok(true) => refreshed += 1,

@@ -1,6 +1,7 @@
 //! The pipeline after the journal: the resolver (mapping cache → Plex show ids → matcher
 //! chain → mapping or conflict), the exporter (outbox batches → tracker, with backoff and a
-//! dead letter) and the catalogue refresher. Each is a long-lived task fed by the store; they
+//! dead letter), the catalogue refresher, and the rematch of open conflicts after a tracker
+//! switch. Each is a long-lived task fed by the store; they
 //! wake on a `Notify` when new work is committed and otherwise sleep until the next due time.
 //!
 //! Invariant: a play leaves the pending set only through [`Store::apply_resolution`], in the
@@ -9,10 +10,12 @@
 mod catalogue;
 pub mod enrich;
 pub mod export;
+mod rematch;
 mod resolve;
 
 pub use catalogue::catalogue_task;
 pub use export::exporter_task;
+pub use rematch::rematch_task;
 pub(crate) use resolve::{Would, would_resolve};
 pub use resolve::{create_show, resolver_task};
 

@@ -1,6 +1,8 @@
 //! The resolver task: each pending play's show through the mapping cache, Plex's show ids and
-//! the matcher chain ([`super::run_chain`]) to a mapping, a conflict or "retry later"; and
-//! creating a show in the tracker when a person asks for it.
+//! the matcher chain ([`super::run_chain`]) to a mapping, a conflict (tagged with the tracker
+//! whose catalogue it was matched against) or "retry later"; the same rules ([`rematch`]) for
+//! an open conflict asked again after a tracker switch; and creating a show in the tracker
+//! when a person asks for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,6 +97,14 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             }
             decided.push((play.id, r));
         }
+        // A new conflict (no held play yet) matched against a tracker that is no longer
+        // the current one: a reload came while the round ran, maybe after the pass that asks
+        // the old tracker's conflicts again; it must see this one too.
+        let tracker = shared.plugins().exporter.instance();
+        let foreign = decided.iter().any(|(_, r)| {
+            matches!(r, Resolution::Conflict(c)
+                if c.held.is_empty() && c.tracker.as_deref().is_some_and(|t| t != tracker))
+        });
         if let Err(e) = apply(&shared, decided).await {
             failed_rounds += 1;
             let pause = backoff(failed_rounds, FAILED_ROUND_PAUSE, FAILED_ROUND_MAX);
@@ -104,6 +114,9 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             continue;
         }
         failed_rounds = 0;
+        if foreign {
+            shared.wake.conflicts.notify_one();
+        }
         catching_up = due.len() >= RESOLVE_BATCH && !awaiting_catalogue;
         if catching_up {
             continue;
@@ -190,7 +203,7 @@ async fn resolve(
         );
         return None;
     };
-    Some(match_play(shared, play, attempts, key, &catalogue).await)
+    match_play(shared, play, attempts, key, &catalogue).await
 }
 
 /// Where the resolver would send a show's plays, as a dry run can tell without deciding.
@@ -261,29 +274,68 @@ fn tracker_title(shared: &Shared, show_id: &str) -> Option<String> {
         .map(|s| s.title.to_string())
 }
 
-/// Match a play's show (no mapping, no conflict yet) against `catalogue`.
+/// Match a play's show (no mapping, no conflict yet) against `catalogue`; None as for
+/// [`decide`].
 async fn match_play(
     shared: &Shared,
     play: &Play,
     attempts: &mut HashMap<String, u32>,
     key: String,
     catalogue: &plexsync_plugin_api::Catalogue,
-) -> Resolution {
+) -> Option<Resolution> {
     let query = match enrich(shared, play).await {
         Ok(q) => q,
         Err(e) => {
             tracing::warn!(play_id = play.id, rating_key = play.show.rating_key.as_deref().unwrap_or(""), error = %e, "cannot fetch the show's ids from Plex; play waits");
-            return retry_later(attempts, &play.show.key());
+            return Some(retry_later(attempts, &play.show.key()));
         }
     };
-    let (matchers, threshold) = {
-        let p = shared.plugins();
-        (
-            p.matchers.clone(),
-            shared.config().matching.auto_map_threshold,
-        )
-    };
-    match run_chain(&matchers, &query, threshold).await {
+    decide(shared, &play.show, query, key, attempts, catalogue).await
+}
+
+/// An open conflict asked again by the resolver's own rules ([`decide`]) on its stored query,
+/// against the live catalogue: once the current tracker's catalogue is read after a switch,
+/// its candidates (another tracker's) are replaced, or the show is mapped as the resolver maps
+/// one (pipeline/rematch.rs). None while no catalogue is live, or as for [`decide`].
+pub(crate) async fn rematch(shared: &Shared, c: &Conflict) -> Option<Resolution> {
+    let catalogue = shared.catalogue()?;
+    // Its backoff is the caller's: a conflict's plays are not pending.
+    let mut attempts = HashMap::new();
+    decide(
+        shared,
+        &c.plex,
+        c.query.clone(),
+        c.key.clone(),
+        &mut attempts,
+        &catalogue,
+    )
+    .await
+}
+
+/// The matcher chain's decision for a show (`show` as the play or conflict names it, `query`
+/// completed from Plex) against `catalogue`: a mapping (or a show created, `[matching]
+/// auto_add_shows`), a conflict tagged with the tracker the matchers know, or retry later.
+/// The one place a chain answer becomes a resolution, for a pending play and for a conflict
+/// matched again. None when the plugins were swapped or the catalogue dropped while the chain
+/// ran (a reload, maybe to another tracker): the answer may be against another tracker's
+/// shows, so it is asked again once a catalogue is live.
+async fn decide(
+    shared: &Shared,
+    show: &crate::model::PlexShow,
+    query: ShowQuery,
+    key: String,
+    attempts: &mut HashMap<String, u32>,
+    catalogue: &plexsync_plugin_api::Catalogue,
+) -> Option<Resolution> {
+    let plugins = shared.plugins();
+    let tracker = plugins.exporter.instance();
+    let threshold = shared.config().matching.auto_map_threshold;
+    let answer = run_chain(&plugins.matchers, &query, threshold).await;
+    if !Arc::ptr_eq(&plugins, &shared.plugins()) || shared.catalogue().is_none() {
+        tracing::debug!(show = %show.title, "the plugins changed while the show was matched; it is matched again");
+        return None;
+    }
+    Some(match answer {
         ChainResult::Mapped {
             show_id,
             method,
@@ -293,13 +345,13 @@ async fn match_play(
                 .get(&show_id)
                 .map(|s| s.title.to_string())
                 .unwrap_or_default();
-            tracing::info!(show_id = %show_id, show = %play.show.title, tracker_title = %title, method = %method, confidence, "show mapped");
+            tracing::info!(show_id = %show_id, show = %show.title, tracker_title = %title, method = %method, confidence, "show mapped");
             Resolution::Mapped {
                 show_id: show_id.clone(),
                 mapping: Some(Mapping {
                     plex: crate::model::PlexShow {
                         year: query.year,
-                        ..play.show.clone()
+                        ..show.clone()
                     },
                     show_id,
                     method,
@@ -323,7 +375,7 @@ async fn match_play(
                         mapping: Some(Mapping {
                             plex: crate::model::PlexShow {
                                 year: query.year,
-                                ..play.show.clone()
+                                ..show.clone()
                             },
                             show_id,
                             method: "created".into(),
@@ -338,7 +390,8 @@ async fn match_play(
                 }
                 Ok(None) => conflict(
                     key,
-                    play,
+                    show,
+                    &tracker,
                     query,
                     Vec::new(),
                     "no matcher found the show and it has no TMDB id to create it from".into(),
@@ -351,7 +404,8 @@ async fn match_play(
                     tracing::warn!(show = %query.title, error = %e, "the tracker refused to create the show; it waits for a person");
                     conflict(
                         key,
-                        play,
+                        show,
+                        &tracker,
                         query,
                         Vec::new(),
                         format!(
@@ -362,24 +416,25 @@ async fn match_play(
                 Err(e) => {
                     shared.note_tracker_error(&e);
                     tracing::warn!(show = %query.title, error = %e, "cannot create the show in the tracker; play waits");
-                    retry_later(attempts, &play.show.key())
+                    retry_later(attempts, &show.key())
                 }
             }
         }
         ChainResult::Conflict { candidates, reason } => {
-            tracing::info!(show = %play.show.title, rating_key = play.show.rating_key.as_deref().unwrap_or(""), candidates = candidates.len(), reason = %reason, "show needs a person: conflict");
-            conflict(key, play, query, candidates, reason)
+            tracing::info!(show = %show.title, rating_key = show.rating_key.as_deref().unwrap_or(""), candidates = candidates.len(), reason = %reason, "show needs a person: conflict");
+            conflict(key, show, &tracker, query, candidates, reason)
         }
         ChainResult::Retry(why) => {
-            tracing::warn!(play_id = play.id, error = %why, "matching deferred");
-            retry_later(attempts, &play.show.key())
+            tracing::warn!(show = %show.title, error = %why, "matching deferred");
+            retry_later(attempts, &show.key())
         }
-    }
+    })
 }
 
 fn conflict(
     key: String,
-    play: &Play,
+    show: &crate::model::PlexShow,
+    tracker: &str,
     query: ShowQuery,
     candidates: Vec<Candidate>,
     reason: String,
@@ -389,8 +444,8 @@ fn conflict(
         // A webhook names the show without its year (Metadata.year is the episode's); the
         // query has it from Plex's show metadata, and a person deciding needs it.
         plex: crate::model::PlexShow {
-            year: query.year.or(play.show.year),
-            ..play.show.clone()
+            year: query.year.or(show.year),
+            ..show.clone()
         },
         query,
         candidates,
@@ -398,6 +453,7 @@ fn conflict(
         created_at: now_secs(),
         updated_at: now_secs(),
         reason,
+        tracker: Some(tracker.to_string()),
     })
 }
 

@@ -133,10 +133,12 @@ impl Store {
     }
 
     /// Give an open conflict new candidates (the chain's answer once it knows more names),
-    /// unless a person decided it meanwhile. Returns whether it was still open.
+    /// unless a person decided it meanwhile or it is another tracker's than `tracker` (matched
+    /// again since it was read, or not yet). Returns whether it was written.
     pub async fn set_conflict_candidates(
         &self,
         key: String,
+        tracker: String,
         candidates: Vec<plexsync_plugin_api::Candidate>,
     ) -> Result<bool> {
         self.write(move |txn| {
@@ -144,10 +146,92 @@ impl Store {
             let Some(mut c) = get_json::<Conflict>(&conflicts, &key)? else {
                 return Ok(false);
             };
+            // One that names no tracker is the current one's (see `Conflict::tracker`).
+            if c.tracker.as_deref().is_some_and(|t| t != tracker) {
+                return Ok(false);
+            }
             c.candidates = candidates;
             c.updated_at = now_secs();
             conflicts.insert(key.as_str(), encode(&c)?.as_slice())?;
             Ok(true)
+        })
+        .await
+    }
+
+    /// Tag every conflict that names no tracker (stored by an earlier release) with `tracker`,
+    /// the one its candidates were matched against. Returns how many were tagged.
+    pub async fn tag_conflicts(&self, tracker: String) -> Result<usize> {
+        self.write(move |txn| {
+            let mut conflicts = txn.open_table(CONFLICTS)?;
+            let untagged: Vec<Conflict> = all_json::<Conflict>(&conflicts)?
+                .into_iter()
+                .filter(|c| c.tracker.is_none())
+                .collect();
+            for mut c in untagged.iter().cloned() {
+                c.tracker = Some(tracker.clone());
+                conflicts.insert(c.key.as_str(), encode(&c)?.as_slice())?;
+            }
+            Ok(untagged.len())
+        })
+        .await
+    }
+
+    /// An open conflict matched again against `tracker`'s catalogue that still needs a person:
+    /// its candidates and reason replaced (the old ones name another tracker's shows), tagged
+    /// with `tracker`. Only while it is open and still tagged `from` (as it was read): a person's
+    /// decision or another pass meanwhile is the newer word. Returns whether it was written.
+    pub async fn rematch_conflict(
+        &self,
+        key: String,
+        from: Option<String>,
+        tracker: String,
+        candidates: Vec<plexsync_plugin_api::Candidate>,
+        reason: String,
+    ) -> Result<bool> {
+        self.write(move |txn| {
+            let mut conflicts = txn.open_table(CONFLICTS)?;
+            let Some(mut c) = get_json::<Conflict>(&conflicts, &key)? else {
+                return Ok(false);
+            };
+            if c.tracker != from {
+                return Ok(false);
+            }
+            c.candidates = candidates;
+            c.reason = reason;
+            c.tracker = Some(tracker);
+            c.updated_at = now_secs();
+            conflicts.insert(key.as_str(), encode(&c)?.as_slice())?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// An open conflict the matcher chain now maps (matched again against the current
+    /// tracker's catalogue): as the resolver maps a show, `mapping` (automatic) is stored and
+    /// the held plays are recorded as watched and queued, in one transaction. Only while it is
+    /// open, still tagged `from` and the show has no mapping; None otherwise (a person decided
+    /// it meanwhile: left alone). Returns (plays released, episodes queued).
+    pub async fn map_conflict(
+        &self,
+        key: String,
+        from: Option<String>,
+        mapping: Mapping,
+    ) -> Result<Option<(usize, usize)>> {
+        self.write(move |txn| {
+            let mut conflicts = txn.open_table(CONFLICTS)?;
+            let Some(c) = get_json::<Conflict>(&conflicts, &key)? else {
+                return Ok(None);
+            };
+            if c.tracker != from || get_json::<Mapping>(&txn.open_table(MAPPINGS)?, &key)?.is_some()
+            {
+                return Ok(None);
+            }
+            conflicts.remove(key.as_str())?;
+            drop(conflicts);
+            let (show_id, sync) = (mapping.show_id.clone(), mapping.sync_enabled);
+            txn.open_table(MAPPINGS)?
+                .insert(key.as_str(), encode(&mapping)?.as_slice())?;
+            release_held(txn, c.held, &show_id, false, sync).map(Some)
         })
         .await
     }
@@ -290,31 +374,7 @@ impl Store {
             };
             txn.open_table(MAPPINGS)?
                 .insert(key.as_str(), encode(&mapping)?.as_slice())?;
-            let (mut released, mut queued) = (0, 0);
-            for id in c.held {
-                let mut journal = txn.open_table(JOURNAL)?;
-                let Some(v) = journal.get(id)? else { continue };
-                let mut entry: JournalEntry = decode(v.value())?;
-                drop(v);
-                if !matches!(entry.state, PlayState::Parked { .. }) {
-                    continue;
-                }
-                released += 1;
-                if ignored {
-                    entry.state = PlayState::Ignored;
-                } else {
-                    drop(journal);
-                    if record_watched(txn, &entry.play, &show_id, sync)? == Applied::Queued {
-                        queued += 1;
-                    }
-                    entry.state = PlayState::Resolved {
-                        show_id: show_id.clone(),
-                    };
-                    journal = txn.open_table(JOURNAL)?;
-                }
-                journal.insert(id, encode(&entry)?.as_slice())?;
-            }
-            Ok((released, queued))
+            release_held(txn, c.held, &show_id, ignored, sync)
         })
         .await
     }
@@ -374,6 +434,43 @@ impl Store {
         })
         .await
     }
+}
+
+/// A decided conflict's held plays (still parked): marked ignored, or recorded as watched
+/// under `show_id` (queued unless `sync` is off or the episode was known watched). Returns
+/// (plays released, episodes queued).
+fn release_held(
+    txn: &WriteTransaction,
+    held: Vec<u64>,
+    show_id: &str,
+    ignored: bool,
+    sync: bool,
+) -> Result<(usize, usize)> {
+    let (mut released, mut queued) = (0, 0);
+    for id in held {
+        let mut journal = txn.open_table(JOURNAL)?;
+        let Some(v) = journal.get(id)? else { continue };
+        let mut entry: JournalEntry = decode(v.value())?;
+        drop(v);
+        if !matches!(entry.state, PlayState::Parked { .. }) {
+            continue;
+        }
+        released += 1;
+        if ignored {
+            entry.state = PlayState::Ignored;
+        } else {
+            drop(journal);
+            if record_watched(txn, &entry.play, show_id, sync)? == Applied::Queued {
+                queued += 1;
+            }
+            entry.state = PlayState::Resolved {
+                show_id: show_id.to_string(),
+            };
+            journal = txn.open_table(JOURNAL)?;
+        }
+        journal.insert(id, encode(&entry)?.as_slice())?;
+    }
+    Ok((released, queued))
 }
 
 /// The plays of show `key` a person's earlier decision held back, now that it maps to
@@ -903,6 +1000,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             reason: "test".into(),
+            tracker: None,
         };
         // The first play maps the show (the resolver's own mapping).
         let mapping = resolvers_mapping();
@@ -955,6 +1053,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             reason: "test".into(),
+            tracker: None,
         };
         assert_eq!(
             s.apply_resolution(1, Resolution::Conflict(c(vec![])))
@@ -1059,6 +1158,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             reason: "test".into(),
+            tracker: None,
         }
     }
 
@@ -1087,7 +1187,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            s.set_conflict_candidates("srv/10".into(), vec![cand("new")])
+            s.set_conflict_candidates("srv/10".into(), "t".into(), vec![cand("new")])
                 .await
                 .unwrap()
         );
@@ -1098,6 +1198,110 @@ mod tests {
         assert_eq!(c.held, vec![1, 2]);
         assert_eq!(c.candidates.len(), 1);
         assert_eq!(c.candidates[0].show_id, "new");
+    }
+
+    /// A conflict matched again against another tracker: its candidates are replaced only
+    /// while it is still the old tracker's, it is mapped (held plays queued) only while open,
+    /// and a person's decision meanwhile is left alone.
+    #[tokio::test]
+    async fn a_conflict_of_another_tracker_is_matched_again_unless_decided() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        s.ingest_play(episode(1000, 1), act(), 300).await.unwrap();
+        s.apply_resolution(1, Resolution::Conflict(conflict(vec![])))
+            .await
+            .unwrap();
+        // An earlier release's conflict names no tracker: tagged once, then left.
+        assert_eq!(s.tag_conflicts("a".into()).await.unwrap(), 1);
+        assert_eq!(s.tag_conflicts("b".into()).await.unwrap(), 0);
+        let cand = |id: &str| plexsync_plugin_api::Candidate {
+            show_id: id.into(),
+            score: 0.5,
+            method: "title_year".into(),
+        };
+        // The enrichment of tracker B does not merge into A's candidates.
+        assert!(
+            !s.set_conflict_candidates("srv/10".into(), "b".into(), vec![cand("b1")])
+                .await
+                .unwrap()
+        );
+        // Matched again by a pass that read it as another tracker's: not written.
+        assert!(
+            !s.rematch_conflict(
+                "srv/10".into(),
+                Some("z".into()),
+                "b".into(),
+                vec![cand("b1")],
+                "r".into()
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            s.rematch_conflict(
+                "srv/10".into(),
+                Some("a".into()),
+                "b".into(),
+                vec![cand("b1")],
+                "r".into()
+            )
+            .await
+            .unwrap()
+        );
+        let c = s.conflict("srv/10").unwrap().unwrap();
+        assert_eq!((c.tracker.as_deref(), c.candidates.len()), (Some("b"), 1));
+        assert_eq!(c.candidates[0].show_id, "b1");
+        // Mapped on C, as read on B: the held play is recorded and queued.
+        let mut m = resolvers_mapping();
+        m.show_id = "c1".into();
+        assert_eq!(
+            s.map_conflict("srv/10".into(), Some("a".into()), m.clone())
+                .await
+                .unwrap(),
+            None,
+            "read before B's pass: stale"
+        );
+        assert_eq!(
+            s.map_conflict("srv/10".into(), Some("b".into()), m.clone())
+                .await
+                .unwrap(),
+            Some((1, 1))
+        );
+        assert!(s.conflict("srv/10").unwrap().is_none());
+        assert!(!s.mapping("srv/10").unwrap().unwrap().manual);
+
+        // A person decided another show's conflict before the pass wrote: left alone.
+        let mut p = episode(2000, 1);
+        p.show.rating_key = Some("11".into());
+        s.ingest_play(p.clone(), act(), 300).await.unwrap();
+        let mut other = conflict(vec![]);
+        other.key = p.show.key();
+        other.plex = p.show.clone();
+        other.tracker = Some("a".into());
+        s.apply_resolution(2, Resolution::Conflict(other.clone()))
+            .await
+            .unwrap();
+        s.resolve_conflict(other.key.clone(), ConflictDecision::Ignore)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.map_conflict(other.key.clone(), Some("a".into()), m)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(
+            !s.rematch_conflict(
+                other.key.clone(),
+                Some("a".into()),
+                "b".into(),
+                vec![],
+                "r".into()
+            )
+            .await
+            .unwrap()
+        );
+        assert!(s.mapping(&other.key).unwrap().unwrap().ignored);
     }
 
     /// Deciding a conflict with sync off (`mappings set ID --show X --disable`) makes the

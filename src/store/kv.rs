@@ -53,6 +53,12 @@ impl Store {
         })
     }
 
+    /// The tracker the cached catalogue names (None: no copy, or an earlier release's copy
+    /// that names none).
+    pub fn catalogue_instance(&self) -> Result<Option<String>> {
+        self.read(|txn| get_json::<String>(&txn.open_table(CATALOGUE)?, "instance"))
+    }
+
     /// Cached show info from Plex (its guids), keyed by [`PlexShow::key`].
     pub fn show_info<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         self.read(|txn| get_json(&txn.open_table(SHOW_INFO)?, key))
