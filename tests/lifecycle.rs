@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::daemon::{self, Daemon};
 use support::inproc::InProc;
-use support::plex::{FakePlex, TOKEN, baki_hanma};
+use support::plex::{FakePlex, FakeShow, TOKEN, baki_hanma};
 use support::tracker::{FakeTracker, Fault};
 use support::{NEW_AGENT_SCROBBLE, dead_url, eventually, multipart, sample_json, samples};
 
@@ -214,6 +214,92 @@ async fn a_reload_to_another_tracker_matches_only_against_the_new_ones_shows() {
     .await;
     let watched: Vec<_> = new.watched().into_keys().collect();
     assert_eq!(watched, vec![("202".to_string(), 1, 1)], "{}", d.log());
+    assert!(old.posts().is_empty());
+}
+
+/// The defect this guards: a resolver round records its decisions together at its end, after
+/// every play's look-ups. A show decided early in a round, before a reload to another tracker
+/// that came while a later play's look-up hung, was recorded after it: mapped for good to the
+/// old tracker's id, its episodes sent under that id to the new tracker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_decided_before_a_switch_to_another_tracker_is_decided_again() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let slow = FakeShow {
+        rating_key: "777".into(),
+        guid: "plex://show/5d9c0000000000000000777a".into(),
+        title: "Quiet Harbour".into(),
+        year: 2019,
+        guids: vec!["tmdb://990777".into()],
+    };
+    let plex = FakePlex::start(vec![baki_hanma(), slow]).await;
+    let old = FakeTracker::start(catalogue()).await;
+    let new = FakeTracker::start(vec![
+        json!({"id": 202, "title": "Baki Hanma", "year": 2021, "tmdb_id": 108757}),
+    ])
+    .await;
+    let cfg = dir.path().join("plexsync.toml");
+    plex.list_shared_user();
+    // Plex look-ups may take 10 s here: the slow one below is a look-up, not a timeout.
+    let config = |tracker_url: &str| {
+        daemon::config_with_plex(
+            &plex.url(),
+            tracker_url,
+            daemon::SYNC_SHARED_USER,
+            "[poll]\nenabled = false\n",
+        )
+        .replacen("timeout = \"2s\"", "timeout = \"10s\"", 1)
+    };
+    let first = config(&old.url());
+    assert!(first.contains("timeout = \"10s\""), "{first}");
+    std::fs::write(&cfg, &first).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    // The old tracker's catalogue comes late, so both plays wait and go in one round.
+    old.push_fault(Fault::Hang(Duration::from_secs(2)));
+    plex.delay_on("/library/metadata/777", Duration::from_secs(5));
+    let d = InProc::start(dir.path(), &first).await;
+    support::accounts_read(&d).await;
+    let baki = sample_json(NEW_AGENT_SCROBBLE);
+    let mut quiet = baki.clone();
+    quiet["Metadata"]["grandparentRatingKey"] = json!("777");
+    quiet["Metadata"]["grandparentKey"] = json!("/library/metadata/777");
+    quiet["Metadata"]["grandparentGuid"] = json!("plex://show/5d9c0000000000000000777a");
+    quiet["Metadata"]["grandparentTitle"] = json!("Quiet Harbour");
+    quiet["Metadata"]["ratingKey"] = json!("778");
+    quiet["Metadata"]["key"] = json!("/library/metadata/778");
+    quiet["Metadata"]["Guid"] = json!([]);
+    quiet["Metadata"]["guid"] = json!("plex://episode/5d9c0000000000000000778a");
+    for payload in [&baki, &quiet] {
+        let (ct, body) = multipart(payload, None);
+        let (s, t) = post(&d.webhook_url, &ct, body).await;
+        assert_eq!(s, 200, "{t}");
+    }
+    // The round has decided Baki Hanma (old tracker: 101) and waits on Quiet Harbour's
+    // look-up: now the switch.
+    eventually("the slow look-up under way", WAIT, || {
+        (plex.delays_begun() >= 1).then_some(())
+    })
+    .await;
+    std::fs::write(&cfg, config(&new.url())).unwrap();
+    d.reload();
+    eventually("the play at the new tracker under its id", WAIT, || {
+        (!new.watched().is_empty()).then_some(())
+    })
+    .await;
+    let watched: Vec<_> = new.watched().into_keys().collect();
+    assert_eq!(watched, vec![("202".to_string(), 1, 1)], "{}", d.log());
+    assert!(
+        new.posts().iter().all(|p| !p.path.contains("/101/")),
+        "the old id reached the new tracker:\n{}",
+        d.log()
+    );
     assert!(old.posts().is_empty());
 }
 

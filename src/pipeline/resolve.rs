@@ -70,6 +70,8 @@ pub async fn resolver_task(shared: Arc<Shared>) {
                 continue;
             }
         };
+        // The plugins (matchers, the tracker) the round's decisions are made with; see below.
+        let round_plugins = shared.plugins();
         let mut per_show: HashMap<String, Resolution> = HashMap::new();
         let mut decided = Vec::with_capacity(due.len());
         // Plays left pending because no catalogue is published yet.
@@ -105,7 +107,26 @@ pub async fn resolver_task(shared: Arc<Shared>) {
             matches!(r, Resolution::Conflict(c)
                 if c.held.is_empty() && c.tracker.as_deref().is_some_and(|t| t != tracker))
         });
-        if let Err(e) = apply(&shared, decided).await {
+        // A round's decisions are recorded together at its end, after every play's look-ups
+        // (Plex, TMDB, an exec matcher). One made before a reload to another tracker must
+        // not land after it: the show would be mapped for good to the old tracker's id, and
+        // its episodes sent under it to the new one. So they are recorded only while the
+        // round's plugins are still the live ones, asked inside the write; otherwise the
+        // plays stay pending and the next round decides them against what is live now.
+        let still = {
+            let shared = shared.clone();
+            let round_plugins = round_plugins.clone();
+            move || Arc::ptr_eq(&round_plugins, &shared.plugins())
+        };
+        let recorded = apply(&shared, decided, still).await;
+        if let Ok(false) = recorded {
+            tracing::info!(
+                "the plugins changed while the round ran (a reload or a new secret); its plays are decided again"
+            );
+            catching_up = true;
+            continue;
+        }
+        if let Err(e) = recorded {
             failed_rounds += 1;
             let pause = backoff(failed_rounds, FAILED_ROUND_PAUSE, FAILED_ROUND_MAX);
             tracing::error!(error = %e, failed_rounds, retry_in_ms = pause.as_millis() as u64, "cannot record resolutions; the plays stay pending and the resolver pauses");
@@ -138,15 +159,20 @@ pub async fn resolver_task(shared: Arc<Shared>) {
 }
 
 /// Record a round's decisions in one write.
+/// Record a round's decisions if `still()` holds in the write; false when it did not (nothing
+/// recorded).
 async fn apply(
     shared: &Shared,
     decided: Vec<(u64, Resolution)>,
-) -> Result<(), crate::store::StoreError> {
-    let applied = shared.store.apply_resolutions(decided).await?;
+    still: impl Fn() -> bool + Send + 'static,
+) -> Result<bool, crate::store::StoreError> {
+    let Some(applied) = shared.store.apply_resolutions_while(decided, still).await? else {
+        return Ok(false);
+    };
     if applied.contains(&Applied::Queued) {
         shared.wake.export.notify_one();
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The pause after a failed round. New plays and catalogue publications do not cut it

@@ -298,10 +298,27 @@ impl Store {
     /// Apply many decisions in one transaction. A play that is gone or no longer pending is
     /// `Stale`; it does not spoil the others.
     pub async fn apply_resolutions(&self, items: Vec<(u64, Resolution)>) -> Result<Vec<Applied>> {
+        Ok(self
+            .apply_resolutions_while(items, || true)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// [`Store::apply_resolutions`], only if `still()` holds when the write runs (asked in the
+    /// write transaction, so nothing it guards can change between the question and the
+    /// commit); None, and nothing written, when it does not.
+    pub async fn apply_resolutions_while(
+        &self,
+        items: Vec<(u64, Resolution)>,
+        still: impl Fn() -> bool + Send + 'static,
+    ) -> Result<Option<Vec<Applied>>> {
         if items.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         self.write_pending(move |txn, ledger, delta| {
+            if !still() {
+                return Ok(None);
+            }
             // One opening of the tables for the whole batch: in redb `open_table` costs about
             // as much as a play's own rows, and a burst resolves hundreds of plays at once.
             let mut t = ApplyTables::open(txn)?;
@@ -322,7 +339,7 @@ impl Store {
             t.finish()?;
             match failed {
                 Some(e) => Err(e),
-                None => Ok(out),
+                None => Ok(Some(out)),
             }
         })
         .await

@@ -284,6 +284,10 @@ pub struct PlexState {
     pub malformed_history_skip: usize,
     /// Delay before each `/library/metadata/<show>/allLeaves` answer (a sync that takes time).
     pub library_delay: std::time::Duration,
+    /// Requests whose path starts with the prefix are answered this much later.
+    pub path_delays: Vec<(String, std::time::Duration)>,
+    /// Requests that began one of those delays.
+    pub delays_begun: usize,
     /// Serve every paged list from item 0 whatever X-Plex-Container-Start says.
     pub ignore_container_start: bool,
     /// `(n, k)`: once the next `n` history answers are served, the `k` oldest history rows
@@ -319,6 +323,8 @@ impl Default for PlexState {
             ignore_container_start: false,
             history_removal: None,
             library_delay: std::time::Duration::ZERO,
+            path_delays: Vec::new(),
+            delays_begun: 0,
             sections: vec![SectionFixture::shows("2", "TV Shows")],
             watched: Vec::new(),
             machine_identifier: MACHINE.into(),
@@ -362,10 +368,21 @@ impl FakePlex {
                 if seen.path == super::plex_ws::PATH {
                     return super::plex_ws::route(&st, &ws, seen);
                 }
-                let (delay, library_delay) = {
-                    let s = st.lock().unwrap();
-                    (s.history_delay, s.library_delay)
+                let (delay, library_delay, path_delay) = {
+                    let mut s = st.lock().unwrap();
+                    let path_delay = s
+                        .path_delays
+                        .iter()
+                        .find(|(p, _)| seen.path.starts_with(p.as_str()))
+                        .map(|(_, d)| *d);
+                    if path_delay.is_some() {
+                        s.delays_begun += 1;
+                    }
+                    (s.history_delay, s.library_delay, path_delay)
                 };
+                if let Some(d) = path_delay {
+                    tokio::time::sleep(d).await;
+                }
                 if seen.path == "/status/sessions/history/all" && !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
@@ -457,6 +474,20 @@ impl FakePlex {
             s.path_faults
                 .push((path_prefix.to_string(), PlexFault::Status(status)));
         }
+    }
+
+    /// Answer every request whose path starts with `path_prefix` `d` later (a slow look-up).
+    pub fn delay_on(&self, path_prefix: &str, d: std::time::Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .path_delays
+            .push((path_prefix.to_string(), d));
+    }
+
+    /// How many requests have begun a [`delay_on`](Self::delay_on) delay.
+    pub fn delays_begun(&self) -> usize {
+        self.state.lock().unwrap().delays_begun
     }
 
     /// Drop every fault still queued (any path): the server works again.
