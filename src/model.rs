@@ -362,6 +362,11 @@ pub struct Batch {
     /// letters written before this was kept (their last attempt stands in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_at: Option<i64>,
+    /// Brought forward from this next attempt (unix ms) by a change that may have fixed its
+    /// cause (`Store::batches_due_now`): if that try fails as before, it was a test of the
+    /// fix, not an attempt, and the batch waits until then again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_early_from: Option<i64>,
 }
 
 impl Batch {

@@ -334,7 +334,12 @@ pub struct Wakeups {
     /// exporter sends at once what waits out a back-off earlier failures grew to minutes,
     /// since the change may be their fix (pipeline/export.rs).
     pub tracker_changes: std::sync::atomic::AtomicU64,
+    /// When Plex's taking the token again last woke the paused readers.
+    pub token_woken_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// The readers paused by a 401 are woken by another's success at most this often.
+const TOKEN_WAKE_EVERY: Duration = Duration::from_secs(60);
 
 fn read<T: Clone>(l: &RwLock<T>) -> T {
     match l.read() {
@@ -407,7 +412,12 @@ impl Shared {
         }
         let read_at = map.fetched_at;
         write(&self.live.accounts, Arc::new(map));
-        self.with_status(|s| s.plex_accounts_read_at = Some(read_at));
+        self.with_status(|s| {
+            s.plex_accounts_read_at = Some(read_at);
+            // Read, by whichever reader (a poll too): the list's own failure is over.
+            s.accounts_error = None;
+            s.accounts_error_since = None;
+        });
     }
     pub fn status(&self) -> RuntimeStatus {
         self.board
@@ -755,6 +765,20 @@ impl Shared {
     /// an hour, the live connection up to `reconnect_max`, the account list up to 10 minutes —
     /// so health would say "fine" while nothing polls: they are woken to go on now.
     fn token_accepted_again(&self, by: TokenWitness) {
+        // At most once a minute: readers may disagree for good (a proxy that refuses the
+        // websocket's upgrade while plain requests pass), and each one's success would
+        // otherwise wake the others past their pauses, round and round.
+        {
+            let mut last = self
+                .wake
+                .token_woken_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < TOKEN_WAKE_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         tracing::info!(by = ?by, "Plex takes the token again: paused readers resume");
         if by != TokenWitness::Poll {
             self.request_poll();
@@ -1041,6 +1065,11 @@ impl Shared {
             || new.tracker.catalogue_refresh != old.tracker.catalogue_refresh
             || table_to_json(&new.tracker.plugin.settings)
                 != table_to_json(&old.tracker.plugin.settings);
+        // What the exporter talks to the tracker with (a new catalogue interval fixes no
+        // failed export): the exporter sends what waits out a back-off (`tracker_changes`).
+        let exporter_changed = new.tracker.plugin.kind != old.tracker.plugin.kind
+            || table_to_json(&new.tracker.plugin.settings)
+                != table_to_json(&old.tracker.plugin.settings);
         // Another tracker: the old one's show ids mean nothing to it, so its catalogue goes and
         // plays wait for the new one's (the catalogue task is woken below) instead of being
         // matched, and auto-mapped for good, against the wrong ids.
@@ -1095,7 +1124,9 @@ impl Shared {
             self.wake.accounts.notify_one();
         }
         if tracker_changed {
-            self.wake.tracker_changes.fetch_add(1, Ordering::SeqCst);
+            if exporter_changed {
+                self.wake.tracker_changes.fetch_add(1, Ordering::SeqCst);
+            }
             self.wake.catalogue.notify_one();
         }
         self.wake.schedule.notify_one();

@@ -303,6 +303,96 @@ async fn a_round_decided_before_a_switch_to_another_tracker_is_decided_again() {
     assert!(old.posts().is_empty());
 }
 
+/// The reviewer's case against the guard above: a reload that does not change the tracker
+/// (here the same file) must not throw a round away, or a show the round created in the
+/// tracker (`auto_add_shows`) is created again by the next round: two copies in the tracker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_the_same_tracker_keeps_the_rounds_created_show() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let slow = FakeShow {
+        rating_key: "777".into(),
+        guid: "plex://show/5d9c0000000000000000777a".into(),
+        title: "Quiet Harbour".into(),
+        year: 2019,
+        guids: vec![],
+    };
+    let plex = FakePlex::start(vec![baki_hanma(), slow]).await;
+    // Neither show is in the tracker: Baki Hanma (it has a TMDB id) is created.
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "other", "title": "Something Else Entirely", "year": 1999}),
+    ])
+    .await;
+    let cfg = dir.path().join("plexsync.toml");
+    plex.list_shared_user();
+    let text = daemon::config_with_plex(
+        &plex.url(),
+        &tracker.url(),
+        daemon::SYNC_SHARED_USER,
+        "[poll]\nenabled = false\n[matching]\nauto_add_shows = true\n",
+    )
+    .replacen("timeout = \"2s\"", "timeout = \"10s\"", 1);
+    std::fs::write(&cfg, &text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    tracker.push_fault(Fault::Hang(Duration::from_secs(2)));
+    plex.delay_on("/library/metadata/777", Duration::from_secs(5));
+    let d = InProc::start(dir.path(), &text).await;
+    support::accounts_read(&d).await;
+    let baki = sample_json(NEW_AGENT_SCROBBLE);
+    let mut quiet = baki.clone();
+    quiet["Metadata"]["grandparentRatingKey"] = json!("777");
+    quiet["Metadata"]["grandparentKey"] = json!("/library/metadata/777");
+    quiet["Metadata"]["grandparentGuid"] = json!("plex://show/5d9c0000000000000000777a");
+    quiet["Metadata"]["grandparentTitle"] = json!("Quiet Harbour");
+    quiet["Metadata"]["ratingKey"] = json!("778");
+    quiet["Metadata"]["key"] = json!("/library/metadata/778");
+    quiet["Metadata"]["Guid"] = json!([]);
+    quiet["Metadata"]["guid"] = json!("plex://episode/5d9c0000000000000000778a");
+    for payload in [&baki, &quiet] {
+        let (ct, body) = multipart(payload, None);
+        let (s, t) = post(&d.webhook_url, &ct, body).await;
+        assert_eq!(s, 200, "{t}");
+    }
+    eventually("the slow look-up under way", WAIT, || {
+        (plex.delays_begun() >= 1).then_some(())
+    })
+    .await;
+    // Baki Hanma is created by now; a reload of the same file while the round waits.
+    d.reload();
+    eventually("the play at the tracker", WAIT, || {
+        (!tracker.watched().is_empty()).then_some(())
+    })
+    .await;
+    let made = |t: &FakeTracker| {
+        t.state
+            .lock()
+            .unwrap()
+            .shows
+            .iter()
+            .filter(|s| s["title"] == "Baki Hanma")
+            .count()
+    };
+    assert_eq!(made(&tracker), 1, "{}", d.log());
+    // Quiet Harbour's look-up ends and its round is recorded; still one Baki Hanma.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while d.status().await["counts"]["pending_resolution"] != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "plays still pending:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(made(&tracker), 1, "{}", d.log());
+}
+
 /// The candidates of the open conflicts served by the daemon: (conflict count, every
 /// candidate's show id, the first conflict's `waiting` note).
 async fn served_candidates(d: &InProc) -> (u64, Vec<String>, Option<String>) {

@@ -377,9 +377,14 @@ async fn a_401_on_the_upgrade_is_token_rejected_and_a_new_token_connects_at_once
         "not-the-token",
     )
     .await;
+    // The account list's read (at start) may note the rejection first: wait for the
+    // upgrade's own error too.
     let st = w
         .status_until("token rejected by the upgrade", |st| {
             st["plex_token_rejected"] == true
+                && st["live"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("401"))
         })
         .await;
     assert_eq!(st["live"]["connected"], false, "{st:#}");

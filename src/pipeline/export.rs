@@ -274,18 +274,16 @@ struct Flight {
 /// old one said of its limits ("0 left for 50 minutes") is not the new one's.
 async fn tracker_changed(shared: &Shared, ex: &mut Planner) {
     let instance = shared.plugins().exporter.instance();
-    ex.hold_until = None;
     ex.resting.clear();
     if instance != ex.tracker {
         tracing::info!(from = %ex.tracker, to = %instance, "another tracker: its request budget and in-flight window start afresh");
         ex.budget = Budget::default();
         ex.aimd = Aimd::default();
+        ex.hold_until = None;
         ex.tracker = instance;
-    } else {
-        // A tracker's stated budget is often per key; the configured limits (and what was
-        // sent within them) stand.
-        ex.budget.learned = None;
     }
+    // The same tracker keeps what it said of its limits (a Retry-After, "0 left"): a
+    // change on our side does not lift them. The batches brought forward wait for them.
     match shared.store.batches_due_now(now_millis()).await {
         Ok(0) => {}
         Ok(n) => {

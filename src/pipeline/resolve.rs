@@ -70,8 +70,8 @@ pub async fn resolver_task(shared: Arc<Shared>) {
                 continue;
             }
         };
-        // The plugins (matchers, the tracker) the round's decisions are made with; see below.
-        let round_plugins = shared.plugins();
+        // The tracker the round's decisions are made for; see below.
+        let round_tracker = shared.plugins().exporter.instance();
         let mut per_show: HashMap<String, Resolution> = HashMap::new();
         let mut decided = Vec::with_capacity(due.len());
         // Plays left pending because no catalogue is published yet.
@@ -111,18 +111,18 @@ pub async fn resolver_task(shared: Arc<Shared>) {
         // (Plex, TMDB, an exec matcher). One made before a reload to another tracker must
         // not land after it: the show would be mapped for good to the old tracker's id, and
         // its episodes sent under it to the new one. So they are recorded only while the
-        // round's plugins are still the live ones, asked inside the write; otherwise the
-        // plays stay pending and the next round decides them against what is live now.
+        // round's tracker is still the live one, asked inside the write; otherwise the plays
+        // stay pending and the next round decides them against the new one. Only another
+        // tracker counts: any other reload or secret keeps the round (a show it created in
+        // the tracker, `auto_add_shows`, would otherwise be created again next round).
         let still = {
             let shared = shared.clone();
-            let round_plugins = round_plugins.clone();
-            move || Arc::ptr_eq(&round_plugins, &shared.plugins())
+            let round_tracker = round_tracker.clone();
+            move || shared.plugins().exporter.instance() == round_tracker
         };
         let recorded = apply(&shared, decided, still).await;
         if let Ok(false) = recorded {
-            tracing::info!(
-                "the plugins changed while the round ran (a reload or a new secret); its plays are decided again"
-            );
+            tracing::info!(tracker = %round_tracker, "the tracker changed while the round ran; its plays are decided again against the new one");
             catching_up = true;
             continue;
         }

@@ -66,8 +66,12 @@ pub async fn accounts_task(shared: Arc<Shared>) {
                 // The list needs the token: it is good (a rejection this task or another
                 // noted is over, and the readers it paused go on; other Plex errors are the
                 // poll's or the resolver's to clear).
-                shared.note_plex_token_ok(TokenWitness::Accounts);
-                shared.note_accounts_error(None);
+                // Only the configured server's answer says anything of its token (a read
+                // under way when a reload named another server is not).
+                if client.base() == shared.plex().base() {
+                    shared.note_plex_token_ok(TokenWitness::Accounts);
+                    shared.note_accounts_error(None);
+                }
                 let people = map.accounts.iter().filter(|a| a.id != 0).count();
                 if failures > 0 {
                     tracing::info!(
@@ -84,7 +88,10 @@ pub async fn accounts_task(shared: Arc<Shared>) {
             Err(e) => {
                 // A rejected token is health's to show at once, also where nothing polls (a
                 // webhook-only setup would otherwise learn of it only from a play that waits).
-                if matches!(e, PlexError::Unauthorized { .. }) {
+                let current = client.base() == shared.plex().base();
+                if !current {
+                    // The server before a reload: nothing of the configured one.
+                } else if matches!(e, PlexError::Unauthorized { .. }) {
                     shared.note_plex_error(&e);
                     shared.note_accounts_error(None);
                 } else {

@@ -269,7 +269,9 @@ async fn poll_inner(shared: &Shared, report: &mut PollReport) -> Result<(), Poll
     shared.note_plex_identity(&client, &identity);
     let server = identity.machine_identifier;
     let accounts = refresh_accounts(shared, &client).await?;
-    shared.note_plex_token_ok(crate::state::TokenWitness::Poll);
+    if client.base() == shared.plex().base() {
+        shared.note_plex_token_ok(crate::state::TokenWitness::Poll);
+    }
     if shared.plex_server_name().is_none() {
         // The name is for people only: a server that does not give one is no failure.
         match client.friendly_name().await {

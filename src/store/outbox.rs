@@ -324,6 +324,7 @@ impl Store {
                     created_at: now_secs(),
                     activity_id: None,
                     dead_at: None,
+                    due_early_from: None,
                 };
                 batches.insert(id, encode(&b)?.as_slice())?;
                 delta.put(id, &b);
@@ -451,6 +452,7 @@ impl Store {
             }
             for (id, mut b) in later.iter().cloned() {
                 b.id = id;
+                b.due_early_from = Some(b.due_early_from.unwrap_or(b.next_attempt_at));
                 b.next_attempt_at = now_ms;
                 t.insert(id, encode(&b)?.as_slice())?;
                 delta.put(id, &b);
@@ -531,6 +533,21 @@ impl Store {
             batches.remove(batch_id)?;
             delta.gone(batch_id);
             drop(batches);
+            // A try brought forward (`batches_due_now`) that failed as before tested a fix
+            // that was none: no attempt counted, and the wait it cut short resumes. Repeated
+            // reloads or `outbox retry` during an outage so never push a batch to the dead
+            // letter sooner.
+            let early = b.due_early_from.take();
+            let tested_early = early.is_some() && matches!(outcome, BatchOutcome::Transient { .. });
+            let outcome = match (outcome, early) {
+                (BatchOutcome::Transient { error, retry_at_ms }, Some(until)) => {
+                    BatchOutcome::Paused {
+                        error,
+                        retry_at_ms: retry_at_ms.max(until),
+                    }
+                }
+                (o, _) => o,
+            };
             if !matches!(outcome, BatchOutcome::Paused { .. }) {
                 b.attempts += 1;
             }
@@ -626,9 +643,15 @@ impl Store {
                     (
                         ActivityStatus::Failed,
                         "retrying",
-                        format!(
-                            "export of {eps} waits: the tracker asked for quiet (not counted as an attempt); next try in {secs} s"
-                        ),
+                        if tested_early {
+                            format!(
+                                "export of {eps} brought forward failed as before (not counted as an attempt); next try in {secs} s"
+                            )
+                        } else {
+                            format!(
+                                "export of {eps} waits: the tracker asked for quiet (not counted as an attempt); next try in {secs} s"
+                            )
+                        },
                         Some(error),
                         Next::Retry,
                     )
@@ -1111,6 +1134,28 @@ mod tests {
         assert_eq!(due[0].attempts, 1);
         assert_eq!(s.dead_letters().unwrap().len(), 1);
         assert_eq!(s.batches_due_now(now).await.unwrap(), 0);
+        // The try fails as before: no attempt counted, and the cut wait resumes.
+        s.finish_batch(
+            waiting.id,
+            BatchOutcome::Transient {
+                error: "connection refused".into(),
+                retry_at_ms: now + 1000,
+            },
+            5,
+            1.0,
+        )
+        .await
+        .unwrap();
+        let b = s
+            .outbox_batches()
+            .unwrap()
+            .into_iter()
+            .find(|b| b.batch.id == waiting.id)
+            .expect("still waiting");
+        assert!(!b.dead);
+        assert_eq!(b.batch.attempts, 1);
+        assert_eq!(b.batch.next_attempt_at, far);
+        assert_eq!(b.batch.due_early_from, None);
     }
 
     #[tokio::test]
@@ -1393,6 +1438,7 @@ mod tests {
             created_at: 1_700_000_000,
             activity_id: None,
             dead_at: None,
+            due_early_from: None,
         }
     }
 
