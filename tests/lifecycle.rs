@@ -217,6 +217,39 @@ async fn a_reload_to_another_tracker_matches_only_against_the_new_ones_shows() {
     assert!(old.posts().is_empty());
 }
 
+/// A second show on the fake Plex, "Quiet Harbour" (rating key 777), whose look-ups the tests
+/// below slow down.
+fn quiet_harbour(guids: Vec<String>) -> FakeShow {
+    FakeShow {
+        rating_key: "777".into(),
+        guid: "plex://show/5d9c0000000000000000777a".into(),
+        title: "Quiet Harbour".into(),
+        year: 2019,
+        guids,
+    }
+}
+
+/// A play of Baki Hanma (the real capture), then one of Quiet Harbour (the capture made that
+/// show's): two shows for one resolver round.
+async fn post_baki_then_quiet_harbour(d: &InProc) {
+    let baki = sample_json(NEW_AGENT_SCROBBLE);
+    let mut quiet = baki.clone();
+    let m = &mut quiet["Metadata"];
+    m["grandparentRatingKey"] = json!("777");
+    m["grandparentKey"] = json!("/library/metadata/777");
+    m["grandparentGuid"] = json!("plex://show/5d9c0000000000000000777a");
+    m["grandparentTitle"] = json!("Quiet Harbour");
+    m["ratingKey"] = json!("778");
+    m["key"] = json!("/library/metadata/778");
+    m["Guid"] = json!([]);
+    m["guid"] = json!("plex://episode/5d9c0000000000000000778a");
+    for payload in [&baki, &quiet] {
+        let (ct, body) = multipart(payload, None);
+        let (s, t) = post(&d.webhook_url, &ct, body).await;
+        assert_eq!(s, 200, "{t}");
+    }
+}
+
 /// The defect this guards: a resolver round records its decisions together at its end, after
 /// every play's look-ups. A show decided early in a round, before a reload to another tracker
 /// that came while a later play's look-up hung, was recorded after it: mapped for good to the
@@ -228,13 +261,7 @@ async fn a_round_decided_before_a_switch_to_another_tracker_is_decided_again() {
     }
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    let slow = FakeShow {
-        rating_key: "777".into(),
-        guid: "plex://show/5d9c0000000000000000777a".into(),
-        title: "Quiet Harbour".into(),
-        year: 2019,
-        guids: vec!["tmdb://990777".into()],
-    };
+    let slow = quiet_harbour(vec!["tmdb://990777".into()]);
     let plex = FakePlex::start(vec![baki_hanma(), slow]).await;
     let old = FakeTracker::start(catalogue()).await;
     let new = FakeTracker::start(vec![
@@ -266,21 +293,7 @@ async fn a_round_decided_before_a_switch_to_another_tracker_is_decided_again() {
     plex.delay_on("/library/metadata/777", Duration::from_secs(5));
     let d = InProc::start(dir.path(), &first).await;
     support::accounts_read(&d).await;
-    let baki = sample_json(NEW_AGENT_SCROBBLE);
-    let mut quiet = baki.clone();
-    quiet["Metadata"]["grandparentRatingKey"] = json!("777");
-    quiet["Metadata"]["grandparentKey"] = json!("/library/metadata/777");
-    quiet["Metadata"]["grandparentGuid"] = json!("plex://show/5d9c0000000000000000777a");
-    quiet["Metadata"]["grandparentTitle"] = json!("Quiet Harbour");
-    quiet["Metadata"]["ratingKey"] = json!("778");
-    quiet["Metadata"]["key"] = json!("/library/metadata/778");
-    quiet["Metadata"]["Guid"] = json!([]);
-    quiet["Metadata"]["guid"] = json!("plex://episode/5d9c0000000000000000778a");
-    for payload in [&baki, &quiet] {
-        let (ct, body) = multipart(payload, None);
-        let (s, t) = post(&d.webhook_url, &ct, body).await;
-        assert_eq!(s, 200, "{t}");
-    }
+    post_baki_then_quiet_harbour(&d).await;
     // The round has decided Baki Hanma (old tracker: 101) and waits on Quiet Harbour's
     // look-up: now the switch.
     eventually("the slow look-up under way", WAIT, || {
@@ -313,13 +326,7 @@ async fn a_reload_to_the_same_tracker_keeps_the_rounds_created_show() {
     }
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    let slow = FakeShow {
-        rating_key: "777".into(),
-        guid: "plex://show/5d9c0000000000000000777a".into(),
-        title: "Quiet Harbour".into(),
-        year: 2019,
-        guids: vec![],
-    };
+    let slow = quiet_harbour(vec![]);
     let plex = FakePlex::start(vec![baki_hanma(), slow]).await;
     // Neither show is in the tracker: Baki Hanma (it has a TMDB id) is created.
     let tracker = FakeTracker::start(vec![
@@ -345,21 +352,7 @@ async fn a_reload_to_the_same_tracker_keeps_the_rounds_created_show() {
     plex.delay_on("/library/metadata/777", Duration::from_secs(5));
     let d = InProc::start(dir.path(), &text).await;
     support::accounts_read(&d).await;
-    let baki = sample_json(NEW_AGENT_SCROBBLE);
-    let mut quiet = baki.clone();
-    quiet["Metadata"]["grandparentRatingKey"] = json!("777");
-    quiet["Metadata"]["grandparentKey"] = json!("/library/metadata/777");
-    quiet["Metadata"]["grandparentGuid"] = json!("plex://show/5d9c0000000000000000777a");
-    quiet["Metadata"]["grandparentTitle"] = json!("Quiet Harbour");
-    quiet["Metadata"]["ratingKey"] = json!("778");
-    quiet["Metadata"]["key"] = json!("/library/metadata/778");
-    quiet["Metadata"]["Guid"] = json!([]);
-    quiet["Metadata"]["guid"] = json!("plex://episode/5d9c0000000000000000778a");
-    for payload in [&baki, &quiet] {
-        let (ct, body) = multipart(payload, None);
-        let (s, t) = post(&d.webhook_url, &ct, body).await;
-        assert_eq!(s, 200, "{t}");
-    }
+    post_baki_then_quiet_harbour(&d).await;
     eventually("the slow look-up under way", WAIT, || {
         (plex.delays_begun() >= 1).then_some(())
     })

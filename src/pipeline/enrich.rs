@@ -254,14 +254,8 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
                 None
             }
         };
-        let wait = async {
-            match retry {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = wait => {}
+            _ = super::sleep_opt(retry) => {}
             _ = shared.wake.enrich.notified() => {}
             _ = shutdown.changed() => {}
         }

@@ -192,6 +192,15 @@ pub fn merge_candidates(cs: Vec<Candidate>) -> Vec<Candidate> {
     v
 }
 
+/// Sleep `d`, or for ever when there is nothing to wait for (a task's next retry, if any,
+/// raced in a `select!` against its wake-ups).
+pub async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Exponential backoff with "equal jitter": half the delay fixed, half random.
 pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));

@@ -56,14 +56,8 @@ pub async fn rematch_task(shared: Arc<Shared>) {
                 Some(d)
             }
         };
-        let wait = async {
-            match retry {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = wait => {}
+            _ = super::sleep_opt(retry) => {}
             _ = shared.wake.conflicts.notified() => {}
             _ = shutdown.changed() => {}
         }

@@ -326,7 +326,7 @@ pub async fn poller_task(shared: Arc<Shared>) {
                 resume_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
             tokio::select! {
                 _ = shared.wake.poll.notified() => {}
-                _ = sleep_opt(until_resume) => {}
+                _ = crate::pipeline::sleep_opt(until_resume) => {}
                 _ = shutdown.changed() => {}
                 _ = shared.wake.schedule.notified() => {
                     // A reload: a new schedule replaces the running one; no poll by itself.
@@ -396,13 +396,6 @@ pub async fn poller_task(shared: Arc<Shared>) {
     }
     if let Some(mut s) = scheduler {
         let _ = s.shutdown().await;
-    }
-}
-
-async fn sleep_opt(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
     }
 }
 
