@@ -336,6 +336,8 @@ pub struct Wakeups {
     pub tracker_changes: std::sync::atomic::AtomicU64,
     /// When Plex's taking the token again last woke the paused readers.
     pub token_woken_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// A wake-up held back by [`TOKEN_WAKE_EVERY`] is scheduled.
+    pub token_wake_deferred: std::sync::atomic::AtomicBool,
 }
 
 /// The readers paused by a 401 are woken by another's success at most this often.
@@ -768,13 +770,32 @@ impl Shared {
         // At most once a minute: readers may disagree for good (a proxy that refuses the
         // websocket's upgrade while plain requests pass), and each one's success would
         // otherwise wake the others past their pauses, round and round.
+        // A wake-up held back is deferred, not dropped: a real recovery inside the minute
+        // still ends the pauses, a minute later at most.
         {
             let mut last = self
                 .wake
                 .token_woken_at
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.is_some_and(|t| t.elapsed() < TOKEN_WAKE_EVERY) {
+            if let Some(wait) = last.and_then(|t| TOKEN_WAKE_EVERY.checked_sub(t.elapsed())) {
+                let deferred = &self.wake.token_wake_deferred;
+                if !deferred.swap(true, Ordering::SeqCst) {
+                    if let (Some(me), Ok(rt)) =
+                        (self.self_ref(), tokio::runtime::Handle::try_current())
+                    {
+                        rt.spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            me.wake.token_wake_deferred.store(false, Ordering::SeqCst);
+                            // Only if the token still works (no reader was refused since).
+                            if !token_rejection_noted(&me.status()) {
+                                me.token_accepted_again(by);
+                            }
+                        });
+                    } else {
+                        deferred.store(false, Ordering::SeqCst);
+                    }
+                }
                 return;
             }
             *last = Some(std::time::Instant::now());
@@ -1635,6 +1656,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Plex taking the token again wakes the readers a 401 paused, at most once a minute; a
+    /// wake-up inside the minute is deferred, not dropped.
+    #[tokio::test]
+    async fn the_token_taken_again_wakes_the_paused_readers_once_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = open_for_test(dir.path()).await;
+        let refused = || {
+            shared.note_plex_error(&PlexError::Unauthorized {
+                endpoint: "/accounts".into(),
+            })
+        };
+        let poll_asked = || shared.wake.poll_now.swap(false, Ordering::SeqCst);
+        refused();
+        assert!(shared.status().plex_token_rejected);
+        shared.note_plex_token_ok(TokenWitness::Accounts);
+        assert!(!shared.status().plex_token_rejected);
+        assert!(poll_asked(), "the paused poll is woken");
+        // Refused and taken again within the minute: held back, and scheduled.
+        refused();
+        shared.note_plex_token_ok(TokenWitness::Accounts);
+        assert!(!poll_asked(), "not twice in a minute");
+        assert!(shared.wake.token_wake_deferred.load(Ordering::SeqCst));
+        // A success with no rejection before it wakes nobody.
+        shared.note_plex_token_ok(TokenWitness::Live);
+        assert!(!poll_asked());
     }
 
     /// A reload that points at another Plex URL forgets the server's id, so the live source

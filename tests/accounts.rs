@@ -342,10 +342,12 @@ async fn a_paused_poll_goes_on_as_soon_as_the_token_works_again() {
         return;
     }
     let (dir, plex, _tracker, text) = setup().await;
-    // Polling on, with a pause after a 401 of at least 4 × 10 minutes.
+    // Polling on, with a pause after a 401 of at least 4 × 10 minutes. No live connection:
+    // its upgrade (not refused here) would take the token as good while `/accounts` still
+    // refuses it, and use up the minute's wake-up.
     let text = text.replace(
         "[poll]\nenabled = false\n",
-        "[poll]\nschedule = \"0 0 0 1 1 *\"\ninitial_lookback = \"36500d\"\nretry_backoff = \"10m\"\nlibrary_scan = false\n",
+        "[live]\nenabled = false\n[poll]\nschedule = \"0 0 0 1 1 *\"\ninitial_lookback = \"36500d\"\nretry_backoff = \"10m\"\nlibrary_scan = false\n",
     );
     assert!(text.contains("retry_backoff"), "{text}");
     plex.fail_next_on("/accounts", 401, 100_000);
