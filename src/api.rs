@@ -263,6 +263,21 @@ pub struct PublicUrl {
     pub note: Option<String>,
 }
 
+/// `GET /api/secrets/sealed`, over the admin socket only: every stored secret still sealed
+/// under the master key (`plexsync check` and `match` open them with the key file, as they
+/// would from the store, which the running daemon holds alone).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedSecrets {
+    pub secrets: Vec<NamedSealed>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamedSealed {
+    pub name: String,
+    #[serde(flatten)]
+    pub sealed: crate::secrets::SealedSecret,
+}
+
 /// `GET /api/backfill` (null before the first backfill).
 pub type BackfillView = Option<BackfillStatus>;
 

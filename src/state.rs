@@ -1272,11 +1272,18 @@ pub fn load_secrets(
     store: &Store,
     key: &MasterKey,
 ) -> Result<HashMap<String, Secret>, DaemonError> {
+    open_secrets(key, store.sealed_secrets()?)
+}
+
+/// Open sealed secrets (from the store, or from a running daemon's socket) with `key`.
+pub fn open_secrets(
+    key: &MasterKey,
+    sealed: Vec<(String, crate::secrets::SealedSecret)>,
+) -> Result<HashMap<String, Secret>, DaemonError> {
     let mut out = HashMap::new();
-    for name in store.secret_names()? {
-        if let Some(sealed) = store.sealed_secret(&name)? {
-            out.insert(name.clone(), key.open(&name, &sealed)?);
-        }
+    for (name, s) in sealed {
+        let plain = key.open(&name, &s)?;
+        out.insert(name, plain);
     }
     Ok(out)
 }

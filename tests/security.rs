@@ -194,6 +194,7 @@ async fn the_admin_api_needs_a_credential_through_a_proxy_and_from_loopback() {
             r#"{"action":"ignore"}"#,
         ),
         ("GET", "/metrics".into(), ""),
+        ("GET", "/api/secrets/sealed".into(), ""),
     ];
     for (method, path, body) in &attempts {
         for (channel, url) in [("proxy", proxy.url(path)), ("loopback", direct(path))] {
@@ -738,6 +739,71 @@ async fn a_refused_secret_is_never_stored_and_check_reads_the_stored_ones() {
     let o = daemon::cli(&cfg, &["check"], None);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stderr(&o).contains("stored secrets"), "{}", stderr(&o));
+}
+
+/// A running daemon holds its store alone (one `fdatasync` a commit), so `check` gets the
+/// stored secrets sealed over the 0600 socket and opens them with the key file here. The same
+/// request with the admin token over TCP is refused, and the socket's answer holds no value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_a_running_daemons_secrets_sealed_and_over_the_socket_only() {
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = support::plex::FakePlex::start(vec![]).await;
+    let tracker = support::tracker::FakeTracker::start(vec![]).await;
+    let cfg_text = daemon::config(&plex.url(), &tracker.url(), "[poll]\nenabled = false\n");
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let mut d = Daemon::start(dir.path(), &cfg_text).await;
+    const VALUE: &str = "trk-SEALED-5c1e9a7b3d2f4e60";
+    let o = d.cli(&["secret", "set", "tracker-key"], Some(VALUE));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The store is the daemon's alone.
+    assert!(matches!(
+        plexsync::store::Store::open_read_only(&dir.path().join("plexsync.redb")),
+        Err(plexsync::store::StoreError::Locked)
+    ));
+    let sealed = d.api("GET", "/api/secrets/sealed").await;
+    let names: Vec<&str> = sealed["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(names.contains(&"tracker-key"), "{sealed}");
+    assert!(!sealed.to_string().contains(VALUE), "{sealed}");
+    let o = daemon::cli(&cfg, &["check"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("OK ({} stored secret(s) checked)", names.len())),
+        "{}",
+        stdout(&o)
+    );
+
+    // Not over TCP, even with the admin token.
+    let token = d.admin_token().await;
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/api/secrets/sealed", d.addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(!r.text().await.unwrap().contains("ciphertext"));
+
+    // The key file here opens them, not the daemon: under another key, check says no.
+    let key = dir.path().join("plexsync.key");
+    std::fs::rename(&key, dir.path().join("saved.key")).unwrap();
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let o = daemon::cli(&cfg, &["check"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("stored secrets"), "{}", stderr(&o));
+    std::fs::rename(dir.path().join("saved.key"), &key).unwrap();
+    assert_eq!(d.stop(), Some(0));
 }
 
 #[test]

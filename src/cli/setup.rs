@@ -146,7 +146,7 @@ pub async fn public_url(path: &Path, web: bool) -> Result<()> {
 pub async fn check(path: &Path) -> Result<()> {
     let cfg = load(path)?;
     plexsync::daemon::install_tls_provider();
-    let secrets = stored_secrets(&cfg).with_context(|| {
+    let secrets = stored_secrets(&cfg).await.with_context(|| {
         format!(
             "{}: the stored secrets cannot be read",
             cfg.store_path().display()
@@ -185,7 +185,7 @@ pub fn key_generate(file: &Path) -> Result<()> {
 pub async fn match_file(path: &Path, catalog: &Path, queries: &Path, as_json: bool) -> Result<()> {
     let cfg = load(path)?;
     plexsync::daemon::install_tls_provider();
-    let secrets = offline_secrets(&cfg);
+    let secrets = offline_secrets(&cfg).await;
     let stdout = std::io::stdout();
     let summary =
         plexsync::matching::run_file(&cfg, &secrets, catalog, queries, &mut stdout.lock())
@@ -199,24 +199,48 @@ pub async fn match_file(path: &Path, catalog: &Path, queries: &Path, as_json: bo
     Ok(())
 }
 
-/// The secrets in the store (none when there is no store yet); works while a daemon runs.
-fn stored_secrets(
+/// The stored secrets, opened with the key file (none when there is no store yet). A running
+/// daemon holds its store alone, so they come sealed over its socket; without one, from the
+/// store opened read-only. Either way the key file here opens them.
+async fn stored_secrets(
     cfg: &Config,
 ) -> Result<std::collections::HashMap<String, plexsync_plugin_api::Secret>> {
-    if !cfg.store_path().exists() {
-        return Ok(Default::default());
-    }
-    let store = Store::open_read_only(&cfg.store_path())?;
+    let admin = Admin::new(cfg.clone());
+    let read = || async {
+        if !cfg.store_path().exists() {
+            return Ok(None);
+        }
+        match Store::open_read_only(&cfg.store_path()) {
+            Ok(store) => store
+                .sealed_secrets()
+                .map(Some)
+                .map_err(|e| Offline::Other(e.into())),
+            Err(plexsync::store::StoreError::Locked) => Err(Offline::Locked),
+            Err(e) => Err(Offline::Other(e.into())),
+        }
+    };
+    let sealed = match admin
+        .reach(Method::GET, "secrets/sealed", None, read)
+        .await?
+    {
+        Reached::Online(bytes) => {
+            let s: plexsync::api::SealedSecrets =
+                serde_json::from_slice(&bytes).context("the daemon sent an unexpected answer")?;
+            s.secrets.into_iter().map(|n| (n.name, n.sealed)).collect()
+        }
+        Reached::Offline(Some(rows)) => rows,
+        Reached::Offline(None) => return Ok(Default::default()),
+    };
     let key = MasterKey::load_or_create(&cfg.key_path(), false)?;
-    Ok(plexsync::daemon::load_secrets(&store, &key)?)
+    Ok(plexsync::daemon::open_secrets(&key, sealed)?)
 }
 
-/// Secrets for offline commands: read from the store when it exists and the key opens it
-/// (works while the daemon runs: the store opens read-only). None otherwise.
-pub fn offline_secrets(
+/// Secrets for offline commands: the stored ones when the key opens them (from the running
+/// daemon, or the store). None otherwise.
+async fn offline_secrets(
     cfg: &Config,
 ) -> std::collections::HashMap<String, plexsync_plugin_api::Secret> {
-    match stored_secrets(cfg) {
+    match stored_secrets(cfg).await {
         Ok(s) => s,
         Err(e) => {
             // Say so: a matcher without its key (tmdb) answers nothing, which would otherwise

@@ -222,6 +222,9 @@ pub(crate) async fn handle(
             );
             return r;
         }
+        if path == "/api/secrets/sealed" {
+            return sealed_secrets(&shared, peer, req.method());
+        }
         if let Some(rest) = path.strip_prefix("/api/") {
             if req.method() == Method::GET || req.method() == Method::HEAD {
                 return crate::admin::route(&shared, rest, req).await;
@@ -384,6 +387,46 @@ async fn logout(
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// The stored secrets, sealed, for the CLI on this host ([`crate::api::SealedSecrets`]). The
+/// 0600 socket only: its caller is the daemon's user, who may read the store and the key
+/// anyway; a token over TCP (perhaps through a proxy) gets no ciphertext to take away.
+fn sealed_secrets(shared: &Shared, peer: Peer, method: &Method) -> Resp {
+    if let Peer::Tcp(addr) = peer {
+        tracing::warn!(client = %addr.ip(), "sealed secrets asked for over TCP; refused");
+        return text(
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: the sealed secrets are served on the admin socket only",
+        );
+    }
+    if *method != Method::GET {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 Method Not Allowed: GET only",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return r;
+    }
+    match shared.store.sealed_secrets() {
+        Ok(rows) => {
+            let body = crate::api::SealedSecrets {
+                secrets: rows
+                    .into_iter()
+                    .map(|(name, sealed)| crate::api::NamedSealed { name, sealed })
+                    .collect(),
+            };
+            json(StatusCode::OK, &body)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the sealed secrets");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("503 Service Unavailable: cannot read the stored secrets: {e}"),
+            )
+        }
+    }
 }
 
 /// Paths are logged without the webhook secret.

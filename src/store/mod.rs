@@ -331,8 +331,9 @@ impl Store {
         })
     }
 
-    /// Open an existing store for reading only; works while the daemon has it open. The file's
-    /// mode is left alone (a reader changes nothing; the daemon's next start tightens it).
+    /// Open an existing store for reading only; `Locked` while a daemon (or another writer)
+    /// has it open. The file's mode is left alone (a reader changes nothing; the daemon's next
+    /// start tightens it).
     pub fn open_read_only(path: &Path) -> Result<Store> {
         if !path.exists() {
             return Err(StoreError::Open {
@@ -359,6 +360,7 @@ impl Store {
                 }
                 builder().open_read_only(path).map_err(open_err)?
             }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
             Err(e) => return Err(open_err(e)),
         };
         Ok(Store {
@@ -550,7 +552,12 @@ fn builder() -> Builder {
     // The working set is small; redb's 1 GiB default would let the page cache grow far past
     // the idle-memory budget of a home-server daemon.
     b.set_cache_size(1024 * 1024);
-    b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    // One process at a time: redb's modes that let another process read during writes
+    // (`SingleWriter`) force a two-phase commit, two `fdatasync`s a commit where this takes
+    // one (pages and header checksummed together). That second flush was a quarter of webhook
+    // ingest's time. The CLI reads a running daemon's store through its socket instead
+    // (`GET /api/secrets/sealed`, `admin::reach`).
+    b.set_concurrency_mode(ConcurrencyMode::ExclusiveWriter);
     b
 }
 
@@ -1136,7 +1143,7 @@ mod tests {
     }
 
     #[test]
-    fn store_file_is_private_and_read_only_open_works_alongside() {
+    fn store_file_is_private_and_one_process_holds_it_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.redb");
         let store = Store::open(&p).unwrap();
@@ -1154,12 +1161,17 @@ mod tests {
                 0o600
             );
         }
+        // The writer holds the file alone (one fdatasync a commit): a reader is told so.
+        assert!(matches!(Store::open_read_only(&p), Err(StoreError::Locked)));
+        drop(store);
         let ro = Store::open_read_only(&p).unwrap();
         let v = ro
             .read(|t| Ok(t.open_table(META)?.get("k")?.map(|g| g.value().to_vec())))
             .unwrap();
         assert_eq!(v.as_deref(), Some(b"v".as_slice()));
         assert!(matches!(Store::open(&p), Err(StoreError::Locked)));
+        // Readers share it.
+        assert!(Store::open_read_only(&p).is_ok());
     }
 
     /// Everything logged at `warn` while `f` runs, as fmt lines.

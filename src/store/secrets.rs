@@ -13,6 +13,19 @@ impl Store {
         self.read(|txn| get_json(&txn.open_table(SECRETS)?, name))
     }
 
+    /// Every stored secret, still sealed, by name.
+    pub fn sealed_secrets(&self) -> Result<Vec<(String, SealedSecret)>> {
+        self.read(|txn| {
+            let t = txn.open_table(SECRETS)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_string(), decode(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
     pub fn secret_names(&self) -> Result<Vec<String>> {
         self.read(|txn| {
             let t = txn.open_table(SECRETS)?;
