@@ -4,11 +4,12 @@
 //! `expected` answer (an evaluation set), the summary also measures the chain — `expected` and
 //! `kind` are read for the summary only, never handed to a matcher.
 //!
-//! Secrets come from the caller (the CLI reads the store read-only). The environment variable
-//! [`TMDB_KEY_ENV`] (`PLEXSYNC_TMDB_KEY`), when set and not empty, is handed to plugins as the
-//! `tmdb-key` secret instead: an offline run cannot always read the store (the daemon holds
-//! it, or the last writer did not close it cleanly), and a person trying the tmdb matcher on a
-//! test set should not have to store a key first.
+//! Secrets come from the caller (the CLI gets them sealed from a running daemon's socket, or
+//! reads the store read-only). The environment variable [`TMDB_KEY_ENV`] (`PLEXSYNC_TMDB_KEY`),
+//! when set and not empty, is handed to plugins as the `tmdb-key` secret instead: an offline
+//! run cannot always read them (a daemon without its socket holds the store, or the last writer
+//! did not close it cleanly), and a person trying the tmdb matcher on a test set should not
+//! have to store a key first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

@@ -806,6 +806,67 @@ async fn check_reads_a_running_daemons_secrets_sealed_and_over_the_socket_only()
     assert_eq!(d.stop(), Some(0));
 }
 
+/// When the secrets cannot be had, `check` says why at once: a daemon of an earlier release
+/// (no sealed route: 405, as its catch-all answers) holds the store, or the store is held with
+/// `[admin] socket` off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_at_once_why_a_held_stores_secrets_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("old.sock");
+    let store_path = dir.path().join("plexsync.redb");
+    // A store with a secret, held by this process as a daemon would hold it.
+    let held = plexsync::store::Store::open(&store_path).unwrap();
+    let key = plexsync::secrets::MasterKey::load_or_create(&dir.path().join("plexsync.key"), true)
+        .unwrap();
+    held.put_secret(
+        "tracker-key".into(),
+        key.seal("tracker-key", "k-1").unwrap(),
+    )
+    .await
+    .unwrap();
+    // An earlier release's daemon on the socket.
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: Request<Incoming>| async {
+                    let mut r = Response::new(Full::new(Bytes::from_static(
+                        b"method GET not allowed on /api/secrets/sealed\n",
+                    )));
+                    *r.status_mut() = hyper::StatusCode::METHOD_NOT_ALLOWED;
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\n[plex]\nurl = \"http://127.0.0.1:9\"\n[tracker]\nurl = \"http://127.0.0.1:9\"\n[poll]\nenabled = false\n[[matchers]]\nkind = \"guid\"\n";
+    let check = |admin: String| {
+        let cfg = dir.path().join("plexsync.toml");
+        std::fs::write(&cfg, format!("{base}[admin]\n{admin}\n")).unwrap();
+        let started = std::time::Instant::now();
+        let o = daemon::cli(&cfg, &["check"], None);
+        (o, started.elapsed())
+    };
+    let (o, took) =
+        tokio::task::block_in_place(|| check(format!("socket = \"{}\"", sock.display())));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("earlier release"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("restart"), "{}", stderr(&o));
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    let (o, took) = tokio::task::block_in_place(|| check("socket = \"\"".into()));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("[admin] socket is off"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    drop(held);
+}
+
 #[test]
 fn webhook_url_never_names_a_wildcard_address() {
     let dir = tempfile::tempdir().unwrap();

@@ -215,14 +215,31 @@ async fn stored_secrets(
                 .sealed_secrets()
                 .map(Some)
                 .map_err(|e| Offline::Other(e.into())),
+            // No socket to wait for: say so now, not after the wait for a starting daemon.
+            Err(plexsync::store::StoreError::Locked) if cfg.socket_path().is_none() => {
+                Err(Offline::Other(anyhow::anyhow!(
+                    "the store {} is in use by a running daemon and [admin] socket is off, so its secrets cannot be read here; stop the daemon, or turn the socket on",
+                    cfg.store_path().display()
+                )))
+            }
             Err(plexsync::store::StoreError::Locked) => Err(Offline::Locked),
             Err(e) => Err(Offline::Other(e.into())),
         }
     };
-    let sealed = match admin
+    let reached = admin
         .reach(Method::GET, "secrets/sealed", None, read)
-        .await?
-    {
+        .await
+        .map_err(|e| match e.downcast_ref::<plexsync::client::ClientError>() {
+            // A daemon of an earlier release (the binary upgraded, the service not restarted)
+            // has no such route, and holds the store.
+            Some(plexsync::client::ClientError::Http {
+                status: 404 | 405, ..
+            }) => anyhow::anyhow!(
+                "the running daemon is an earlier release that cannot hand its secrets to this one; restart it (`systemctl restart plexsync`) and run this again"
+            ),
+            _ => e,
+        })?;
+    let sealed = match reached {
         Reached::Online(bytes) => {
             let s: plexsync::api::SealedSecrets =
                 serde_json::from_slice(&bytes).context("the daemon sent an unexpected answer")?;
@@ -231,6 +248,9 @@ async fn stored_secrets(
         Reached::Offline(Some(rows)) => rows,
         Reached::Offline(None) => return Ok(Default::default()),
     };
+    if sealed.is_empty() {
+        return Ok(Default::default());
+    }
     let key = MasterKey::load_or_create(&cfg.key_path(), false)?;
     Ok(plexsync::daemon::open_secrets(&key, sealed)?)
 }

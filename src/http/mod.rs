@@ -223,7 +223,7 @@ pub(crate) async fn handle(
             return r;
         }
         if path == "/api/secrets/sealed" {
-            return sealed_secrets(&shared, peer, req.method());
+            return sealed_secrets(&shared, peer, client, req.method());
         }
         if let Some(rest) = path.strip_prefix("/api/") {
             if req.method() == Method::GET || req.method() == Method::HEAD {
@@ -392,9 +392,9 @@ async fn logout(
 /// The stored secrets, sealed, for the CLI on this host ([`crate::api::SealedSecrets`]). The
 /// 0600 socket only: its caller is the daemon's user, who may read the store and the key
 /// anyway; a token over TCP (perhaps through a proxy) gets no ciphertext to take away.
-fn sealed_secrets(shared: &Shared, peer: Peer, method: &Method) -> Resp {
-    if let Peer::Tcp(addr) = peer {
-        tracing::warn!(client = %addr.ip(), "sealed secrets asked for over TCP; refused");
+fn sealed_secrets(shared: &Shared, peer: Peer, client: Option<IpAddr>, method: &Method) -> Resp {
+    if let Peer::Tcp(_) = peer {
+        tracing::warn!(client = %Client(client), "sealed secrets asked for over TCP; refused");
         return text(
             StatusCode::FORBIDDEN,
             "403 Forbidden: the sealed secrets are served on the admin socket only",
