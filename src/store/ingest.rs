@@ -352,8 +352,8 @@ impl Store {
                     g.1 = false;
                     // The next burst starts with room for one as large as this: a queue grown
                     // from empty reallocates (and copies its plays) at 1, 2, 4 … 32, on the
-                    // webhook's own thread. At most 128 kept (tens of KB while idle).
-                    let room = g.0.len().clamp(16, 128);
+                    // webhook's own thread. At most 64 kept (~45 KB while idle).
+                    let room = g.0.len().clamp(16, 64);
                     std::mem::replace(&mut g.0, Vec::with_capacity(room))
                 };
                 let mut delta = PendingDelta::default();
