@@ -713,3 +713,44 @@ async fn the_next_item_on_a_session_ends_the_previous_one() {
     w.wait_watched(1, LIVE_BOUND).await;
     eprintln!("the previous item at the tracker after {:?}", t0.elapsed());
 }
+
+/// `[plex] url` moved to another server, whose session and rating keys name other items: what
+/// the live source checked on the first server is forgotten, so the same keys there are
+/// checked again (here rating key 60001 is S01E05 on the second server) and not skipped as
+/// done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_plex_server_gets_its_own_checks() {
+    let w = world("", FAST, TOKEN).await;
+    w.connected().await;
+    watch(&w.plex, 1);
+    w.wait_watched(1, LIVE_BOUND).await;
+
+    let other = FakePlex::start(vec![scooby()]).await;
+    other.state.lock().unwrap().machine_identifier =
+        "otherplexmachine000000000000000000000000".into();
+    let cfg = w._dir.path().join("plexsync.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&w.plex.url(), &other.url());
+    std::fs::write(&cfg, text).unwrap();
+    w.daemon.reload();
+    eventually("connected to the other server", WAIT, || {
+        (other.ws.open() > 0).then_some(())
+    })
+    .await;
+    w.status_until("connected after the reload", |st| {
+        st["live"]["connected"] == true
+    })
+    .await;
+    // Whatever the reload's own poll read is done before the play (its row is not there yet).
+    w.poll().await;
+
+    // The same session and rating key as on the first server, another episode here.
+    other.ws.push(&playing("31", "60001", 1_250_000, "playing"));
+    let mut r = row(5);
+    r.rating_key = Some("60001".into());
+    other.push_history(r);
+    other.ws.push(&playing("31", "60001", 1_254_000, "stopped"));
+    w.wait_watched(2, LIVE_BOUND).await;
+    assert_eq!(w.tracker.watched().len(), 2);
+}

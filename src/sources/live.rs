@@ -477,11 +477,18 @@ pub async fn live_task(shared: Arc<Shared>) {
     let checker = Checker::new(shared.clone());
     let mut attempt = 0u32;
     let mut connections = 0u64;
+    // The server the checker's memory is about.
+    let mut server: Option<String> = None;
     loop {
         if *shutdown.borrow() {
             break;
         }
         let cfg = shared.config();
+        if server.as_deref().is_some_and(|u| u != cfg.plex.url) {
+            tracing::info!(plex = %cfg.plex.url, "live: another Plex server; what was checked on the last one is forgotten");
+            checker.forget();
+        }
+        server = Some(cfg.plex.url.clone());
         if !cfg.live.enabled {
             shared.with_live_status(|s| {
                 s.connected = false;
@@ -789,6 +796,14 @@ impl Checker {
             tried: Arc::new(std::sync::Mutex::new(HashMap::new())),
             durations: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Forget what was checked and cached: its keys (session and rating keys) are one
+    /// server's, and `[plex] url` now names another, whose same keys mean other items.
+    fn forget(&self) {
+        lock(&self.seen).clear();
+        lock(&self.tried).clear();
+        lock(&self.durations).clear();
     }
 
     /// Whether `check` still asks for anything: not done within its window, and for a
