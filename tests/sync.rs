@@ -464,3 +464,43 @@ async fn a_show_deleted_between_the_listing_and_its_walk_is_skipped() {
         w.daemon.log()
     );
 }
+
+/// Shows deleted in Plex while the sync walks the listing shift it by more than a page's
+/// overlap, so the listing is read again from the start: the shows already walked are not
+/// walked (nor counted) twice.
+#[tokio::test]
+async fn a_listing_read_again_after_shows_vanished_walks_each_show_once() {
+    let (dir, plex, tracker, cfg_text) = setup().await;
+    let cfg_text = cfg_text.replace("[poll]\n", "[poll]\npage_size = 5\n");
+    std::fs::write(dir.path().join("plexsync.toml"), &cfg_text).unwrap();
+    for n in 1..=12u32 {
+        plex.push_watched(ep(
+            1,
+            &format!("{}", 9000 + n),
+            &format!("Show {n:02}"),
+            Some(VIEWED + n as i64 * 3600),
+        ));
+    }
+    // The listings: one for the total, then the walk's first page (shows 1–5); then shows
+    // 1–3 are deleted, and the second page's overlap shows none of what it should.
+    plex.remove_shows_before(3, 3);
+    let daemon = InProc::start(dir.path(), &cfg_text).await;
+    let st = sync(&daemon, json!({})).await;
+    assert_eq!(
+        (
+            st["shows_walked"].clone(),
+            st["episodes_watched"].clone(),
+            st["plays_new"].clone(),
+            st["already_exported"].clone(),
+        ),
+        (json!(12), json!(12), json!(12), json!(0)),
+        "{st}"
+    );
+    assert!(
+        daemon.log().contains("reading it again from the start"),
+        "the listing was read again:\n{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.status().await["counts"]["journal"], 12);
+    drop(tracker);
+}

@@ -20,6 +20,7 @@
 //! journals each page before reading the next; what it keeps across pages is counters, the
 //! ids of the plays it journaled (for the parked count) and, in a dry run, the answer's lists.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use plexsync_plugin_api::PlaySource;
@@ -261,6 +262,9 @@ struct Walk<'a> {
     window: i64,
     page_size: u64,
     new_ids: Vec<u64>,
+    /// Shows walked so far (rating keys): a listing read again from the start, after shows
+    /// vanished under the walk (see `crate::plex::paging`), lists them again.
+    walked: HashSet<String>,
 }
 
 async fn run(shared: &Shared, req: &SyncRequest) -> Result<(), SyncError> {
@@ -292,6 +296,7 @@ async fn run(shared: &Shared, req: &SyncRequest) -> Result<(), SyncError> {
         window: cfg.matching.dedupe_window.as_secs() as i64,
         page_size: cfg.poll.page_size,
         new_ids: Vec::new(),
+        walked: HashSet::new(),
     };
     set_progress(shared, |st| st.sections_total = sections.len() as u64);
     match req.show.as_deref().map(str::trim) {
@@ -377,6 +382,9 @@ impl Walk<'_> {
     /// One show: its episodes page by page; the watched ones journaled (or, in a dry run,
     /// listed) before the next page is read.
     async fn show(&mut self, show: &LibraryShow) -> Result<(), SyncError> {
+        if !self.walked.insert(show.rating_key.clone()) {
+            return Ok(());
+        }
         let key = PlexShow {
             server: Some(self.server.clone()),
             rating_key: Some(show.rating_key.clone()),
@@ -398,6 +406,8 @@ impl Walk<'_> {
         let mut pages = self
             .client
             .show_episode_pages(&show.rating_key, self.page_size);
+        // Episodes read (rating keys): a page list read again from the start lists them again.
+        let mut read: HashSet<String> = HashSet::new();
         loop {
             let page = match pages.next_page().await {
                 Ok(Some(page)) => page,
@@ -415,6 +425,9 @@ impl Walk<'_> {
             let mut known = Vec::new();
             let mut fresh = Vec::new();
             for ep in &page.rows {
+                if !read.insert(ep.rating_key.clone()) {
+                    continue;
+                }
                 seen += 1;
                 // One-way: an unwatched episode is never sent, and never unmarks anything.
                 if ep.view_count == 0 {

@@ -294,6 +294,9 @@ pub struct PlexState {
     /// (by `viewedAt`) are removed, as a person deleting entries while a walk reads on
     /// ([`FakePlex::remove_history_after`]).
     pub history_removal: Option<(usize, usize)>,
+    /// Before the how-manieth next show listing (`…/all?type=2`) is served, the first N shows
+    /// of the listing (and their episodes) are deleted: shows deleted during a `sync` walk.
+    pub show_removal: Option<(usize, usize)>,
     /// `/library/sections`. Default: one show section, key 2.
     pub sections: Vec<SectionFixture>,
     /// Episodes of the section listings.
@@ -322,6 +325,7 @@ impl Default for PlexState {
             malformed_history_skip: 0,
             ignore_container_start: false,
             history_removal: None,
+            show_removal: None,
             library_delay: std::time::Duration::ZERO,
             path_delays: Vec::new(),
             delays_begun: 0,
@@ -426,6 +430,12 @@ impl FakePlex {
     /// rows: rows a walk has read vanish before its next page.
     pub fn remove_history_after(&self, answers: usize, rows: usize) {
         self.state.lock().unwrap().history_removal = Some((answers, rows));
+    }
+
+    /// Delete the first `shows` shows of the listing (with their episodes) just before the
+    /// `nth` next show listing is served.
+    pub fn remove_shows_before(&self, nth: usize, shows: usize) {
+        self.state.lock().unwrap().show_removal = Some((nth, shows));
     }
 
     /// Add an episode to its section's listing.
@@ -647,6 +657,9 @@ fn handle(st: &Mutex<PlexState>, seen: Seen) -> Resp {
         .strip_prefix("/library/sections/")
         .and_then(|r| r.strip_suffix("/all"))
     {
+        if param(&q, "type") == Some("2") {
+            remove_shows_when_due(&mut s);
+        }
         return section_all(&s, section, &seen, &q);
     }
     error_page(404)
@@ -835,6 +848,24 @@ fn remove_history_when_due(s: &mut PlexState) {
             s.history.drain(..rows);
         }
         Some((n, rows)) => s.history_removal = Some((n - 1, rows)),
+        None => {}
+    }
+}
+
+/// Count a show listing about to be served against [`PlexState::show_removal`]; delete the
+/// shows when it comes due.
+fn remove_shows_when_due(s: &mut PlexState) {
+    match s.show_removal {
+        Some((n, shows)) if n <= 1 => {
+            s.show_removal = None;
+            let gone: std::collections::HashSet<String> = library_shows(s, None)
+                .iter()
+                .take(shows)
+                .map(|(e, _)| e.show_rating_key.clone())
+                .collect();
+            s.watched.retain(|e| !gone.contains(&e.show_rating_key));
+        }
+        Some((n, shows)) => s.show_removal = Some((n - 1, shows)),
         None => {}
     }
 }
