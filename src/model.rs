@@ -450,6 +450,10 @@ pub struct PollReport {
     /// Play ids journaled by this run (backfill uses them for its summary).
     #[serde(skip)]
     pub new_ids: Vec<u64>,
+    /// Rows vanished under a walk twice beyond its overlap: rows may have been read past
+    /// (see `crate::plex::paging`). A poll holds its cursor; a backfill says so.
+    #[serde(skip)]
+    pub may_have_skipped: bool,
 }
 
 /// One episode a dry-run backfill would send.
@@ -500,6 +504,10 @@ pub struct BackfillStatus {
     /// Names in `[plex] accounts` the Plex server does not list: their history is not read.
     #[serde(default)]
     pub unknown_accounts: Vec<String>,
+    /// Plex's history changed under the walk more than it could follow (rows deleted twice
+    /// beyond a page's overlap): rows may have been missed, and a second run reads them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rows_may_be_missed: bool,
     pub error: Option<String>,
 }
 

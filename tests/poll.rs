@@ -911,3 +911,38 @@ async fn backfill_names_the_accounts_plex_does_not_know() {
     assert_eq!(w.daemon.stop().await, Some(0));
     check(&w, "offline");
 }
+
+/// Rows deleted twice during a backfill, each time beyond a page's overlap: the walk reads on
+/// past the second gap (no cursor to hold), and the backfill says rows may have been missed
+/// and to run it again, in its output, its JSON and its activity row; the run again reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_that_meets_a_second_gap_says_to_run_it_again() {
+    let w = world("page_size = 5\n").await;
+    w.poll().await;
+    hourly_rows(&w, 30);
+    // After the first page: 6 rows go (more than the 1-row overlap), and the next page finds
+    // the gap and the walk starts over; after its first page again, 6 more go.
+    w.plex.remove_history_after(1, 6);
+    w.plex.remove_history_again_after(2, 6);
+    let out =
+        tokio::task::block_in_place(|| w.daemon.cli(&["backfill", "--since", "2000-01-01"], None));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("rows may have been missed: run the backfill again"),
+        "{text}"
+    );
+    assert!(w.plex.state.lock().unwrap().history_removal.is_none());
+    let act = w.daemon.activity().await;
+    assert!(
+        act.iter().any(|a| a["event"] == "backfill"
+            && a["action"]
+                .as_str()
+                .is_some_and(|s| s.contains("run the backfill again"))),
+        "{act:#?}"
+    );
+    // Nothing changes under the second run: it says nothing of the kind.
+    let st = backfill_json(&w.daemon, &[]);
+    assert!(st.get("rows_may_be_missed").is_none(), "{st}");
+    assert_eq!(st["rows_read"], 18, "{st}");
+}

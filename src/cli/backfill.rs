@@ -91,6 +91,9 @@ fn print_backfill(st: &plexsync::sources::history::BackfillStatus, as_json: bool
         }
     }
     if !as_json {
+        if st.rows_may_be_missed {
+            crate::cli::outln!("warning: {}", plexsync::sources::history::MAY_BE_MISSED);
+        }
         for name in &st.unknown_accounts {
             crate::cli::outln!(
                 "unknown account: {name} ([plex] accounts names it, Plex does not list it: its history was not read)"

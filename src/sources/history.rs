@@ -242,6 +242,7 @@ pub async fn ingest_history(
         report.new_ids.extend(counts.new_ids);
         progress(report.rows_read, page.total);
     }
+    report.may_have_skipped |= pages.pager().may_have_skipped();
     Ok(())
 }
 
@@ -476,6 +477,9 @@ fn set_progress(shared: &Shared, f: impl FnOnce(&mut BackfillStatus)) {
 /// Import the synced accounts' whole history since `since` through the pipeline (or, with
 /// `dry_run`, only say what would be exported). Progress is published in
 /// `shared.board.backfill_progress`; the caller holds `shared.backfill`.
+/// What a backfill says when Plex's history changed under it beyond what the walk could follow.
+pub const MAY_BE_MISSED: &str = "Plex's history changed under the walk (rows deleted twice past a page's overlap), so rows may have been missed: run the backfill again to read them";
+
 pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillStatus {
     if let Ok(mut g) = shared.board.backfill_progress.lock() {
         *g = Some(BackfillStatus {
@@ -513,12 +517,15 @@ pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillSta
         error = out.error.as_deref().unwrap_or(""),
         "backfill finished"
     );
+    if out.rows_may_be_missed {
+        tracing::warn!(since, dry_run, "backfill: {MAY_BE_MISSED}");
+    }
     if !dry_run {
         let row = Activity::summary(
             "backfill",
             "backfill",
             format!(
-                "backfill: {} rows, {} new plays, {} duplicates, {} matched, {} parked{}",
+                "backfill: {} rows, {} new plays, {} duplicates, {} matched, {} parked{}{}",
                 out.rows_read,
                 out.plays_new,
                 out.duplicates,
@@ -527,6 +534,11 @@ pub async fn backfill(shared: &Shared, since: i64, dry_run: bool) -> BackfillSta
                 match out.unknown_accounts.as_slice() {
                     [] => String::new(),
                     names => format!("; accounts Plex does not have: {}", names.join(", ")),
+                },
+                if out.rows_may_be_missed {
+                    format!("; {MAY_BE_MISSED}")
+                } else {
+                    String::new()
                 }
             ),
             out.error.clone(),
@@ -589,6 +601,7 @@ async fn backfill_real(shared: &Shared, since: i64) -> Result<(), PollError> {
             st.plays_new = report.plays_new;
             st.duplicates = report.duplicates;
             st.already_imported = report.already_seen;
+            st.rows_may_be_missed = report.may_have_skipped;
         });
     }
     shared
@@ -686,6 +699,9 @@ async fn backfill_dry(shared: &Shared, since: i64) -> Result<(), PollError> {
                 st.account = i as u32 + 1;
                 st.accounts = accounts_n;
             });
+        }
+        if pages.pager().may_have_skipped() {
+            set_progress(shared, |st| st.rows_may_be_missed = true);
         }
     }
     let titles = |want: fn(&Would) -> bool| {

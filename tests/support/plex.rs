@@ -294,6 +294,8 @@ pub struct PlexState {
     /// (by `viewedAt`) are removed, as a person deleting entries while a walk reads on
     /// ([`FakePlex::remove_history_after`]).
     pub history_removal: Option<(usize, usize)>,
+    /// The removal that starts counting once [`PlexState::history_removal`] is done.
+    pub history_removal_next: Option<(usize, usize)>,
     /// Before the how-manieth next show listing (`…/all?type=2`) is served, the first N shows
     /// of the listing (and their episodes) are deleted: shows deleted during a `sync` walk.
     pub show_removal: Option<(usize, usize)>,
@@ -325,6 +327,7 @@ impl Default for PlexState {
             malformed_history_skip: 0,
             ignore_container_start: false,
             history_removal: None,
+            history_removal_next: None,
             show_removal: None,
             library_delay: std::time::Duration::ZERO,
             path_delays: Vec::new(),
@@ -430,6 +433,11 @@ impl FakePlex {
     /// rows: rows a walk has read vanish before its next page.
     pub fn remove_history_after(&self, answers: usize, rows: usize) {
         self.state.lock().unwrap().history_removal = Some((answers, rows));
+    }
+
+    /// A second removal like [`Self::remove_history_after`], counted from the first one's.
+    pub fn remove_history_again_after(&self, answers: usize, rows: usize) {
+        self.state.lock().unwrap().history_removal_next = Some((answers, rows));
     }
 
     /// Delete the first `shows` shows of the listing (with their episodes) just before the
@@ -842,7 +850,7 @@ fn history(s: &PlexState, seen: &Seen, q: &[(String, String)]) -> Resp {
 fn remove_history_when_due(s: &mut PlexState) {
     match s.history_removal {
         Some((n, rows)) if n <= 1 => {
-            s.history_removal = None;
+            s.history_removal = s.history_removal_next.take();
             s.history.sort_by_key(|h| h.viewed_at.unwrap_or(0));
             let rows = rows.min(s.history.len());
             s.history.drain(..rows);
