@@ -231,6 +231,9 @@ pub struct Shared {
     pub backfill: Arc<tokio::sync::Mutex<()>>,
     /// Held while a watched-state sync runs: one at a time.
     pub sync: Arc<tokio::sync::Mutex<()>>,
+    /// Who is deciding an open conflict right now: a person, or the rematch after a tracker
+    /// switch. One at a time per conflict ([`ConflictClaims`]).
+    pub claims: ConflictClaims,
     /// A weak handle to this state, for work spawned from a request.
     me: std::sync::Weak<Shared>,
     key: MasterKey,
@@ -297,6 +300,65 @@ pub struct Board {
     pub live: Mutex<LiveStatus>,
     /// The exporter's figures: requests in flight, their latency, the request budget.
     pub export: crate::export_board::ExportBoard,
+}
+
+/// Open conflicts being decided right now, by show key: a person's decision (admin
+/// `decide`: a *Create new* makes the tracker show over seconds) and the rematch of a
+/// conflict of another tracker (pipeline/rematch.rs: look-ups, maybe a show created under
+/// `[matching] auto_add_shows`). Each holds the conflict's claim from before it reads the
+/// conflict until its write has committed, so neither acts on a conflict the other is
+/// deciding: a person waits for the rematch of that one conflict and then finds it as the
+/// rematch left it; the rematch passes over a conflict a person holds (and asks again later).
+/// In memory: only one daemon process holds the store.
+#[derive(Default)]
+pub struct ConflictClaims {
+    held: Mutex<std::collections::HashSet<String>>,
+    released: Notify,
+}
+
+/// A held claim on one conflict ([`ConflictClaims`]); released when dropped.
+#[must_use = "the claim is released when dropped"]
+pub struct ConflictClaim<'a> {
+    claims: &'a ConflictClaims,
+    key: String,
+}
+
+impl ConflictClaims {
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The claim on the conflict of `key`, or None while someone else holds it.
+    pub fn try_claim(&self, key: &str) -> Option<ConflictClaim<'_>> {
+        self.held().insert(key.to_string()).then(|| ConflictClaim {
+            claims: self,
+            key: key.to_string(),
+        })
+    }
+
+    /// The claim on the conflict of `key`, once whoever holds it is done.
+    pub async fn claim(&self, key: &str) -> ConflictClaim<'_> {
+        loop {
+            // Listening before the look, so a release between the two is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(c) = self.try_claim(key) {
+                return c;
+            }
+            tracing::debug!(show_key = %key, "the conflict is being decided; waiting for it");
+            released.await;
+        }
+    }
+}
+
+impl Drop for ConflictClaim<'_> {
+    fn drop(&mut self) {
+        self.claims.held().remove(&self.key);
+        self.claims.released.notify_waiters();
+    }
 }
 
 /// One `Notify` per long-lived task: a writer signals the task that has new work.
@@ -1435,6 +1497,7 @@ pub async fn open_shared(
         listen_addr,
         backfill: Arc::new(tokio::sync::Mutex::new(())),
         sync: Arc::new(tokio::sync::Mutex::new(())),
+        claims: ConflictClaims::default(),
         secret_lock: tokio::sync::Mutex::new(()),
         swaps: Mutex::new(()),
         #[cfg(test)]
@@ -1475,6 +1538,30 @@ mod tests {
     use plexsync_plugin_api::{CatalogShow, MatchOutcome, ShowQuery};
     use std::sync::mpsc;
     use std::thread::JoinHandle;
+
+    /// One at a time per conflict: the rematch's `try_claim` passes over a held one, a person's
+    /// `claim` waits for its release; other conflicts are free meanwhile.
+    #[tokio::test]
+    async fn a_conflict_is_claimed_by_one_at_a_time() {
+        let claims = Arc::new(ConflictClaims::default());
+        let first = claims.try_claim("a").expect("free");
+        assert!(claims.try_claim("a").is_none());
+        assert!(claims.try_claim("b").is_some());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiter = {
+            let claims = claims.clone();
+            tokio::spawn(async move {
+                let _c = claims.claim("a").await;
+                let _ = tx.send(());
+            })
+        };
+        tokio::task::yield_now().await;
+        drop(first);
+        rx.await
+            .expect("the waiter gets the claim once it is released");
+        waiter.await.unwrap();
+        assert!(claims.try_claim("a").is_some(), "released again");
+    }
 
     #[tokio::test]
     async fn a_dead_store_writer_makes_the_daemon_unhealthy() {

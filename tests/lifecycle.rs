@@ -520,6 +520,265 @@ async fn open_conflicts_are_matched_again_against_a_new_trackers_catalogue() {
     assert!(a.posts().is_empty() && b.posts().is_empty());
 }
 
+/// The Office in a conflict on tracker A (two shows of its title, neither its year), the
+/// daemon running with the title matcher, and the scrobble of it held there. `guids`: the
+/// Plex show's own. Returns the dir, the fakes, the daemon, the config text and the
+/// conflict's id.
+async fn office_in_a_conflict(
+    guids: Vec<String>,
+    extra: &str,
+) -> (
+    tempfile::TempDir,
+    FakePlex,
+    FakeTracker,
+    InProc,
+    String,
+    String,
+) {
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![FakeShow {
+        rating_key: "40275".into(),
+        guid: "plex://show/60e81fd8d8000e002d7d2976".into(),
+        title: "The Office".into(),
+        year: 2003,
+        guids,
+    }])
+    .await;
+    let a = FakeTracker::start(vec![
+        json!({"id": "office-uk", "title": "The Office", "year": 2001}),
+        json!({"id": "office-us", "title": "The Office", "year": 2005}),
+    ])
+    .await;
+    plex.list_shared_user();
+    // Every tracker request may take 30 s: the held ones below are held, not timed out.
+    let text = daemon::config_with_plex(
+        &plex.url(),
+        &a.url(),
+        daemon::SYNC_SHARED_USER,
+        &format!("[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n{extra}"),
+    )
+    .replace(
+        "timeout = \"2s\"\n\n[outbox]",
+        "timeout = \"30s\"\n\n[outbox]",
+    );
+    assert!(text.contains("timeout = \"30s\""), "{text}");
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    assert!(
+        daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN))
+            .status
+            .success()
+    );
+    let d = InProc::start(dir.path(), &text).await;
+    support::accounts_read(&d).await;
+    let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
+    let (s, t) = post(&d.webhook_url, &ct, body).await;
+    assert_eq!(s, 200, "{t}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let id = loop {
+        let v = d.api("GET", "/api/conflicts").await;
+        if v["items"][0]["candidates"]
+            .as_array()
+            .is_some_and(|c| c.len() == 2)
+        {
+            break v["items"][0]["id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no conflict on tracker A: {v}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    (dir, plex, a, d, text, id)
+}
+
+/// A person's *Create new* on the conflict, sent over the admin socket: its answer (an
+/// error as `<status>: <message>`).
+fn create_new(d: &InProc, id: &str) -> tokio::task::JoinHandle<Result<Vec<u8>, String>> {
+    let socket = d.socket();
+    let path = format!("/api/conflicts/{id}/resolve");
+    tokio::spawn(async move {
+        plexsync::client::request(
+            &socket,
+            "POST",
+            &path,
+            Some(br#"{"action":"create"}"#.to_vec()),
+        )
+        .await
+        .map_err(|e| match e {
+            plexsync::client::ClientError::Http { status, body } => format!("{status}: {body}"),
+            e => e.to_string(),
+        })
+    })
+}
+
+/// The defect this guards: a person's *Create new* on a conflict raced the rematch of that
+/// conflict after a switch to another tracker. While the tracker was creating the person's
+/// show, the new tracker's catalogue was read and the rematch mapped the conflict by itself;
+/// the person's decision then found no conflict to record (404 "no open conflict"), and the
+/// show made at the tracker for it was left orphaned. A conflict a person is deciding is now
+/// passed over by the rematch: the person's decision stands, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_new_under_way_is_not_undone_by_the_rematch_of_its_conflict() {
+    if samples().is_none() {
+        return;
+    }
+    let (dir, _plex, a, d, text, id) = office_in_a_conflict(vec![], "").await;
+    // Tracker C has the show itself: matched again there, the conflict would be mapped.
+    let c = FakeTracker::start(vec![
+        json!({"id": "c-office", "title": "The Office", "year": 2003}),
+    ])
+    .await;
+    // C's catalogue and the person's create are held until the test lets each go.
+    let (catalogue_read, create) = (
+        support::tracker::Gate::default(),
+        support::tracker::Gate::default(),
+    );
+    c.push_fault(Fault::Held(catalogue_read.clone()));
+    c.state
+        .lock()
+        .unwrap()
+        .create_faults
+        .push(Fault::Held(create.clone()));
+    std::fs::write(
+        dir.path().join("plexsync.toml"),
+        text.replace(&a.url(), &c.url()),
+    )
+    .unwrap();
+    d.reload();
+    eventually("tracker C's catalogue asked for", WAIT, || {
+        (catalogue_read.arrived() >= 1).then_some(())
+    })
+    .await;
+    let person = create_new(&d, &id);
+    eventually("the person's show being created at C", WAIT, || {
+        (create.arrived() >= 1).then_some(())
+    })
+    .await;
+    // C's catalogue now: the rematch pass asks the conflict again while the create is under way.
+    catalogue_read.open();
+    eventually("the rematch pass over C's catalogue", WAIT, || {
+        d.log()
+            .contains("open conflicts of another tracker matched against this one")
+            .then_some(())
+    })
+    .await;
+    // (The pass met the conflict while the person held it: the race this is about.)
+    assert!(
+        d.log().contains("a person is deciding this conflict"),
+        "{}",
+        d.log()
+    );
+    create.open();
+    let answer = person.await.unwrap();
+    let shows = c.state.lock().unwrap().shows.clone();
+    let made: Vec<String> = shows
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .filter(|id| *id != "c-office")
+        .map(str::to_string)
+        .collect();
+    assert_eq!(made.len(), 1, "one show created: {shows:?}");
+    let answer = answer.unwrap_or_else(|e| {
+        panic!(
+            "the person's decision failed and the show {:?} made for it is orphaned: {e}\n{}",
+            made[0],
+            d.log()
+        )
+    });
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(v["resolved"], true, "{v}");
+    assert_eq!(v["plays_released"], 1, "{v}");
+    // The held play goes to the show the person made, once, and nowhere else.
+    eventually("the held play at C", WAIT, || {
+        (!c.watched().is_empty()).then_some(())
+    })
+    .await;
+    let watched: Vec<_> = c.watched().into_keys().collect();
+    assert_eq!(watched, vec![(made[0].clone(), 1, 1)], "{}", d.log());
+    assert_eq!(c.posts().len(), 1, "{:?}", c.posts());
+    let m = d.api("GET", "/api/mappings").await;
+    assert_eq!(m["total"], 1, "{m}");
+    assert_eq!(m["items"][0]["tracker"]["id"], made[0].as_str(), "{m}");
+    assert_eq!(m["items"][0]["manual"], true, "{m}");
+    assert!(a.posts().is_empty());
+}
+
+/// The other way round: the rematch of a conflict after a switch is creating the show at the
+/// new tracker (`[matching] auto_add_shows`) when a person asks to create it. The person's
+/// decision waits for the rematch of that conflict, and is then told clearly that the daemon
+/// mapped it (409) — not carried out beside it, which left the rematch's show orphaned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_new_during_the_rematch_of_its_conflict_is_told_what_the_rematch_did() {
+    if samples().is_none() {
+        return;
+    }
+    let (dir, _plex, a, d, text, id) = office_in_a_conflict(
+        vec!["tmdb://2316".into()],
+        "[matching]\nauto_add_shows = true\n",
+    )
+    .await;
+    // Tracker C lacks the show: matched again there, the rematch creates it.
+    let c = FakeTracker::start(vec![
+        json!({"id": "other", "title": "Something Else Entirely", "year": 1999}),
+    ])
+    .await;
+    let create = support::tracker::Gate::default();
+    c.state
+        .lock()
+        .unwrap()
+        .create_faults
+        .push(Fault::Held(create.clone()));
+    std::fs::write(
+        dir.path().join("plexsync.toml"),
+        text.replace(&a.url(), &c.url()),
+    )
+    .unwrap();
+    d.reload();
+    eventually("the rematch creating the show at C", WAIT, || {
+        (create.arrived() >= 1).then_some(())
+    })
+    .await;
+    let person = create_new(&d, &id);
+    eventually("the person's decision waiting (or done)", WAIT, || {
+        (person.is_finished()
+            || d.log()
+                .contains("the conflict is being decided; waiting for it"))
+        .then_some(())
+    })
+    .await;
+    create.open();
+    let answer = person.await.unwrap();
+    let shows = c.state.lock().unwrap().shows.clone();
+    let made: Vec<&Value> = shows.iter().filter(|s| s["id"] != "other").collect();
+    assert_eq!(made.len(), 1, "one show created: {shows:?}\n{}", d.log());
+    let made = made[0]["id"].as_str().unwrap().to_string();
+    let e = match answer {
+        Err(e) => e,
+        Ok(body) => panic!(
+            "the person's create was carried out beside the rematch's: {}\n{}",
+            String::from_utf8_lossy(&body),
+            d.log()
+        ),
+    };
+    assert!(
+        e.contains("409") && e.contains("mapped it to show") && e.contains(&made),
+        "{e}"
+    );
+    eventually("the held play at C", WAIT, || {
+        (!c.watched().is_empty()).then_some(())
+    })
+    .await;
+    let watched: Vec<_> = c.watched().into_keys().collect();
+    assert_eq!(watched, vec![(made.clone(), 1, 1)], "{}", d.log());
+    let m = d.api("GET", "/api/mappings").await;
+    assert_eq!(m["total"], 1, "{m}");
+    assert_eq!(m["items"][0]["tracker"]["id"], made.as_str(), "{m}");
+    assert!(a.posts().is_empty());
+}
+
 /// SIGHUP reaches the reload: the binary re-reads its file (the reload itself is tested above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_binary() {

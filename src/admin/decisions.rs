@@ -532,9 +532,6 @@ pub(super) fn shows(shared: &Shared, q: &HashMap<String, String>) -> Resp {
     )
 }
 
-/// Held while a person's decision on a conflict is carried out (see [`decide`]).
-static DECIDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Carry out a person's decision on an open conflict; the error is the answer to give.
 /// `sync`: whether a show mapped by it sends its plays (a mapping made with sync off holds
 /// them, in the same write).
@@ -545,21 +542,15 @@ async fn decide(
     show_id: Option<String>,
     sync: bool,
 ) -> Result<Resolved, (StatusCode, String)> {
-    // One decision at a time, on a conflict still open: a double click, the page and the CLI
-    // at once, or a retried request must not create the tracker show twice (the second
-    // finds the conflict decided).
-    let _one = DECIDING.lock().await;
+    // One decision at a time on a conflict, held until it is written: a double click, the
+    // page and the CLI at once, or a retried request must not create the tracker show twice,
+    // nor may the rematch after a tracker switch map the conflict while a show is being
+    // created for it (the show would be left orphaned). Whoever comes second finds the
+    // conflict as the first left it.
+    let _claim = shared.claims.claim(&conflict.key).await;
     match shared.store.conflict(&conflict.key) {
         Ok(Some(_)) => {}
-        Ok(None) => {
-            return Err((
-                StatusCode::NOT_FOUND,
-                format!(
-                    "the conflict of {:?} was decided meanwhile",
-                    conflict.plex.title
-                ),
-            ));
-        }
+        Ok(None) => return Err(decided_meanwhile(shared, conflict)),
         Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
     let decision = match action {
@@ -615,6 +606,32 @@ async fn decide(
         }
         Err(StoreError::NotFound(m)) => Err((StatusCode::NOT_FOUND, m)),
         Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// The answer to a decision on a conflict that is no longer open: decided by a person (one
+/// request before this one), or mapped by the daemon itself when it matched the conflict
+/// again against a new tracker's catalogue (409: the person is told what was chosen).
+fn decided_meanwhile(shared: &Shared, conflict: &Conflict) -> (StatusCode, String) {
+    let title = &conflict.plex.title;
+    match shared.store.mapping(&conflict.key) {
+        Ok(Some(m)) if !m.manual && !m.ignored => {
+            let show = tracker_show(shared, &m.show_id);
+            let named = match &show.title {
+                Some(t) => format!("{:?} ({t:?})", m.show_id),
+                None => format!("{:?}", m.show_id),
+            };
+            (
+                StatusCode::CONFLICT,
+                format!(
+                    "the conflict of {title:?} was decided meanwhile: the daemon matched it against the tracker's catalogue and mapped it to show {named}; change that mapping if it is not the show"
+                ),
+            )
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            format!("the conflict of {title:?} was decided meanwhile"),
+        ),
     }
 }
 

@@ -7,6 +7,10 @@
 //! held plays are recorded and queued in the same write), or it stays a conflict with this
 //! tracker's candidates and reason. A conflict a person decided meanwhile is gone from the
 //! table and left alone (the writes check it is still open and still the old tracker's).
+//! Each conflict is claimed while it is asked ([`crate::state::ConflictClaims`]): one a
+//! person is deciding right now (a *Create new* waiting for the tracker) is passed over and
+//! asked again later, and a person's decision waits for the conflict being asked, so neither
+//! side's work (a show created at the tracker) is undone or left orphaned by the other.
 //! Until then the admin API offers none of the old candidates (admin/decisions.rs).
 //!
 //! A matcher that fails transiently leaves the conflict as it is; the pass is tried again
@@ -100,6 +104,26 @@ async fn pass(shared: &Shared) -> Pass {
             // Another switch: its catalogue's publication wakes the task again.
             return Pass::Done;
         }
+        // Held from the look at the conflict to its write's commit: a person deciding it
+        // meanwhile waits, and one deciding it now is left to it (`ConflictClaims`).
+        let Some(_claim) = shared.claims.try_claim(&c.key) else {
+            tracing::info!(show_key = %c.key, show = %c.plex.title, "a person is deciding this conflict; it is asked again later if still open");
+            again = true;
+            continue;
+        };
+        // As it is now: a person may have decided it since the pass read the table.
+        let c = match shared.store.conflict(&c.key) {
+            Ok(Some(now)) if now.tracker == c.tracker => now,
+            Ok(_) => {
+                tracing::debug!(show_key = %c.key, "the conflict was decided meanwhile; left alone");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(show_key = %c.key, error = %e, "cannot read a conflict of another tracker");
+                again = true;
+                continue;
+            }
+        };
         match super::resolve::rematch(shared, &c).await {
             Some(Resolution::Mapped {
                 show_id,

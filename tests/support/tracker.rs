@@ -25,6 +25,41 @@ pub enum Fault {
     /// up first misses the answer to a change that was made. For creates (`create_faults`);
     /// the request is counted twice.
     AnswerLate(Duration),
+    /// Wait until the test opens the gate, then answer normally.
+    Held(Gate),
+}
+
+/// A request held by [`Fault::Held`] until [`Gate::open`]: a test sees it arrive
+/// ([`Gate::arrived`]) and lets it go when it chooses, without sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
+    open: Arc<tokio::sync::Notify>,
+    opened: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    /// How many requests reached the gate.
+    pub fn arrived(&self) -> usize {
+        self.arrived.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Let every held request (and any later one) through.
+    pub fn open(&self) {
+        self.opened.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.open.notify_waiters();
+    }
+
+    async fn pass(&self) {
+        let open = self.open.notified();
+        tokio::pin!(open);
+        open.as_mut().enable();
+        self.arrived
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if !self.opened.load(std::sync::atomic::Ordering::SeqCst) {
+            open.await;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -258,6 +293,7 @@ async fn handle_inner(
             return r;
         }
         Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Held(gate)) => gate.pass().await,
         Some(Fault::AnswerLate(d)) => {
             let r = Box::pin(handle_inner(st, seen)).await;
             tokio::time::sleep(d).await;
