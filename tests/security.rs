@@ -729,13 +729,7 @@ async fn a_refused_secret_is_never_stored_and_check_reads_the_stored_ones() {
 
     // `check` reads the stored secrets: under another key file they cannot open, and the
     // daemon would not start, so check does not say OK.
-    let key = dir.path().join("plexsync.key");
-    std::fs::rename(&key, dir.path().join("saved.key")).unwrap();
-    std::fs::write(&key, [9u8; 32]).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    another_key_file(dir.path());
     let o = daemon::cli(&cfg, &["check"], None);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stderr(&o).contains("stored secrets"), "{}", stderr(&o));
@@ -792,13 +786,7 @@ async fn check_reads_a_running_daemons_secrets_sealed_and_over_the_socket_only()
     assert!(!r.text().await.unwrap().contains("ciphertext"));
 
     // The key file here opens them, not the daemon: under another key, check says no.
-    let key = dir.path().join("plexsync.key");
-    std::fs::rename(&key, dir.path().join("saved.key")).unwrap();
-    std::fs::write(&key, [9u8; 32]).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    let key = another_key_file(dir.path());
     let o = daemon::cli(&cfg, &["check"], None);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stderr(&o).contains("stored secrets"), "{}", stderr(&o));
@@ -865,6 +853,16 @@ async fn check_says_at_once_why_a_held_stores_secrets_cannot_be_read() {
     );
     assert!(took < Duration::from_secs(8), "{took:?}");
     drop(held);
+}
+
+/// Put the key file aside (as `saved.key`) and a valid key file of another key in its place.
+fn another_key_file(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("plexsync.key");
+    std::fs::rename(&key, dir.join("saved.key")).unwrap();
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    key
 }
 
 #[test]
