@@ -371,13 +371,17 @@ async fn a_paused_poll_goes_on_as_soon_as_the_token_works_again() {
         1,
     ));
     plex.clear_faults();
-    // The account list is read again on its own (within seconds); the poll follows it.
-    let st = status_until(&d, "the polled play journaled", |st| {
-        st["counts"]["journal"].as_u64().unwrap_or(0) >= 1
-    })
+    // The account list is read again on its own (within seconds); the poll follows it. The
+    // play is journaled before that poll's report replaces the 401's, so wait for both.
+    let st = status_until(
+        &d,
+        "the polled play journaled and its poll reported",
+        |st| {
+            st["counts"]["journal"].as_u64().unwrap_or(0) >= 1 && st["last_poll"]["error"].is_null()
+        },
+    )
     .await;
     assert_eq!(st["plex_token_rejected"], false, "{st}");
-    assert!(st["last_poll"]["error"].is_null(), "{st}");
 }
 
 /// The account list cannot be read (Plex down) and nothing else reads Plex: health says so,
