@@ -182,14 +182,18 @@ async fn a_failed_read_keeps_the_fallback_and_is_retried() {
 
     // Plex recovers: the next retry reads the list, unasked.
     plex.state.lock().unwrap().fail_with = None;
-    status_until(&d, "the account list read after the failures", |st| {
-        read_at(st).is_some()
-    })
+    // The list is in use (and `plex_accounts_read_at` set) before the task logs the read, so
+    // wait for both.
+    status_until(
+        &d,
+        "the account list read after the failures, and logged",
+        |st| {
+            read_at(st).is_some()
+                && d.log()
+                    .contains("read the Plex server's accounts after failures")
+        },
+    )
     .await;
-    assert!(
-        d.log()
-            .contains("read the Plex server's accounts after failures")
-    );
     let (status, body) = webhook(&d, &shared_user_play(2)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.trim(), "ignored: account not synced");
@@ -278,7 +282,12 @@ async fn another_plex_servers_account_list_is_not_used_for_this_one() {
     let moved = daemon::config(&other.url(), &tracker.url(), "[poll]\nenabled = false\n");
     std::fs::write(&d.config, &moved).unwrap();
     d.reload();
-    status_until(&d, "the reload", |st| st["config_reloaded_at"].is_i64()).await;
+    // The reload says it is done before it drops the old server's list; it wakes the account
+    // task only after, so the new server's (refused) read of `/accounts` says the list is gone.
+    status_until(&d, "the reload and the new server's list asked for", |st| {
+        st["config_reloaded_at"].is_i64() && other.count("/accounts") >= 1
+    })
+    .await;
     let (status, body) = webhook(&d, &shared_user_play(4)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("journaled as play"), "{body}");
