@@ -217,8 +217,13 @@ async fn a_burst_over_200_shows_arrives_once_in_few_requests_in_order_and_within
         "burst posted in {took:?}, all at the tracker {:?} later",
         t0.elapsed() - took
     );
-    // Nothing more is coming: let any stray request land before counting.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The tracker has every episode before the daemon has recorded its last answers (the
+    // latency histogram, the in-flight gauge, the batches gone from the store): wait until
+    // every batch is recorded, so nothing more can be sent and the metrics are final.
+    status_where(&w.daemon, "every export recorded", |s| {
+        s["counts"]["outbox_items"] == json!(0) && s["counts"]["batches"] == json!(0)
+    })
+    .await;
     let watched = w.tracker.watched();
     assert_eq!(watched.len(), 1000);
     for s in 0..200 {
