@@ -320,6 +320,24 @@ async fn a_fixed_tracker_gets_the_waiting_exports_at_once() {
     let before = new.posts().len();
     post(1, 2).await;
     wait_posts(&new, before + 1, "the attempt answered 503").await;
+    // The tracker has the attempt before the daemon has recorded its 503 and the back-off
+    // (the batch's activity row says "retrying" in the same commit): `outbox retry` only
+    // finds a batch waiting out a back-off once that is recorded.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let act = d.activity().await;
+        if act
+            .iter()
+            .any(|a| a["source"] == "export" && a["episode"] == 2 && a["event"] == "retrying")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the 503 never recorded: {act:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
     new.set_sticky(None);
     let out = d.cli(&["outbox", "retry"], None);
     assert!(
