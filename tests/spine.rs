@@ -367,7 +367,20 @@ async fn a_killed_daemon_delivers_its_outbox_once_after_restart() {
     w.tracker.set_sticky(None);
     w.daemon.restart().await;
     w.wait_watched("scooby", 1, 14).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The tracker has the episode before the daemon has recorded its answer: wait until the
+    // outbox is empty (then nothing more can be sent) before counting what arrived.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let st = w.daemon.status().await;
+        if st["counts"]["outbox_items"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivery never recorded: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
     assert_eq!(w.tracker.applied(), 1, "delivered once");
     let keys: std::collections::HashSet<String> = w
         .tracker
