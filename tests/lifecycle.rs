@@ -144,7 +144,12 @@ async fn a_reload_applies_a_valid_config_and_refuses_an_invalid_one() {
     let st = d.status().await;
     assert!(st["config_reloaded_at"].as_i64().is_some(), "{st}");
     assert!(st["config_reload_error"].is_null(), "{st}");
-    assert!(d.log().contains("configuration reloaded"));
+    // The reload wakes the exporter before its task logs it: the play can reach the new
+    // tracker before the line is written.
+    eventually("the reload logged", WAIT, || {
+        d.log().contains("configuration reloaded").then_some(())
+    })
+    .await;
 }
 
 /// A reload to another tracker: a play that arrives before the new tracker's catalogue is read
