@@ -113,11 +113,12 @@ async fn down_then_401_then_malformed_then_recovery_loses_no_row_and_storms_noth
     // 2. Back, but rejecting the token: polling pauses (4 × the backoff, doubling).
     plex.state.lock().unwrap().fail_with = Some(401);
     plex.server.come_back().await;
-    let st = status_until(&d, "the token rejected", |st| {
-        st["plex_token_rejected"] == true
+    // The live source's upgrade (refused with 401 too) can say the token is rejected before
+    // the poll's retry does: wait for the poll's own report of it.
+    let st = status_until(&d, "the token rejected by a poll", |st| {
+        st["plex_token_rejected"] == true && poll_error(st).contains("Plex token rejected")
     })
     .await;
-    assert!(poll_error(&st).contains("Plex token rejected"), "{st}");
     assert_eq!(st["counts"]["journal"], 0);
     let before = plex.state.lock().unwrap().requests.len();
     tokio::time::sleep(Duration::from_secs(2)).await;
