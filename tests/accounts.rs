@@ -292,7 +292,9 @@ async fn another_plex_servers_account_list_is_not_used_for_this_one() {
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("journaled as play"), "{body}");
     // A restart on the new config: the stored list is the old server's, not used either.
-    drop(d);
+    // Dropping an InProc only begins its shutdown; the next start needs the store it holds.
+    let mut d = d;
+    assert_eq!(d.stop().await, Some(0), "{}", d.log());
     let d = InProc::start(dir.path(), &moved).await;
     assert!(read_at(&d.status().await).is_none());
     let (status, body) = webhook(&d, &shared_user_play(5)).await;
