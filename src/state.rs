@@ -1167,6 +1167,13 @@ impl Shared {
                 m.set_catalogue(c.clone());
             }
         }
+        if plex_moved {
+            // The old server's people are not this one's: until its list is read, webhooks of
+            // accounts nobody can place are kept, not dropped. Before the new config is seen
+            // (and the reload reported), so no webhook reads the new server's settings with the
+            // old server's accounts.
+            write(&self.live.accounts, Arc::new(AccountMap::default()));
+        }
         write(&self.live.config, Arc::new(new));
         write(&self.live.plugins, Arc::new(plugins));
         write(&self.live.plex, Arc::new(plex));
@@ -1199,9 +1206,6 @@ impl Shared {
             }
         });
         if plex_moved {
-            // The old server's people are not this one's: until its list is read, webhooks of
-            // accounts nobody can place are kept, not dropped.
-            write(&self.live.accounts, Arc::new(AccountMap::default()));
             self.request_poll();
             // Another server, maybe, with other accounts.
             self.wake.accounts.notify_one();
