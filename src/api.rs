@@ -220,7 +220,8 @@ pub struct OutboxBatchView {
     /// The tracker show's title when the catalogue knows it, else the Plex show's title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub show_title: Option<String>,
-    /// The Plex show's title, when the journal still has the plays.
+    /// The Plex show's title, kept with the batch's episodes (or, for episodes queued before
+    /// it was kept, from the journal while it still has the plays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     pub episodes: Vec<EpisodeRef>,

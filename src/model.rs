@@ -340,6 +340,14 @@ pub struct OutboxItem {
     pub episode: u32,
     pub watched_at: i64,
     pub queued_at: i64,
+    /// The play's Plex show title, for the export's activity row; kept with the item so the
+    /// writer does not read (and parse) the play's journal entry for every exported episode.
+    /// None in items queued before it was kept: those read the journal as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The play's account (its name, else its id), as `title`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// A fixed group of outbox items sent together, with the idempotency key every attempt reuses.

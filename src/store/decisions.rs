@@ -765,6 +765,12 @@ impl<'t> WatchTables<'t> {
             episode: play.episode,
             watched_at: play.viewed_at,
             queued_at: now_secs(),
+            title: Some(play.show.title.clone()),
+            account: Some(
+                play.account_name
+                    .clone()
+                    .unwrap_or_else(|| play.account_id.clone()),
+            ),
         };
         self.outbox.insert(id, encode(&item)?.as_slice())?;
         Ok(())

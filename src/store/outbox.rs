@@ -834,8 +834,12 @@ impl Store {
     }
 }
 
-/// The Plex title of a batch's first play that the journal still has.
+/// The Plex title of a batch's plays: kept with its items, or (items queued before they kept
+/// it) the first that the journal still has.
 fn first_play_title(txn: &redb::ReadTransaction, b: &Batch) -> Result<Option<String>> {
+    if let Some(t) = b.items.iter().find_map(|it| it.title.clone()) {
+        return Ok(Some(t));
+    }
     let j = txn.open_table(JOURNAL)?;
     for it in &b.items {
         if let Some(v) = j.get(it.play_id)? {
@@ -910,9 +914,10 @@ fn unmarked_note(unmarked: &[String]) -> String {
     )
 }
 
-/// The Plex title and the account(s) of a batch's plays, for its activity row. Each play's
-/// journal entry is read for those three fields only (borrowed, nothing else built): this
-/// runs on the writer for every exported episode.
+/// The Plex title and the account(s) of a batch's plays, for its activity row: from the items
+/// themselves, or for an item queued before they kept them, from its play's journal entry
+/// (read for those three fields only, borrowed). This runs on the writer for every exported
+/// episode, where parsing each journal entry was a third of the export's bookkeeping.
 fn batch_names(txn: &WriteTransaction, b: &Batch) -> Result<(Option<String>, Option<String>)> {
     use std::borrow::Cow;
     #[derive(serde::Deserialize)]
@@ -937,7 +942,17 @@ fn batch_names(txn: &WriteTransaction, b: &Batch) -> Result<(Option<String>, Opt
     let j = txn.open_table(JOURNAL)?;
     let mut title = None;
     let mut accounts: Vec<String> = Vec::new();
+    let add = |who: Cow<'_, str>, accounts: &mut Vec<String>| {
+        if !accounts.iter().any(|a| *a == who) {
+            accounts.push(who.into_owned());
+        }
+    };
     for it in &b.items {
+        if let (Some(t), Some(a)) = (&it.title, &it.account) {
+            title.get_or_insert_with(|| t.clone());
+            add(Cow::Borrowed(a.as_str()), &mut accounts);
+            continue;
+        }
         if let Some(v) = j.get(it.play_id)? {
             // Names only: a journal entry that does not decode loses them, not the outcome
             // (failing here would leave the batch due, sent again for ever).
@@ -954,10 +969,10 @@ fn batch_names(txn: &WriteTransaction, b: &Batch) -> Result<(Option<String>, Opt
                 }
             };
             title.get_or_insert_with(|| e.play.show.title.into_owned());
-            let who = e.play.account_name.unwrap_or(e.play.account_id);
-            if !accounts.iter().any(|a| *a == who) {
-                accounts.push(who.into_owned());
-            }
+            add(
+                e.play.account_name.unwrap_or(e.play.account_id),
+                &mut accounts,
+            );
         }
     }
     let account = (!accounts.is_empty()).then(|| accounts.join(", "));
@@ -1431,6 +1446,8 @@ mod tests {
                 episode: id as u32,
                 watched_at: 1_700_000_000,
                 queued_at: 1_700_000_000,
+                title: None,
+                account: None,
             }],
             attempts: 0,
             next_attempt_at,
@@ -1679,6 +1696,19 @@ mod tests {
         queued(&s, &["a"], 2, 10).await;
         let none = HashSet::new();
         let b = s.next_due_batches(i64::MAX, 10, &none).unwrap().remove(0);
+        // Items as a release before names were kept with them queued them: the names come
+        // from the journal, and one entry cannot be read.
+        let mut old = b.clone();
+        for it in &mut old.items {
+            (it.title, it.account) = (None, None);
+        }
+        s.write(move |txn| {
+            txn.open_table(BATCHES)?
+                .insert(old.id, encode(&old)?.as_slice())?;
+            Ok(())
+        })
+        .await
+        .unwrap();
         let play = b.items[0].play_id;
         s.write(move |txn| {
             txn.open_table(JOURNAL)?
@@ -1720,6 +1750,7 @@ mod tests {
         assert_eq!(rows[0].event.as_deref(), Some("delivered"));
         // The other play still names the show and account.
         assert_eq!(rows[0].title.as_deref(), Some("Show"));
+        assert!(rows[0].account.is_some(), "{:?}", rows[0]);
         // The entry is left as it was.
         let kept = s
             .read(move |txn| {
@@ -1730,6 +1761,45 @@ mod tests {
             })
             .unwrap();
         assert_eq!(kept.as_deref(), Some(b"{not json".as_slice()));
+    }
+
+    /// Items keep their play's show title and account, so the export's activity row (and the
+    /// outbox listing) names them without the journal: here every entry of the batch is
+    /// unreadable.
+    #[tokio::test]
+    async fn a_batch_names_its_plays_from_its_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        queued(&s, &["a"], 2, 10).await;
+        let none = HashSet::new();
+        let b = s.next_due_batches(i64::MAX, 10, &none).unwrap().remove(0);
+        assert!(
+            b.items
+                .iter()
+                .all(|it| it.title.as_deref() == Some("Show") && it.account.is_some()),
+            "{b:?}"
+        );
+        let plays: Vec<u64> = b.items.iter().map(|it| it.play_id).collect();
+        s.write(move |txn| {
+            let mut j = txn.open_table(JOURNAL)?;
+            for p in &plays {
+                j.insert(*p, b"{not json".as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let listed = s.outbox_batches().unwrap();
+        assert_eq!(listed[0].title.as_deref(), Some("Show"), "{listed:?}");
+        let delivered = BatchOutcome::Delivered {
+            marked: 2,
+            already: 0,
+        };
+        s.finish_batch(b.id, delivered, 5, 1.0).await.unwrap();
+        let rows = export_rows(&s);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].title.as_deref(), Some("Show"));
+        assert_eq!(rows[0].account, b.items[0].account, "{:?}", rows[0]);
     }
 
     /// A delivered batch one of whose episodes' `watched` row cannot be read is recorded as
