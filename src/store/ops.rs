@@ -19,7 +19,13 @@ use super::*;
 use crate::model::Activity;
 
 pub(super) fn watched_key(show_id: &str, season: u32, episode: u32) -> String {
-    format!("{show_id}\u{1f}{season:06}\u{1f}{episode:06}")
+    let mut k = String::with_capacity(show_id.len() + 16);
+    k.push_str(show_id);
+    k.push('\u{1f}');
+    crate::model::push_decimal(&mut k, season, 6);
+    k.push('\u{1f}');
+    crate::model::push_decimal(&mut k, episode, 6);
+    k
 }
 
 pub(super) fn put_activity(txn: &WriteTransaction, mut a: Activity) -> Result<u64> {
@@ -125,5 +131,28 @@ pub(super) mod fixtures {
         })
         .await
         .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watched_key;
+    use crate::store::ops::fixtures::play;
+
+    /// The keys are stored: built by hand, they must stay exactly what `format!` built.
+    #[test]
+    fn store_keys_are_the_ones_format_built() {
+        for (s, e) in [(0, 0), (1, 9), (10, 123_456), (7, 1_234_567), (u32::MAX, 42)] {
+            assert_eq!(
+                watched_key("show-1", s, e),
+                format!("show-1\u{1f}{s:06}\u{1f}{e:06}")
+            );
+            let mut p = play(1);
+            (p.season, p.episode) = (s, e);
+            assert_eq!(p.dedupe_key(), format!("1\u{1f}srv/10\u{1f}{s}\u{1f}{e}"));
+            p.account_key = "acct".into();
+            p.show.server = None;
+            assert_eq!(p.dedupe_key(), format!("acct\u{1f}-/10\u{1f}{s}\u{1f}{e}"));
+        }
     }
 }
