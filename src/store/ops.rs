@@ -142,7 +142,13 @@ mod tests {
     /// The keys are stored: built by hand, they must stay exactly what `format!` built.
     #[test]
     fn store_keys_are_the_ones_format_built() {
-        for (s, e) in [(0, 0), (1, 9), (10, 123_456), (7, 1_234_567), (u32::MAX, 42)] {
+        for (s, e) in [
+            (0, 0),
+            (1, 9),
+            (10, 123_456),
+            (7, 1_234_567),
+            (u32::MAX, 42),
+        ] {
             assert_eq!(
                 watched_key("show-1", s, e),
                 format!("show-1\u{1f}{s:06}\u{1f}{e:06}")

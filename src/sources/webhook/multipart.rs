@@ -1276,7 +1276,11 @@ mod tests {
         // A body that starts with a delimiter line and one that starts with its line break.
         for lead in ["", "\r\n", "\n"] {
             let body = format!("{lead}--{B}\r\n{PAYLOAD_HDR}\r\n\r\n{{}}\r\n--{B}--\r\n");
-            assert_eq!(&parse(B, body.as_bytes()).unwrap().payload[..], b"{}", "{lead:?}");
+            assert_eq!(
+                &parse(B, body.as_bytes()).unwrap().payload[..],
+                b"{}",
+                "{lead:?}"
+            );
         }
     }
 
