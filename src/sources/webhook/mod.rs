@@ -95,13 +95,18 @@ pub async fn ingest(
 ) -> Result<Outcome, Refused> {
     let p = payload::parse_payload(payload_json).map_err(|e| Refused::Payload(e.to_string()))?;
     log.event = Some(p.event.clone());
-    log.account = p.account.as_ref().and_then(|a| a.title.clone());
+    log.account = p
+        .account
+        .as_ref()
+        .and_then(|a| a.title.as_deref())
+        .map(str::to_owned);
     let ep = payload::to_play(&p).map_err(|e| Refused::Payload(e.to_string()))?;
     let Some(ep) = ep else {
         log.show = p
             .metadata
             .as_ref()
-            .and_then(|m| m.grandparent_title.clone().or_else(|| m.title.clone()));
+            .and_then(|m| m.grandparent_title.as_deref().or(m.title.as_deref()))
+            .map(str::to_owned);
         let row = log.row(ActivityStatus::Ignored, payload::ignored_because(&p), None);
         record_ignored(shared, row).await?;
         return Ok(Outcome::Ignored);
