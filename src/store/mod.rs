@@ -787,15 +787,8 @@ fn answer(completions: Vec<Completion>, result: &Result<()>) {
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    // serde_json::to_vec starts at 128 bytes: a journal entry or an activity row (300-700)
-    // grew it two or three times, each a realloc and copy, on the writer for every play.
-    let mut out = Vec::with_capacity(ENCODE_ROOM);
-    serde_json::to_writer(&mut out, v).map_err(|e| StoreError::Storage(format!("encode: {e}")))?;
-    Ok(out)
+    serde_json::to_vec(v).map_err(|e| StoreError::Storage(format!("encode: {e}")))
 }
-
-/// The room [`encode`] starts with: most rows fit, and a larger one grows from here.
-const ENCODE_ROOM: usize = 768;
 
 pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
