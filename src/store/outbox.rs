@@ -268,19 +268,14 @@ impl Store {
         let unreadable = self.inner.unreadable.clone();
         self.write_batches(move |txn, delta| {
             let mut outbox = txn.open_table(OUTBOX)?;
-            // Grouped by show from each row's show id alone (borrowed, nothing else built): a
-            // backfill's outbox holds 100,000 items, and holding them all decoded here was
-            // ~20 MB of the daemon's peak. Only the items taken are decoded in full, below.
-            #[derive(serde::Deserialize)]
-            struct ShowOf<'a> {
-                #[serde(borrow)]
-                show_id: std::borrow::Cow<'a, str>,
-            }
+            // Grouped by show from each row read borrowed (nothing built): a backfill's outbox
+            // holds 100,000 items, and holding them all decoded here was ~8 MB of the daemon's
+            // peak. Only the items taken are decoded in full, below.
             let mut by_show: BTreeMap<String, Vec<u64>> = BTreeMap::new();
             for row in outbox.iter()? {
                 let (id, v) = row?;
                 // Its show is unknown: skipped (left in the table), every show goes on.
-                let show: ShowOf<'_> = match serde_json::from_slice(v.value()) {
+                let show: OutboxShape<'_> = match serde_json::from_slice(v.value()) {
                     Ok(s) => s,
                     Err(e) => {
                         unreadable.note(
@@ -310,6 +305,7 @@ impl Store {
             // Batch ids follow queue order, so a show's batches are sent oldest first.
             chunks.sort_by_key(|c| c[0]);
             let now = now_millis();
+            let mut batches = txn.open_table(BATCHES)?;
             let mut formed = 0;
             for chunk in &chunks {
                 let mut items = Vec::with_capacity(chunk.len());
@@ -348,8 +344,7 @@ impl Store {
                     dead_at: None,
                     due_early_from: None,
                 };
-                txn.open_table(BATCHES)?
-                    .insert(id, encode(&b)?.as_slice())?;
+                batches.insert(id, encode(&b)?.as_slice())?;
                 delta.put(id, &b);
                 formed += 1;
             }
@@ -856,6 +851,26 @@ impl Store {
             Ok(out)
         })
     }
+}
+
+/// An outbox row as [`OutboxItem`] reads it, borrowed: forming batches checks every row's
+/// shape and groups it by show without building the item. A row this refuses is exactly one
+/// `OutboxItem` refuses (test `the_outbox_shape_refuses_what_the_item_refuses`), so a row is
+/// unreadable in one place: never grouped, never taking a batch's place.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // read to check the row's shape; only `show_id` is used
+struct OutboxShape<'a> {
+    play_id: u64,
+    #[serde(borrow)]
+    show_id: std::borrow::Cow<'a, str>,
+    season: u32,
+    episode: u32,
+    watched_at: i64,
+    queued_at: i64,
+    #[serde(borrow, default)]
+    title: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    account: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// The Plex title of a batch's plays: kept with its items, or (items queued before they kept
@@ -1632,6 +1647,73 @@ mod tests {
         // A show queued after them goes too.
         enqueued(&s, &["c"], 1).await;
         assert_eq!(s.form_batches(10).await.unwrap(), 1);
+    }
+
+    /// Rows of every shape: the borrowed check and the item's own decoding agree.
+    #[test]
+    fn the_outbox_shape_refuses_what_the_item_refuses() {
+        let good = encode(&OutboxItem {
+            play_id: 1,
+            show_id: "a\"b".into(),
+            season: 1,
+            episode: 2,
+            watched_at: 3,
+            queued_at: 4,
+            title: Some("T".into()),
+            account: None,
+        })
+        .unwrap();
+        let rows: Vec<&[u8]> = vec![
+            &good,
+            br#"{"play_id":1,"show_id":"a","season":1,"episode":2,"watched_at":3,"queued_at":4}"#,
+            br#"{"show_id":"a"}"#,
+            br#"{"play_id":1,"show_id":"a","season":-1,"episode":2,"watched_at":3,"queued_at":4}"#,
+            br#"{"play_id":1,"show_id":"a","season":1,"episode":2,"watched_at":3,"queued_at":4,"title":7}"#,
+            br#"{"play_id":"1","show_id":"a","season":1,"episode":2,"watched_at":3,"queued_at":4}"#,
+            br#"{"play_id":1,"show_id":7,"season":1,"episode":2,"watched_at":3,"queued_at":4}"#,
+            br#"{"play_id":1,"show_id":"a","season":1,"episode":2,"watched_at":3,"queued_at":4,"x":[1]}"#,
+            b"{not json",
+        ];
+        for r in rows {
+            assert_eq!(
+                serde_json::from_slice::<OutboxShape<'_>>(r).is_ok(),
+                decode::<OutboxItem>(r).is_ok(),
+                "{}",
+                String::from_utf8_lossy(r)
+            );
+        }
+    }
+
+    /// A row with a show id but not an item's shape takes no batch's place: not under a
+    /// tight budget (one batch a round), not in a full-only round's count.
+    #[tokio::test]
+    async fn a_partly_readable_outbox_row_takes_no_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        plant(&s, OUTBOX, 0, br#"{"show_id":"a"}"#).await;
+        enqueued(&s, &["b"], 1).await;
+        let one = FormPlan {
+            full_only: false,
+            max_batches: 1,
+        };
+        assert_eq!(s.form_batches_with(10, one).await.unwrap(), 1);
+        let none = HashSet::new();
+        let due = s.next_due_batches(i64::MAX, 10, &none).unwrap();
+        assert_eq!(due[0].show_id, "b");
+        // Full-only, size 2: the show's one good item and the bad row are not a full batch.
+        plant(&s, OUTBOX, 1, br#"{"show_id":"c"}"#).await;
+        enqueued(&s, &["c"], 1).await;
+        let full = FormPlan {
+            full_only: true,
+            max_batches: usize::MAX,
+        };
+        assert_eq!(s.form_batches_with(2, full).await.unwrap(), 0);
+        // A show with two good items is full.
+        enqueued(&s, &["d"], 2).await;
+        assert_eq!(s.form_batches_with(2, full).await.unwrap(), 1);
+        let due = s.next_due_batches(i64::MAX, 10, &none).unwrap();
+        assert!(due.iter().all(|b| b.show_id != "c"), "{due:?}");
+        assert_eq!(due.iter().find(|b| b.show_id == "d").unwrap().items.len(), 2);
     }
 
     /// A dead letter that does not decode stays where it is; `outbox retry` sends the others
