@@ -458,7 +458,18 @@ impl Shared {
         read(&self.live.plex)
     }
     pub fn accounts(&self) -> Arc<AccountMap> {
-        read(&self.live.accounts)
+        let map = read(&self.live.accounts);
+        // Another server's list is not this one's people. `set_accounts` refuses one, but a
+        // read of the old server that ends while a reload swaps `[plex] url` can pass its
+        // check just before the swap: as good as no list until this server's is read.
+        if map
+            .server
+            .as_deref()
+            .is_some_and(|s| s != self.plex().base())
+        {
+            return Arc::new(AccountMap::default());
+        }
+        map
     }
     /// Remember the server's accounts (in memory and in the store, for the next start).
     pub fn set_accounts(&self, map: AccountMap) {
@@ -1565,6 +1576,36 @@ mod tests {
             .expect("the waiter gets the claim once it is released");
         waiter.await.unwrap();
         assert!(claims.try_claim("a").is_some(), "released again");
+    }
+
+    /// A list written for another server (a read of the old one ending while a reload moved
+    /// `[plex] url`) is never used for this one; this server's list and an earlier release's
+    /// list (no server named) are.
+    #[tokio::test]
+    async fn another_servers_account_list_is_never_read_as_this_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = open_for_test(dir.path()).await;
+        let list = |server: Option<String>| AccountMap {
+            accounts: vec![crate::accounts::Account {
+                id: 1,
+                name: "owner".into(),
+            }],
+            fetched_at: 1,
+            server,
+        };
+        let here = shared.plex().base().to_string();
+        for (server, used) in [
+            (Some("http://elsewhere:32400".to_string()), false),
+            (Some(here), true),
+            (None, true),
+        ] {
+            write(&shared.live.accounts, Arc::new(list(server.clone())));
+            assert_eq!(
+                shared.accounts().accounts.len(),
+                usize::from(used),
+                "{server:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -1713,7 +1713,10 @@ mod tests {
         assert_eq!(s.form_batches_with(2, full).await.unwrap(), 1);
         let due = s.next_due_batches(i64::MAX, 10, &none).unwrap();
         assert!(due.iter().all(|b| b.show_id != "c"), "{due:?}");
-        assert_eq!(due.iter().find(|b| b.show_id == "d").unwrap().items.len(), 2);
+        assert_eq!(
+            due.iter().find(|b| b.show_id == "d").unwrap().items.len(),
+            2
+        );
     }
 
     /// A dead letter that does not decode stays where it is; `outbox retry` sends the others
