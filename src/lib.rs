@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod hostaddr;
 pub mod http;
+pub mod json;
 pub mod logging;
 pub mod matching;
 pub mod model;

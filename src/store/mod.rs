@@ -787,11 +787,11 @@ fn answer(completions: Vec<Completion>, result: &Result<()>) {
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| StoreError::Storage(format!("encode: {e}")))
+    crate::json::to_vec_with(v, 256).map_err(|e| StoreError::Storage(format!("encode: {e}")))
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
-    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+    crate::json::from_bytes(b).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Read the next value of a named sequence and advance it.

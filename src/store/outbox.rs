@@ -275,7 +275,7 @@ impl Store {
             for row in outbox.iter()? {
                 let (id, v) = row?;
                 // Its show is unknown: skipped (left in the table), every show goes on.
-                let show: OutboxShape<'_> = match serde_json::from_slice(v.value()) {
+                let show: OutboxShape<'_> = match crate::json::from_bytes(v.value()) {
                     Ok(s) => s,
                     Err(e) => {
                         unreadable.note(
@@ -995,7 +995,7 @@ fn batch_names(txn: &WriteTransaction, b: &Batch) -> Result<(Option<String>, Opt
         if let Some(v) = j.get(it.play_id)? {
             // Names only: a journal entry that does not decode loses them, not the outcome
             // (failing here would leave the batch due, sent again for ever).
-            let e: Entry<'_> = match serde_json::from_slice(v.value()) {
+            let e: Entry<'_> = match crate::json::from_bytes(v.value()) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(

@@ -347,7 +347,7 @@ pub fn parse_payload(bytes: &[u8]) -> Result<WebhookPayload<'_>, PayloadError> {
             },
         });
     }
-    let payload: WebhookPayload = serde_json::from_slice(bytes).map_err(|e| json_error(&e))?;
+    let payload: WebhookPayload = crate::json::from_bytes(bytes).map_err(|e| json_error(&e))?;
     if payload.event.trim().is_empty() {
         return Err(PayloadError::MissingEvent);
     }
