@@ -234,6 +234,10 @@ pub struct Shared {
     /// Who is deciding an open conflict right now: a person, or the rematch after a tracker
     /// switch. One at a time per conflict ([`ConflictClaims`]).
     pub claims: ConflictClaims,
+    /// Shows this process made in the tracker (or found a lost create had made) whose
+    /// decision may not be recorded yet: the next create of the same show reuses the id
+    /// rather than make a second show ([`CreatedShows`]).
+    pub created: CreatedShows,
     /// A weak handle to this state, for work spawned from a request.
     me: std::sync::Weak<Shared>,
     key: MasterKey,
@@ -358,6 +362,43 @@ impl Drop for ConflictClaim<'_> {
     fn drop(&mut self) {
         self.claims.held().remove(&self.key);
         self.claims.released.notify_waiters();
+    }
+}
+
+/// Shows created in the tracker by this process, by the create's key (pipeline/resolve.rs
+/// `create_key`: TMDB id, else title and year) and the tracker instance they were made in:
+/// the tracker's show id. Held in memory because the store may be what failed when the
+/// decision that names the show could not be recorded (a full disk); a person's decision
+/// drops its entry once written. An automatic create's (`[matching] auto_add_shows`) stays
+/// for the process's life: the show exists, so a later create of it reuses it. One entry a
+/// show created, never more.
+#[derive(Default)]
+pub struct CreatedShows {
+    shows: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl CreatedShows {
+    fn shows(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+        self.shows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The show id a create of `key` made in the tracker `instance`, if this process made it.
+    pub fn get(&self, instance: &str, key: &str) -> Option<String> {
+        self.shows()
+            .get(key)
+            .filter(|(made_in, _)| made_in == instance)
+            .map(|(_, id)| id.clone())
+    }
+
+    pub fn insert(&self, instance: &str, key: &str, show_id: &str) {
+        self.shows()
+            .insert(key.to_string(), (instance.to_string(), show_id.to_string()));
+    }
+
+    pub fn remove(&self, key: &str) {
+        self.shows().remove(key);
     }
 }
 
@@ -1513,6 +1554,7 @@ pub async fn open_shared(
         backfill: Arc::new(tokio::sync::Mutex::new(())),
         sync: Arc::new(tokio::sync::Mutex::new(())),
         claims: ConflictClaims::default(),
+        created: CreatedShows::default(),
         secret_lock: tokio::sync::Mutex::new(()),
         swaps: Mutex::new(()),
         #[cfg(test)]

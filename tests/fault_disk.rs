@@ -3,6 +3,10 @@
 //! (never 200), nothing is half-written, and once space returns the daemon stores plays again
 //! and delivers them; the store file opens cleanly afterwards with consistent counts.
 //!
+//! A *Create new* whose decision cannot be recorded on the full disk leaves the tracker's new
+//! show remembered: asked again once space returns, it maps the conflict to that show and
+//! creates no second one.
+//!
 //! Mounting needs root (CI runs as root on the same kind of machine). Where `mount` is refused
 //! the test prints a NOTICE and skips rather than fail.
 
@@ -344,6 +348,195 @@ async fn the_resolver_backs_off_while_its_writes_fail() {
         (!tracker.watched().is_empty()).then_some(())
     })
     .await;
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+    drop(d);
+    drop(fs);
+}
+
+/// Ask the daemon `path` until `f` accepts its answer (at most [`WAIT`]); the accepted value.
+async fn api_until<T>(
+    d: &Daemon,
+    what: &str,
+    path: &str,
+    mut f: impl FnMut(&Value) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = d.api("GET", path).await;
+        if let Some(t) = f(&v) {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {v:#}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// *Create new* on a conflict while the disk is full: the tracker makes the show, but the
+/// decision that maps the conflict to it cannot be recorded, and the person is told so (the
+/// show's id, and that asking again maps to it). Once space returns, *Create new* again
+/// (repeated until the store takes it) maps the conflict to that same show: the tracker got
+/// exactly one create, never a second show beside an orphan, and the held play goes to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_new_whose_decision_cannot_be_recorded_creates_no_second_show() {
+    if samples().is_none() {
+        return;
+    }
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&dir.path().join("disk"), "16m") else {
+        return;
+    };
+    let plex = FakePlex::start(vec![FakeShow {
+        rating_key: "50001".into(),
+        guid: format!("plex://show/{:0>24}", "50001"),
+        title: "Lucky Man".into(),
+        year: 2016,
+        guids: vec![],
+    }])
+    .await;
+    // Close to Lucky Man, not close enough to map it: a conflict.
+    let tracker = FakeTracker::start(vec![
+        json!({"id": "luckyman", "title": "Lucky Man (UK)", "year": 2016}),
+        json!({"id": "lucky7", "title": "Lucky Seven", "year": 2003}),
+    ])
+    .await;
+    plex.list_shared_user();
+    let extra = format!(
+        "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n\n[store]\npath = \"{}\"\n",
+        fs.path.join("plexsync.redb").display()
+    );
+    let cfg_text = daemon::config_with_plex(
+        &plex.url(),
+        &tracker.url(),
+        daemon::SYNC_SHARED_USER,
+        &extra,
+    );
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut d = Daemon::start(dir.path(), &cfg_text).await;
+    support::accounts_read(&d).await;
+
+    // A play of Lucky Man (the shared user's capture, re-aimed at the show) opens a conflict.
+    let mut p = sample_json(NEW_AGENT_SCROBBLE);
+    let m = &mut p["Metadata"];
+    m["grandparentRatingKey"] = json!("50001");
+    m["grandparentKey"] = json!("/library/metadata/50001");
+    m["grandparentGuid"] = json!(format!("plex://show/{:0>24}", "50001"));
+    m["grandparentTitle"] = json!("Lucky Man");
+    m["ratingKey"] = json!("50001001");
+    m["guid"] = json!(format!("plex://episode/50001{:021}", 1));
+    m["index"] = json!(1);
+    m["parentIndex"] = json!(1);
+    let http = reqwest::Client::new();
+    let (s, _, body) = post(&http, &d.webhook_url, &p).await;
+    assert_eq!(s, 200, "{body}");
+    let id = api_until(&d, "Lucky Man in a conflict", "/api/conflicts", |v| {
+        v["items"]
+            .as_array()?
+            .iter()
+            .find(|c| c["plex"]["title"] == "Lucky Man")?["id"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+    assert_eq!(tracker.creates(), 0);
+
+    // The disk fills up; Create new: the tracker makes the show, the decision cannot be
+    // written, and the answer is an error.
+    let filler = fill(&fs.path);
+    let path = format!("/api/conflicts/{id}/resolve");
+    let create = br#"{"action":"create"}"#.to_vec();
+    let first = plexsync::client::request(&d.socket(), "POST", &path, Some(create.clone())).await;
+    let first = match first {
+        Ok(b) => panic!(
+            "the decision was recorded on a full disk: {}\n{}",
+            String::from_utf8_lossy(&b),
+            d.log()
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(tracker.creates(), 1, "{first}");
+    let made = tracker
+        .state
+        .lock()
+        .unwrap()
+        .shows
+        .last()
+        .and_then(|s| s["id"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(
+        !made.is_empty() && made != "lucky7",
+        "the tracker made a show"
+    );
+
+    // Space returns. The person clicks Create new again until the store takes the decision
+    // (its writer reopens the file first; until then the answer is still an error).
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut errors = Vec::new();
+    let resolved: Value = loop {
+        match plexsync::client::request(&d.socket(), "POST", &path, Some(create.clone())).await {
+            Ok(b) => break serde_json::from_slice(&b).unwrap(),
+            Err(e) => errors.push(e.to_string()),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never resolved: {errors:#?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(resolved["resolved"], true, "{resolved}");
+    assert_eq!(
+        tracker.creates(),
+        1,
+        "one create request, never a second show: {:?}\nanswers: {first}\n{errors:#?}",
+        tracker.state.lock().unwrap().shows
+    );
+    // Mapped to the show the first click made, and its held play goes there.
+    let conflicts = d.api("GET", "/api/conflicts").await;
+    assert_eq!(conflicts["total"], 0, "{conflicts}");
+    let maps = d.api("GET", "/api/mappings?status=mapped").await;
+    let lucky = maps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["plex"]["title"] == "Lucky Man")
+        .unwrap_or_else(|| panic!("Lucky Man mapped: {maps:#}"));
+    assert_eq!(lucky["tracker"]["id"], made.as_str(), "{lucky:#}");
+    assert_eq!(lucky["method"], "created", "{lucky:#}");
+    eventually("the held play at the show made", WAIT, || {
+        tracker
+            .watched()
+            .contains_key(&(made.clone(), 1, 1))
+            .then_some(())
+    })
+    .await;
+    // The first answer said what happened and what asking again does.
+    assert!(
+        first.contains("created the show")
+            && first.contains(&made)
+            && first.contains("does not create another"),
+        "{first}"
+    );
+    // And the log names the show left without a decision, by its tracker id.
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("decision could not be recorded")
+                && l.contains(&format!("show_id={made}"))),
+        "{log}"
+    );
     assert_eq!(d.stop(), Some(0), "{}", d.log());
     drop(d);
     drop(fs);

@@ -553,6 +553,8 @@ async fn decide(
         Ok(None) => return Err(decided_meanwhile(shared, conflict)),
         Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
+    // The show a *Create new* made (or found made) in the tracker, for its answer below.
+    let mut created = None;
     let decision = match action {
         ResolveAction::Select => {
             let Some(show_id) = show_id else {
@@ -582,6 +584,7 @@ async fn decide(
                 }
                 Err(e) => return Err(failed(e)),
             };
+            created = Some(id.clone());
             ConflictDecision::Select {
                 show_id: id,
                 method: "created".into(),
@@ -596,6 +599,9 @@ async fn decide(
         .await
     {
         Ok((released, queued)) => {
+            if created.is_some() {
+                crate::pipeline::create_recorded(shared, &conflict.query);
+            }
             tracing::info!(show = %conflict.plex.title, released, queued, action = ?action, "conflict resolved");
             shared.wake.export.notify_one();
             Ok(Resolved {
@@ -604,8 +610,30 @@ async fn decide(
                 episodes_queued: queued,
             })
         }
-        Err(StoreError::NotFound(m)) => Err((StatusCode::NOT_FOUND, m)),
-        Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e) => {
+            let status = match e {
+                StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let Some(id) = created else {
+                return Err((status, e.to_string()));
+            };
+            // The tracker has the show and nothing maps to it yet: remembered, so that the
+            // person's next *Create new* maps to it rather than make a second one.
+            crate::pipeline::create_unrecorded(shared, &conflict.query, &id, &e).await;
+            let title = &conflict.plex.title;
+            Err((
+                status,
+                match e {
+                    StoreError::NotFound(m) => format!(
+                        "the tracker created the show {title:?} (show id {id:?}), but the conflict was decided meanwhile ({m}): nothing maps to the new show"
+                    ),
+                    e => format!(
+                        "the tracker created the show {title:?} (show id {id:?}), but the decision could not be recorded: {e}; once that is fixed, Create new again maps the conflict to this show, it does not create another"
+                    ),
+                },
+            ))
+        }
     }
 }
 

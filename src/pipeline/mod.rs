@@ -17,7 +17,7 @@ pub use catalogue::catalogue_task;
 pub use export::exporter_task;
 pub use rematch::rematch_task;
 pub(crate) use resolve::{Would, would_resolve};
-pub use resolve::{create_show, resolver_task};
+pub use resolve::{create_recorded, create_show, create_unrecorded, resolver_task};
 
 use std::collections::HashMap;
 use std::sync::Arc;

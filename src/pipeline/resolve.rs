@@ -498,6 +498,25 @@ fn settle_time(request_took: Duration) -> Duration {
 /// How long such a mark is kept: long past any catalogue read.
 const UNSETTLED_FOR: Duration = Duration::from_secs(7 * 86_400);
 
+/// What a create of the show `query` names sends the tracker: its title, year and ids.
+fn new_show(query: &ShowQuery) -> plexsync_plugin_api::NewShow {
+    use plexsync_plugin_api::guid::{ExternalId, parse_show_guids};
+    let mut show = plexsync_plugin_api::NewShow {
+        title: query.title.clone(),
+        year: query.year,
+        ..Default::default()
+    };
+    for id in parse_show_guids(&query.guids) {
+        match id {
+            ExternalId::Tmdb(n) => show.tmdb_id = show.tmdb_id.or(Some(n)),
+            ExternalId::Tvdb(n) => show.tvdb_id = show.tvdb_id.or(Some(n)),
+            ExternalId::Imdb(s) => show.imdb_id = show.imdb_id.or(Some(s)),
+            _ => {}
+        }
+    }
+    show
+}
+
 /// Create the show in the tracker from what Plex knows. `require_tmdb` (the automatic
 /// creation): None when it has no TMDB id (a show created from a bare title would too often
 /// duplicate one the matchers missed); a person's "Create new" creates from the title.
@@ -506,30 +525,24 @@ const UNSETTLED_FOR: Duration = Duration::from_secs(7 * 86_400);
 /// not sent again until it has settled; then the tracker's catalogue is read, and if it has
 /// the show (same TMDB id, or same title and year), its id is the answer, so a retry, the
 /// resolver's or a person's second click, never makes a second show.
+///
+/// A show this process made (or found made) is remembered ([`Shared::created`]) until the
+/// decision naming it is written ([`create_recorded`]): when that write failed (a full
+/// disk), the next create of the same show answers the same id, once the tracker's catalogue
+/// shows it is still there, instead of making a second show beside the orphan. A restart
+/// finds it through the unsettled mark [`create_unrecorded`] leaves, when the store can
+/// still take it.
 pub async fn create_show(
     shared: &Shared,
     query: &ShowQuery,
     require_tmdb: bool,
 ) -> Result<Option<String>, plexsync_plugin_api::PluginError> {
-    use plexsync_plugin_api::guid::{ExternalId, parse_show_guids};
-    let ids = parse_show_guids(&query.guids);
-    let mut show = plexsync_plugin_api::NewShow {
-        title: query.title.clone(),
-        year: query.year,
-        ..Default::default()
-    };
-    for id in ids {
-        match id {
-            ExternalId::Tmdb(n) => show.tmdb_id = show.tmdb_id.or(Some(n)),
-            ExternalId::Tvdb(n) => show.tvdb_id = show.tvdb_id.or(Some(n)),
-            ExternalId::Imdb(s) => show.imdb_id = show.imdb_id.or(Some(s)),
-            _ => {}
-        }
-    }
+    let show = new_show(query);
     if require_tmdb && show.tmdb_id.is_none() {
         return Ok(None);
     }
-    let mark = format!("{UNSETTLED_CREATE}{}", create_key(&show));
+    let key = create_key(&show);
+    let mark = format!("{UNSETTLED_CREATE}{key}");
     let unsettled = shared
         .store
         .kv_get(&mark)
@@ -537,6 +550,18 @@ pub async fn create_show(
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map(i64::from_le_bytes);
     let exporter = shared.plugins().exporter.clone();
+    let tracker = exporter.instance();
+    if let Some(id) = shared.created.get(&tracker, &key) {
+        // Made by this process, its decision not written (or not known to be): the tracker
+        // is asked whether the show is still there (someone may have deleted it since).
+        let shows = exporter.fetch_catalogue().await?;
+        if shows.iter().any(|s| s.id == id) {
+            tracing::info!(show_id = %id, show = %show.title, "this show was created in the tracker before, and the decision naming it was not recorded; that show is used, not created again");
+            return Ok(Some(id));
+        }
+        tracing::warn!(show_id = %id, show = %show.title, "the show created earlier is no longer in the tracker's catalogue; it is created again");
+        shared.created.remove(&key);
+    }
     if let Some(settled_at) = unsettled {
         if now_millis() <= settled_at {
             return Err(plexsync_plugin_api::PluginError::transient(
@@ -548,6 +573,7 @@ pub async fn create_show(
         let shows = exporter.fetch_catalogue().await?;
         if let Some(id) = find_created(&shows, &show) {
             tracing::info!(show_id = %id, show = %show.title, "the show an earlier create made is in the tracker's catalogue; not created again");
+            shared.created.insert(&tracker, &key, &id);
             forget_unsettled(shared, mark);
             shared.wake.catalogue.notify_one();
             return Ok(Some(id));
@@ -556,6 +582,7 @@ pub async fn create_show(
     let started = Instant::now();
     match exporter.create_show(&show).await {
         Ok(id) => {
+            shared.created.insert(&tracker, &key, &id);
             if unsettled.is_some() {
                 forget_unsettled(shared, mark);
             }
@@ -565,18 +592,57 @@ pub async fn create_show(
         Err(e) if e.is_transient() => {
             let settled_at =
                 now_millis().saturating_add(settle_time(started.elapsed()).as_millis() as i64);
-            let expires = settled_at.saturating_add(UNSETTLED_FOR.as_millis() as i64);
             tracing::warn!(show = %show.title, error = %e, "a show create got no answer; the tracker's catalogue is read before it is tried again");
-            if let Err(se) = shared
-                .store
-                .kv_put(mark, settled_at.to_le_bytes().to_vec(), Some(expires))
-                .await
-            {
-                tracing::warn!(show = %show.title, error = %se, "cannot record a create without an answer");
-            }
+            mark_unsettled(shared, mark, settled_at, &show.title).await;
             Err(e)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The decision naming the show [`create_show`] answered for `query` is written: the show is
+/// no longer remembered as made without one.
+/// A mark [`create_unrecorded`] left goes too.
+pub fn create_recorded(shared: &Shared, query: &ShowQuery) {
+    let key = create_key(&new_show(query));
+    shared.created.remove(&key);
+    let mark = format!("{UNSETTLED_CREATE}{key}");
+    if let Ok(Some(_)) = shared.store.kv_get(&mark) {
+        forget_unsettled(shared, mark);
+    }
+}
+
+/// The decision naming `show_id`, which [`create_show`] answered for `query`, could not be
+/// written (`err`): the show exists in the tracker and nothing maps to it yet. This process
+/// remembers it already; the unsettled mark, settled at once, is left (if the store takes
+/// it) so that after a restart the next create reads the tracker's catalogue first and finds
+/// the show instead of making a second one.
+pub async fn create_unrecorded(
+    shared: &Shared,
+    query: &ShowQuery,
+    show_id: &str,
+    err: &crate::store::StoreError,
+) {
+    let show = new_show(query);
+    let key = create_key(&show);
+    // Also when create_show found it in the catalogue rather than made it: remembered either way.
+    shared
+        .created
+        .insert(&shared.plugins().exporter.instance(), &key, show_id);
+    tracing::error!(show = %show.title, show_id = %show_id, error = %err, "the show was created in the tracker but the decision could not be recorded; creating it again maps to this show");
+    let mark = format!("{UNSETTLED_CREATE}{key}");
+    mark_unsettled(shared, mark, now_millis(), &show.title).await;
+}
+
+/// Leave the unsettled mark `mark`, settled at `settled_at` (unix ms); best effort.
+async fn mark_unsettled(shared: &Shared, mark: String, settled_at: i64, title: &str) {
+    let expires = settled_at.saturating_add(UNSETTLED_FOR.as_millis() as i64);
+    if let Err(se) = shared
+        .store
+        .kv_put(mark, settled_at.to_le_bytes().to_vec(), Some(expires))
+        .await
+    {
+        tracing::warn!(show = %title, error = %se, "cannot record that a show's create is unsettled");
     }
 }
 

@@ -79,6 +79,8 @@ pub struct TrackerState {
     pub sticky: Option<Fault>,
     /// Faults for the next show creates (`POST /shows`) only, front first.
     pub create_faults: Vec<Fault>,
+    /// Show creates (`POST /shows`) received, answered or faulted.
+    pub creates: usize,
     pub requests: usize,
     pub next_id: u64,
     pub expected_key: Option<String>,
@@ -173,6 +175,11 @@ impl FakeTracker {
         self.state.lock().unwrap().watched.clone()
     }
 
+    /// Show creates (`POST /shows`) received so far.
+    pub fn creates(&self) -> usize {
+        self.state.lock().unwrap().creates
+    }
+
     pub fn applied(&self) -> usize {
         self.state.lock().unwrap().applied
     }
@@ -234,6 +241,9 @@ async fn handle(
     seen: Seen,
 ) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
     let watched = seen.method == "POST" && seen.path.ends_with("/watched");
+    if seen.method == "POST" && seen.path.ends_with("/shows") {
+        st.lock().unwrap().creates += 1;
+    }
     let budget = if watched { spend(&st) } else { None };
     let mut r = match budget {
         Some((false, ..)) => {
