@@ -617,7 +617,8 @@ pub enum OfflineError {
 }
 
 /// Open the daemon's state for the CLI when no daemon runs (it may then own the store): the
-/// store, plugins and the cached catalogue, ready for [`call`]. Open it once per process —
+/// store, plugins and the cached catalogue with its stored extra names (the catalogue the
+/// daemon would search), ready for [`call`]. Open it once per process —
 /// redb refuses a second open of the same file.
 pub async fn open_offline(
     config: crate::config::Config,
@@ -636,9 +637,8 @@ pub async fn open_offline(
         .store
         .load_catalogue_for(&shared.plugins().exporter.instance())
     {
-        Ok(Some(crate::store::CachedCatalogue { shows, .. })) => shared.set_catalogue(
-            std::sync::Arc::new(plexsync_plugin_api::Catalogue::new(shows)),
-        ),
+        // With the names the daemon's pass stored: the catalogue the daemon searches.
+        Ok(Some(cached)) => shared.set_catalogue(cached.build().1),
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the cached catalogue"),
     }

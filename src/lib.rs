@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod alt_titles;
 pub mod api;
 pub mod client;
 pub mod config;

@@ -235,7 +235,9 @@ pub async fn run_file(
     }
     // The daemon's background enrichment, run to its end before the first query, so the
     // figures are those of a daemon whose catalogue has all its names.
-    let pass = crate::pipeline::enrich::enrich(&plugins.matchers, &catalogue, |c| {
+    let known = crate::alt_titles::AltTitles::default();
+    let pass = crate::pipeline::enrich::enrich(&plugins.matchers, &catalogue, &known, |names| {
+        let c = names.catalogue(&catalogue);
         for m in &plugins.matchers {
             m.set_catalogue(c.clone());
         }

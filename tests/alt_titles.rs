@@ -332,3 +332,50 @@ async fn a_rejected_key_or_a_timeout_costs_only_the_names() {
         d.stop().await;
     }
 }
+
+/// `plexsync shows search --json` as the CLI prints it (run with the daemon up, it asks the
+/// daemon over its socket; with none, it reads the store itself).
+fn search(cfg: &std::path::Path, query: &str) -> Value {
+    let out = daemon::cli(cfg, &["shows", "search", query, "--json"], None);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The names TMDB gave are kept in the store, so `plexsync shows search` answers the same
+/// through the daemon and offline: a translated title finds its show both ways, without
+/// the offline CLI asking TMDB anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shows_search_finds_an_alternative_title_online_and_offline_alike() {
+    plexsync::daemon::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let plex = FakePlex::start(vec![]).await;
+    let tracker = FakeTracker::start(tracker_shows()).await;
+    let tmdb = fake_tmdb::start(rows(), KEY, None).await;
+    let text = config(&plex, &tracker, &tmdb, "rate_limit = \"100/1s\"");
+    let cfg = dir.path().join("plexsync.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    for (name, value) in [("plex-token", TOKEN), ("tmdb-key", KEY)] {
+        let out = daemon::cli(&cfg, &["secret", "set", name], Some(value));
+        assert!(out.status.success(), "{out:?}");
+    }
+    let mut d = InProc::start(dir.path(), &text).await;
+    eventually("TMDB names merged", WAIT, || {
+        d.log()
+            .lines()
+            .any(|l| l.contains(PASS_DONE) && l.contains("shows_named=2"))
+            .then_some(())
+    })
+    .await;
+    // Only one of TMDB's names matches: no title, alias or main title of the tracker's does.
+    let online = search(&cfg, "Porto di Notte");
+    assert_eq!(online["items"][0]["id"], "harbour", "{online}");
+    let own_title = search(&cfg, "Plain Show");
+    d.stop().await;
+
+    let asked = tv_requests(&tmdb).len();
+    let offline = search(&cfg, "Porto di Notte");
+    assert_eq!(offline, online);
+    assert_eq!(search(&cfg, "Plain Show"), own_title);
+    assert_eq!(tv_requests(&tmdb).len(), asked, "offline asked TMDB");
+}

@@ -1,5 +1,6 @@
 //! The catalogue task: the tracker's shows, fetched on a schedule (and on wake-up), cached in
-//! the store so matching works while the tracker is down, handed to every matcher.
+//! the store so matching works while the tracker is down, handed to every matcher with the
+//! extra names the store holds for them ([`AltTitles::catalogue`], as the CLI offline does).
 //!
 //! First start is on the request path of every play that arrives meanwhile, so it is kept
 //! cheap: the plugin parses the answer as it arrives, the indices (the catalogue's and every
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use plexsync_plugin_api::Catalogue;
 
+use crate::alt_titles::AltTitles;
 use crate::state::Shared;
 
 use super::backoff;
@@ -38,12 +40,17 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
             Ok(Some(cached)) => {
                 tracing::info!(
                     shows = cached.shows.len(),
+                    named_shows = cached.names.shows(),
                     "loaded the cached tracker catalogue"
                 );
                 // An earlier release's copy names no tracker: not kept as `stored`, so the
                 // first answer is saved with its tracker even when it holds the same shows.
                 let tagged = cached.tagged;
-                publish(&shared, cached.shows, &instance).filter(|_| tagged)
+                // The stored names with it: the very catalogue the CLI builds offline.
+                let (base, named, names) = cached.build();
+                publish_built(&shared, named, &instance)
+                    .filter(|_| tagged)
+                    .map(|named| (base, named, names))
             }
             Ok(None) => None,
             Err(e) => {
@@ -53,9 +60,9 @@ pub async fn catalogue_task(shared: Arc<Shared>) {
         })
     };
     match cached.await {
-        Ok(Some(c)) => {
-            stored = Some(c.clone());
-            enricher.start(&shared, c);
+        Ok(Some((base, named, names))) => {
+            stored = Some(base.clone());
+            enricher.start(&shared, base, named, names, instance.clone());
         }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "loading the cached catalogue failed"),
@@ -128,19 +135,9 @@ async fn tag_conflicts(shared: &Shared, current: &str) {
     }
 }
 
-/// Build the catalogue and every matcher's index from `shows` and make them current (which
-/// wakes the resolver), then give the build's garbage back to the system. CPU-bound: call it on
-/// a blocking thread.
+/// Make `catalogue` current, building every matcher's index (which wakes the resolver), then
+/// give the build's garbage back to the system. CPU-bound: call it on a blocking thread.
 /// None when a reload named another tracker than `instance` meanwhile: nothing is published.
-fn publish(
-    shared: &Shared,
-    shows: Vec<plexsync_plugin_api::CatalogShow>,
-    instance: &str,
-) -> Option<Arc<Catalogue>> {
-    publish_built(shared, Arc::new(Catalogue::new(shows)), instance)
-}
-
-/// [`publish`] for a catalogue already built.
 fn publish_built(
     shared: &Shared,
     catalogue: Arc<Catalogue>,
@@ -207,12 +204,24 @@ async fn refresh(
         return;
     }
     enricher.stop();
+    // The names stored for the shows (a show's id names it across refreshes), added by the
+    // same function as at start and offline.
     let publish = {
         let shared = shared.clone();
         let instance = instance.to_string();
-        tokio::task::spawn_blocking(move || publish_built(&shared, fetched, &instance))
+        tokio::task::spawn_blocking(move || {
+            let names = shared
+                .store
+                .alt_titles_for(&instance)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read the catalogue's stored names; published without them");
+                    AltTitles::default()
+                });
+            let named = names.catalogue(&fetched);
+            publish_built(&shared, named, &instance).map(|named| (fetched, named, names))
+        })
     };
-    let catalogue = match publish.await {
+    let (fetched, named, names) = match publish.await {
         Ok(Some(c)) => c,
         Ok(None) => return,
         Err(e) => {
@@ -220,12 +229,13 @@ async fn refresh(
             return;
         }
     };
+    // The tracker's shows as it answered them: the names are stored apart.
     *stored = match shared
         .store
-        .save_catalogue(catalogue.clone(), instance.to_string())
+        .save_catalogue(fetched.clone(), instance.to_string())
         .await
     {
-        Ok(()) => Some(catalogue.clone()),
+        Ok(()) => Some(fetched.clone()),
         Err(e) => {
             tracing::warn!(error = %e, "cannot cache the catalogue");
             None
@@ -233,5 +243,5 @@ async fn refresh(
     };
     // The store's encoded copy is garbage now too.
     crate::footprint::release_free_memory();
-    enricher.start(shared, catalogue);
+    enricher.start(shared, fetched, named, names, instance.to_string());
 }

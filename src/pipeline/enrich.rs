@@ -1,13 +1,16 @@
 //! Catalogue enrichment: more names for the tracker's shows from the matchers that know them
-//! (the tmdb matcher: TMDB's alternative titles and translations), merged into
-//! [`CatalogShow::alt_titles`] and handed back to every matcher, so a Plex show titled by a
-//! translation finds its tracker show as a candidate.
+//! (the tmdb matcher: TMDB's alternative titles and translations), kept as [`AltTitles`],
+//! stored beside the store's catalogue and merged into [`CatalogShow::alt_titles`] by
+//! [`AltTitles::catalogue`] for every matcher, so a Plex show titled by a translation finds
+//! its tracker show as a candidate (and `plexsync shows search` finds it, online or offline:
+//! both build the catalogue from the same store rows).
 //!
 //! [`enrich`] is the one pass, shared by the daemon and `plexsync match`: every matcher's
-//! [`Matcher::alt_titles`] over slices of the catalogue, publishing the enriched catalogue
-//! as names arrive (at most every [`PUBLISH_EVERY`]) and at the end. [`Enricher`] runs it in
+//! [`Matcher::alt_titles`] over slices of the catalogue, publishing the names when they
+//! changed, as they arrive (at most every [`PUBLISH_EVERY`]) and at the end; the daemon's
+//! publication stores them before the catalogue built from them goes live. [`Enricher`] runs it in
 //! the background after each catalogue load or refresh: it never holds up matching (until
-//! names arrive the matchers work from the plain catalogue), starts over from the new
+//! names arrive the matchers work from the catalogue with the names stored), starts over from the new
 //! catalogue on a refresh, asks again when the matchers change (a reload, a new secret:
 //! `Wakeups::enrich`), retries a transient failure with backoff and stops with the daemon.
 //!
@@ -17,12 +20,12 @@
 //! candidates only ([`refresh_conflicts`]); only those of the current tracker: another
 //! tracker's are matched again whole by pipeline/rematch.rs.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plexsync_plugin_api::{Candidate, CatalogShow, Catalogue, Matcher, PluginError};
 
+use crate::alt_titles::AltTitles;
 use crate::state::Shared;
 
 use super::backoff;
@@ -38,10 +41,11 @@ pub const PUBLISH_EVERY: Duration = Duration::from_secs(30);
 /// What one pass found.
 #[derive(Debug, Default)]
 pub struct Pass {
-    /// Shows that got at least one new name, and the names added.
+    /// Shows the matchers named in this pass, and the names they gave (whether or not the
+    /// store had them already).
     pub shows_named: usize,
     pub names: usize,
-    /// Publications made.
+    /// Publications made (none when the names are those the pass started with).
     pub published: usize,
     /// The failure that ended the pass early (the names found before it were published).
     pub error: Option<PluginError>,
@@ -49,22 +53,34 @@ pub struct Pass {
     pub superseded: bool,
 }
 
-/// Ask every matcher for more names of `base`'s shows, slice by slice, and hand `publish`
-/// the enriched catalogue: at most every [`PUBLISH_EVERY`] while names arrive, and at the end
-/// when anything was added. `publish` returns false when the pass is out of date (a newer
-/// catalogue took over); the pass then stops without publishing again. The first matcher
-/// error ends the pass. `publish` answers a future so the daemon can index off the runtime.
+/// Ask every matcher for more names of `base`'s shows (the tracker's, without extra names),
+/// slice by slice, and hand `publish` the catalogue's names whenever they differ from the
+/// last ones handed (at first `known`, those the store had): at most every [`PUBLISH_EVERY`]
+/// while names arrive, `known` and the new ones together; at the end of a pass that asked
+/// every show, this pass's names alone (a name no matcher gives any more is dropped), and
+/// after a failure `known` and the new ones together. `publish` builds the catalogue with
+/// [`AltTitles::catalogue`] and returns false when the pass is out of date (a newer catalogue
+/// took over); the pass then stops without publishing again. The first matcher error ends
+/// the pass. `publish` answers a future so the daemon can store and index off the runtime.
 pub async fn enrich<P>(
     matchers: &[Arc<dyn Matcher>],
     base: &Catalogue,
-    mut publish: impl FnMut(Arc<Catalogue>) -> P,
+    known: &AltTitles,
+    mut publish: impl FnMut(AltTitles) -> P,
 ) -> Pass
 where
     P: std::future::Future<Output = bool>,
 {
     let mut pass = Pass::default();
-    // show id → names added, in arrival order, compared without regard to case.
-    let mut added: HashMap<String, Vec<String>> = HashMap::new();
+    // This pass's names, bounded ([`AltTitles::add`]) and only for `base`'s shows.
+    let mut found = AltTitles::default();
+    let mut last = known.clone();
+    let together = |found: &AltTitles| {
+        let mut all = known.clone();
+        all.extend(found, base);
+        all.retain_in(base);
+        all
+    };
     let mut dirty = false;
     let mut last_publish = Instant::now();
     'matchers: for m in matchers {
@@ -85,31 +101,30 @@ where
             };
             for (id, names) in answer {
                 let Some(show) = base.get(&id) else { continue };
-                let list = added.entry(id).or_default();
-                let before = list.len();
-                for name in names {
-                    let folded = name.trim().to_lowercase();
-                    let known = folded.is_empty()
-                        || show.title.trim().to_lowercase() == folded
-                        || list.iter().any(|n| n.trim().to_lowercase() == folded);
-                    if !known {
-                        list.push(name);
-                    }
+                let before = found.get(&id).len();
+                for name in &names {
+                    found.add(&id, show.title, name);
                 }
-                if before == 0 && !list.is_empty() {
+                let after = found.get(&id).len();
+                if before == 0 && after > 0 {
                     pass.shows_named += 1;
                 }
-                pass.names += list.len() - before;
-                dirty |= list.len() > before;
+                pass.names += after - before;
+                dirty |= after > before;
             }
             if dirty && last_publish.elapsed() >= PUBLISH_EVERY {
-                if !publish(merged(base, &added)).await {
+                dirty = false;
+                last_publish = Instant::now();
+                let now = together(&found);
+                if now == last {
+                    continue;
+                }
+                if !publish(now.clone()).await {
                     pass.superseded = true;
                     return pass;
                 }
+                last = now;
                 pass.published += 1;
-                dirty = false;
-                last_publish = Instant::now();
                 tracing::info!(
                     matcher = m.kind(),
                     shows_named = pass.shows_named,
@@ -119,33 +134,19 @@ where
             }
         }
     }
-    if dirty {
-        if publish(merged(base, &added)).await {
+    let end = if pass.error.is_none() {
+        found
+    } else {
+        together(&found)
+    };
+    if end != last {
+        if publish(end).await {
             pass.published += 1;
         } else {
             pass.superseded = true;
         }
     }
     pass
-}
-
-/// `base` with the names added (after the shows' own `alt_titles`, if any).
-fn merged(base: &Catalogue, added: &HashMap<String, Vec<String>>) -> Arc<Catalogue> {
-    let shows: Vec<CatalogShow> = base
-        .iter()
-        .map(|s| {
-            let mut s = s.to_show();
-            if let Some(names) = added.get(&s.id) {
-                for n in names {
-                    if !s.alt_titles.contains(n) {
-                        s.alt_titles.push(n.clone());
-                    }
-                }
-            }
-            s
-        })
-        .collect();
-    Arc::new(Catalogue::new(shows))
 }
 
 /// The background enrichment of the daemon's catalogue: one task per catalogue, replaced on
@@ -164,11 +165,25 @@ impl Enricher {
         }
     }
 
-    /// Enrich `base` (the catalogue just published) in the background, replacing any pass
-    /// in progress.
-    pub fn start(&mut self, shared: &Arc<Shared>, base: Arc<Catalogue>) {
+    /// Enrich `base` (the tracker `instance`'s shows, without extra names) in the background,
+    /// replacing any pass in progress. `published` is the catalogue just made current from
+    /// it with the stored names `known` ([`AltTitles::catalogue`]).
+    pub fn start(
+        &mut self,
+        shared: &Arc<Shared>,
+        base: Arc<Catalogue>,
+        published: Arc<Catalogue>,
+        known: AltTitles,
+        instance: String,
+    ) {
         self.stop();
-        self.task = Some(tokio::spawn(run(shared.clone(), base)));
+        self.task = Some(tokio::spawn(run(
+            shared.clone(),
+            base,
+            published,
+            known,
+            instance,
+        )));
     }
 }
 
@@ -179,14 +194,24 @@ impl Drop for Enricher {
 }
 
 /// Passes over `base` until shutdown: one now, again when the matchers change, again after
-/// a backoff when one failed transiently.
-async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
+/// a backoff when one failed transiently. Each publication stores the names first
+/// ([`crate::store::Store::save_alt_titles`]), then makes the catalogue built from them
+/// current: what the daemon searches is what the store gives a reader offline.
+async fn run(
+    shared: Arc<Shared>,
+    base: Arc<Catalogue>,
+    published: Arc<Catalogue>,
+    known: AltTitles,
+    instance: String,
+) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut failures = 0u32;
-    // What this task published last: the live catalogue is either that or `base`, unless a
-    // refresh replaced it (then this task is out of date). Shared with the publications'
-    // blocking threads, one at a time.
-    let current = Arc::new(std::sync::Mutex::new(base.clone()));
+    // What this task published last (at first the catalogue it was started for): the live
+    // catalogue is that, unless a refresh replaced it (then this task is out of date).
+    // Shared with the publications' blocking threads, one at a time.
+    let current = Arc::new(std::sync::Mutex::new(published));
+    // The names of `current`: each pass starts from them.
+    let mut known = known;
     loop {
         if *shutdown.borrow() {
             return;
@@ -194,21 +219,48 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
         let matchers = shared.plugins().matchers.clone();
         let started = Instant::now();
         tracing::info!(shows = base.len(), "catalogue names: pass started");
-        let pass = enrich(&matchers, &base, |c| {
-            let (shared, current, base) = (shared.clone(), current.clone(), base.clone());
-            // Checked and published in one step, so a refresh's publication cannot come
-            // between; on a blocking thread, as every matcher indexes the catalogue again.
-            let publish = tokio::task::spawn_blocking(move || {
-                let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
-                let ours = shared.publish_catalogue(c.clone(), |live| {
-                    live.is_some_and(|l| Arc::ptr_eq(l, &current) || Arc::ptr_eq(l, &base))
-                });
-                if ours {
-                    *current = c;
-                }
-                ours
-            });
+        let mut stored = None;
+        // A publication whose names the store could not keep: the pass is asked again later
+        // (from the matchers' caches), so the store gets them and a reader offline too.
+        let unsaved = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pass = enrich(&matchers, &base, &known, |names| {
+            stored = Some(names.clone());
+            let (shared, current, base, instance, unsaved) = (
+                shared.clone(),
+                current.clone(),
+                base.clone(),
+                instance.clone(),
+                unsaved.clone(),
+            );
             async move {
+                match shared
+                    .store
+                    .save_alt_titles(names.clone(), instance.clone())
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(tracker = %instance, "catalogue names: another tracker's catalogue is stored now; this pass stops");
+                        return false;
+                    }
+                    Err(e) => {
+                        unsaved.store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(error = %e, shows = names.shows(), "catalogue names: cannot store them; published anyway, stored on a later pass")
+                    }
+                }
+                // Checked and published in one step, so a refresh's publication cannot come
+                // between; on a blocking thread, as every matcher indexes the catalogue again.
+                let publish = tokio::task::spawn_blocking(move || {
+                    let c = names.catalogue(&base);
+                    let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
+                    let ours = shared.publish_catalogue(c.clone(), |live| {
+                        live.is_some_and(|l| Arc::ptr_eq(l, &current))
+                    });
+                    if ours {
+                        *current = c;
+                    }
+                    ours
+                });
                 publish.await.unwrap_or_else(|e| {
                     tracing::error!(error = %e, "catalogue names: publishing failed");
                     false
@@ -218,6 +270,10 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
         .await;
         if pass.superseded {
             return;
+        }
+        let unsaved = unsaved.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(names) = stored.filter(|_| !unsaved) {
+            known = names;
         }
         tracing::info!(
             shows = base.len(),
@@ -236,23 +292,22 @@ async fn run(shared: Arc<Shared>, base: Arc<Catalogue>) {
                 let current = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 shared
                     .catalogue()
-                    .is_some_and(|l| Arc::ptr_eq(&l, &current) || Arc::ptr_eq(&l, &base))
+                    .is_some_and(|l| Arc::ptr_eq(&l, &current))
             };
             refresh_conflicts(&shared, &matchers, still_ours).await;
         }
-        let retry = match &pass.error {
-            Some(e) if e.is_transient() => {
-                failures += 1;
-                Some(backoff(
-                    failures,
-                    Duration::from_secs(60),
-                    Duration::from_secs(3600),
-                ))
-            }
-            _ => {
-                failures = 0;
-                None
-            }
+        // A transient failure, or names the store did not keep: asked again after a backoff.
+        let again = unsaved || pass.error.as_ref().is_some_and(PluginError::is_transient);
+        let retry = if again {
+            failures += 1;
+            Some(backoff(
+                failures,
+                Duration::from_secs(60),
+                Duration::from_secs(3600),
+            ))
+        } else {
+            failures = 0;
+            None
         };
         tokio::select! {
             _ = super::sleep_opt(retry) => {}
@@ -435,7 +490,7 @@ mod tests {
         });
         let matchers: Vec<Arc<dyn Matcher>> = vec![namer.clone(), namer.clone()];
         let mut got = Vec::new();
-        let pass = enrich(&matchers, &base(120), |c| {
+        let pass = enrich(&matchers, &base(120), &AltTitles::default(), |c| {
             got.push(c);
             std::future::ready(true)
         })
@@ -449,8 +504,8 @@ mod tests {
         assert!(pass.error.is_none());
         let c = &got[0];
         // The show's own title (in any case) and a second matcher's repeat are not added.
-        assert_eq!(c.get("7").unwrap().alt_titles.to_vec(), ["n-t7"]);
-        assert_eq!(c.len(), 120);
+        assert_eq!(c.get("7"), ["n-t7"]);
+        assert_eq!(c.shows(), 120);
     }
 
     #[tokio::test]
@@ -461,31 +516,78 @@ mod tests {
         });
         let matchers: Vec<Arc<dyn Matcher>> = vec![namer.clone()];
         let mut got = Vec::new();
-        let pass = enrich(&matchers, &base(120), |c| {
+        // Names stored by an earlier pass: kept after a failure, with the new ones.
+        let mut known = AltTitles::default();
+        known.add("100", "t100", "stored");
+        let pass = enrich(&matchers, &base(120), &known, |c| {
             got.push(c);
             std::future::ready(true)
         })
         .await;
         assert!(pass.error.as_ref().is_some_and(PluginError::is_transient));
         assert_eq!(pass.shows_named, 50);
-        assert_eq!(got[0].get("49").unwrap().alt_titles.to_vec(), ["n-t49"]);
-        assert!(got[0].get("50").unwrap().alt_titles.is_empty());
+        assert_eq!(got[0].get("49"), ["n-t49"]);
+        assert!(got[0].get("50").is_empty());
+        assert_eq!(got[0].get("100"), ["stored"]);
     }
 
     #[tokio::test]
     async fn nothing_new_publishes_nothing_and_superseded_stops() {
         let matchers: Vec<Arc<dyn Matcher>> = Vec::new();
-        let pass = enrich(&matchers, &base(3), |_| -> std::future::Ready<bool> {
-            panic!("nothing to publish")
-        })
+        let none = AltTitles::default();
+        let pass = enrich(
+            &matchers,
+            &base(3),
+            &none,
+            |_| -> std::future::Ready<bool> { panic!("nothing to publish") },
+        )
         .await;
         assert_eq!(pass.published, 0);
         let namer: Arc<dyn Matcher> = Arc::new(Namer {
             slices: Mutex::new(Vec::new()),
             fail_at: None,
         });
-        let pass = enrich(&[namer], &base(3), |_| std::future::ready(false)).await;
+        let pass = enrich(std::slice::from_ref(&namer), &base(3), &none, |_| {
+            std::future::ready(false)
+        })
+        .await;
         assert!(pass.superseded);
         assert_eq!(pass.published, 0);
+        // The names the store holds already: counted as named, not published again.
+        let mut got = Vec::new();
+        enrich(std::slice::from_ref(&namer), &base(3), &none, |c| {
+            got.push(c);
+            std::future::ready(true)
+        })
+        .await;
+        let known = got.pop().unwrap();
+        let pass = enrich(
+            &[namer],
+            &base(3),
+            &known,
+            |_| -> std::future::Ready<bool> { panic!("the same names published again") },
+        )
+        .await;
+        assert_eq!((pass.shows_named, pass.published), (3, 0));
+    }
+
+    #[tokio::test]
+    async fn a_whole_pass_drops_names_no_matcher_gives_any_more() {
+        let mut known = AltTitles::default();
+        known.add("1", "t1", "old name");
+        known.add("7", "gone", "a show the catalogue lost");
+        let namer: Arc<dyn Matcher> = Arc::new(Namer {
+            slices: Mutex::new(Vec::new()),
+            fail_at: None,
+        });
+        let mut got = Vec::new();
+        let pass = enrich(&[namer], &base(3), &known, |c| {
+            got.push(c);
+            std::future::ready(true)
+        })
+        .await;
+        assert_eq!(pass.published, 1);
+        assert_eq!(got[0].get("1"), ["n-t1"]);
+        assert!(got[0].get("7").is_empty());
     }
 }

@@ -49,6 +49,11 @@ pub(crate) const PENDING: TableDefinition<u64, i64> = TableDefinition::new("pend
 pub(crate) const DEDUPE: TableDefinition<&str, &[u8]> = TableDefinition::new("dedupe");
 pub(crate) const SHOW_INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("show_info");
 pub(crate) const CATALOGUE: TableDefinition<&str, &[u8]> = TableDefinition::new("catalogue");
+/// The catalogue's extra names ([`crate::alt_titles`]): tracker show id → JSON list of names.
+/// A store of an earlier release (0.1.0) has none until the next write open creates
+/// it, and a read-only open of such a store reads it as empty.
+pub(crate) const CATALOGUE_NAMES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("catalogue_names");
 pub(crate) const MAPPINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("mappings");
 pub(crate) const CONFLICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("conflicts");
 pub(crate) const WATCHED: TableDefinition<&str, &[u8]> = TableDefinition::new("watched");
@@ -620,6 +625,7 @@ fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(DEDUPE)?;
         txn.open_table(SHOW_INFO)?;
         txn.open_table(CATALOGUE)?;
+        txn.open_table(CATALOGUE_NAMES)?;
         txn.open_table(MAPPINGS)?;
         txn.open_table(CONFLICTS)?;
         txn.open_table(WATCHED)?;
