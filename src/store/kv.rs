@@ -108,9 +108,7 @@ impl Store {
                 let kept = names.get(id);
                 if kept.is_empty() {
                     stale.push(id.to_string());
-                } else if serde_json::from_slice::<Vec<String>>(v.value())
-                    .is_ok_and(|old| old == kept)
-                {
+                } else if decode::<Vec<String>>(v.value()).is_ok_and(|old| old == kept) {
                     same.insert(id.to_string());
                 }
             }
@@ -198,7 +196,7 @@ fn read_alt_titles(
     };
     for row in t.iter()? {
         let (k, v) = row?;
-        match serde_json::from_slice::<Vec<String>>(v.value()) {
+        match decode::<Vec<String>>(v.value()) {
             Ok(list) => {
                 for n in &list {
                     names.add(k.value(), "", n);
