@@ -365,20 +365,20 @@ impl Drop for ConflictClaim<'_> {
     }
 }
 
-/// Shows created in the tracker by this process, by the create's key (pipeline/resolve.rs
-/// `create_key`: TMDB id, else title and year) and the tracker instance they were made in:
-/// the tracker's show id. Held in memory because the store may be what failed when the
-/// decision that names the show could not be recorded (a full disk); a person's decision
-/// drops its entry once written. An automatic create's (`[matching] auto_add_shows`) stays
-/// for the process's life: the show exists, so a later create of it reuses it. One entry a
-/// show created, never more.
+/// Shows created (or found created) in the tracker by this process, by the tracker instance
+/// and the create's key (pipeline/resolve.rs `create_key`: TMDB id, else title and year): the
+/// tracker's show id. Held in memory because the store may be what failed when the decision
+/// that names the show could not be recorded (a full disk). Kept for the process's life, also
+/// once a decision naming the show is written: a second conflict of the same show (another
+/// server's, decided in the same bulk request) reuses it instead of making another. One entry
+/// a show created in a tracker, never more.
 #[derive(Default)]
 pub struct CreatedShows {
-    shows: Mutex<HashMap<String, (String, String)>>,
+    shows: Mutex<HashMap<(String, String), String>>,
 }
 
 impl CreatedShows {
-    fn shows(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+    fn shows(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
         self.shows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -387,18 +387,18 @@ impl CreatedShows {
     /// The show id a create of `key` made in the tracker `instance`, if this process made it.
     pub fn get(&self, instance: &str, key: &str) -> Option<String> {
         self.shows()
-            .get(key)
-            .filter(|(made_in, _)| made_in == instance)
-            .map(|(_, id)| id.clone())
+            .get(&(instance.to_string(), key.to_string()))
+            .cloned()
     }
 
     pub fn insert(&self, instance: &str, key: &str, show_id: &str) {
         self.shows()
-            .insert(key.to_string(), (instance.to_string(), show_id.to_string()));
+            .insert((instance.to_string(), key.to_string()), show_id.to_string());
     }
 
-    pub fn remove(&self, key: &str) {
-        self.shows().remove(key);
+    pub fn remove(&self, instance: &str, key: &str) {
+        self.shows()
+            .remove(&(instance.to_string(), key.to_string()));
     }
 }
 

@@ -620,16 +620,21 @@ async fn decide(
             };
             // The tracker has the show and nothing maps to it yet: remembered, so that the
             // person's next *Create new* maps to it rather than make a second one.
-            crate::pipeline::create_unrecorded(shared, &conflict.query, &id, &e).await;
+            let marked = crate::pipeline::create_unrecorded(shared, &conflict.query, &id, &e).await;
             let title = &conflict.plex.title;
             Err((
                 status,
                 match e {
                     StoreError::NotFound(m) => format!(
-                        "the tracker created the show {title:?} (show id {id:?}), but the conflict was decided meanwhile ({m}): nothing maps to the new show"
+                        "the tracker has the show {title:?} (show id {id:?}), but the conflict was decided meanwhile ({m}): nothing maps to that show"
+                    ),
+                    // Only a stored mark outlives this process: without it, a restart (or
+                    // the CLI offline, its own process) would not know the show.
+                    e if marked => format!(
+                        "the tracker has the show {title:?} (show id {id:?}), but the decision could not be recorded: {e}; once that is fixed, Create new again maps the conflict to this show and does not create another (as does Select with show id {id:?})"
                     ),
                     e => format!(
-                        "the tracker created the show {title:?} (show id {id:?}), but the decision could not be recorded: {e}; once that is fixed, Create new again maps the conflict to this show, it does not create another"
+                        "the tracker has the show {title:?} (show id {id:?}), but the decision could not be recorded: {e}; once that is fixed, choose it with Select (show id {id:?}): Create new maps to it only while this daemon runs"
                     ),
                 },
             ))

@@ -239,9 +239,16 @@ async fn run(
                     .await
                 {
                     Ok(true) => {}
-                    Ok(false) => {
-                        tracing::info!(tracker = %instance, "catalogue names: another tracker's catalogue is stored now; this pass stops");
+                    Ok(false) if shared.plugins().exporter.instance() != instance => {
+                        tracing::info!(tracker = %instance, "catalogue names: another tracker is configured now; this pass stops");
                         return false;
+                    }
+                    Ok(false) => {
+                        // Still this tracker's names, but its catalogue is not the stored one
+                        // (saving it failed, or an earlier release's copy): published, and
+                        // stored by a later pass once the catalogue is.
+                        unsaved.store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(tracker = %instance, shows = names.shows(), "catalogue names: this tracker's catalogue is not the stored one yet; published anyway, stored on a later pass");
                     }
                     Err(e) => {
                         unsaved.store(true, std::sync::atomic::Ordering::Relaxed);

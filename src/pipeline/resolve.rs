@@ -554,13 +554,14 @@ pub async fn create_show(
     if let Some(id) = shared.created.get(&tracker, &key) {
         // Made by this process, its decision not written (or not known to be): the tracker
         // is asked whether the show is still there (someone may have deleted it since).
+        // The row must still be that show, not merely an id (ids are small integers).
         let shows = exporter.fetch_catalogue().await?;
-        if shows.iter().any(|s| s.id == id) {
-            tracing::info!(show_id = %id, show = %show.title, "this show was created in the tracker before, and the decision naming it was not recorded; that show is used, not created again");
+        if shows.iter().any(|s| s.id == id && is_the_show(s, &show)) {
+            tracing::info!(show_id = %id, show = %show.title, "this show was created in the tracker before; that show is used, not created again");
             return Ok(Some(id));
         }
         tracing::warn!(show_id = %id, show = %show.title, "the show created earlier is no longer in the tracker's catalogue; it is created again");
-        shared.created.remove(&key);
+        shared.created.remove(&tracker, &key);
     }
     if let Some(settled_at) = unsettled {
         if now_millis() <= settled_at {
@@ -593,19 +594,18 @@ pub async fn create_show(
             let settled_at =
                 now_millis().saturating_add(settle_time(started.elapsed()).as_millis() as i64);
             tracing::warn!(show = %show.title, error = %e, "a show create got no answer; the tracker's catalogue is read before it is tried again");
-            mark_unsettled(shared, mark, settled_at, &show.title).await;
+            let _ = mark_unsettled(shared, mark, settled_at, &show.title).await;
             Err(e)
         }
         Err(e) => Err(e),
     }
 }
 
-/// The decision naming the show [`create_show`] answered for `query` is written: the show is
-/// no longer remembered as made without one.
-/// A mark [`create_unrecorded`] left goes too.
+/// The decision naming the show [`create_show`] answered for `query` is written: a mark
+/// [`create_unrecorded`] left goes. The show stays remembered ([`Shared::created`]), so a
+/// later create of the same show reuses it.
 pub fn create_recorded(shared: &Shared, query: &ShowQuery) {
     let key = create_key(&new_show(query));
-    shared.created.remove(&key);
     let mark = format!("{UNSETTLED_CREATE}{key}");
     if let Ok(Some(_)) = shared.store.kv_get(&mark) {
         forget_unsettled(shared, mark);
@@ -613,36 +613,38 @@ pub fn create_recorded(shared: &Shared, query: &ShowQuery) {
 }
 
 /// The decision naming `show_id`, which [`create_show`] answered for `query`, could not be
-/// written (`err`): the show exists in the tracker and nothing maps to it yet. This process
-/// remembers it already; the unsettled mark, settled at once, is left (if the store takes
-/// it) so that after a restart the next create reads the tracker's catalogue first and finds
-/// the show instead of making a second one.
+/// written (`err`): the show is in the tracker and nothing maps to it yet. This process
+/// remembers it already ([`create_show`] did, under the tracker it asked); the unsettled
+/// mark, settled at once, is left if the store takes it, so that another process (a restart,
+/// the CLI offline) reads the tracker's catalogue first and finds the show instead of making
+/// a second one. True when the mark was stored.
 pub async fn create_unrecorded(
     shared: &Shared,
     query: &ShowQuery,
     show_id: &str,
     err: &crate::store::StoreError,
-) {
+) -> bool {
     let show = new_show(query);
     let key = create_key(&show);
-    // Also when create_show found it in the catalogue rather than made it: remembered either way.
-    shared
-        .created
-        .insert(&shared.plugins().exporter.instance(), &key, show_id);
-    tracing::error!(show = %show.title, show_id = %show_id, error = %err, "the show was created in the tracker but the decision could not be recorded; creating it again maps to this show");
+    tracing::error!(show = %show.title, show_id = %show_id, error = %err, "the show is in the tracker but the decision naming it could not be recorded");
     let mark = format!("{UNSETTLED_CREATE}{key}");
-    mark_unsettled(shared, mark, now_millis(), &show.title).await;
+    mark_unsettled(shared, mark, now_millis(), &show.title).await
 }
 
-/// Leave the unsettled mark `mark`, settled at `settled_at` (unix ms); best effort.
-async fn mark_unsettled(shared: &Shared, mark: String, settled_at: i64, title: &str) {
+/// Leave the unsettled mark `mark`, settled at `settled_at` (unix ms); best effort: true when
+/// stored.
+async fn mark_unsettled(shared: &Shared, mark: String, settled_at: i64, title: &str) -> bool {
     let expires = settled_at.saturating_add(UNSETTLED_FOR.as_millis() as i64);
-    if let Err(se) = shared
+    match shared
         .store
         .kv_put(mark, settled_at.to_le_bytes().to_vec(), Some(expires))
         .await
     {
-        tracing::warn!(show = %title, error = %se, "cannot record that a show's create is unsettled");
+        Ok(_) => true,
+        Err(se) => {
+            tracing::warn!(show = %title, error = %se, "cannot record that a show's create is unsettled");
+            false
+        }
     }
 }
 
@@ -665,11 +667,17 @@ fn find_created(
 ) -> Option<String> {
     shows
         .iter()
-        .find(|s| match show.tmdb_id {
-            Some(n) => s.tmdb_id == Some(n),
-            None => s.title.trim().eq_ignore_ascii_case(show.title.trim()) && s.year == show.year,
-        })
+        .find(|s| is_the_show(s, show))
         .map(|s| s.id.clone())
+}
+
+/// Whether the tracker's show `s` is the one a create of `show` makes: the same TMDB id, else
+/// the same title and year.
+fn is_the_show(s: &plexsync_plugin_api::CatalogShow, show: &plexsync_plugin_api::NewShow) -> bool {
+    match show.tmdb_id {
+        Some(n) => s.tmdb_id == Some(n),
+        None => s.title.trim().eq_ignore_ascii_case(show.title.trim()) && s.year == show.year,
+    }
 }
 
 fn forget_unsettled(shared: &Shared, mark: String) {

@@ -90,12 +90,13 @@ impl Store {
 
     /// Store `names` as the catalogue's extra names, replacing all the earlier ones (a show
     /// left out loses its names), in one transaction; only while the stored catalogue is
-    /// tracker `instance`'s (or an earlier release's, which names none): false, and nothing
-    /// written, when another tracker's is stored now.
+    /// recorded as tracker `instance`'s: false, and nothing written, when another tracker's
+    /// is stored, or an earlier release's copy that names none (its shows may be another
+    /// tracker's: names stored beside it would be read with it by id).
     pub async fn save_alt_titles(&self, names: AltTitles, instance: String) -> Result<bool> {
         self.write(move |txn| {
             let mut cat = txn.open_table(CATALOGUE)?;
-            if get_json::<String>(&cat, "instance")?.is_some_and(|i| i != instance) {
+            if get_json::<String>(&cat, "instance")?.as_deref() != Some(instance.as_str()) {
                 return Ok(false);
             }
             let mut t = txn.open_table(CATALOGUE_NAMES)?;
