@@ -252,6 +252,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let catalogue = Arc::new(Catalogue::new(shows()));
+        // No catalogue recorded as this tracker's yet (none at all, or an earlier release's
+        // untagged copy, which may be another tracker's): nothing is stored beside it.
+        let mut early = AltTitles::default();
+        early.add("1", "Spiral", "Engrenages");
+        assert!(!store.save_alt_titles(early, "a".into()).await.unwrap());
+        assert!(store.alt_titles_for("a").unwrap().is_empty());
         store
             .save_catalogue(catalogue.clone(), "a".into())
             .await
