@@ -876,15 +876,26 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
     let (head, tail) = body.split_at(body.len() / 2);
     let mut conn = std::net::TcpStream::connect(&d.addr).unwrap();
     conn.set_read_timeout(Some(WAIT)).unwrap();
+    // `Expect: 100-continue`: the daemon's HTTP layer answers `100 Continue` when the webhook
+    // handler first reads the body, i.e. once the connection is accepted, the head parsed and
+    // the request handed over (in progress, so shutdown does not close it as idle). That
+    // answer is the signal the request is in flight; a fixed pause could end before the
+    // daemon had even accepted the connection.
     write!(
         conn,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
     )
     .unwrap();
+    conn.flush().unwrap();
+    let interim = read_head(&mut conn);
+    assert!(
+        interim.starts_with("HTTP/1.1 100"),
+        "the handler reads the body: {interim:?}\n{}",
+        d.log()
+    );
     conn.write_all(head).unwrap();
     conn.flush().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     d.signal("TERM");
     // It stops accepting…
@@ -919,6 +930,20 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["running"], false);
     assert_eq!(st["counts"]["journal"], 1, "{st}");
+}
+
+/// Read one response head (up to its blank line) from `conn`, byte by byte so nothing after
+/// it is consumed.
+fn read_head(conn: &mut std::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
