@@ -135,6 +135,28 @@ async fn sync(d: &InProc, body: Value) -> Value {
     panic!("the sync did not finish:\n{}", d.log());
 }
 
+/// Wait until the daemon has nothing left to send: no play waits for resolution and the outbox
+/// holds nothing (its batches, in flight or waiting, included). A finished sync's writes are
+/// committed before its summary, so from then on anything it queued shows here until the
+/// tracker has it: the tracker's requests can then be counted, rather than after a pause that
+/// proves nothing about an export still on its way.
+async fn nothing_left_to_send(d: &InProc) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let st = d.status().await;
+        let c = &st["counts"];
+        if c["pending_resolution"] == 0 && c["outbox_items"] == 0 && c["batches"] == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "exports still waiting: {st}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The real binary's CLI, off the test's runtime (the fakes answer from it meanwhile).
 async fn cli(cfg: &std::path::Path, args: &[&str]) -> std::process::Output {
     let cfg = cfg.to_path_buf();
@@ -228,18 +250,29 @@ async fn sync_brings_the_tracker_to_plexs_watched_state_with_plexs_dates_once() 
         "{again}"
     );
     assert_eq!(w.daemon.status().await["counts"]["journal"], journal);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    nothing_left_to_send(&w.daemon).await;
     assert_eq!(
         w.tracker.posts().len(),
         posts,
         "the second sync sent nothing"
     );
-    let rows = w.daemon.activity().await;
-    assert!(
-        rows.iter()
-            .any(|r| r["source"] == "library" && r["event"] == "sync"),
-        "a summary row per sync: {rows:?}"
-    );
+    // A summary row per sync. The second's is recorded after its status reads finished.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = w.daemon.activity().await;
+        let summaries = rows
+            .iter()
+            .filter(|r| r["source"] == "library" && r["event"] == "sync")
+            .count();
+        if summaries == 2 {
+            break;
+        }
+        assert!(
+            summaries < 2 && tokio::time::Instant::now() < deadline,
+            "a summary row per sync: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test]
@@ -313,7 +346,7 @@ async fn a_history_row_and_the_sync_of_the_same_viewing_are_one_export() {
         (json!(0), json!(1)),
         "{st}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    nothing_left_to_send(&w.daemon).await;
     assert_eq!(w.tracker.posts().len(), 1, "one viewing, one export");
     assert_eq!(w.daemon.status().await["counts"]["journal"], 1);
     // The play's activity row says which sources saw it.
