@@ -648,14 +648,18 @@ async fn a_hostile_corpus_gets_the_documented_statuses_and_the_daemon_stays_heal
     // Slowloris: 20 clients dribble header bytes; each is cut off by header_timeout (1 s)
     // while an honest client is served meanwhile.
     let mut lorises = Vec::new();
+    // Each loris says when it is connected and dribbling, so the honest client goes only then.
+    let (dribbling, mut all_dribbling) = tokio::sync::mpsc::channel::<()>(20);
     for i in 0..20 {
         let addr = addr.clone();
+        let dribbling = dribbling.clone();
         lorises.push(tokio::spawn(async move {
             let started = Instant::now();
             let mut s = TcpStream::connect(&addr).await.unwrap();
             let _ = s
                 .write_all(format!("POST /webhook/x{i} HTTP/1.1\r\nHost: a\r\nX-A: ").as_bytes())
                 .await;
+            let _ = dribbling.send(()).await;
             let mut b = [0u8; 256];
             loop {
                 if started.elapsed() > Duration::from_secs(10) {
@@ -672,7 +676,10 @@ async fn a_hostile_corpus_gets_the_documented_statuses_and_the_daemon_stays_heal
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(dribbling);
+    for _ in 0..20 {
+        all_dribbling.recv().await.expect("every loris connects");
+    }
     let t = Instant::now();
     let r = http
         .post(&d.webhook_url)
