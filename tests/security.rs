@@ -925,11 +925,7 @@ async fn a_proxy_that_passes_the_public_url_prefix_on_reaches_every_route() {
     }
     plexsync::daemon::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::reserved_port();
     let proxy = support::reverse_proxy(
         std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         "/plexsync",

@@ -447,14 +447,6 @@ async fn post_play(url: &str, payload: &Value) -> u16 {
         .as_u16()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Four Plex shows: "The Office" (2003) against six tracker shows of that name (a conflict with
 /// many candidates), a CJK title against two years of it, a very long title the tracker has
 /// exactly (mapped, with a long unbreakable id), and a title the tracker does not know at all
@@ -506,7 +498,7 @@ async fn busy_daemon(
     )
     .replace(
         "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{}\"", free_port()),
+        &format!("listen = \"127.0.0.1:{}\"", support::reserved_port()),
     );
     std::fs::write(dir.join("plexsync.toml"), &text).unwrap();
     let out = daemon::cli(
@@ -1547,7 +1539,7 @@ async fn office_behind_proxy(
     support::tracker::FakeTracker,
 ) {
     let (plex, tracker, cfg_text) = support::office_conflict(dir).await;
-    let port = free_port();
+    let port = support::reserved_port();
     let proxy = support::reverse_proxy(
         std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         "/plexsync",

@@ -13,12 +13,29 @@ pub mod tracker;
 pub const NEW_AGENT_SCROBBLE: &str =
     "webhook/episode_plexagent_media.scrobble_shared-user_guid-array.json";
 
-/// A loopback URL nobody listens on (a tracker or Plex that is down).
+/// A loopback URL nobody listens on (a tracker or Plex that is down), on a [`reserved_port`]:
+/// no other test can be given the port and bring the "dead" URL to life.
 pub fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let port = l.local_addr().expect("its address").port();
-    drop(l);
-    format!("http://127.0.0.1:{port}/api")
+    format!("http://127.0.0.1:{}/api", reserved_port())
+}
+
+/// A loopback port for this test process alone: bound (with SO_REUSEADDR) by a socket that
+/// never listens and is held until the process ends. Tests run in parallel, each binding
+/// 127.0.0.1:0 and connecting out; a port picked by binding and dropping a listener could be
+/// handed to one of them before its user bound it again (or between a daemon's stop and its
+/// restart). The kernel hands out neither a bound port for `bind(0)` nor one for `connect`,
+/// while a daemon may still listen on it (tokio's listener sets SO_REUSEADDR too, and the
+/// held socket is not listening), also again after a restart. Meanwhile a connection to it is
+/// refused.
+pub fn reserved_port() -> u16 {
+    static HELD: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+    let s = tokio::net::TcpSocket::new_v4().expect("a socket");
+    s.set_reuseaddr(true).expect("SO_REUSEADDR");
+    s.bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("a free port");
+    let port = s.local_addr().expect("its address").port();
+    HELD.lock().unwrap().push(s);
+    port
 }
 
 /// What a test's world needs from a running daemon, whichever way it runs: in process
