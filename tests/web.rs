@@ -42,31 +42,37 @@ impl Driver {
             eprintln!("NOTICE: chromium/chromedriver not installed; skipping the browser test");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        // ChromeDriver picks its own free port (a port picked here and handed over could be
+        // taken by a parallel test meanwhile) and names it once it listens.
+        let mut child = Command::new(driver)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    let _ = tx.send(rest.trim_end_matches('.').trim().parse::<u16>());
+                }
+            }
+        });
         let mut d = Driver {
             child,
-            base,
+            base: String::new(),
             session: String::new(),
-            http,
+            http: reqwest::Client::new(),
         };
-        eventually("chromedriver ready", WAIT, || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| ())
-        })
-        .await;
+        let port = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT))
+            .await
+            .unwrap()
+            .expect("chromedriver names its port")
+            .expect("a port number");
+        d.base = format!("http://127.0.0.1:{port}");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium, "args": [
