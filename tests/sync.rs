@@ -279,6 +279,21 @@ async fn sync_brings_the_tracker_to_plexs_watched_state_with_plexs_dates_once() 
 async fn dry_run_stores_nothing_lists_episodes_and_shows_that_need_a_person() {
     let w = world().await;
     library(&w.plex);
+    // A dry run before the first catalogue is read lists every show as undecided ("the
+    // resolver would retry"): it waits for the catalogue, as a person would see it loaded.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while w.daemon.status().await["catalogue_shows"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no catalogue:\n{}",
+            w.daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let before = w.daemon.status().await["counts"].clone();
     let st = sync(&w.daemon, json!({"dry_run": true})).await;
     assert_eq!(st["dry_run"], true);
