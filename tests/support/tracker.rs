@@ -27,6 +27,8 @@ pub enum Fault {
     AnswerLate(Duration),
     /// Wait until the test opens the gate, then answer normally.
     Held(Gate),
+    /// Wait until the test opens the gate, then answer this status.
+    HeldThen(Gate, u16),
 }
 
 /// A request held by [`Fault::Held`] until [`Gate::open`]: a test sees it arrive
@@ -75,6 +77,8 @@ pub struct TrackerState {
     pub applied: usize,
     /// Faults for the next requests, front first.
     pub faults: Vec<Fault>,
+    /// Faults for the next watched POSTs only, front first (before `sticky`).
+    pub watched_faults: Vec<Fault>,
     /// Fault for every watched POST until cleared.
     pub sticky: Option<Fault>,
     /// Faults for the next show creates (`POST /shows`) only, front first.
@@ -192,6 +196,11 @@ impl FakeTracker {
         self.state.lock().unwrap().faults.push(f);
     }
 
+    /// Faults for the next watched POSTs only (front first), before the sticky one.
+    pub fn push_watched_fault(&self, f: Fault) {
+        self.state.lock().unwrap().watched_faults.push(f);
+    }
+
     pub fn set_sticky(&self, f: Option<Fault>) {
         self.state.lock().unwrap().sticky = f;
     }
@@ -283,6 +292,11 @@ async fn handle_inner(
             && !s.create_faults.is_empty()
         {
             Some(s.create_faults.remove(0))
+        } else if seen.method == "POST"
+            && seen.path.ends_with("/watched")
+            && !s.watched_faults.is_empty()
+        {
+            Some(s.watched_faults.remove(0))
         } else if seen.method == "POST" && seen.path.ends_with("/watched") {
             s.sticky.clone()
         } else {
@@ -304,6 +318,14 @@ async fn handle_inner(
         }
         Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
         Some(Fault::Held(gate)) => gate.pass().await,
+        Some(Fault::HeldThen(gate, code)) => {
+            gate.pass().await;
+            return respond(
+                code,
+                "application/json",
+                format!("{{\"error\":\"fault {code}\"}}"),
+            );
+        }
         Some(Fault::AnswerLate(d)) => {
             let r = Box::pin(handle_inner(st, seen)).await;
             tokio::time::sleep(d).await;
