@@ -100,6 +100,24 @@ async fn post(http: &reqwest::Client, url: &str, p: &Value) -> (u16, Option<Stri
     (status, retry, r.text().await.unwrap_or_default())
 }
 
+/// The daemon for the shared user's plays against `plex` and `tracker`, with `extra` config
+/// (the store on the test's small disk), the Plex token set, started and its accounts read.
+async fn start_synced(dir: &Path, plex: &FakePlex, tracker: &FakeTracker, extra: &str) -> Daemon {
+    let cfg_text =
+        daemon::config_with_plex(&plex.url(), &tracker.url(), daemon::SYNC_SHARED_USER, extra);
+    let cfg = dir.join("plexsync.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = Daemon::start(dir, &cfg_text).await;
+    support::accounts_read(&d).await;
+    d
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_503_and_recovers_when_space_returns() {
     if samples().is_none() {
@@ -291,22 +309,7 @@ async fn the_resolver_backs_off_while_its_writes_fail() {
     );
     // The capture is a shared user's play: listed by the server and synced.
     plex.list_shared_user();
-    let cfg_text = daemon::config_with_plex(
-        &plex.url(),
-        &tracker.url(),
-        daemon::SYNC_SHARED_USER,
-        &extra,
-    );
-    let cfg = dir.path().join("plexsync.toml");
-    std::fs::write(&cfg, &cfg_text).unwrap();
-    let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut d = Daemon::start(dir.path(), &cfg_text).await;
-    support::accounts_read(&d).await;
+    let mut d = start_synced(dir.path(), &plex, &tracker, &extra).await;
     let (ct, body) = multipart(&sample_json(NEW_AGENT_SCROBBLE), None);
     let r = reqwest::Client::new()
         .post(&d.webhook_url)
@@ -409,22 +412,7 @@ async fn a_create_new_whose_decision_cannot_be_recorded_creates_no_second_show()
         "[[matchers]]\nkind = \"title\"\n[poll]\nenabled = false\n\n[store]\npath = \"{}\"\n",
         fs.path.join("plexsync.redb").display()
     );
-    let cfg_text = daemon::config_with_plex(
-        &plex.url(),
-        &tracker.url(),
-        daemon::SYNC_SHARED_USER,
-        &extra,
-    );
-    let cfg = dir.path().join("plexsync.toml");
-    std::fs::write(&cfg, &cfg_text).unwrap();
-    let out = daemon::cli(&cfg, &["secret", "set", "plex-token"], Some(TOKEN));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut d = Daemon::start(dir.path(), &cfg_text).await;
-    support::accounts_read(&d).await;
+    let mut d = start_synced(dir.path(), &plex, &tracker, &extra).await;
 
     // A play of Lucky Man (the shared user's capture, re-aimed at the show) opens a conflict.
     let mut p = sample_json(NEW_AGENT_SCROBBLE);
